@@ -1,0 +1,54 @@
+"""``abflow validate``: check experiment spec files and list every problem at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from abflow.cli.console import err_console, out_console
+from abflow.errors import InvalidSpecError
+from abflow.spec import experiment_json_schema, load_experiment
+
+
+def validate(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Experiment spec files (.yaml, .yml or .json).", show_default=False),
+    ] = None,
+    schema: Annotated[
+        bool,
+        typer.Option("--schema", help="Print the JSON Schema of a spec (for editors) and exit."),
+    ] = False,
+) -> None:
+    """Check experiment specs; print every problem with its path and exit 1 if any.
+
+    Example: [bold]abflow validate examples/fraud.yaml[/]
+    """
+    if schema:
+        out_console.print_json(orjson.dumps(experiment_json_schema()).decode())
+        return
+    if not files:
+        err_console.print("error: give at least one spec file, or --schema")
+        raise typer.Exit(2)
+    failed = 0
+    for file in files:
+        try:
+            spec = load_experiment(file)
+        except InvalidSpecError as exc:
+            failed += 1
+            err_console.print(f"[red]✗[/] {exc}", markup=True)
+            continue
+        out_console.print(
+            f"[green]✓[/] {file}: experiment {spec.key!r}, {len(spec.variants)} variants, "
+            f"{len(spec.metrics)} metrics",
+            markup=True,
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)

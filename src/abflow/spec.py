@@ -1,0 +1,521 @@
+"""Experiment, metric, analysis and rollout specs: what users write in YAML or JSON.
+
+A spec is validated once, when it is loaded, and every problem is reported at once with its
+path (``variants[1].name: duplicate variant name 'b'``), so that a user fixes a file in one
+pass instead of one error per run. Routing, analysis and rollout trust a loaded spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from abflow.errors import InvalidSpecError
+
+__all__ = [
+    "AnalysisSpec",
+    "ExperimentSpec",
+    "MetricSpec",
+    "NamespaceSpec",
+    "RampStepSpec",
+    "RolloutSpec",
+    "VariantSpec",
+    "experiment_json_schema",
+    "load_experiment",
+    "parse_experiment",
+    "spec_hash",
+    "validate_condition",
+]
+
+WEIGHT_TOLERANCE = 1e-6
+"""Weights must sum to 1 within this (GrowthBook's SDK falls back to equal weights at ±0.01)."""
+
+_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+_MODEL_REF = re.compile(
+    r"^(models:/[^/@\s]+(/\d+|@[A-Za-z0-9_\-]+)"  # MLflow registry: version or alias
+    r"|runs:/\S+"  # an MLflow run artifact
+    r"|file:\S+"  # a local pickled / joblib model
+    r"|https?://\S+"  # a remote model server
+    r"|python:[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"  # a Python factory "module:attribute"
+)
+
+MetricKind = Literal[
+    "conversion",
+    "mean",
+    "sum",
+    "ratio",
+    "quantile",
+    "accuracy",
+    "precision",
+    "recall",
+    "false_positive_rate",
+    "calibration_error",
+    "mae",
+    "rmse",
+    "latency",
+    "error_rate",
+    "fallback_rate",
+    "cost",
+]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class VariantSpec(_Spec):
+    """One arm of an experiment: a name and the model that serves it."""
+
+    name: Annotated[str, Field(pattern=_KEY_PATTERN)]
+    model: str = Field(
+        description="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/…, file:PATH, http(s)://URL "
+        "or python:module:attribute"
+    )
+    description: str = ""
+
+    @field_validator("model")
+    @classmethod
+    def _model_reference(cls, value: str) -> str:
+        if not _MODEL_REF.match(value):
+            msg = (
+                f"{value!r} is not a model reference; use models:/NAME/VERSION, "
+                "models:/NAME@ALIAS, runs:/…, file:PATH, http(s)://URL or python:module:attr"
+            )
+            raise ValueError(msg)
+        return value
+
+
+class NamespaceSpec(_Spec):
+    """A slice ``[start, end)`` of a namespace; experiments on disjoint slices never share units."""
+
+    name: Annotated[str, Field(min_length=1)]
+    start: Annotated[float, Field(ge=0.0, le=1.0)]
+    end: Annotated[float, Field(ge=0.0, le=1.0)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_triple(cls, data: Any) -> Any:
+        if isinstance(data, list | tuple):
+            if len(data) != 3:
+                msg = f"namespace must be [name, start, end], got {len(data)} items"
+                raise ValueError(msg)
+            return {"name": data[0], "start": data[1], "end": data[2]}
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NamespaceSpec:
+        if self.start >= self.end:
+            msg = f"namespace start {self.start} must be below end {self.end}"
+            raise ValueError(msg)
+        return self
+
+    def as_tuple(self) -> tuple[str, float, float]:
+        return (self.name, self.start, self.end)
+
+
+class MetricSpec(_Spec):
+    """A metric computed from the event log, with the direction that counts as better."""
+
+    name: Annotated[str, Field(pattern=_KEY_PATTERN)]
+    kind: MetricKind
+    role: Literal["primary", "secondary", "guardrail"] = "secondary"
+    event: str | None = Field(
+        default=None, description="outcome name whose value the metric reads (conversion, mean…)"
+    )
+    numerator: str | None = Field(default=None, description="ratio: outcome name on top")
+    denominator: str | None = Field(default=None, description="ratio: outcome name below")
+    quantile: float | None = Field(default=None, gt=0.0, lt=1.0)
+    direction: Literal["increase", "decrease"] = "increase"
+    margin: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="non-inferiority margin (relative), for guardrails: how much worse is allowed",
+    )
+    cost_per_1000: float | None = Field(default=None, ge=0.0, description="cost metrics: price")
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> MetricSpec:
+        problems: list[str] = []
+        if self.kind in ("conversion", "mean", "sum") and not self.event:
+            problems.append(f"a {self.kind} metric needs 'event' (the outcome name it reads)")
+        if self.kind == "ratio" and not (self.numerator and self.denominator):
+            problems.append("a ratio metric needs 'numerator' and 'denominator'")
+        if self.kind == "quantile" and self.quantile is None:
+            problems.append("a quantile metric needs 'quantile' (e.g. 0.95)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class AnalysisSpec(_Spec):
+    """How results are computed: error rates, method, variance reduction, correction."""
+
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    power: float = Field(default=0.8, gt=0.0, lt=1.0)
+    method: Literal["frequentist", "sequential", "bayesian"] = "frequentist"
+    relative: bool = True
+    cuped: bool = Field(default=False, description="adjust with each unit's pre-period value")
+    cuped_covariate: str | None = Field(
+        default=None, description="outcome name whose pre-period value is the covariate"
+    )
+    correction: Literal["none", "holm", "benjamini-hochberg"] = "holm"
+    srm_alpha: float = Field(default=0.001, gt=0.0, lt=1.0)
+    sequential_tuning: int = Field(default=5000, gt=0)
+    minimum_detectable_effect: float | None = Field(default=None, gt=0.0)
+    daily_units: int | None = Field(default=None, gt=0)
+
+
+class RampStepSpec(_Spec):
+    """One step of a canary ramp: the challenger's share and how long to hold it."""
+
+    traffic: float = Field(gt=0.0, le=1.0, description="challenger share of covered traffic")
+    min_duration_hours: float = Field(default=24.0, ge=0.0)
+    min_samples: int = Field(default=1000, ge=0)
+
+
+class RolloutSpec(_Spec):
+    """A progressive rollout: ramp the challenger while guardrails hold."""
+
+    challenger: str | None = Field(default=None, description="variant that ramps; default second")
+    steps: list[RampStepSpec] = Field(min_length=1)
+    guardrails: list[str] = Field(default_factory=list, description="metric names")
+    auto_promote: bool = False
+    auto_rollback: bool = True
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[RampStepSpec]) -> list[RampStepSpec]:
+        for index in range(1, len(steps)):
+            if steps[index].traffic <= steps[index - 1].traffic:
+                msg = (
+                    f"steps[{index}].traffic {steps[index].traffic} must exceed the previous "
+                    f"step's {steps[index - 1].traffic}: a ramp only moves units to the challenger"
+                )
+                raise ValueError(msg)
+        return steps
+
+
+class ExperimentSpec(_Spec):
+    """An experiment: who is in it, which variant each unit sees, and how it is judged."""
+
+    key: Annotated[str, Field(pattern=_KEY_PATTERN)]
+    name: str = ""
+    unit: Annotated[str, Field(min_length=1)] = "user_id"
+    seed: str | None = Field(default=None, description="hash seed; defaults to the key")
+    hash_version: Literal[1, 2] = 2
+    variants: list[VariantSpec] = Field(min_length=2)
+    weights: list[float] | None = Field(default=None, description="defaults to equal weights")
+    coverage: float = Field(default=1.0, ge=0.0, le=1.0)
+    namespace: NamespaceSpec | None = None
+    condition: dict[str, Any] | None = None
+    forced: dict[str, str] = Field(default_factory=dict, description="unit id -> variant name")
+    metrics: list[MetricSpec] = Field(default_factory=list)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    rollout: RolloutSpec | None = None
+
+    @property
+    def hash_seed(self) -> str:
+        return self.seed if self.seed is not None else self.key
+
+    @property
+    def control(self) -> VariantSpec:
+        return self.variants[0]
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [v.name for v in self.variants]
+
+    @property
+    def effective_weights(self) -> list[float]:
+        if self.weights is None:
+            return [1.0 / len(self.variants)] * len(self.variants)
+        return list(self.weights)
+
+    @property
+    def primary_metric(self) -> MetricSpec | None:
+        return next((m for m in self.metrics if m.role == "primary"), None)
+
+    def metric(self, name: str) -> MetricSpec:
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric
+        msg = f"experiment {self.key!r} has no metric {name!r}"
+        raise KeyError(msg)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> ExperimentSpec:
+        problems = _cross_field_problems(self)
+        if problems:
+            raise _Problems(problems)
+        return self
+
+
+class _Problems(ValueError):
+    """Several located problems from one validator, unpacked by :func:`parse_experiment`."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
+
+
+def _cross_field_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    names = spec.variant_names
+    seen: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in seen:
+            problems.append(
+                (
+                    f"variants[{index}].name",
+                    f"duplicate variant name {name!r} (also variants[{seen[name]}])",
+                )
+            )
+        seen.setdefault(name, index)
+
+    if spec.weights is not None:
+        if len(spec.weights) != len(names):
+            problems.append(
+                ("weights", f"{len(spec.weights)} weights for {len(names)} variants; give one each")
+            )
+        for index, weight in enumerate(spec.weights):
+            if not math.isfinite(weight) or weight < 0 or weight > 1:
+                problems.append((f"weights[{index}]", f"weight {weight} must be between 0 and 1"))
+        total = math.fsum(spec.weights)
+        if abs(total - 1.0) > WEIGHT_TOLERANCE:
+            problems.append(("weights", f"weights sum to {total:g}, expected 1"))
+
+    for unit_id, variant in spec.forced.items():
+        if variant not in seen:
+            problems.append(
+                (f"forced.{unit_id}", f"unknown variant {variant!r}; variants are {names}")
+            )
+
+    if spec.condition is not None:
+        problems.extend(
+            ("condition" + path, msg) for path, msg in validate_condition(spec.condition)
+        )
+
+    metric_names: dict[str, int] = {}
+    for index, metric in enumerate(spec.metrics):
+        if metric.name in metric_names:
+            problems.append((f"metrics[{index}].name", f"duplicate metric name {metric.name!r}"))
+        metric_names.setdefault(metric.name, index)
+    primaries = [i for i, m in enumerate(spec.metrics) if m.role == "primary"]
+    if len(primaries) > 1:
+        problems.append((f"metrics[{primaries[1]}].role", "only one metric can be primary"))
+
+    if spec.rollout is not None:
+        for index, guardrail in enumerate(spec.rollout.guardrails):
+            if guardrail not in metric_names:
+                problems.append(
+                    (
+                        f"rollout.guardrails[{index}]",
+                        f"unknown metric {guardrail!r}; metrics are {sorted(metric_names)}",
+                    )
+                )
+        challenger = spec.rollout.challenger
+        if challenger is not None and challenger not in seen:
+            problems.append(("rollout.challenger", f"unknown variant {challenger!r}"))
+        if challenger is not None and challenger == names[0]:
+            problems.append(("rollout.challenger", "the control cannot be the challenger"))
+    return problems
+
+
+# --- targeting conditions ------------------------------------------------------------------
+
+_LOGICAL_OPERATORS = {"$and", "$or", "$nor"}
+_VALUE_OPERATORS = {
+    "$eq",
+    "$ne",
+    "$lt",
+    "$lte",
+    "$gt",
+    "$gte",
+    "$in",
+    "$nin",
+    "$all",
+    "$elemMatch",
+    "$size",
+    "$exists",
+    "$type",
+    "$regex",
+    "$not",
+    "$veq",
+    "$vne",
+    "$vgt",
+    "$vgte",
+    "$vlt",
+    "$vlte",
+    "$inGroup",
+    "$notInGroup",
+}
+_LIST_OPERATORS = {"$in", "$nin", "$all"}
+_TYPES = {"string", "number", "boolean", "array", "object", "null", "undefined"}
+
+
+def validate_condition(condition: Any, path: str = "") -> list[tuple[str, str]]:
+    """Structural check of a GrowthBook/MongoDB-style condition: ``[(path, message), ...]``.
+
+    Evaluation lives in :mod:`abflow.routing`; this only rejects what could never be meant,
+    so that a typo (``$gte`` spelled ``$ge``) fails at validation, not silently at run time.
+    """
+    if not isinstance(condition, dict):
+        return [(path or ".", "a condition must be an object")]
+    problems: list[tuple[str, str]] = []
+    for key, value in condition.items():
+        where = f"{path}.{key}"
+        if key in _LOGICAL_OPERATORS:
+            if not isinstance(value, list):
+                problems.append((where, f"{key} takes a list of conditions"))
+                continue
+            for index, item in enumerate(value):
+                problems.extend(validate_condition(item, f"{where}[{index}]"))
+        elif key == "$not":
+            problems.extend(validate_condition(value, where))
+        elif key.startswith("$"):
+            problems.append((where, f"unknown operator {key!r} at the top of a condition"))
+        else:
+            problems.extend(_validate_attribute_condition(value, where))
+    return problems
+
+
+def _validate_attribute_condition(value: Any, path: str) -> list[tuple[str, str]]:
+    if not isinstance(value, dict) or not any(str(k).startswith("$") for k in value):
+        return []  # a literal to compare with, or a nested object compared whole
+    problems: list[tuple[str, str]] = []
+    for operator, argument in value.items():
+        where = f"{path}.{operator}"
+        if operator not in _VALUE_OPERATORS:
+            problems.append((where, f"unknown operator {operator!r}"))
+        elif operator in _LIST_OPERATORS and not isinstance(argument, list):
+            problems.append((where, f"{operator} takes a list"))
+        elif operator == "$size" and not isinstance(argument, int | dict):
+            problems.append((where, "$size takes a number or a condition"))
+        elif operator == "$exists" and not isinstance(argument, bool | int):
+            problems.append((where, "$exists takes true or false"))
+        elif operator == "$type" and argument not in _TYPES:
+            problems.append((where, f"$type must be one of {sorted(_TYPES)}"))
+        elif operator == "$regex":
+            if not isinstance(argument, str):
+                problems.append((where, "$regex takes a string"))
+            else:
+                try:
+                    re.compile(argument)
+                except re.error as exc:
+                    problems.append((where, f"invalid regular expression: {exc}"))
+        elif operator in ("$not", "$elemMatch"):
+            if not isinstance(argument, dict):
+                problems.append((where, f"{operator} takes a condition object"))
+            elif operator == "$not":
+                problems.extend(_validate_attribute_condition(argument, where))
+            else:
+                problems.extend(_validate_elem_match(argument, where))
+    return problems
+
+
+def _validate_elem_match(argument: dict[str, Any], path: str) -> list[tuple[str, str]]:
+    if any(str(k).startswith("$") for k in argument):
+        return _validate_attribute_condition(argument, path)
+    return validate_condition(argument, path)
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def parse_experiment(data: Any, source: str | None = None) -> ExperimentSpec:
+    """Validate a decoded spec, raising :class:`InvalidSpecError` with every problem found."""
+    if not isinstance(data, dict):
+        raise InvalidSpecError([".: a spec must be a mapping of fields"], source)
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = _describe(exc)
+        first_error_fields = {e["loc"][0] for e in exc.errors() if e["loc"]}
+    # Field errors stop pydantic before the cross-field rules run; check those rules again
+    # without the broken fields, so that one pass reports every problem.
+    rest = {k: v for k, v in data.items() if k not in first_error_fields}
+    try:
+        ExperimentSpec.model_validate(rest)
+    except ValidationError as exc:
+        problems.extend(p for p in _describe(exc, only_cross_field=True) if p not in problems)
+    raise InvalidSpecError(problems, source)
+
+
+def _describe(exc: ValidationError, *, only_cross_field: bool = False) -> list[str]:
+    problems: list[str] = []
+    for error in exc.errors(include_url=False):
+        context = error.get("ctx") or {}
+        inner = context.get("error")
+        location = _format_location(error["loc"])
+        if isinstance(inner, _Problems):
+            problems.extend(f"{_join(location, path)}: {msg}" for path, msg in inner.problems)
+            continue
+        if only_cross_field:
+            continue
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{location or '.'}: {message}")
+    return problems
+
+
+def _format_location(location: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif str(part).startswith(("function-", "tagged-union")):
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _join(prefix: str, path: str) -> str:
+    if not prefix:
+        return path
+    return f"{prefix}{path}" if path.startswith("[") else f"{prefix}.{path}"
+
+
+def load_experiment(path: str | Path) -> ExperimentSpec:
+    """Read a spec from a ``.yaml``/``.yml`` or ``.json`` file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidSpecError([f".: cannot read file: {exc.strerror}"], str(file)) from None
+    try:
+        data = orjson.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        problem = str(exc).replace("\n", " ")
+        raise InvalidSpecError(
+            [f".: not valid {file.suffix.lstrip('.') or 'YAML'}: {problem}"], str(file)
+        ) from None
+    return parse_experiment(data, str(file))
+
+
+def spec_hash(spec: ExperimentSpec) -> str:
+    """SHA-256 of the spec's canonical JSON: what reports record to make a result reproducible."""
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def experiment_json_schema() -> dict[str, Any]:
+    """JSON Schema of an experiment spec, for editors (``abflow validate --schema``)."""
+    schema = ExperimentSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "abflow experiment"
+    return schema

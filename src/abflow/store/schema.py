@@ -1,0 +1,141 @@
+"""The event store's tables (SQLAlchemy Core), portable across SQLite, PostgreSQL and DuckDB.
+
+Timestamps are float seconds since the epoch (``ts``): portable, cheap to write, and a day
+is ``floor(ts / 86400)`` in any dialect. Every event table is keyed by a caller-chosen
+``event_id``, which is what makes writes idempotent: re-sending a batch stores nothing twice.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = [
+    "EVENT_TABLES",
+    "api_tokens",
+    "audit_log",
+    "experiment_versions",
+    "exposures",
+    "metadata",
+    "outcomes",
+    "phases",
+    "predictions",
+]
+
+metadata = MetaData()
+
+KEY = String(128)
+ID = String(64)
+
+experiment_versions = Table(
+    "experiment_versions",
+    metadata,
+    Column("experiment_key", KEY, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("spec_json", Text, nullable=False),
+    Column("spec_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+phases = Table(
+    "phases",
+    metadata,
+    Column("experiment_key", KEY, primary_key=True),
+    Column("phase", Integer, primary_key=True),
+    Column("spec_version", Integer, nullable=False),
+    Column("weights_json", Text, nullable=False),
+    Column("coverage", Float, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("reason", Text, nullable=False, default=""),
+    ForeignKeyConstraint(
+        ["experiment_key", "spec_version"],
+        ["experiment_versions.experiment_key", "experiment_versions.version"],
+    ),
+)
+
+exposures = Table(
+    "exposures",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("experiment_key", KEY, nullable=False),
+    Column("phase", Integer, nullable=False),
+    Column("unit_id", String(256), nullable=False),
+    Column("variant", KEY, nullable=False),
+    Column("attributes_json", Text),
+    Index("ix_exposures_experiment", "experiment_key", "phase", "variant"),
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("request_id", ID, nullable=False),
+    Column("experiment_key", KEY, nullable=False),
+    Column("phase", Integer, nullable=False),
+    Column("unit_id", String(256), nullable=False),
+    Column("variant", KEY, nullable=False),
+    Column("model_version", String(256), nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("is_fallback", Boolean, nullable=False, default=False),
+    Column("is_shadow", Boolean, nullable=False, default=False),
+    Column("score", Float),
+    Column("output_json", Text),
+    Column("features_hash", String(64)),
+    Column("error", Text),
+    Index("ix_predictions_experiment", "experiment_key", "phase", "variant"),
+    Index("ix_predictions_request", "request_id"),
+)
+
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("ts", Float, nullable=False),
+    Column("unit_id", String(256), nullable=False),
+    Column("name", KEY, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("request_id", ID),
+    Column("experiment_key", KEY),
+    Index("ix_outcomes_unit", "unit_id", "name"),
+    Index("ix_outcomes_request", "request_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(128), nullable=False),
+    Column("experiment_key", KEY),
+    Column("payload_json", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", ID, primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("token_hash", String(128), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+EVENT_TABLES = {"exposure": exposures, "prediction": predictions, "outcome": outcomes}
+"""Event kind → table: every event the gateway logs lands in one of these."""

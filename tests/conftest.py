@@ -1,0 +1,38 @@
+"""Shared fixtures: a seeded random generator, and a real PostgreSQL server when one exists."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh generator with a fixed seed: every random test is reproducible."""
+    return np.random.default_rng(20261126)
+
+
+def _postgres_url() -> str:
+    return os.environ.get("ABFLOW_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """URL of a real PostgreSQL server; skipped without one, unless CI is set (then it fails)."""
+    url = _postgres_url()
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        with engine.connect() as connection:
+            connection.execute(sa.text("select 1"))
+        engine.dispose()
+    except Exception as exc:  # any failure to connect means "no server here"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but PostgreSQL at {url} is unreachable: {exc}")
+        pytest.skip(f"no PostgreSQL at {url} (set ABFLOW_TEST_POSTGRES_URL): {exc}")
+    return url

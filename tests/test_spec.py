@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from abflow.errors import InvalidSpecError
+from abflow.spec import experiment_json_schema, load_experiment, parse_experiment, spec_hash
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fraud.yaml"
+
+
+def base() -> dict[str, Any]:
+    return {
+        "key": "exp",
+        "variants": [
+            {"name": "a", "model": "models:/m@champion"},
+            {"name": "b", "model": "models:/m/3"},
+        ],
+        "weights": [0.5, 0.5],
+        "metrics": [
+            {"name": "conv", "kind": "conversion", "event": "purchase", "role": "primary"},
+            {"name": "fpr", "kind": "false_positive_rate", "role": "guardrail"},
+        ],
+    }
+
+
+def problems_of(data: Any) -> list[str]:
+    with pytest.raises(InvalidSpecError) as info:
+        parse_experiment(data)
+    return info.value.problems
+
+
+def test_example_loads_with_defaults() -> None:
+    spec = load_experiment(EXAMPLE)
+    assert spec.key == "fraud-model-v2"
+    assert spec.hash_seed == "fraud-model-v2"
+    assert spec.control.name == "champion"
+    assert spec.primary_metric is not None
+    assert spec.primary_metric.name == "fraud_caught"
+    assert spec.analysis.sequential_tuning == 5000
+
+
+def test_json_and_yaml_give_the_same_spec(tmp_path: Path) -> None:
+    spec = load_experiment(EXAMPLE)
+    as_json = tmp_path / "spec.json"
+    as_json.write_text(json.dumps(spec.model_dump(mode="json")))
+    assert load_experiment(as_json) == spec
+    assert spec_hash(load_experiment(as_json)) == spec_hash(spec)
+
+
+def test_equal_weights_when_omitted() -> None:
+    data = base()
+    del data["weights"]
+    data["variants"].append({"name": "c", "model": "file:model.joblib"})
+    assert parse_experiment(data).effective_weights == pytest.approx([1 / 3] * 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"weights": [0.5, 0.6]}, "weights: weights sum to 1.1, expected 1"),
+        ({"weights": [1.0]}, "weights: 1 weights for 2 variants; give one each"),
+        ({"coverage": 1.5}, "coverage: Input should be less than or equal to 1"),
+        ({"forced": {"u1": "zz"}}, "forced.u1: unknown variant 'zz'"),
+        ({"namespace": ["ns", 0.7, 0.2]}, "namespace: namespace start 0.7 must be below end 0.2"),
+        (
+            {"namespace": ["ns", 0.1]},
+            "namespace: namespace must be [name, start, end], got 2 items",
+        ),
+        ({"condition": {"age": {"$gtx": 3}}}, "condition.age.$gtx: unknown operator '$gtx'"),
+        ({"condition": {"$and": {"a": 1}}}, "condition.$and: $and takes a list of conditions"),
+        ({"condition": {"a": {"$in": 3}}}, "condition.a.$in: $in takes a list"),
+        ({"condition": {"a": {"$regex": "("}}}, "condition.a.$regex: invalid regular expression"),
+        (
+            {"rollout": {"steps": [{"traffic": 0.1}], "guardrails": ["nope"]}},
+            "rollout.guardrails[0]: unknown metric 'nope'",
+        ),
+        (
+            {"rollout": {"steps": [{"traffic": 0.5}, {"traffic": 0.1}]}},
+            "must exceed the previous step",
+        ),
+        ({"analysis": {"alpha": 1.5}}, "analysis.alpha: Input should be less than 1"),
+        ({"unexpected": 1}, "unexpected: Extra inputs are not permitted"),
+    ],
+)
+def test_each_rule_names_its_path(change: dict[str, Any], expected: str) -> None:
+    data = base() | change
+    assert any(expected in p for p in problems_of(data)), problems_of(data)
+
+
+def test_duplicate_variant_names() -> None:
+    data = base()
+    data["variants"][1]["name"] = "a"
+    assert problems_of(data) == ["variants[1].name: duplicate variant name 'a' (also variants[0])"]
+
+
+def test_unknown_model_reference() -> None:
+    data = base()
+    data["variants"][1]["model"] = "s3-bucket"
+    assert problems_of(data)[0].startswith(
+        "variants[1].model: 's3-bucket' is not a model reference"
+    )
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = base() | {
+        "coverage": 2,
+        "weights": [0.9, 0.9],
+        "forced": {"u": "x"},
+        "condition": {"a": {"$bad": 1}},
+    }
+    found = problems_of(data)
+    assert len(found) == 4
+    assert {p.split(":")[0] for p in found} == {
+        "coverage",
+        "weights",
+        "forced.u",
+        "condition.a.$bad",
+    }
+
+
+def test_non_mapping_and_unreadable(tmp_path: Path) -> None:
+    assert problems_of([1, 2]) == [".: a spec must be a mapping of fields"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("key: [unclosed")
+    with pytest.raises(InvalidSpecError, match="not valid yaml"):
+        load_experiment(broken)
+    with pytest.raises(InvalidSpecError, match="cannot read file"):
+        load_experiment(tmp_path / "missing.yaml")
+
+
+def test_json_schema_names_the_fields() -> None:
+    schema = experiment_json_schema()
+    assert {"key", "variants", "weights", "coverage", "namespace"} <= set(schema["properties"])
+    assert schema["required"] == ["key", "variants"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "abflow.cli.main", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_cli_validate_lists_problems_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps(base() | {"weights": [0.2, 0.2], "forced": {"u": "x"}}))
+    result = _cli("validate", str(EXAMPLE), str(bad))
+    assert result.returncode == 1
+    assert "✓" in result.stdout
+    assert "weights: weights sum to 0.4, expected 1" in result.stderr
+    assert "forced.u: unknown variant 'x'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_validate_schema() -> None:
+    result = _cli("validate", "--schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["title"] == "abflow experiment"
