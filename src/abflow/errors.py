@@ -13,7 +13,8 @@ boundary that meets them, with ``raise ... from exc``.
     ├── ConfigError (ValueError)               settings or a config file cannot be used
     ├── ExperimentNotFoundError (LookupError)  no experiment with that key
     ├── StoreError (RuntimeError)              the event store failed
-    │   └── StoreUnavailableError              it cannot be reached now (spool and retry)
+    │   ├── StoreUnavailableError              it cannot be reached now (spool and retry)
+    │   └── JournalError                       the local event journal cannot be written
     ├── RegistryError (RuntimeError)           the model registry failed
     │   ├── ModelNotFoundError (LookupError)   no such model, version or alias
     │   └── ArtifactChecksumError              artifacts no longer match their recorded hash
@@ -41,6 +42,7 @@ __all__ = [
     "FeatureError",
     "InvalidArgumentError",
     "InvalidSpecError",
+    "JournalError",
     "ModelNotFoundError",
     "PermissionDeniedError",
     "RegistryError",
@@ -83,6 +85,10 @@ class StoreError(AbflowError, RuntimeError):
 
 class StoreUnavailableError(StoreError):
     """The event store cannot be reached now; writers spool and retry."""
+
+
+class JournalError(StoreError):
+    """The local event journal cannot be written (disk full, closed log): the event is not kept."""
 
 
 class RegistryError(AbflowError, RuntimeError):
