@@ -6,12 +6,42 @@ engine never needs raw rows; two batches' statistics add up to the statistics of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
 
 from abflow.errors import InvalidArgumentError
 
-__all__ = ["Comparison", "SampleStats"]
+__all__ = ["Comparison", "GaussianPrior", "SampleStats", "check_stats_fields"]
+
+
+def check_stats_fields(stats: Any) -> None:
+    """Reject impossible sufficient statistics at construction (shared by every stats type)."""
+    n = stats.n
+    if not (n >= 0 and math.isfinite(n)):
+        msg = f"n must be a non-negative finite number, got {n}"
+        raise InvalidArgumentError(msg)
+    for field in dataclasses.fields(stats):
+        value = getattr(stats, field.name)
+        if not math.isfinite(value):
+            msg = f"{field.name} must be finite, got {value}"
+            raise InvalidArgumentError(msg)
+        if field.name.endswith("sum_squares") and value < 0:
+            msg = f"{field.name} must be non-negative, got {value}"
+            raise InvalidArgumentError(msg)
+
+
+def as_float_array(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
+    """One-dimensional float view of raw values; NaN or infinite values are refused."""
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(array)):
+        msg = f"{name} contains NaN or infinite values"
+        raise InvalidArgumentError(msg)
+    return array
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,21 +56,22 @@ class SampleStats:
     sum: float
     sum_squares: float
 
+    SUMS: ClassVar[tuple[str, ...]] = ("sum",)
+    PRODUCTS: ClassVar[tuple[tuple[str, ...], ...]] = (("sum_squares",),)
+
     def __post_init__(self) -> None:
-        if not (self.n >= 0 and math.isfinite(self.n)):
-            msg = f"n must be a non-negative finite number, got {self.n}"
-            raise InvalidArgumentError(msg)
-        if not (math.isfinite(self.sum) and math.isfinite(self.sum_squares)):
-            msg = "sum and sum_squares must be finite"
-            raise InvalidArgumentError(msg)
-        if self.sum_squares < 0:
-            msg = f"sum_squares must be non-negative, got {self.sum_squares}"
-            raise InvalidArgumentError(msg)
+        check_stats_fields(self)
 
     @classmethod
     def proportion(cls, n: float, successes: float) -> SampleStats:
         """A binary metric: ``successes`` of ``n`` units converted."""
         return cls(n=n, sum=successes, sum_squares=successes)
+
+    @classmethod
+    def from_values(cls, values: npt.ArrayLike) -> SampleStats:
+        """Statistics of raw per-unit values (one number per unit)."""
+        x = as_float_array(values, "values")
+        return cls(n=float(x.size), sum=float(x.sum()), sum_squares=float(np.dot(x, x)))
 
     @property
     def is_proportion(self) -> bool:
@@ -61,12 +92,30 @@ class SampleStats:
         value = (self.sum_squares - self.sum * self.sum / self.n) / (self.n - 1)
         return max(value, 0.0)
 
-    def __add__(self, other: SampleStats) -> SampleStats:
-        return SampleStats(
+    def __add__(self, other: Self) -> Self:
+        if type(other) is not type(self):
+            return NotImplemented
+        return type(self)(
             n=self.n + other.n,
             sum=self.sum + other.sum,
             sum_squares=self.sum_squares + other.sum_squares,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class GaussianPrior:
+    """A normal prior on the effect, on the scale of the comparison (relative or absolute)."""
+
+    mean: float = 0.0
+    variance: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.mean):
+            msg = f"prior mean must be finite, got {self.mean}"
+            raise InvalidArgumentError(msg)
+        if not (self.variance > 0 and math.isfinite(self.variance)):
+            msg = f"prior variance must be positive and finite, got {self.variance}"
+            raise InvalidArgumentError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +124,10 @@ class Comparison:
 
     ``effect`` is relative (``0.1`` = +10 %) when ``relative`` is true, else absolute.
     Frequentist and sequential results fill ``p_value``; Bayesian results fill
-    ``chance_to_win`` and ``expected_loss`` instead. Degenerate data gives a record with
-    ``error_code`` set and NaN numbers rather than an exception.
+    ``chance_to_win`` and ``expected_loss`` (the loss expected if treatment ships) and
+    ``expected_loss_control`` (if control stays) instead. ``variance_reduction`` is the share
+    of the effect's variance removed by CUPED (``None`` without a covariate). Degenerate data
+    gives a record with ``error_code`` set and NaN numbers rather than an exception.
     """
 
     effect: float
@@ -93,7 +144,17 @@ class Comparison:
     standard_error: float = math.nan
     error_code: str | None = None
     error_message: str = ""
+    alternative: str = "two-sided"
+    margin: float | None = None
+    degrees_of_freedom: float = math.nan
+    expected_loss_control: float | None = None
+    variance_reduction: float | None = None
 
     @property
     def is_ok(self) -> bool:
         return self.error_code is None
+
+    @property
+    def is_significant(self) -> bool:
+        """Whether the p-value is below alpha (Bayesian results are never "significant")."""
+        return self.p_value is not None and self.is_ok and self.p_value < self.alpha

@@ -1,0 +1,258 @@
+"""``compare`` and ``compare_many``: one entry point for every test on sufficient statistics.
+
+Arguments are checked here once (impossible values raise ``InvalidArgumentError``); data that
+cannot support a test (too few units, no variance, a zero control mean for a relative
+effect) yield a :class:`Comparison` carrying an ``error_code`` and NaN numbers instead, so a
+dashboard with a thousand metrics never crashes on one empty cell.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from abflow.errors import InvalidArgumentError
+from abflow.stats.bayesian import gaussian_posterior
+from abflow.stats.frequentist import effect_and_variance, fixed_test, welch_df
+from abflow.stats.moments import Stats, summarize
+from abflow.stats.records import Comparison, GaussianPrior
+from abflow.stats.sequential import confidence_sequence
+
+__all__ = [
+    "ERROR_MESSAGES",
+    "METHODS",
+    "Alternative",
+    "Method",
+    "compare",
+    "compare_many",
+]
+
+Array = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+Method = Literal["frequentist", "sequential", "bayesian"]
+Alternative = Literal["two-sided", "greater", "less"]
+METHODS: tuple[str, ...] = ("frequentist", "sequential", "bayesian")
+_ALTERNATIVES: tuple[str, ...] = ("two-sided", "greater", "less")
+
+# Checked in this order; the first that applies names the problem.
+ERROR_MESSAGES: dict[str, str] = {
+    "too_few_units": "Each arm needs at least two units to estimate a variance.",
+    "zero_denominator": "A ratio metric's denominator averages zero in one arm.",
+    "zero_control_mean": "The control mean is zero, so a relative effect is undefined.",
+    "zero_variance": "The metric does not vary, so its effect has no standard error.",
+}
+
+
+def _check_arguments(
+    method: str,
+    alpha: float,
+    alternative: str,
+    margin: float | None,
+    tuning_sample_size: float,
+) -> None:
+    if method not in METHODS:
+        msg = f"unknown method {method!r}; expected one of {', '.join(METHODS)}"
+        raise InvalidArgumentError(msg)
+    if not (0.0 < alpha < 1.0):
+        msg = f"alpha must be strictly between 0 and 1, got {alpha}"
+        raise InvalidArgumentError(msg)
+    if alternative not in _ALTERNATIVES:
+        msg = f"unknown alternative {alternative!r}; expected one of {', '.join(_ALTERNATIVES)}"
+        raise InvalidArgumentError(msg)
+    if margin is not None:
+        if not (margin >= 0.0 and math.isfinite(margin)):
+            msg = f"margin must be a non-negative finite number, got {margin}"
+            raise InvalidArgumentError(msg)
+        if alternative == "two-sided":
+            msg = "a non-inferiority margin needs alternative 'greater' or 'less'"
+            raise InvalidArgumentError(msg)
+    if not (tuning_sample_size > 0.0 and math.isfinite(tuning_sample_size)):
+        msg = f"tuning_sample_size must be positive and finite, got {tuning_sample_size}"
+        raise InvalidArgumentError(msg)
+
+
+def _null_value(alternative: str, margin: float | None) -> float:
+    """Where the null hypothesis sits: ``-margin`` when higher is better, ``+margin`` if lower."""
+    if margin is None:
+        return 0.0
+    return -margin if alternative == "greater" else margin
+
+
+def compare(
+    control: Stats,
+    treatment: Stats,
+    *,
+    relative: bool = True,
+    method: Method = "frequentist",
+    alpha: float = 0.05,
+    alternative: Alternative = "two-sided",
+    margin: float | None = None,
+    prior: GaussianPrior | None = None,
+    tuning_sample_size: float = 5000.0,
+) -> Comparison:
+    """Compare treatment with control on one metric.
+
+    ``control`` and ``treatment`` are sufficient statistics of one type: ``SampleStats``
+    (means and proportions), ``RatioStats``, ``CupedStats`` or ``RatioCupedStats``.
+    ``alternative`` "greater" tests that treatment raises the metric, "less" that it lowers
+    it; with a ``margin`` (on the effect's scale, relative or absolute) the test becomes a
+    non-inferiority test: "greater" asks whether treatment is no worse than control by
+    more than ``margin`` when higher is better, "less" the same when lower is better. For
+    Bayesian results "less" means lower is better. ``prior`` (Bayesian only) is a normal
+    prior on the effect; the default is flat. ``tuning_sample_size`` (sequential only) is
+    the total sample size at which the confidence sequence is tightest.
+    """
+    return compare_many(
+        [control],
+        [treatment],
+        relative=relative,
+        method=method,
+        alpha=alpha,
+        alternative=alternative,
+        margin=margin,
+        prior=prior,
+        tuning_sample_size=tuning_sample_size,
+    )[0]
+
+
+def _error_codes(
+    n_c: Array, n_t: Array, arms_ok: Mask, zero_mean: Mask, bad_variance: Mask
+) -> list[str | None]:
+    codes: list[str | None] = []
+    few = (n_c < 2) | (n_t < 2)
+    for i in range(n_c.size):
+        if few[i]:
+            codes.append("too_few_units")
+        elif not arms_ok[i]:
+            codes.append("zero_denominator")
+        elif zero_mean[i]:
+            codes.append("zero_control_mean")
+        elif bad_variance[i]:
+            codes.append("zero_variance")
+        else:
+            codes.append(None)
+    return codes
+
+
+def compare_many(
+    controls: Sequence[Stats],
+    treatments: Sequence[Stats],
+    *,
+    relative: bool = True,
+    method: Method = "frequentist",
+    alpha: float = 0.05,
+    alternative: Alternative = "two-sided",
+    margin: float | None = None,
+    prior: GaussianPrior | None = None,
+    tuning_sample_size: float = 5000.0,
+) -> list[Comparison]:
+    """``compare`` for many pairs at once (same options), vectorised: one numpy pass in all.
+
+    ``controls[i]`` is compared with ``treatments[i]``; all statistics share one type.
+    """
+    _check_arguments(method, alpha, alternative, margin, tuning_sample_size)
+    control, treatment, theta = summarize(controls, treatments)
+    effect, variance = effect_and_variance(control, treatment, relative=relative)
+    with np.errstate(invalid="ignore"):
+        standard_error = np.sqrt(variance)
+    df = welch_df(control, treatment)
+    null_value = _null_value(alternative, margin)
+
+    arms_ok = np.isfinite(control.unadjusted_mean) & np.isfinite(treatment.unadjusted_mean)
+    zero_mean = (control.unadjusted_mean == 0.0) if relative else np.zeros(effect.size, bool)
+    bad_variance = ~(np.isfinite(standard_error) & (standard_error > 0.0))
+    codes = _error_codes(control.n, treatment.n, arms_ok, zero_mean, bad_variance)
+
+    nan = np.full(effect.shape, np.nan)
+    p_value: Array | None = None
+    chance: Array | None = None
+    loss_t: Array | None = None
+    loss_c: Array | None = None
+    estimate = effect
+    if method == "frequentist":
+        low, high, p_value = fixed_test(
+            effect, standard_error, df, alpha=alpha, alternative=alternative, null_value=null_value
+        )
+    elif method == "sequential":
+        low, high, p_value = confidence_sequence(
+            effect,
+            variance,
+            control.n + treatment.n,
+            alpha=alpha,
+            alternative=alternative,
+            null_value=null_value,
+            tuning_sample_size=tuning_sample_size,
+        )
+        df = nan  # the sequence is normal-theory: no t distribution behind it
+    else:
+        estimate, standard_error, low, high, chance, loss_t, loss_c = gaussian_posterior(
+            effect,
+            variance,
+            prior=prior,
+            alpha=alpha,
+            lower_is_better=alternative == "less",
+            threshold=null_value,
+        )
+        df = nan
+
+    reduction: Array | None = None
+    if theta is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            raw = (
+                treatment.unadjusted_variance / treatment.n
+                + control.unadjusted_variance / control.n
+            )
+            adjusted = treatment.variance / treatment.n + control.variance / control.n
+            reduction = 1.0 - adjusted / raw
+
+    def pick(values: Array | None, i: int) -> float | None:
+        return None if values is None else float(values[i])
+
+    results: list[Comparison] = []
+    for i, code in enumerate(codes):
+        common = {
+            "method": method,
+            "relative": relative,
+            "alpha": alpha,
+            "alternative": alternative,
+            "margin": margin,
+            "control_mean": float(control.unadjusted_mean[i]),
+            "treatment_mean": float(treatment.unadjusted_mean[i]),
+        }
+        if code is not None:
+            bayes = method == "bayesian"
+            results.append(
+                Comparison(
+                    effect=math.nan,
+                    ci_low=math.nan,
+                    ci_high=math.nan,
+                    p_value=None if bayes else math.nan,
+                    chance_to_win=math.nan if bayes else None,
+                    expected_loss=math.nan if bayes else None,
+                    expected_loss_control=math.nan if bayes else None,
+                    error_code=code,
+                    error_message=ERROR_MESSAGES[code],
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+            continue
+        results.append(
+            Comparison(
+                effect=float(estimate[i]),
+                ci_low=float(low[i]),
+                ci_high=float(high[i]),
+                p_value=pick(p_value, i),
+                chance_to_win=pick(chance, i),
+                expected_loss=pick(loss_t, i),
+                expected_loss_control=pick(loss_c, i),
+                standard_error=float(standard_error[i]),
+                degrees_of_freedom=float(df[i]),
+                variance_reduction=pick(reduction, i),
+                **common,  # type: ignore[arg-type]
+            )
+        )
+    return results
