@@ -1,0 +1,496 @@
+"""Power analysis: how many units an experiment needs, what it can detect, and for how long.
+
+Planning must describe the test that will actually run, or the promised power is fiction.
+The defaults therefore match :func:`abflow.stats.compare`: a Wald test with *unpooled*
+variances (each arm keeps its own variance), on the absolute difference or, with
+``relative=True``, on the relative lift with its delta-method standard error.
+
+- Proportions (``std=None``; ``baseline`` is the control rate ``p0``): normal test.
+  ``proportion_variance`` picks the standard error:
+  ``"unpooled"`` (default) ``sqrt(p0 q0 / n0 + p1 q1 / n1)`` under both hypotheses;
+  ``"pooled"`` the classical two-proportion z-test, ``sqrt(p q (1/n0 + 1/n1))`` with the
+  pooled rate ``p`` under the null and the unpooled one under the alternative;
+  ``"arcsine"`` Cohen's ``h = 2 asin(sqrt p1) - 2 asin(sqrt p0)`` with standard error
+  ``sqrt(1/n0 + 1/n1)``. The last two test ``p1 = p0`` and read a relative ``mde`` only as
+  ``p1 = p0 (1 + mde)``.
+- Means (``std`` given; ``baseline`` is the control mean, the same ``std`` in both arms):
+  absolute effects use a t-test with ``n0 + n1 - 2`` degrees of freedom (noncentral t).
+- Relative effects (means, and unpooled proportions) plan the delta-method Wald test on the
+  lift ``x1 / x0 - 1``. Its standard error grows with the observed lift, so the statistic is
+  not ``N(lift / se, 1)``; its own mean and spread under the alternative come from the delta
+  method (the naive formula understates power by one to two points at 80 %).
+- More than two variants: each treatment is compared with control at the Bonferroni level
+  ``alpha / (variants - 1)``, and the sample must give every comparison the target power.
+- The effect is an increase of ``mde`` (a one-sided test looks for an increase only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from scipy import optimize, stats
+
+from abflow.errors import InvalidArgumentError
+
+__all__ = [
+    "MdeResult",
+    "PowerResult",
+    "SampleSizeResult",
+    "duration_days",
+    "mde",
+    "power",
+    "sample_size",
+]
+
+Alternative = Literal["two-sided", "one-sided"]
+ProportionVariance = Literal["unpooled", "pooled", "arcsine"]
+
+_MAX_TOTAL = 1e13
+"""Sample sizes beyond this are reported as undetectable rather than searched for."""
+
+
+@dataclass(frozen=True, slots=True)
+class SampleSizeResult:
+    """Units each variant needs (control first) to detect ``mde`` with the target ``power``."""
+
+    per_variant: tuple[int, ...]
+    total: int
+    achieved_power: float
+    duration_days: int | None
+    mde: float
+    power: float
+    baseline: float
+    std: float | None
+    relative: bool
+    alpha: float
+    adjusted_alpha: float
+    variants: int
+    weights: tuple[float, ...]
+    alternative: Alternative
+    proportion_variance: ProportionVariance
+    daily_units: float | None
+    coverage: float
+
+
+@dataclass(frozen=True, slots=True)
+class MdeResult:
+    """Smallest effect the given sample detects with the target ``power``."""
+
+    mde: float
+    treatment_mean: float
+    per_variant: tuple[int, ...]
+    total: int
+    duration_days: int | None
+    power: float
+    baseline: float
+    std: float | None
+    relative: bool
+    alpha: float
+    adjusted_alpha: float
+    variants: int
+    alternative: Alternative
+    proportion_variance: ProportionVariance
+    daily_units: float | None
+    coverage: float
+
+
+@dataclass(frozen=True, slots=True)
+class PowerResult:
+    """Power the given sample achieves against an effect of ``mde`` (worst comparison)."""
+
+    power: float
+    per_comparison: tuple[float, ...]
+    mde: float
+    per_variant: tuple[int, ...]
+    total: int
+    baseline: float
+    std: float | None
+    relative: bool
+    alpha: float
+    adjusted_alpha: float
+    variants: int
+    alternative: Alternative
+    proportion_variance: ProportionVariance
+
+
+def _fail(msg: str) -> InvalidArgumentError:
+    return InvalidArgumentError(msg)
+
+
+def _check_open_unit(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and 0.0 < value < 1.0):
+        msg = f"{name} must be strictly between 0 and 1, got {value!r}"
+        raise _fail(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Validated design shared by the three solvers: computes one comparison's power."""
+
+    baseline: float
+    std: float | None
+    relative: bool
+    alpha: float
+    variants: int
+    alternative: Alternative
+    proportion_variance: ProportionVariance
+
+    @property
+    def adjusted_alpha(self) -> float:
+        return self.alpha / (self.variants - 1)
+
+    @property
+    def is_proportion(self) -> bool:
+        return self.std is None
+
+    def treatment_mean(self, effect: float) -> float:
+        return self.baseline * (1.0 + effect) if self.relative else self.baseline + effect
+
+    def max_effect(self) -> float:
+        """Largest effect with a valid treatment rate (infinite for means)."""
+        if not self.is_proportion:
+            return math.inf
+        room = 1.0 - self.baseline
+        return room / self.baseline if self.relative else room
+
+    def comparison_power(self, effect: float, n0: float, n1: float) -> float:
+        two_sided = self.alternative == "two-sided"
+        level = self.adjusted_alpha / 2.0 if two_sided else self.adjusted_alpha
+        m0, m1 = self.baseline, self.treatment_mean(effect)
+        if self.relative and (self.std is not None or self.proportion_variance == "unpooled"):
+            return self._relative_power(m0, m1, n0, n1, level, two_sided)
+        if self.std is not None:
+            df = n0 + n1 - 2.0
+            ncp = (m1 - m0) / (self.std * math.sqrt(1.0 / n0 + 1.0 / n1))
+            crit = float(stats.t.isf(level, df))
+            value = float(stats.nct.sf(crit, df, ncp))
+            if two_sided:
+                value += float(stats.nct.cdf(-crit, df, ncp))
+            return value
+        v0, v1 = m0 * (1.0 - m0), m1 * (1.0 - m1)
+        if self.proportion_variance == "arcsine":
+            diff = 2.0 * math.asin(math.sqrt(m1)) - 2.0 * math.asin(math.sqrt(m0))
+            se_null = se_alt = math.sqrt(1.0 / n0 + 1.0 / n1)
+        elif self.proportion_variance == "pooled":
+            diff = m1 - m0
+            pooled = (n0 * m0 + n1 * m1) / (n0 + n1)
+            se_null = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n0 + 1.0 / n1))
+            se_alt = math.sqrt(v0 / n0 + v1 / n1)
+        else:
+            diff = m1 - m0
+            se_null = se_alt = math.sqrt(v0 / n0 + v1 / n1)
+        z = float(stats.norm.isf(level))
+        value = float(stats.norm.sf((z * se_null - diff) / se_alt))
+        if two_sided:
+            value += float(stats.norm.cdf((-z * se_null - diff) / se_alt))
+        return value
+
+    def _variance(self, mean: float) -> float:
+        return max(mean * (1.0 - mean), 0.0) if self.std is None else self.std**2
+
+    def _relative_power(
+        self, m0: float, m1: float, n0: float, n1: float, level: float, two_sided: bool
+    ) -> float:
+        """Power of the delta-method Wald test on the lift ``x1 / x0 - 1``.
+
+        Its standard error grows with the observed lift, so the statistic ``T`` is not
+        ``N(lift / se, 1)`` under the alternative: its mean and standard deviation come from
+        the delta method applied to ``T(x0, x1)`` itself (sample variances held at their
+        expected values for means, tied to the rates for proportions).
+        """
+
+        def statistic(x0: float, x1: float) -> float:
+            ratio = x1 / x0
+            se = math.sqrt(self._variance(x1) / n1 + ratio**2 * self._variance(x0) / n0) / x0
+            return (ratio - 1.0) / se
+
+        var0, var1 = self._variance(m0) / n0, self._variance(m1) / n1
+        h0, h1 = 1e-4 * math.sqrt(var0), 1e-4 * math.sqrt(var1)
+        grad0 = (statistic(m0 + h0, m1) - statistic(m0 - h0, m1)) / (2.0 * h0)
+        grad1 = (statistic(m0, m1 + h1) - statistic(m0, m1 - h1)) / (2.0 * h1)
+        center = statistic(m0, m1)
+        spread = math.sqrt(grad0**2 * var0 + grad1**2 * var1)
+        z = float(stats.norm.isf(level))
+        value = float(stats.norm.sf((z - center) / spread))
+        if two_sided:
+            value += float(stats.norm.cdf((-z - center) / spread))
+        return value
+
+    def worst_power(self, effect: float, sizes: Sequence[float]) -> tuple[float, ...]:
+        return tuple(self.comparison_power(effect, sizes[0], n) for n in sizes[1:])
+
+
+def _make_plan(
+    baseline: float,
+    std: float | None,
+    relative: bool,
+    alpha: float,
+    variants: int,
+    alternative: str,
+    proportion_variance: str,
+) -> _Plan:
+    _check_open_unit("alpha", alpha)
+    if isinstance(variants, bool) or not isinstance(variants, int) or variants < 2:
+        msg = f"variants must be an integer of at least 2 (control and one treatment), got {variants!r}"
+        raise _fail(msg)
+    if alternative not in ("two-sided", "one-sided"):
+        msg = f"alternative must be 'two-sided' or 'one-sided', got {alternative!r}"
+        raise _fail(msg)
+    if proportion_variance not in ("unpooled", "pooled", "arcsine"):
+        msg = f"proportion_variance must be 'unpooled', 'pooled' or 'arcsine', got {proportion_variance!r}"
+        raise _fail(msg)
+    if std is None:
+        _check_open_unit("baseline (a proportion)", baseline)
+    else:
+        if not (math.isfinite(std) and std > 0):
+            msg = f"std must be a positive finite number, got {std!r}"
+            raise _fail(msg)
+        if not math.isfinite(baseline) or (relative and baseline <= 0):
+            msg = (
+                f"baseline mean must be finite (and positive for a relative mde), got {baseline!r}"
+            )
+            raise _fail(msg)
+    return _Plan(
+        baseline=float(baseline),
+        std=None if std is None else float(std),
+        relative=relative,
+        alpha=float(alpha),
+        variants=variants,
+        alternative=alternative,  # type: ignore[arg-type]  # checked just above
+        proportion_variance=proportion_variance,  # type: ignore[arg-type]  # checked just above
+    )
+
+
+def _check_mde(plan: _Plan, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        msg = f"mde must be a positive finite number, got {value!r}"
+        raise _fail(msg)
+    if value >= plan.max_effect():
+        rate = plan.treatment_mean(value)
+        msg = f"mde {value} puts the treatment rate at {rate:.4g}, which must stay below 1"
+        raise _fail(msg)
+
+
+def _check_target(target: float, alpha: float) -> None:
+    _check_open_unit("power", target)
+    if target <= alpha:
+        msg = f"power ({target}) must exceed alpha ({alpha})"
+        raise _fail(msg)
+
+
+def _check_weights(weights: Sequence[float] | None, variants: int) -> tuple[float, ...]:
+    if weights is None:
+        return tuple(1.0 / variants for _ in range(variants))
+    values = tuple(float(w) for w in weights)
+    if len(values) != variants:
+        msg = f"weights has {len(values)} entries for {variants} variants"
+        raise _fail(msg)
+    if not all(math.isfinite(w) and w > 0 for w in values):
+        msg = f"weights must all be positive, got {list(values)}"
+        raise _fail(msg)
+    if abs(sum(values) - 1.0) > 1e-6:
+        msg = f"weights must sum to 1, got {sum(values):.6g}"
+        raise _fail(msg)
+    return values
+
+
+def _check_sizes(n_per_variant: int | Sequence[int], variants: int) -> tuple[int, ...]:
+    sizes = (
+        (n_per_variant,) * variants
+        if isinstance(n_per_variant, int | float)
+        else tuple(n_per_variant)
+    )
+    if len(sizes) != variants:
+        msg = f"n_per_variant has {len(sizes)} entries for {variants} variants"
+        raise _fail(msg)
+    if not all(isinstance(n, int | float) and math.isfinite(n) and n >= 2 for n in sizes):
+        msg = f"every variant needs at least 2 units, got {list(sizes)}"
+        raise _fail(msg)
+    return tuple(int(n) for n in sizes)
+
+
+def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> int:
+    """Whole days until ``total`` units enter, given ``daily_units`` eligible units a day.
+
+    ``coverage`` is the share of eligible traffic the experiment includes. Days are rounded
+    up: a partial day still has to run, and weekly patterns argue for whole weeks anyway.
+    """
+    if not (math.isfinite(daily_units) and daily_units > 0):
+        msg = f"daily_units must be a positive number, got {daily_units!r}"
+        raise _fail(msg)
+    if not (math.isfinite(coverage) and 0 < coverage <= 1):
+        msg = f"coverage must be in (0, 1], got {coverage!r}"
+        raise _fail(msg)
+    if not (math.isfinite(total) and total >= 0):
+        msg = f"total must be a non-negative number, got {total!r}"
+        raise _fail(msg)
+    return math.ceil(total / (daily_units * coverage) - 1e-9)
+
+
+def _root(func: Callable[[float], float], low: float, high: float) -> float:
+    return float(optimize.brentq(func, low, high, xtol=1e-10, rtol=1e-12, maxiter=500))
+
+
+def sample_size(
+    baseline: float,
+    mde: float,
+    *,
+    std: float | None = None,
+    relative: bool = True,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    variants: int = 2,
+    weights: Sequence[float] | None = None,
+    alternative: Alternative = "two-sided",
+    proportion_variance: ProportionVariance = "unpooled",
+    daily_units: float | None = None,
+    coverage: float = 1.0,
+) -> SampleSizeResult:
+    """Units per variant to detect an increase of ``mde`` with probability ``power``.
+
+    ``std=None`` plans a proportion (``baseline`` is the control rate); a ``std`` plans a
+    mean. ``weights`` is the traffic split (control first, equal by default); with
+    ``daily_units`` the result also says how many days the experiment runs.
+    """
+    plan = _make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
+    _check_mde(plan, mde)
+    _check_target(power, plan.alpha)
+    split = _check_weights(weights, variants)
+    smallest = 2.0 / min(split)
+
+    def gap(total: float) -> float:
+        return min(plan.worst_power(mde, [total * w for w in split])) - power
+
+    if gap(smallest) >= 0:
+        best = smallest
+    else:
+        high = smallest * 2.0
+        while gap(high) < 0:
+            if high > _MAX_TOTAL:
+                msg = f"an effect of {mde} needs more than {_MAX_TOTAL:.0e} units to detect"
+                raise _fail(msg)
+            high *= 2.0
+        best = _root(gap, high / 2.0, high)
+    sizes = tuple(max(2, math.ceil(best * w - 1e-9)) for w in split)
+    total = sum(sizes)
+    return SampleSizeResult(
+        per_variant=sizes,
+        total=total,
+        achieved_power=min(plan.worst_power(mde, sizes)),
+        duration_days=None if daily_units is None else duration_days(total, daily_units, coverage),
+        mde=float(mde),
+        power=float(power),
+        baseline=plan.baseline,
+        std=plan.std,
+        relative=relative,
+        alpha=plan.alpha,
+        adjusted_alpha=plan.adjusted_alpha,
+        variants=variants,
+        weights=split,
+        alternative=plan.alternative,
+        proportion_variance=plan.proportion_variance,
+        daily_units=daily_units,
+        coverage=coverage,
+    )
+
+
+def mde(
+    baseline: float,
+    n_per_variant: int | Sequence[int],
+    *,
+    std: float | None = None,
+    relative: bool = True,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    variants: int = 2,
+    alternative: Alternative = "two-sided",
+    proportion_variance: ProportionVariance = "unpooled",
+    daily_units: float | None = None,
+    coverage: float = 1.0,
+) -> MdeResult:
+    """Smallest increase detectable with probability ``power`` from the given sample.
+
+    ``n_per_variant`` is one count for every variant, or one per variant (control first).
+    Raises InvalidArgumentError when no possible effect reaches the power (a tiny sample).
+    """
+    plan = _make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
+    _check_target(power, plan.alpha)
+    sizes = _check_sizes(n_per_variant, variants)
+
+    def gap(effect: float) -> float:
+        return min(plan.worst_power(effect, sizes)) - power
+
+    ceiling = plan.max_effect()
+    if math.isfinite(ceiling):
+        high = ceiling * (1.0 - 1e-9)
+        if gap(high) < 0:
+            msg = f"{list(sizes)} units per variant cannot reach power {power} for any rate below 1"
+            raise _fail(msg)
+    else:
+        scale = abs(plan.baseline) if plan.relative else float(plan.std or 1.0)
+        high = 1e-3 if plan.relative else scale * 1e-3
+        while gap(high) < 0:
+            if high > 1e9 * max(scale, 1.0):
+                msg = f"{list(sizes)} units per variant cannot reach power {power} for any effect"
+                raise _fail(msg)
+            high *= 2.0
+    effect = _root(gap, high * 1e-12, high)
+    total = sum(sizes)
+    return MdeResult(
+        mde=effect,
+        treatment_mean=plan.treatment_mean(effect),
+        per_variant=sizes,
+        total=total,
+        duration_days=None if daily_units is None else duration_days(total, daily_units, coverage),
+        power=float(power),
+        baseline=plan.baseline,
+        std=plan.std,
+        relative=relative,
+        alpha=plan.alpha,
+        adjusted_alpha=plan.adjusted_alpha,
+        variants=variants,
+        alternative=plan.alternative,
+        proportion_variance=plan.proportion_variance,
+        daily_units=daily_units,
+        coverage=coverage,
+    )
+
+
+def power(
+    baseline: float,
+    mde: float,
+    n_per_variant: int | Sequence[int],
+    *,
+    std: float | None = None,
+    relative: bool = True,
+    alpha: float = 0.05,
+    variants: int = 2,
+    alternative: Alternative = "two-sided",
+    proportion_variance: ProportionVariance = "unpooled",
+) -> PowerResult:
+    """Probability that the planned test detects an increase of ``mde`` with this sample.
+
+    With several treatments ``power`` is the worst comparison's; ``per_comparison`` has each.
+    """
+    plan = _make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
+    _check_mde(plan, mde)
+    sizes = _check_sizes(n_per_variant, variants)
+    each = plan.worst_power(mde, sizes)
+    return PowerResult(
+        power=min(each),
+        per_comparison=each,
+        mde=float(mde),
+        per_variant=sizes,
+        total=sum(sizes),
+        baseline=plan.baseline,
+        std=plan.std,
+        relative=relative,
+        alpha=plan.alpha,
+        adjusted_alpha=plan.adjusted_alpha,
+        variants=variants,
+        alternative=plan.alternative,
+        proportion_variance=plan.proportion_variance,
+    )

@@ -1,0 +1,179 @@
+"""Power analysis against statsmodels' power functions and seeded simulations of the test."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from statsmodels.stats.power import NormalIndPower, TTestIndPower
+from statsmodels.stats.proportion import power_proportions_2indep, proportion_effectsize
+
+from abflow.errors import InvalidArgumentError
+from abflow.stats.power import duration_days, mde, power, sample_size
+
+
+def test_unpooled_equal_split_matches_normal_ind_power() -> None:
+    # With equal arms the unpooled Wald test is a z-test with the average Bernoulli variance.
+    p0, p1, n = 0.10, 0.11, 12_000
+    effect_size = (p1 - p0) / math.sqrt((p0 * (1 - p0) + p1 * (1 - p1)) / 2)
+    expected = NormalIndPower().power(effect_size, nobs1=n, alpha=0.05, ratio=1.0)
+    got = power(p0, p1 - p0, n, relative=False)
+    np.testing.assert_allclose(got.power, expected, rtol=1e-9)
+    needed = NormalIndPower().solve_power(effect_size, alpha=0.05, power=0.8, ratio=1.0)
+    result = sample_size(p0, p1 - p0, relative=False)
+    assert result.per_variant == (math.ceil(needed),) * 2
+    assert result.achieved_power >= 0.8
+
+
+@pytest.mark.parametrize(("n0", "n1"), [(5_000, 5_000), (8_000, 2_000), (3_000, 9_000)])
+def test_pooled_matches_power_proportions_2indep(n0: int, n1: int) -> None:
+    p0, p1 = 0.20, 0.23
+    # statsmodels: group 1 (nobs1) has prop2 + diff, group 2 has prop2 and nobs1 * ratio units.
+    expected = power_proportions_2indep(p1 - p0, p0, nobs1=n1, ratio=n0 / n1, alpha=0.05)
+    got = power(p0, p1 - p0, [n0, n1], relative=False, proportion_variance="pooled")
+    np.testing.assert_allclose(got.power, expected.power, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("n0", "n1"), [(4_000, 4_000), (6_000, 2_000)])
+def test_arcsine_matches_cohens_h(n0: int, n1: int) -> None:
+    p0, p1 = 0.05, 0.06
+    h = proportion_effectsize(p1, p0)
+    expected = NormalIndPower().power(h, nobs1=n1, alpha=0.01, ratio=n0 / n1)
+    got = power(p0, 0.2, [n0, n1], alpha=0.01, proportion_variance="arcsine")
+    np.testing.assert_allclose(got.power, expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("n0", "n1"), [(40, 40), (300, 150), (2_000, 2_000)])
+def test_means_match_ttest_ind_power(n0: int, n1: int) -> None:
+    d = 0.25
+    expected = TTestIndPower().power(d, nobs1=n1, alpha=0.05, ratio=n0 / n1)
+    got = power(10.0, d * 3.0, [n0, n1], std=3.0, relative=False)
+    np.testing.assert_allclose(got.power, expected, rtol=1e-9)
+
+
+def test_means_sample_size_matches_ttest_solve_power() -> None:
+    needed = TTestIndPower().solve_power(0.1, alpha=0.05, power=0.9, ratio=1.0)
+    result = sample_size(50.0, 2.0, std=20.0, relative=False, power=0.9)
+    assert result.per_variant == (math.ceil(needed),) * 2
+
+
+def test_one_sided_matches_statsmodels_larger() -> None:
+    d = 0.08
+    expected = TTestIndPower().power(d, nobs1=1_500, alpha=0.05, alternative="larger")
+    got = power(1.0, d, 1_500, std=1.0, relative=False, alternative="one-sided")
+    np.testing.assert_allclose(got.power, expected, rtol=1e-9)
+    two_sided = power(1.0, d, 1_500, std=1.0, relative=False)
+    assert got.power > two_sided.power
+
+
+def test_relative_proportion_power_by_simulation(rng: np.random.Generator) -> None:
+    # The default plans the delta-method Wald test on the relative lift; run that test.
+    p0, lift = 0.08, 0.10
+    plan = sample_size(p0, lift)
+    n0, n1 = plan.per_variant
+    reps = 6_000
+    x0 = rng.binomial(n0, p0, reps) / n0
+    x1 = rng.binomial(n1, p0 * (1 + lift), reps) / n1
+    se = np.sqrt(x1 * (1 - x1) / (n1 * x0**2) + x1**2 * x0 * (1 - x0) / (n0 * x0**4))
+    rejected = np.abs((x1 / x0 - 1) / se) > stats.norm.isf(0.025)
+    tolerance = 3.5 * math.sqrt(0.8 * 0.2 / reps)
+    assert abs(rejected.mean() - plan.achieved_power) < tolerance
+    # The same n planned for an absolute test is smaller: ignoring the delta term underpowers.
+    assert sample_size(p0, p0 * lift, relative=False).per_variant[0] < n0
+
+
+def test_relative_mean_power_by_simulation(rng: np.random.Generator) -> None:
+    mu, sigma, lift = 20.0, 15.0, 0.04
+    n = 3_000
+    expected = power(mu, lift, n, std=sigma).power
+    reps = 6_000
+    # Normal data: sample means and variances drawn from their exact distributions.
+    m0 = rng.normal(mu, sigma / math.sqrt(n), reps)
+    m1 = rng.normal(mu * (1 + lift), sigma / math.sqrt(n), reps)
+    v0 = sigma**2 * rng.chisquare(n - 1, reps) / (n - 1)
+    v1 = sigma**2 * rng.chisquare(n - 1, reps) / (n - 1)
+    se = np.sqrt(v1 / (n * m0**2) + m1**2 * v0 / (n * m0**4))
+    rejected = np.abs((m1 / m0 - 1) / se) > stats.norm.isf(0.025)
+    assert 0.3 < expected < 0.95
+    assert abs(rejected.mean() - expected) < 3.5 * math.sqrt(expected * (1 - expected) / reps)
+
+
+def test_several_variants_use_bonferroni_alpha() -> None:
+    three = sample_size(0.3, 0.04, variants=3, alpha=0.05)
+    two_at_half_alpha = sample_size(0.3, 0.04, variants=2, alpha=0.025)
+    assert three.adjusted_alpha == pytest.approx(0.025)
+    assert three.per_variant == (two_at_half_alpha.per_variant[0],) * 3
+    assert three.total == 3 * three.per_variant[0]
+
+
+def test_unequal_split_is_minimal_and_follows_weights() -> None:
+    weights = (0.5, 0.3, 0.2)
+    result = sample_size(0.1, 0.1, variants=3, weights=weights)
+    shares = np.array(result.per_variant) / result.total
+    np.testing.assert_allclose(shares, weights, atol=1e-3)
+    check = power(0.1, 0.1, result.per_variant, variants=3)
+    assert check.power >= 0.8
+    # The smallest arm's comparison binds; one percent less traffic misses the target.
+    assert check.per_comparison[1] == check.power
+    smaller = [math.floor(n * 0.99) for n in result.per_variant]
+    assert power(0.1, 0.1, smaller, variants=3).power < 0.8
+
+
+@pytest.mark.parametrize(
+    ("std", "relative", "n"), [(None, True, 20_000), (None, False, 3_000), (7.0, True, 500)]
+)
+def test_mde_inverts_power_and_sample_size(std: float | None, relative: bool, n: int) -> None:
+    baseline = 0.25 if std is None else 30.0
+    found = mde(baseline, n, std=std, relative=relative, power=0.85)
+    achieved = power(baseline, found.mde, n, std=std, relative=relative).power
+    np.testing.assert_allclose(achieved, 0.85, atol=1e-8)
+    back = sample_size(baseline, found.mde, std=std, relative=relative, power=0.85)
+    assert abs(back.per_variant[0] - n) <= 1
+    expected_mean = baseline * (1 + found.mde) if relative else baseline + found.mde
+    assert found.treatment_mean == pytest.approx(expected_mean)
+
+
+def test_mde_out_of_reach_raises() -> None:
+    with pytest.raises(InvalidArgumentError, match="cannot reach power"):
+        mde(0.9, 3, alpha=0.001, power=0.99)
+
+
+def test_duration_in_whole_days() -> None:
+    assert duration_days(121_312, 10_000) == 13
+    assert duration_days(120_000, 10_000) == 12
+    assert duration_days(120_000, 10_000, coverage=0.5) == 24
+    result = sample_size(0.1, 0.05, daily_units=5_000, coverage=0.8)
+    assert result.duration_days == math.ceil(result.total / 4_000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alpha": 1.5}, "alpha must be strictly between 0 and 1"),
+        ({"alpha": 0.0}, "alpha must be strictly between 0 and 1"),
+        ({"baseline": 1.2}, "baseline"),
+        ({"baseline": 0.0}, "baseline"),
+        ({"mde": 0.0}, "mde must be a positive"),
+        ({"mde": -0.1}, "mde must be a positive"),
+        ({"mde": 9.0}, "must stay below 1"),
+        ({"daily_units": -5}, "daily_units must be a positive"),
+        ({"power": 0.01}, "must exceed alpha"),
+        ({"variants": 1}, "variants must be an integer of at least 2"),
+        ({"weights": [0.6, 0.6]}, "weights must sum to 1"),
+        ({"weights": [1.0]}, "weights has 1 entries for 2 variants"),
+        ({"std": -1.0}, "std must be a positive"),
+        ({"alternative": "larger"}, "alternative must be"),
+        ({"proportion_variance": "exact"}, "proportion_variance must be"),
+    ],
+)
+def test_invalid_arguments_raise(kwargs: dict[str, object], match: str) -> None:
+    args: dict[str, object] = {"baseline": 0.1, "mde": 0.05} | kwargs
+    with pytest.raises(InvalidArgumentError, match=match):
+        sample_size(**args)  # type: ignore[arg-type]
+
+
+def test_too_small_samples_raise() -> None:
+    with pytest.raises(InvalidArgumentError, match="at least 2 units"):
+        power(0.1, 0.05, [1_000, 1])
