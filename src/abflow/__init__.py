@@ -13,10 +13,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AbflowError",
+    "Assignment",
     "ExperimentSpec",
     "InvalidArgumentError",
     "InvalidSpecError",
     "__version__",
+    "assign",
+    "assign_batch",
     "load_experiment",
     "parse_experiment",
 ]
@@ -28,10 +31,14 @@ _LAZY = {
     "ExperimentSpec": "abflow.spec",
     "load_experiment": "abflow.spec",
     "parse_experiment": "abflow.spec",
+    "Assignment": "abflow.routing",
+    "assign": "abflow.routing",
+    "assign_batch": "abflow.routing",
 }
 
 if TYPE_CHECKING:
     from abflow.errors import AbflowError, InvalidArgumentError, InvalidSpecError
+    from abflow.routing import Assignment, assign, assign_batch
     from abflow.spec import ExperimentSpec, load_experiment, parse_experiment
 
 

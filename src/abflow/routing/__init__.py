@@ -1,0 +1,54 @@
+"""Routing: which variant each unit sees, deterministically and without shared state.
+
+GrowthBook-compatible hashing and bucket ranges (:mod:`abflow.routing.hashing`), targeting
+conditions (:mod:`abflow.routing.conditions`), the per-request :func:`assign`, canary ramps
+(:mod:`abflow.routing.ramp`) and the vectorised :func:`assign_batch`. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from abflow.routing.batch import BatchAssignment, assign_batch, fnv1a32_array
+from abflow.routing.conditions import eval_condition, padded_version, value_type
+from abflow.routing.experiment import (
+    REASONS,
+    Assignment,
+    CompiledExperiment,
+    assign,
+    compile_experiment,
+    unit_text,
+)
+from abflow.routing.hashing import (
+    bucket_hash,
+    bucket_ranges,
+    choose_variation,
+    fnv1a32,
+    get_equal_weights,
+    in_namespace,
+    in_range,
+)
+from abflow.routing.ramp import canary_ranges, canary_weights, compile_canary
+
+__all__ = [
+    "REASONS",
+    "Assignment",
+    "BatchAssignment",
+    "CompiledExperiment",
+    "assign",
+    "assign_batch",
+    "bucket_hash",
+    "bucket_ranges",
+    "canary_ranges",
+    "canary_weights",
+    "choose_variation",
+    "compile_canary",
+    "compile_experiment",
+    "eval_condition",
+    "fnv1a32",
+    "fnv1a32_array",
+    "get_equal_weights",
+    "in_namespace",
+    "in_range",
+    "padded_version",
+    "unit_text",
+    "value_type",
+]

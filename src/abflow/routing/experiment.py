@@ -1,0 +1,223 @@
+"""Assign one unit to a variant of an experiment: the gateway's per-request hot path.
+
+The work that depends only on the spec (bucket ranges, seed, forced overrides, namespace) is
+done once by :func:`compile_experiment` and cached per spec object, so :func:`assign` costs a
+dictionary lookup, one or two hashes and a table lookup. Assignments are memoised per bucket
+(at most 10 000 per experiment), so the common outcome allocates nothing.
+
+Decision order, and the ``reason`` each outcome carries:
+
+====================  ==========================================================
+``"forced"``          the unit id is listed in ``spec.forced``
+``"no_unit"``         the unit attribute is missing, empty, or not a string/number
+``"condition"``       the targeting condition does not hold for the attributes
+``"namespace"``       the unit falls outside the experiment's namespace slice
+``"coverage"``        the unit's bucket is outside every variant's range
+``"assigned"``        the unit's bucket falls in a variant's range
+====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from fnv_hash_fast import fnv1a_32 as _fnv_bytes
+
+from abflow.errors import InvalidArgumentError
+from abflow.routing.conditions import eval_condition
+from abflow.routing.hashing import Range, _fnv1a32_python, bucket_ranges, in_namespace
+from abflow.spec import ExperimentSpec
+
+__all__ = [
+    "REASONS",
+    "Assignment",
+    "CompiledExperiment",
+    "assign",
+    "compile_experiment",
+    "unit_text",
+]
+
+REASONS: Final = ("forced", "no_unit", "condition", "namespace", "coverage", "assigned")
+"""Every ``Assignment.reason``, in decision order (batch results store their index)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Which variant a unit sees, and why.
+
+    ``index`` is the variant's position in the spec (-1 when the unit is not in the
+    experiment) and ``bucket`` the unit's hash in ``[0, 1)`` (None when it was not hashed:
+    forced, no unit, not targeted, outside the namespace).
+    """
+
+    variant: str | None
+    index: int
+    bucket: float | None
+    in_experiment: bool
+    reason: str
+
+
+def unit_text(value: Any) -> str | None:
+    """The string a unit attribute is hashed as, or None when it cannot identify a unit.
+
+    Strings hash as themselves; finite non-zero numbers as JavaScript prints them (``7``,
+    ``2.5``), as GrowthBook's SDKs do; empty strings, zero, booleans and anything else count
+    as missing.
+    """
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if value == 0 or not math.isfinite(value):
+        return None
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+class CompiledExperiment:
+    """A spec with everything routing needs precomputed; build it with compile_experiment."""
+
+    __slots__ = (
+        "_lock",
+        "_table",
+        "condition",
+        "forced",
+        "hash_version",
+        "namespace",
+        "not_targeted",
+        "outside_namespace",
+        "ranges",
+        "scale",
+        "seed",
+        "seed_is_ascii",
+        "spec",
+        "unit",
+        "unit_missing",
+        "variant_names",
+    )
+
+    def __init__(self, spec: ExperimentSpec, ranges: Sequence[Range] | None = None) -> None:
+        names = tuple(spec.variant_names)
+        if ranges is None:
+            ranges = bucket_ranges(len(names), spec.coverage, spec.effective_weights)
+        elif len(ranges) != len(names):
+            msg = f"{len(ranges)} bucket ranges for {len(names)} variants; give one per variant"
+            raise InvalidArgumentError(msg)
+        self.spec = spec
+        self.unit = spec.unit
+        self.variant_names = names
+        self.ranges: tuple[Range, ...] = tuple((float(s), float(e)) for s, e in ranges)
+        self.seed = spec.hash_seed
+        self.seed_is_ascii = self.seed.isascii()
+        self.hash_version = spec.hash_version
+        self.scale = 10000 if spec.hash_version == 2 else 1000
+        self.condition = spec.condition
+        self.namespace = spec.namespace.as_tuple() if spec.namespace is not None else None
+        self.forced = {
+            unit_id: Assignment(name, names.index(name), None, True, "forced")
+            for unit_id, name in spec.forced.items()
+        }
+        self.unit_missing = Assignment(None, -1, None, False, "no_unit")
+        self.not_targeted = Assignment(None, -1, None, False, "condition")
+        self.outside_namespace = Assignment(None, -1, None, False, "namespace")
+        self._table: dict[int, Assignment] = {}
+        self._lock = threading.Lock()
+
+    def bucket_key(self, unit_id: str) -> int:
+        """The unit's bucket as an integer: ``bucket_hash(seed, unit_id) * scale``."""
+        if self.hash_version == 2:
+            text = self.seed + unit_id
+            if self.seed_is_ascii and unit_id.isascii():
+                inner = _fnv_bytes(text.encode())
+            else:
+                inner = _fnv1a32_python(text)
+            return int(_fnv_bytes(str(inner).encode())) % 10000
+        text = unit_id + self.seed
+        if self.seed_is_ascii and unit_id.isascii():
+            return int(_fnv_bytes(text.encode())) % 1000
+        return _fnv1a32_python(text) % 1000
+
+    def for_bucket(self, key: int) -> Assignment:
+        """The (memoised) assignment of every unit whose bucket key is ``key``."""
+        hit = self._table.get(key)
+        if hit is not None:
+            return hit
+        bucket = key / self.scale
+        index = -1
+        for position, (start, end) in enumerate(self.ranges):
+            if start <= bucket < end:
+                index = position
+                break
+        if index < 0:
+            made = Assignment(None, -1, bucket, False, "coverage")
+        else:
+            made = Assignment(self.variant_names[index], index, bucket, True, "assigned")
+        with self._lock:
+            return self._table.setdefault(key, made)
+
+    def assign(self, attributes: Mapping[str, Any]) -> Assignment:
+        """Assign the unit described by ``attributes`` (see the module docstring for order)."""
+        value = attributes.get(self.unit)
+        unit_id = value if type(value) is str else unit_text(value)
+        if not unit_id:
+            return self.unit_missing
+        if self.forced:
+            forced = self.forced.get(unit_id)
+            if forced is not None:
+                return forced
+        if self.condition is not None and not eval_condition(attributes, self.condition):
+            return self.not_targeted
+        if self.namespace is not None and not in_namespace(unit_id, self.namespace):
+            return self.outside_namespace
+        return self.for_bucket(self.bucket_key(unit_id))
+
+    def __repr__(self) -> str:
+        return f"CompiledExperiment(key={self.spec.key!r}, ranges={list(self.ranges)!r})"
+
+
+_CACHE: dict[int, tuple[weakref.ref[ExperimentSpec], CompiledExperiment]] = {}
+
+
+def _forget(key: int, _ref: object) -> None:
+    _CACHE.pop(key, None)
+
+
+def compile_experiment(
+    spec: ExperimentSpec, *, ranges: Sequence[Range] | None = None
+) -> CompiledExperiment:
+    """Precompute routing for ``spec``; cached per spec object unless ``ranges`` are given.
+
+    ``ranges`` replaces the spec's GrowthBook ranges, e.g. with
+    :func:`abflow.routing.canary_ranges` during a ramp.
+    """
+    if ranges is not None:
+        return CompiledExperiment(spec, ranges)
+    key = id(spec)
+    entry = _CACHE.get(key)
+    if entry is not None and entry[0]() is spec:
+        return entry[1]
+    compiled = CompiledExperiment(spec)
+    _CACHE[key] = (weakref.ref(spec, functools.partial(_forget, key)), compiled)
+    return compiled
+
+
+def assign(
+    experiment: ExperimentSpec | CompiledExperiment, attributes: Mapping[str, Any]
+) -> Assignment:
+    """Assign one unit: ``attributes`` must hold ``experiment.unit`` (e.g. ``user_id``).
+
+    Deterministic: the same spec and attributes give the same assignment in every process.
+    """
+    if isinstance(experiment, CompiledExperiment):
+        return experiment.assign(attributes)
+    entry = _CACHE.get(id(experiment))
+    if entry is not None and entry[0]() is experiment:
+        return entry[1].assign(attributes)
+    return compile_experiment(experiment).assign(attributes)
