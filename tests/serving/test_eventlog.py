@@ -1,0 +1,231 @@
+"""EventLog: acknowledged events reach the store once, in order, through outages and restarts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from abflow.errors import InvalidArgumentError, JournalError, StoreError, StoreUnavailableError
+from abflow.serving.eventlog import EventKind, EventLog
+
+KINDS: tuple[EventKind, ...] = ("exposure", "prediction", "outcome")
+
+
+class MemoryStore:
+    """A real, idempotent in-memory store that can be switched off (and slowed down)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.order: dict[str, list[str]] = {kind: [] for kind in KINDS}
+        self.deliveries = 0
+        self.is_down = False
+        self.delay_seconds = 0.0
+        self._lock = threading.Lock()
+
+    def write_events(self, kind: EventKind, rows: list[dict[str, Any]]) -> int:
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
+        if self.is_down:
+            msg = "memory store is down"
+            raise StoreUnavailableError(msg)
+        if any(row.get("is_poison") for row in rows):
+            msg = "row breaks a constraint"
+            raise StoreError(msg)
+        new = 0
+        with self._lock:
+            for row in rows:
+                self.deliveries += 1
+                if row["event_id"] not in self.rows:
+                    self.rows[row["event_id"]] = row
+                    self.order[kind].append(row["event_id"])
+                    new += 1
+        return new
+
+
+def event(i: int) -> tuple[EventKind, dict[str, Any]]:
+    kind = KINDS[i % 3]
+    return kind, {"event_id": f"ev-{i:06d}", "ts": 1_700_000_000.0 + i, "n": i}
+
+
+def expected_order(ids: range) -> dict[str, list[str]]:
+    order: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for i in ids:
+        kind, row = event(i)
+        order[kind].append(row["event_id"])
+    return order
+
+
+def wait_until(condition: Callable[[], bool], timeout_seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def fast_log(store: MemoryStore | None, journal_dir: Path, **tuning: Any) -> EventLog:
+    options: dict[str, Any] = {
+        "flush_interval_seconds": 0.01,
+        "retry_initial_seconds": 0.01,
+        "retry_max_seconds": 0.05,
+        "fsync_interval_seconds": 0.01,
+    }
+    options.update(tuning)
+    return EventLog(None, journal_dir, store=store, **options)
+
+
+def segments(journal_dir: Path) -> list[Path]:
+    return sorted(journal_dir.glob("*.journal"))
+
+
+def test_events_reach_the_store_once_in_order_and_the_journal_is_emptied(
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    log = fast_log(store, tmp_path, batch_size=64)
+    log.start()
+    for i in range(3000):
+        log.append(*event(i))
+    log.close()
+    assert store.order == expected_order(range(3000))
+    assert store.rows["ev-000007"] == event(7)[1]
+    assert store.deliveries == 3000
+    assert segments(tmp_path) == []
+    assert log.queue_depth == 0
+    assert log.sync_stats.synced_events >= 1
+
+
+def test_appends_from_many_threads(tmp_path: Path) -> None:
+    store = MemoryStore()
+    log = fast_log(store, tmp_path, batch_size=100, max_queue_events=500)
+    log.start()
+
+    def work(offset: int) -> None:
+        for i in range(offset, 20_000, 4):
+            log.append(*event(i))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log.close()
+    assert sorted(store.rows) == sorted(event(i)[1]["event_id"] for i in range(20_000))
+    assert store.deliveries == 20_000
+
+
+def test_store_outage_spills_to_the_spool_and_replays_in_order(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.is_down = True
+    log = fast_log(store, tmp_path, batch_size=50, segment_bytes=4096)
+    log.start()
+    for i in range(1000):
+        log.append(*event(i))
+    wait_until(lambda: log.queue_depth == 0)
+    assert not log.is_store_reachable
+    assert log.spool_bytes > 0
+    assert store.rows == {}
+    # The journal released what the spool now holds: only the active segment remains.
+    assert len(segments(tmp_path)) == 1
+    store.is_down = False
+    for i in range(1000, 1500):
+        log.append(*event(i))
+    wait_until(lambda: len(store.rows) == 1500)
+    assert log.is_store_reachable
+    log.close()
+    assert store.order == expected_order(range(1500))
+    assert log.spool_bytes == 0
+    assert segments(tmp_path) == []
+
+
+def test_restart_replays_spool_then_journal_without_duplicates(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.is_down = True
+    log = fast_log(store, tmp_path, batch_size=40)
+    log.start()
+    for i in range(400):
+        log.append(*event(i))
+    wait_until(lambda: log.queue_depth == 0)  # all spooled
+    log.close()
+    # Written without a store: these stay in the journal only.
+    offline = fast_log(None, tmp_path)
+    offline.start()
+    for i in range(400, 700):
+        offline.append(*event(i))
+    offline.close()
+    assert segments(tmp_path)
+    store.is_down = False
+    replay = fast_log(store, tmp_path, batch_size=40)
+    replay.start()
+    assert replay.queue_depth == 300
+    for i in range(700, 800):
+        replay.append(*event(i))
+    replay.close()
+    assert store.order == expected_order(range(800))
+    assert segments(tmp_path) == []
+    assert replay.spool_bytes == 0
+
+
+def test_slow_store_makes_the_journal_the_buffer(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.delay_seconds = 0.02
+    log = fast_log(store, tmp_path, batch_size=50, max_queue_events=100, segment_bytes=2048)
+    log.start()
+    for i in range(2000):
+        log.append(*event(i))
+    assert log.queue_depth > 100  # more than memory holds: the rest waits in the journal
+    assert log.journal_bytes > 2048
+    store.delay_seconds = 0.0
+    log.close()
+    assert store.order == expected_order(range(2000))
+    assert segments(tmp_path) == []
+
+
+def test_invalid_rows_go_to_rejected_without_blocking_the_rest(tmp_path: Path) -> None:
+    store = MemoryStore()
+    log = fast_log(store, tmp_path, batch_size=100)
+    log.start()
+    for i in range(300):
+        kind, row = event(i)
+        log.append(kind, {**row, "is_poison": i in (5, 150)})
+    log.close()
+    assert len(store.rows) == 298
+    assert {"ev-000005", "ev-000150"}.isdisjoint(store.rows)
+    assert log.rejected_events == 2
+    assert list((tmp_path / "rejected").glob("*.spool"))
+
+
+def test_append_refuses_what_it_cannot_keep(tmp_path: Path) -> None:
+    log = fast_log(MemoryStore(), tmp_path)
+    with pytest.raises(JournalError, match="not open"):
+        log.append(*event(0))
+    log.start()
+    with pytest.raises(InvalidArgumentError, match="unknown event kind"):
+        log.append("click", {"event_id": "x"})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="cannot be serialised"):
+        log.append("outcome", {"event_id": "x", "value": object()})
+    log.close()
+    with pytest.raises(JournalError, match="not open"):
+        log.append(*event(1))
+    with pytest.raises(JournalError, match="already started"):
+        log.start()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("batch_size", 0),
+        ("max_queue_events", 0),
+        ("flush_interval_seconds", 0.0),
+        ("retry_initial_seconds", 10.0),
+        ("fsync_interval_seconds", -1.0),
+        ("segment_bytes", 10),
+    ],
+)
+def test_impossible_tuning_is_refused(tmp_path: Path, option: str, value: float) -> None:
+    with pytest.raises(InvalidArgumentError, match=option.split("_")[0]):
+        EventLog(None, tmp_path, **{option: value})

@@ -1,0 +1,228 @@
+"""The journal's framing, segments and checkpointing, and the outage spool, on real files."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from abflow.errors import JournalError
+from abflow.serving.journal import (
+    MAGIC,
+    EventKind,
+    Journal,
+    encode_frame,
+    parse_frames,
+    read_frames,
+)
+from abflow.serving.spool import Spool
+
+KINDS: tuple[EventKind, ...] = ("exposure", "prediction", "outcome")
+
+
+def naive_frame(kind: EventKind, payload: bytes) -> bytes:
+    """The documented layout, written out by hand: magic, length, CRC-32, kind, payload."""
+    body = {"exposure": b"E", "prediction": b"P", "outcome": b"O"}[kind] + payload
+    return MAGIC + struct.pack("<I", len(body)) + struct.pack("<I", zlib.crc32(body)) + body
+
+
+def make_events(rng: np.random.Generator, n: int) -> list[tuple[EventKind, bytes]]:
+    events: list[tuple[EventKind, bytes]] = []
+    for i in range(n):
+        kind = KINDS[int(rng.integers(3))]
+        # Payload sizes from 2 bytes to a few KiB, with arbitrary (non-UTF-8 too) content.
+        size = int(rng.integers(0, 3000))
+        noise = rng.integers(0, 256, size=size, dtype=np.uint8).tobytes()
+        events.append((kind, orjson.dumps({"event_id": f"e{i}"}) + noise))
+    return events
+
+
+def test_frame_matches_documented_layout(rng: np.random.Generator) -> None:
+    for kind, payload in make_events(rng, 50):
+        assert encode_frame(kind, payload) == naive_frame(kind, payload)
+
+
+def test_parse_returns_every_record_in_order(rng: np.random.Generator) -> None:
+    events = make_events(rng, 200)
+    buf = b"".join(naive_frame(k, p) for k, p in events)
+    records, pos, skipped = parse_frames(buf, 10_000, is_complete=True)
+    assert [(k, p) for k, p, _ in records] == events
+    assert (pos, skipped) == (len(buf), 0)
+    ends = np.cumsum([len(naive_frame(k, p)) for k, p in events])
+    assert [end for _, _, end in records] == ends.tolist()
+
+
+def test_corrupt_record_is_skipped_and_the_rest_is_read(rng: np.random.Generator) -> None:
+    events = make_events(rng, 30)
+    frames = [naive_frame(k, p) for k, p in events]
+    for victim in (0, 13, 29):
+        for where in ("body", "length", "crc", "magic"):
+            damaged = bytearray(frames[victim])
+            offset = {"magic": 1, "length": 5, "crc": 9, "body": len(damaged) - 1}[where]
+            damaged[offset] ^= 0x5A
+            buf = b"".join([*frames[:victim], bytes(damaged), *frames[victim + 1 :]])
+            records, pos, skipped = parse_frames(buf, 10_000, is_complete=True)
+            expected = events[:victim] + events[victim + 1 :]
+            assert [(k, p) for k, p, _ in records] == expected, (victim, where)
+            assert skipped == len(damaged)
+            assert pos == len(buf)
+
+
+def test_torn_tail_is_never_returned(rng: np.random.Generator) -> None:
+    events = make_events(rng, 5)
+    frames = [naive_frame(k, p) for k, p in events]
+    head = b"".join(frames[:-1])
+    last = frames[-1]
+    for cut in [1, 3, 4, 8, 12, 13, len(last) // 2, len(last) - 1]:
+        buf = head + last[:cut]
+        records, pos, skipped = parse_frames(buf, 10_000, is_complete=True)
+        assert [(k, p) for k, p, _ in records] == events[:-1]
+        assert (pos, skipped) == (len(buf), cut)
+        # Not yet complete (a reader mid-file): stop at the torn record and wait for more.
+        records, pos, skipped = parse_frames(buf, 10_000, is_complete=False)
+        assert [(k, p) for k, p, _ in records] == events[:-1]
+        assert pos == len(head)
+        assert skipped == 0
+
+
+def test_zero_filled_tail_after_power_loss_is_skipped(rng: np.random.Generator) -> None:
+    events = make_events(rng, 10)
+    buf = b"".join(naive_frame(k, p) for k, p in events) + bytes(4096)
+    records, pos, skipped = parse_frames(buf, 10_000, is_complete=True)
+    assert [(k, p) for k, p, _ in records] == events
+    assert (pos, skipped) == (len(buf), 4096)
+
+
+@pytest.mark.parametrize("chunk_bytes", [64, 1000, 1 << 20])
+def test_read_frames_across_chunk_boundaries(
+    rng: np.random.Generator, tmp_path: Path, chunk_bytes: int
+) -> None:
+    events = make_events(rng, 100)
+    frames = [naive_frame(k, p) for k, p in events]
+    damaged = bytearray(frames[40])
+    damaged[20] ^= 0xFF
+    frames[40] = bytes(damaged)
+    path = tmp_path / "f"
+    path.write_bytes(b"".join(frames) + frames[41][:7])
+    size = path.stat().st_size
+    got, pos, skipped = read_frames(path, 7, 0, size, 10_000, chunk_bytes=chunk_bytes)
+    assert [(k, p) for k, p, _, _ in got] == events[:40] + events[41:]
+    assert {number for _, _, number, _ in got} == {7}
+    assert (pos, skipped) == (size, len(frames[40]) + 7)
+    # Reading from a record's end position continues exactly after it.
+    middle = got[60]
+    rest, _, _ = read_frames(path, 7, middle[3], size, 10_000, chunk_bytes=chunk_bytes)
+    assert [(k, p) for k, p, _, _ in rest] == [(k, p) for k, p, _, _ in got[61:]]
+
+
+def test_journal_rotates_reads_in_order_and_releases(
+    rng: np.random.Generator, tmp_path: Path
+) -> None:
+    events = make_events(rng, 120)
+    journal = Journal(tmp_path, segment_bytes=4096, fsync_interval_seconds=0.01)
+    assert journal.open() == []
+    positions = [journal.append(encode_frame(k, p)) for k, p in events]
+    assert journal.segment_count > 5
+    start = (journal.first_new_segment, 0)
+    got, reached, skipped = journal.read(start, journal.end(), 10_000)
+    assert [(k, p) for k, p, _, _ in got] == events
+    assert [(n, end) for _, _, n, end in got] == positions
+    assert (reached, skipped) == (journal.end(), 0)
+    # Partial reads resume where they stopped, across segment boundaries.
+    first, middle, _ = journal.read(start, journal.end(), 37)
+    second, _, _ = journal.read(middle, journal.end(), 10_000)
+    assert [(k, p) for k, p, _, _ in first + second] == events
+    # Releasing up to event 60 deletes exactly the segments all of whose events are <= 60.
+    done = {n for n, _ in positions[:61]} - {n for n, _ in positions[61:]}
+    before = {p.name for p in tmp_path.glob("*.journal")}
+    journal.release(positions[60])
+    after = {p.name for p in tmp_path.glob("*.journal")}
+    assert before - after == {journal.path(n).name for n in done}
+    rest, _, _ = journal.read(positions[60], journal.end(), 10_000)
+    assert [(k, p) for k, p, _, _ in rest] == events[61:]
+    journal.close()
+    assert journal.sync_stats.synced_events == len(events)
+
+
+def test_reopened_journal_starts_a_new_segment_and_keeps_old_ones(
+    rng: np.random.Generator, tmp_path: Path
+) -> None:
+    events = make_events(rng, 20)
+    journal = Journal(tmp_path, segment_bytes=1 << 20, fsync_interval_seconds=None)
+    journal.open()
+    for kind, payload in events[:10]:
+        journal.append(encode_frame(kind, payload))
+    journal.close()
+    with pytest.raises(JournalError, match="closed"):
+        journal.append(encode_frame("outcome", b"{}"))
+    again = Journal(tmp_path, segment_bytes=1 << 20, fsync_interval_seconds=None)
+    assert again.open() == [1]
+    assert again.first_new_segment == 2
+    for kind, payload in events[10:]:
+        again.append(encode_frame(kind, payload))
+    got, _, _ = again.read((1, 0), again.end(), 10_000)
+    assert [(k, p) for k, p, _, _ in got] == events
+    again.close()
+
+
+def test_one_process_per_journal_directory(tmp_path: Path) -> None:
+    first = Journal(tmp_path)
+    first.open()
+    with pytest.raises(JournalError, match="in use"):
+        Journal(tmp_path).open()
+    first.close()
+    second = Journal(tmp_path)
+    second.open()
+    second.close()
+
+
+def test_spool_replays_in_order_and_deletes_what_was_committed(
+    rng: np.random.Generator, tmp_path: Path
+) -> None:
+    events = make_events(rng, 60)
+    spool = Spool(tmp_path, file_bytes=8192)
+    assert spool.open() == 0
+    for start in range(0, 60, 7):
+        spool.append(events[start : start + 7])
+    assert len(list(tmp_path.glob("*.spool"))) > 3
+    assert spool.size_bytes == sum(len(naive_frame(k, p)) for k, p in events)
+    first, reached = spool.read(25)
+    assert [(k, p) for k, p, _, _ in first] == events[:25]
+    again, _ = spool.read(25)  # nothing committed: the same events again
+    assert again == first
+    spool.commit(reached)
+    rest, reached = spool.read(1000)
+    assert [(k, p) for k, p, _, _ in rest] == events[25:]
+    assert spool.has_pending
+    spool.commit(reached)
+    assert not spool.has_pending
+    assert (spool.size_bytes, list(tmp_path.glob("*.spool"))) == (0, [])
+    spool.append(events[:3])
+    got, _ = spool.read(10)
+    assert [(k, p) for k, p, _, _ in got] == events[:3]
+    spool.close()
+
+
+def test_spool_after_a_crash_replays_everything_but_the_torn_tail(
+    rng: np.random.Generator, tmp_path: Path
+) -> None:
+    events = make_events(rng, 30)
+    spool = Spool(tmp_path)
+    spool.open()
+    spool.append(events[:20])
+    spool.append(events[20:])
+    spool.close()
+    (path,) = tmp_path.glob("*.spool")
+    with path.open("ab") as file:  # a batch cut short by the crash
+        file.write(naive_frame("outcome", b'{"event_id":"torn"}')[:-3])
+    reopened = Spool(tmp_path)
+    assert reopened.open() == 30
+    got, reached = reopened.read(1000)
+    assert [(k, p) for k, p, _, _ in got] == events
+    reopened.commit(reached)
+    assert not reopened.has_pending
+    reopened.close()
