@@ -124,6 +124,8 @@ audit_log = Table(
     Column("payload_json", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False, unique=True),
+    # One successor per entry: even a writer that bypassed the append lock cannot fork it.
+    Index("ux_audit_log_prev_hash", "prev_hash", unique=True),
 )
 
 api_tokens = Table(

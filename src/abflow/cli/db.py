@@ -1,0 +1,69 @@
+"""``abflow db``: manage the event store's schema (``upgrade`` it, show its ``status``).
+
+The store is imported inside each command, so ``abflow --help`` never loads SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from abflow.cli.console import out_console
+
+__all__ = ["StoreOption", "register"]
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store URL; default $ABFLOW_STORE_URL, else sqlite:///.abflow/abflow.db.",
+        show_default=False,
+    ),
+]
+
+db_app = typer.Typer(
+    name="db",
+    help="Manage the event store's schema.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+
+@db_app.command("upgrade")
+def upgrade(store: StoreOption = None) -> None:
+    """Apply the schema migrations the store is missing; running it again changes nothing.
+
+    Example: [bold]abflow db upgrade --store postgresql+psycopg://abflow@db/abflow[/]
+    """
+    from abflow.store import upgrade_store
+    from abflow.store.engine import display_url, resolve_url
+
+    where = display_url(resolve_url(store))
+    result = upgrade_store(store)
+    if result.applied:
+        steps = ", ".join(str(step) for step in result.applied)
+        out_console.print(
+            f"upgraded {where} from schema version {result.from_version} to "
+            f"{result.to_version} (applied {steps})"
+        )
+    else:
+        out_console.print(f"{where} is up to date (schema version {result.to_version})")
+
+
+@db_app.command("status")
+def status(store: StoreOption = None) -> None:
+    """Show the store's schema version and the one this abflow needs."""
+    from abflow.store import SCHEMA_VERSION, read_store_version
+    from abflow.store.engine import display_url, resolve_url
+
+    version = read_store_version(store)
+    advice = " (run `abflow db upgrade`)" if version < SCHEMA_VERSION else ""
+    out_console.print(
+        f"{display_url(resolve_url(store))}: schema version {version}, "
+        f"this abflow needs {SCHEMA_VERSION}{advice}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app)

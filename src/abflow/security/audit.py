@@ -1,0 +1,116 @@
+"""The audit trail's hash chain: pure functions, no I/O.
+
+Each entry's hash is SHA-256 over the previous entry's hash and the entry's canonical JSON,
+so editing, removing, inserting or reordering any entry breaks every link from that point
+on, and :func:`verify_chain` names the first entry where it happens. The store appends and
+reads entries; this module only says what a valid chain is. (Truncating the newest entries
+leaves a valid shorter chain: anchor the latest hash elsewhere, e.g. in a release note or
+a log shipper, to detect that too.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from abflow.errors import InvalidArgumentError
+
+__all__ = [
+    "GENESIS_HASH",
+    "HASHED_FIELDS",
+    "AuditEntry",
+    "canonical_json",
+    "entry_hash",
+    "verify_chain",
+]
+
+GENESIS_HASH = "0" * 64
+"""The ``prev_hash`` of the first entry."""
+
+HASHED_FIELDS = ("ts", "actor", "action", "experiment_key", "payload")
+"""What an entry's hash covers (with the previous hash); ``seq`` is where it is stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One entry of the audit trail as stored: who did what, when, and its chain links."""
+
+    seq: int
+    ts: float
+    actor: str
+    action: str
+    experiment_key: str | None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    prev_hash: str = GENESIS_HASH
+    hash: str = ""
+
+    def content(self) -> dict[str, Any]:
+        """The fields the hash covers."""
+        return {name: getattr(self, name) for name in HASHED_FIELDS}
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces: the same data always gives the same text."""
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        msg = f"audit entries must be plain JSON data (finite numbers, string keys): {exc}"
+        raise InvalidArgumentError(msg) from exc
+
+
+def entry_hash(prev_hash: str, entry: Mapping[str, Any]) -> str:
+    """SHA-256 hex of ``prev_hash`` and the entry's canonical content (see HASHED_FIELDS)."""
+    missing = [name for name in HASHED_FIELDS if name not in entry]
+    if missing:
+        msg = f"an audit entry needs {', '.join(HASHED_FIELDS)}; missing {', '.join(missing)}"
+        raise InvalidArgumentError(msg)
+    ts = entry["ts"]
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
+        msg = f"an audit entry's ts must be a finite number of seconds, got {ts!r}"
+        raise InvalidArgumentError(msg)
+    content = {name: entry[name] for name in HASHED_FIELDS}
+    content["ts"] = float(ts)  # 5 and 5.0 are the same instant and must hash the same
+    text = prev_hash + "\n" + canonical_json(content)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def verify_chain(entries: Iterable[AuditEntry]) -> list[str]:
+    """Every problem in a chain, oldest first, each a sentence naming its entry; [] if intact.
+
+    Links are checked against each entry's *stored* hash, so one edited entry is reported
+    once (its contents no longer match its hash) rather than breaking every later link.
+    """
+    problems: list[str] = []
+    previous: AuditEntry | None = None
+    for entry in entries:
+        expected_prev = GENESIS_HASH if previous is None else previous.hash
+        if previous is not None and entry.seq <= previous.seq:
+            problems.append(
+                f"audit entry {entry.seq} comes after entry {previous.seq}: "
+                "sequence numbers are out of order"
+            )
+        if entry.prev_hash != expected_prev:
+            after = "the start of the trail" if previous is None else f"entry {previous.seq}"
+            problems.append(
+                f"audit entry {entry.seq} does not link to {after} "
+                f"(prev_hash {entry.prev_hash[:12]}…, expected {expected_prev[:12]}…): "
+                "an entry before it was removed, inserted or reordered"
+            )
+        try:
+            actual = entry_hash(entry.prev_hash, entry.content())
+        except InvalidArgumentError as exc:
+            problems.append(f"audit entry {entry.seq} cannot be hashed: {exc}")
+        else:
+            if actual != entry.hash:
+                problems.append(
+                    f"audit entry {entry.seq} ({entry.action} by {entry.actor}) was altered: "
+                    "its contents no longer match its hash"
+                )
+        previous = entry
+    return problems

@@ -1,0 +1,183 @@
+"""Engines for the store's URLs, and the one place SQLAlchemy errors become abflow errors.
+
+SQLite is the embedded default: WAL so readers never block the writer, ``synchronous=NORMAL``
+(durable at each checkpoint, and a crash of the process never loses a committed write), and a
+busy timeout so concurrent writers queue instead of failing. Write transactions on SQLite
+start with ``BEGIN IMMEDIATE``: taking the write lock up front means two read-then-write
+transactions can never deadlock on a lock upgrade, they simply take turns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+from abflow.errors import StoreError, StoreUnavailableError
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "STORE_URL_ENV",
+    "create_store_engine",
+    "display_url",
+    "is_unavailable",
+    "raise_store_error",
+    "resolve_url",
+    "translating",
+    "write_transaction",
+]
+
+DEFAULT_STORE_URL = "sqlite:///.abflow/abflow.db"
+STORE_URL_ENV = "ABFLOW_STORE_URL"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+
+_WRITE_OPTION = "abflow_write"
+# SQLSTATE classes that mean "the server is not there now" rather than "this statement is
+# wrong": connection exceptions, too many connections, shutdown in progress.
+_UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The URL to open: ``url``, else ``$ABFLOW_STORE_URL``, else the embedded SQLite file."""
+    chosen = url or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+    for prefix in ("postgres://", "postgresql://"):
+        if chosen.startswith(prefix):
+            chosen = "postgresql+psycopg://" + chosen.removeprefix(prefix)
+    return chosen
+
+
+def display_url(url: str | URL) -> str:
+    """The URL with its password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return str(url)
+
+
+def create_store_engine(url: str | None = None) -> Engine:
+    """An engine for a SQLite or PostgreSQL store URL (creates the SQLite file's folder)."""
+    resolved = resolve_url(url)
+    try:
+        parsed = make_url(resolved)
+    except sa.exc.ArgumentError as exc:
+        msg = f"{resolved!r} is not a store URL; use sqlite:///PATH or postgresql+psycopg://…"
+        raise StoreError(msg) from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed)
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            msg = f"PostgreSQL store URLs must use psycopg 3: postgresql+psycopg://, got {display_url(parsed)}"
+            raise StoreError(msg)
+        return _postgres_engine(parsed)
+    msg = f"unsupported store backend {backend!r}: use sqlite:///PATH or postgresql+psycopg://…"
+    raise StoreError(msg)
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30.0}}
+    if in_memory:
+        # One shared connection, or every checkout would see a different empty database.
+        kwargs["poolclass"] = StaticPool
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling would issue a deferred BEGIN behind our back;
+        # take it over so that write transactions can say BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _postgres_engine(url: URL) -> Engine:
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_SECONDS
+    # pre_ping replaces connections a server restart left dead, so that the first write after
+    # an outage succeeds instead of failing once more.
+    return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in a write transaction: BEGIN IMMEDIATE on SQLite, plain BEGIN elsewhere."""
+    with translating("write to the store"):
+        connection = engine.connect().execution_options(**{_WRITE_OPTION: True})
+        try:
+            with connection.begin():
+                yield connection
+        finally:
+            connection.close()
+
+
+@contextmanager
+def translating(action: str) -> Iterator[None]:
+    """Turn SQLAlchemy and driver errors raised inside into StoreError/StoreUnavailableError."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        raise_store_error(exc, action)
+
+
+def raise_store_error(exc: Exception, action: str) -> NoReturn:
+    """Raise the abflow error for a SQLAlchemy or driver error: unavailable when a retry may work."""
+    detail = _first_line(exc)
+    if is_unavailable(exc):
+        msg = f"cannot {action}: the store is unavailable ({detail})"
+        raise StoreUnavailableError(msg) from exc
+    msg = f"cannot {action}: {detail}"
+    raise StoreError(msg) from exc
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the server cannot be reached now (rather than a wrong statement)."""
+    if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        original: BaseException = exc.orig if exc.orig is not None else exc
+    else:
+        original = exc
+    sqlstate = getattr(original, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
+    name = type(original).__name__
+    if type(original).__module__.startswith("psycopg"):
+        # psycopg reports a failed or lost connection without a SQLSTATE.
+        return name == "OperationalError"
+    text = str(original).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def _first_line(exc: Exception) -> str:
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,281 @@
+"""The event store's facade: one typed object for events, experiments, tokens and the audit trail.
+
+``EventStore.open(url)`` picks the backend from the URL (SQLite by default, PostgreSQL via
+psycopg 3). Every method runs its own short transaction and is safe to call from several
+threads at once (the gateway ships events from a background thread while request threads
+read): each call checks a connection out of the engine's pool.
+
+Schema policy: opening a store never silently changes a schema that another process may
+depend on. A SQLite store is embedded and private to this installation, so ``open`` upgrades
+it automatically; any other store (PostgreSQL) must be upgraded explicitly with ``abflow db
+upgrade`` (or ``upgrade=True``), and ``open`` raises StoreError while its schema is behind.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from abflow.errors import StoreError
+from abflow.security.audit import GENESIS_HASH, AuditEntry, canonical_json, entry_hash
+from abflow.security.audit import verify_chain as _verify_chain
+from abflow.spec import ExperimentSpec
+from abflow.store import experiments, migrations, writer
+from abflow.store.engine import create_store_engine, display_url, translating, write_transaction
+from abflow.store.schema import audit_log
+from abflow.store.writer import EventKind
+
+__all__ = ["EventStore", "read_store_version", "upgrade_store"]
+
+_RETRY_SQLSTATES = ("40P01", "40001")  # deadlock detected, serialization failure
+_WRITE_ATTEMPTS = 3
+
+
+def upgrade_store(url: str | None = None) -> migrations.UpgradeResult:
+    """Bring the schema of the store at ``url`` up to date (``abflow db upgrade``)."""
+    engine = create_store_engine(url)
+    try:
+        return migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def read_store_version(url: str | None = None) -> int:
+    """The schema version of the store at ``url`` (0 for an empty database), changing nothing."""
+    engine = create_store_engine(url)
+    try:
+        return migrations.read_version(engine)
+    finally:
+        engine.dispose()
+
+
+class EventStore:
+    """Events, experiment versions and phases, API tokens and the audit trail, in one database."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+        """Wrap an engine made by :func:`abflow.store.engine.create_store_engine`; prefer open()."""
+        self._engine = engine
+        self._clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        upgrade: bool | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> EventStore:
+        """Open the store at ``url`` (default ``$ABFLOW_STORE_URL``, else ``.abflow/abflow.db``).
+
+        ``upgrade=None`` upgrades SQLite stores and refuses outdated others (see the module
+        docstring); True or False force the choice. Raises StoreUnavailableError when the
+        server cannot be reached, StoreError when the schema does not match this abflow.
+        """
+        engine = create_store_engine(url)
+        try:
+            version = migrations.read_version(engine)
+            needed = migrations.SCHEMA_VERSION
+            if version < needed:
+                if upgrade is None:
+                    upgrade = engine.dialect.name == "sqlite"
+                if not upgrade:
+                    where = display_url(engine.url)
+                    msg = (
+                        f"the store at {where} has schema version {version}, this abflow needs "
+                        f"{needed}: run `abflow db upgrade --store {where}`"
+                    )
+                    raise StoreError(msg)
+                migrations.upgrade(engine)
+            elif version > needed:
+                msg = (
+                    f"the store at {display_url(engine.url)} has schema version {version}, newer "
+                    f"than this abflow knows ({needed}): upgrade abflow"
+                )
+                raise StoreError(msg)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, clock=clock)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The store's URL with any password masked."""
+        return display_url(self._engine.url)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return str(self._engine.dialect.name)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, for the store's own SQL modules (aggregates, rollups)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Close every pooled connection; the store cannot be used afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        """The version of the store's schema (see :mod:`abflow.store.migrations`)."""
+        return migrations.read_version(self._engine)
+
+    # --- events ------------------------------------------------------------------------------
+
+    def write_events(self, kind: EventKind, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Store a batch of events idempotently by ``event_id``; return how many were new.
+
+        Rows are mappings keyed by the columns of the kind's table; a missing required column
+        raises StoreError naming it, before anything is written. The whole batch commits or
+        none of it does.
+        """
+        layout = writer.layout_for(kind)
+        values = writer.rows_to_tuples(layout, rows)
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                return writer.write_batch(self._engine, layout, values)
+            except StoreError as exc:
+                sqlstate = getattr(getattr(exc.__cause__, "orig", exc.__cause__), "sqlstate", None)
+                if sqlstate not in _RETRY_SQLSTATES or attempt == _WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    def count_events(self, kind: EventKind, experiment_key: str | None = None) -> int:
+        """How many events of ``kind`` are stored (for one experiment, if given)."""
+        table = writer.layout_for(kind).table
+        query = sa.select(sa.func.count()).select_from(table)
+        if experiment_key is not None:
+            query = query.where(table.c.experiment_key == experiment_key)
+        with translating("count events"), self._engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    # --- experiments and phases --------------------------------------------------------------
+
+    def register_experiment(self, spec: ExperimentSpec) -> experiments.ExperimentVersion:
+        """Store ``spec`` as a new version if it changed; open a new phase if its traffic did.
+
+        Registering an unchanged spec returns the stored version and writes nothing.
+        """
+        with write_transaction(self._engine) as connection:
+            if connection.dialect.name == "postgresql":
+                # Serialize registrations: version and phase numbers are read, then incremented.
+                connection.exec_driver_sql(
+                    "LOCK TABLE experiment_versions IN SHARE ROW EXCLUSIVE MODE"
+                )
+            return experiments.register(connection, spec, self._clock())
+
+    def get_experiment(self, key: str) -> experiments.ExperimentVersion:
+        """The newest version of experiment ``key``; ExperimentNotFoundError if unknown."""
+        with translating("read an experiment"), self._engine.connect() as connection:
+            return experiments.latest_version(connection, key)
+
+    def list_experiments(self) -> list[experiments.ExperimentVersion]:
+        """The newest version of every registered experiment, sorted by key."""
+        with translating("list experiments"), self._engine.connect() as connection:
+            return experiments.list_latest_versions(connection)
+
+    def phases(self, key: str) -> list[experiments.Phase]:
+        """Every phase of experiment ``key``, oldest first; ExperimentNotFoundError if unknown."""
+        with translating("read phases"), self._engine.connect() as connection:
+            return experiments.fetch_phases(connection, key)
+
+    def current_phase(self, key: str) -> experiments.Phase:
+        """The phase new events of experiment ``key`` belong to."""
+        return self.phases(key)[-1]
+
+    # --- audit trail -------------------------------------------------------------------------
+
+    def append_audit(
+        self,
+        actor: str,
+        action: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        experiment_key: str | None = None,
+    ) -> AuditEntry:
+        """Append an entry to the hash-chained audit trail and return it as stored.
+
+        Appends are serialized (write lock on SQLite, table lock on PostgreSQL), so two
+        writers can never both extend the same entry and fork the chain.
+        """
+        body = dict(payload or {})
+        payload_json = canonical_json(body)
+        with write_transaction(self._engine) as connection:
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            last = connection.execute(
+                sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+            ).scalar_one_or_none()
+            prev_hash = last if last is not None else GENESIS_HASH
+            ts = float(self._clock())
+            content: dict[str, Any] = {
+                "ts": ts,
+                "actor": actor,
+                "action": action,
+                "experiment_key": experiment_key,
+                "payload": body,
+            }
+            digest = entry_hash(prev_hash, content)
+            result = connection.execute(
+                audit_log.insert().values(
+                    ts=ts,
+                    actor=actor,
+                    action=action,
+                    experiment_key=experiment_key,
+                    payload_json=payload_json,
+                    prev_hash=prev_hash,
+                    hash=digest,
+                )
+            )
+            key = result.inserted_primary_key
+            seq = int(key[0]) if key is not None else 0
+        return AuditEntry(seq, ts, actor, action, experiment_key, body, prev_hash, digest)
+
+    def audit_entries(self, experiment_key: str | None = None) -> list[AuditEntry]:
+        """The audit trail in order (only one experiment's entries, if given)."""
+        query = sa.select(audit_log).order_by(audit_log.c.seq)
+        if experiment_key is not None:
+            query = query.where(audit_log.c.experiment_key == experiment_key)
+        with translating("read the audit trail"), self._engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [_audit_from_row(row) for row in rows]
+
+    def verify_audit(self) -> list[str]:
+        """Every break in the audit trail's hash chain, oldest first; [] when intact."""
+        return _verify_chain(self.audit_entries())
+
+
+def _audit_from_row(row: sa.Row[Any]) -> AuditEntry:
+    try:
+        payload = json.loads(row.payload_json)
+    except ValueError:
+        payload = {"unreadable_payload_json": row.payload_json}
+    return AuditEntry(
+        seq=row.seq,
+        ts=row.ts,
+        actor=row.actor,
+        action=row.action,
+        experiment_key=row.experiment_key,
+        payload=payload,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )

@@ -1,0 +1,222 @@
+"""Idempotent batched event writes: each event id is stored once, however often it is sent.
+
+A batch is validated in Python first (a missing required column names the column), then
+written in one transaction:
+
+* SQLite: ``executemany`` of ``INSERT OR IGNORE`` under ``BEGIN IMMEDIATE``. The primary key
+  on ``event_id`` drops repeats. ``OR IGNORE`` would also drop a row with a NULL in a NOT NULL
+  column without a word, which is why required values are checked here first.
+* PostgreSQL: binary ``COPY`` into a per-connection temporary staging table, then ``INSERT …
+  SELECT … ORDER BY event_id ON CONFLICT DO NOTHING``. Ordering the insert by key makes two
+  overlapping batches lock their rows in the same order, so concurrent writers cannot
+  deadlock each other.
+
+The number returned is how many events were new.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn, get_args
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from abflow.errors import StoreError
+from abflow.store import schema
+from abflow.store.engine import raise_store_error, translating, write_transaction
+
+__all__ = ["EventKind", "TableLayout", "layout_for", "rows_to_tuples", "write_batch"]
+
+EventKind = Literal["exposure", "prediction", "outcome"]
+
+_POSTGRES_TYPES: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
+    (sa.Boolean, "bool"),
+    (sa.Integer, "int4"),
+    (sa.Float, "float8"),
+    (sa.String, "text"),  # Text is a String
+)
+_STAGED_FLAG = "abflow_staging_tables"
+
+
+@dataclass(frozen=True, slots=True)
+class TableLayout:
+    """How a batch of one event kind maps onto its table: column order, defaults, SQL."""
+
+    kind: str
+    table: sa.Table
+    columns: tuple[str, ...]
+    """Required columns first, so that one slice checks them all for None."""
+    n_required: int
+    defaults: dict[str, Any]
+    getter: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    postgres_types: tuple[str, ...]
+
+    @property
+    def staging_table(self) -> str:
+        return f"abflow_stage_{self.table.name}"
+
+
+@functools.cache
+def layout_for(kind: str) -> TableLayout:
+    """The layout of one event kind; StoreError for an unknown kind."""
+    table = schema.EVENT_TABLES.get(kind)
+    if table is None:
+        kinds = ", ".join(get_args(EventKind))
+        msg = f"unknown event kind {kind!r}; kinds are {kinds}"
+        raise StoreError(msg)
+    required = [c for c in table.columns if not c.nullable and c.default is None]
+    optional = [c for c in table.columns if c not in required]
+    columns = tuple(c.name for c in [*required, *optional])
+    defaults: dict[str, Any] = {}
+    for column in optional:
+        default = column.default
+        defaults[column.name] = getattr(default, "arg", None) if default is not None else None
+    return TableLayout(
+        kind=kind,
+        table=table,
+        columns=columns,
+        n_required=len(required),
+        defaults=defaults,
+        getter=operator.itemgetter(*columns),
+        postgres_types=tuple(_postgres_type(table.c[name]) for name in columns),
+    )
+
+
+def _postgres_type(column: sa.Column[Any]) -> str:
+    for sql_type, name in _POSTGRES_TYPES:
+        if isinstance(column.type, sql_type):
+            return name
+    msg = f"column {column.table.name}.{column.name} has a type the writer cannot stage"
+    raise StoreError(msg)
+
+
+def rows_to_tuples(layout: TableLayout, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """Rows as tuples in the layout's column order; StoreError naming the first bad column."""
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    getter = layout.getter
+    n_columns = len(layout.columns)
+    n_required = layout.n_required
+    for index, row in enumerate(rows):
+        values: tuple[Any, ...] | None = None
+        if len(row) == n_columns:
+            try:
+                values = getter(row)
+            except KeyError:
+                values = None
+        if values is None:
+            values = _fill_row(layout, row, index)
+        if None in values[:n_required]:
+            column = layout.columns[values.index(None)]
+            msg = f"{layout.kind} event {index} has no value for required column {column!r}"
+            raise StoreError(msg)
+        append(values)
+    return out
+
+
+def _fill_row(layout: TableLayout, row: Mapping[str, Any], index: int) -> tuple[Any, ...]:
+    if not isinstance(row, Mapping):
+        msg = f"{layout.kind} event {index} is a {type(row).__name__}, expected a mapping"
+        raise StoreError(msg)
+    known = set(layout.columns)
+    unknown = [key for key in row if key not in known]
+    if unknown:
+        msg = (
+            f"{layout.kind} event {index} has unknown column {unknown[0]!r}; "
+            f"columns are {', '.join(layout.columns)}"
+        )
+        raise StoreError(msg)
+    values: list[Any] = []
+    for position, name in enumerate(layout.columns):
+        if name in row:
+            values.append(row[name])
+        elif position < layout.n_required:
+            msg = f"{layout.kind} event {index} lacks required column {name!r}"
+            raise StoreError(msg)
+        else:
+            values.append(layout.defaults[name])
+    return tuple(values)
+
+
+def write_batch(engine: Engine, layout: TableLayout, values: list[tuple[Any, ...]]) -> int:
+    """Store the rows whose event id is new, in one transaction; return how many were new."""
+    if not values:
+        return 0
+    if engine.dialect.name == "postgresql":
+        return _write_postgres(engine, layout, values)
+    return _write_sqlite(engine, layout, values)
+
+
+def _write_sqlite(engine: Engine, layout: TableLayout, values: list[tuple[Any, ...]]) -> int:
+    names = ", ".join(layout.columns)
+    marks = ", ".join("?" * len(layout.columns))
+    sql = f"INSERT OR IGNORE INTO {layout.table.name} ({names}) VALUES ({marks})"
+    with write_transaction(engine) as connection:
+        raw = _driver_connection(connection)
+        before = raw.total_changes
+        connection.exec_driver_sql(sql, values)
+        return int(raw.total_changes - before)
+
+
+def _write_postgres(engine: Engine, layout: TableLayout, values: list[tuple[Any, ...]]) -> int:
+    names = ", ".join(layout.columns)
+    stage = layout.staging_table
+    copy_sql = f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)"
+    insert_sql = (
+        f"INSERT INTO {layout.table.name} ({names}) SELECT {names} FROM {stage} "
+        "ORDER BY event_id ON CONFLICT (event_id) DO NOTHING"
+    )
+    with translating("write events"), engine.connect() as connection:
+        _ensure_staging_tables(connection)
+        with connection.begin():
+            raw = _driver_connection(connection)
+            try:
+                with raw.cursor() as cursor:
+                    with cursor.copy(copy_sql) as copy:
+                        copy.set_types(list(layout.postgres_types))
+                        write_row = copy.write_row
+                        for row in values:
+                            write_row(row)
+                    cursor.execute(insert_sql)
+                    return int(cursor.rowcount)
+            except Exception as exc:  # psycopg errors, or values its dumpers reject
+                _raise_driver_error(exc)
+
+
+def _driver_connection(connection: Connection) -> Any:
+    raw = connection.connection.driver_connection
+    if raw is None:  # pragma: no cover - only after the connection was invalidated
+        msg = "cannot write events: the database connection was closed"
+        raise StoreError(msg)
+    return raw
+
+
+def _raise_driver_error(exc: Exception) -> NoReturn:
+    if isinstance(exc, TypeError | ValueError | OverflowError):
+        msg = f"cannot write events: a value does not fit its column ({exc})"
+        raise StoreError(msg) from exc
+    raise_store_error(exc, "write events")
+
+
+def _ensure_staging_tables(connection: Connection) -> None:
+    """Create the staging tables once per server connection, committed before any batch.
+
+    Temporary tables live as long as the connection; ``ON COMMIT DELETE ROWS`` empties them
+    after every batch. Creating them in a transaction of their own means a failed batch can
+    never roll back the table and leave this connection believing it exists.
+    """
+    info = connection.connection.info
+    if info.get(_STAGED_FLAG):
+        return
+    for kind in get_args(EventKind):
+        layout = layout_for(kind)
+        connection.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {layout.staging_table} "
+            f"(LIKE {layout.table.name}) ON COMMIT DELETE ROWS"
+        )
+    connection.commit()
+    info[_STAGED_FLAG] = True

@@ -1,0 +1,67 @@
+"""Errors at the store's boundary: unreachable servers, bad URLs, translated driver errors."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from abflow.errors import StoreError, StoreUnavailableError
+from abflow.store import EventStore
+from abflow.store.engine import create_store_engine, display_url, resolve_url
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A PostgreSQL URL on a local port that nothing listens on."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"postgresql+psycopg://postgres:secret@127.0.0.1:{port}/test?connect_timeout=2"
+
+
+def test_open_unreachable_server_is_unavailable(closed_port_url: str) -> None:
+    with pytest.raises(StoreUnavailableError, match="the store is unavailable") as caught:
+        EventStore.open(closed_port_url)
+    assert "secret" not in str(caught.value)
+
+
+def test_write_to_unreachable_server_is_unavailable(closed_port_url: str) -> None:
+    store = EventStore(create_store_engine(closed_port_url))
+    row = {
+        "event_id": "e1",
+        "ts": 1.0,
+        "experiment_key": "k",
+        "phase": 1,
+        "unit_id": "u",
+        "variant": "a",
+    }
+    with pytest.raises(StoreUnavailableError, match="cannot write events"):
+        store.write_events("exposure", [row])
+    with pytest.raises(StoreUnavailableError):
+        store.count_events("exposure")
+    store.close()
+
+
+def test_unavailable_is_a_store_error() -> None:
+    assert issubclass(StoreUnavailableError, StoreError)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://root@localhost/db", "unsupported store backend 'mysql'"),
+        ("postgresql+psycopg2://u@h/db", "must use psycopg 3"),
+        ("not a url", "is not a store URL"),
+    ],
+)
+def test_unusable_urls(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        create_store_engine(url)
+
+
+def test_resolve_and_display_urls() -> None:
+    assert resolve_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert display_url("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"

@@ -1,0 +1,201 @@
+"""Idempotent batched writes: every event id is stored once, whatever is re-sent, by whom."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from abflow.errors import StoreError
+from abflow.store import EventStore
+from abflow.store.schema import exposures, outcomes, predictions
+
+
+def exposure_rows(rng: np.random.Generator, ids: np.ndarray) -> list[dict[str, Any]]:
+    """Exposure events with the given integer ids and random contents."""
+    return [
+        {
+            "event_id": f"ev-{int(i):08d}",
+            "ts": float(1.7e9 + rng.uniform(0, 86400)),
+            "experiment_key": "checkout",
+            "phase": int(rng.integers(1, 3)),
+            "unit_id": f"user-{int(rng.integers(0, 10**6))}",
+            "variant": str(rng.choice(["control", "treatment"])),
+            "attributes_json": None if i % 3 else '{"country":"FR"}',
+        }
+        for i in ids
+    ]
+
+
+def stored(store: EventStore, table: sa.Table) -> dict[str, dict[str, Any]]:
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(table)).mappings().all()
+    return {row["event_id"]: dict(row) for row in rows}
+
+
+def test_same_batch_twice_stores_it_once(store: EventStore, rng: np.random.Generator) -> None:
+    rows = exposure_rows(rng, np.arange(500))
+    assert store.write_events("exposure", rows) == 500
+    assert store.write_events("exposure", rows) == 0
+    assert store.count_events("exposure") == 500
+
+
+def test_values_round_trip(store: EventStore, rng: np.random.Generator) -> None:
+    rows = exposure_rows(rng, np.arange(50))
+    store.write_events("exposure", rows)
+    assert stored(store, exposures) == {row["event_id"]: row for row in rows}
+
+
+def test_overlapping_batches_count_only_new_ids(
+    store: EventStore, rng: np.random.Generator
+) -> None:
+    seen: set[int] = set()
+    for _ in range(6):
+        ids = rng.choice(2000, size=400, replace=False)
+        expected_new = len(set(ids.tolist()) - seen)
+        seen |= set(ids.tolist())
+        assert store.write_events("exposure", exposure_rows(rng, ids)) == expected_new
+    assert store.count_events("exposure") == len(seen)
+
+
+def test_repeats_inside_one_batch_are_stored_once(
+    store: EventStore, rng: np.random.Generator
+) -> None:
+    ids = rng.integers(0, 300, size=1000)
+    assert store.write_events("exposure", exposure_rows(rng, ids)) == len(set(ids.tolist()))
+
+
+def test_first_copy_of_an_event_wins(store: EventStore, rng: np.random.Generator) -> None:
+    first = exposure_rows(rng, np.arange(10))
+    store.write_events("exposure", first)
+    resent = [{**row, "variant": "changed"} for row in first]
+    assert store.write_events("exposure", resent) == 0
+    assert {row["variant"] for row in stored(store, exposures).values()} <= {
+        "control",
+        "treatment",
+    }
+
+
+def test_optional_columns_take_their_defaults(store: EventStore) -> None:
+    row = {
+        "event_id": "p-1",
+        "ts": 1.7e9,
+        "request_id": "r-1",
+        "experiment_key": "checkout",
+        "phase": 1,
+        "unit_id": "u-1",
+        "variant": "control",
+        "model_version": "models:/fraud/3",
+        "latency_ms": 12.5,
+    }
+    assert store.write_events("prediction", [row]) == 1
+    got = stored(store, predictions)["p-1"]
+    assert got["is_fallback"] is False
+    assert got["is_shadow"] is False
+    assert got["score"] is None
+    assert got["latency_ms"] == 12.5
+
+
+def test_outcomes_with_integer_values(store: EventStore) -> None:
+    rows = [
+        {
+            "event_id": f"o-{i}",
+            "ts": 1_700_000_000 + i,
+            "unit_id": f"u-{i}",
+            "name": "buy",
+            "value": i,
+        }
+        for i in range(5)
+    ]
+    assert store.write_events("outcome", rows) == 5
+    values = {key: row["value"] for key, row in stored(store, outcomes).items()}
+    assert values == {f"o-{i}": float(i) for i in range(5)}
+
+
+def test_missing_required_column_is_named_and_nothing_is_written(
+    store: EventStore, rng: np.random.Generator
+) -> None:
+    rows = exposure_rows(rng, np.arange(5))
+    del rows[3]["unit_id"]
+    with pytest.raises(StoreError, match=r"exposure event 3 lacks required column 'unit_id'"):
+        store.write_events("exposure", rows)
+    assert store.count_events("exposure") == 0
+
+
+def test_null_in_required_column_is_rejected(store: EventStore, rng: np.random.Generator) -> None:
+    rows = exposure_rows(rng, np.arange(3))
+    rows[1]["variant"] = None
+    with pytest.raises(StoreError, match=r"event 1 has no value for required column 'variant'"):
+        store.write_events("exposure", rows)
+    assert store.count_events("exposure") == 0
+
+
+def test_unknown_column_and_kind_are_rejected(store: EventStore, rng: np.random.Generator) -> None:
+    rows = exposure_rows(rng, np.arange(2))
+    rows[0]["varaint"] = "typo"
+    with pytest.raises(StoreError, match="unknown column 'varaint'"):
+        store.write_events("exposure", rows)
+    with pytest.raises(StoreError, match="unknown event kind 'click'"):
+        store.write_events("click", rows)  # type: ignore[arg-type]
+
+
+def test_empty_batch_writes_nothing(store: EventStore) -> None:
+    assert store.write_events("outcome", []) == 0
+
+
+def test_a_failing_batch_is_rolled_back_whole(store: EventStore, rng: np.random.Generator) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite stores any value in any column; validation covers it")
+    rows = exposure_rows(rng, np.arange(20))
+    rows[-1]["event_id"] = "x" * 65  # longer than the column allows
+    with pytest.raises(StoreError, match="cannot write events"):
+        store.write_events("exposure", rows)
+    rows[-1]["ts"] = "not a number"
+    with pytest.raises(StoreError, match="does not fit its column"):
+        store.write_events("exposure", rows)
+    assert store.count_events("exposure") == 0
+    rows[-1] = exposure_rows(rng, np.array([99]))[0]
+    assert store.write_events("exposure", rows) == 20  # the connection is still usable
+
+
+def test_concurrent_writers_and_readers(store: EventStore, rng: np.random.Generator) -> None:
+    """Four threads send overlapping batches while one reads: each id is counted new once."""
+    batches = [[rng.choice(3000, size=250, replace=False) for _ in range(8)] for _ in range(4)]
+    payloads = [[exposure_rows(rng, ids) for ids in thread] for thread in batches]
+    new_counts: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def write(thread_batches: list[list[dict[str, Any]]]) -> None:
+        try:
+            for rows in thread_batches:
+                count = store.write_events("exposure", rows)
+                with lock:
+                    new_counts.append(count)
+        except BaseException as exc:  # surfaced below, with the thread's traceback
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                store.count_events("exposure")
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    writers = [threading.Thread(target=write, args=(p,)) for p in payloads]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    reader.join()
+    assert errors == []
+    distinct = {int(i) for thread in batches for ids in thread for i in ids}
+    assert sum(new_counts) == len(distinct)
+    assert store.count_events("exposure") == len(distinct)
