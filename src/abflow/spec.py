@@ -147,6 +147,9 @@ class MetricSpec(_Spec):
         description="non-inferiority margin (relative), for guardrails: how much worse is allowed",
     )
     cost_per_1000: float | None = Field(default=None, ge=0.0, description="cost metrics: price")
+    cost_per_second: float | None = Field(
+        default=None, ge=0.0, description="cost metrics: compute price per second of latency"
+    )
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> MetricSpec:

@@ -1,0 +1,122 @@
+"""From comparisons to a verdict: which variant should serve, and why, in plain words.
+
+The rules are deliberately simple and printed with the result, so a reader can check them:
+a broken split (SRM) invalidates everything; a guardrail that fails keeps the control; the
+primary metric must be significantly better (after correction) for a treatment to ship.
+"""
+
+from __future__ import annotations
+
+import math
+
+from abflow.analysis.results import (
+    ComparisonResult,
+    Decision,
+    GuardrailStatus,
+    MetricResult,
+    Outcome,
+    SrmSummary,
+)
+from abflow.spec import ExperimentSpec
+
+__all__ = ["decide", "guardrail_status", "outcome_of"]
+
+
+def outcome_of(comparison: ComparisonResult, direction: str, alpha: float) -> tuple[Outcome, bool]:
+    """``better``/``worse`` when the evidence is strong enough, else ``inconclusive``."""
+    if comparison.error_code is not None or not math.isfinite(comparison.effect):
+        return "error", False
+    good_sign = 1.0 if direction == "increase" else -1.0
+    if comparison.chance_to_win is not None:  # Bayesian: chance_to_win is P(treatment better)
+        if comparison.chance_to_win >= 1 - alpha:
+            return "better", True
+        if comparison.chance_to_win <= alpha:
+            return "worse", True
+        return "inconclusive", False
+    p = comparison.adjusted_p_value
+    if p is None or not math.isfinite(p) or p >= alpha:
+        return "inconclusive", False
+    return ("better" if comparison.effect * good_sign > 0 else "worse"), True
+
+
+def guardrail_status(
+    comparison: ComparisonResult, direction: str, margin: float
+) -> GuardrailStatus:
+    """``pass`` when the interval rules out harm beyond ``margin``; ``fail`` when harm is
+    significant and its estimate exceeds the margin; ``inconclusive`` otherwise."""
+    if comparison.error_code is not None or not math.isfinite(comparison.ci_low):
+        return "inconclusive"
+    sign = 1.0 if direction == "decrease" else -1.0  # harm = change in the bad direction
+    harm = comparison.effect * sign
+    harm_low = min(comparison.ci_low * sign, comparison.ci_high * sign)
+    harm_high = max(comparison.ci_low * sign, comparison.ci_high * sign)
+    if harm_high <= margin:
+        return "pass"
+    if harm_low > 0 and harm > margin:
+        return "fail"
+    return "inconclusive"
+
+
+def _describe(metric: MetricResult, comparison: ComparisonResult) -> str:
+    unit = "%" if metric.relative else ""
+    scale = 100.0 if metric.relative else 1.0
+    return (
+        f"{metric.name} {comparison.effect * scale:+.3g}{unit} "
+        f"[{comparison.ci_low * scale:+.3g}{unit}, {comparison.ci_high * scale:+.3g}{unit}]"
+    )
+
+
+def decide(
+    spec: ExperimentSpec, metrics: list[MetricResult], srm: SrmSummary, control: str
+) -> Decision:
+    """The verdict: ship a treatment, keep the control, keep running, or distrust the data."""
+    if srm.is_mismatch:
+        return Decision(
+            "invalid",
+            None,
+            "Sample ratio mismatch: the split differs from the weights; fix assignment or "
+            "logging before reading any metric.",
+            [f"SRM p-value {srm.p_value:.2g} < {srm.alpha:g}"],
+        )
+    reasons: list[str] = []
+    failed: dict[str, list[str]] = {}
+    for metric in metrics:
+        if metric.role != "guardrail":
+            continue
+        for comparison in metric.comparisons:
+            if comparison.guardrail == "fail":
+                failed.setdefault(comparison.variant, []).append(metric.name)
+                reasons.append(
+                    f"guardrail failed for {comparison.variant}: {_describe(metric, comparison)}"
+                )
+    primary = next((m for m in metrics if m.role == "primary"), None)
+    if primary is None:
+        primary = next((m for m in metrics if m.role == "secondary"), None)
+    winners = []
+    if primary is not None:
+        for comparison in primary.comparisons:
+            reasons.append(
+                f"{comparison.variant}: {_describe(primary, comparison)} ({comparison.outcome})"
+            )
+            if comparison.outcome == "better" and comparison.variant not in failed:
+                winners.append(comparison)
+    if winners:
+        best = max(
+            winners,
+            key=lambda c: c.effect * (1 if primary and primary.direction == "increase" else -1),
+        )
+        summary = f"Ship {best.variant}: it beats {control} on {primary.name if primary else 'the primary metric'} and every guardrail holds."
+        return Decision("ship", best.variant, summary, reasons)
+    if failed:
+        names = ", ".join(f"{v} ({', '.join(ms)})" for v, ms in failed.items())
+        summary = f"Keep {control}: guardrails fail for {names}."
+        return Decision("keep_control", control, summary, reasons)
+    if (
+        primary is not None
+        and primary.comparisons
+        and all(c.outcome == "worse" for c in primary.comparisons)
+    ):
+        summary = f"Keep {control}: every treatment is significantly worse on {primary.name}."
+        return Decision("keep_control", control, summary, reasons)
+    summary = "Keep running: no treatment is significantly better yet and no guardrail has failed."
+    return Decision("keep_running", None, summary, reasons)

@@ -1,0 +1,212 @@
+"""Analyse one phase of an experiment: SQL aggregates → abflow.stats → an ExperimentResult.
+
+The flow is fixed so that every number in a report can be traced: read the spec and phases
+from the store, fetch moments per (variant, cohort day) for the phase only, sum the days into
+per-variant statistics, compare each treatment with control, correct p-values across the
+non-guardrail metrics, check guardrails against their margins, test the sample ratio, and
+estimate progress toward the planned sample. Breakdowns by an exposure attribute are
+exploratory (uncorrected) and computed on request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from abflow.analysis.decision import decide, guardrail_status, outcome_of
+from abflow.analysis.progress import estimate_progress, srm_check
+from abflow.analysis.results import (
+    BreakdownRow,
+    ExperimentResult,
+    MetricResult,
+    Provenance,
+    VariantCount,
+)
+from abflow.analysis.run import AnalysisOptions, MetricRun, totals_by_variant
+from abflow.errors import ExperimentNotFoundError, InvalidArgumentError
+from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
+from abflow.stats.corrections import adjust_p_values
+from abflow.store.aggregates import (
+    Catalog,
+    PhaseInfo,
+    connect,
+    experiment_catalog,
+)
+
+__all__ = ["AnalysisOptions", "analyze"]
+
+SECONDS_PER_DAY = 86400.0
+
+
+def _load(target: Any, key: str, spec: ExperimentSpec | None) -> tuple[ExperimentSpec, Catalog]:
+    catalog = experiment_catalog(target, key)
+    if spec is None:
+        if catalog.spec_json is None:
+            msg = f"experiment {key!r} is not registered in the store; pass its spec file"
+            raise ExperimentNotFoundError(msg)
+        spec = parse_experiment(_json(catalog.spec_json), f"store:{key}")
+    if not catalog.phases:
+        msg = f"experiment {key!r} has no phases and no exposures in the store yet"
+        raise ExperimentNotFoundError(msg)
+    return spec, catalog
+
+
+def _json(text: str) -> Any:
+    import orjson
+
+    return orjson.loads(text)
+
+
+def _finalise(run: MetricRun, metrics: list[MetricResult]) -> list[MetricResult]:
+    """Correct p-values across non-guardrail metrics; classify outcomes and guardrails."""
+    correction = run.spec.analysis.correction
+    tested = [
+        (i, j)
+        for i, metric in enumerate(metrics)
+        if metric.role != "guardrail"
+        for j, comparison in enumerate(metric.comparisons)
+        if comparison.p_value is not None and math.isfinite(comparison.p_value)
+    ]
+    adjusted = adjust_p_values(
+        [metrics[i].comparisons[j].p_value or 0.0 for i, j in tested], correction
+    )
+    adjusted_at = dict(zip(tested, adjusted, strict=True))
+    out = []
+    for i, metric in enumerate(metrics):
+        comparisons = []
+        for j, comparison in enumerate(metric.comparisons):
+            p_adj = adjusted_at.get((i, j), comparison.p_value)
+            updated = _replace(comparison, adjusted_p_value=p_adj)
+            outcome, significant = outcome_of(updated, metric.direction, run.alpha)
+            guardrail = (
+                guardrail_status(updated, metric.direction, metric.margin or 0.0)
+                if metric.role == "guardrail"
+                else None
+            )
+            comparisons.append(
+                _replace(updated, outcome=outcome, is_significant=significant, guardrail=guardrail)
+            )
+        out.append(_replace(metric, comparisons=comparisons))
+    return out
+
+
+def _replace(record: Any, **changes: Any) -> Any:
+    return dataclasses.replace(record, **changes)
+
+
+def _pick_phase(catalog: Catalog, phase: int | None, key: str) -> PhaseInfo:
+    """The phase asked for (default: the latest); an open phase ends where the next begins."""
+    index = len(catalog.phases) - 1
+    if phase is not None:
+        numbers = [p.phase for p in catalog.phases]
+        if phase not in numbers:
+            msg = f"experiment {key!r} has no phase {phase}; phases are {numbers}"
+            raise InvalidArgumentError(msg)
+        index = numbers.index(phase)
+    chosen = catalog.phases[index]
+    following = catalog.phases[index + 1] if index + 1 < len(catalog.phases) else None
+    if chosen.ended_at is None and following is not None and following.started_at is not None:
+        return dataclasses.replace(chosen, ended_at=following.started_at)
+    return chosen
+
+
+def analyze(
+    target: Any,
+    experiment: str | ExperimentSpec,
+    options: AnalysisOptions | None = None,
+    *,
+    dimensions: Iterable[str] = (),
+) -> ExperimentResult:
+    """Analyse one phase (default: the latest) of an experiment in the store ``target``.
+
+    ``target`` is a store URL, a SQLAlchemy engine or an ``EventStore``. ``experiment`` is a
+    key (the spec is read from the store) or a spec (which wins over the stored one).
+    """
+    import abflow
+
+    options = options or AnalysisOptions()
+    engine = connect(target)
+    key = experiment if isinstance(experiment, str) else experiment.key
+    given = None if isinstance(experiment, str) else experiment
+    spec, catalog = _load(engine, key, given)
+    phase = _pick_phase(catalog, options.phase, key)
+    run = MetricRun(engine, spec, phase, options)
+    run.fetch()
+    metrics = _finalise(run, [run.metric_result(plan) for plan in run.plans])
+
+    totals = totals_by_variant(run.unit_groups, run.variants)
+    counts = [totals[name].n for name in run.variants]
+    weights = phase.weights or spec.effective_weights
+    srm = srm_check(counts, weights, spec.analysis.srm_alpha)
+    total_units = sum(counts)
+    variant_counts = [
+        VariantCount(
+            name,
+            totals[name].n,
+            weights[i],
+            totals[name].n / total_units if total_units else math.nan,
+        )
+        for i, name in enumerate(run.variants)
+    ]
+    now = options.now if options.now is not None else time.time()
+    data_first = min((m.first_ts for m in totals.values()), default=math.inf)
+    data_last = max((m.last_ts for m in totals.values()), default=-math.inf)
+    window_start = run.window.start if run.window.start is not None else data_first
+    window_end = run.window.end if run.window.end is not None else data_last
+    if not math.isfinite(window_start):
+        window_start = now
+    if not math.isfinite(window_end):
+        window_end = now
+    progress = estimate_progress(
+        spec, metrics, totals, run.plans, weights, total_units, window_start, window_end
+    )
+    breakdowns: list[BreakdownRow] = []
+    for dimension in (*options.dimensions, *dimensions):
+        breakdowns.extend(run.breakdowns(dimension))
+    warnings = list(options.extra_warnings)
+    if run.mixed:
+        warnings.append(
+            f"{run.mixed} units saw more than one variant in this phase and were left out"
+        )
+    decision = decide(spec, metrics, srm, run.control)
+    rows = {
+        "units": total_units,
+        "unit_event_rows": sum(m.rows for m in totals.values()),
+        "prediction_event_rows": sum(
+            m.rows for groups in run.prediction_groups.values() for m in groups.values()
+        ),
+    }
+    provenance = Provenance(
+        experiment_key=spec.key,
+        spec_version=catalog.spec_version if given is None else phase.spec_version,
+        spec_hash=spec_hash(spec),
+        phase=phase.phase,
+        window_start=window_start,
+        window_end=window_end,
+        rows=rows,
+        abflow_version=abflow.__version__,
+        generated_at=now,
+        store=options.store_label,
+    )
+    return ExperimentResult(
+        experiment_key=spec.key,
+        name=spec.name or spec.key,
+        phase=phase.phase,
+        phases=[p.phase for p in catalog.phases],
+        method=spec.analysis.method,
+        alpha=spec.analysis.alpha,
+        correction=spec.analysis.correction,
+        provenance=provenance,
+        variants=variant_counts,
+        srm=srm,
+        metrics=metrics,
+        progress=progress,
+        decision=decision,
+        latency=run.latency(),
+        breakdowns=breakdowns,
+        mixed_units=run.mixed,
+        warnings=warnings,
+    )

@@ -1,0 +1,152 @@
+"""From a metric definition to the SQL it needs and the sufficient statistics it yields.
+
+Each :class:`~abflow.spec.MetricSpec` kind reads one of three sources:
+
+- ``unit``: per-unit outcome values after first exposure (conversion, sum, mean, ratio);
+  optionally CUPED with the same values before exposure;
+- ``prediction``: per-unit prediction counts joined with labels by request id (accuracy,
+  precision, recall, false-positive rate, calibration error, MAE, RMSE, error and fallback
+  rates, cost) — every one a ratio of per-unit sums, so the delta method clusters by unit;
+- ``histogram``: binned values for quantiles (latency, outcome quantiles).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from abflow.spec import ExperimentSpec, MetricSpec
+from abflow.stats.records import SampleStats
+from abflow.stats.sufficient import CupedStats, RatioStats
+from abflow.store.aggregates import Moments, OutcomeColumn
+
+__all__ = ["DEFAULT_LABEL_EVENT", "MetricPlan", "plan_metric", "stats_for"]
+
+DEFAULT_LABEL_EVENT = "label"
+"""Outcome name that carries a prediction's true label (or target) when ``event`` is unset."""
+
+Source = Literal["unit", "prediction", "histogram"]
+AnyStats = SampleStats | RatioStats | CupedStats
+
+# kind -> (numerator column, denominator column) of the per-unit prediction values
+_PREDICTION_RATIOS: dict[str, tuple[str, str]] = {
+    "accuracy": ("correct", "n_labeled"),
+    "precision": ("tp", "predicted_positives"),
+    "recall": ("tp", "positives"),
+    "false_positive_rate": ("fp", "negatives"),
+    "calibration_error": ("bias", "n_labeled"),
+    "mae": ("abs_error", "n_labeled"),
+    "rmse": ("sq_error", "n_labeled"),
+    "error_rate": ("n_error", "n_pred"),
+    "fallback_rate": ("n_fallback", "n_pred"),
+    "cost": ("cost", "n_pred"),
+}
+
+_ABSOLUTE_KINDS = {"calibration_error"}
+"""Kinds compared as absolute differences: a relative change of a signed bias means nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPlan:
+    """What one metric reads and how its per-variant statistics are assembled."""
+
+    metric: MetricSpec
+    source: Source
+    columns: tuple[OutcomeColumn, ...] = ()
+    products: tuple[tuple[str, str], ...] = ()
+    numerator: str = ""
+    denominator: str = ""
+    label_event: str = DEFAULT_LABEL_EVENT
+    quantile: float = 0.95
+    is_cuped: bool = False
+    scale: float = 1.0
+
+    @property
+    def relative_allowed(self) -> bool:
+        return self.metric.kind not in _ABSOLUTE_KINDS
+
+
+def plan_metric(metric: MetricSpec, spec: ExperimentSpec) -> MetricPlan:
+    """The data a metric needs; CUPED applies to unit metrics when the spec asks for it."""
+    kind = metric.kind
+    name = metric.name
+    if kind in ("conversion", "sum"):
+        assert metric.event is not None  # the spec validator guarantees it
+        reduce: Literal["any", "sum"] = "any" if kind == "conversion" else "sum"
+        post = OutcomeColumn(f"{name}__v", metric.event, reduce)
+        columns: tuple[OutcomeColumn, ...] = (post,)
+        products: tuple[tuple[str, str], ...] = ()
+        is_cuped = spec.analysis.cuped
+        if is_cuped:
+            covariate = spec.analysis.cuped_covariate or metric.event
+            pre = OutcomeColumn(f"{name}__pre", covariate, "sum", "pre")
+            columns = (post, pre)
+            products = ((post.name, pre.name),)
+        return MetricPlan(metric, "unit", columns, products, numerator=post.name, is_cuped=is_cuped)
+    if kind in ("mean", "ratio"):
+        if kind == "mean":
+            assert metric.event is not None
+            top = OutcomeColumn(f"{name}__num", metric.event, "sum")
+            bottom = OutcomeColumn(f"{name}__den", metric.event, "count")
+        else:
+            assert metric.numerator is not None
+            assert metric.denominator is not None
+            top = OutcomeColumn(f"{name}__num", metric.numerator, "sum")
+            bottom = OutcomeColumn(f"{name}__den", metric.denominator, "sum")
+        return MetricPlan(
+            metric,
+            "unit",
+            (top, bottom),
+            ((top.name, bottom.name),),
+            numerator=top.name,
+            denominator=bottom.name,
+        )
+    if kind in _PREDICTION_RATIOS:
+        numerator, denominator = _PREDICTION_RATIOS[kind]
+        return MetricPlan(
+            metric,
+            "prediction",
+            numerator=numerator,
+            denominator=denominator,
+            label_event=metric.event or DEFAULT_LABEL_EVENT,
+            scale=1000.0 if kind == "cost" else 1.0,
+        )
+    # latency and quantile
+    return MetricPlan(metric, "histogram", quantile=metric.quantile or 0.95)
+
+
+def stats_for(plan: MetricPlan, moments: Moments) -> AnyStats:
+    """Sufficient statistics of one variant (or one day, one segment) for a unit/prediction plan."""
+    if plan.source == "unit" and not plan.denominator:
+        value = plan.numerator
+        if plan.is_cuped:
+            pre = plan.columns[1].name
+            return CupedStats(
+                n=moments.n,
+                sum=moments.sums[value],
+                sum_squares=moments.squares[value],
+                pre_sum=moments.sums[pre],
+                pre_sum_squares=moments.squares[pre],
+                sum_products=moments.product(value, pre),
+            )
+        if plan.metric.kind == "conversion":
+            return SampleStats.proportion(moments.n, moments.sums[value])
+        return SampleStats(moments.n, moments.sums[value], moments.squares[value])
+    top, bottom = plan.numerator, plan.denominator
+    return RatioStats(
+        n=moments.n,
+        numerator_sum=moments.sums[top],
+        numerator_sum_squares=moments.squares[top],
+        denominator_sum=moments.sums[bottom],
+        denominator_sum_squares=moments.squares[bottom],
+        sum_products=moments.product(top, bottom),
+    )
+
+
+def display_value(plan: MetricPlan, stats: AnyStats) -> float:
+    """The number a reader expects: a rate, a mean, RMSE as a root, cost per 1,000 calls."""
+    value = stats.mean
+    if plan.metric.kind == "rmse":
+        return math.sqrt(value) if value >= 0 else math.nan
+    return value * plan.scale

@@ -1,0 +1,232 @@
+"""Result records of an experiment analysis, and their stable JSON form.
+
+Every report format (terminal table, Markdown, HTML, the HTTP endpoint) renders the same
+:class:`ExperimentResult`; ``to_dict`` is the documented JSON (``schema_version`` 1, see
+docs/analysis.md). Fields are only ever added, never renamed, within a schema version.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BreakdownRow",
+    "ComparisonResult",
+    "Decision",
+    "ExperimentResult",
+    "LatencySummary",
+    "MetricResult",
+    "Progress",
+    "Provenance",
+    "SrmSummary",
+    "TimelinePoint",
+    "VariantCount",
+    "VariantValue",
+]
+
+SCHEMA_VERSION = 1
+
+Outcome = Literal["better", "worse", "inconclusive", "error"]
+GuardrailStatus = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True, slots=True)
+class VariantCount:
+    """Units assigned to a variant against what its weight promised."""
+
+    variant: str
+    units: int
+    expected_share: float
+    observed_share: float
+
+
+@dataclass(frozen=True, slots=True)
+class SrmSummary:
+    """Sample-ratio-mismatch check: a tiny p-value means assignment or logging is broken."""
+
+    p_value: float
+    alpha: float
+    is_mismatch: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VariantValue:
+    """A metric's value in one variant and the units (or predictions) behind it."""
+
+    variant: str
+    n: int
+    value: float
+    numerator: float | None = None
+    denominator: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ComparisonResult:
+    """One treatment against control for one metric, after multiple-testing correction."""
+
+    variant: str
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float | None
+    adjusted_p_value: float | None
+    chance_to_win: float | None
+    expected_loss: float | None
+    is_significant: bool
+    outcome: Outcome
+    guardrail: GuardrailStatus | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePoint:
+    """Cumulative effect of a treatment using units exposed up to and including ``day``."""
+
+    day: str
+    variant: str
+    effect: float
+    ci_low: float
+    ci_high: float
+    units: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricResult:
+    """One metric of the spec: values per variant, comparisons and cumulative timeline."""
+
+    name: str
+    kind: str
+    role: str
+    direction: str
+    relative: bool
+    method: str
+    margin: float | None
+    values: list[VariantValue]
+    comparisons: list[ComparisonResult]
+    timeline: list[TimelinePoint] = field(default_factory=list)
+    cuped: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BreakdownRow:
+    """A metric's comparison within one value of an exposure attribute (country, device)."""
+
+    dimension: str
+    value: str
+    metric: str
+    variant: str
+    control_units: int
+    treatment_units: int
+    control_value: float
+    treatment_value: float
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """Latency quantiles of a variant's predictions (milliseconds) and its histogram."""
+
+    variant: str
+    predictions: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    histogram: list[tuple[float, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far the experiment is toward the sample its primary metric needs."""
+
+    units: int
+    required_units: int | None
+    fraction: float | None
+    elapsed_days: float
+    remaining_days: float | None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The verdict in one line, the variant to ship, and the reasons behind it."""
+
+    verdict: Literal["ship", "keep_control", "keep_running", "invalid"]
+    winner: str | None
+    summary: str
+    reasons: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Provenance:
+    """What reproduces the result: the spec, the data window and the code version."""
+
+    experiment_key: str
+    spec_version: int | None
+    spec_hash: str
+    phase: int
+    window_start: float | None
+    window_end: float | None
+    rows: dict[str, int]
+    abflow_version: str
+    generated_at: float
+    store: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentResult:
+    """Everything one analysis found: the record every report and the API render."""
+
+    experiment_key: str
+    name: str
+    phase: int
+    phases: list[int]
+    method: str
+    alpha: float
+    correction: str
+    provenance: Provenance
+    variants: list[VariantCount]
+    srm: SrmSummary
+    metrics: list[MetricResult]
+    progress: Progress
+    decision: Decision
+    latency: list[LatencySummary] = field(default_factory=list)
+    breakdowns: list[BreakdownRow] = field(default_factory=list)
+    mixed_units: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def control(self) -> str:
+        return self.variants[0].variant
+
+    def metric(self, name: str) -> MetricResult:
+        """The result of the metric called ``name``."""
+        for metric in self.metrics:
+            if metric.name == name:
+                return metric
+        msg = f"no metric {name!r} in the result of {self.experiment_key!r}"
+        raise KeyError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON form: NaN and infinities become ``null``."""
+        data = asdict(self)
+        data["schema_version"] = SCHEMA_VERSION
+        cleaned: dict[str, Any] = _clean(data)
+        return cleaned
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value

@@ -1,0 +1,537 @@
+"""Sufficient statistics of an experiment, computed where the events live (SQL aggregation).
+
+Analysis never reads raw rows: for one experiment and one phase it asks for moments
+(unit counts, sums, sums of squares and cross products of per-unit values) grouped by
+variant and by cohort day (the day a unit was first exposed), or by one attribute of the
+exposure. Those few rows are all the statistics engine needs for means, proportions, ratios
+(delta method) and CUPED, and days add up to the whole phase, which is what the cumulative
+plots use.
+
+Everything is SQLAlchemy Core, so the same query runs on SQLite, PostgreSQL and DuckDB; the
+only dialect-specific piece is reading one key of ``attributes_json`` for breakdowns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from abflow.errors import InvalidArgumentError, StoreError
+from abflow.store.engine import create_store_engine
+from abflow.store.schema import experiment_versions, exposures, outcomes, phases, predictions
+
+__all__ = [
+    "PREDICTION_COLUMNS",
+    "Catalog",
+    "Moments",
+    "OutcomeColumn",
+    "PhaseInfo",
+    "Window",
+    "connect",
+    "experiment_catalog",
+    "histogram",
+    "prediction_moments",
+    "unit_moments",
+]
+
+SECONDS_PER_DAY = 86400
+
+K = TypeVar("K")
+
+GroupKey = tuple[str, int | str | None]
+"""(variant, day or attribute value): how moments are grouped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The slice of time analysed: ``[start, end)`` in epoch seconds; None leaves it open."""
+
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeColumn:
+    """One per-unit value built from the outcomes of one name.
+
+    ``reduce``: ``sum`` of values, ``count`` of events, or ``any`` (1 if some value > 0).
+    ``period``: ``post`` reads outcomes from the unit's first exposure on; ``pre`` reads the
+    ones before it (the CUPED covariate).
+    """
+
+    name: str
+    event: str
+    reduce: Literal["sum", "count", "any"] = "sum"
+    period: Literal["post", "pre"] = "post"
+
+
+@dataclass(slots=True)
+class Moments:
+    """Per-group totals of per-unit values: ``n`` units, sums, squares and cross products."""
+
+    n: int = 0
+    rows: int = 0
+    first_ts: float = math.inf
+    last_ts: float = -math.inf
+    sums: dict[str, float] = field(default_factory=dict)
+    squares: dict[str, float] = field(default_factory=dict)
+    products: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(
+            n=self.n + other.n,
+            rows=self.rows + other.rows,
+            first_ts=min(self.first_ts, other.first_ts),
+            last_ts=max(self.last_ts, other.last_ts),
+            sums=_add(self.sums, other.sums),
+            squares=_add(self.squares, other.squares),
+            products=_add(self.products, other.products),
+        )
+
+    def product(self, a: str, b: str) -> float:
+        """Sum of ``a * b`` over units, whichever order the pair was requested in."""
+        if a == b:
+            return self.squares[a]
+        if (a, b) in self.products:
+            return self.products[(a, b)]
+        return self.products[(b, a)]
+
+
+def _add(left: Mapping[K, float], right: Mapping[K, float]) -> dict[K, float]:
+    out = dict(left)
+    for key, value in right.items():
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def connect(target: Any) -> Engine:
+    """An engine from a URL (None: the default store), an engine, or an object with ``engine``."""
+    if isinstance(target, Engine):
+        return target
+    inner = getattr(target, "engine", None)
+    if isinstance(inner, Engine):
+        return inner
+    if target is None or isinstance(target, str):
+        if target is not None and target.startswith("duckdb"):
+            try:
+                return sa.create_engine(target)
+            except (SQLAlchemyError, ImportError) as exc:
+                msg = f"cannot open DuckDB store {target!r}: {exc}"
+                raise StoreError(msg) from exc
+        return create_store_engine(target)
+    msg = f"expected a store URL or engine, got {type(target).__name__}"
+    raise InvalidArgumentError(msg)
+
+
+def _day(ts: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return ts // float(SECONDS_PER_DAY)
+
+
+def _attribute(engine: Engine, column: sa.ColumnElement[Any], key: str) -> sa.ColumnElement[Any]:
+    """``attributes_json ->> key`` in the engine's dialect (the one non-portable expression)."""
+    if not key.replace("_", "").isalnum():
+        msg = f"breakdown attribute {key!r} must be letters, digits and underscores"
+        raise InvalidArgumentError(msg)
+    name = engine.dialect.name
+    if name == "sqlite":
+        return sa.func.json_extract(column, f"$.{key}")
+    if name == "duckdb":
+        return sa.func.json_extract_string(column, f"$.{key}")
+    if name == "postgresql":
+        extracted: sa.ColumnElement[Any] = sa.cast(column, sa.JSON)[key].as_string()
+        return extracted
+    msg = f"breakdowns are not supported on {name}"
+    raise InvalidArgumentError(msg)
+
+
+def _units(
+    engine: Engine, experiment_key: str, phase: int, window: Window, dimension: str | None
+) -> sa.Subquery:
+    """One row per exposed unit: its variant, first exposure and (optionally) an attribute."""
+    e = exposures
+    conditions = [e.c.experiment_key == experiment_key, e.c.phase == phase]
+    if window.start is not None:
+        conditions.append(e.c.ts >= window.start)
+    if window.end is not None:
+        conditions.append(e.c.ts < window.end)
+    columns: list[sa.ColumnElement[Any]] = [
+        e.c.unit_id.label("unit_id"),
+        sa.func.min(e.c.variant).label("variant"),
+        sa.func.max(e.c.variant).label("variant_max"),
+        sa.func.min(e.c.ts).label("first_ts"),
+        sa.func.count().label("n_exposures"),
+    ]
+    if dimension is not None:
+        columns.append(sa.func.min(_attribute(engine, e.c.attributes_json, dimension)).label("dim"))
+    return sa.select(*columns).where(*conditions).group_by(e.c.unit_id).subquery("units")
+
+
+def _outcome_value(column: OutcomeColumn, units: sa.Subquery) -> sa.ColumnElement[Any]:
+    o = outcomes
+    timing = o.c.ts >= units.c.first_ts if column.period == "post" else o.c.ts < units.c.first_ts
+    match = sa.and_(o.c.name == column.event, timing)
+    if column.reduce == "sum":
+        return sa.func.coalesce(sa.func.sum(sa.case((match, o.c.value), else_=0.0)), 0.0)
+    if column.reduce == "count":
+        return sa.func.coalesce(sa.func.sum(sa.case((match, 1), else_=0)), 0)
+    positive = sa.and_(match, o.c.value > 0)
+    return sa.func.coalesce(sa.func.max(sa.case((positive, 1), else_=0)), 0)
+
+
+def _moment_select(
+    per_unit: sa.Subquery,
+    names: Sequence[str],
+    products: Sequence[tuple[str, str]],
+    group: sa.ColumnElement[Any],
+) -> sa.Select[Any]:
+    c = per_unit.c
+    aggregates: list[sa.ColumnElement[Any]] = [
+        c.variant,
+        group.label("grp"),
+        sa.func.count().label("n"),
+        sa.func.sum(c.rows).label("rows"),
+        sa.func.min(c.first_ts).label("first_ts"),
+        sa.func.max(c.first_ts).label("last_ts"),
+    ]
+    for index, name in enumerate(names):
+        value = c[name]
+        aggregates.append(sa.func.sum(value).label(f"s{index}"))
+        aggregates.append(sa.func.sum(value * value).label(f"q{index}"))
+    for index, (a, b) in enumerate(products):
+        aggregates.append(sa.func.sum(c[a] * c[b]).label(f"p{index}"))
+    return sa.select(*aggregates).group_by(c.variant, group)
+
+
+def _collect(
+    engine: Engine,
+    query: sa.Select[Any],
+    names: Sequence[str],
+    products: Sequence[tuple[str, str]],
+) -> dict[GroupKey, Moments]:
+    result: dict[GroupKey, Moments] = {}
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    except SQLAlchemyError as exc:
+        msg = f"aggregation query failed: {exc.__class__.__name__}: {exc.args[0] if exc.args else exc}"
+        raise StoreError(msg) from exc
+    for row in rows:
+        mapping = row._mapping
+        group = mapping["grp"]
+        key: GroupKey = (
+            str(mapping["variant"]),
+            int(group) if isinstance(group, int | float) else group,
+        )
+        result[key] = Moments(
+            n=int(mapping["n"]),
+            rows=int(mapping["rows"] or 0),
+            first_ts=float(mapping["first_ts"]),
+            last_ts=float(mapping["last_ts"]),
+            sums={name: float(mapping[f"s{i}"] or 0.0) for i, name in enumerate(names)},
+            squares={name: float(mapping[f"q{i}"] or 0.0) for i, name in enumerate(names)},
+            products={pair: float(mapping[f"p{i}"] or 0.0) for i, pair in enumerate(products)},
+        )
+    return result
+
+
+def unit_moments(
+    target: Any,
+    experiment_key: str,
+    phase: int,
+    columns: Sequence[OutcomeColumn] = (),
+    products: Iterable[tuple[str, str]] = (),
+    *,
+    window: Window | None = None,
+    dimension: str | None = None,
+) -> tuple[dict[GroupKey, Moments], int]:
+    """Moments of per-unit outcome values, grouped by (variant, cohort day | attribute).
+
+    Units seen in more than one variant within the phase are left out (their outcomes cannot
+    be attributed); their count is the second item returned. Outcomes count from the unit's
+    first exposure in this phase to the end of the window, so phases never mix.
+    ``rows`` of each group is exposures plus matched outcome rows (for the report).
+    """
+    engine = connect(target)
+    window = window or Window()
+    pairs = list(dict.fromkeys(products))
+    units = _units(engine, experiment_key, phase, window, dimension)
+    o = outcomes
+    events = sorted({column.event for column in columns})
+    values = [_outcome_value(column, units).label(column.name) for column in columns]
+    join_on: list[sa.ColumnElement[bool]] = [o.c.unit_id == units.c.unit_id]
+    join_on.append(o.c.name.in_(events) if events else sa.false())
+    if window.end is not None:
+        join_on.append(o.c.ts < window.end)
+    per_unit = (
+        sa.select(
+            units.c.unit_id,
+            units.c.variant,
+            units.c.first_ts,
+            (sa.func.min(units.c.n_exposures) + sa.func.count(o.c.event_id)).label("rows"),
+            *(
+                [sa.func.min(units.c.dim).label("dim")]
+                if dimension is not None
+                else [sa.literal(None).label("dim")]
+            ),
+            *values,
+        )
+        .select_from(units.outerjoin(o, sa.and_(*join_on)))
+        .where(units.c.variant == units.c.variant_max)
+        .group_by(units.c.unit_id, units.c.variant, units.c.first_ts)
+        .subquery("per_unit")
+    )
+    group = per_unit.c.dim if dimension is not None else _day(per_unit.c.first_ts)
+    names = [column.name for column in columns]
+    moments = _collect(engine, _moment_select(per_unit, names, pairs, group), names, pairs)
+    mixed_query = (
+        sa.select(sa.func.count()).select_from(units).where(units.c.variant != units.c.variant_max)
+    )
+    with engine.connect() as connection:
+        mixed = int(connection.execute(mixed_query).scalar_one())
+    return moments, mixed
+
+
+PREDICTION_COLUMNS = (
+    "n_pred",
+    "n_error",
+    "n_fallback",
+    "latency_sum",
+    "cost",
+    "n_labeled",
+    "correct",
+    "tp",
+    "fp",
+    "positives",
+    "negatives",
+    "predicted_positives",
+    "bias",
+    "abs_error",
+    "sq_error",
+)
+"""Per-unit prediction values: counts, classifier confusion cells and regression errors."""
+
+PREDICTION_PRODUCTS = (
+    ("n_error", "n_pred"),
+    ("n_fallback", "n_pred"),
+    ("cost", "n_pred"),
+    ("latency_sum", "n_pred"),
+    ("correct", "n_labeled"),
+    ("tp", "predicted_positives"),
+    ("tp", "positives"),
+    ("fp", "negatives"),
+    ("bias", "n_labeled"),
+    ("abs_error", "n_labeled"),
+    ("sq_error", "n_labeled"),
+)
+"""The (numerator, denominator) pairs whose cross products the delta method needs."""
+
+
+def prediction_moments(
+    target: Any,
+    experiment_key: str,
+    phase: int,
+    *,
+    label_event: str = "label",
+    threshold: float = 0.5,
+    cost_per_prediction: float = 0.0,
+    cost_per_second: float = 0.0,
+    window: Window | None = None,
+) -> dict[GroupKey, Moments]:
+    """Moments of per-unit prediction values, grouped by (variant, first prediction day).
+
+    Shadow predictions are left out. A prediction is labeled when an outcome named
+    ``label_event`` carries its request id; it is positive when ``score >= threshold`` and the
+    label is positive when its value is at least 0.5. The cost of a prediction is
+    ``cost_per_prediction + latency_ms / 1000 * cost_per_second``.
+    """
+    engine = connect(target)
+    window = window or Window()
+    p = predictions
+    label = outcomes.alias("label")
+    conditions = [p.c.experiment_key == experiment_key, p.c.phase == phase, ~p.c.is_shadow]
+    if window.start is not None:
+        conditions.append(p.c.ts >= window.start)
+    if window.end is not None:
+        conditions.append(p.c.ts < window.end)
+    has_label = label.c.value.is_not(None)
+    is_positive = label.c.value >= 0.5
+    predicted = p.c.score >= threshold
+    error = p.c.score - label.c.value
+
+    def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    def total(condition: sa.ColumnElement[bool], value: sa.ColumnElement[Any]) -> Any:
+        return sa.func.sum(sa.case((condition, value), else_=0.0))
+
+    scored = sa.and_(has_label, p.c.score.is_not(None))
+    per_unit = (
+        sa.select(
+            p.c.unit_id,
+            p.c.variant,
+            sa.func.min(p.c.ts).label("first_ts"),
+            sa.literal(None).label("dim"),
+            (sa.func.count() + sa.func.count(label.c.event_id)).label("rows"),
+            sa.func.count().label("n_pred"),
+            count(p.c.error.is_not(None)).label("n_error"),
+            count(p.c.is_fallback).label("n_fallback"),
+            sa.func.sum(p.c.latency_ms).label("latency_sum"),
+            sa.func.sum(cost_per_prediction + p.c.latency_ms * (cost_per_second / 1000.0)).label(
+                "cost"
+            ),
+            count(scored).label("n_labeled"),
+            count(sa.and_(scored, predicted == is_positive)).label("correct"),
+            count(sa.and_(scored, predicted, is_positive)).label("tp"),
+            count(sa.and_(scored, predicted, ~is_positive)).label("fp"),
+            count(sa.and_(scored, is_positive)).label("positives"),
+            count(sa.and_(scored, ~is_positive)).label("negatives"),
+            count(sa.and_(scored, predicted)).label("predicted_positives"),
+            total(scored, error).label("bias"),
+            total(scored, sa.func.abs(error)).label("abs_error"),
+            total(scored, error * error).label("sq_error"),
+        )
+        .select_from(
+            p.outerjoin(
+                label, sa.and_(label.c.request_id == p.c.request_id, label.c.name == label_event)
+            )
+        )
+        .where(*conditions)
+        .group_by(p.c.unit_id, p.c.variant)
+        .subquery("per_unit")
+    )
+    names = list(PREDICTION_COLUMNS)
+    pairs = list(PREDICTION_PRODUCTS)
+    query = _moment_select(per_unit, names, pairs, _day(per_unit.c.first_ts))
+    return _collect(engine, query, names, pairs)
+
+
+def histogram(
+    target: Any,
+    experiment_key: str,
+    phase: int,
+    *,
+    source: Literal["latency", "outcome"] = "latency",
+    event: str | None = None,
+    bin_width: float = 0.25,
+    window: Window | None = None,
+) -> dict[str, list[tuple[float, int]]]:
+    """Counts of values in bins of ``bin_width`` per variant: ``{variant: [(lower, count)]}``.
+
+    ``latency`` reads ``predictions.latency_ms`` (shadow calls excluded); ``outcome`` reads
+    the values of outcomes named ``event`` from each unit's first exposure on. Quantiles are
+    read off these bins, so their resolution is ``bin_width`` while the transfer stays small.
+    """
+    if not bin_width > 0:
+        msg = f"bin_width must be positive, got {bin_width}"
+        raise InvalidArgumentError(msg)
+    engine = connect(target)
+    window = window or Window()
+    if source == "latency":
+        p = predictions
+        value = p.c.latency_ms
+        conditions = [p.c.experiment_key == experiment_key, p.c.phase == phase, ~p.c.is_shadow]
+        if window.start is not None:
+            conditions.append(p.c.ts >= window.start)
+        if window.end is not None:
+            conditions.append(p.c.ts < window.end)
+        base = sa.select(p.c.variant.label("variant"), value.label("value")).where(*conditions)
+    else:
+        if event is None:
+            msg = "an outcome histogram needs the outcome name (event)"
+            raise InvalidArgumentError(msg)
+        units = _units(engine, experiment_key, phase, window, None)
+        o = outcomes
+        join_on = [o.c.unit_id == units.c.unit_id, o.c.name == event, o.c.ts >= units.c.first_ts]
+        if window.end is not None:
+            join_on.append(o.c.ts < window.end)
+        base = (
+            sa.select(units.c.variant.label("variant"), o.c.value.label("value"))
+            .select_from(units.join(o, sa.and_(*join_on)))
+            .where(units.c.variant == units.c.variant_max)
+        )
+    values = base.subquery("values")
+    bucket = values.c.value // bin_width
+    query = (
+        sa.select(values.c.variant, bucket.label("bucket"), sa.func.count().label("n"))
+        .group_by(values.c.variant, bucket)
+        .order_by(values.c.variant, bucket)
+    )
+    out: dict[str, list[tuple[float, int]]] = {}
+    try:
+        with engine.connect() as connection:
+            for variant, index, n in connection.execute(query):
+                out.setdefault(str(variant), []).append((int(index) * bin_width, int(n)))
+    except SQLAlchemyError as exc:
+        msg = f"histogram query failed: {exc.__class__.__name__}"
+        raise StoreError(msg) from exc
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseInfo:
+    """One phase of an experiment: its weights and when it ran (``ended_at`` None: running)."""
+
+    phase: int
+    spec_version: int | None
+    weights: list[float] | None
+    coverage: float | None
+    started_at: float | None
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """What the store knows of an experiment: its latest spec and its phases, oldest first."""
+
+    spec_json: str | None
+    spec_version: int | None
+    spec_hash: str | None
+    phases: list[PhaseInfo]
+
+
+def experiment_catalog(target: Any, experiment_key: str) -> Catalog:
+    """The latest registered spec and every phase; phases seen only in exposures are included."""
+    engine = connect(target)
+    v, ph, e = experiment_versions, phases, exposures
+    try:
+        with engine.connect() as connection:
+            latest = connection.execute(
+                sa.select(v.c.version, v.c.spec_json, v.c.spec_hash)
+                .where(v.c.experiment_key == experiment_key)
+                .order_by(v.c.version.desc())
+                .limit(1)
+            ).first()
+            rows = connection.execute(
+                sa.select(ph).where(ph.c.experiment_key == experiment_key).order_by(ph.c.phase)
+            ).all()
+            seen = connection.execute(
+                sa.select(e.c.phase).where(e.c.experiment_key == experiment_key).distinct()
+            ).all()
+    except SQLAlchemyError as exc:
+        msg = f"cannot read experiment {experiment_key!r} from the store: {exc.__class__.__name__}"
+        raise StoreError(msg) from exc
+    known: dict[int, PhaseInfo] = {}
+    for row in rows:
+        known[int(row.phase)] = PhaseInfo(
+            phase=int(row.phase),
+            spec_version=int(row.spec_version),
+            weights=[float(w) for w in orjson.loads(row.weights_json)],
+            coverage=float(row.coverage),
+            started_at=float(row.started_at),
+            ended_at=None if row.ended_at is None else float(row.ended_at),
+        )
+    for (number,) in seen:
+        known.setdefault(int(number), PhaseInfo(int(number), None, None, None, None, None))
+    return Catalog(
+        spec_json=None if latest is None else str(latest.spec_json),
+        spec_version=None if latest is None else int(latest.version),
+        spec_hash=None if latest is None else str(latest.spec_hash),
+        phases=[known[k] for k in sorted(known)],
+    )
