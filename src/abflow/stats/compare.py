@@ -122,20 +122,12 @@ def compare(
 def _error_codes(
     n_c: Array, n_t: Array, arms_ok: Mask, zero_mean: Mask, bad_variance: Mask
 ) -> list[str | None]:
-    codes: list[str | None] = []
+    """The first problem of each comparison, in the order of ``ERROR_MESSAGES``; else None."""
     few = (n_c < 2) | (n_t < 2)
-    for i in range(n_c.size):
-        if few[i]:
-            codes.append("too_few_units")
-        elif not arms_ok[i]:
-            codes.append("zero_denominator")
-        elif zero_mean[i]:
-            codes.append("zero_control_mean")
-        elif bad_variance[i]:
-            codes.append("zero_variance")
-        else:
-            codes.append(None)
-    return codes
+    conditions = [few, ~arms_ok, zero_mean, bad_variance]
+    choice = np.select(conditions, [1, 2, 3, 4], default=0).tolist()
+    names: list[str | None] = [None, *ERROR_MESSAGES]
+    return [names[c] for c in choice]
 
 
 def compare_many(
@@ -209,50 +201,70 @@ def compare_many(
             adjusted = treatment.variance / treatment.n + control.variance / control.n
             reduction = 1.0 - adjusted / raw
 
-    def pick(values: Array | None, i: int) -> float | None:
-        return None if values is None else float(values[i])
+    def column(values: Array | None) -> list[float] | list[None]:
+        return [None] * len(codes) if values is None else values.tolist()
 
+    columns = zip(
+        codes,
+        estimate.tolist(),
+        low.tolist(),
+        high.tolist(),
+        column(p_value),
+        column(chance),
+        column(loss_t),
+        column(loss_c),
+        standard_error.tolist(),
+        df.tolist(),
+        column(reduction),
+        control.unadjusted_mean.tolist(),
+        treatment.unadjusted_mean.tolist(),
+        strict=True,
+    )
+    bayes = method == "bayesian"
+    missing = math.nan if bayes else None
     results: list[Comparison] = []
-    for i, code in enumerate(codes):
-        common = {
-            "method": method,
-            "relative": relative,
-            "alpha": alpha,
-            "alternative": alternative,
-            "margin": margin,
-            "control_mean": float(control.unadjusted_mean[i]),
-            "treatment_mean": float(treatment.unadjusted_mean[i]),
-        }
+    for code, eff, lo, hi, p, win, lt, lc, se, dof, red, mean_c, mean_t in columns:
         if code is not None:
-            bayes = method == "bayesian"
             results.append(
                 Comparison(
                     effect=math.nan,
                     ci_low=math.nan,
                     ci_high=math.nan,
                     p_value=None if bayes else math.nan,
-                    chance_to_win=math.nan if bayes else None,
-                    expected_loss=math.nan if bayes else None,
-                    expected_loss_control=math.nan if bayes else None,
+                    method=method,
+                    relative=relative,
+                    alpha=alpha,
+                    chance_to_win=missing,
+                    expected_loss=missing,
+                    control_mean=mean_c,
+                    treatment_mean=mean_t,
                     error_code=code,
                     error_message=ERROR_MESSAGES[code],
-                    **common,  # type: ignore[arg-type]
+                    alternative=alternative,
+                    margin=margin,
+                    expected_loss_control=missing,
                 )
             )
             continue
         results.append(
             Comparison(
-                effect=float(estimate[i]),
-                ci_low=float(low[i]),
-                ci_high=float(high[i]),
-                p_value=pick(p_value, i),
-                chance_to_win=pick(chance, i),
-                expected_loss=pick(loss_t, i),
-                expected_loss_control=pick(loss_c, i),
-                standard_error=float(standard_error[i]),
-                degrees_of_freedom=float(df[i]),
-                variance_reduction=pick(reduction, i),
-                **common,  # type: ignore[arg-type]
+                effect=eff,
+                ci_low=lo,
+                ci_high=hi,
+                p_value=p,
+                method=method,
+                relative=relative,
+                alpha=alpha,
+                chance_to_win=win,
+                expected_loss=lt,
+                control_mean=mean_c,
+                treatment_mean=mean_t,
+                standard_error=se,
+                alternative=alternative,
+                margin=margin,
+                degrees_of_freedom=dof,
+                expected_loss_control=lc,
+                variance_reduction=red,
             )
         )
     return results

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -44,12 +45,14 @@ def _stack(stats: Sequence[Stats], kind: type) -> tuple[Array, Array, Array]:
     """Counts ``(m,)``, sums ``(m, k)`` and cross products ``(m, k, k)`` of m statistics."""
     sums: tuple[str, ...] = kind.SUMS  # type: ignore[attr-defined]
     products: tuple[tuple[str, ...], ...] = kind.PRODUCTS  # type: ignore[attr-defined]
-    n = np.array([s.n for s in stats], dtype=np.float64)
-    s_arr = np.array([[getattr(s, f) for f in sums] for s in stats], dtype=np.float64)
-    p_arr = np.array(
-        [[[getattr(s, f) for f in row] for row in products] for s in stats], dtype=np.float64
-    )
-    return n, s_arr.reshape(len(stats), len(sums)), p_arr.reshape(len(stats), len(sums), -1)
+    names = ["n", *dict.fromkeys([*sums, *(f for row in products for f in row)])]
+    table = np.array(list(map(attrgetter(*names), stats)), dtype=np.float64)
+    column = {name: i for i, name in enumerate(names)}
+    k = len(sums)
+    s_arr = table[:, [column[f] for f in sums]]
+    p_idx = [column[f] for row in products for f in row]
+    p_arr = table[:, p_idx].reshape(len(stats), k, k)
+    return table[:, 0], s_arr, p_arr
 
 
 def _moments(n: Array, sums: Array, products: Array) -> tuple[Array, Array]:
