@@ -1,0 +1,1 @@
+"""Security: API tokens and roles, the audit hash chain, secret sources."""

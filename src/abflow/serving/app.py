@@ -1,0 +1,223 @@
+"""The app factory: ``create_app(settings)`` builds a ready-to-run FastAPI gateway.
+
+Settings are read once (from the environment when not given). Everything stateful is built
+here and started by the lifespan: the event log first (so that nothing is answered before
+events can be kept), then the experiments' models. On shutdown uvicorn first stops
+accepting and lets in-flight requests finish; the lifespan then waits for shadow work,
+closes the backends and flushes the event log into the store.
+
+Parts can be injected (an in-memory event sink, token store, catalog or backend factory)
+for tests and embedding; anything not given is built from the settings and config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from opentelemetry.trace import TracerProvider
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from abflow import __version__
+from abflow.monitoring.metrics import GatewayMetrics
+from abflow.monitoring.tracing import Tracer
+from abflow.security.tokens import TokenAuthenticator, TokenStore
+from abflow.serving import (
+    routes_experiments,
+    routes_health,
+    routes_metrics,
+    routes_outcomes,
+    routes_predict,
+)
+from abflow.serving.catalog import ExperimentCatalog, InMemoryCatalog
+from abflow.serving.events import EventSink
+from abflow.serving.gateway import BackendFactory, Gateway
+from abflow.serving.http_errors import install_error_handlers
+from abflow.serving.services import Services
+from abflow.serving.settings import GatewayConfig, GatewaySettings, demo_config, load_config
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    config: GatewayConfig | None = None,
+    events: EventSink | None = None,
+    tokens: TokenStore | None = None,
+    catalog: ExperimentCatalog | None = None,
+    backend_factory: BackendFactory | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
+    """A gateway app. Without arguments: settings from ``ABFLOW_*``, the config file they
+    name (else the demo experiment), the store at ``store_url`` (else embedded SQLite)."""
+    settings = settings if settings is not None else GatewaySettings()
+    if config is None:
+        config = load_config(settings.config) if settings.config else demo_config()
+    store_url = settings.store_url or config.store_url
+    store: Any = None
+    if events is None or tokens is None or catalog is None:
+        store = _open_store(store_url)
+    if catalog is None:
+        from abflow.serving.wiring import StoreCatalog
+
+        catalog = StoreCatalog(store) if store is not None else InMemoryCatalog()
+    tokens = tokens if tokens is not None else _default_tokens(store, config)
+    metrics = GatewayMetrics()
+    tracer = Tracer(enabled=settings.tracing_enabled, provider=tracer_provider)
+    gateway = Gateway(
+        settings,
+        events=_LazySink(),
+        catalog=catalog,
+        metrics=metrics,
+        tracer=tracer,
+        backend_options=config.backends,
+        backend_factory=backend_factory,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services: Services = app.state.abflow
+        if events is None:
+            from abflow.serving.wiring import claim_event_log
+
+            services.events = await asyncio.to_thread(
+                claim_event_log, store_url or _default_url(), settings.journal_dir
+            )
+        else:
+            await asyncio.to_thread(services.events.start)
+        gateway.events = services.events
+        metrics.watch_event_pipeline(
+            lambda: services.events.queue_depth, lambda: services.events.spool_bytes
+        )
+        try:
+            for spec in config.experiments:
+                shadow = tuple(config.shadow.get(spec.key, ()))
+                is_default = config.default_experiment == spec.key
+                await asyncio.to_thread(
+                    gateway.add_experiment, spec, shadow=shadow, default=is_default
+                )
+            services.is_ready = True
+            yield
+        finally:
+            services.is_draining = True
+            services.is_ready = False
+            await gateway.aclose()
+            await asyncio.to_thread(services.events.close, settings.drain_timeout_seconds)
+            if store is not None:
+                store.close()
+
+    app = FastAPI(
+        title="abflow gateway",
+        version=__version__,
+        summary="A/B testing and progressive delivery for ML models",
+        lifespan=lifespan,
+    )
+    app.state.abflow = Services(
+        settings=settings,
+        config=config,
+        gateway=gateway,
+        events=events if events is not None else _LazySink(),
+        tokens=tokens,
+        authenticator=TokenAuthenticator(tokens, cache_ttl_seconds=settings.token_cache_seconds),
+        metrics=metrics,
+    )
+    install_error_handlers(app)
+    for module in (
+        routes_predict,
+        routes_outcomes,
+        routes_experiments,
+        routes_health,
+        routes_metrics,
+    ):
+        app.include_router(module.router)
+    if importlib.util.find_spec("abflow.serving.routes_results") is not None:
+        results = importlib.import_module("abflow.serving.routes_results")
+        app.include_router(results.router)
+    app.add_middleware(_RequestMetrics, metrics=metrics)
+    return app
+
+
+def _default_url() -> str:
+    from abflow.store import resolve_url
+
+    return resolve_url(None)
+
+
+def _open_store(url: str | None) -> Any:
+    from abflow.store import EventStore
+
+    return EventStore.open(url)
+
+
+def _default_tokens(store: Any, config: GatewayConfig) -> TokenStore:
+    from abflow.serving.wiring import CombinedTokenStore, StoreTokenStore, config_token_store
+
+    extra = config_token_store(config.tokens)
+    if store is None or not hasattr(store, "find_token_by_hash"):
+        return extra
+    return CombinedTokenStore(StoreTokenStore(store), extra)
+
+
+class _LazySink:
+    """Stands in until the lifespan starts the real event log; refuses events meanwhile."""
+
+    queue_depth = 0
+    spool_bytes = 0
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def append(self, kind: str, row: dict[str, Any]) -> None:
+        from abflow.errors import StoreUnavailableError
+
+        msg = "the event log is not running: the gateway is starting or stopping"
+        raise StoreUnavailableError(msg)
+
+    def close(self, timeout_seconds: float = 10.0) -> None:
+        """Nothing to close."""
+
+
+class _RequestMetrics:
+    """Counts requests and their latency per route template (pure ASGI: no body copies)."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            children = self._children.get((template, status))
+            if children is None:
+                children = (
+                    self.metrics.requests.labels(template, str(status)),
+                    self.metrics.request_latency.labels(template),
+                )
+                self._children[(template, status)] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

@@ -1,0 +1,132 @@
+"""Model backends: in-process models, remote HTTP model servers, and their guards.
+
+:func:`build_backend` turns a model reference from an experiment spec (plus optional
+per-reference options from the gateway config) into a guarded backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from abflow.errors import ConfigError
+from abflow.serving.backends.base import ModelBackend
+from abflow.serving.backends.http import HeaderAuth, HttpBackend
+from abflow.serving.backends.local import InProcessBackend, OutputKind, load_model
+from abflow.serving.backends.resilience import CircuitBreaker, GuardedBackend
+
+__all__ = [
+    "BackendOptions",
+    "CircuitBreaker",
+    "GuardedBackend",
+    "HeaderAuth",
+    "HttpBackend",
+    "InProcessBackend",
+    "ModelBackend",
+    "build_backend",
+]
+
+
+class BackendOptions(BaseModel):
+    """Per-model settings from the gateway config; every field has a working default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_ms: float | None = Field(default=None, gt=0, description="default: gateway setting")
+    failure_threshold: int | None = Field(default=None, ge=1)
+    reset_seconds: float | None = Field(default=None, gt=0)
+    output: OutputKind = "auto"
+    protocol: Literal["invocations", "v2"] | None = None
+    version: str | None = Field(default=None, description="remote models: the version to log")
+    n_features: int | None = Field(default=None, ge=1, description="remote models: row width")
+    headers: dict[str, str] = Field(default_factory=dict, description="remote: static headers")
+    bearer_token_env: str | None = Field(
+        default=None, description="remote: send 'Bearer $VAR' read from this environment variable"
+    )
+    auth: str | None = Field(
+        default=None,
+        description="remote: 'module:attribute' naming an httpx.Auth, or a function "
+        "(request) -> headers, for signed endpoints (SageMaker, Vertex)",
+    )
+    max_connections: int = Field(default=64, ge=1)
+
+
+def build_backend(
+    reference: str,
+    options: BackendOptions | None = None,
+    *,
+    timeout_seconds: float = 1.0,
+    failure_threshold: int = 5,
+    reset_seconds: float = 30.0,
+    max_batch_rows: int = 64,
+    max_batch_wait_seconds: float = 0.002,
+    on_batch: Callable[[int], None] | None = None,
+) -> GuardedBackend:
+    """A guarded backend for ``reference``: in-process for file:/python:/models:/runs:,
+    HTTP for http(s)://. Loading happens here, once, not per request."""
+    opts = options or BackendOptions()
+    backend: ModelBackend
+    if reference.startswith(("http://", "https://")):
+        backend = HttpBackend(
+            reference,
+            protocol=opts.protocol,
+            version=opts.version,
+            n_features=opts.n_features,
+            timeout_seconds=(opts.timeout_ms / 1000.0) if opts.timeout_ms else timeout_seconds,
+            auth=_auth(opts),
+            max_connections=opts.max_connections,
+        )
+    else:
+        backend = InProcessBackend(
+            load_model(reference),
+            output=opts.output,
+            max_rows=max_batch_rows,
+            max_wait_seconds=max_batch_wait_seconds,
+            on_batch=on_batch,
+        )
+    breaker = CircuitBreaker(
+        opts.failure_threshold or failure_threshold, opts.reset_seconds or reset_seconds
+    )
+    timeout = (opts.timeout_ms / 1000.0) if opts.timeout_ms else timeout_seconds
+    return GuardedBackend(backend, timeout_seconds=timeout, breaker=breaker)
+
+
+def _auth(opts: BackendOptions) -> httpx.Auth | None:
+    headers = dict(opts.headers)
+    if opts.bearer_token_env:
+        token = os.environ.get(opts.bearer_token_env)
+        if not token:
+            msg = f"environment variable {opts.bearer_token_env} (bearer_token_env) is not set"
+            raise ConfigError(msg)
+        headers["authorization"] = f"Bearer {token}"
+    if opts.auth:
+        hook = _import_hook(opts.auth)
+        if isinstance(hook, httpx.Auth):
+            if headers:
+                msg = "give either 'auth' (an httpx.Auth) or static headers, not both"
+                raise ConfigError(msg)
+            return hook
+        if not callable(hook):
+            msg = f"auth hook {opts.auth!r} is neither an httpx.Auth nor a function"
+            raise ConfigError(msg)
+        static = headers
+
+        def merged(request: httpx.Request) -> dict[str, str]:
+            return {**static, **hook(request)}
+
+        return HeaderAuth(merged)
+    return HeaderAuth(headers) if headers else None
+
+
+def _import_hook(path: str) -> Any:
+    module_name, _, attribute = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        msg = f"cannot import auth hook {path!r}: {exc}"
+        raise ConfigError(msg) from exc

@@ -1,0 +1,166 @@
+"""In-process models: a scikit-learn estimator, or any object with ``predict``.
+
+References: ``file:PATH`` (joblib or pickle; unpickling runs code, so only load files you
+trust), ``python:module:attribute`` (an object with ``predict``, or a factory returning
+one), and registry references (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/…``)
+resolved through :mod:`abflow.registry`. Calls go through a :class:`MicroBatcher`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from abflow.errors import BackendError, ConfigError
+from abflow.serving.batching import MicroBatcher
+
+__all__ = ["InProcessBackend", "LoadedModel", "OutputKind", "load_model", "predict_outputs"]
+
+OutputKind = Literal["auto", "proba", "predict"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A predictor in memory with the version and checksum that identify it."""
+
+    predictor: Any
+    reference: str
+    version: str
+    checksum: str | None = None
+
+
+def load_model(reference: str) -> LoadedModel:
+    """Load the predictor named by ``reference`` into this process."""
+    if reference.startswith("file:"):
+        return _load_file(reference)
+    if reference.startswith("python:"):
+        return _load_python(reference)
+    if reference.startswith(("models:/", "runs:/")):
+        return _load_registry(reference)
+    msg = f"{reference!r} is not an in-process model reference (file:, python:, models:/, runs:/)"
+    raise ConfigError(msg)
+
+
+def _load_file(reference: str) -> LoadedModel:
+    path = Path(reference.removeprefix("file:").removeprefix("//"))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        msg = f"cannot read model file {str(path)!r}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    import joblib
+
+    try:
+        predictor = joblib.load(path)
+    except Exception as exc:  # joblib/pickle raise many types for a bad file
+        msg = f"cannot load model file {str(path)!r}: {exc}"
+        raise ConfigError(msg) from exc
+    _require_predict(predictor, reference)
+    checksum = hashlib.sha256(data).hexdigest()
+    return LoadedModel(predictor, reference, f"{path.stem}@{checksum[:12]}", checksum)
+
+
+def _load_python(reference: str) -> LoadedModel:
+    _, module_name, attribute = reference.split(":", 2)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        msg = f"cannot import module {module_name!r} for {reference!r}: {exc}"
+        raise ConfigError(msg) from exc
+    try:
+        target = getattr(module, attribute)
+    except AttributeError:
+        msg = f"module {module_name!r} has no attribute {attribute!r}"
+        raise ConfigError(msg) from None
+    predictor = target if hasattr(target, "predict") else target() if callable(target) else target
+    _require_predict(predictor, reference)
+    version = str(getattr(predictor, "model_version", f"{module_name}:{attribute}"))
+    return LoadedModel(predictor, reference, version)
+
+
+def _load_registry(reference: str) -> LoadedModel:
+    try:
+        registry = importlib.import_module("abflow.registry")
+    except ImportError as exc:
+        msg = f"cannot resolve {reference!r}: the model registry is not available ({exc})"
+        raise ConfigError(msg) from exc
+    resolved = registry.resolve_model(reference)
+    _require_predict(resolved.predictor, reference)
+    version = f"{resolved.name}/{resolved.version}"
+    return LoadedModel(resolved.predictor, reference, version, resolved.checksum)
+
+
+def _require_predict(predictor: Any, reference: str) -> None:
+    if not callable(getattr(predictor, "predict", None)):
+        msg = f"{reference!r} has no predict method (got {type(predictor).__name__})"
+        raise ConfigError(msg)
+
+
+def predict_outputs(predictor: Any, rows: np.ndarray, output: OutputKind = "auto") -> list[Any]:
+    """One output per row: P(positive) for binary classifiers, class probabilities for
+    multi-class ones, else ``predict``'s value. Plain Python values, ready for JSON."""
+    if output != "predict" and hasattr(predictor, "predict_proba"):
+        proba = np.asarray(predictor.predict_proba(rows))
+        values: list[Any] = (
+            proba[:, 1].tolist() if proba.ndim == 2 and proba.shape[1] == 2 else proba.tolist()
+        )
+        return values
+    if output == "proba":
+        msg = f"{type(predictor).__name__} has no predict_proba"
+        raise BackendError(msg)
+    predicted: list[Any] = np.asarray(predictor.predict(rows)).tolist()
+    return predicted
+
+
+class InProcessBackend:
+    """A loaded model behind a micro-batcher."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        output: OutputKind = "auto",
+        max_rows: int = 64,
+        max_wait_seconds: float = 0.002,
+        in_thread: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self.model = model
+        self._output: OutputKind = output
+        n_features = getattr(model.predictor, "n_features_in_", None)
+        self._n_features = int(n_features) if isinstance(n_features, int | np.integer) else None
+        self.batcher = MicroBatcher(
+            self._predict_rows,
+            max_rows=max_rows,
+            max_wait_seconds=max_wait_seconds,
+            in_thread=in_thread,
+            on_batch=on_batch,
+            name=model.version,
+        )
+
+    @property
+    def reference(self) -> str:
+        return self.model.reference
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+    @property
+    def n_features(self) -> int | None:
+        return self._n_features
+
+    def _predict_rows(self, rows: np.ndarray) -> list[Any]:
+        return predict_outputs(self.model.predictor, rows, self._output)
+
+    async def predict(self, rows: np.ndarray) -> list[Any]:
+        return await self.batcher.predict(rows)
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()

@@ -1,0 +1,64 @@
+"""Where the gateway records the experiments it serves, and learns each one's phase.
+
+Every exposure carries the experiment's current phase, so that analysis never mixes traffic
+split under different weights. The store is the source of truth in production (its
+``register_experiment`` opens a new phase whenever a traffic-relevant field changes); the
+in-memory catalog applies the same rule for tests and store-less runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from abflow.spec import ExperimentSpec, spec_hash
+
+__all__ = ["ExperimentCatalog", "InMemoryCatalog", "Registration", "traffic_signature"]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """The stored version of a spec and the phase new exposures belong to."""
+
+    version: int
+    phase: int
+
+
+class ExperimentCatalog(Protocol):
+    def register(self, spec: ExperimentSpec) -> Registration: ...
+
+
+def traffic_signature(spec: ExperimentSpec) -> tuple[Any, ...]:
+    """The fields whose change starts a new phase: who is in, and which variant they get."""
+    return (
+        tuple(spec.variant_names),
+        tuple(spec.effective_weights),
+        spec.coverage,
+        spec.hash_seed,
+        spec.hash_version,
+        spec.namespace.as_tuple() if spec.namespace else None,
+    )
+
+
+class InMemoryCatalog:
+    """Versions and phases kept in memory (lost on restart: use the store in production)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, tuple[str, tuple[Any, ...], Registration]] = {}
+
+    def register(self, spec: ExperimentSpec) -> Registration:
+        digest = spec_hash(spec)
+        signature = traffic_signature(spec)
+        with self._lock:
+            previous = self._state.get(spec.key)
+            if previous is None:
+                registration = Registration(1, 1)
+            else:
+                old_digest, old_signature, old = previous
+                version = old.version if old_digest == digest else old.version + 1
+                phase = old.phase if old_signature == signature else old.phase + 1
+                registration = Registration(version, phase)
+            self._state[spec.key] = (digest, signature, registration)
+            return registration

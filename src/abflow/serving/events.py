@@ -1,0 +1,135 @@
+"""The gateway's side of event logging: the sink it writes to and the rows it writes.
+
+The sink is :class:`abflow.serving.eventlog.EventLog` in production (durable: ``append``
+returns once the event is in a local journal that survives a process kill); anything with
+the same methods works, which is how tests use an in-memory sink. Rows are dicts keyed by
+the columns of :mod:`abflow.store.schema`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal, Protocol
+
+import orjson
+
+__all__ = [
+    "DEFAULT_VARIANT",
+    "EventKind",
+    "EventSink",
+    "exposure_row",
+    "new_id",
+    "outcome_row",
+    "prediction_row",
+]
+
+EventKind = Literal["exposure", "prediction", "outcome"]
+
+DEFAULT_VARIANT = "_default"
+"""``variant`` of predictions for units outside the experiment (served by the control model,
+but not part of any group: analysis must not count them)."""
+
+
+class EventSink(Protocol):
+    """Where events go; ``append`` must make the event durable before it returns."""
+
+    def start(self) -> None: ...
+
+    def append(self, kind: EventKind, row: dict[str, Any]) -> None: ...
+
+    def close(self, timeout_seconds: float = 10.0) -> None: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def spool_bytes(self) -> int: ...
+
+
+def new_id() -> str:
+    """A unique event or request id (random 128 bits, hex)."""
+    return uuid.uuid4().hex
+
+
+def exposure_row(
+    *,
+    experiment_key: str,
+    phase: int,
+    unit_id: str,
+    variant: str,
+    attributes: dict[str, Any] | None,
+    ts: float | None = None,
+) -> dict[str, Any]:
+    """A unit saw a variant (logged once per served request, before the answer leaves)."""
+    return {
+        "event_id": new_id(),
+        "ts": time.time() if ts is None else ts,
+        "experiment_key": experiment_key,
+        "phase": phase,
+        "unit_id": unit_id,
+        "variant": variant,
+        "attributes_json": orjson.dumps(attributes).decode() if attributes else None,
+    }
+
+
+def prediction_row(
+    *,
+    request_id: str,
+    experiment_key: str,
+    phase: int,
+    unit_id: str,
+    variant: str,
+    model_version: str,
+    latency_ms: float,
+    outputs: list[Any] | None,
+    features_hash: str | None,
+    is_fallback: bool = False,
+    is_shadow: bool = False,
+    error: str | None = None,
+    ts: float | None = None,
+) -> dict[str, Any]:
+    """One model call for one request; ``score`` is set when it produced a single number."""
+    score: float | None = None
+    if outputs is not None and len(outputs) == 1:
+        value = outputs[0]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            score = float(value)
+    return {
+        "event_id": new_id(),
+        "ts": time.time() if ts is None else ts,
+        "request_id": request_id,
+        "experiment_key": experiment_key,
+        "phase": phase,
+        "unit_id": unit_id,
+        "variant": variant,
+        "model_version": model_version,
+        "latency_ms": latency_ms,
+        "is_fallback": is_fallback,
+        "is_shadow": is_shadow,
+        "score": score,
+        "output_json": orjson.dumps(outputs).decode() if outputs is not None else None,
+        "features_hash": features_hash,
+        "error": error,
+    }
+
+
+def outcome_row(
+    *,
+    unit_id: str,
+    name: str,
+    value: float,
+    request_id: str | None,
+    experiment_key: str | None,
+    ts: float | None = None,
+) -> dict[str, Any]:
+    """Something that happened after a prediction: a label, a conversion, revenue."""
+    return {
+        "event_id": new_id(),
+        "ts": time.time() if ts is None else ts,
+        "unit_id": unit_id,
+        "name": name,
+        "value": value,
+        "request_id": request_id,
+        "experiment_key": experiment_key,
+    }

@@ -1,0 +1,296 @@
+"""The prediction service behind ``POST /v1/predict``, free of HTTP.
+
+Per request: assign the unit (precompiled routing), check the features, answer from the
+cache or the chosen variant's backend, fall back to the control model if that backend fails
+or its circuit is open, append the exposure and prediction events (durable before the
+answer leaves), and mirror the request to shadow variants in the background. Everything
+that depends only on the spec (routing tables, backends, metric label children) is built
+once, when an experiment is added.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from abflow.errors import BackendError, ExperimentNotFoundError, InvalidArgumentError
+from abflow.monitoring.metrics import GatewayMetrics
+from abflow.monitoring.tracing import Tracer
+from abflow.routing.experiment import CompiledExperiment, compile_experiment
+from abflow.serving.backends import BackendOptions, GuardedBackend, build_backend
+from abflow.serving.cache import MISSING, PredictionCache, row_key
+from abflow.serving.catalog import ExperimentCatalog
+from abflow.serving.events import (
+    DEFAULT_VARIANT,
+    EventSink,
+    exposure_row,
+    new_id,
+    prediction_row,
+)
+from abflow.serving.inputs import PredictIn, feature_matrix
+from abflow.serving.settings import GatewaySettings
+from abflow.serving.shadow import ShadowMirror
+from abflow.spec import ExperimentSpec
+
+__all__ = ["Gateway", "LiveExperiment"]
+
+BackendFactory = Callable[[str, BackendOptions | None], GuardedBackend]
+
+
+@dataclass(slots=True)
+class LiveExperiment:
+    """An experiment being served: routing, one backend per variant, and its phase."""
+
+    spec: ExperimentSpec
+    compiled: CompiledExperiment
+    version: int
+    phase: int
+    backends: tuple[GuardedBackend, ...]
+    shadow: frozenset[int]
+    n_features: int | None
+    latency_children: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+
+class Gateway:
+    """Serves predictions for the experiments it holds; one per app (per worker process)."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        events: EventSink,
+        catalog: ExperimentCatalog,
+        metrics: GatewayMetrics,
+        tracer: Tracer | None = None,
+        backend_options: Mapping[str, BackendOptions] | None = None,
+        backend_factory: BackendFactory | None = None,
+    ) -> None:
+        self.settings = settings
+        self.events = events
+        self.catalog = catalog
+        self.metrics = metrics
+        self.tracer = tracer or Tracer(enabled=False)
+        self._options = dict(backend_options or {})
+        self._factory = backend_factory or self._default_factory
+        self.experiments: dict[str, LiveExperiment] = {}
+        self.default_key: str | None = None
+        self._backends: dict[str, GuardedBackend] = {}
+        self.cache = (
+            PredictionCache(settings.cache_max_entries, settings.cache_ttl_seconds)
+            if settings.cache_enabled
+            else None
+        )
+        self.shadow = ShadowMirror(self, max_in_flight=settings.shadow_max_in_flight)
+        self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
+    # --- experiments -------------------------------------------------------------------
+
+    def _default_factory(self, reference: str, options: BackendOptions | None) -> GuardedBackend:
+        s = self.settings
+        child = self.metrics.batch_size.labels(reference)
+        return build_backend(
+            reference,
+            options,
+            timeout_seconds=s.backend_timeout_ms / 1000.0,
+            failure_threshold=s.breaker_failure_threshold,
+            reset_seconds=s.breaker_reset_seconds,
+            max_batch_rows=s.batch_max_rows,
+            max_batch_wait_seconds=s.batch_max_wait_ms / 1000.0,
+            on_batch=child.observe,
+        )
+
+    def _backend(self, reference: str) -> GuardedBackend:
+        backend = self._backends.get(reference)
+        if backend is None:
+            backend = self._factory(reference, self._options.get(reference))
+            self._backends[reference] = backend
+        return backend
+
+    def add_experiment(
+        self, spec: ExperimentSpec, *, shadow: tuple[str, ...] = (), default: bool = False
+    ) -> LiveExperiment:
+        """Load the spec's models (blocking: call from a thread when the loop is running),
+        register it, and start serving it; replaces a live experiment with the same key."""
+        backends = tuple(self._backend(v.model) for v in spec.variants)
+        names = spec.variant_names
+        unknown = [n for n in shadow if n not in names[1:]]
+        if unknown:
+            msg = f"shadow variants {unknown} are not challengers of {spec.key!r}"
+            raise InvalidArgumentError(msg)
+        registration = self.catalog.register(spec)
+        live = LiveExperiment(
+            spec=spec,
+            compiled=compile_experiment(spec),
+            version=registration.version,
+            phase=registration.phase,
+            backends=backends,
+            shadow=frozenset(names.index(n) for n in shadow),
+            n_features=next((b.n_features for b in backends if b.n_features), None),
+        )
+        self.experiments[spec.key] = live
+        if default or self.default_key is None:
+            self.default_key = spec.key
+        return live
+
+    def get(self, key: str | None) -> LiveExperiment:
+        """The live experiment ``key`` (or the default one); ExperimentNotFoundError if none."""
+        if key is None:
+            key = self.default_key
+            if key is None:
+                msg = "experiment: no experiment given and no default experiment is configured"
+                raise InvalidArgumentError(msg)
+        live = self.experiments.get(key)
+        if live is None:
+            msg = f"experiment: no experiment {key!r}; serving {sorted(self.experiments)}"
+            raise ExperimentNotFoundError(msg)
+        return live
+
+    # --- predict -----------------------------------------------------------------------
+
+    async def predict(self, body: PredictIn, request_id: str | None = None) -> dict[str, Any]:
+        """Route, predict, log; return the response document."""
+        live = self.get(body.experiment)
+        spec = live.spec
+        attributes = body.attributes
+        unit_id = body.unit_id
+        if unit_id is not None:
+            attributes = {**attributes, spec.unit: unit_id}
+        else:
+            raw = attributes.get(spec.unit)
+            if raw is None or raw == "":
+                msg = f"unit_id: missing; send unit_id or attributes.{spec.unit}"
+                raise InvalidArgumentError(msg)
+            unit_id = str(raw)
+        rows = feature_matrix(
+            body.features, n_features=live.n_features, max_rows=self.settings.max_rows
+        )
+        request_id = body.request_id or request_id or new_id()
+        assignment = live.compiled.assign(attributes)
+        index = assignment.index
+        in_experiment = assignment.in_experiment and index not in live.shadow
+        served = index if in_experiment else 0
+        variant = spec.variants[served].name if in_experiment else DEFAULT_VARIANT
+
+        with self.tracer.span(
+            "abflow.predict", {"abflow.experiment": spec.key, "abflow.variant": variant}
+        ):
+            backend = live.backends[served]
+            is_fallback = False
+            started = time.perf_counter()
+            try:
+                outputs, keys = await self._predict(backend, rows)
+            except BackendError as exc:
+                self.metrics.errors.labels(spec.key, variant, type(exc).__name__).inc()
+                if served == 0:
+                    raise
+                self.metrics.fallbacks.labels(spec.key, variant).inc()
+                backend = live.backends[0]
+                is_fallback = True
+                outputs, keys = await self._predict(backend, rows)
+            latency = time.perf_counter() - started
+
+        self._observe(live, variant, backend.version, latency, rows.shape[0])
+        features_hash = keys[0].hex() if keys is not None and len(keys) == 1 else None
+        if in_experiment:
+            self.events.append(
+                "exposure",
+                exposure_row(
+                    experiment_key=spec.key,
+                    phase=live.phase,
+                    unit_id=unit_id,
+                    variant=variant,
+                    attributes=body.attributes or None,
+                ),
+            )
+        self.events.append(
+            "prediction",
+            prediction_row(
+                request_id=request_id,
+                experiment_key=spec.key,
+                phase=live.phase,
+                unit_id=unit_id,
+                variant=variant,
+                model_version=backend.version,
+                latency_ms=latency * 1000.0,
+                outputs=outputs,
+                features_hash=features_hash,
+                is_fallback=is_fallback,
+            ),
+        )
+        self._remember(request_id, unit_id, spec.key)
+        for shadow_index in live.shadow:
+            self.shadow.mirror(live, shadow_index, rows, request_id, unit_id)
+        single = not isinstance(body.features[0], list)
+        return {
+            "request_id": request_id,
+            "experiment": spec.key,
+            "variant": variant if in_experiment else None,
+            "in_experiment": in_experiment,
+            "reason": assignment.reason if in_experiment or index < 0 else "shadow",
+            "model_version": backend.version,
+            "is_fallback": is_fallback,
+            "prediction": outputs[0] if single else outputs,
+        }
+
+    async def _predict(
+        self, backend: GuardedBackend, rows: np.ndarray
+    ) -> tuple[list[Any], list[bytes] | None]:
+        """Outputs for ``rows``, reading and filling the cache when it is on."""
+        cache = self.cache
+        if cache is None:
+            return await backend.predict(rows), None
+        version = backend.version
+        keys = [row_key(version, row) for row in rows]
+        outputs = [cache.get(key) for key in keys]
+        missing = [i for i, value in enumerate(outputs) if value is MISSING]
+        hits = len(keys) - len(missing)
+        if hits:
+            self.metrics.cache_hits.inc(hits)
+        if missing:
+            self.metrics.cache_misses.inc(len(missing))
+            fresh = await backend.predict(rows if not hits else rows[missing])
+            for i, value in zip(missing, fresh, strict=True):
+                outputs[i] = value
+                cache.put(keys[i], value)
+        return outputs, keys
+
+    def _observe(
+        self, live: LiveExperiment, variant: str, version: str, latency: float, n_rows: int
+    ) -> None:
+        children = live.latency_children.get((variant, version))
+        if children is None:
+            children = (
+                self.metrics.prediction_latency.labels(live.key, variant, version),
+                self.metrics.predictions.labels(live.key, variant, version),
+            )
+            live.latency_children[(variant, version)] = children
+        children[0].observe(latency)
+        children[1].inc(n_rows)
+
+    def _remember(self, request_id: str, unit_id: str, experiment_key: str) -> None:
+        limit = self.settings.recent_requests
+        if limit <= 0:
+            return
+        self._recent[request_id] = (unit_id, experiment_key)
+        if len(self._recent) > limit:
+            self._recent.popitem(last=False)
+
+    def recall(self, request_id: str) -> tuple[str, str] | None:
+        """(unit id, experiment key) of a recent request, for joining outcomes."""
+        return self._recent.get(request_id)
+
+    async def aclose(self) -> None:
+        """Wait for shadow work, then close every backend (model threads, HTTP pools)."""
+        await self.shadow.drain(self.settings.drain_timeout_seconds)
+        for backend in self._backends.values():
+            await backend.aclose()
+        self._backends.clear()

@@ -1,0 +1,108 @@
+"""``/v1/experiments``: list, inspect and register the experiments this gateway serves."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from abflow.errors import InvalidSpecError
+from abflow.security.roles import Role
+from abflow.security.tokens import TokenRecord
+from abflow.serving.auth import require
+from abflow.serving.gateway import Gateway, LiveExperiment
+from abflow.serving.http_errors import read_body
+from abflow.serving.responses import json_response
+from abflow.serving.services import services_of
+from abflow.spec import ExperimentSpec, parse_experiment
+
+__all__ = ["describe", "router"]
+
+router = APIRouter(tags=["experiments"])
+
+
+def describe(gateway: Gateway, live: LiveExperiment, *, with_spec: bool = False) -> dict[str, Any]:
+    """What a client needs to know about a live experiment (and its spec, on request)."""
+    spec = live.spec
+    weights = spec.effective_weights
+    document: dict[str, Any] = {
+        "key": spec.key,
+        "name": spec.name,
+        "unit": spec.unit,
+        "version": live.version,
+        "phase": live.phase,
+        "coverage": spec.coverage,
+        "is_default": gateway.default_key == spec.key,
+        "variants": [
+            {
+                "name": variant.name,
+                "model": variant.model,
+                "model_version": backend.version,
+                "weight": weights[index],
+                "is_shadow": index in live.shadow,
+                "circuit": backend.breaker.state,
+            }
+            for index, (variant, backend) in enumerate(
+                zip(spec.variants, live.backends, strict=True)
+            )
+        ],
+    }
+    if with_spec:
+        document["spec"] = spec.model_dump(mode="json")
+    return document
+
+
+@router.get("/v1/experiments", summary="List live experiments")
+async def list_experiments(
+    request: Request, _token: Annotated[TokenRecord | None, Depends(require(Role.VIEWER))]
+) -> Response:
+    gateway = services_of(request).gateway
+    items = [describe(gateway, live) for _, live in sorted(gateway.experiments.items())]
+    return json_response({"experiments": items})
+
+
+@router.get("/v1/experiments/{key}", summary="One live experiment, with its spec")
+async def get_experiment(
+    key: str,
+    request: Request,
+    _token: Annotated[TokenRecord | None, Depends(require(Role.VIEWER))],
+) -> Response:
+    gateway = services_of(request).gateway
+    return json_response(describe(gateway, gateway.get(key), with_spec=True))
+
+
+@router.post(
+    "/v1/experiments",
+    summary="Validate, register and start serving an experiment spec",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ExperimentSpec"}}
+            },
+        }
+    },
+)
+async def register_experiment(
+    request: Request,
+    _token: Annotated[TokenRecord | None, Depends(require(Role.EXPERIMENTER))],
+    shadow: Annotated[list[str] | None, Query(description="challengers to mirror")] = None,
+    default: Annotated[bool, Query(description="make it the default experiment")] = False,
+) -> Response:
+    """Every problem in the spec is reported at once (422, ``problems``). Registering an
+    existing key replaces it; a change of weights, coverage or variants opens a new phase."""
+    services = services_of(request)
+    body = await read_body(request, services.settings.max_body_bytes)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidSpecError([f".: not valid JSON: {exc}"], "body") from None
+    spec: ExperimentSpec = parse_experiment(data, "body")
+    live = await asyncio.to_thread(
+        services.gateway.add_experiment, spec, shadow=tuple(shadow or ()), default=default
+    )
+    return json_response(describe(services.gateway, live, with_spec=True), status=201)

@@ -1,0 +1,35 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (it can serve: models loaded, event
+log running, not draining). Kubernetes restarts on the first and routes on the second."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from abflow.serving.responses import json_response
+from abflow.serving.services import services_of
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness")
+async def readyz(request: Request) -> Response:
+    services = services_of(request)
+    if services.is_draining:
+        return json_response({"status": "draining"}, status=503)
+    if not services.is_ready:
+        return json_response({"status": "starting", "problems": services.problems}, status=503)
+    return json_response(
+        {
+            "status": "ready",
+            "experiments": sorted(services.gateway.experiments),
+            "event_queue_depth": services.events.queue_depth,
+        }
+    )

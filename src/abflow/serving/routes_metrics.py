@@ -1,0 +1,23 @@
+"""``GET /metrics``: Prometheus exposition (viewer token, unless metrics are public)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from abflow.monitoring.metrics import CONTENT_TYPE_LATEST
+from abflow.security.roles import Role
+from abflow.serving.services import services_of
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["observability"])
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    services = services_of(request)
+    settings = services.settings
+    if settings.auth_enabled and not settings.metrics_public:
+        services.authenticator.authorize(request.headers.get("authorization"), Role.VIEWER)
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

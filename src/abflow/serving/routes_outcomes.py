@@ -1,0 +1,92 @@
+"""``POST /v1/outcomes``: what happened after a prediction (labels, conversions, revenue)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from abflow.errors import InvalidArgumentError
+from abflow.security.roles import Role
+from abflow.security.tokens import TokenRecord
+from abflow.serving.auth import require
+from abflow.serving.events import outcome_row
+from abflow.serving.http_errors import read_body
+from abflow.serving.inputs import OutcomesIn, parse_body
+from abflow.serving.responses import json_response
+from abflow.serving.services import services_of
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["outcomes"])
+
+
+@router.post(
+    "/v1/outcomes",
+    summary="Record outcomes, joined to predictions by request id or unit id",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": OutcomesIn.model_json_schema(
+                        ref_template="#/components/schemas/{model}"
+                    ),
+                    "example": {
+                        "outcomes": [
+                            {"request_id": "5f0c…", "name": "converted", "value": 1},
+                            {"unit_id": "user-42", "name": "revenue", "value": 12.5},
+                        ]
+                    },
+                }
+            },
+        }
+    },
+)
+async def record_outcomes(
+    request: Request, _token: Annotated[TokenRecord | None, Depends(require(Role.SERVICE))]
+) -> Response:
+    """Each outcome needs a ``unit_id``, or a ``request_id`` this gateway answered recently
+    (it then fills in the unit and experiment). All outcomes are checked before any is
+    logged, so a rejected batch leaves nothing half-written."""
+    services = services_of(request)
+    body = await read_body(request, services.settings.max_body_bytes)
+    payload = parse_body(OutcomesIn, body, max_bytes=services.settings.max_body_bytes)
+    if len(payload.outcomes) > services.settings.max_rows:
+        msg = f"outcomes: {len(payload.outcomes)} items is over the limit of {services.settings.max_rows}"
+        raise InvalidArgumentError(msg)
+    gateway = services.gateway
+    rows = []
+    for index, outcome in enumerate(payload.outcomes):
+        unit_id = outcome.unit_id
+        experiment_key = outcome.experiment
+        if outcome.request_id is not None:
+            known = gateway.recall(outcome.request_id)
+            if known is not None:
+                unit_id = unit_id or known[0]
+                experiment_key = experiment_key or known[1]
+        if unit_id is None:
+            msg = (
+                f"outcomes[{index}].unit_id: required, since request_id "
+                f"{outcome.request_id!r} is not one this gateway answered recently"
+                if outcome.request_id
+                else f"outcomes[{index}].unit_id: give unit_id or request_id"
+            )
+            raise InvalidArgumentError(msg)
+        rows.append(
+            outcome_row(
+                unit_id=unit_id,
+                name=outcome.name,
+                value=outcome.value,
+                request_id=outcome.request_id,
+                experiment_key=experiment_key,
+                ts=outcome.ts,
+            )
+        )
+    for row in rows:
+        services.events.append("outcome", row)
+    return json_response(
+        {"accepted": len(rows), "event_ids": [row["event_id"] for row in rows]}, status=202
+    )

@@ -1,0 +1,66 @@
+"""``POST /v1/predict``: route a unit to a variant, predict, log, answer."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from abflow.security.roles import Role
+from abflow.security.tokens import TokenRecord
+from abflow.serving.auth import require
+from abflow.serving.http_errors import read_body
+from abflow.serving.inputs import PredictIn, parse_body
+from abflow.serving.responses import json_response
+from abflow.serving.services import services_of
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["predict"])
+
+_EXAMPLE = {
+    "experiment": "demo",
+    "unit_id": "user-42",
+    "attributes": {"country": "NL"},
+    "features": [0.1, -1.2, 0.3, 0.0, 2.1, -0.4, 0.9, 1.5],
+}
+
+
+@router.post(
+    "/v1/predict",
+    summary="Predict for one unit (one row or a batch of rows)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": PredictIn.model_json_schema(
+                        ref_template="#/components/schemas/{model}"
+                    ),
+                    "example": _EXAMPLE,
+                }
+            },
+        }
+    },
+    responses={
+        200: {"description": "the variant, the prediction, the model version and a request id"},
+        401: {"description": "no valid token"},
+        403: {"description": "the token's role is not service (or admin)"},
+        404: {"description": "no such experiment"},
+        413: {"description": "body too large"},
+        422: {"description": "bad input; the detail names the field"},
+    },
+)
+async def predict(
+    request: Request, _token: Annotated[TokenRecord | None, Depends(require(Role.SERVICE))]
+) -> Response:
+    """Assign the unit with the experiment's routing (forced overrides first), predict with
+    the chosen variant's model (the control model for units outside the experiment, or as a
+    fallback when the chosen model fails), log the exposure and the prediction durably, and
+    answer. Shadow variants receive a copy in the background."""
+    services = services_of(request)
+    body = await read_body(request, services.settings.max_body_bytes)
+    payload = parse_body(PredictIn, body, max_bytes=services.settings.max_body_bytes)
+    result = await services.gateway.predict(payload, request.headers.get("x-request-id"))
+    return json_response(result, headers={"x-request-id": result["request_id"]})

@@ -1,0 +1,37 @@
+"""Everything one app holds, reached from a request as ``request.app.state.abflow``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from abflow.monitoring.metrics import GatewayMetrics
+from abflow.security.tokens import TokenAuthenticator, TokenStore
+from abflow.serving.events import EventSink
+from abflow.serving.gateway import Gateway
+from abflow.serving.settings import GatewayConfig, GatewaySettings
+
+__all__ = ["Services", "services_of"]
+
+
+@dataclass(slots=True)
+class Services:
+    """The app's long-lived parts; built by create_app, started and stopped by its lifespan."""
+
+    settings: GatewaySettings
+    config: GatewayConfig
+    gateway: Gateway
+    events: EventSink
+    tokens: TokenStore
+    authenticator: TokenAuthenticator
+    metrics: GatewayMetrics
+    is_ready: bool = False
+    is_draining: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+def services_of(request: Request) -> Services:
+    """The :class:`Services` of the app serving ``request`` (a FastAPI dependency)."""
+    services: Services = request.app.state.abflow
+    return services

@@ -1,0 +1,175 @@
+"""Gateway settings (environment, ``ABFLOW_`` prefix) and the gateway config file.
+
+Settings are process-level knobs, read once from the environment when the app is built.
+The config file (YAML or JSON, ``--config`` / ``ABFLOW_CONFIG``) says what to serve:
+experiments, per-model backend options, the store URL and pre-provisioned tokens::
+
+    store_url: sqlite:///.abflow/abflow.db
+    default_experiment: fraud-model-v2
+    experiments:
+      - examples/fraud.yaml             # a spec file, relative to this file
+    shadow:
+      fraud-model-v2: [challenger]       # mirrored, never answers
+    backends:
+      "http://10.0.0.5:8080/invocations": {timeout_ms: 200, version: "7"}
+    tokens:
+      - {name: checkout, role: service, token_hash: "<sha256 hex of the token>"}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from abflow.errors import ConfigError, InvalidSpecError
+from abflow.security.roles import Role
+from abflow.serving.backends import BackendOptions
+from abflow.spec import ExperimentSpec, load_experiment, parse_experiment
+
+__all__ = ["GatewayConfig", "GatewaySettings", "TokenEntry", "demo_config", "load_config"]
+
+
+class GatewaySettings(BaseSettings):
+    """Process settings; every field can be set as ``ABFLOW_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="ABFLOW_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    config: Path | None = Field(default=None, description="gateway config file (YAML/JSON)")
+    store_url: str | None = Field(default=None, description="default: embedded SQLite")
+    journal_dir: Path = Path(".abflow/journal")
+    auth_enabled: bool = True
+    token_cache_seconds: float = Field(default=5.0, ge=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_rows: int = Field(default=1000, ge=1)
+    batch_max_rows: int = Field(default=64, ge=1)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    cache_enabled: bool = True
+    cache_ttl_seconds: float = Field(default=60.0, gt=0)
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    backend_timeout_ms: float = Field(default=1000.0, gt=0)
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    shadow_max_in_flight: int = Field(default=256, ge=0)
+    tracing_enabled: bool = False
+    metrics_public: bool = Field(
+        default=False, description="serve /metrics without a token (scrapers on a private network)"
+    )
+    drain_timeout_seconds: float = Field(default=10.0, ge=0)
+    recent_requests: int = Field(
+        default=100_000, ge=0, description="request ids remembered to join outcomes to units"
+    )
+
+
+class TokenEntry(BaseModel):
+    """A token provisioned by configuration: only its hash is written down."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    role: Role
+    token_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class GatewayConfig(BaseModel):
+    """What the gateway serves: experiments, backend options, store and tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store_url: str | None = None
+    default_experiment: str | None = None
+    experiments: list[ExperimentSpec] = Field(default_factory=list)
+    shadow: dict[str, list[str]] = Field(default_factory=dict)
+    backends: dict[str, BackendOptions] = Field(default_factory=dict)
+    tokens: list[TokenEntry] = Field(default_factory=list)
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read a config file; spec paths in ``experiments`` are relative to the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read config {str(path)!r}: {exc.strerror}"
+        raise ConfigError(msg) from None
+    try:
+        data = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        msg = f"config {str(path)!r} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}"
+        raise ConfigError(msg) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        msg = f"config {str(path)!r} must be a mapping of fields"
+        raise ConfigError(msg)
+    specs: list[ExperimentSpec] = []
+    for index, item in enumerate(data.get("experiments") or []):
+        if isinstance(item, str):
+            specs.append(load_experiment(path.parent / item))
+        else:
+            try:
+                specs.append(parse_experiment(item, f"{path}: experiments[{index}]"))
+            except InvalidSpecError as exc:
+                raise ConfigError(str(exc)) from None
+    data = {**data, "experiments": specs}
+    return build_config(data, str(path))
+
+
+def build_config(data: dict[str, Any], source: str = "config") -> GatewayConfig:
+    """Validate a decoded config, with one clear error naming the bad field."""
+    try:
+        config = GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        msg = f"{source}: {where}: {first['msg']}"
+        raise ConfigError(msg) from None
+    keys = [spec.key for spec in config.experiments]
+    if len(set(keys)) != len(keys):
+        msg = f"{source}: experiment keys must be unique, got {keys}"
+        raise ConfigError(msg)
+    if config.default_experiment is not None and config.default_experiment not in keys:
+        msg = f"{source}: default_experiment {config.default_experiment!r} is not one of {keys}"
+        raise ConfigError(msg)
+    for key, names in config.shadow.items():
+        spec = next((s for s in config.experiments if s.key == key), None)
+        if spec is None:
+            msg = f"{source}: shadow.{key}: no such experiment"
+            raise ConfigError(msg)
+        for name in names:
+            if name not in spec.variant_names[1:]:
+                msg = f"{source}: shadow.{key}: {name!r} is not a challenger of {key!r}"
+                raise ConfigError(msg)
+    return config
+
+
+def demo_config() -> GatewayConfig:
+    """What ``abflow serve`` runs with no config: a demo experiment on two bundled models."""
+    spec = parse_experiment(
+        {
+            "key": "demo",
+            "name": "Demo: two logistic regressions on synthetic data",
+            "unit": "user_id",
+            "variants": [
+                {"name": "control", "model": "python:abflow.serving.demo_models:champion"},
+                {"name": "challenger", "model": "python:abflow.serving.demo_models:challenger"},
+            ],
+            "weights": [0.5, 0.5],
+            "metrics": [
+                {
+                    "name": "conversion",
+                    "kind": "conversion",
+                    "event": "converted",
+                    "role": "primary",
+                }
+            ],
+        },
+        "demo",
+    )
+    return GatewayConfig(experiments=[spec], default_experiment="demo")

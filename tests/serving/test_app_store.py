@@ -1,0 +1,40 @@
+"""The default wiring: create_app(settings) on a real SQLite store with the durable event log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gateway_support import serve
+
+from abflow.serving import GatewaySettings, create_app
+from abflow.serving.demo_models import N_FEATURES
+from abflow.store import EventStore
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_demo_gateway_logs_events_into_the_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'abflow.db'}"
+    settings = GatewaySettings(store_url=url, journal_dir=tmp_path / "journal", auth_enabled=False)
+    app = create_app(settings)
+    request_ids = []
+    async with serve(app) as client:
+        for i in range(20):
+            response = await client.post(
+                "/v1/predict", json={"unit_id": f"user-{i}", "features": [0.5] * N_FEATURES}
+            )
+            assert response.status_code == 200, response.text
+            request_ids.append(response.json()["request_id"])
+        outcome = await client.post(
+            "/v1/outcomes",
+            json={"outcomes": [{"request_id": request_ids[0], "name": "converted", "value": 1}]},
+        )
+        assert outcome.status_code == 202
+    with EventStore.open(url) as store:
+        assert store.count_events("exposure", "demo") == 20
+        assert store.count_events("prediction", "demo") == 20
+        assert store.count_events("outcome") == 1
+        [version] = store.list_experiments()
+        assert version.key == "demo"
+        assert version.phase == 1

@@ -1,0 +1,176 @@
+"""Auth (401/403), bad input (4xx naming the field, never a 500), health and metrics."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from gateway_support import AppFactory, MemoryEvents, auth, experiment
+from prometheus_client.parser import text_string_to_metric_families
+
+from abflow.security.roles import Role
+
+pytestmark = pytest.mark.anyio
+
+ROW = [0.1, 0.2, 0.3, 0.4]
+
+
+async def test_predict_needs_a_service_token(
+    make_client: AppFactory, tokens: dict[Role, str]
+) -> None:
+    client = await make_client()
+    payload = {"unit_id": "u1", "features": ROW}
+    missing = await client.post("/v1/predict", json=payload)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = await client.post("/v1/predict", json=payload, headers=auth("abf_not-a-token"))
+    assert wrong.status_code == 401
+    malformed = await client.post(
+        "/v1/predict", json=payload, headers={"authorization": tokens[Role.SERVICE]}
+    )
+    assert malformed.status_code == 401
+    for role, status in [
+        (Role.VIEWER, 403),
+        (Role.EXPERIMENTER, 403),
+        (Role.SERVICE, 200),
+        (Role.ADMIN, 200),
+    ]:
+        response = await client.post("/v1/predict", json=payload, headers=auth(tokens[role]))
+        assert response.status_code == status, (role, response.text)
+
+
+async def test_experiment_endpoints_need_people_roles(
+    make_client: AppFactory, tokens: dict[Role, str]
+) -> None:
+    client = await make_client()
+    assert (await client.get("/v1/experiments")).status_code == 401
+    for role, status in [
+        (Role.SERVICE, 403),
+        (Role.VIEWER, 200),
+        (Role.EXPERIMENTER, 200),
+        (Role.ADMIN, 200),
+    ]:
+        response = await client.get("/v1/experiments/exp", headers=auth(tokens[role]))
+        assert response.status_code == status, role
+    spec = experiment(key="exp2").model_dump(mode="json")
+    viewer = await client.post("/v1/experiments", json=spec, headers=auth(tokens[Role.VIEWER]))
+    assert viewer.status_code == 403
+    assert "experimenter" in viewer.json()["detail"]
+
+
+async def test_revoked_tokens_stop_working(
+    make_client: AppFactory, tokens: dict[Role, str], token_store: object
+) -> None:
+    from abflow.security.tokens import InMemoryTokenStore, hash_token
+
+    assert isinstance(token_store, InMemoryTokenStore)
+    client = await make_client(token_cache_seconds=0)
+    token = tokens[Role.SERVICE]
+    payload = {"unit_id": "u1", "features": ROW}
+    assert (await client.post("/v1/predict", json=payload, headers=auth(token))).status_code == 200
+    record = token_store.find_token_by_hash(hash_token(token))
+    assert record is not None
+    token_store.revoke_token(record.token_id)
+    assert (await client.post("/v1/predict", json=payload, headers=auth(token))).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "field"),
+    [
+        ({"experiment": "nope", "unit_id": "u1", "features": ROW}, 404, "experiment"),
+        ({"features": ROW}, 422, "unit_id"),
+        ({"unit_id": "", "features": ROW}, 422, "unit_id"),
+        ({"unit_id": "u1", "features": [1.0, 2.0]}, 422, "features"),
+        ({"unit_id": "u1", "features": [1.0, "x", 3.0, 4.0]}, 422, "features[1]"),
+        ({"unit_id": "u1", "features": [1.0, True, 3.0, 4.0]}, 422, "features[1]"),
+        ({"unit_id": "u1", "features": [ROW, [1.0, 2.0, 3.0]]}, 422, "features[1]"),
+        ({"unit_id": "u1", "features": [ROW, [1.0, 2.0, None, 4.0]]}, 422, "features[1][2]"),
+        ({"unit_id": "u1", "features": []}, 422, "features"),
+        ({"unit_id": "u1"}, 422, "features"),
+        ({"unit_id": "u1", "features": ROW, "surprise": 1}, 422, "surprise"),
+        ({"unit_id": ["u1"], "features": ROW}, 422, "unit_id"),
+    ],
+)
+async def test_bad_input_is_a_4xx_naming_the_field(
+    make_client: AppFactory,
+    tokens: dict[Role, str],
+    events: MemoryEvents,
+    payload: dict[str, object],
+    status: int,
+    field: str,
+) -> None:
+    client = await make_client()
+    accepted = await client.post(
+        "/v1/predict", json={"unit_id": "ok", "features": ROW}, headers=auth(tokens[Role.SERVICE])
+    )
+    assert accepted.status_code == 200
+    response = await client.post("/v1/predict", json=payload, headers=auth(tokens[Role.SERVICE]))
+    assert response.status_code == status, response.text
+    assert response.json()["detail"].startswith(field), response.json()
+    assert len(events.rows["prediction"]) == 1, "the accepted request's events are kept"
+
+
+async def test_malformed_json_and_oversized_bodies_are_refused(
+    make_client: AppFactory, tokens: dict[Role, str]
+) -> None:
+    client = await make_client(max_body_bytes=2048, max_rows=10)
+    headers = {**auth(tokens[Role.SERVICE]), "content-type": "application/json"}
+    broken = await client.post("/v1/predict", content=b'{"unit_id": "u1", "feat', headers=headers)
+    assert broken.status_code == 422
+    big = {"unit_id": "u1", "features": [ROW] * 200}
+    response = await client.post("/v1/predict", json=big, headers=headers)
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith("body")
+
+    async def chunks() -> httpx.AsyncByteStream:  # type: ignore[misc]
+        for _ in range(100):
+            yield b" " * 100
+
+    streamed = await client.post("/v1/predict", content=chunks(), headers=headers)
+    assert streamed.status_code == 413
+    many = {"unit_id": "u1", "features": [ROW] * 11}
+    rows = await client.post("/v1/predict", json=many, headers=headers)
+    assert rows.status_code == 422
+    assert rows.json()["detail"].startswith("features: 11 rows")
+
+
+async def test_health_and_readiness(make_client: AppFactory) -> None:
+    client = await make_client()
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["experiments"] == ["exp"]
+
+
+async def test_metrics_count_what_was_served(
+    make_client: AppFactory, tokens: dict[Role, str]
+) -> None:
+    client = await make_client(experiment(weights=[1.0, 0.0]))
+    for i in range(5):
+        await client.post(
+            "/v1/predict",
+            json={"unit_id": f"u{i}", "features": [ROW, ROW]},
+            headers=auth(tokens[Role.SERVICE]),
+        )
+    await client.post(
+        "/v1/predict", json={"unit_id": "u1", "features": [1]}, headers=auth(tokens[Role.SERVICE])
+    )
+    assert (await client.get("/metrics")).status_code == 401
+    response = await client.get("/metrics", headers=auth(tokens[Role.VIEWER]))
+    assert response.status_code == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    version = "gwmodels:control"
+    labels = (("experiment", "exp"), ("model_version", version), ("variant", "control"))
+    assert samples[("abflow_predictions_total", labels)] == 10
+    assert samples[("abflow_prediction_duration_seconds_count", labels)] == 5
+    ok = (("route", "/v1/predict"), ("status", "200"))
+    bad = (("route", "/v1/predict"), ("status", "422"))
+    assert samples[("abflow_http_requests_total", ok)] == 5
+    assert samples[("abflow_http_requests_total", bad)] == 1
+    # 5 requests of 2 identical rows: the first misses on both rows (looked up together),
+    # the other 4 requests hit on both.
+    assert samples[("abflow_cache_hit_ratio", ())] == pytest.approx(8 / 10)
+    assert ("abflow_event_queue_depth", ()) in samples
