@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as sps
+from scipy import special
 
 from abflow.stats.records import GaussianPrior
 
@@ -47,13 +47,13 @@ def gaussian_posterior(
             precision = 1.0 / variance + 1.0 / prior.variance
             mean = (effect / variance + prior.mean / prior.variance) / precision
             sd = np.sqrt(1.0 / precision)
-        z_crit = sps.norm.isf(alpha / 2.0)
+        z_crit = -float(special.ndtri(alpha / 2.0))
         low, high = mean - z_crit * sd, mean + z_crit * sd
         z = mean / sd
-        win = sps.norm.sf((threshold - mean) / sd)
-        density = sps.norm.pdf(z)
-        loss_control = sd * density + mean * sps.norm.cdf(z)
-        loss_treatment = sd * density - mean * sps.norm.cdf(-z)
+        win = special.ndtr((mean - threshold) / sd)
+        density = np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
+        loss_control = sd * density + mean * special.ndtr(z)
+        loss_treatment = sd * density - mean * special.ndtr(-z)
     if lower_is_better:
         win = 1.0 - win
         loss_control, loss_treatment = loss_treatment, loss_control

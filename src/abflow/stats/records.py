@@ -16,7 +16,14 @@ import numpy.typing as npt
 
 from abflow.errors import InvalidArgumentError
 
-__all__ = ["Comparison", "GaussianPrior", "SampleStats", "check_stats_fields"]
+__all__ = [
+    "Comparison",
+    "GaussianPrior",
+    "SampleStats",
+    "as_float_array",
+    "check_stats_fields",
+    "checked_sums",
+]
 
 
 def check_stats_fields(stats: Any) -> None:
@@ -36,12 +43,20 @@ def check_stats_fields(stats: Any) -> None:
 
 
 def as_float_array(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
-    """One-dimensional float view of raw values; NaN or infinite values are refused."""
+    """One-dimensional float view of raw values (no copy when already float64)."""
     array = np.asarray(values, dtype=np.float64).ravel()
-    if not np.all(np.isfinite(array)):
-        msg = f"{name} contains NaN or infinite values"
-        raise InvalidArgumentError(msg)
     return array
+
+
+def checked_sums(name: str, *sums: float) -> None:
+    """Refuse raw values whose sums are not finite: NaN or infinite values, or overflow.
+
+    Checking the sums rather than every value saves a full pass over the data: any NaN or
+    infinity among the values makes some sum non-finite.
+    """
+    if not all(math.isfinite(s) for s in sums):
+        msg = f"{name} contains NaN or infinite values (or values too large to square)"
+        raise InvalidArgumentError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +86,9 @@ class SampleStats:
     def from_values(cls, values: npt.ArrayLike) -> SampleStats:
         """Statistics of raw per-unit values (one number per unit)."""
         x = as_float_array(values, "values")
-        return cls(n=float(x.size), sum=float(x.sum()), sum_squares=float(np.dot(x, x)))
+        total, squares = float(x.sum()), float(np.dot(x, x))
+        checked_sums("values", total, squares)
+        return cls(n=float(x.size), sum=total, sum_squares=squares)
 
     @property
     def is_proportion(self) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from abflow.errors import InvalidArgumentError
-from abflow.stats.records import SampleStats, as_float_array, check_stats_fields
+from abflow.stats.records import SampleStats, as_float_array, check_stats_fields, checked_sums
 
 __all__ = ["CupedStats", "RatioCupedStats", "RatioStats"]
 
@@ -73,14 +73,9 @@ class RatioStats(_Additive):
         m = as_float_array(numerator, "numerator")
         d = as_float_array(denominator, "denominator")
         _same_length(m, d)
-        return cls(
-            n=float(m.size),
-            numerator_sum=float(m.sum()),
-            numerator_sum_squares=float(np.dot(m, m)),
-            denominator_sum=float(d.sum()),
-            denominator_sum_squares=float(np.dot(d, d)),
-            sum_products=float(np.dot(m, d)),
-        )
+        sums = (float(m.sum()), float(np.dot(m, m)), float(d.sum()), float(np.dot(d, d)))
+        checked_sums("numerator or denominator", *sums)
+        return cls(float(m.size), *sums, sum_products=float(np.dot(m, d)))
 
     @property
     def numerator(self) -> SampleStats:
@@ -122,14 +117,9 @@ class CupedStats(_Additive):
         y = as_float_array(values, "values")
         x = as_float_array(pre_values, "pre_values")
         _same_length(y, x)
-        return cls(
-            n=float(y.size),
-            sum=float(y.sum()),
-            sum_squares=float(np.dot(y, y)),
-            pre_sum=float(x.sum()),
-            pre_sum_squares=float(np.dot(x, x)),
-            sum_products=float(np.dot(y, x)),
-        )
+        sums = (float(y.sum()), float(np.dot(y, y)), float(x.sum()), float(np.dot(x, x)))
+        checked_sums("values or pre_values", *sums)
+        return cls(float(y.size), *sums, sum_products=float(np.dot(y, x)))
 
     @property
     def post(self) -> SampleStats:
@@ -218,16 +208,19 @@ class RatioCupedStats(_Additive):
         pm = as_float_array(pre_numerator, "pre_numerator")
         pd = as_float_array(pre_denominator, "pre_denominator")
         _same_length(m, d, pm, pd)
+        squares = [float(np.dot(v, v)) for v in (m, d, pm, pd)]
+        totals = [float(v.sum()) for v in (m, d, pm, pd)]
+        checked_sums("raw values", *squares, *totals)
         return cls(
             n=float(m.size),
-            numerator_sum=float(m.sum()),
-            numerator_sum_squares=float(np.dot(m, m)),
-            denominator_sum=float(d.sum()),
-            denominator_sum_squares=float(np.dot(d, d)),
-            pre_numerator_sum=float(pm.sum()),
-            pre_numerator_sum_squares=float(np.dot(pm, pm)),
-            pre_denominator_sum=float(pd.sum()),
-            pre_denominator_sum_squares=float(np.dot(pd, pd)),
+            numerator_sum=totals[0],
+            numerator_sum_squares=squares[0],
+            denominator_sum=totals[1],
+            denominator_sum_squares=squares[1],
+            pre_numerator_sum=totals[2],
+            pre_numerator_sum_squares=squares[2],
+            pre_denominator_sum=totals[3],
+            pre_denominator_sum_squares=squares[3],
             numerator_denominator_products=float(np.dot(m, d)),
             numerator_pre_numerator_products=float(np.dot(m, pm)),
             numerator_pre_denominator_products=float(np.dot(m, pd)),
