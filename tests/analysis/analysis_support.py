@@ -202,8 +202,15 @@ def simulate(
     return events
 
 
-def write(url_or_engine: str | sa.Engine, events: Events) -> None:
-    engine = sa.create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+def write(url: str, events: Events) -> None:
+    engine = sa.create_engine(url)
+    try:
+        _write(engine, events)
+    finally:
+        engine.dispose()
+
+
+def _write(engine: sa.Engine, events: Events) -> None:
     metadata.create_all(engine, tables=TABLES)
     with engine.begin() as connection:
         for table, rows in (
@@ -217,10 +224,15 @@ def write(url_or_engine: str | sa.Engine, events: Events) -> None:
                 connection.execute(table.insert(), full[chunk : chunk + 5000])
 
 
-def register(
-    url_or_engine: str | sa.Engine, spec: ExperimentSpec, phase_rows: list[dict[str, Any]]
-) -> None:
-    engine = sa.create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+def register(url: str, spec: ExperimentSpec, phase_rows: list[dict[str, Any]]) -> None:
+    engine = sa.create_engine(url)
+    try:
+        _register(engine, spec, phase_rows)
+    finally:
+        engine.dispose()
+
+
+def _register(engine: sa.Engine, spec: ExperimentSpec, phase_rows: list[dict[str, Any]]) -> None:
     metadata.create_all(engine, tables=TABLES)
     with engine.begin() as connection:
         connection.execute(

@@ -125,10 +125,23 @@ def analyze(
     ``target`` is a store URL, a SQLAlchemy engine or an ``EventStore``. ``experiment`` is a
     key (the spec is read from the store) or a spec (which wins over the stored one).
     """
-    import abflow
-
     options = options or AnalysisOptions()
     engine = connect(target)
+    try:
+        return _analyze(engine, experiment, options, tuple(dimensions))
+    finally:
+        if target is None or isinstance(target, str):
+            engine.dispose()
+
+
+def _analyze(
+    engine: Any,
+    experiment: str | ExperimentSpec,
+    options: AnalysisOptions,
+    dimensions: tuple[str, ...],
+) -> ExperimentResult:
+    import abflow
+
     key = experiment if isinstance(experiment, str) else experiment.key
     given = None if isinstance(experiment, str) else experiment
     spec, catalog = _load(engine, key, given)
