@@ -19,7 +19,12 @@ import numpy.typing as npt
 
 from abflow.errors import InvalidArgumentError
 from abflow.routing.conditions import eval_condition
-from abflow.routing.experiment import REASONS, CompiledExperiment, compile_experiment
+from abflow.routing.experiment import (
+    REASONS,
+    Assignment,
+    CompiledExperiment,
+    compile_experiment,
+)
 from abflow.routing.hashing import FNV_OFFSET, FNV_PRIME, _fnv1a32_python
 from abflow.spec import ExperimentSpec
 
@@ -64,19 +69,30 @@ class BatchAssignment:
         return {name: int(total) for name, total in zip(self.variant_names, totals, strict=True)}
 
 
-def _as_unicode(unit_ids: Sequence[str] | npt.NDArray[Any]) -> npt.NDArray[np.str_]:
-    array = unit_ids if isinstance(unit_ids, np.ndarray) else np.asarray(list(unit_ids))
+def _as_unicode(
+    unit_ids: Sequence[str] | npt.NDArray[Any],
+) -> tuple[npt.NDArray[np.str_], list[str] | None]:
+    """A 1-d ``'U'`` array of the ids, and the original strings when they came as a list.
+
+    numpy drops trailing NUL characters from ``'U'`` strings, so ids given as Python strings
+    are kept to recompute any row that lost one.
+    """
+    originals: list[str] | None = None
+    if isinstance(unit_ids, np.ndarray):
+        array = unit_ids
+    else:
+        originals = list(unit_ids)
+        array = np.asarray(originals) if originals else np.zeros(0, dtype="U1")
     if array.dtype.kind == "O" and all(isinstance(item, str) for item in array.flat):
+        originals = list(array.flat) if array.ndim == 1 else originals
         array = array.astype(str) if array.size else np.zeros(array.shape, dtype="U1")
-    if array.size == 0 and array.dtype.kind != "U":
-        array = np.zeros(array.shape, dtype="U1")
     if array.dtype.kind != "U":
         msg = f"unit ids must be strings, got an array of {array.dtype}"
         raise InvalidArgumentError(msg)
     if array.ndim != 1:
         msg = f"unit ids must be one-dimensional, got shape {array.shape}"
         raise InvalidArgumentError(msg)
-    return array
+    return array, originals
 
 
 def fnv1a32_array(
@@ -190,8 +206,9 @@ def assign_batch(
     compiled = (
         experiment if isinstance(experiment, CompiledExperiment) else compile_experiment(experiment)
     )
-    ids = _as_unicode(unit_ids)
+    ids, originals = _as_unicode(unit_ids)
     count = ids.shape[0]
+    rows_attributes = None if attributes is None else list(attributes)
 
     keys, spots = _hashes(compiled, ids)
     bucket = keys.astype(np.float64) / float(compiled.scale)
@@ -208,15 +225,21 @@ def assign_batch(
         spot = spots / 1000.0
         _exclude(index, bucket, reason, ~((spot >= start) & (spot < end)), "namespace")
     if compiled.condition is not None:
-        _exclude(index, bucket, reason, ~_targeted(compiled, attributes, count), "condition")
-    _exclude(index, bucket, reason, np.strings.str_len(ids) == 0, "no_unit")
-    if compiled.forced:
-        forced_ids = np.array(list(compiled.forced), dtype=str)
-        for row in np.flatnonzero(np.isin(ids, forced_ids)):
-            forced = compiled.forced[str(ids[row])]
-            index[row] = forced.index
-            bucket[row] = np.nan
-            reason[row] = _REASON_CODE["forced"]
+        targeted = _targeted(compiled, rows_attributes, count)
+        _exclude(index, bucket, reason, ~targeted, "condition")
+    lengths = np.strings.str_len(ids)
+    _exclude(index, bucket, reason, lengths == 0, "no_unit")
+    # An id ending in NUL cannot live in a 'U' array; such rows are redone below.
+    forced_ids = [unit_id for unit_id in compiled.forced if unit_id and unit_id[-1] != "\x00"]
+    if forced_ids:
+        for row in np.flatnonzero(np.isin(ids, np.array(forced_ids, dtype=str))).tolist():
+            _set_row(index, bucket, reason, row, compiled.forced[str(ids[row])])
+    if originals is not None:
+        true_lengths = np.fromiter(map(len, originals), dtype=np.int64, count=count)
+        for row in np.flatnonzero(true_lengths != lengths).tolist():  # ids that lost a trailing NUL
+            row_attributes = dict(rows_attributes[row]) if rows_attributes is not None else {}
+            row_attributes[compiled.unit] = originals[row]
+            _set_row(index, bucket, reason, row, compiled.assign(row_attributes))
 
     return BatchAssignment(
         index=index,
@@ -225,6 +248,18 @@ def assign_batch(
         reason=reason,
         variant_names=compiled.variant_names,
     )
+
+
+def _set_row(
+    index: npt.NDArray[np.int32],
+    bucket: npt.NDArray[np.float64],
+    reason: npt.NDArray[np.uint8],
+    row: int,
+    assignment: Assignment,
+) -> None:
+    index[row] = assignment.index
+    bucket[row] = np.nan if assignment.bucket is None else assignment.bucket
+    reason[row] = _REASON_CODE[assignment.reason]
 
 
 def _exclude(
@@ -240,22 +275,19 @@ def _exclude(
 
 
 def _targeted(
-    compiled: CompiledExperiment,
-    attributes: Sequence[Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None,
-    count: int,
+    compiled: CompiledExperiment, attributes: list[Mapping[str, Any]] | None, count: int
 ) -> npt.NDArray[np.bool_]:
     if attributes is None:
         msg = (
-            f"experiment {compiled.spec.key!r} has a targeting condition; pass one attributes "
+            f"experiment {compiled.key!r} has a targeting condition; pass one attributes "
             "mapping per unit id"
         )
         raise InvalidArgumentError(msg)
+    if len(attributes) != count:
+        msg = f"{len(attributes)} attribute mappings for {count} unit ids; give one per unit"
+        raise InvalidArgumentError(msg)
     condition = compiled.condition
     assert condition is not None  # checked by the caller
-    result = np.fromiter(
-        (eval_condition(attrs, condition) for attrs in attributes), dtype=bool, count=-1
+    return np.fromiter(
+        (eval_condition(attrs, condition) for attrs in attributes), dtype=bool, count=count
     )
-    if result.shape[0] != count:
-        msg = f"{result.shape[0]} attribute mappings for {count} unit ids; give one per unit"
-        raise InvalidArgumentError(msg)
-    return result

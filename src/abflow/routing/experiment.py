@@ -90,6 +90,7 @@ class CompiledExperiment:
         "condition",
         "forced",
         "hash_version",
+        "key",
         "namespace",
         "not_targeted",
         "outside_namespace",
@@ -97,7 +98,6 @@ class CompiledExperiment:
         "scale",
         "seed",
         "seed_is_ascii",
-        "spec",
         "unit",
         "unit_missing",
         "variant_names",
@@ -110,7 +110,7 @@ class CompiledExperiment:
         elif len(ranges) != len(names):
             msg = f"{len(ranges)} bucket ranges for {len(names)} variants; give one per variant"
             raise InvalidArgumentError(msg)
-        self.spec = spec
+        self.key = spec.key  # not the spec itself: the cache must not keep specs alive
         self.unit = spec.unit
         self.variant_names = names
         self.ranges: tuple[Range, ...] = tuple((float(s), float(e)) for s, e in ranges)
@@ -179,14 +179,14 @@ class CompiledExperiment:
         return self.for_bucket(self.bucket_key(unit_id))
 
     def __repr__(self) -> str:
-        return f"CompiledExperiment(key={self.spec.key!r}, ranges={list(self.ranges)!r})"
+        return f"CompiledExperiment(key={self.key!r}, ranges={list(self.ranges)!r})"
 
 
 _CACHE: dict[int, tuple[weakref.ref[ExperimentSpec], CompiledExperiment]] = {}
 
 
-def _forget(key: int, _ref: object) -> None:
-    _CACHE.pop(key, None)
+def _forget(cache: dict[int, Any], key: int, _ref: object) -> None:
+    cache.pop(key, None)  # the cache is bound in, so this also works at interpreter exit
 
 
 def compile_experiment(
@@ -204,7 +204,7 @@ def compile_experiment(
     if entry is not None and entry[0]() is spec:
         return entry[1]
     compiled = CompiledExperiment(spec)
-    _CACHE[key] = (weakref.ref(spec, functools.partial(_forget, key)), compiled)
+    _CACHE[key] = (weakref.ref(spec, functools.partial(_forget, _CACHE, key)), compiled)
     return compiled
 
 

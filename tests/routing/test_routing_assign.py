@@ -1,0 +1,241 @@
+"""Single-unit assignment: decision order, reasons, unit ids, caching, errors."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import abflow
+from abflow.errors import InvalidArgumentError
+from abflow.routing import (
+    REASONS,
+    Assignment,
+    assign,
+    assign_batch,
+    bucket_hash,
+    canary_ranges,
+    canary_weights,
+    compile_canary,
+    compile_experiment,
+    eval_condition,
+    fnv1a32,
+    fnv1a32_array,
+    unit_text,
+)
+from abflow.routing.experiment import _CACHE
+from abflow.spec import ExperimentSpec, parse_experiment
+
+
+def _spec(**fields: Any) -> ExperimentSpec:
+    n = fields.pop("n", 2)
+    variants = [{"name": f"v{i}", "model": f"models:/m/{i + 1}"} for i in range(n)]
+    return parse_experiment({"key": "exp", "variants": variants, **fields})
+
+
+def _naive_fnv1a32(text: str) -> int:
+    """FNV-1a exactly as the contract states it, one code point at a time."""
+    value = 0x811C9DC5
+    for char in text:
+        value ^= ord(char)
+        value = (value * 0x01000193) % 2**32
+    return value
+
+
+@given(st.text(max_size=50))
+def test_fnv1a32_matches_the_definition(text: str) -> None:
+    assert fnv1a32(text) == _naive_fnv1a32(text)
+
+
+@given(st.lists(st.text(max_size=20), max_size=30), st.text(max_size=5), st.text(max_size=5))
+def test_vectorised_fnv_matches_the_definition(values: list[str], prefix: str, suffix: str) -> None:
+    values = [v for v in values if not v.endswith("\x00")]  # numpy drops trailing NULs
+    array = np.array(values, dtype=str) if values else np.zeros(0, dtype="U1")
+    expected = [_naive_fnv1a32(prefix + v + suffix) for v in values]
+    assert fnv1a32_array(array, prefix=prefix, suffix=suffix).tolist() == expected
+
+
+def test_bucket_hash_follows_the_contract_formulas() -> None:
+    for seed, value in [("s", "u1"), ("exp-é", "日本"), ("", "x" * 100)]:
+        v2 = (_naive_fnv1a32(str(_naive_fnv1a32(seed + value))) % 10000) / 10000
+        v1 = (_naive_fnv1a32(value + seed) % 1000) / 1000
+        assert bucket_hash(seed, value) == v2
+        assert bucket_hash(seed, value, 1) == v1
+        assert bucket_hash(seed, value, 3) is None
+
+
+def _spot(unit: str) -> float:
+    spot = bucket_hash("__ns", unit, 1)
+    assert spot is not None
+    return spot
+
+
+def test_reasons_in_decision_order() -> None:
+    outsider = next(u for u in (f"o{i}" for i in range(100)) if _spot(u) >= 0.5)
+    spec = _spec(
+        forced={"vip": "v1", outsider: "v0"},
+        condition={"country": "fr"},
+        namespace=["ns", 0.0, 0.5],
+        coverage=0.5,
+    )
+    # forced beats the condition and the namespace
+    assert assign(spec, {"user_id": outsider}) == Assignment("v0", 0, None, True, "forced")
+    assert assign(spec, {"user_id": "vip"}).reason == "forced"
+    assert assign(spec, {"country": "fr"}).reason == "no_unit"
+    assert assign(spec, {"user_id": "", "country": "fr"}).reason == "no_unit"
+    assert assign(spec, {"user_id": "u1", "country": "de"}).reason == "condition"
+
+    seen = {REASONS[0]}
+    for number in range(400):
+        unit = f"u{number}"
+        result = assign(spec, {"user_id": unit, "country": "fr"})
+        seen.add(result.reason)
+        if _spot(unit) >= 0.5:
+            assert result == Assignment(None, -1, None, False, "namespace")
+            continue
+        h = bucket_hash("exp", unit)
+        assert result.bucket == h
+        assert h is not None
+        expected = 0 if h < 0.25 else 1 if 0.5 <= h < 0.75 else -1  # coverage 0.5 of 50/50
+        assert result.index == expected
+        assert result.reason == ("assigned" if expected >= 0 else "coverage")
+        assert result.in_experiment is (expected >= 0)
+        assert result.variant == (f"v{expected}" if expected >= 0 else None)
+    assert seen == {"forced", "namespace", "coverage", "assigned"}
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [("abc", "abc"), (42, "42"), (7.0, "7"), (2.5, "2.5"), (-3, "-3"), ("", None), (0, None),
+     (True, None), (None, None), (float("nan"), None), (["a"], None)],
+)  # fmt: skip
+def test_unit_text(value: Any, text: str | None) -> None:
+    assert unit_text(value) == text
+
+
+def test_numeric_unit_ids_hash_like_their_text() -> None:
+    spec = _spec(n=3)
+    assert assign(spec, {"user_id": 12345}) == assign(spec, {"user_id": "12345"})
+    assert assign(spec, {"user_id": False}).reason == "no_unit"
+
+
+def test_the_unit_attribute_comes_from_the_spec() -> None:
+    spec = _spec(unit="device_id")
+    assert assign(spec, {"user_id": "u1"}).reason == "no_unit"
+    assert assign(spec, {"device_id": "u1"}).bucket == bucket_hash("exp", "u1")
+
+
+def test_seed_defaults_to_key_and_can_be_set() -> None:
+    seeded = _spec(seed="other")
+    assert assign(seeded, {"user_id": "u9"}).bucket == bucket_hash("other", "u9")
+    assert assign(_spec(), {"user_id": "u9"}).bucket == bucket_hash("exp", "u9")
+
+
+def test_compiled_experiment_is_cached_per_spec_object() -> None:
+    spec = _spec()
+    compiled = compile_experiment(spec)
+    assert compile_experiment(spec) is compiled
+    assert assign(compiled, {"user_id": "u"}) == assign(spec, {"user_id": "u"})
+    assert compile_experiment(_spec()) is not compiled  # equal but distinct spec object
+    key = id(spec)
+    assert key in _CACHE
+    del spec, compiled
+    gc.collect()
+    assert key not in _CACHE  # a dropped spec does not stay in memory
+
+
+def test_wrong_number_of_custom_ranges_is_rejected() -> None:
+    with pytest.raises(InvalidArgumentError, match="3 bucket ranges for 2 variants"):
+        compile_experiment(_spec(), ranges=[(0.0, 0.5), (0.5, 1.0), (1.0, 1.0)])
+
+
+def test_canary_helpers() -> None:
+    assert canary_ranges(0.25, 0.8) == [(0.0, pytest.approx(0.6)), (pytest.approx(0.6), 0.8)]
+    assert canary_ranges(0.1, n_variants=3, challenger=2)[1] == (1.0, 1.0)
+    assert canary_weights(0.3, n_variants=3, challenger=2) == [0.7, 0.0, 0.3]
+    for bad in (
+        lambda: canary_ranges(1.5),
+        lambda: canary_ranges(0.5, coverage=2.0),
+        lambda: canary_ranges(0.5, challenger=0),
+        lambda: canary_weights(0.5, n_variants=1),
+    ):
+        with pytest.raises(InvalidArgumentError):
+            bad()
+
+
+def test_compile_canary_uses_the_rollout_challenger() -> None:
+    spec = _spec(
+        n=3,
+        metrics=[{"name": "m", "kind": "mean", "event": "e"}],
+        rollout={"challenger": "v2", "steps": [{"traffic": 0.1}, {"traffic": 0.5}]},
+    )
+    ramp = compile_canary(spec, 0.5)
+    assert ramp.ranges == ((0.0, 0.5), (1.0, 1.0), (0.5, 1.0))
+    for number in range(50):
+        result = ramp.assign({"user_id": f"u{number}"})
+        assert result.index in (0, 2)
+        assert result.index == (0 if result.bucket is not None and result.bucket < 0.5 else 2)
+
+
+def test_batch_errors_are_clear() -> None:
+    targeted = _spec(condition={"country": "fr"})
+    with pytest.raises(InvalidArgumentError, match="has a targeting condition"):
+        assign_batch(targeted, ["a", "b"])
+    with pytest.raises(InvalidArgumentError, match="1 attribute mappings for 2 unit ids"):
+        assign_batch(targeted, ["a", "b"], [{"country": "fr"}])
+    with pytest.raises(InvalidArgumentError, match="must be strings"):
+        assign_batch(_spec(), np.arange(3))
+    with pytest.raises(InvalidArgumentError, match="one-dimensional"):
+        assign_batch(_spec(), np.array([["a", "b"]]))
+
+
+def test_batch_result_helpers() -> None:
+    spec = _spec(n=3, coverage=0.5)
+    ids = [f"u{i}" for i in range(300)]
+    batch = assign_batch(spec, ids)
+    assert len(batch) == 300
+    singles = [assign(spec, {"user_id": u}) for u in ids]
+    names = [s.variant for s in singles]
+    assert list(batch.variants) == names
+    assert batch.counts() == {n: names.count(n) for n in ("v0", "v1", "v2")}
+    assert assign_batch(spec, []).index.shape == (0,)
+
+
+def test_public_names() -> None:
+    assert abflow.assign is assign
+    assert abflow.Assignment is Assignment
+    assert abflow.assign_batch is assign_batch
+
+
+def test_saved_groups_in_growthbook_object_form() -> None:
+    groups = {"beta": {"type": "list", "values": ["u1", "u2"]}, "old": ["u3"]}
+    assert eval_condition({"id": "u2"}, {"id": {"$inGroup": "beta"}}, groups)
+    assert eval_condition({"id": "u3"}, {"id": {"$inGroup": "old"}}, groups)
+    assert eval_condition({"id": "u9"}, {"id": {"$notInGroup": "beta"}}, groups)
+    assert not eval_condition({"id": "u1"}, {"id": {"$inGroup": "missing"}}, groups)
+
+
+@pytest.mark.parametrize(
+    ("condition", "attributes", "expected"),
+    [
+        ({"$not": {"name": {"$regx": "a"}}}, {"name": "a"}, False),  # unknown stays unknown
+        ({"$or": [{"x": {"$bad": 1}}, {"y": 1}]}, {"y": 1}, True),  # a definite pass wins
+        ({"tags.1": "b"}, {"tags": ["a", "b"]}, True),  # array index in a path
+        ({"tags.length": 2}, {"tags": ["a", "b"]}, True),
+        ({"n": {"$gt": "1e3"}}, {"n": 1001}, True),  # numeric text compares as a number
+        ({"n": {"$lt": "abc"}}, {"n": 5}, False),  # NaN never compares
+        ({"s": {"$gt": "\uffff"}}, {"s": "\U0001f600"}, False),  # UTF-16 order, as in JS
+        ({"v": {"$vgt": 1.5}}, {"v": "1.10"}, True),  # 1.5 as version text; 10 > 5
+        ({"a": {"$type": "number"}}, {"a": True}, False),
+        ({"a": {"$in": [1]}}, {"a": True}, False),  # no number/boolean aliasing
+        ({"$or": "nope"}, {}, False),
+    ],
+)
+def test_condition_edge_cases(
+    condition: dict[str, Any], attributes: dict[str, Any], expected: bool
+) -> None:
+    assert eval_condition(attributes, condition) is expected
