@@ -229,3 +229,48 @@ def test_append_refuses_what_it_cannot_keep(tmp_path: Path) -> None:
 def test_impossible_tuning_is_refused(tmp_path: Path, option: str, value: float) -> None:
     with pytest.raises(InvalidArgumentError, match=option.split("_")[0]):
         EventLog(None, tmp_path, **{option: value})
+
+
+class FlakyStore(MemoryStore):
+    """Fails with an error the shipper does not know, a few times, then works."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def write_events(self, kind: EventKind, rows: list[dict[str, Any]]) -> int:
+        if self.failures > 0:
+            self.failures -= 1
+            msg = "driver bug"
+            raise RuntimeError(msg)
+        return super().write_events(kind, rows)
+
+
+def test_unexpected_store_errors_lose_nothing_and_keep_order(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(failures=3)
+    log = fast_log(store, tmp_path, batch_size=30)
+    log.start()
+    for i in range(600):
+        log.append(*event(i))
+    wait_until(lambda: len(store.rows) == 600)
+    log.close()
+    assert store.order == expected_order(range(600))
+    assert "event shipper failed" in caplog.text
+
+
+def test_close_tries_once_more_despite_the_backoff(tmp_path: Path) -> None:
+    store = MemoryStore()
+    store.is_down = True
+    log = fast_log(store, tmp_path, retry_initial_seconds=30.0, retry_max_seconds=30.0)
+    log.start()
+    for i in range(200):
+        log.append(*event(i))
+    wait_until(lambda: log.queue_depth == 0 and log.spool_bytes > 0)
+    store.is_down = False
+    for i in range(200, 300):
+        log.append(*event(i))
+    log.close()  # the next retry is 30 s away; close does not wait for it, it tries now
+    assert store.order == expected_order(range(300))
+    assert (log.spool_bytes, segments(tmp_path)) == (0, [])

@@ -113,6 +113,7 @@ class EventLog:
         self._rejected = Spool(self.journal_dir / "rejected", file_bytes=spool_file_bytes)
         self._lock = threading.Lock()
         self._queue: deque[Entry] = deque()
+        self._held: list[Entry] = []
         self._overflow: Position | None = None
         self._confirmed: Position = (0, 0)
         self._pending = 0
@@ -282,11 +283,9 @@ class EventLog:
             try:
                 is_stopping = self._stopping.is_set()
                 now = time.monotonic()
-                if now < retry_at:
+                if now < retry_at and not is_stopping:
                     # The store is down: move new events to the spool so the journal shrinks.
-                    if is_stopping:
-                        return
-                    batch = self._take()
+                    batch = self._next_batch()
                     if batch:
                         self._spool.append(batch)
                         self._confirm(batch)
@@ -297,31 +296,42 @@ class EventLog:
                     chunk, reached = self._spool.read(self.batch_size)
                     if self._deliver(chunk):
                         self._spool.commit(reached)
-                        backoff = self.retry_initial_seconds
+                        backoff, retry_at = self.retry_initial_seconds, 0.0
+                    elif is_stopping:  # one last try failed: the spool keeps them
+                        return
                     else:
                         retry_at = time.monotonic() + backoff
                         backoff = min(2 * backoff, self.retry_max_seconds)
                     continue
-                batch = self._take()
+                batch = self._next_batch()
                 if not batch:
                     if is_stopping:
                         return
                     self._wait(self.flush_interval_seconds)
                     continue
                 if self._deliver(batch):
-                    backoff = self.retry_initial_seconds
+                    backoff, retry_at = self.retry_initial_seconds, 0.0
                 else:
                     self._spool.append(batch)
                     retry_at = time.monotonic() + backoff
                     backoff = min(2 * backoff, self.retry_max_seconds)
                 self._confirm(batch)
+                if is_stopping and retry_at > time.monotonic():
+                    return
             except Exception:
-                # Never let the shipper die: the events are safe in the journal; try later.
+                # Never let the shipper die: the batch in hand is kept and retried, and every
+                # event is still in the journal.
                 logger.exception("event shipper failed; retrying in %.1f s", backoff)
                 retry_at = time.monotonic() + backoff
                 backoff = min(2 * backoff, self.retry_max_seconds)
                 if self._stopping.is_set():
                     return
+
+    def _next_batch(self) -> list[Entry]:
+        """The batch in hand if the last attempt failed, else a new one; held until confirmed."""
+        if not self._held:
+            self._held = self._take()
+        return self._held
 
     def _wait(self, timeout: float) -> None:
         self._wake.wait(timeout)
@@ -349,6 +359,7 @@ class EventLog:
         self._journal.release(self._confirmed)
         with self._lock:
             self._pending = max(0, self._pending - len(batch))
+        self._held = []
 
     def _connect(self) -> StoreWriter | None:
         if self._sink is None and self.store_url is not None:
