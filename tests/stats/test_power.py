@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 from scipy import stats
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import power_proportions_2indep, proportion_effectsize
+from typer.testing import CliRunner, Result
 
+from abflow.cli.main import app
 from abflow.errors import InvalidArgumentError
 from abflow.stats.power import duration_days, mde, power, sample_size
 
@@ -177,3 +180,102 @@ def test_invalid_arguments_raise(kwargs: dict[str, object], match: str) -> None:
 def test_too_small_samples_raise() -> None:
     with pytest.raises(InvalidArgumentError, match="at least 2 units"):
         power(0.1, 0.05, [1_000, 1])
+
+
+# `abflow power`: the command prints what the functions compute, and fails in one sentence.
+
+JSON_KEYS = [
+    "mode",
+    "metric",
+    "per_variant",
+    "total",
+    "achieved_power",
+    "duration_days",
+    "mde",
+    "power",
+    "baseline",
+    "std",
+    "relative",
+    "alpha",
+    "adjusted_alpha",
+    "variants",
+    "weights",
+    "alternative",
+    "proportion_variance",
+    "daily_units",
+    "coverage",
+]
+
+
+def _run(*args: str) -> Result:
+    return CliRunner().invoke(app, ["power", *args])
+
+
+def test_cli_table_shows_the_sample_size() -> None:
+    result = _run("--baseline", "0.10", "--mde", "0.05", "--daily-units", "20000")
+    assert result.exit_code == 0, result.output
+    expected = sample_size(0.10, 0.05, daily_units=20_000)
+    assert f"{expected.per_variant[0]:,}" in result.stdout
+    assert f"{expected.total:,}" in result.stdout
+    assert f"{expected.duration_days} days" in result.stdout
+
+
+def test_cli_json_is_stable_and_matches_the_function() -> None:
+    result = _run(
+        "--mean", "42", "--std", "30", "--mde", "0.02", "--variants", "3",
+        "--weights", "0.5,0.25,0.25", "--format", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert list(payload) == JSON_KEYS
+    expected = sample_size(42.0, 0.02, std=30.0, variants=3, weights=[0.5, 0.25, 0.25])
+    assert payload["per_variant"] == list(expected.per_variant)
+    assert payload["mode"] == "sample_size"
+    assert payload["metric"] == "mean"
+    assert payload["adjusted_alpha"] == pytest.approx(0.025)
+
+
+def test_cli_solves_for_mde_and_power() -> None:
+    found = _run("--baseline", "0.10", "--sample-size", "50000", "--format", "json")
+    assert found.exit_code == 0, found.output
+    payload = json.loads(found.stdout)
+    assert payload["mode"] == "mde"
+    assert payload["mde"] == pytest.approx(mde(0.10, 50_000).mde)
+    achieved = _run(
+        "--baseline", "0.1", "--mde", "0.005", "--absolute", "--sample-size", "30000,20000",
+        "--format", "json",
+    )  # fmt: skip
+    assert achieved.exit_code == 0, achieved.output
+    payload = json.loads(achieved.stdout)
+    expected = power(0.1, 0.005, [30_000, 20_000], relative=False).power
+    assert payload["mode"] == "power"
+    assert payload["power"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--baseline", "1.2", "--mde", "0.05"], "baseline (a proportion) must be strictly"),
+        (["--mde", "0.05"], "give --baseline"),
+        (["--mean", "3", "--mde", "0.05"], "--mean needs --std"),
+        (["--baseline", "0.1"], "give --mde"),
+        (["--baseline", "0.1", "--mde", "0.1", "--alpha", "2"], "alpha must be"),
+        (["--baseline", "0.1", "--sample-size", "10,x"], "comma-separated list"),
+        (["--baseline", "0.1", "--sample-size", "100", "--weights", "0.5,0.5"], "--weights"),
+        (["--baseline", "0.1", "--mde", "0.1", "--daily-units", "-3"], "daily_units"),
+    ],
+)
+def test_cli_errors_are_one_sentence_with_exit_code_2(args: list[str], message: str) -> None:
+    result = _run(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert result.stderr.startswith("error: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_cli_help_has_examples() -> None:
+    result = _run("--help")
+    assert result.exit_code == 0
+    assert "Examples" in result.stdout
+    assert "--sample-size" in result.stdout
