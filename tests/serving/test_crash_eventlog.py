@@ -14,11 +14,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from abflow.errors import StoreError
 from abflow.serving.eventlog import EventKind, EventLog
+from abflow.store.schema import EVENT_TABLES
 
 KINDS: tuple[EventKind, ...] = ("exposure", "prediction", "outcome")
 THREADS = 4
@@ -28,11 +32,20 @@ ACKS_BEFORE_KILL = 20_000
 def row_for(event_id: str) -> dict[str, Any]:
     """Each event's content follows from its id, so garbage could never pass as an event."""
     digest = hashlib.sha256(event_id.encode()).hexdigest()
+    number = int(digest[16:24], 16)
+    row: dict[str, Any] = {"event_id": event_id, "ts": number / 7, "unit_id": digest[:16]}
+    kind = kind_for(event_id)
+    if kind == "outcome":
+        return {**row, "name": "chargeback", "value": float(number % 2)}
+    row.update(experiment_key="crash", phase=1, variant=("a", "b")[number % 2])
+    if kind == "exposure":
+        return row
     return {
-        "event_id": event_id,
-        "ts": 1.0,
-        "unit_id": digest[:16],
-        "value": int(digest[16:24], 16),
+        **row,
+        "request_id": event_id,
+        "model_version": "7",
+        "latency_ms": number / 1e6,
+        "is_fallback": number % 11 == 0,
     }
 
 
@@ -40,9 +53,9 @@ def kind_for(event_id: str) -> EventKind:
     return KINDS[int(event_id.rsplit("-", 1)[1]) % 3]
 
 
-def child_main(journal_dir: str, ack_path: str) -> None:
+def child_main(journal_dir: str, ack_path: str, store_url: str) -> None:
     """Append until killed; acknowledge each event after its append returned."""
-    log = EventLog(None, Path(journal_dir), segment_bytes=256 * 1024)
+    log = EventLog(store_url or None, Path(journal_dir), segment_bytes=256 * 1024)
     log.start()
     ack_fd = os.open(ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
@@ -82,12 +95,11 @@ def read_acks(path: Path) -> list[str]:
     return [line for line in lines[:-1] if line]  # a last line without "\n" was not finished
 
 
-def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
-    journal_dir = tmp_path / "journal"
-    ack_path = tmp_path / "acks"
+def run_and_kill(journal_dir: Path, ack_path: Path, store_url: str) -> list[str]:
+    """Start the writer, SIGKILL it once enough events were acknowledged; return their ids."""
     ack_path.touch()
     child = subprocess.Popen(
-        [sys.executable, __file__, str(journal_dir), str(ack_path)],
+        [sys.executable, __file__, str(journal_dir), str(ack_path), store_url],
         stderr=subprocess.PIPE,
     )
     try:
@@ -105,7 +117,20 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
     acked = read_acks(ack_path)
     assert len(acked) >= ACKS_BEFORE_KILL
     assert len(set(acked)) == len(acked)
+    return acked
 
+
+def assert_gap_free_per_thread(event_ids: Iterable[str]) -> None:
+    """Per writer thread, stored ids are a prefix 0..k: the journal kept append order."""
+    ids = list(event_ids)
+    for thread in range(THREADS):
+        numbers = sorted(int(e.split("-")[1]) for e in ids if e.startswith(f"t{thread}-"))
+        assert numbers == list(range(len(numbers)))
+
+
+def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    journal_dir = tmp_path / "journal"
+    acked = run_and_kill(journal_dir, tmp_path / "acks", "")
     store = CountingStore()
     log = EventLog(None, journal_dir, store=store)
     log.start()
@@ -115,12 +140,41 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
     assert all(count == 1 for count in store.deliveries.values())
     for event_id, (kind, row) in store.rows.items():  # nothing stored that was not sent
         assert (kind, row) == (kind_for(event_id), row_for(event_id))
-    # Per thread, the stored ids are a gap-free prefix: the journal kept append order.
-    for thread in range(THREADS):
-        numbers = sorted(int(e.split("-")[1]) for e in store.rows if e.startswith(f"t{thread}-"))
-        assert numbers == list(range(len(numbers)))
+    assert_gap_free_per_thread(store.rows)
+    assert not list(journal_dir.glob("*.journal"))
+
+
+def test_sigkill_while_shipping_to_sqlite(tmp_path: Path) -> None:
+    """The killed writer was shipping (and deleting confirmed segments) when it died."""
+    journal_dir = tmp_path / "journal"
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    acked = run_and_kill(journal_dir, tmp_path / "acks", url)
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        before = sum(
+            connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in EVENT_TABLES.values()
+        )
+    assert before > 0  # the writer had shipped some events before it was killed
+    log = EventLog(url, journal_dir)
+    log.start()
+    log.close()
+    stored: dict[str, list[dict[str, Any]]] = {}
+    with engine.connect() as connection:
+        for kind, table in EVENT_TABLES.items():
+            for found in connection.execute(sa.select(table)):
+                row = dict(found._mapping)
+                stored.setdefault(row["event_id"], []).append(row)
+                sent = row_for(row["event_id"])
+                assert kind == kind_for(row["event_id"])
+                assert {k: row[k] for k in sent} == sent
+    engine.dispose()
+    missing = set(acked) - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
+    assert all(len(rows) == 1 for rows in stored.values())
+    assert_gap_free_per_thread(stored)
     assert not list(journal_dir.glob("*.journal"))
 
 
 if __name__ == "__main__":
-    child_main(sys.argv[1], sys.argv[2])
+    child_main(sys.argv[1], sys.argv[2], sys.argv[3])
