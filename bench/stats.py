@@ -37,7 +37,9 @@ def best_of(repeats: int, work: Callable[[], object]) -> float:
 
 
 def row(task: str, ours_name: str, ours: float, base_name: str, base: float) -> str:
-    return f"| {task} | {ours_name} | {ours * 1e3:,.1f} ms | {base_name} | {base * 1e3:,.1f} ms | {base / ours:,.2g}x |"
+    ratio = base / ours
+    shown = f"{ratio:,.0f}" if ratio >= 10 else f"{ratio:.1f}" if ratio >= 1 else f"{ratio:.2f}"
+    return f"| {task} | {ours_name} | {ours * 1e3:,.1f} ms | {base_name} | {base * 1e3:,.1f} ms | {shown}x |"
 
 
 def many_comparisons(rng: np.random.Generator, count: int, rows: int) -> list[str]:
