@@ -263,20 +263,27 @@ def test_phases_are_never_mixed(tmp_path: Path) -> None:
     assert_allclose(latest.metric("converted").values[1].value, _arm(units, "treatment").mean())
 
 
+def _exposures_only(rng: np.random.Generator, units: int, split: float) -> Events:
+    treated = rng.random(units) < split
+    rows = [
+        {"event_id": f"e{u}", "ts": START + u, "experiment_key": "checkout", "phase": 1,
+         "unit_id": f"u{u}", "variant": "treatment" if t else "control"}
+        for u, t in enumerate(treated)
+    ]  # fmt: skip
+    return Events(exposures=rows)
+
+
 def test_seeded_sample_ratio_mismatch_is_caught(tmp_path: Path) -> None:
-    rng = np.random.default_rng(11)
-    events = simulate(rng, units=4000, split=0.56)
-    url = f"sqlite:///{tmp_path / 'srm.db'}"
-    write(url, events)
-    register(url, parse_experiment(SPEC), [_phase_row(1, START)])
-    result = analyze(url, "checkout")
+    broken = f"sqlite:///{tmp_path / 'srm.db'}"
+    write(broken, _exposures_only(np.random.default_rng(11), 20_000, split=0.52))
+    register(broken, parse_experiment(SPEC), [_phase_row(1, START)])
+    result = analyze(broken, "checkout")
     assert result.srm.is_mismatch
     assert result.decision.verdict == "invalid"
-    healthy = simulate(np.random.default_rng(12), units=4000, split=0.5)
-    url2 = f"sqlite:///{tmp_path / 'ok.db'}"
-    write(url2, healthy)
-    register(url2, parse_experiment(SPEC), [_phase_row(1, START)])
-    assert not analyze(url2, "checkout").srm.is_mismatch
+    healthy = f"sqlite:///{tmp_path / 'ok.db'}"
+    write(healthy, _exposures_only(np.random.default_rng(12), 20_000, split=0.5))
+    register(healthy, parse_experiment(SPEC), [_phase_row(1, START)])
+    assert not analyze(healthy, "checkout").srm.is_mismatch
 
 
 def test_cuped_matches_stats_on_per_unit_values(tmp_path: Path) -> None:

@@ -124,22 +124,22 @@ def stats_for(plan: MetricPlan, moments: Moments) -> AnyStats:
             pre = plan.columns[1].name
             return CupedStats(
                 n=moments.n,
-                sum=moments.sums[value],
-                sum_squares=moments.squares[value],
-                pre_sum=moments.sums[pre],
-                pre_sum_squares=moments.squares[pre],
+                sum=moments.total(value),
+                sum_squares=moments.product(value, value),
+                pre_sum=moments.total(pre),
+                pre_sum_squares=moments.product(pre, pre),
                 sum_products=moments.product(value, pre),
             )
         if plan.metric.kind == "conversion":
-            return SampleStats.proportion(moments.n, moments.sums[value])
-        return SampleStats(moments.n, moments.sums[value], moments.squares[value])
+            return SampleStats.proportion(moments.n, moments.total(value))
+        return SampleStats(moments.n, moments.total(value), moments.product(value, value))
     top, bottom = plan.numerator, plan.denominator
     return RatioStats(
         n=moments.n,
-        numerator_sum=moments.sums[top],
-        numerator_sum_squares=moments.squares[top],
-        denominator_sum=moments.sums[bottom],
-        denominator_sum_squares=moments.squares[bottom],
+        numerator_sum=moments.total(top),
+        numerator_sum_squares=moments.product(top, top),
+        denominator_sum=moments.total(bottom),
+        denominator_sum_squares=moments.product(bottom, bottom),
         sum_products=moments.product(top, bottom),
     )
 

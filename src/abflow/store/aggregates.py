@@ -95,13 +95,15 @@ class Moments:
             products=_add(self.products, other.products),
         )
 
+    def total(self, name: str) -> float:
+        """Sum of ``name`` over units (0 for a group with no rows)."""
+        return self.sums.get(name, 0.0)
+
     def product(self, a: str, b: str) -> float:
         """Sum of ``a * b`` over units, whichever order the pair was requested in."""
         if a == b:
-            return self.squares[a]
-        if (a, b) in self.products:
-            return self.products[(a, b)]
-        return self.products[(b, a)]
+            return self.squares.get(a, 0.0)
+        return self.products.get((a, b), self.products.get((b, a), 0.0))
 
 
 def _add(left: Mapping[K, float], right: Mapping[K, float]) -> dict[K, float]:
