@@ -76,6 +76,7 @@ def test_zero_weight_variant() -> None:
     assert leaked.is_mismatch
     assert leaked.p_value == 0.0
     assert math.isinf(leaked.chi_square)
+    assert leaked.df == 1
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from scipy import optimize, stats
 
@@ -116,14 +116,10 @@ class PowerResult:
     proportion_variance: ProportionVariance
 
 
-def _fail(msg: str) -> InvalidArgumentError:
-    return InvalidArgumentError(msg)
-
-
 def _check_open_unit(name: str, value: float) -> None:
     if not (isinstance(value, int | float) and 0.0 < value < 1.0):
         msg = f"{name} must be strictly between 0 and 1, got {value!r}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +137,19 @@ class _Plan:
     @property
     def adjusted_alpha(self) -> float:
         return self.alpha / (self.variants - 1)
+
+    def echo(self) -> dict[str, Any]:
+        """The inputs every result record repeats."""
+        return {
+            "baseline": self.baseline,
+            "std": self.std,
+            "relative": self.relative,
+            "alpha": self.alpha,
+            "adjusted_alpha": self.adjusted_alpha,
+            "variants": self.variants,
+            "alternative": self.alternative,
+            "proportion_variance": self.proportion_variance,
+        }
 
     @property
     def is_proportion(self) -> bool:
@@ -208,7 +217,9 @@ class _Plan:
             return (ratio - 1.0) / se
 
         var0, var1 = self._variance(m0) / n0, self._variance(m1) / n1
-        h0, h1 = 1e-4 * math.sqrt(var0), 1e-4 * math.sqrt(var1)
+        # Difference steps far below the noise, and never large enough to cross zero.
+        h0 = 1e-4 * min(math.sqrt(var0), abs(m0))
+        h1 = 1e-4 * min(math.sqrt(var1), abs(m1))
         grad0 = (statistic(m0 + h0, m1) - statistic(m0 - h0, m1)) / (2.0 * h0)
         grad1 = (statistic(m0, m1 + h1) - statistic(m0, m1 - h1)) / (2.0 * h1)
         center = statistic(m0, m1)
@@ -235,24 +246,24 @@ def _make_plan(
     _check_open_unit("alpha", alpha)
     if isinstance(variants, bool) or not isinstance(variants, int) or variants < 2:
         msg = f"variants must be an integer of at least 2 (control and one treatment), got {variants!r}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if alternative not in ("two-sided", "one-sided"):
         msg = f"alternative must be 'two-sided' or 'one-sided', got {alternative!r}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if proportion_variance not in ("unpooled", "pooled", "arcsine"):
         msg = f"proportion_variance must be 'unpooled', 'pooled' or 'arcsine', got {proportion_variance!r}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if std is None:
         _check_open_unit("baseline (a proportion)", baseline)
     else:
         if not (math.isfinite(std) and std > 0):
             msg = f"std must be a positive finite number, got {std!r}"
-            raise _fail(msg)
+            raise InvalidArgumentError(msg)
         if not math.isfinite(baseline) or (relative and baseline <= 0):
             msg = (
                 f"baseline mean must be finite (and positive for a relative mde), got {baseline!r}"
             )
-            raise _fail(msg)
+            raise InvalidArgumentError(msg)
     return _Plan(
         baseline=float(baseline),
         std=None if std is None else float(std),
@@ -267,18 +278,18 @@ def _make_plan(
 def _check_mde(plan: _Plan, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         msg = f"mde must be a positive finite number, got {value!r}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if value >= plan.max_effect():
         rate = plan.treatment_mean(value)
         msg = f"mde {value} puts the treatment rate at {rate:.4g}, which must stay below 1"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
 
 
 def _check_target(target: float, alpha: float) -> None:
     _check_open_unit("power", target)
     if target <= alpha:
         msg = f"power ({target}) must exceed alpha ({alpha})"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
 
 
 def _check_weights(weights: Sequence[float] | None, variants: int) -> tuple[float, ...]:
@@ -287,13 +298,13 @@ def _check_weights(weights: Sequence[float] | None, variants: int) -> tuple[floa
     values = tuple(float(w) for w in weights)
     if len(values) != variants:
         msg = f"weights has {len(values)} entries for {variants} variants"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if not all(math.isfinite(w) and w > 0 for w in values):
         msg = f"weights must all be positive, got {list(values)}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if abs(sum(values) - 1.0) > 1e-6:
         msg = f"weights must sum to 1, got {sum(values):.6g}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     return values
 
 
@@ -305,10 +316,10 @@ def _check_sizes(n_per_variant: int | Sequence[int], variants: int) -> tuple[int
     )
     if len(sizes) != variants:
         msg = f"n_per_variant has {len(sizes)} entries for {variants} variants"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if not all(isinstance(n, int | float) and math.isfinite(n) and n >= 2 for n in sizes):
         msg = f"every variant needs at least 2 units, got {list(sizes)}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     return tuple(int(n) for n in sizes)
 
 
@@ -320,13 +331,13 @@ def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> in
     """
     if not (math.isfinite(daily_units) and daily_units > 0):
         msg = f"daily_units must be a positive number, got {daily_units!r}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if not (math.isfinite(coverage) and 0 < coverage <= 1):
         msg = f"coverage must be in (0, 1], got {coverage!r}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     if not (math.isfinite(total) and total >= 0):
         msg = f"total must be a non-negative number, got {total!r}"
-        raise _fail(msg)
+        raise InvalidArgumentError(msg)
     return math.ceil(total / (daily_units * coverage) - 1e-9)
 
 
@@ -371,7 +382,7 @@ def sample_size(
         while gap(high) < 0:
             if high > _MAX_TOTAL:
                 msg = f"an effect of {mde} needs more than {_MAX_TOTAL:.0e} units to detect"
-                raise _fail(msg)
+                raise InvalidArgumentError(msg)
             high *= 2.0
         best = _root(gap, high / 2.0, high)
     sizes = tuple(max(2, math.ceil(best * w - 1e-9)) for w in split)
@@ -383,15 +394,8 @@ def sample_size(
         duration_days=None if daily_units is None else duration_days(total, daily_units, coverage),
         mde=float(mde),
         power=float(power),
-        baseline=plan.baseline,
-        std=plan.std,
-        relative=relative,
-        alpha=plan.alpha,
-        adjusted_alpha=plan.adjusted_alpha,
-        variants=variants,
+        **plan.echo(),
         weights=split,
-        alternative=plan.alternative,
-        proportion_variance=plan.proportion_variance,
         daily_units=daily_units,
         coverage=coverage,
     )
@@ -428,14 +432,14 @@ def mde(
         high = ceiling * (1.0 - 1e-9)
         if gap(high) < 0:
             msg = f"{list(sizes)} units per variant cannot reach power {power} for any rate below 1"
-            raise _fail(msg)
+            raise InvalidArgumentError(msg)
     else:
         scale = abs(plan.baseline) if plan.relative else float(plan.std or 1.0)
         high = 1e-3 if plan.relative else scale * 1e-3
         while gap(high) < 0:
             if high > 1e9 * max(scale, 1.0):
                 msg = f"{list(sizes)} units per variant cannot reach power {power} for any effect"
-                raise _fail(msg)
+                raise InvalidArgumentError(msg)
             high *= 2.0
     effect = _root(gap, high * 1e-12, high)
     total = sum(sizes)
@@ -446,14 +450,7 @@ def mde(
         total=total,
         duration_days=None if daily_units is None else duration_days(total, daily_units, coverage),
         power=float(power),
-        baseline=plan.baseline,
-        std=plan.std,
-        relative=relative,
-        alpha=plan.alpha,
-        adjusted_alpha=plan.adjusted_alpha,
-        variants=variants,
-        alternative=plan.alternative,
-        proportion_variance=plan.proportion_variance,
+        **plan.echo(),
         daily_units=daily_units,
         coverage=coverage,
     )
@@ -485,12 +482,5 @@ def power(
         mde=float(mde),
         per_variant=sizes,
         total=sum(sizes),
-        baseline=plan.baseline,
-        std=plan.std,
-        relative=relative,
-        alpha=plan.alpha,
-        adjusted_alpha=plan.adjusted_alpha,
-        variants=variants,
-        alternative=plan.alternative,
-        proportion_variance=plan.proportion_variance,
+        **plan.echo(),
     )

@@ -115,7 +115,7 @@ def srm_test(
         return SrmResult(
             p_value=0.0,
             chi_square=math.inf,
-            df=sum(w > 0 for w in weights),
+            df=max(sum(w > 0 for w in weights) - 1, 0),
             observed_counts=counts,
             expected_counts=expected,
             expected_weights=weights,
