@@ -145,12 +145,42 @@ def compare_many(
     """``compare`` for many pairs at once (same options), vectorised: one numpy pass in all.
 
     ``controls[i]`` is compared with ``treatments[i]``; all statistics share one type.
+    Two empty lists give an empty list.
     """
     _check_arguments(method, alpha, alternative, margin, tuning_sample_size)
+    if not controls and not treatments:
+        return []
+    # Degenerate pairs flow through as NaN/inf and get their error code in _compute;
+    # numpy's warnings about them are expected and silenced here, in one place.
+    with np.errstate(all="ignore"):
+        return _compute(
+            controls,
+            treatments,
+            relative=relative,
+            method=method,
+            alpha=alpha,
+            alternative=alternative,
+            margin=margin,
+            prior=prior,
+            tuning_sample_size=tuning_sample_size,
+        )
+
+
+def _compute(
+    controls: Sequence[Stats],
+    treatments: Sequence[Stats],
+    *,
+    relative: bool,
+    method: str,
+    alpha: float,
+    alternative: str,
+    margin: float | None,
+    prior: GaussianPrior | None,
+    tuning_sample_size: float,
+) -> list[Comparison]:
     control, treatment, theta = summarize(controls, treatments)
     effect, variance = effect_and_variance(control, treatment, relative=relative)
-    with np.errstate(invalid="ignore"):
-        standard_error = np.sqrt(variance)
+    standard_error = np.sqrt(variance)
     df = welch_df(control, treatment)
     null_value = _null_value(alternative, margin)
 
@@ -193,13 +223,9 @@ def compare_many(
 
     reduction: Array | None = None
     if theta is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            raw = (
-                treatment.unadjusted_variance / treatment.n
-                + control.unadjusted_variance / control.n
-            )
-            adjusted = treatment.variance / treatment.n + control.variance / control.n
-            reduction = 1.0 - adjusted / raw
+        raw = treatment.unadjusted_variance / treatment.n + control.unadjusted_variance / control.n
+        adjusted = treatment.variance / treatment.n + control.variance / control.n
+        reduction = 1.0 - adjusted / raw
 
     def column(values: Array | None) -> list[float] | list[None]:
         return [None] * len(codes) if values is None else values.tolist()

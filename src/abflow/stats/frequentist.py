@@ -37,10 +37,12 @@ def effect_and_variance(c: ArmSummary, t: ArmSummary, *, relative: bool) -> tupl
 
 def welch_df(c: ArmSummary, t: ArmSummary) -> Array:
     """Welch-Satterthwaite degrees of freedom of the absolute difference."""
+    # Written with the treatment's share w of the variance, (a + b)^2 / (a^2/(n_t - 1) +
+    # b^2/(n_c - 1)) = 1 / (w^2/(n_t - 1) + (1 - w)^2/(n_c - 1)), which cannot underflow.
     with np.errstate(divide="ignore", invalid="ignore"):
         a = t.variance / t.n
-        b = c.variance / c.n
-        df: Array = (a + b) ** 2 / (a**2 / (t.n - 1.0) + b**2 / (c.n - 1.0))
+        w = a / (a + c.variance / c.n)
+        df: Array = 1.0 / (w**2 / (t.n - 1.0) + (1.0 - w) ** 2 / (c.n - 1.0))
     return df
 
 
