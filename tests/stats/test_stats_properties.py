@@ -7,7 +7,14 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from abflow.stats import SampleStats, compare, compare_many
+from abflow.stats import (
+    CupedStats,
+    RatioCupedStats,
+    RatioStats,
+    SampleStats,
+    compare,
+    compare_many,
+)
 from abflow.stats.compare import ERROR_MESSAGES
 
 
@@ -70,3 +77,37 @@ def test_merging_equals_the_union(values: list[float], cut: int) -> None:
 
 def test_empty_batch() -> None:
     assert compare_many([], []) == []
+
+
+@st.composite
+def raw_pair(draw: st.DrawFn, width: int) -> tuple[list[list[float]], list[list[float]]]:
+    """Two arms of raw per-unit values with ``width`` columns (small, with ties and zeros)."""
+    arms = []
+    for _ in range(2):
+        n = draw(st.integers(0, 12))
+        columns = [
+            draw(st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.5, 10.0]), min_size=n, max_size=n))
+            for _ in range(width)
+        ]
+        arms.append(columns)
+    return arms[0], arms[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw_pair(4), METHODS, st.booleans())
+def test_ratio_and_cuped_never_raise_on_data(
+    arms: tuple[list[list[float]], list[list[float]]], method: str, relative: bool
+) -> None:
+    control, treatment = arms
+    pairs = [
+        (RatioStats.from_values(*control[:2]), RatioStats.from_values(*treatment[:2])),
+        (CupedStats.from_values(*control[:2]), CupedStats.from_values(*treatment[:2])),
+        (RatioCupedStats.from_values(*control), RatioCupedStats.from_values(*treatment)),
+    ]
+    for c, t in pairs:
+        result = compare(c, t, method=method, relative=relative)  # type: ignore[arg-type]
+        if result.error_code is None:
+            assert math.isfinite(result.effect)
+            assert result.ci_low <= result.effect <= result.ci_high
+        else:
+            assert math.isnan(result.effect)
