@@ -10,6 +10,7 @@ from abflow.store.engine import DEFAULT_STORE_URL, STORE_URL_ENV, resolve_url
 from abflow.store.event_store import EventStore, read_store_version, upgrade_store
 from abflow.store.experiments import ExperimentVersion, Phase
 from abflow.store.migrations import SCHEMA_VERSION, UpgradeResult
+from abflow.store.tokens import StoredToken
 from abflow.store.writer import EventKind
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "EventStore",
     "ExperimentVersion",
     "Phase",
+    "StoredToken",
     "UpgradeResult",
     "read_store_version",
     "resolve_url",

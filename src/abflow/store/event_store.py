@@ -26,7 +26,7 @@ from abflow.errors import StoreError
 from abflow.security.audit import GENESIS_HASH, AuditEntry, canonical_json, entry_hash
 from abflow.security.audit import verify_chain as _verify_chain
 from abflow.spec import ExperimentSpec
-from abflow.store import experiments, migrations, writer
+from abflow.store import experiments, migrations, tokens, writer
 from abflow.store.engine import create_store_engine, display_url, translating, write_transaction
 from abflow.store.schema import audit_log
 from abflow.store.writer import EventKind
@@ -201,6 +201,35 @@ class EventStore:
     def current_phase(self, key: str) -> experiments.Phase:
         """The phase new events of experiment ``key`` belong to."""
         return self.phases(key)[-1]
+
+    # --- API tokens (the gateway hashes; see abflow.security.tokens) -------------------------
+
+    def insert_token(
+        self, token_id: str, name: str, role: str, token_hash: str
+    ) -> tokens.StoredToken:
+        """Store a new token's record; StoreError if its id or hash is already stored."""
+        with write_transaction(self._engine) as connection:
+            return tokens.insert(connection, token_id, name, role, token_hash, self._clock())
+
+    def find_token_by_hash(self, token_hash: str) -> tokens.StoredToken | None:
+        """The record with this hash, revoked or not (check ``is_revoked``); None if unknown."""
+        with translating("look up a token"), self._engine.connect() as connection:
+            return tokens.find_by_hash(connection, token_hash)
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Revoke a token; False when no active token has this id (unknown or revoked already)."""
+        with write_transaction(self._engine) as connection:
+            return tokens.revoke(connection, token_id, self._clock())
+
+    def has_tokens(self) -> bool:
+        """Whether any token that is not revoked exists."""
+        with translating("look up tokens"), self._engine.connect() as connection:
+            return tokens.has_active(connection)
+
+    def list_tokens(self) -> list[tokens.StoredToken]:
+        """Every token record (without secrets), oldest first."""
+        with translating("list tokens"), self._engine.connect() as connection:
+            return tokens.list_all(connection)
 
     # --- audit trail -------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ The number returned is how many events were new.
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -95,26 +96,43 @@ def _postgres_type(column: sa.Column[Any]) -> str:
 
 
 def rows_to_tuples(layout: TableLayout, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-    """Rows as tuples in the layout's column order; StoreError naming the first bad column."""
-    out: list[tuple[Any, ...]] = []
-    append = out.append
-    getter = layout.getter
+    """Rows as tuples in the layout's column order; StoreError naming the first bad column.
+
+    The common batch (every row has exactly the table's columns, required ones not None) is
+    converted and checked by C-level ``map`` calls; any other batch takes the row-by-row path,
+    which fills defaults and finds the first problem to report.
+    """
+    try:
+        values = list(map(layout.getter, rows))
+    except (KeyError, TypeError):
+        return _rows_one_by_one(layout, rows)
     n_columns = len(layout.columns)
-    n_required = layout.n_required
+    has_extra_keys = any(length != n_columns for length in map(len, rows))
+    required = map(operator.itemgetter(slice(0, layout.n_required)), values)
+    if has_extra_keys or None in itertools.chain.from_iterable(required):
+        return _rows_one_by_one(layout, rows)
+    return values
+
+
+def _rows_one_by_one(
+    layout: TableLayout, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    n_columns = len(layout.columns)
     for index, row in enumerate(rows):
         values: tuple[Any, ...] | None = None
-        if len(row) == n_columns:
+        if isinstance(row, Mapping) and len(row) == n_columns:
             try:
-                values = getter(row)
+                values = layout.getter(row)
             except KeyError:
                 values = None
         if values is None:
             values = _fill_row(layout, row, index)
-        if None in values[:n_required]:
+        if None in values[: layout.n_required]:
             column = layout.columns[values.index(None)]
             msg = f"{layout.kind} event {index} has no value for required column {column!r}"
             raise StoreError(msg)
-        append(values)
+        out.append(values)
     return out
 
 

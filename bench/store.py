@@ -1,0 +1,254 @@
+"""Benchmark of idempotent event writes into SQLite and PostgreSQL, with baselines in one run.
+
+    .venv/bin/python bench/store.py [--events 100000] [--batch 500] [--rounds 3] [--quick]
+
+For each backend it writes the same exposure events (7 columns, random uuid4 hex ids, as the
+gateway makes them) in batches of ``--batch`` (the gateway ships 500 at a time) with:
+
+* ``EventStore.write_events``: validation plus idempotent insert (SQLite: ``INSERT OR
+  IGNORE`` executemany; PostgreSQL: binary COPY into a staging table, then ``INSERT … SELECT
+  … ON CONFLICT DO NOTHING``); then the same batches re-sent, which must store nothing;
+* row at a time: one ``INSERT … ON CONFLICT DO NOTHING`` statement per event through
+  SQLAlchemy Core, one transaction per batch (what a straightforward writer does);
+* the raw ceiling: the driver's fastest plain load with no conflict handling at all
+  (SQLite: ``executemany`` of ``INSERT``; PostgreSQL: binary COPY straight into the table).
+
+Every measurement starts from a fresh database (a temporary SQLite file, a new PostgreSQL
+schema), each is cut off after ``--seconds`` and everything is removed afterwards. The
+machine is shared, so each figure is the best of ``--rounds`` interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from abflow.store import EventStore
+from abflow.store.schema import exposures
+from abflow.store.writer import layout_for
+
+Batches = list[list[dict[str, Any]]]
+Method = Callable[[EventStore, Batches, float], tuple[int, float]]
+"""Writes batches into a store for at most the given seconds; returns (events, seconds)."""
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def make_batches(events: int, batch: int, *, ordered_ids: bool = False) -> Batches:
+    """Exposure events as the gateway sends them, split into batches."""
+    start = time.time_ns()
+    rows = [
+        {
+            "event_id": f"{start + i:020d}" if ordered_ids else uuid.uuid4().hex,
+            "ts": 1.7e9 + i * 0.01,
+            "experiment_key": "checkout-button",
+            "phase": 1,
+            "unit_id": f"user-{(i * 7919) % 1_000_003}",
+            "variant": "control" if i % 2 else "treatment",
+            "attributes_json": None if i % 4 else '{"country":"FR"}',
+        }
+        for i in range(events)
+    ]
+    return [rows[k : k + batch] for k in range(0, events, batch)]
+
+
+# --- the methods ---------------------------------------------------------------------------
+
+
+def abflow_write(store: EventStore, batches: Batches, seconds: float) -> tuple[int, float]:
+    start = time.perf_counter()
+    done = 0
+    for rows in batches:
+        if store.write_events("exposure", rows) != len(rows):
+            msg = "every event of a fresh batch must be new"
+            raise AssertionError(msg)
+        done += len(rows)
+        if time.perf_counter() - start > seconds:
+            break
+    return done, time.perf_counter() - start
+
+
+def abflow_resend(store: EventStore, batches: Batches, seconds: float) -> tuple[int, float]:
+    """Write the batches once (untimed), then time sending them all again."""
+    written, _ = abflow_write(store, batches, seconds)
+    start = time.perf_counter()
+    done = 0
+    for rows in batches:
+        if done >= written:
+            break
+        if store.write_events("exposure", rows) != 0:
+            msg = "a re-sent batch must store nothing"
+            raise AssertionError(msg)
+        done += len(rows)
+    return done, time.perf_counter() - start
+
+
+def row_at_a_time(store: EventStore, batches: Batches, seconds: float) -> tuple[int, float]:
+    if store.dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    insert = dialect_insert(exposures).on_conflict_do_nothing(index_elements=["event_id"])
+    start = time.perf_counter()
+    done = 0
+    with store.engine.connect() as connection:
+        for rows in batches:
+            with connection.begin():
+                for row in rows:
+                    connection.execute(insert, row)
+            done += len(rows)
+            if time.perf_counter() - start > seconds:
+                break
+    return done, time.perf_counter() - start
+
+
+def raw_ceiling(store: EventStore, batches: Batches, seconds: float) -> tuple[int, float]:
+    layout = layout_for("exposure")
+    names = ", ".join(layout.columns)
+    raw: Any = store.engine.raw_connection()
+    start = time.perf_counter()
+    done = 0
+    try:
+        for rows in batches:
+            values = [tuple(row[name] for name in layout.columns) for row in rows]
+            cursor = raw.cursor()
+            if store.dialect == "sqlite":
+                marks = ", ".join("?" * len(layout.columns))
+                cursor.execute("BEGIN")  # the store's connections leave BEGIN to the caller
+                cursor.executemany(f"INSERT INTO exposures ({names}) VALUES ({marks})", values)
+            else:
+                with cursor.copy(f"COPY exposures ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(list(layout.postgres_types))
+                    for value in values:
+                        copy.write_row(value)
+            cursor.close()
+            raw.commit()
+            done += len(rows)
+            if time.perf_counter() - start > seconds:
+                break
+    finally:
+        raw.close()
+    return done, time.perf_counter() - start
+
+
+# --- fresh databases -----------------------------------------------------------------------
+
+
+@contextmanager
+def sqlite_store() -> Iterator[EventStore]:
+    with tempfile.TemporaryDirectory(prefix="abflow-bench-") as folder:
+        store = EventStore.open(f"sqlite:///{Path(folder) / 'bench.db'}")
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+@contextmanager
+def postgres_store(url: str) -> Iterator[EventStore]:
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in url else "?"
+    try:
+        store = EventStore.open(f"{url}{separator}options=-csearch_path%3D{schema}", upgrade=True)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def postgres_reachable(url: str) -> str | None:
+    """None when the server answers, else why not."""
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(sa.text("select 1"))
+        engine.dispose()
+    except sa.exc.SQLAlchemyError as exc:
+        return str(exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc).splitlines()[0]
+    return None
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+def measure(
+    open_store: Callable[[], Any], method: Method, batches: Batches, seconds: float
+) -> float:
+    """Events per second of ``method`` on a fresh store."""
+    with open_store() as store:
+        done, elapsed = method(store, batches, seconds)
+    return done / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="cut-off per measurement")
+    parser.add_argument("--quick", action="store_true", help="20,000 events, one round")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("ABFLOW_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="PostgreSQL server to use (a temporary schema is created and dropped)",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.rounds = 20_000, 1
+
+    backends: list[tuple[str, Callable[[], Any]]] = [("SQLite", sqlite_store)]
+    why_not = postgres_reachable(args.postgres)
+    if why_not is None:
+        backends.append(("PostgreSQL", lambda: postgres_store(args.postgres)))
+    else:
+        print(f"PostgreSQL skipped: {why_not}", file=sys.stderr)
+
+    random_ids = make_batches(args.events, args.batch)
+    ordered_ids = make_batches(args.events, args.batch, ordered_ids=True)
+    methods: list[tuple[str, Method, Batches]] = [
+        ("abflow `write_events` (idempotent)", abflow_write, random_ids),
+        ("abflow, same batches re-sent (all duplicates)", abflow_resend, random_ids),
+        ("abflow, time-ordered ids instead of uuid4", abflow_write, ordered_ids),
+        ("row at a time (one INSERT … ON CONFLICT per event)", row_at_a_time, random_ids),
+        ("raw ceiling (no conflict handling)", raw_ceiling, random_ids),
+    ]
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(args.rounds):
+        for backend, open_store in backends:
+            for label, method, batches in methods:
+                rate = measure(open_store, method, batches, args.seconds)
+                key = (backend, label)
+                best[key] = max(best.get(key, 0.0), rate)
+
+    print(
+        f"\n{args.events:,} exposure events in batches of {args.batch:,}; "
+        f"best of {args.rounds} round{'s' if args.rounds != 1 else ''}\n"
+    )
+    print("| backend | writer | events/s | vs raw ceiling |")
+    print("|---|---|---:|---:|")
+    for backend, _ in backends:
+        ceiling = best[(backend, methods[-1][0])]
+        for label, _, _ in methods:
+            rate = best[(backend, label)]
+            print(f"| {backend} | {label} | {rate:,.0f} | {rate / ceiling:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
