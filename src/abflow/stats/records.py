@@ -142,9 +142,12 @@ class Comparison:
     ``effect`` is relative (``0.1`` = +10 %) when ``relative`` is true, else absolute.
     Frequentist and sequential results fill ``p_value``; Bayesian results fill
     ``chance_to_win`` and ``expected_loss`` (the loss expected if treatment ships) and
-    ``expected_loss_control`` (if control stays) instead. ``variance_reduction`` is the share
-    of the effect's variance removed by CUPED (``None`` without a covariate). Degenerate data
-    gives a record with ``error_code`` set and NaN numbers rather than an exception.
+    ``expected_loss_control`` (if control stays) instead, and ``standard_error`` is then the
+    posterior standard deviation. ``degrees_of_freedom`` is Welch's for the fixed test (NaN
+    for the normal-theory sequential and Bayesian methods). ``variance_reduction`` is the
+    share of the variance of the difference removed by CUPED (``None`` without a covariate).
+    One-sided tests give one infinite bound. Degenerate data gives a record with
+    ``error_code`` set and NaN numbers rather than an exception.
     """
 
     effect: float
