@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from statsmodels.stats.multitest import multipletests
 
 from abflow.errors import InvalidArgumentError
@@ -109,3 +111,20 @@ def test_invalid_arguments_raise() -> None:
         adjust_p_values([0.1, 1.5], "holm")
     with pytest.raises(InvalidArgumentError, match="position 0"):
         adjust_p_values([-0.1], "holm")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30),
+    st.sampled_from(["holm", "benjamini-hochberg", "bonferroni"]),
+)
+def test_adjustment_keeps_order_and_bounds(p: list[float], method: str) -> None:
+    adjusted = adjust_p_values(p, method)  # type: ignore[arg-type]
+    for i, (raw, adj) in enumerate(zip(p, adjusted, strict=True)):
+        assert adj is not None
+        assert raw - 1e-12 <= adj <= 1.0
+        for j in range(len(p)):
+            if raw < p[j]:
+                other = adjusted[j]
+                assert other is not None
+                assert adj <= other + 1e-12, (i, j)

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import power_proportions_2indep, proportion_effectsize
@@ -279,3 +281,28 @@ def test_cli_help_has_examples() -> None:
     assert result.exit_code == 0
     assert "Examples" in result.stdout
     assert "--sample-size" in result.stdout
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.floats(0.01, 0.9),
+    st.floats(0.01, 0.5),
+    st.integers(100, 200_000),
+    st.sampled_from(["unpooled", "pooled", "arcsine"]),
+    st.booleans(),
+)
+def test_power_grows_with_sample_and_absolute_effect(
+    baseline: float, lift: float, n: int, variance: str, relative: bool
+) -> None:
+    effect = lift if relative else lift * baseline
+    if baseline + 1.1 * (effect * baseline if relative else effect) >= 0.999:
+        return
+    kwargs = {"relative": relative, "proportion_variance": variance}
+    base = power(baseline, effect, n, **kwargs).power  # type: ignore[arg-type]
+    assert 0.0 < base <= 1.0
+    assert power(baseline, effect, 2 * n, **kwargs).power >= base - 1e-12  # type: ignore[arg-type]
+    if not relative:
+        # Not for the relative test: its standard error grows with the lift, and at small
+        # samples its power can even fall as the lift grows (a simulation shows it too).
+        bigger = power(baseline, effect * 1.1, n, **kwargs).power  # type: ignore[arg-type]
+        assert bigger >= base - 1e-12
