@@ -6,8 +6,11 @@ functions turn it into a terminal table, JSON, Markdown or a self-contained HTML
 
 from __future__ import annotations
 
-from abflow.analysis.engine import AnalysisOptions, analyze
+from abflow.analysis.engine import analyze
+from abflow.analysis.report_html import render_html
+from abflow.analysis.report_text import render_json, render_markdown, render_table
 from abflow.analysis.results import SCHEMA_VERSION, ExperimentResult, MetricResult
+from abflow.analysis.run import AnalysisOptions
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -15,4 +18,8 @@ __all__ = [
     "ExperimentResult",
     "MetricResult",
     "analyze",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_table",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from abflow.analysis.formatting import format_effect, format_interval
 from abflow.analysis.results import (
     ComparisonResult,
     Decision,
@@ -58,11 +59,9 @@ def guardrail_status(
 
 
 def _describe(metric: MetricResult, comparison: ComparisonResult) -> str:
-    unit = "%" if metric.relative else ""
-    scale = 100.0 if metric.relative else 1.0
     return (
-        f"{metric.name} {comparison.effect * scale:+.3g}{unit} "
-        f"[{comparison.ci_low * scale:+.3g}{unit}, {comparison.ci_high * scale:+.3g}{unit}]"
+        f"{metric.name} {format_effect(metric, comparison.effect)} "
+        f"{format_interval(metric, comparison)}"
     )
 
 

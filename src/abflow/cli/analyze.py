@@ -1,0 +1,85 @@
+"""``abflow analyze``: analyse an experiment's phase and print or write the report."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from abflow.cli.console import out_console
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+    html = "html"
+
+
+def analyze(
+    experiment: Annotated[str, typer.Argument(help="Experiment key, as registered in the store.")],
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", help="Store URL (default: $ABFLOW_STORE_URL or the embedded SQLite file)."
+        ),
+    ] = None,
+    output_format: Annotated[
+        ReportFormat, typer.Option("--format", "-f", help="Report format.")
+    ] = ReportFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file.")
+    ] = None,
+    spec_file: Annotated[
+        Path | None,
+        typer.Option("--spec", help="Analyse with this spec file instead of the stored one."),
+    ] = None,
+    phase: Annotated[
+        int | None, typer.Option("--phase", help="Phase to analyse (default: the latest).")
+    ] = None,
+    by: Annotated[
+        list[str] | None,
+        typer.Option("--by", help="Break down by this exposure attribute (repeatable)."),
+    ] = None,
+) -> None:
+    """Analyse one phase of an experiment: metrics, SRM, guardrails, progress and a verdict.
+
+    Example: [bold]abflow analyze fraud-model-v2 --format html -o report.html[/]
+    """
+    from abflow.analysis import (
+        AnalysisOptions,
+        render_html,
+        render_json,
+        render_markdown,
+        render_table,
+    )
+    from abflow.analysis import analyze as run_analysis
+    from abflow.analysis.report_text import table_renderable
+    from abflow.spec import load_experiment
+    from abflow.store.engine import display_url, resolve_url
+
+    url = resolve_url(store)
+    target = load_experiment(spec_file) if spec_file is not None else experiment
+    options = AnalysisOptions(phase=phase, dimensions=tuple(by or ()), store_label=display_url(url))
+    result = run_analysis(url, target, options)
+    if output_format is ReportFormat.table and output is None:
+        out_console.print(table_renderable(result))
+        return
+    renderers = {
+        ReportFormat.table: render_table,
+        ReportFormat.json: render_json,
+        ReportFormat.markdown: render_markdown,
+        ReportFormat.html: render_html,
+    }
+    text = renderers[output_format](result)
+    if output is None:
+        out_console.print(text, markup=False, highlight=False, soft_wrap=True)
+        return
+    output.write_text(text, encoding="utf-8")
+    out_console.print(f"wrote {output} ({output_format.value}): {result.decision.summary}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(analyze)

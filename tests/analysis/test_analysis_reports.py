@@ -1,0 +1,104 @@
+"""Reports render the same result: JSON is stable, Markdown is a table, HTML is self-contained."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+import typer
+from analysis_support import SPEC, START, register, simulate, write
+from typer.testing import CliRunner
+
+from abflow.analysis import (
+    ExperimentResult,
+    analyze,
+    render_html,
+    render_json,
+    render_markdown,
+    render_table,
+)
+from abflow.cli import analyze as analyze_command
+from abflow.spec import parse_experiment
+
+TOP_LEVEL_KEYS = {
+    "alpha", "breakdowns", "correction", "decision", "experiment_key", "latency", "method",
+    "metrics", "mixed_units", "name", "phase", "phases", "progress", "provenance",
+    "schema_version", "srm", "variants", "warnings",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ExperimentResult]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('reports') / 'events.db'}"
+    write(url, simulate(np.random.default_rng(9), units=400))
+    phases = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": START}]
+    register(url, parse_experiment(SPEC), phases)
+    return url, analyze(url, "checkout", dimensions=["country"])
+
+
+def test_json_is_stable_and_strict(store: Any) -> None:
+    _, result = store
+    text = render_json(result)
+    data = orjson.loads(text)
+    assert set(data) == TOP_LEVEL_KEYS
+    assert "NaN" not in text
+    assert "Infinity" not in text
+    metric = data["metrics"][0]
+    assert set(metric["comparisons"][0]) >= {"effect", "ci_low", "ci_high", "p_value", "outcome"}
+    assert data["provenance"]["spec_hash"] == result.provenance.spec_hash
+    assert render_json(result) == text  # deterministic
+
+
+def test_markdown_has_one_row_per_comparison(store: Any) -> None:
+    _, result = store
+    text = render_markdown(result)
+    lines = text.splitlines()
+    for metric in result.metrics:
+        rows = [line for line in lines if line.startswith(f"| {metric.name} | {metric.role} |")]
+        assert len(rows) == len(metric.comparisons)
+    header = next(line for line in lines if line.startswith("| metric |"))
+    assert all(row.count("|") == header.count("|") for row in lines if row.startswith("| conv"))
+    assert result.decision.summary in text
+
+
+def test_table_names_the_verdict_and_every_metric(store: Any) -> None:
+    _, result = store
+    text = render_table(result)
+    assert "Verdict" in text
+    for metric in result.metrics:
+        assert metric.name in text
+
+
+def test_html_is_self_contained_with_plots(store: Any) -> None:
+    _, result = store
+    html = render_html(result)
+    assert html.startswith("<!doctype html>")
+    assert "<script" not in html.lower()
+    links = re.findall(r"(?:src|href)=\"([^\"]+)\"", html)
+    assert links == []
+    external = set(re.findall(r"https?://[^\s\"'<>]+", html))
+    assert external <= {"http://www.w3.org/2000/svg"}
+    assert html.count("<svg") >= 4  # effects, timeline, assignment, latency
+    assert result.provenance.spec_hash in html
+
+
+def test_cli_writes_each_format(store: Any, tmp_path: Path) -> None:
+    url, result = store
+    app = typer.Typer()
+    analyze_command.register(app)
+    runner = CliRunner()
+    for fmt in ("json", "markdown", "html", "table"):
+        target = tmp_path / f"report.{fmt}"
+        outcome = runner.invoke(
+            app, ["checkout", "--store", url, "--format", fmt, "--output", str(target)]
+        )
+        assert outcome.exit_code == 0, outcome.output
+        assert target.stat().st_size > 500
+    data = orjson.loads((tmp_path / "report.json").read_text())
+    assert data["variants"][0]["units"] == result.variants[0].units
+    printed = runner.invoke(app, ["checkout", "--store", url, "--format", "json"])
+    assert orjson.loads(printed.stdout)["experiment_key"] == "checkout"

@@ -1,0 +1,58 @@
+"""``GET /v1/experiments/{key}/results`` on a real gateway app over its store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from analysis_support import SPEC, START, register, simulate, write
+
+from abflow.analysis import analyze
+from abflow.security.roles import Role
+from abflow.security.tokens import InMemoryTokenStore, create_token
+from abflow.serving.app import create_app
+from abflow.serving.settings import GatewaySettings, demo_config
+from abflow.spec import parse_experiment
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_results_route_serves_json_html_and_requires_a_token(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    write(url, simulate(np.random.default_rng(4), units=300))
+    phases = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": START}]
+    register(url, parse_experiment(SPEC), phases)
+    tokens = InMemoryTokenStore()
+    viewer, _ = create_token(tokens, "viewer", Role.VIEWER)
+    app = create_app(
+        GatewaySettings(store_url=url, journal_dir=tmp_path / "journal"),
+        config=demo_config(),
+        tokens=tokens,
+    )
+    expected: Any = analyze(url, "checkout").to_dict()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            denied = await client.get("/v1/experiments/checkout/results")
+            assert denied.status_code == 401
+            auth = {"Authorization": f"Bearer {viewer}"}
+            response = await client.get("/v1/experiments/checkout/results", headers=auth)
+            assert response.status_code == 200, response.text
+            data = response.json()
+            assert data["schema_version"] == 1
+            assert data["variants"] == expected["variants"]
+            assert data["metrics"] == expected["metrics"]
+            html = await client.get(
+                "/v1/experiments/checkout/results", params={"format": "html"}, headers=auth
+            )
+            assert html.headers["content-type"].startswith("text/html")
+            assert "<svg" in html.text
+            missing = await client.get("/v1/experiments/nope/results", headers=auth)
+            assert missing.status_code == 404
