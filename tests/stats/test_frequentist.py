@@ -141,3 +141,21 @@ def test_invalid_stats_raise() -> None:
         compare_many([SampleStats(3, 1, 1)], [SampleStats(3, 1, 1), SampleStats(3, 1, 1)])
     with pytest.raises(InvalidArgumentError, match="one type"):
         compare(SampleStats(3, 1, 1), RatioStats(3, 1, 1, 3, 3, 1))  # type: ignore[arg-type]
+
+
+def test_compare_many_equals_compare_one_by_one(rng: np.random.Generator) -> None:
+    controls, treatments = [], []
+    for _ in range(60):
+        n_c, n_t = rng.integers(0, 40, size=2)
+        controls.append(SampleStats.proportion(n_c, float(rng.integers(0, n_c + 1))))
+        treatments.append(SampleStats.proportion(n_t, float(rng.integers(0, n_t + 1))))
+    for method in ("frequentist", "sequential", "bayesian"):
+        batch = compare_many(controls, treatments, method=method)  # type: ignore[arg-type]
+        single = [
+            compare(c, t, method=method)  # type: ignore[arg-type]
+            for c, t in zip(controls, treatments, strict=True)
+        ]
+        assert {r.error_code for r in batch} > {None}  # the mix holds errors and results
+        for a, b in zip(batch, single, strict=True):
+            assert a.error_code == b.error_code
+            assert_allclose([a.effect, a.ci_low, a.ci_high], [b.effect, b.ci_low, b.ci_high])
