@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from scipy import optimize, stats
+from scipy import optimize, special
 
 from abflow.errors import InvalidArgumentError
 
@@ -174,10 +174,10 @@ class _Plan:
         if self.std is not None:
             df = n0 + n1 - 2.0
             ncp = (m1 - m0) / (self.std * math.sqrt(1.0 / n0 + 1.0 / n1))
-            crit = float(stats.t.isf(level, df))
-            value = float(stats.nct.sf(crit, df, ncp))
+            crit = -float(special.stdtrit(df, level))
+            value = 1.0 - float(special.nctdtr(df, ncp, crit))
             if two_sided:
-                value += float(stats.nct.cdf(-crit, df, ncp))
+                value += float(special.nctdtr(df, ncp, -crit))
             return value
         v0, v1 = m0 * (1.0 - m0), m1 * (1.0 - m1)
         if self.proportion_variance == "arcsine":
@@ -191,10 +191,10 @@ class _Plan:
         else:
             diff = m1 - m0
             se_null = se_alt = math.sqrt(v0 / n0 + v1 / n1)
-        z = float(stats.norm.isf(level))
-        value = float(stats.norm.sf((z * se_null - diff) / se_alt))
+        z = -float(special.ndtri(level))
+        value = float(special.ndtr((diff - z * se_null) / se_alt))
         if two_sided:
-            value += float(stats.norm.cdf((-z * se_null - diff) / se_alt))
+            value += float(special.ndtr((-z * se_null - diff) / se_alt))
         return value
 
     def _variance(self, mean: float) -> float:
@@ -224,10 +224,10 @@ class _Plan:
         grad1 = (statistic(m0, m1 + h1) - statistic(m0, m1 - h1)) / (2.0 * h1)
         center = statistic(m0, m1)
         spread = math.sqrt(grad0**2 * var0 + grad1**2 * var1)
-        z = float(stats.norm.isf(level))
-        value = float(stats.norm.sf((z - center) / spread))
+        z = -float(special.ndtri(level))
+        value = float(special.ndtr((center - z) / spread))
         if two_sided:
-            value += float(stats.norm.cdf((-z - center) / spread))
+            value += float(special.ndtr((-z - center) / spread))
         return value
 
     def worst_power(self, effect: float, sizes: Sequence[float]) -> tuple[float, ...]:
