@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from abflow.errors import StoreUnavailableError
 from abflow.serving.eventlog import EventKind, EventLog
@@ -196,3 +199,83 @@ def test_postgres_down_at_start_then_back(tmp_path: Path, pg_url: str) -> None:
     assert back.spool_bytes == 0
     assert not list((tmp_path / "journal").glob("*.journal"))
     assert_stored_exactly(pg_url, events)
+
+
+class TcpProxy:
+    """Forwards a local port to PostgreSQL; ``cut()`` makes the server vanish mid-run."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = closed_port()
+        self._listener: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Refuse new connections and break the open ones, as a crashed server would."""
+        with self._lock:
+            doomed = [s for s in [self._listener, *self._sockets] if s is not None]
+            self._listener, self._sockets = None, []
+        for sock in doomed:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.target)
+            with self._lock:
+                self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.mark.postgres
+def test_postgres_vanishes_mid_run_and_comes_back(tmp_path: Path, pg_url: str) -> None:
+    upgrade_store(pg_url)
+    url = make_url(pg_url)
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxy.start()
+    proxied = url.set(port=proxy.port).render_as_string(hide_password=False)
+    events = all_events(3000)
+    log = EventLog(proxied, tmp_path / "journal", **TUNING)
+    log.start()
+    try:
+        for kind, row in events[:1000]:
+            log.append(kind, row)
+        wait_until(lambda: log.queue_depth == 0)
+        proxy.cut()
+        for kind, row in events[1000:2000]:
+            log.append(kind, row)
+        wait_until(lambda: log.queue_depth == 0 and log.spool_bytes > 0)
+        assert not log.is_store_reachable
+        proxy.start()
+        for kind, row in events[2000:]:
+            log.append(kind, row)
+        wait_until(lambda: log.spool_bytes == 0 and log.queue_depth == 0)
+        assert log.is_store_reachable
+    finally:
+        log.close()
+        proxy.cut()
+    assert_stored_exactly(pg_url, events)
+    assert not list((tmp_path / "journal").glob("*.journal"))
