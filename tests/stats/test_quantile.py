@@ -15,6 +15,7 @@ from abflow.stats.quantile import (
     compare_quantiles,
     quantile_probabilities,
     quantile_stats,
+    quantile_stats_from_bins,
     quantile_stats_from_histogram,
 )
 
@@ -100,6 +101,29 @@ def test_histogram_statistic_matches_raw_values(rng: np.random.Generator) -> Non
         assert binned.n == raw.n
         np.testing.assert_allclose(binned.quantile, raw.quantile, atol=0.05)
         np.testing.assert_allclose(binned.standard_error, raw.standard_error, rtol=0.1)
+
+
+def test_sparse_bins_match_the_dense_histogram(rng: np.random.Generator) -> None:
+    # Latencies binned at 2 ms with a gap: SQL returns only the non-empty bins.
+    values = np.concatenate([rng.lognormal(3.0, 0.4, 3_000), rng.uniform(200.0, 260.0, 400)])
+    width = 2.0
+    edges = np.arange(0.0, 262.0 + width, width)
+    counts, _ = np.histogram(values, bins=edges)
+    sparse = [(float(lo), float(c)) for lo, c in zip(edges[:-1], counts, strict=True) if c > 0]
+    assert len(sparse) < len(counts)
+    for q in (*QUANTILES, 0.99):
+        dense = quantile_stats_from_histogram(edges, counts, q)
+        got = quantile_stats_from_bins(sparse, width, q)
+        np.testing.assert_allclose(
+            [got.lower, got.quantile, got.upper], [dense.lower, dense.quantile, dense.upper]
+        )
+        assert got.n == dense.n == values.size
+        # Within one bin of the exact sample quantile.
+        assert abs(got.quantile - np.quantile(values, q)) <= width
+    with pytest.raises(InvalidArgumentError, match="at least one width apart"):
+        quantile_stats_from_bins([(0.0, 3.0), (1.0, 4.0)], width, 0.5)
+    with pytest.raises(InvalidArgumentError, match="width must be a positive"):
+        quantile_stats_from_bins(sparse, 0.0, 0.5)
 
 
 @pytest.mark.postgres

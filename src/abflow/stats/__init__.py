@@ -23,6 +23,7 @@ from abflow.stats.quantile import (
     compare_quantiles,
     quantile_probabilities,
     quantile_stats,
+    quantile_stats_from_bins,
     quantile_stats_from_histogram,
 )
 from abflow.stats.records import Comparison, GaussianPrior, SampleStats
@@ -53,6 +54,7 @@ __all__ = [
     "power",
     "quantile_probabilities",
     "quantile_stats",
+    "quantile_stats_from_bins",
     "quantile_stats_from_histogram",
     "sample_size",
     "srm_test",

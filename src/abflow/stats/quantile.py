@@ -40,6 +40,7 @@ __all__ = [
     "compare_quantiles",
     "quantile_probabilities",
     "quantile_stats",
+    "quantile_stats_from_bins",
     "quantile_stats_from_histogram",
 ]
 
@@ -159,11 +160,42 @@ def quantile_stats_from_histogram(
     if not (np.all(np.isfinite(weights)) and np.all(weights >= 0)) or weights.sum() <= 0:
         msg = "counts must be non-negative with a positive total"
         raise InvalidArgumentError(msg)
-    n = float(weights.sum())
+    return _from_cdf(edges, np.concatenate([[0.0], np.cumsum(weights)]), q)
+
+
+def quantile_stats_from_bins(
+    bins: Sequence[tuple[float, float]], width: float, q: float
+) -> QuantileStats:
+    """Sufficient statistic from sparse fixed-width bins ``[(lower edge, count), ...]``.
+
+    The shape SQL returns for ``floor(value / width) * width`` grouped counts: empty bins are
+    simply missing. Values are spread evenly within each bin.
+    """
+    if not (math.isfinite(width) and width > 0):
+        msg = f"width must be a positive number, got {width!r}"
+        raise InvalidArgumentError(msg)
+    pairs = np.asarray(bins, dtype=float).reshape(-1, 2)
+    lowers, weights = pairs[:, 0], pairs[:, 1]
+    if not (np.all(np.isfinite(lowers)) and np.all(np.diff(lowers) >= width * (1 - 1e-9))):
+        msg = "bin lower edges must be finite, sorted and at least one width apart"
+        raise InvalidArgumentError(msg)
+    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0)) or weights.sum() <= 0:
+        msg = "counts must be non-negative with a positive total"
+        raise InvalidArgumentError(msg)
+    # Each bin contributes its two edges; a gap between bins is a flat stretch of the CDF.
+    points = np.column_stack([lowers, lowers + width]).ravel()
+    cumulative = np.cumsum(weights)
+    levels = np.column_stack([cumulative - weights, cumulative]).ravel()
+    return _from_cdf(points, levels, q)
+
+
+def _from_cdf(points: np.ndarray, cumulative_counts: np.ndarray, q: float) -> QuantileStats:
+    """Read the three quantiles off a piecewise-linear CDF given at ``points``."""
+    n = float(cumulative_counts[-1])
     probabilities = quantile_probabilities(n, q)
-    cumulative = np.concatenate([[0.0], np.cumsum(weights)]) / n
-    # Inverse of the piecewise-linear CDF; empty bins are flat steps that interp skips over.
-    lower, middle, upper = (float(v) for v in np.interp(probabilities, cumulative, edges))
+    # Inverse CDF by interpolation; flat stretches (no values) are never landed inside.
+    values = np.interp(probabilities, cumulative_counts / n, points)
+    lower, middle, upper = (float(v) for v in values)
     return QuantileStats(n, q, middle, lower, upper, probabilities[0], probabilities[2])
 
 
