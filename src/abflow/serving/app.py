@@ -162,7 +162,7 @@ def _default_tokens(store: Any, config: GatewayConfig) -> TokenStore:
     from abflow.serving.wiring import CombinedTokenStore, StoreTokenStore, config_token_store
 
     extra = config_token_store(config.tokens)
-    if store is None or not hasattr(store, "find_token_by_hash"):
+    if store is None:
         return extra
     return CombinedTokenStore(StoreTokenStore(store), extra)
 

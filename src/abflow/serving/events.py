@@ -8,8 +8,9 @@ the columns of :mod:`abflow.store.schema`.
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
-import uuid
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -47,9 +48,27 @@ class EventSink(Protocol):
     def spool_bytes(self) -> int: ...
 
 
+_id_prefix = os.urandom(8).hex()
+_id_counter = itertools.count()
+
+
+def _new_id_space() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(8).hex()
+    _id_counter = itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_id_space)
+
+
 def new_id() -> str:
-    """A unique event or request id (random 128 bits, hex)."""
-    return uuid.uuid4().hex
+    """A unique event or request id: 32 hex characters.
+
+    A random 64-bit prefix per process (drawn again in a forked child) and a counter:
+    unique across processes and restarts like a uuid4, without a system call per id (the
+    gateway makes three per request).
+    """
+    return f"{_id_prefix}{next(_id_counter):016x}"
 
 
 def exposure_row(

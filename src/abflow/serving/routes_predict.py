@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from abflow.security.roles import Role
-from abflow.security.tokens import TokenRecord
-from abflow.serving.auth import require
+from abflow.serving.auth import authorize
 from abflow.serving.http_errors import read_body
 from abflow.serving.inputs import PredictIn, parse_body
 from abflow.serving.responses import json_response
@@ -52,15 +49,16 @@ _EXAMPLE = {
         422: {"description": "bad input; the detail names the field"},
     },
 )
-async def predict(
-    request: Request, _token: Annotated[TokenRecord | None, Depends(require(Role.SERVICE))]
-) -> Response:
+async def predict(request: Request) -> Response:
     """Assign the unit with the experiment's routing (forced overrides first), predict with
     the chosen variant's model (the control model for units outside the experiment, or as a
     fallback when the chosen model fails), log the exposure and the prediction durably, and
     answer. Shadow variants receive a copy in the background."""
+    authorize(request, Role.SERVICE)
     services = services_of(request)
     body = await read_body(request, services.settings.max_body_bytes)
     payload = parse_body(PredictIn, body, max_bytes=services.settings.max_body_bytes)
     result = await services.gateway.predict(payload, request.headers.get("x-request-id"))
-    return json_response(result, headers={"x-request-id": result["request_id"]})
+    response = json_response(result)
+    response.raw_headers.append((b"x-request-id", result["request_id"].encode()))
+    return response

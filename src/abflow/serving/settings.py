@@ -51,6 +51,9 @@ class GatewaySettings(BaseSettings):
     max_rows: int = Field(default=1000, ge=1)
     batch_max_rows: int = Field(default=64, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
+    batch_in_thread: bool = Field(
+        default=True, description="run in-process models on a thread of their own, off the loop"
+    )
     cache_enabled: bool = True
     cache_ttl_seconds: float = Field(default=60.0, gt=0)
     cache_max_entries: int = Field(default=10_000, ge=1)

@@ -46,7 +46,7 @@ class StoreCatalog:
 class StoreTokenStore:
     """Token records in the event store's ``api_tokens`` table."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: EventStore) -> None:
         self._store = store
 
     def insert_token(self, record: TokenRecord) -> None:
@@ -74,7 +74,7 @@ class StoreTokenStore:
         self._store.revoke_token(token_id)
 
     def has_tokens(self) -> bool:
-        return bool(self._store.has_tokens())
+        return self._store.has_tokens()
 
 
 class CombinedTokenStore:

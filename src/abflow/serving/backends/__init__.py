@@ -65,6 +65,7 @@ def build_backend(
     reset_seconds: float = 30.0,
     max_batch_rows: int = 64,
     max_batch_wait_seconds: float = 0.002,
+    batch_in_thread: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> GuardedBackend:
     """A guarded backend for ``reference``: in-process for file:/python:/models:/runs:,
@@ -87,6 +88,7 @@ def build_backend(
             output=opts.output,
             max_rows=max_batch_rows,
             max_wait_seconds=max_batch_wait_seconds,
+            in_thread=batch_in_thread,
             on_batch=on_batch,
         )
     breaker = CircuitBreaker(

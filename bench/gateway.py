@@ -1,0 +1,424 @@
+"""Load test of the gateway against a bare FastAPI endpoint serving the same model, one run.
+
+    .venv/bin/python bench/gateway.py [--seconds 8] [--connections 32] [--workers 1 2]
+
+Two servers, each started with uvicorn (uvloop + httptools) on 127.0.0.1:
+
+* (a) baseline: a bare FastAPI endpoint that parses the JSON body with orjson and calls the
+  same in-process scikit-learn model (``abflow.serving.demo_models.champion``, 8 features)
+  with ``predict_proba`` on the row: no routing, no auth, no logging, no metrics;
+* (b) abflow: ``POST /v1/predict`` from ``create_app`` with a two-variant experiment on the
+  bundled demo models, bearer-token auth, durable event logging (journal + shipping to a
+  SQLite store), Prometheus metrics on, and the prediction cache off (every request carries
+  fresh random features, so a cache would only flatter it).
+
+The load generator is ``wrk`` (Debian: ``apt-get install wrk``) when installed, else an
+asyncio HTTP/1.1 client in this process. Each server is measured at its peak (closed loop,
+``--connections`` connections) and then paced at half of the baseline's peak, where the
+latency percentiles compare like with like. Peak memory (VmHWM) per worker is read from
+/proc. The machine may be shared: numbers are noisy, ratios less so; rerun to check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from abflow.security.tokens import generate_token, hash_token
+from abflow.serving.demo_models import N_FEATURES
+
+BASELINE_APP = """
+import orjson
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from abflow.serving.demo_models import champion
+
+model = champion()
+app = FastAPI()
+
+
+@app.post("/v1/predict")
+async def predict(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    score = float(model.predict_proba([body["features"]])[0, 1])
+    return Response(orjson.dumps({"prediction": score}), media_type="application/json")
+"""
+
+GATEWAY_CONFIG = """
+default_experiment: bench
+experiments:
+  - key: bench
+    unit: user_id
+    variants:
+      - {name: control, model: "python:abflow.serving.demo_models:champion"}
+      - {name: challenger, model: "python:abflow.serving.demo_models:challenger"}
+    weights: [0.5, 0.5]
+tokens:
+  - {name: bench, role: service, token_hash: "%s"}
+"""
+
+WRK_SCRIPT = """
+math.randomseed(%(seed)d)
+local bodies = {}
+for i = 1, 20000 do
+  local f = {}
+  for j = 1, %(n)d do f[j] = string.format("%%.6f", math.random() * 4 - 2) end
+  bodies[i] = '{"unit_id":"user-' .. math.random(1, 1000000) .. '","features":[' .. table.concat(f, ",") .. ']}'
+end
+local counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/v1/predict", nil, bodies[(counter %% 20000) + 1])
+end
+%(delay)s
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d %%d %%d\\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99),
+    latency.max, latency.mean))
+end
+"""
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Server:
+    """A uvicorn process tree on a free port; stopped (SIGTERM, then SIGKILL) on exit."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port)],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                msg = f"server exited during start:\n{err}"
+                raise SystemExit(msg)
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                if _ready(self.port):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                msg = "server did not start within 120 s"
+                raise SystemExit(msg)
+            time.sleep(0.2)
+
+    def worker_pids(self) -> list[int]:
+        children = _children(self.process.pid)
+        return children or [self.process.pid]
+
+    def peak_rss_mb(self) -> list[float]:
+        peaks = []
+        for pid in self.worker_pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            match = re.search(r"VmHWM:\s+(\d+) kB", status)
+            if match:
+                peaks.append(int(match.group(1)) / 1024)
+        return peaks
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return [p for p in found if "spawn_main" in _cmdline(p)]  # workers, not helpers
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ready(port: int) -> bool:
+    request = f"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(request.encode())
+            reply = sock.recv(1024)
+    except OSError:
+        return False
+    return reply.startswith((b"HTTP/1.1 200", b"HTTP/1.1 404"))
+
+
+# --- load generators -----------------------------------------------------------------------
+
+
+def run_wrk(
+    port: int, token: str, seconds: float, connections: int, rate: float | None, seed: int
+) -> Load:
+    delay = ""
+    if rate is not None:
+        interval_ms = connections * 1000.0 / rate
+        delay = f"delay = function() return {interval_ms:.3f} end"
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % {"seed": seed, "n": N_FEATURES, "token": token, "delay": delay})
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds:g}s",
+                "--timeout",
+                "5s",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    line = next(line for line in out.splitlines() if line.startswith("RESULT"))
+    n, duration_us, socket_errors, status_errors, p50, p95, p99, _max, _mean = (
+        float(x) for x in line.split()[1:]
+    )
+    return Load(
+        int(n),
+        duration_us / 1e6,
+        int(socket_errors + status_errors),
+        p50 / 1e3,
+        p95 / 1e3,
+        p99 / 1e3,
+    )
+
+
+async def _client(
+    port: int,
+    token: str,
+    stop_at: float,
+    interval: float | None,
+    latencies: list[float],
+    errors: list[int],
+    rng: random.Random,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        while time.perf_counter() < stop_at:
+            features = [round(rng.uniform(-2, 2), 6) for _ in range(N_FEATURES)]
+            body = orjson.dumps({"unit_id": f"user-{rng.randrange(10**6)}", "features": features})
+            head = (
+                f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            started = time.perf_counter()
+            writer.write(head + body)
+            status = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            if not status.startswith(b"HTTP/1.1 200"):
+                errors.append(1)
+            if interval is not None:
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+    finally:
+        writer.close()
+
+
+def run_python(
+    port: int, token: str, seconds: float, connections: int, rate: float | None, seed: int
+) -> Load:
+    latencies: list[float] = []
+    errors: list[int] = []
+    interval = connections / rate if rate else None
+
+    async def main() -> float:
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(
+            *(
+                _client(port, token, stop_at, interval, latencies, errors, random.Random(seed + i))
+                for i in range(connections)
+            )
+        )
+        return time.perf_counter() - started
+
+    elapsed = asyncio.run(main())
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return Load(len(latencies), elapsed, len(errors), pct(0.5), pct(0.95), pct(0.99))
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    args = parser.parse_args()
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+    load = run_wrk if use_wrk else run_python
+    print(
+        f"load generator: {'wrk' if use_wrk else 'asyncio client'}; {os.cpu_count()} cores; "
+        f"{args.seconds:g} s per measurement, {args.connections} connections"
+    )
+
+    token = generate_token()
+    python = sys.executable
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="abflow-bench-") as tmp:
+        work = Path(tmp)
+        (work / "bench_baseline.py").write_text(BASELINE_APP)
+        (work / "gateway.yaml").write_text(GATEWAY_CONFIG % hash_token(token))
+        uvicorn = [
+            python,
+            "-m",
+            "uvicorn",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--host",
+            "127.0.0.1",
+        ]
+        for workers in args.workers:
+            env = {**os.environ, "PYTHONPATH": str(work)}
+            results: dict[str, tuple[Load, Load, list[float]]] = {}
+            specs = {
+                "a": ([*uvicorn, "--workers", str(workers), "bench_baseline:app"], env),
+                "b": (
+                    [
+                        *uvicorn,
+                        "--workers",
+                        str(workers),
+                        "--factory",
+                        "abflow.serving.app:create_app",
+                    ],
+                    {
+                        **env,
+                        "ABFLOW_CONFIG": str(work / "gateway.yaml"),
+                        "ABFLOW_STORE_URL": f"sqlite:///{work / f'abflow-{workers}.db'}",
+                        "ABFLOW_JOURNAL_DIR": str(work / f"journal-{workers}"),
+                        "ABFLOW_CACHE_ENABLED": "false",
+                    },
+                ),
+            }
+            peaks: dict[str, Load] = {}
+            servers = {}
+            try:
+                for name, (command, server_env) in specs.items():
+                    servers[name] = Server(command, server_env, work)
+                    load(servers[name].port, token, 1.0, args.connections, None, 1)  # warm up
+                    peaks[name] = load(
+                        servers[name].port, token, args.seconds, args.connections, None, 2
+                    )
+                half = peaks["a"].rate / 2
+                for name, server in servers.items():
+                    paced = load(server.port, token, args.seconds, args.connections, half, 3)
+                    results[name] = (peaks[name], paced, server.peak_rss_mb())
+            finally:
+                for server in servers.values():
+                    server.stop()
+            rows.append((workers, results))
+
+    print()
+    header = (
+        f"{'workers':>7}  {'server':<26} {'peak req/s':>10} {'ratio':>6} {'err':>4}  "
+        f"{'rate':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}  {'peak MB/worker':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    for workers, results in rows:
+        base_peak = results["a"][0]
+        for name, label in (("a", "(a) bare FastAPI + model"), ("b", "(b) abflow /v1/predict")):
+            peak, paced, rss = results[name]
+            memory = "/".join(f"{m:.0f}" for m in rss)
+            print(
+                f"{workers:>7}  {label:<26} {peak.rate:>10,.0f} {peak.rate / base_peak.rate:>6.2f} "
+                f"{peak.errors + paced.errors:>4}  {paced.rate:>7,.0f} {paced.p50_ms:>7.2f} "
+                f"{paced.p95_ms:>7.2f} {paced.p99_ms:>7.2f}  {memory:>14}"
+            )
+        a, b = results["a"][1], results["b"][1]
+        print(
+            f"{'':>7}  abflow adds at half of (a)'s peak: p50 {b.p50_ms - a.p50_ms:+.2f} ms, "
+            f"p99 {b.p99_ms - a.p99_ms:+.2f} ms"
+        )
+    print(
+        "\nrate/p50/p95/p99: paced at half of (a)'s peak; err: non-2xx and socket errors in both runs"
+    )
+
+
+if __name__ == "__main__":
+    main()

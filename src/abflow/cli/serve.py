@@ -1,0 +1,123 @@
+"""``abflow serve``: run the prediction gateway with uvicorn (uvloop + httptools).
+
+Options become ``ABFLOW_*`` environment variables before uvicorn starts, so that every
+worker process builds the same settings with ``create_app()`` (the app factory reads them
+once). On a first start with no tokens, an admin and a service token are created and printed
+once, as Jupyter prints its token. SIGTERM or Ctrl-C stops accepting connections, lets
+in-flight requests finish (``--drain-seconds``), then flushes the event log into the store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from abflow.cli.console import err_console
+
+__all__ = ["register"]
+
+
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="TCP port.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Gateway config (YAML/JSON): experiments, backends, store, tokens. "
+            "Default: a demo experiment on two bundled models.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="Store URL; default sqlite:///.abflow/abflow.db."),
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes.")] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Accept requests without tokens (local only).")
+    ] = False,
+    drain_seconds: Annotated[
+        float, typer.Option("--drain-seconds", help="Grace period for in-flight requests.")
+    ] = 10.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve predictions: routing, models, durable event logging, metrics.
+
+    Example: [bold]abflow serve --port 8000 --config gateway.yaml[/]  then open
+    http://127.0.0.1:8000/docs
+    """
+    overrides = {
+        "ABFLOW_HOST": host,
+        "ABFLOW_PORT": port,
+        "ABFLOW_CONFIG": str(config.resolve()) if config else None,
+        "ABFLOW_STORE_URL": store,
+        "ABFLOW_WORKERS": workers,
+        "ABFLOW_AUTH_ENABLED": "false" if no_auth else None,
+        "ABFLOW_DRAIN_TIMEOUT_SECONDS": drain_seconds,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[name] = str(value)
+
+    import uvicorn
+
+    from abflow.serving.settings import GatewaySettings, load_config
+
+    settings = GatewaySettings()
+    store_url = settings.store_url
+    if store_url is None and settings.config is not None:
+        store_url = load_config(settings.config).store_url
+        if store_url is not None:
+            os.environ["ABFLOW_STORE_URL"] = store_url
+    if settings.auth_enabled:
+        _first_start_tokens(store_url, settings.config)
+    scheme_host = f"http://{settings.host}:{settings.port}"
+    err_console.print(f"abflow gateway on {scheme_host} (API docs: {scheme_host}/docs)")
+    uvicorn.run(
+        "abflow.serving.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=int(max(1.0, drain_seconds)),
+    )
+
+
+def _first_start_tokens(store_url: str | None, config: Path | None) -> None:
+    from abflow.security.roles import Role
+    from abflow.security.tokens import create_token
+    from abflow.serving.settings import load_config
+    from abflow.serving.wiring import StoreTokenStore
+    from abflow.store import EventStore
+
+    if config is not None and load_config(config).tokens:
+        return
+    with EventStore.open(store_url) as opened:
+        tokens = StoreTokenStore(opened)
+        if tokens.has_tokens():
+            return
+        made = [
+            create_token(tokens, f"first-{role.value}", role) for role in (Role.ADMIN, Role.SERVICE)
+        ]
+    err_console.print(
+        "First start: created these tokens. They are shown once; only their hashes are stored."
+    )
+    for token, record in made:
+        err_console.print(f"    {record.role.value:<8} {token}", markup=False)
+    err_console.print("Create more with: abflow token create --role ROLE --name NAME")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

@@ -1,0 +1,141 @@
+"""``abflow token`` and ``abflow serve`` for real: a store on disk, a gateway process."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from model_server import free_port
+from typer.testing import CliRunner
+
+from abflow.cli.main import app
+from abflow.security.tokens import hash_token
+from abflow.serving.demo_models import N_FEATURES
+from abflow.store import EventStore
+
+TOKEN = re.compile(r"\b(abf_[A-Za-z0-9_\-]{43})\b")
+
+
+def test_token_create_prints_once_and_stores_only_the_hash(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'abflow.db'}"
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["token", "create", "--role", "service", "--name", "checkout", "--store", url]
+    )
+    assert result.exit_code == 0, result.output
+    [token] = TOKEN.findall(result.stdout)
+    with EventStore.open(url) as store:
+        [record] = store.list_tokens()
+        assert record.token_hash == hash_token(token)
+        assert (record.name, record.role) == ("checkout", "service")
+    listed = runner.invoke(app, ["token", "list", "--store", url])
+    assert record.token_id in listed.stdout
+    assert token not in listed.stdout
+    revoked = runner.invoke(app, ["token", "revoke", record.token_id, "--store", url])
+    assert revoked.exit_code == 0
+    again = runner.invoke(app, ["token", "revoke", record.token_id, "--store", url])
+    assert again.exit_code == 1
+    bad = runner.invoke(app, ["token", "create", "--role", "root", "--name", "x", "--store", url])
+    assert bad.exit_code != 0
+
+
+def _start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "ABFLOW_STORE_URL": f"sqlite:///{tmp_path / 'abflow.db'}",
+        "ABFLOW_JOURNAL_DIR": str(tmp_path / "journal"),
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "abflow.cli.main",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_ready(process: subprocess.Popen[str], port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail("the gateway did not become ready within 60 s")
+
+
+CLEAN_EXIT = (0, -signal.SIGTERM)
+"""uvicorn shuts down gracefully on SIGTERM, then re-raises it so the exit status tells why."""
+
+
+def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    return process.returncode, err
+
+
+@pytest.mark.slow
+def test_serve_prints_first_tokens_serves_and_shuts_down_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    process = _start(tmp_path, port)
+    try:
+        _wait_ready(process, port)
+        base = f"http://127.0.0.1:{port}"
+        anonymous = httpx.post(f"{base}/v1/predict", json={"unit_id": "u1", "features": [0.0]})
+        assert anonymous.status_code == 401
+    finally:
+        code, err = _stop(process)
+    assert code in CLEAN_EXIT, err
+    admin, service = TOKEN.findall(err)
+    assert "shown once" in err
+
+    port = free_port()
+    process = _start(tmp_path, port)
+    try:
+        _wait_ready(process, port)
+        base = f"http://127.0.0.1:{port}"
+        ids = []
+        for i in range(10):
+            response = httpx.post(
+                f"{base}/v1/predict",
+                json={"unit_id": f"user-{i}", "features": [0.1] * N_FEATURES},
+                headers={"authorization": f"Bearer {service}"},
+            )
+            assert response.status_code == 200, response.text
+            ids.append(response.json()["request_id"])
+        experiments = httpx.get(
+            f"{base}/v1/experiments", headers={"authorization": f"Bearer {admin}"}
+        )
+        assert [e["key"] for e in experiments.json()["experiments"]] == ["demo"]
+    finally:
+        code, err = _stop(process)
+    assert code in CLEAN_EXIT, err
+    assert TOKEN.findall(err) == [], "tokens are printed on the first start only"
+    with EventStore.open(f"sqlite:///{tmp_path / 'abflow.db'}") as store:
+        assert store.count_events("prediction", "demo") == 10
+        assert store.count_events("exposure", "demo") == 10
