@@ -13,6 +13,7 @@ from gateway_support import AppFactory, MemoryEvents, experiment, serve
 from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore, create_token
 from abflow.serving.app import create_app
+from abflow.serving.backends import BackendOptions
 from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.spec import ExperimentSpec
@@ -49,10 +50,15 @@ async def make_client(
         async def build(
             *specs: ExperimentSpec,
             shadow: dict[str, list[str]] | None = None,
+            backends: dict[str, BackendOptions] | None = None,
             **settings: Any,
         ) -> httpx.AsyncClient:
             options = {"journal_dir": tmp_path / "journal", "store_url": None, **settings}
-            config = GatewayConfig(experiments=list(specs or (experiment(),)), shadow=shadow or {})
+            config = GatewayConfig(
+                experiments=list(specs or (experiment(),)),
+                shadow=shadow or {},
+                backends=backends or {},
+            )
             app = create_app(
                 GatewaySettings(**options),
                 config=config,

@@ -146,3 +146,47 @@ async def test_gateway_serves_an_http_variant_end_to_end(
     assert body["variant"] == "remote"
     assert_allclose(body["prediction"], gwmodels.challenger().predict_proba([row])[0, 1])
     assert events.rows["prediction"][0]["model_version"] == body["model_version"]
+
+
+async def test_a_challenger_whose_artifacts_changed_never_serves(
+    make_client: AppFactory, tokens: dict[Role, str], events: MemoryEvents, tmp_path: Path
+) -> None:
+    import hashlib
+
+    path = tmp_path / "challenger.joblib"
+    joblib.dump(gwmodels.challenger(), path)
+    recorded = hashlib.sha256(path.read_bytes()).hexdigest()
+    joblib.dump(gwmodels.control(), path)  # replaced after its checksum was recorded
+    reference = f"file:{path}"
+    spec = experiment(
+        variants=[
+            {"name": "control", "model": "python:gwmodels:control"},
+            {"name": "challenger", "model": reference},
+        ],
+        weights=[0.0, 1.0],
+    )
+    client = await make_client(spec, backends={reference: BackendOptions(checksum=recorded)})
+    body = (
+        await client.post(
+            "/v1/predict",
+            json={"unit_id": "u1", "features": [0.0] * 4},
+            headers=auth(tokens[Role.SERVICE]),
+        )
+    ).json()
+    assert body["variant"] == "challenger"
+    assert body["is_fallback"] is True
+    assert body["model_version"] == "gwmodels:control"
+    assert events.rows["prediction"][0]["is_fallback"] is True
+
+
+def test_checksums_are_verified_before_loading(tmp_path: Path) -> None:
+    import hashlib
+
+    from abflow.errors import ArtifactChecksumError
+
+    path = tmp_path / "model.joblib"
+    joblib.dump(gwmodels.control(), path)
+    good = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert load_model(f"file:{path}", expected_checksum=good).checksum == good
+    with pytest.raises(ArtifactChecksumError, match="refusing to serve"):
+        load_model(f"file:{path}", expected_checksum="0" * 64)

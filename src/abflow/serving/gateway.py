@@ -10,6 +10,7 @@ once, when an experiment is added.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -18,11 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from abflow.errors import BackendError, ExperimentNotFoundError, InvalidArgumentError
+from abflow.errors import (
+    ArtifactChecksumError,
+    BackendError,
+    ExperimentNotFoundError,
+    InvalidArgumentError,
+)
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
 from abflow.routing.experiment import CompiledExperiment, compile_experiment
-from abflow.serving.backends import BackendOptions, GuardedBackend, build_backend
+from abflow.serving.backends import (
+    BackendOptions,
+    CircuitBreaker,
+    GuardedBackend,
+    RefusedBackend,
+    build_backend,
+)
 from abflow.serving.cache import MISSING, PredictionCache, row_key
 from abflow.serving.catalog import ExperimentCatalog
 from abflow.serving.events import (
@@ -38,6 +50,8 @@ from abflow.serving.shadow import ShadowMirror
 from abflow.spec import ExperimentSpec
 
 __all__ = ["Gateway", "LiveExperiment"]
+
+logger = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str, BackendOptions | None], GuardedBackend]
 
@@ -109,10 +123,19 @@ class Gateway:
             on_batch=child.observe,
         )
 
-    def _backend(self, reference: str) -> GuardedBackend:
+    def _backend(self, reference: str, *, is_control: bool) -> GuardedBackend:
         backend = self._backends.get(reference)
         if backend is None:
-            backend = self._factory(reference, self._options.get(reference))
+            try:
+                backend = self._factory(reference, self._options.get(reference))
+            except ArtifactChecksumError as exc:
+                if is_control:
+                    raise
+                # A challenger that fails verification never serves; control answers for it.
+                logger.error("refusing model %s: %s", reference, exc)
+                self.metrics.errors.labels("", reference, "ArtifactChecksumError").inc()
+                breaker = CircuitBreaker(failure_threshold=1, reset_seconds=float("inf"))
+                return GuardedBackend(RefusedBackend(reference, exc), breaker=breaker)
             self._backends[reference] = backend
         return backend
 
@@ -121,7 +144,9 @@ class Gateway:
     ) -> LiveExperiment:
         """Load the spec's models (blocking: call from a thread when the loop is running),
         register it, and start serving it; replaces a live experiment with the same key."""
-        backends = tuple(self._backend(v.model) for v in spec.variants)
+        backends = tuple(
+            self._backend(v.model, is_control=index == 0) for index, v in enumerate(spec.variants)
+        )
         names = spec.variant_names
         unknown = [n for n in shadow if n not in names[1:]]
         if unknown:

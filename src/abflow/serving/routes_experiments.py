@@ -41,6 +41,7 @@ def describe(gateway: Gateway, live: LiveExperiment, *, with_spec: bool = False)
                 "name": variant.name,
                 "model": variant.model,
                 "model_version": backend.version,
+                "checksum": _checksum(backend),
                 "weight": weights[index],
                 "is_shadow": index in live.shadow,
                 "circuit": backend.breaker.state,
@@ -53,6 +54,11 @@ def describe(gateway: Gateway, live: LiveExperiment, *, with_spec: bool = False)
     if with_spec:
         document["spec"] = spec.model_dump(mode="json")
     return document
+
+
+def _checksum(backend: Any) -> str | None:
+    model = getattr(backend.inner, "model", None)
+    return getattr(model, "checksum", None)
 
 
 @router.get("/v1/experiments", summary="List live experiments")

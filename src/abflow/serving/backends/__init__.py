@@ -18,7 +18,7 @@ from abflow.errors import ConfigError
 from abflow.serving.backends.base import ModelBackend
 from abflow.serving.backends.http import HeaderAuth, HttpBackend
 from abflow.serving.backends.local import InProcessBackend, OutputKind, load_model
-from abflow.serving.backends.resilience import CircuitBreaker, GuardedBackend
+from abflow.serving.backends.resilience import CircuitBreaker, GuardedBackend, RefusedBackend
 
 __all__ = [
     "BackendOptions",
@@ -28,6 +28,7 @@ __all__ = [
     "HttpBackend",
     "InProcessBackend",
     "ModelBackend",
+    "RefusedBackend",
     "build_backend",
 ]
 
@@ -54,6 +55,11 @@ class BackendOptions(BaseModel):
         "(request) -> headers, for signed endpoints (SageMaker, Vertex)",
     )
     max_connections: int = Field(default=64, ge=1)
+    checksum: str | None = Field(
+        default=None,
+        description="in-process models: SHA-256 of the artifacts recorded when the model "
+        "entered the experiment; a mismatch refuses the model (its traffic falls back)",
+    )
 
 
 def build_backend(
@@ -84,7 +90,7 @@ def build_backend(
         )
     else:
         backend = InProcessBackend(
-            load_model(reference),
+            load_model(reference, expected_checksum=opts.checksum),
             output=opts.output,
             max_rows=max_batch_rows,
             max_wait_seconds=max_batch_wait_seconds,

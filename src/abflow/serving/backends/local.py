@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from abflow.errors import BackendError, ConfigError
+from abflow.errors import ArtifactChecksumError, BackendError, ConfigError
 from abflow.serving.batching import MicroBatcher
 
 __all__ = ["InProcessBackend", "LoadedModel", "OutputKind", "load_model", "predict_outputs"]
@@ -35,25 +35,42 @@ class LoadedModel:
     checksum: str | None = None
 
 
-def load_model(reference: str) -> LoadedModel:
-    """Load the predictor named by ``reference`` into this process."""
+def load_model(reference: str, *, expected_checksum: str | None = None) -> LoadedModel:
+    """Load the predictor named by ``reference`` into this process.
+
+    With ``expected_checksum`` (the SHA-256 recorded when the model entered the experiment)
+    the artifacts are verified before anything is unpickled: ArtifactChecksumError if they
+    changed, since a tampered or silently replaced model must never serve.
+    """
     if reference.startswith("file:"):
-        return _load_file(reference)
+        return _load_file(reference, expected_checksum)
     if reference.startswith("python:"):
+        if expected_checksum is not None:
+            msg = f"{reference!r} has no artifacts to verify; drop its checksum"
+            raise ConfigError(msg)
         return _load_python(reference)
     if reference.startswith(("models:/", "runs:/")):
-        return _load_registry(reference)
+        return _load_registry(reference, expected_checksum)
     msg = f"{reference!r} is not an in-process model reference (file:, python:, models:/, runs:/)"
     raise ConfigError(msg)
 
 
-def _load_file(reference: str) -> LoadedModel:
+def _load_file(reference: str, expected_checksum: str | None) -> LoadedModel:
     path = Path(reference.removeprefix("file:").removeprefix("//"))
     try:
         data = path.read_bytes()
     except OSError as exc:
         msg = f"cannot read model file {str(path)!r}: {exc.strerror}"
         raise ConfigError(msg) from exc
+    checksum = hashlib.sha256(data).hexdigest()
+    if expected_checksum is not None:
+        expected = expected_checksum.strip().lower().removeprefix("sha256:")
+        if checksum != expected:
+            msg = (
+                f"model file {str(path)!r} no longer matches its recorded checksum "
+                f"(expected {expected[:12]}…, found {checksum[:12]}…): refusing to serve it"
+            )
+            raise ArtifactChecksumError(msg)
     import joblib
 
     try:
@@ -62,7 +79,6 @@ def _load_file(reference: str) -> LoadedModel:
         msg = f"cannot load model file {str(path)!r}: {exc}"
         raise ConfigError(msg) from exc
     _require_predict(predictor, reference)
-    checksum = hashlib.sha256(data).hexdigest()
     return LoadedModel(predictor, reference, f"{path.stem}@{checksum[:12]}", checksum)
 
 
@@ -84,13 +100,13 @@ def _load_python(reference: str) -> LoadedModel:
     return LoadedModel(predictor, reference, version)
 
 
-def _load_registry(reference: str) -> LoadedModel:
+def _load_registry(reference: str, expected_checksum: str | None) -> LoadedModel:
     try:
         registry = importlib.import_module("abflow.registry")
     except ImportError as exc:
         msg = f"cannot resolve {reference!r}: the model registry is not available ({exc})"
         raise ConfigError(msg) from exc
-    resolved = registry.resolve_model(reference)
+    resolved = registry.resolve_model(reference, expected_checksum=expected_checksum)
     _require_predict(resolved.predictor, reference)
     version = f"{resolved.name}/{resolved.version}"
     return LoadedModel(resolved.predictor, reference, version, resolved.checksum)

@@ -24,7 +24,7 @@ from abflow.errors import (
 )
 from abflow.serving.backends.base import ModelBackend
 
-__all__ = ["CircuitBreaker", "GuardedBackend"]
+__all__ = ["CircuitBreaker", "GuardedBackend", "RefusedBackend"]
 
 CircuitState = Literal["closed", "open", "half_open"]
 
@@ -131,3 +131,35 @@ class GuardedBackend:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+class RefusedBackend:
+    """Stands in for a model that must not serve (its artifacts failed verification).
+
+    Every call raises the refusal, so the gateway answers that variant's units with the
+    control model and logs each answer as a fallback: the problem stays visible in the
+    event log and the metrics instead of taking the experiment down.
+    """
+
+    def __init__(self, reference: str, error: BackendError | Exception) -> None:
+        self._reference = reference
+        self.error = error
+
+    @property
+    def reference(self) -> str:
+        return self._reference
+
+    @property
+    def version(self) -> str:
+        return "refused"
+
+    @property
+    def n_features(self) -> int | None:
+        return None
+
+    async def predict(self, rows: np.ndarray) -> list[Any]:
+        msg = f"model {self._reference} is refused: {self.error}"
+        raise BackendError(msg)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
