@@ -5,10 +5,17 @@ from __future__ import annotations
 import socket
 
 import pytest
+import sqlalchemy as sa
 
 from abflow.errors import StoreError, StoreUnavailableError
 from abflow.store import EventStore
-from abflow.store.engine import create_store_engine, display_url, resolve_url
+from abflow.store.engine import (
+    create_store_engine,
+    display_url,
+    is_unavailable,
+    raise_store_error,
+    resolve_url,
+)
 
 
 @pytest.fixture
@@ -65,3 +72,37 @@ def test_resolve_and_display_urls() -> None:
     assert resolve_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
     assert resolve_url("sqlite:///x.db") == "sqlite:///x.db"
     assert display_url("postgresql+psycopg://u:pw@h/db") == "postgresql+psycopg://u:***@h/db"
+
+
+class FakeDriverError(Exception):
+    """A driver error carrying a SQLSTATE, as psycopg's do."""
+
+    def __init__(self, sqlstate: str | None, text: str = "driver error") -> None:
+        super().__init__(text)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "text", "unavailable"),
+    [
+        ("08006", "connection failure", True),
+        ("53300", "too many connections", True),
+        ("53100", "disk full", True),
+        ("57P01", "terminating connection due to administrator command", True),
+        ("25006", "cannot execute INSERT in a read-only transaction", True),
+        ("40P01", "deadlock detected", True),
+        ("23505", "duplicate key value violates unique constraint", False),
+        ("42P01", 'relation "exposures" does not exist', False),
+        ("22P02", "invalid input syntax for type double precision", False),
+        (None, "database is locked", True),
+        (None, "no such table: exposures", False),
+    ],
+)
+def test_driver_errors_are_classified(sqlstate: str | None, text: str, unavailable: bool) -> None:
+    wrapped = sa.exc.OperationalError("INSERT ...", {}, FakeDriverError(sqlstate, text))
+    expected = StoreUnavailableError if unavailable else StoreError
+    with pytest.raises(StoreError) as caught:
+        raise_store_error(wrapped, "write events")
+    assert type(caught.value) is expected
+    assert text in str(caught.value)
+    assert is_unavailable(wrapped) is unavailable

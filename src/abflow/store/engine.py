@@ -40,9 +40,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 
 _WRITE_OPTION = "abflow_write"
-# SQLSTATE classes that mean "the server is not there now" rather than "this statement is
-# wrong": connection exceptions, too many connections, shutdown in progress.
-_UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+# SQLSTATEs that mean "try again later" rather than "this statement is wrong": connection
+# exceptions, insufficient resources (disk full, too many connections), shutdown, a cancelled
+# statement, a read-only server (a failover in progress), lock timeouts, and deadlocks or
+# serialization failures that outlasted the writer's own retries. Callers that get
+# StoreUnavailableError keep the events (the gateway spools them) instead of dropping them.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "25006", "55P03", "40")
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -174,7 +177,9 @@ def is_unavailable(exc: BaseException) -> bool:
         # psycopg reports a failed or lost connection without a SQLSTATE.
         return name == "OperationalError"
     text = str(original).lower()
-    return "database is locked" in text or "database is busy" in text
+    return any(
+        phrase in text for phrase in ("database is locked", "database is busy", "disk is full")
+    )
 
 
 def _first_line(exc: Exception) -> str:
