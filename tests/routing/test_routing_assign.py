@@ -239,3 +239,18 @@ def test_condition_edge_cases(
     condition: dict[str, Any], attributes: dict[str, Any], expected: bool
 ) -> None:
     assert eval_condition(attributes, condition) is expected
+
+
+def test_decimal_rehash_matches_string_formatting(rng: np.random.Generator) -> None:
+    from abflow.routing.batch import _hash_decimal
+
+    edges = [0, 1, 9, 10, 99, 100, 9_999_999, 10_000_000, 99_999_999, 10**8, 10**9, 2**32 - 1]
+    values = np.concatenate(
+        [
+            np.array(edges, dtype=np.uint32),
+            rng.integers(0, 2**32, size=20_000, dtype=np.uint64).astype(np.uint32),
+            rng.integers(0, 10**7, size=2_000).astype(np.uint32),  # the short-number path
+        ]
+    )
+    expected = [_naive_fnv1a32(str(int(v))) for v in values]
+    assert _hash_decimal(values).tolist() == expected

@@ -2,14 +2,15 @@
 
 FNV-1a runs column by column over the UCS-4 code points of a numpy ``'U'`` array (numpy
 stores each character as its code point, so non-ASCII ids hash exactly as in the single-unit
-path). Rows are processed in chunks sorted by length, so a few long ids cost only their own
-work, and the second hash of version 2 (over the decimal digits of the first) runs on the
+path). Rows are processed in cache-sized chunks, each over its own longest id, and the
+second hash of version 2 (over the decimal digits of the first) runs on the
 32-bit integers directly. Use it for backfills, offline analysis and pre-computed
 assignment tables; the gateway uses the single-unit path.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from abflow.spec import ExperimentSpec
 
 __all__ = ["BatchAssignment", "assign_batch", "fnv1a32_array"]
 
-_CHUNK_ROWS = 1 << 14
+_CHUNK_ROWS = 1 << 12
 _PRIME = np.uint32(FNV_PRIME)
 _REASON_CODE = {reason: code for code, reason in enumerate(REASONS)}
 
@@ -99,98 +100,114 @@ def fnv1a32_array(
     values: npt.NDArray[np.str_], *, prefix: str = "", suffix: str = ""
 ) -> npt.NDArray[np.uint32]:
     """``fnv1a32(prefix + value + suffix)`` for every string of a 1-d ``'U'`` array."""
-    (result,) = _hash_all(values, [(prefix, suffix)])
+    (result,), _ = _hash_all(values, [(prefix, suffix)])
     return result
 
 
 def _hash_all(
     values: npt.NDArray[np.str_], affixes: Sequence[tuple[str, str]]
-) -> list[npt.NDArray[np.uint32]]:
-    """One FNV-1a hash per ``(prefix, suffix)`` pair, sharing the code-point columns."""
+) -> tuple[list[npt.NDArray[np.uint32]], npt.NDArray[np.intp]]:
+    """One FNV-1a hash per ``(prefix, suffix)`` pair, sharing the code-point columns.
+
+    Every row of a chunk is hashed over the chunk's longest length, so shorter rows also
+    hash their NUL padding: ``h -> (h ^ 0) * prime`` per padding character. The prime is
+    odd, hence invertible modulo 2**32, and multiplying by its inverse once per padding
+    character undoes that exactly, with no per-row branching or sorting.
+    """
     results = [np.empty(values.shape[0], dtype=np.uint32) for _ in affixes]
+    lengths = np.empty(values.shape[0], dtype=np.intp)
     starts = [np.uint32(_fnv1a32_python(prefix)) for prefix, _ in affixes]
     suffixes = [[np.uint32(ord(char)) for char in suffix] for _, suffix in affixes]
     for begin in range(0, values.shape[0], _CHUNK_ROWS):
         chunk = values[begin : begin + _CHUNK_ROWS]
-        columns, firsts, order = _columns(chunk)
+        columns, padding, lengths[begin : begin + chunk.shape[0]] = _columns(chunk)
+        unpad = None if padding is None else _inverse_powers(columns.shape[0])[padding]
         for result, start, suffix in zip(results, starts, suffixes, strict=True):
-            state = np.full(chunk.shape[0], start, dtype=np.uint32)
-            for column, first in zip(columns, firsts, strict=True):
-                active = state[first:]
-                active ^= column[first:]
-                active *= _PRIME
+            state = result[begin : begin + chunk.shape[0]]
+            state.fill(start)
+            for column in columns:
+                state ^= column
+                state *= _PRIME
+            if unpad is not None:
+                state *= unpad
             for code in suffix:
                 state ^= code
                 state *= _PRIME
-            if order is None:
-                result[begin : begin + chunk.shape[0]] = state
-            else:
-                result[begin + order] = state
-    return results
+    return results, lengths
 
 
 def _columns(
     chunk: npt.NDArray[np.str_],
-) -> tuple[npt.NDArray[np.uint32], list[int], npt.NDArray[np.intp] | None]:
-    """Code points as contiguous columns, rows sorted by length when lengths differ.
-
-    Column ``j`` only needs hashing from row ``firsts[j]`` on: the rows before it are
-    shorter than ``j + 1`` characters.
-    """
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.intp] | None, npt.NDArray[np.intp]]:
+    """Code points as contiguous columns (up to the chunk's longest id), each row's number
+    of padding characters (None when every row has the same length), and the lengths."""
     rows = chunk.shape[0]
     width = chunk.dtype.itemsize // 4
-    if rows == 0 or width == 0:
-        return np.zeros((0, rows), dtype=np.uint32), [], None
-    codes = np.ascontiguousarray(chunk).view(np.uint32).reshape(rows, width)
     lengths = np.strings.str_len(chunk)
-    if bool((lengths == width).all()):
-        return np.ascontiguousarray(codes.T), [0] * width, None
-    order = np.argsort(lengths, kind="stable")
-    sorted_lengths = lengths[order]
-    longest = int(sorted_lengths[-1])
-    columns = np.ascontiguousarray(codes[order, :longest].T)
-    firsts = np.searchsorted(sorted_lengths, np.arange(longest), side="right").tolist()
-    return columns, firsts, order
+    longest = int(lengths.max()) if rows else 0
+    if longest == 0:
+        return np.zeros((0, rows), dtype=np.uint32), None, lengths
+    codes = np.ascontiguousarray(chunk).view(np.uint32).reshape(rows, width)
+    columns = np.ascontiguousarray(codes[:, :longest].T)
+    padding = longest - lengths
+    return columns, (padding if bool(padding.any()) else None), lengths
 
 
-_SMALL = 10**7
-"""Below this, a 32-bit value has fewer than 8 digits (0.2% of hashes): done one by one."""
+@functools.lru_cache(maxsize=64)
+def _inverse_powers(count: int) -> npt.NDArray[np.uint32]:
+    """``prime ** -k mod 2**32`` for ``k`` in ``0..count``."""
+    inverse = pow(FNV_PRIME, -1, 2**32)
+    powers = [1]
+    for _ in range(count):
+        powers.append(powers[-1] * inverse % 2**32)
+    return np.array(powers, dtype=np.uint32)
 
 
-def _hash_decimal(inner: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
+def _hash_decimal(inner: npt.NDArray[np.uint32], exact_from: int = 8) -> npt.NDArray[np.uint32]:
     """``fnv1a32(str(x))`` for each 32-bit ``x``: FNV over its decimal digits, no strings.
 
-    Every digit position is hashed for all rows; the two leading positions are kept only
-    where the number is that long, and the rare numbers under 8 digits are redone exactly.
+    Every digit position is hashed for all rows, but a leading zero must not be: positions
+    from ``10**exact_from`` up are kept only where the number reaches them. Numbers too short
+    for that (under 8 digits by default, 0.2% of hashes) are redone with every position
+    checked, which keeps the common case free of most per-row selection.
     """
     state = np.full(inner.shape[0], FNV_OFFSET, dtype=np.uint32)
-    higher = None
+    quotient = np.empty_like(inner)
+    higher = np.zeros_like(inner)
+    stepped = np.empty_like(inner)
     for exponent in range(9, -1, -1):
-        power = np.uint32(10**exponent)
-        quotient = inner // power
-        digit = quotient if higher is None else quotient - higher * np.uint32(10)
-        higher = quotient
-        stepped = (state ^ (digit + np.uint32(48))) * _PRIME
-        state = np.where(quotient > 0, stepped, state) if exponent >= 8 else stepped
-    for row in np.flatnonzero(inner < _SMALL):
-        state[row] = _fnv1a32_python(str(int(inner[row])))
+        np.floor_divide(inner, np.uint32(10**exponent), out=quotient)
+        np.multiply(higher, np.uint32(10), out=stepped)
+        np.subtract(quotient, stepped, out=stepped)  # the digit
+        stepped += np.uint32(48)
+        stepped ^= state
+        stepped *= _PRIME
+        if exponent >= exact_from:
+            np.copyto(state, stepped, where=quotient > 0)
+        else:
+            state, stepped = stepped, state
+        higher, quotient = quotient, higher
+    if exact_from > 1:
+        short = np.flatnonzero(inner < np.uint32(10 ** (exact_from - 1)))
+        if short.size:
+            state[short] = _hash_decimal(inner[short], exact_from=1)
     return state
 
 
 def _hashes(
     compiled: CompiledExperiment, ids: npt.NDArray[np.str_]
-) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32] | None]:
-    """Bucket keys (``bucket * scale``) and, with a namespace, namespace keys (``* 1000``)."""
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32] | None, npt.NDArray[np.intp]]:
+    """Bucket keys (``bucket * scale``), namespace keys (``* 1000``) and id lengths."""
     affixes = [("", compiled.seed) if compiled.hash_version == 1 else (compiled.seed, "")]
     if compiled.namespace is not None:
         affixes.append(("", "__" + compiled.namespace[0]))
-    hashed = _hash_all(ids, affixes)
+    hashed, lengths = _hash_all(ids, affixes)
     if compiled.hash_version == 2:
         keys = _hash_decimal(hashed[0]) % np.uint32(10000)
     else:
         keys = hashed[0] % np.uint32(1000)
     spots = hashed[1] % np.uint32(1000) if compiled.namespace is not None else None
-    return keys, spots
+    return keys, spots, lengths
 
 
 def assign_batch(
@@ -210,24 +227,22 @@ def assign_batch(
     count = ids.shape[0]
     rows_attributes = None if attributes is None else list(attributes)
 
-    keys, spots = _hashes(compiled, ids)
-    bucket = keys.astype(np.float64) / float(compiled.scale)
-    index = np.full(count, -1, dtype=np.int32)
-    for position, (start, end) in enumerate(compiled.ranges):
-        index[(bucket >= start) & (bucket < end) & (index < 0)] = position
-    reason = np.where(index >= 0, _REASON_CODE["assigned"], _REASON_CODE["coverage"]).astype(
-        np.uint8
-    )
+    keys, spots, lengths = _hashes(compiled, ids)
+    index_table, reason_table = compiled.memo("bucket_tables", lambda: _bucket_tables(compiled))
+    index = index_table[keys]
+    reason = reason_table[keys]
+    bucket = keys / np.float64(compiled.scale)
 
     # Later rules override earlier ones, so apply them from the last decision to the first.
     if compiled.namespace is not None and spots is not None:
         _, start, end = compiled.namespace
-        spot = spots / 1000.0
-        _exclude(index, bucket, reason, ~((spot >= start) & (spot < end)), "namespace")
+        inside = compiled.memo(
+            "namespace_table", lambda: np.array([start <= k / 1000 < end for k in range(1000)])
+        )
+        _exclude(index, bucket, reason, ~inside[spots], "namespace")
     if compiled.condition is not None:
         targeted = _targeted(compiled, rows_attributes, count)
         _exclude(index, bucket, reason, ~targeted, "condition")
-    lengths = np.strings.str_len(ids)
     _exclude(index, bucket, reason, lengths == 0, "no_unit")
     # An id ending in NUL cannot live in a 'U' array; such rows are redone below.
     forced_ids = [unit_id for unit_id in compiled.forced if unit_id and unit_id[-1] != "\x00"]
@@ -250,6 +265,16 @@ def assign_batch(
     )
 
 
+def _bucket_tables(
+    compiled: CompiledExperiment,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+    """Variant index and reason code for every bucket key, from the single-unit path."""
+    decided = [compiled.for_bucket(key) for key in range(compiled.scale)]
+    index = np.array([a.index for a in decided], dtype=np.int32)
+    reason = np.array([_REASON_CODE[a.reason] for a in decided], dtype=np.uint8)
+    return index, reason
+
+
 def _set_row(
     index: npt.NDArray[np.int32],
     bucket: npt.NDArray[np.float64],
@@ -269,9 +294,11 @@ def _exclude(
     mask: npt.NDArray[np.bool_],
     why: str,
 ) -> None:
-    index[mask] = -1
-    bucket[mask] = np.nan
-    reason[mask] = _REASON_CODE[why]
+    rows = np.flatnonzero(mask)
+    if rows.size:
+        index[rows] = -1
+        bucket[rows] = np.nan
+        reason[rows] = _REASON_CODE[why]
 
 
 def _targeted(

@@ -23,7 +23,7 @@ import functools
 import math
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -86,6 +86,7 @@ class CompiledExperiment:
 
     __slots__ = (
         "_lock",
+        "_memo",
         "_table",
         "condition",
         "forced",
@@ -129,6 +130,14 @@ class CompiledExperiment:
         self.outside_namespace = Assignment(None, -1, None, False, "namespace")
         self._table: dict[int, Assignment] = {}
         self._lock = threading.Lock()
+        self._memo: dict[str, Any] = {}
+
+    def memo(self, name: str, build: Callable[[], Any]) -> Any:
+        """Derived data computed once per compiled experiment (e.g. the batch lookup tables)."""
+        value = self._memo.get(name)
+        if value is None:
+            value = self._memo.setdefault(name, build())
+        return value
 
     def bucket_key(self, unit_id: str) -> int:
         """The unit's bucket as an integer: ``bucket_hash(seed, unit_id) * scale``."""
