@@ -8,7 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from abflow.errors import InvalidArgumentError, JournalError, StoreError, StoreUnavailableError
 from abflow.serving.eventlog import EventKind, EventLog
@@ -274,3 +277,57 @@ def test_close_tries_once_more_despite_the_backoff(tmp_path: Path) -> None:
     log.close()  # the next retry is 30 s away; close does not wait for it, it tries now
     assert store.order == expected_order(range(300))
     assert (log.spool_bytes, segments(tmp_path)) == (0, [])
+
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 80)),
+        st.tuples(st.sampled_from(["down", "up", "restart", "settle"]), st.just(0)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(operations=OPERATIONS, batch_size=st.sampled_from([1, 7, 50]))
+def test_any_mix_of_outages_and_restarts_delivers_everything_once_in_order(
+    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[str, int]], batch_size: int
+) -> None:
+    journal_dir = tmp_path_factory.mktemp("journal")
+    store = MemoryStore()
+    tuning = {"batch_size": batch_size, "max_queue_events": 20, "segment_bytes": 1024}
+    log = fast_log(store, journal_dir, **tuning)
+    log.start()
+    appended = 0
+    try:
+        for name, count in operations:
+            if name == "append":
+                for i in range(appended, appended + count):
+                    log.append(*event(i))
+                appended += count
+            elif name in ("down", "up"):
+                store.is_down = name == "down"
+            elif name == "restart":
+                log.close()
+                log = fast_log(store, journal_dir, **tuning)
+                log.start()
+            else:
+                wait_until(lambda current=log: current.queue_depth == 0)  # type: ignore[misc]
+    finally:
+        store.is_down = False
+        log.close()
+    assert store.order == expected_order(range(appended))
+    assert (log.spool_bytes, segments(journal_dir)) == (0, [])
+
+
+def test_numpy_scalars_from_models_are_stored_as_numbers(tmp_path: Path) -> None:
+    store = MemoryStore()
+    log = fast_log(store, tmp_path)
+    log.start()
+    row = {"event_id": "np", "ts": 1.0, "score": np.float32(0.25), "n": np.int64(3)}
+    log.append("prediction", row)
+    log.close()
+    stored = store.rows["np"]
+    assert stored == {"event_id": "np", "ts": 1.0, "score": 0.25, "n": 3}
+    assert (type(stored["score"]), type(stored["n"])) == (float, int)

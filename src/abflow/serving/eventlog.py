@@ -203,13 +203,13 @@ class EventLog:
 
         Thread-safe. Raises JournalError if the journal cannot be written (the event is then
         not acknowledged), InvalidArgumentError for an unknown kind or a row orjson cannot
-        serialise.
+        serialise. Numpy scalars (model outputs) are stored as plain numbers.
         """
         if kind not in KIND_CODES:
             msg = f"unknown event kind {kind!r}; expected exposure, prediction or outcome"
             raise InvalidArgumentError(msg)
         try:
-            payload = orjson.dumps(row)
+            payload = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
         except TypeError as exc:
             msg = f"{kind} row cannot be serialised: {exc}"
             raise InvalidArgumentError(msg) from exc

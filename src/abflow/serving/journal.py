@@ -416,14 +416,17 @@ class Journal:
         return entries, self._normalize((number, offset)), skipped
 
     def _normalize(self, position: Position) -> Position:
-        """Map the end of a finished segment to the start of the next one."""
+        """Move past the ends of finished segments (empty ones included) to the next record."""
         number, offset = position
         with self._lock:
-            if number != self._active and offset >= self._sizes.get(number, 0):
+            while number != self._active or self._fd < 0:
+                if offset < self._sizes.get(number, 0):
+                    break
                 following = [n for n in self._sizes if n > number]
-                if following:
-                    return (min(following), 0)
-            return position
+                if not following:
+                    break
+                number, offset = min(following), 0
+            return (number, offset)
 
     def release(self, position: Position) -> int:
         """Delete the segments wholly before ``position`` (the store confirmed them)."""
