@@ -72,28 +72,34 @@ class BatchAssignment:
 
 def _as_unicode(
     unit_ids: Sequence[str] | npt.NDArray[Any],
-) -> tuple[npt.NDArray[np.str_], list[str] | None]:
-    """A 1-d ``'U'`` array of the ids, and the original strings when they came as a list.
+) -> tuple[npt.NDArray[np.str_], list[str] | None, npt.NDArray[np.intp] | None]:
+    """A 1-d ``'U'`` array of the ids; for ids given as Python strings, also the strings
+    and their true lengths.
 
-    numpy drops trailing NUL characters from ``'U'`` strings, so ids given as Python strings
-    are kept to recompute any row that lost one.
+    numpy drops trailing NUL characters from ``'U'`` strings, so the caller recomputes any
+    row whose length changed.
     """
-    originals: list[str] | None = None
-    if isinstance(unit_ids, np.ndarray):
-        array = unit_ids
-    else:
-        originals = list(unit_ids)
-        array = np.asarray(originals) if originals else np.zeros(0, dtype="U1")
-    if array.dtype.kind == "O" and all(isinstance(item, str) for item in array.flat):
-        originals = list(array.flat) if array.ndim == 1 else originals
-        array = array.astype(str) if array.size else np.zeros(array.shape, dtype="U1")
-    if array.dtype.kind != "U":
-        msg = f"unit ids must be strings, got an array of {array.dtype}"
+    if isinstance(unit_ids, np.ndarray) and unit_ids.dtype.kind != "O":
+        if unit_ids.dtype.kind != "U" and unit_ids.size:
+            msg = f"unit ids must be strings, got an array of {unit_ids.dtype}"
+            raise InvalidArgumentError(msg)
+        if unit_ids.ndim != 1:
+            msg = f"unit ids must be one-dimensional, got shape {unit_ids.shape}"
+            raise InvalidArgumentError(msg)
+        return unit_ids.astype(str, copy=False), None, None
+    if isinstance(unit_ids, np.ndarray) and unit_ids.ndim != 1:
+        msg = f"unit ids must be one-dimensional, got shape {unit_ids.shape}"
         raise InvalidArgumentError(msg)
-    if array.ndim != 1:
-        msg = f"unit ids must be one-dimensional, got shape {array.shape}"
+    originals = list(unit_ids)
+    kinds = set(map(type, originals))
+    if not kinds <= {str}:
+        names = sorted(kind.__name__ for kind in kinds - {str})
+        msg = f"unit ids must be strings, got {', '.join(names)}"
         raise InvalidArgumentError(msg)
-    return array, originals
+    lengths = np.fromiter(map(len, originals), dtype=np.intp, count=len(originals))
+    width = max(int(lengths.max()) if lengths.size else 1, 1)
+    array = np.fromiter(originals, dtype=f"U{width}", count=len(originals))
+    return array, originals, lengths
 
 
 def fnv1a32_array(
@@ -223,7 +229,7 @@ def assign_batch(
     compiled = (
         experiment if isinstance(experiment, CompiledExperiment) else compile_experiment(experiment)
     )
-    ids, originals = _as_unicode(unit_ids)
+    ids, originals, true_lengths = _as_unicode(unit_ids)
     count = ids.shape[0]
     rows_attributes = None if attributes is None else list(attributes)
 
@@ -249,8 +255,7 @@ def assign_batch(
     if forced_ids:
         for row in np.flatnonzero(np.isin(ids, np.array(forced_ids, dtype=str))).tolist():
             _set_row(index, bucket, reason, row, compiled.forced[str(ids[row])])
-    if originals is not None:
-        true_lengths = np.fromiter(map(len, originals), dtype=np.int64, count=count)
+    if originals is not None and true_lengths is not None:
         for row in np.flatnonzero(true_lengths != lengths).tolist():  # ids that lost a trailing NUL
             row_attributes = dict(rows_attributes[row]) if rows_attributes is not None else {}
             row_attributes[compiled.unit] = originals[row]
