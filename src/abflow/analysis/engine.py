@@ -82,7 +82,7 @@ def _finalise(run: MetricRun, metrics: list[MetricResult]) -> list[MetricResult]
             updated = _replace(comparison, adjusted_p_value=p_adj)
             outcome, significant = outcome_of(updated, metric.direction, run.alpha)
             guardrail = (
-                guardrail_status(updated, metric.direction, metric.margin or 0.0)
+                guardrail_status(updated, metric.direction, _margin_on_effect_scale(metric))
                 if metric.role == "guardrail"
                 else None
             )
@@ -91,6 +91,15 @@ def _finalise(run: MetricRun, metrics: list[MetricResult]) -> list[MetricResult]
             )
         out.append(_replace(metric, comparisons=comparisons))
     return out
+
+
+def _margin_on_effect_scale(metric: MetricResult) -> float:
+    """The spec's margin is relative; an absolute effect compares with margin x control value."""
+    margin = metric.margin or 0.0
+    if metric.relative or not metric.values:
+        return margin
+    control = metric.values[0].value
+    return margin * abs(control) if math.isfinite(control) else margin
 
 
 def _replace(record: Any, **changes: Any) -> Any:
@@ -173,8 +182,12 @@ def _analyze(
         window_start = now
     if not math.isfinite(window_end):
         window_end = now
+    primary = next((p for p in run.plans if p.metric.role == "primary"), None)
+    primary_totals = totals
+    if primary is not None and primary.source == "prediction":
+        primary_totals = totals_by_variant(run.groups_for(primary), run.variants)
     progress = estimate_progress(
-        spec, metrics, totals, run.plans, weights, total_units, window_start, window_end
+        spec, metrics, primary_totals, run.plans, weights, total_units, window_start, window_end
     )
     breakdowns: list[BreakdownRow] = []
     for dimension in (*options.dimensions, *dimensions):

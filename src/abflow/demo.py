@@ -1,0 +1,437 @@
+"""The end-to-end scenario behind ``make demo``: two fraud models, a week of traffic, a verdict.
+
+1. Train a champion (logistic regression) and a challenger (gradient boosting) on a
+   synthetic fraud data set from scikit-learn (no download). The challenger leans on
+   ``merchant_risk``, a feature the champion ignores, and wins on the training distribution.
+2. Register both in MLflow and serve them by alias (``models:/fraud-demo@champion``); if the
+   registry cannot be used, fall back to pickled files and say so.
+3. Simulate a population over several days through the real gateway (``create_app`` over an
+   in-process ASGI transport). From day 3 on, ``merchant_risk`` drifts upward for legitimate
+   shoppers: the challenger starts blocking them (false positives), the champion does not.
+4. Send labels (chargebacks, a day later) and checkouts as outcomes, analyse the experiment
+   from the store, write the HTML report and print which model should win, and why.
+
+Time is simulated: the events carry the simulated clock, so the report shows days.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DemoOptions", "DemoOutcome", "run_demo"]
+
+DAY = 86400.0
+FEATURES = ("amount_z", "velocity", "account_age", "device_score", "geo_mismatch", "hour_z",
+            "basket_z", "merchant_risk")  # fmt: skip
+COUNTRIES = ("NL", "DE", "FR", "US")
+DEVICES = ("ios", "android", "web")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """How big the scenario is; the defaults run in about a minute on a laptop."""
+
+    store_url: str | None = None
+    users: int = 2500
+    days: int = 7
+    drift_day: int = 3
+    seed: int = 20261126
+    output: Path = Path("abflow-report.html")
+    workdir: Path = Path(".abflow/demo")
+    use_registry: bool = True
+    concurrency: int = 16
+    samples: int = 24_000
+
+
+@dataclass(slots=True)
+class DemoOutcome:
+    """What the demo produced: where to look and what it decided."""
+
+    experiment_key: str
+    store_url: str
+    report_path: Path
+    verdict: str
+    winner: str | None
+    summary: str
+    model_source: str
+    requests: int
+    seconds: float
+    result: Any
+    notes: list[str] = field(default_factory=list)
+
+
+# --- data and models -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_pool: np.ndarray
+    y_pool: np.ndarray
+
+
+def _make_data(seed: int, samples: int) -> _Data:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=samples,
+        n_features=7,
+        n_informative=4,
+        n_redundant=1,
+        weights=[0.85],
+        class_sep=0.8,
+        flip_y=0.02,
+        random_state=seed,
+    )
+    rng = np.random.default_rng(seed)
+    merchant_risk = 1.6 * y + rng.normal(0.0, 1.0, size=y.size)
+    x = np.column_stack([x, merchant_risk])
+    half = y.size // 2
+    return _Data(x[:half], y[:half], x[half:], y[half:])
+
+
+def _train(data: _Data) -> tuple[Any, Any, dict[str, float]]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import recall_score
+    from sklearn.pipeline import Pipeline
+
+    keep = list(range(len(FEATURES) - 1))  # the champion never sees merchant_risk
+    champion = Pipeline(
+        [
+            ("columns", ColumnTransformer([("keep", "passthrough", keep)])),
+            ("model", LogisticRegression(max_iter=500)),
+        ]
+    ).fit(data.x_train, data.y_train)
+    challenger = HistGradientBoostingClassifier(max_iter=60, random_state=0).fit(
+        data.x_train, data.y_train
+    )
+    holdout = {
+        "champion_recall": float(recall_score(data.y_pool, champion.predict(data.x_pool))),
+        "challenger_recall": float(recall_score(data.y_pool, challenger.predict(data.x_pool))),
+    }
+    return champion, challenger, holdout
+
+
+def _register(champion: Any, challenger: Any, options: DemoOptions) -> tuple[dict[str, str], str]:
+    """Model references for the spec: MLflow aliases, else pickled files (and why)."""
+    if options.use_registry:
+        try:
+            from abflow import registry
+
+            logging.getLogger("mlflow").setLevel(logging.ERROR)
+            registry.register_model("fraud-demo", champion, alias="champion")
+            registry.register_model("fraud-demo", challenger, alias="challenger")
+            return (
+                {
+                    "champion": "models:/fraud-demo@champion",
+                    "challenger": "models:/fraud-demo@challenger",
+                },
+                "MLflow registry (" + registry.registry_location().tracking_uri + ")",
+            )
+        except Exception as exc:  # any registry failure: the demo goes on with files
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            source = f"pickled files (registry unavailable: {reason})"
+    else:
+        source = "pickled files (registry disabled)"
+    import pickle
+
+    folder = options.workdir / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    refs = {}
+    for name, model in (("champion", champion), ("challenger", challenger)):
+        path = folder / f"{name}.pkl"
+        path.write_bytes(pickle.dumps(model))
+        refs[name] = f"file:{path.resolve()}"
+    return refs, source
+
+
+def _spec(key: str, refs: dict[str, str]) -> Any:
+    from abflow.spec import parse_experiment
+
+    return parse_experiment(
+        {
+            "key": key,
+            "name": "Fraud model: gradient boosting challenger vs logistic champion",
+            "unit": "user_id",
+            "variants": [
+                {"name": "champion", "model": refs["champion"]},
+                {"name": "challenger", "model": refs["challenger"]},
+            ],
+            "weights": [0.5, 0.5],
+            "metrics": [
+                {"name": "fraud_recall", "kind": "recall", "role": "primary"},
+                {
+                    "name": "false_positive_rate",
+                    "kind": "false_positive_rate",
+                    "role": "guardrail",
+                    "direction": "decrease",
+                    "margin": 0.10,
+                },
+                {
+                    "name": "checkout_rate",
+                    "kind": "conversion",
+                    "event": "checkout",
+                    "role": "guardrail",
+                    "margin": 0.02,
+                },
+                {"name": "precision", "kind": "precision"},
+                {
+                    "name": "latency_p95",
+                    "kind": "latency",
+                    "quantile": 0.95,
+                    "role": "guardrail",
+                    "direction": "decrease",
+                    "margin": 1.0,
+                },
+                {"name": "checkout_value", "kind": "sum", "event": "checkout_value"},
+                {
+                    "name": "cost",
+                    "kind": "cost",
+                    "direction": "decrease",
+                    "cost_per_1000": 0.05,
+                    "cost_per_second": 0.02,
+                },
+            ],
+            "analysis": {
+                "method": "sequential",
+                "correction": "holm",
+                "alpha": 0.05,
+                "relative": False,
+                "minimum_detectable_effect": 0.1,
+            },
+        }
+    )
+
+
+# --- traffic -----------------------------------------------------------------------------
+
+
+class _SimulatedClock:
+    """An event sink that stamps events with the simulated time, then hands them on."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.now = time.time()
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def append(self, kind: Any, row: dict[str, Any]) -> None:
+        row["ts"] = self.now
+        self.inner.append(kind, row)
+
+    def close(self, timeout_seconds: float = 10.0) -> None:
+        self.inner.close(timeout_seconds)
+
+    @property
+    def queue_depth(self) -> int:
+        return int(self.inner.queue_depth)
+
+    @property
+    def spool_bytes(self) -> int:
+        return int(self.inner.spool_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Visit:
+    unit: str
+    attributes: dict[str, str]
+    features: list[float]
+    is_fraud: bool
+    amount: float
+
+
+def _day_visits(
+    rng: np.random.Generator, data: _Data, users: int, day: int, drift_day: int
+) -> list[_Visit]:
+    active = rng.random(users) < 0.45
+    visits = []
+    drift = max(day - drift_day + 1, 0) * 0.55  # grows each day after it starts
+    for user in np.flatnonzero(active):
+        index = int(rng.integers(data.y_pool.size))
+        row = data.x_pool[index].copy()
+        is_fraud = bool(data.y_pool[index])
+        if not is_fraud:
+            row[-1] += drift
+        attributes = {
+            "country": COUNTRIES[user % len(COUNTRIES)],
+            "device": DEVICES[(user // 7) % len(DEVICES)],
+        }
+        amount = float(np.exp(rng.normal(3.6, 0.7)))
+        visits.append(_Visit(f"user-{user}", attributes, [float(v) for v in row], is_fraud, amount))
+    return visits
+
+
+async def _traffic(
+    key: str, spec: Any, url: str, options: DemoOptions, start: float, progress: Any
+) -> int:
+    import httpx
+
+    from abflow.security.roles import Role
+    from abflow.security.tokens import InMemoryTokenStore, create_token
+    from abflow.serving.app import create_app
+    from abflow.serving.eventlog import EventLog
+    from abflow.serving.settings import GatewayConfig, GatewaySettings
+
+    journal = options.workdir / "journal" / key
+    sink = _SimulatedClock(EventLog(url, journal))
+    tokens = InMemoryTokenStore()
+    token, _ = create_token(tokens, "demo", Role.ADMIN)
+    settings = GatewaySettings(store_url=url, journal_dir=journal)
+    config = GatewayConfig(experiments=[spec], default_experiment=key, store_url=url)
+    app = create_app(settings, config=config, events=sink, tokens=tokens)
+    rng = np.random.default_rng(options.seed)
+    data = _make_data(options.seed, options.samples)
+    headers = {"Authorization": f"Bearer {token}"}
+    limit = asyncio.Semaphore(options.concurrency)
+    requests = 0
+    task = progress.add_task("serving a week of traffic", total=options.days)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway", headers=headers, timeout=60
+        ) as client:
+
+            async def one(visit: _Visit) -> dict[str, Any]:
+                async with limit:
+                    response = await client.post(
+                        "/v1/predict",
+                        json={
+                            "unit_id": visit.unit,
+                            "attributes": visit.attributes,
+                            "features": visit.features,
+                        },
+                    )
+                response.raise_for_status()
+                body: dict[str, Any] = response.json()
+                return body
+
+            for day in range(options.days):
+                visits = _day_visits(rng, data, options.users, day, options.drift_day)
+                outcomes: list[dict[str, Any]] = []
+                for hour in range(0, 24, 3):
+                    chunk = visits[hour * len(visits) // 24 : (hour + 3) * len(visits) // 24]
+                    sink.now = start + day * DAY + hour * 3600.0
+                    answers = await asyncio.gather(*(one(v) for v in chunk))
+                    requests += len(chunk)
+                    for visit, answer in zip(chunk, answers, strict=True):
+                        outcomes.extend(_outcomes(visit, answer, sink.now))
+                for first in range(0, len(outcomes), 500):
+                    response = await client.post(
+                        "/v1/outcomes", json={"outcomes": outcomes[first : first + 500]}
+                    )
+                    response.raise_for_status()
+                progress.advance(task)
+    return requests
+
+
+def _outcomes(visit: _Visit, answer: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """The chargeback label a day later; a checkout when a legitimate visit was approved."""
+    score = answer["prediction"]
+    blocked = isinstance(score, int | float) and score >= 0.5
+    rows: list[dict[str, Any]] = [
+        {"name": "label", "value": float(visit.is_fraud), "request_id": answer["request_id"],
+         "unit_id": visit.unit, "ts": now + DAY},
+    ]  # fmt: skip
+    if not blocked and not visit.is_fraud:
+        rows.append({"name": "checkout", "value": 1.0, "unit_id": visit.unit, "ts": now + 60})
+        rows.append(
+            {"name": "checkout_value", "value": visit.amount, "unit_id": visit.unit, "ts": now + 60}
+        )
+    return rows
+
+
+# --- the scenario -------------------------------------------------------------------------
+
+
+def run_demo(options: DemoOptions, console: Any) -> DemoOutcome:
+    """Run the whole scenario, printing progress on ``console`` (a Rich console)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from abflow.analysis import AnalysisOptions, analyze, render_html
+    from abflow.store import EventStore, resolve_url
+    from abflow.store.engine import display_url
+
+    began = time.perf_counter()
+    url = resolve_url(options.store_url)
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    key = f"fraud-demo-{stamp}"
+    now = time.time()
+    start = math.floor(now / DAY) * DAY - options.days * DAY  # midnight, a week ago
+    notes: list[str] = []
+    columns = (
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        step = progress.add_task("training champion and challenger", total=1)
+        data = _make_data(options.seed, options.samples)
+        champion, challenger, holdout = _train(data)
+        progress.advance(step)
+        step = progress.add_task("registering models", total=1)
+        refs, source = _register(champion, challenger, options)
+        progress.advance(step)
+        spec = _spec(key, refs)
+        store = EventStore.open(url, clock=lambda: start)
+        try:
+            store.register_experiment(spec)
+        finally:
+            store.close()
+        requests = asyncio.run(_traffic(key, spec, url, options, start, progress))
+        step = progress.add_task("analysing", total=1)
+        result = analyze(
+            url,
+            key,
+            AnalysisOptions(dimensions=("country", "device"), store_label=display_url(url)),
+        )
+        options.output.write_text(render_html(result), encoding="utf-8")
+        progress.advance(step)
+    notes.append(
+        f"holdout recall before drift: champion {holdout['champion_recall']:.1%}, "
+        f"challenger {holdout['challenger_recall']:.1%}"
+    )
+    if source.startswith("MLflow"):
+        try:
+            from abflow import registry
+
+            registry.log_experiment_result(
+                key,
+                {"verdict": result.decision.verdict, "winner": result.decision.winner or ""},
+                {
+                    f"{m.name}.{c.variant}.effect": c.effect
+                    for m in result.metrics
+                    for c in m.comparisons
+                    if math.isfinite(c.effect)
+                },
+                [options.output],
+            )
+            notes.append("result logged to MLflow as a run of experiment abflow/" + key)
+        except Exception as exc:  # logging the result is a courtesy, not the demo's point
+            notes.append(f"could not log the result to MLflow: {type(exc).__name__}")
+    return DemoOutcome(
+        experiment_key=key,
+        store_url=display_url(url),
+        report_path=options.output,
+        verdict=result.decision.verdict,
+        winner=result.decision.winner,
+        summary=result.decision.summary,
+        model_source=source,
+        requests=requests,
+        seconds=time.perf_counter() - began,
+        result=result,
+        notes=notes,
+    )
