@@ -36,7 +36,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from abflow.store import EventStore
+from abflow.store import EventStore, new_event_id
 from abflow.store.schema import exposures
 from abflow.store.writer import layout_for
 
@@ -51,10 +51,9 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 def make_batches(events: int, batch: int, *, ordered_ids: bool = False) -> Batches:
     """Exposure events as the gateway sends them, split into batches."""
-    start = time.time_ns()
     rows = [
         {
-            "event_id": f"{start + i:020d}" if ordered_ids else uuid.uuid4().hex,
+            "event_id": new_event_id() if ordered_ids else uuid.uuid4().hex,
             "ts": 1.7e9 + i * 0.01,
             "experiment_key": "checkout-button",
             "phase": 1,
@@ -230,7 +229,7 @@ def main() -> None:
     methods: list[tuple[str, Method, Batches]] = [
         ("abflow `write_events` (idempotent)", abflow_write, random_ids),
         ("abflow, same batches re-sent (all duplicates)", abflow_resend, random_ids),
-        ("abflow, time-ordered ids instead of uuid4", abflow_write, ordered_ids),
+        ("abflow, time-ordered ids (`new_event_id`)", abflow_write, ordered_ids),
         ("row at a time (one INSERT … ON CONFLICT per event)", row_at_a_time, random_ids),
         ("raw ceiling (no conflict handling)", raw_ceiling, random_ids),
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from abflow.store.engine import DEFAULT_STORE_URL, STORE_URL_ENV, resolve_url
 from abflow.store.event_store import EventStore, read_store_version, upgrade_store
 from abflow.store.experiments import ExperimentVersion, Phase
+from abflow.store.ids import new_event_id
 from abflow.store.migrations import SCHEMA_VERSION, UpgradeResult
 from abflow.store.tokens import StoredToken
 from abflow.store.writer import EventKind
@@ -23,6 +24,7 @@ __all__ = [
     "Phase",
     "StoredToken",
     "UpgradeResult",
+    "new_event_id",
     "read_store_version",
     "resolve_url",
     "upgrade_store",
