@@ -157,18 +157,18 @@ def batch_rows(spec: ExperimentSpec, ids: list[str], repeats: int, sdk_units: in
     base_rate = sdk_units / best_of(max(1, repeats // 2), sdk_loop)
     rows = []
     millions = f"{len(ids) / 1e6:g}M"
-    for task, work in (
-        (f"assign {millions} units (numpy `U` array)", lambda: assign_batch(spec, array)),
-        (f"assign {millions} units (Python list)", lambda: assign_batch(spec, ids)),
+    for task, work, has_target in (
+        (f"assign {millions} units (numpy `U` array)", lambda: assign_batch(spec, array), True),
+        (f"assign {millions} units (Python list)", lambda: assign_batch(spec, ids), False),
     ):
         rate = len(ids) / best_of(repeats, work)
         cpu_rate = len(ids) / best_cpu(repeats, work)
-        verdict = "met" if rate >= BATCH_TARGET_UNITS_PER_SECOND else "missed"
+        met = "met" if rate >= BATCH_TARGET_UNITS_PER_SECOND else "missed"
+        verdict = f"≥ 5 M units/s {met}" if has_target else "none (includes list → array)"
         rows.append(
             f"| {task} | `assign_batch` | {rate / 1e6:,.2f} M units/s "
             f"(CPU time: {cpu_rate / 1e6:,.2f}) | SDK calls in a loop "
-            f"| {base_rate / 1e6:,.3f} M units/s | {rate / base_rate:,.0f}x | "
-            f"≥ 5 M units/s {verdict} |"
+            f"| {base_rate / 1e6:,.3f} M units/s | {rate / base_rate:,.0f}x | {verdict} |"
         )
     return rows
 
