@@ -113,7 +113,8 @@ def test_reasons_in_decision_order() -> None:
 @pytest.mark.parametrize(
     ("value", "text"),
     [("abc", "abc"), (42, "42"), (7.0, "7"), (2.5, "2.5"), (-3, "-3"), ("", None), (0, None),
-     (True, None), (None, None), (float("nan"), None), (["a"], None)],
+     (True, None), (None, None), (float("nan"), None), (["a"], None),
+     (np.int64(42), "42"), (np.float32(2.5), "2.5"), (np.bool_(True), None)],
 )  # fmt: skip
 def test_unit_text(value: Any, text: str | None) -> None:
     assert unit_text(value) == text
@@ -256,3 +257,16 @@ def test_decimal_rehash_matches_string_formatting(rng: np.random.Generator) -> N
     )
     expected = [_naive_fnv1a32(str(int(v))) for v in values]
     assert _hash_decimal(values).tolist() == expected
+
+
+def test_numpy_scalars_are_numbers_in_conditions() -> None:
+    assert eval_condition({"age": np.int64(30)}, {"age": {"$gte": 18, "$type": "number"}})
+    assert eval_condition({"score": np.float32(0.5)}, {"score": {"$lt": 1}})
+
+
+def test_malformed_conditions_fail_instead_of_raising() -> None:
+    assert not eval_condition({"a": 1}, {1: 1})  # type: ignore[dict-item]
+    deep: dict[str, object] = {"a": 1}
+    for _ in range(5000):
+        deep = {"$not": deep}
+    assert not eval_condition({"a": 1}, deep)

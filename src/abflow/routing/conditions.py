@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -42,9 +43,13 @@ def eval_condition(
     """Whether ``attributes`` satisfy ``condition``; ``saved_groups`` feeds ``$inGroup``.
 
     ``saved_groups`` maps a group id to its member values: a list, or GrowthBook's
-    ``{"type": "list", "values": [...]}``. An unknown group has no members.
+    ``{"type": "list", "values": [...]}``. An unknown group has no members. A condition too
+    malformed to evaluate (non-string keys, nesting deeper than the interpreter allows) fails.
     """
-    return _condition(attributes, condition, saved_groups) is True
+    try:
+        return _condition(attributes, condition, saved_groups) is True
+    except (AttributeError, TypeError, RecursionError):
+        return False
 
 
 def value_type(value: Any) -> str:
@@ -61,6 +66,8 @@ def value_type(value: Any) -> str:
         return "array"
     if isinstance(value, Mapping):
         return "object"
+    if isinstance(value, numbers.Real):  # numpy scalars and other registered numbers
+        return "number"
     return "unknown"
 
 
@@ -227,6 +234,8 @@ def _to_number(value: Any) -> float:
             return float(int(text, 16))
         if text.lstrip("+-") == "Infinity":
             return -math.inf if text.startswith("-") else math.inf
+    if isinstance(value, numbers.Real):
+        return float(value)
     return math.nan
 
 

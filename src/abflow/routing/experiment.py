@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -72,8 +73,9 @@ def unit_text(value: Any) -> str | None:
     """
     if isinstance(value, str):
         return value or None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
+    value = int(value) if isinstance(value, numbers.Integral) else float(value)
     if value == 0 or not math.isfinite(value):
         return None
     if isinstance(value, int) or value.is_integer():
