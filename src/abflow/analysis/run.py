@@ -36,6 +36,7 @@ from abflow.store.aggregates import (
     prediction_moments,
     unit_moments,
 )
+from abflow.store.rollups import rollup_moments
 
 __all__ = ["AnalysisOptions", "MetricRun", "totals_by_variant"]
 
@@ -55,6 +56,7 @@ class AnalysisOptions:
     timeline: bool = True
     now: float | None = None
     store_label: str = ""
+    rollups: bool = False
     extra_warnings: list[str] = field(default_factory=list)
 
 
@@ -122,7 +124,7 @@ class MetricRun:
 
     def fetch(self) -> None:
         columns, products = self.unit_columns()
-        self.unit_groups, self.mixed = unit_moments(
+        self.unit_groups, self.mixed = self.unit_source(
             self.target, self.spec.key, self.phase.phase, columns, products, window=self.window
         )
         self.prediction_groups: dict[tuple[str, float, float], dict[GroupKey, Moments]] = {}
@@ -148,6 +150,11 @@ class MetricRun:
             bin_width=LATENCY_BIN_MS,
             window=self.window,
         )
+
+    def unit_source(self, *args: Any, **kwargs: Any) -> tuple[dict[GroupKey, Moments], int]:
+        """Per-unit moments from raw events, or from the incrementally folded rollup."""
+        source = rollup_moments if self.options.rollups else unit_moments
+        return source(*args, **kwargs)
 
     def prediction_key(self, plan: MetricPlan) -> tuple[str, float, float]:
         metric = plan.metric
@@ -337,7 +344,7 @@ class MetricRun:
         if not plans:
             return []
         columns, products = self.unit_columns()
-        groups, _ = unit_moments(
+        groups, _ = self.unit_source(
             self.target,
             self.spec.key,
             self.phase.phase,

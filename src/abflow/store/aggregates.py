@@ -34,9 +34,13 @@ __all__ = [
     "OutcomeColumn",
     "PhaseInfo",
     "Window",
+    "attribute_expression",
+    "collect_moments",
     "connect",
+    "day_of",
     "experiment_catalog",
     "histogram",
+    "moment_select",
     "prediction_moments",
     "unit_moments",
 ]
@@ -132,11 +136,13 @@ def connect(target: Any) -> Engine:
     raise InvalidArgumentError(msg)
 
 
-def _day(ts: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+def day_of(ts: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     return ts // float(SECONDS_PER_DAY)
 
 
-def _attribute(engine: Engine, column: sa.ColumnElement[Any], key: str) -> sa.ColumnElement[Any]:
+def attribute_expression(
+    engine: Engine, column: sa.ColumnElement[Any], key: str
+) -> sa.ColumnElement[Any]:
     """``attributes_json ->> key`` in the engine's dialect (the one non-portable expression)."""
     if not key.replace("_", "").isalnum():
         msg = f"breakdown attribute {key!r} must be letters, digits and underscores"
@@ -171,7 +177,9 @@ def _units(
         sa.func.count().label("n_exposures"),
     ]
     if dimension is not None:
-        columns.append(sa.func.min(_attribute(engine, e.c.attributes_json, dimension)).label("dim"))
+        columns.append(
+            sa.func.min(attribute_expression(engine, e.c.attributes_json, dimension)).label("dim")
+        )
     return sa.select(*columns).where(*conditions).group_by(e.c.unit_id).subquery("units")
 
 
@@ -187,7 +195,7 @@ def _outcome_value(column: OutcomeColumn, units: sa.Subquery) -> sa.ColumnElemen
     return sa.func.coalesce(sa.func.max(sa.case((positive, 1), else_=0)), 0)
 
 
-def _moment_select(
+def moment_select(
     per_unit: sa.Subquery,
     names: Sequence[str],
     products: Sequence[tuple[str, str]],
@@ -211,7 +219,7 @@ def _moment_select(
     return sa.select(*aggregates).group_by(c.variant, group)
 
 
-def _collect(
+def collect_moments(
     engine: Engine,
     query: sa.Select[Any],
     names: Sequence[str],
@@ -289,9 +297,9 @@ def unit_moments(
         .group_by(units.c.unit_id, units.c.variant, units.c.first_ts)
         .subquery("per_unit")
     )
-    group = per_unit.c.dim if dimension is not None else _day(per_unit.c.first_ts)
+    group = per_unit.c.dim if dimension is not None else day_of(per_unit.c.first_ts)
     names = [column.name for column in columns]
-    moments = _collect(engine, _moment_select(per_unit, names, pairs, group), names, pairs)
+    moments = collect_moments(engine, moment_select(per_unit, names, pairs, group), names, pairs)
     mixed_query = (
         sa.select(sa.func.count()).select_from(units).where(units.c.variant != units.c.variant_max)
     )
@@ -410,8 +418,8 @@ def prediction_moments(
     )
     names = list(PREDICTION_COLUMNS)
     pairs = list(PREDICTION_PRODUCTS)
-    query = _moment_select(per_unit, names, pairs, _day(per_unit.c.first_ts))
-    return _collect(engine, query, names, pairs)
+    query = moment_select(per_unit, names, pairs, day_of(per_unit.c.first_ts))
+    return collect_moments(engine, query, names, pairs)
 
 
 def histogram(
