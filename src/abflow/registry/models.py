@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -265,9 +266,17 @@ def list_versions(name: str, *, tracking_uri: str | None = None) -> list[ModelVe
     """Every version of ``name``, oldest first; ModelNotFoundError when there is no such model."""
     client, _ = client_for(tracking_uri)
     with mlflow_errors(f"cannot list versions of {name!r}"):
-        client.get_registered_model(name)
+        model = client.get_registered_model(name)
         versions = client.search_model_versions(f"name = '{name}'")
     if not versions:
         msg = f"registered model {name!r} has no versions"
         raise ModelNotFoundError(msg)
-    return sorted((version_info(v) for v in versions), key=lambda v: int(v.version))
+    # Search results leave aliases out; the registered model has them all.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(str(alias))
+    infos = [
+        replace(info, aliases=tuple(sorted(aliases.get(info.version, ()))))
+        for info in map(version_info, versions)
+    ]
+    return sorted(infos, key=lambda v: int(v.version))
