@@ -221,10 +221,12 @@ def assign_batch(
     unit_ids: Sequence[str] | npt.NDArray[Any],
     attributes: Sequence[Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None = None,
 ) -> BatchAssignment:
-    """Assign every unit id at once; row ``i`` equals ``assign(experiment, {unit: ids[i]})``.
+    """Assign every unit id at once; row ``i`` equals the single-unit ``assign`` of that id.
 
-    ``attributes`` (one mapping per unit, same order) is required when the experiment has a
-    targeting condition, and is used only to evaluate it. Empty ids count as missing units.
+    That is ``assign(experiment, {**attributes[i], unit: unit_ids[i]})``. ``attributes`` (one
+    mapping per unit, same order) is required when the experiment has a targeting condition
+    and only feeds the condition. Empty ids count as missing units. A numpy ``'U'`` array is
+    the fast input; a list of strings is converted first.
     """
     compiled = (
         experiment if isinstance(experiment, CompiledExperiment) else compile_experiment(experiment)
