@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from abflow.errors import InvalidArgumentError, JournalError, StoreError, StoreUnavailableError
 from abflow.serving.eventlog import EventKind, EventLog
+from abflow.serving.journal import encode_frame
 
 KINDS: tuple[EventKind, ...] = ("exposure", "prediction", "outcome")
 
@@ -28,9 +30,12 @@ class MemoryStore:
         self.deliveries = 0
         self.is_down = False
         self.delay_seconds = 0.0
+        self.gate = threading.Event()  # cleared: writes wait until it is set
+        self.gate.set()
         self._lock = threading.Lock()
 
     def write_events(self, kind: EventKind, rows: list[dict[str, Any]]) -> int:
+        self.gate.wait()
         if self.delay_seconds:
             time.sleep(self.delay_seconds)
         if self.is_down:
@@ -162,11 +167,14 @@ def test_restart_replays_spool_then_journal_without_duplicates(tmp_path: Path) -
     offline.close()
     assert segments(tmp_path)
     store.is_down = False
+    store.gate.clear()  # hold deliveries until the backlog has been counted
     replay = fast_log(store, tmp_path, batch_size=40)
     replay.start()
-    assert replay.queue_depth == 300
+    assert replay.queue_depth == 300  # the journal's backlog; the spool holds the rest
     for i in range(700, 800):
         replay.append(*event(i))
+    assert replay.queue_depth == 400
+    store.gate.set()
     replay.close()
     assert store.order == expected_order(range(800))
     assert segments(tmp_path) == []
@@ -175,14 +183,15 @@ def test_restart_replays_spool_then_journal_without_duplicates(tmp_path: Path) -
 
 def test_slow_store_makes_the_journal_the_buffer(tmp_path: Path) -> None:
     store = MemoryStore()
-    store.delay_seconds = 0.02
+    store.gate.clear()  # a store that does not answer yet
     log = fast_log(store, tmp_path, batch_size=50, max_queue_events=100, segment_bytes=2048)
     log.start()
     for i in range(2000):
         log.append(*event(i))
-    assert log.queue_depth > 100  # more than memory holds: the rest waits in the journal
-    assert log.journal_bytes > 2048
-    store.delay_seconds = 0.0
+    assert log.queue_depth == 2000  # far more than memory holds: the journal is the buffer
+    assert log.journal_bytes > 20 * 2048
+    store.delay_seconds = 0.002  # then answers, slowly
+    store.gate.set()
     log.close()
     assert store.order == expected_order(range(2000))
     assert segments(tmp_path) == []
@@ -289,7 +298,7 @@ OPERATIONS = st.lists(
 )
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(operations=OPERATIONS, batch_size=st.sampled_from([1, 7, 50]))
 def test_any_mix_of_outages_and_restarts_delivers_everything_once_in_order(
     tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[str, int]], batch_size: int
@@ -331,3 +340,33 @@ def test_numpy_scalars_from_models_are_stored_as_numbers(tmp_path: Path) -> None
     stored = store.rows["np"]
     assert stored == {"event_id": "np", "ts": 1.0, "score": 0.25, "n": 3}
     assert (type(stored["score"]), type(stored["n"])) == (float, int)
+
+
+def test_restart_skips_a_torn_tail_and_a_damaged_record(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    offline = fast_log(None, tmp_path)
+    offline.start()
+    for i in range(100):
+        offline.append(*event(i))
+    offline.close()
+    (segment,) = segments(tmp_path)
+    data = bytearray(segment.read_bytes())
+    data[data.index(b"ev-000040")] ^= 0x01  # bit rot inside one record
+    torn = encode_frame("outcome", orjson.dumps({"event_id": "torn", "ts": 1.0}))[:-5]
+    segment.write_bytes(bytes(data) + torn)  # and a write cut short by a crash
+    store = MemoryStore()
+    store.gate.clear()  # hold deliveries until the backlog has been counted
+    log = fast_log(store, tmp_path)
+    log.start()
+    assert log.queue_depth == 99
+    store.gate.set()
+    log.close()
+    kept = [i for i in range(100) if i != 40]
+    assert store.order == {
+        kind: [e for e in ids if int(e[3:]) in kept]
+        for kind, ids in expected_order(range(100)).items()
+    }
+    assert "torn" not in store.rows
+    assert "skipped" in caplog.text
+    assert segments(tmp_path) == []

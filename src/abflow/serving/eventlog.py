@@ -114,6 +114,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._queue: deque[Entry] = deque()
         self._held: list[Entry] = []
+        self._held_until: Position = (0, 0)
         self._overflow: Position | None = None
         self._confirmed: Position = (0, 0)
         self._pending = 0
@@ -338,11 +339,19 @@ class EventLog:
         self._wake.clear()
 
     def _take(self) -> list[Entry]:
-        """The next batch in journal order: from the queue, else read back from the journal."""
+        """The next batch in journal order: from the queue, else read back from the journal.
+
+        Only called with no batch in hand, so everything before it has been confirmed.
+        """
         with self._lock:
             if self._queue:
-                count = min(len(self._queue), self.batch_size)
-                return [self._queue.popleft() for _ in range(count)]
+                if len(self._queue) <= self.batch_size:  # the common case: take all, fast
+                    batch = list(self._queue)
+                    self._queue.clear()
+                else:
+                    batch = [self._queue.popleft() for _ in range(self.batch_size)]
+                self._held_until = (batch[-1][2], batch[-1][3])
+                return batch
             start = self._overflow
         if start is None:
             return []
@@ -350,12 +359,16 @@ class EventLog:
         with self._lock:
             # Caught up with the writer: new appends go through the queue again.
             self._overflow = None if reached == self._journal.end() else reached
+        # Confirming the batch also releases torn or corrupt bytes read past on the way.
+        self._held_until = reached
+        if not entries and reached != start:
+            self._confirmed = reached
+            self._journal.release(reached)
         return entries
 
     def _confirm(self, batch: list[Entry]) -> None:
         """The batch is in the store or the spool: let the journal delete what precedes it."""
-        last = batch[-1]
-        self._confirmed = (last[2], last[3])
+        self._confirmed = self._held_until
         self._journal.release(self._confirmed)
         with self._lock:
             self._pending = max(0, self._pending - len(batch))
