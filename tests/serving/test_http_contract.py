@@ -174,3 +174,31 @@ async def test_metrics_count_what_was_served(
     # the other 4 requests hit on both.
     assert samples[("abflow_cache_hit_ratio", ())] == pytest.approx(8 / 10)
     assert ("abflow_event_queue_depth", ()) in samples
+
+
+async def test_fast_path_and_framework_route_answer_alike(
+    make_client: AppFactory, tokens: dict[Role, str], events: MemoryEvents
+) -> None:
+    fast = await make_client(max_body_bytes=4096)
+    routed = await make_client(max_body_bytes=4096, predict_fast_path=False)
+    service = auth(tokens[Role.SERVICE])
+    cases: list[tuple[dict[str, object], dict[str, str]]] = [
+        ({"unit_id": "u1", "features": ROW}, service),
+        ({"unit_id": "u1", "features": [ROW, ROW]}, service),
+        ({"unit_id": "u1", "features": [1.0]}, service),
+        ({"unit_id": "u1", "features": ROW}, {}),
+        ({"unit_id": "u1", "features": ROW}, auth(tokens[Role.VIEWER])),
+        ({"experiment": "nope", "unit_id": "u1", "features": ROW}, service),
+        ({"unit_id": "u1", "features": [ROW] * 400}, service),
+    ]
+    for payload, headers in cases:
+        a = await fast.post("/v1/predict", json=payload, headers=headers)
+        b = await routed.post("/v1/predict", json=payload, headers=headers)
+        assert a.status_code == b.status_code, (payload, a.text, b.text)
+        one, other = a.json(), b.json()
+        if a.status_code == 200:
+            assert one.pop("request_id") != other.pop("request_id")
+            assert one == other
+        else:
+            assert one == other
+    assert len(events.rows["prediction"]) == 4

@@ -9,6 +9,7 @@ With several uvicorn workers each exposes its own numbers; Prometheus sums over 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -110,6 +111,20 @@ class GatewayMetrics:
         self.circuit_open = Gauge(
             "abflow_circuit_open", "1 while a backend's circuit is open", ["model"], registry=r
         )
+
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one HTTP request and its latency (label children cached per route, status)."""
+        children = self._request_children.get((route, status))
+        if children is None:
+            children = (
+                self.requests.labels(route, str(status)),
+                self.request_latency.labels(route),
+            )
+            self._request_children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def _hit_ratio(self) -> float:
         hits = self.cache_hits._value.get()

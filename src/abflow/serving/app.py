@@ -37,6 +37,7 @@ from abflow.serving import (
 )
 from abflow.serving.catalog import ExperimentCatalog, InMemoryCatalog
 from abflow.serving.events import EventSink
+from abflow.serving.fastpath import PREDICT_PATH, serve_predict
 from abflow.serving.gateway import BackendFactory, Gateway
 from abflow.serving.http_errors import install_error_handlers
 from abflow.serving.services import Services
@@ -45,6 +46,23 @@ from abflow.serving.settings import GatewayConfig, GatewaySettings, demo_config,
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
+
+
+class GatewayApp(FastAPI):
+    """FastAPI with the prediction fast path in front (see :mod:`abflow.serving.fastpath`)."""
+
+    fast_predict: bool = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.fast_predict
+            and scope["type"] == "http"
+            and scope["path"] == PREDICT_PATH
+            and scope["method"] == "POST"
+        ):
+            await serve_predict(self.state.abflow, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -115,7 +133,7 @@ def create_app(
             if store is not None:
                 store.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="abflow gateway",
         version=__version__,
         summary="A/B testing and progressive delivery for ML models",
@@ -130,6 +148,7 @@ def create_app(
         authenticator=TokenAuthenticator(tokens, cache_ttl_seconds=settings.token_cache_seconds),
         metrics=metrics,
     )
+    app.fast_predict = settings.predict_fast_path
     install_error_handlers(app)
     for module in (
         routes_predict,
@@ -192,7 +211,6 @@ class _RequestMetrics:
     def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -212,12 +230,4 @@ class _RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            children = self._children.get((template, status))
-            if children is None:
-                children = (
-                    self.metrics.requests.labels(template, str(status)),
-                    self.metrics.request_latency.labels(template),
-                )
-                self._children[(template, status)] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
+            self.metrics.observe_request(template, status, time.perf_counter() - started)

@@ -16,18 +16,9 @@ from abflow.security.roles import Role
 from abflow.security.tokens import TokenRecord
 from abflow.serving.services import services_of
 
-__all__ = ["authorize", "require"]
+__all__ = ["require"]
 
 Dependency = Callable[[Request], Awaitable[TokenRecord | None]]
-
-
-def authorize(request: Request, role: Role) -> TokenRecord | None:
-    """The same check as ``require(role)``, called directly: the prediction hot path skips
-    FastAPI's dependency resolution, which costs more than the check itself."""
-    services = services_of(request)
-    if not services.settings.auth_enabled:
-        return None
-    return services.authenticator.authorize(request.headers.get("authorization"), role)
 
 
 @cache

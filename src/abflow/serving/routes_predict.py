@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from abflow.security.roles import Role
-from abflow.serving.auth import authorize
+from abflow.serving.fastpath import predict_document
 from abflow.serving.http_errors import read_body
-from abflow.serving.inputs import PredictIn, parse_body
+from abflow.serving.inputs import PredictIn
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
 
@@ -54,11 +53,14 @@ async def predict(request: Request) -> Response:
     the chosen variant's model (the control model for units outside the experiment, or as a
     fallback when the chosen model fails), log the exposure and the prediction durably, and
     answer. Shadow variants receive a copy in the background."""
-    authorize(request, Role.SERVICE)
     services = services_of(request)
     body = await read_body(request, services.settings.max_body_bytes)
-    payload = parse_body(PredictIn, body, max_bytes=services.settings.max_body_bytes)
-    result = await services.gateway.predict(payload, request.headers.get("x-request-id"))
+    result = await predict_document(
+        services,
+        request.headers.get("authorization"),
+        body,
+        request.headers.get("x-request-id"),
+    )
     response = json_response(result)
     response.raw_headers.append((b"x-request-id", result["request_id"].encode()))
     return response

@@ -62,6 +62,9 @@ class GatewaySettings(BaseSettings):
     breaker_reset_seconds: float = Field(default=30.0, gt=0)
     shadow_max_in_flight: int = Field(default=256, ge=0)
     tracing_enabled: bool = False
+    predict_fast_path: bool = Field(
+        default=True, description="answer POST /v1/predict ahead of FastAPI's dispatch"
+    )
     metrics_public: bool = Field(
         default=False, description="serve /metrics without a token (scrapers on a private network)"
     )
