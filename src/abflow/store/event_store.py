@@ -62,6 +62,7 @@ class EventStore:
         """Wrap an engine made by :func:`abflow.store.engine.create_store_engine`; prefer open()."""
         self._engine = engine
         self._clock = clock
+        self._write_state = writer.WriteState()
 
     @classmethod
     def open(
@@ -152,7 +153,7 @@ class EventStore:
         values = writer.rows_to_tuples(layout, rows)
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                return writer.write_batch(self._engine, layout, values)
+                return writer.write_batch(self._engine, layout, values, self._write_state)
             except StoreError as exc:
                 sqlstate = getattr(getattr(exc.__cause__, "orig", exc.__cause__), "sqlstate", None)
                 if sqlstate not in _RETRY_SQLSTATES or attempt == _WRITE_ATTEMPTS:
