@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from abflow.cli import analyze, assign, audit, db, demo, power, serve, token, validate
+from abflow.cli import analyze, assign, audit, db, demo, models, power, serve, token, validate
 from abflow.cli.console import err_console
 from abflow.errors import AbflowError
 
@@ -29,7 +29,7 @@ def _root() -> None:
     """A/B testing and progressive delivery for ML models."""
 
 
-for module in (validate, db, audit, power, assign, serve, token, analyze, demo):
+for module in (validate, db, audit, power, assign, serve, token, analyze, demo, models):
     module.register(app)
 
 

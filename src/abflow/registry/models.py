@@ -9,9 +9,11 @@ so that later tampering can be proven against the registry itself.
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -60,13 +62,14 @@ def _save_model(
     if isinstance(model, BaseEstimator):
         import mlflow.sklearn
 
-        mlflow.sklearn.save_model(
-            model,
-            str(target),
-            input_example=input_example,
-            serialization_format=serialization_format,
-            pip_requirements=pip_requirements or mlflow.sklearn.get_default_pip_requirements(),
-        )
+        with _quiet_pickle_notice():
+            mlflow.sklearn.save_model(
+                model,
+                str(target),
+                input_example=input_example,
+                serialization_format=serialization_format,
+                pip_requirements=pip_requirements or mlflow.sklearn.get_default_pip_requirements(),
+            )
     elif isinstance(model, mlflow.pyfunc.PythonModel):
         mlflow.pyfunc.save_model(
             str(target),
@@ -80,6 +83,24 @@ def _save_model(
             "mlflow.pyfunc.PythonModel, an MLflow model folder or a model URI"
         )
         raise InvalidArgumentError(msg)
+
+
+class _DropPickleNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pickle or cloudpickle format" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_pickle_notice() -> Iterator[None]:
+    """Drop MLflow's per-save pickle caution: abflow chose cloudpickle on purpose, and the
+    checksum recorded at registration is verified before any load."""
+    target = logging.getLogger("mlflow.sklearn")
+    notice = _DropPickleNotice()
+    target.addFilter(notice)
+    try:
+        yield
+    finally:
+        target.removeFilter(notice)
 
 
 def _ensure_registered_model(client: MlflowClient, name: str, description: str | None) -> None:
