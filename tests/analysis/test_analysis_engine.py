@@ -313,3 +313,18 @@ def test_cuped_matches_stats_on_per_unit_values(tmp_path: Path) -> None:
         [comparison.effect, comparison.ci_low, comparison.ci_high, comparison.p_value],
         [expected.effect, expected.ci_low, expected.ci_high, expected.p_value],
     )
+
+
+def test_units_seen_in_two_variants_are_left_out_and_reported(tmp_path: Path) -> None:
+    events = _exposures_only(np.random.default_rng(13), 1000, split=0.5)
+    leaked = dict(events.exposures[0], event_id="leak", ts=START + 5000.0)
+    leaked["variant"] = "control" if leaked["variant"] == "treatment" else "treatment"
+    events.exposures.append(leaked)
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    write(url, events)
+    register(url, parse_experiment(SPEC), [_phase_row(1, START)])
+    for rollups in (False, True):
+        result = analyze(url, "checkout", AnalysisOptions(rollups=rollups))
+        assert result.mixed_units == 1
+        assert sum(v.units for v in result.variants) == 999
+        assert any("more than one variant" in w for w in result.warnings)

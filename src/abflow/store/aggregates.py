@@ -216,6 +216,9 @@ def moment_select(
         aggregates.append(sa.func.sum(value * value).label(f"q{index}"))
     for index, (a, b) in enumerate(products):
         aggregates.append(sa.func.sum(c[a] * c[b]).label(f"p{index}"))
+    if "mixed" in c:
+        aggregates.append(c.mixed)
+        return sa.select(*aggregates).group_by(c.variant, group, c.mixed)
     return sa.select(*aggregates).group_by(c.variant, group)
 
 
@@ -224,8 +227,10 @@ def collect_moments(
     query: sa.Select[Any],
     names: Sequence[str],
     products: Sequence[tuple[str, str]],
-) -> dict[GroupKey, Moments]:
+) -> tuple[dict[GroupKey, Moments], int]:
+    """Run a :func:`moment_select`; units seen in two variants are counted, not kept."""
     result: dict[GroupKey, Moments] = {}
+    mixed = 0
     try:
         with engine.connect() as connection:
             rows = connection.execute(query).all()
@@ -234,6 +239,9 @@ def collect_moments(
         raise StoreError(msg) from exc
     for row in rows:
         mapping = row._mapping
+        if mapping.get("mixed"):
+            mixed += int(mapping["n"])
+            continue
         group = mapping["grp"]
         key: GroupKey = (
             str(mapping["variant"]),
@@ -248,7 +256,7 @@ def collect_moments(
             squares={name: float(mapping[f"q{i}"] or 0.0) for i, name in enumerate(names)},
             products={pair: float(mapping[f"p{i}"] or 0.0) for i, pair in enumerate(products)},
         )
-    return result
+    return result, mixed
 
 
 def unit_moments(
@@ -290,22 +298,16 @@ def unit_moments(
                 if dimension is not None
                 else [sa.literal(None).label("dim")]
             ),
+            sa.case((units.c.variant != units.c.variant_max, 1), else_=0).label("mixed"),
             *values,
         )
         .select_from(units.outerjoin(o, sa.and_(*join_on)))
-        .where(units.c.variant == units.c.variant_max)
-        .group_by(units.c.unit_id, units.c.variant, units.c.first_ts)
+        .group_by(units.c.unit_id, units.c.variant, units.c.variant_max, units.c.first_ts)
         .subquery("per_unit")
     )
     group = per_unit.c.dim if dimension is not None else day_of(per_unit.c.first_ts)
     names = [column.name for column in columns]
-    moments = collect_moments(engine, moment_select(per_unit, names, pairs, group), names, pairs)
-    mixed_query = (
-        sa.select(sa.func.count()).select_from(units).where(units.c.variant != units.c.variant_max)
-    )
-    with engine.connect() as connection:
-        mixed = int(connection.execute(mixed_query).scalar_one())
-    return moments, mixed
+    return collect_moments(engine, moment_select(per_unit, names, pairs, group), names, pairs)
 
 
 PREDICTION_COLUMNS = (
@@ -419,7 +421,8 @@ def prediction_moments(
     names = list(PREDICTION_COLUMNS)
     pairs = list(PREDICTION_PRODUCTS)
     query = moment_select(per_unit, names, pairs, day_of(per_unit.c.first_ts))
-    return collect_moments(engine, query, names, pairs)
+    moments, _ = collect_moments(engine, query, names, pairs)
+    return moments
 
 
 def histogram(

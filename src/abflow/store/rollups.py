@@ -253,7 +253,11 @@ def refresh_rollup(
             low = (
                 state
                 if state is not None
-                else (window.start - 1e-9 if window.start is not None else -math.inf)
+                else (
+                    math.nextafter(window.start, -math.inf)
+                    if window.start is not None
+                    else -math.inf
+                )
             )
             _ensure_time_indexes(connection)
             e, o = exposures, outcomes
@@ -332,21 +336,16 @@ def rollup_moments(
         if dimension is not None
         else sa.literal(None).label("dim")
     )
-    per_unit = (
-        sa.select(table.c.unit_id, table.c.variant, table.c.first_ts, table.c.rows, dim, *renamed)
-        .where(table.c.variant == table.c.variant_max)
-        .subquery("per_unit")
-    )
+    per_unit = sa.select(
+        table.c.unit_id,
+        table.c.variant,
+        table.c.first_ts,
+        table.c.rows,
+        dim,
+        sa.case((table.c.variant != table.c.variant_max, 1), else_=0).label("mixed"),
+        *renamed,
+    ).subquery("per_unit")
     pairs = list(dict.fromkeys(products))
     names = [c.name for c in columns]
     group = per_unit.c.dim if dimension is not None else day_of(per_unit.c.first_ts)
-    moments = collect_moments(engine, moment_select(per_unit, names, pairs, group), names, pairs)
-    with engine.connect() as connection:
-        mixed = int(
-            connection.execute(
-                sa.select(sa.func.count())
-                .select_from(table)
-                .where(table.c.variant != table.c.variant_max)
-            ).scalar_one()
-        )
-    return moments, mixed
+    return collect_moments(engine, moment_select(per_unit, names, pairs, group), names, pairs)
