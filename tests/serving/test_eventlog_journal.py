@@ -269,3 +269,19 @@ def test_damage_anywhere_never_yields_garbage(
         offset += len(frame)
     assert pos == len(buf)
     assert skipped == len(buf) - sum(len(naive_frame(k, p)) for k, p in returned)
+
+
+def test_a_journal_that_cannot_open_says_why_and_frees_the_directory(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with pytest.raises(JournalError, match="cannot open journal directory"):
+        Journal(not_a_directory).open()
+    dangling = tmp_path / "journal" / "0000000000000001.journal"
+    dangling.parent.mkdir()
+    dangling.symlink_to(tmp_path / "missing")
+    with pytest.raises(JournalError, match="cannot read journal directory"):
+        Journal(dangling.parent).open()
+    dangling.unlink()
+    journal = Journal(dangling.parent)  # the failed attempt released its lock
+    assert journal.open() == []
+    journal.close()

@@ -238,16 +238,24 @@ class Journal:
         except OSError as exc:
             msg = f"cannot open journal directory {self.directory}: {exc}"
             raise JournalError(msg) from exc
-        older = sorted(
-            int(path.name.removesuffix(_SUFFIX))
-            for path in self.directory.glob(f"*{_SUFFIX}")
-            if path.name.removesuffix(_SUFFIX).isdigit()
-        )
-        for number in older:
-            self._sizes[number] = self.path(number).stat().st_size
-        self.first_new_segment = (older[-1] + 1) if older else 1
-        with self._lock:
-            self._start_segment(self.first_new_segment)
+        try:
+            older = sorted(
+                int(path.name.removesuffix(_SUFFIX))
+                for path in self.directory.glob(f"*{_SUFFIX}")
+                if path.name.removesuffix(_SUFFIX).isdigit()
+            )
+            for number in older:
+                self._sizes[number] = self.path(number).stat().st_size
+            self.first_new_segment = (older[-1] + 1) if older else 1
+            with self._lock:
+                self._start_segment(self.first_new_segment)
+        except (OSError, JournalError) as exc:
+            os.close(self._lock_fd)  # let a later attempt take the directory
+            self._lock_fd = -1
+            if isinstance(exc, JournalError):
+                raise
+            msg = f"cannot read journal directory {self.directory}: {exc}"
+            raise JournalError(msg) from exc
         if self.fsync_interval_seconds:
             self._flusher = threading.Thread(
                 target=self._flush_loop, name="abflow-journal-fsync", daemon=True
@@ -261,12 +269,11 @@ class Journal:
         if self._flusher is not None:
             self._flusher.join()
             self._flusher = None
-        if self._fd < 0:
-            return
-        self.sync()
-        with self._lock:
-            os.close(self._fd)
-            self._fd = -1
+        if self._fd >= 0:
+            self.sync()
+            with self._lock:
+                os.close(self._fd)
+                self._fd = -1
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = -1
@@ -289,19 +296,27 @@ class Journal:
                     os.ftruncate(self._fd, self._sizes[self._active])
                     msg = f"journal {self.directory}: short write ({written} of {len(frame)} bytes)"
                     raise JournalError(msg)
-                if self.fsync_interval_seconds == 0:
-                    os.fsync(self._fd)
             except OSError as exc:
                 msg = f"cannot write to journal {self.directory}: {exc}"
                 raise JournalError(msg) from exc
+            # From here the record is in the file: book it before anything else can fail.
             size = self._sizes[self._active] + written
             self._sizes[self._active] = size
             position = (self._active, size)
             if self._unsynced == 0:
                 self._first_unsynced_at = time.monotonic()
             self._unsynced += 1
+            if self.fsync_interval_seconds == 0:
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    msg = f"cannot fsync journal {self.directory}: {exc}"
+                    raise JournalError(msg) from exc
             if size >= self.segment_bytes:
-                self._rotate()
+                try:
+                    self._rotate()
+                except JournalError:  # keep writing to the current segment; retry next time
+                    logger.exception("journal %s: cannot start a new segment", self.directory)
             return position
 
     def end(self) -> Position:
@@ -321,8 +336,11 @@ class Journal:
         self._sizes[number] = 0
         self._is_directory_dirty = True
         if self.fsync_interval_seconds == 0:  # strict mode: the new name is durable at once
-            fsync_directory(self.directory)
-            self._is_directory_dirty = False
+            try:
+                fsync_directory(self.directory)
+                self._is_directory_dirty = False
+            except OSError:  # stays dirty: retried by the next sync
+                logger.exception("fsync of journal directory %s failed", self.directory)
 
     def _rotate(self) -> None:
         old = self._fd
