@@ -38,3 +38,21 @@ async def test_demo_gateway_logs_events_into_the_store(tmp_path: Path) -> None:
         [version] = store.list_experiments()
         assert version.key == "demo"
         assert version.phase == 1
+
+
+def test_each_worker_claims_its_own_journal_slot(tmp_path: Path) -> None:
+    from abflow.serving.wiring import claim_event_log
+
+    first = claim_event_log(None, tmp_path)
+    second = claim_event_log(None, tmp_path)
+    try:
+        assert first.journal_dir == tmp_path / "worker-0"
+        assert second.journal_dir == tmp_path / "worker-1"
+    finally:
+        second.close()
+    again = claim_event_log(None, tmp_path)  # a restarted worker takes the free slot back
+    try:
+        assert again.journal_dir == tmp_path / "worker-1"
+    finally:
+        again.close()
+        first.close()

@@ -99,27 +99,34 @@ def _stop(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, err
 
 
+def _read_banner(process: subprocess.Popen[str]) -> str:
+    """What ``abflow serve`` prints before uvicorn starts (tokens, then the URL)."""
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line.startswith("abflow gateway on"):
+            break
+    return "".join(lines)
+
+
 @pytest.mark.slow
-def test_serve_prints_first_tokens_serves_and_shuts_down_cleanly(tmp_path: Path) -> None:
+def test_serve_prints_first_tokens_serves_and_shuts_down_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from abflow.cli.serve import _first_start_tokens
+
+    url = f"sqlite:///{tmp_path / 'abflow.db'}"
     port = free_port()
     process = _start(tmp_path, port)
     try:
+        banner = _read_banner(process)
+        admin, service = TOKEN.findall(banner)
+        assert "shown once" in banner
         _wait_ready(process, port)
         base = f"http://127.0.0.1:{port}"
         anonymous = httpx.post(f"{base}/v1/predict", json={"unit_id": "u1", "features": [0.0]})
         assert anonymous.status_code == 401
-    finally:
-        code, err = _stop(process)
-    assert code in CLEAN_EXIT, err
-    admin, service = TOKEN.findall(err)
-    assert "shown once" in err
-
-    port = free_port()
-    process = _start(tmp_path, port)
-    try:
-        _wait_ready(process, port)
-        base = f"http://127.0.0.1:{port}"
-        ids = []
         for i in range(10):
             response = httpx.post(
                 f"{base}/v1/predict",
@@ -127,7 +134,6 @@ def test_serve_prints_first_tokens_serves_and_shuts_down_cleanly(tmp_path: Path)
                 headers={"authorization": f"Bearer {service}"},
             )
             assert response.status_code == 200, response.text
-            ids.append(response.json()["request_id"])
         experiments = httpx.get(
             f"{base}/v1/experiments", headers={"authorization": f"Bearer {admin}"}
         )
@@ -135,7 +141,14 @@ def test_serve_prints_first_tokens_serves_and_shuts_down_cleanly(tmp_path: Path)
     finally:
         code, err = _stop(process)
     assert code in CLEAN_EXIT, err
-    assert TOKEN.findall(err) == [], "tokens are printed on the first start only"
-    with EventStore.open(f"sqlite:///{tmp_path / 'abflow.db'}") as store:
+    # Graceful shutdown flushed every acknowledged event into the store.
+    with EventStore.open(url) as store:
         assert store.count_events("prediction", "demo") == 10
         assert store.count_events("exposure", "demo") == 10
+        assert sorted(t.role for t in store.list_tokens()) == ["admin", "service"]
+    # A later start finds tokens and prints none.
+    capsys.readouterr()
+    _first_start_tokens(url, None)
+    assert TOKEN.findall(capsys.readouterr().err) == []
+    with EventStore.open(url) as store:
+        assert len(store.list_tokens()) == 2
