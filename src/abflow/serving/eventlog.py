@@ -13,7 +13,6 @@ Rows the store rejects as invalid (not as unavailable) go to a dead-letter file 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
@@ -51,11 +50,11 @@ class StoreWriter(Protocol):
 
 
 def _open_store(url: str) -> StoreWriter:
-    # Imported on first use: the store package pulls in SQLAlchemy, which the gateway's
-    # request path never needs.
-    store_module = importlib.import_module("abflow.store")
-    sink: StoreWriter = store_module.EventStore.open(url)
-    return sink
+    # Imported on first use: the store package pulls in SQLAlchemy, which a process that only
+    # journals (or a test with its own store) never needs.
+    from abflow.store import EventStore
+
+    return EventStore.open(url)
 
 
 class EventLog:
