@@ -43,6 +43,10 @@ def analyze(
         list[str] | None,
         typer.Option("--by", help="Break down by this exposure attribute (repeatable)."),
     ] = None,
+    rollups: Annotated[
+        bool,
+        typer.Option("--rollups", help="Fold new events into per-unit rollups and read those."),
+    ] = False,
 ) -> None:
     """Analyse one phase of an experiment: metrics, SRM, guardrails, progress and a verdict.
 
@@ -62,7 +66,9 @@ def analyze(
 
     url = resolve_url(store)
     target = load_experiment(spec_file) if spec_file is not None else experiment
-    options = AnalysisOptions(phase=phase, dimensions=tuple(by or ()), store_label=display_url(url))
+    options = AnalysisOptions(
+        phase=phase, dimensions=tuple(by or ()), store_label=display_url(url), rollups=rollups
+    )
     result = run_analysis(url, target, options)
     if output_format is ReportFormat.table and output is None:
         out_console.print(table_renderable(result))
