@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -285,3 +286,28 @@ def test_a_journal_that_cannot_open_says_why_and_frees_the_directory(tmp_path: P
     journal = Journal(dangling.parent)  # the failed attempt released its lock
     assert journal.open() == []
     journal.close()
+
+
+@pytest.mark.parametrize("interval", [0.0, 0.005, None])
+def test_sync_stats_account_for_every_event(
+    rng: np.random.Generator, tmp_path: Path, interval: float | None
+) -> None:
+    events = make_events(rng, 300)
+    journal = Journal(tmp_path, segment_bytes=16 * 1024, fsync_interval_seconds=interval)
+    journal.open()
+    for i, (kind, payload) in enumerate(events):
+        journal.append(encode_frame(kind, payload))
+        if i % 50 == 0:
+            time.sleep(0.01)  # let the group-fsync thread run between bursts
+    journal.close()
+    stats = journal.sync_stats
+    assert stats.synced_events == len(events)  # every event was covered by exactly one fsync
+    assert stats.syncs * stats.max_events_per_sync >= len(events)
+    if interval == 0:
+        assert (stats.syncs, stats.max_events_per_sync) == (len(events), 1)
+    elif interval is None:
+        assert stats.syncs == 1  # only the fsync at close
+    else:
+        assert stats.syncs > 1
+    assert stats.max_window_seconds > 0
+    assert stats.fsync_seconds_total > 0

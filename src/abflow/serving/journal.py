@@ -307,11 +307,15 @@ class Journal:
                 self._first_unsynced_at = time.monotonic()
             self._unsynced += 1
             if self.fsync_interval_seconds == 0:
+                started = time.monotonic()
                 try:
                     os.fsync(self._fd)
                 except OSError as exc:
                     msg = f"cannot fsync journal {self.directory}: {exc}"
                     raise JournalError(msg) from exc
+                finished = time.monotonic()
+                self._unsynced = 0
+                self._record_sync(1, finished - self._first_unsynced_at, finished - started)
             if size >= self.segment_bytes:
                 try:
                     self._rotate()
