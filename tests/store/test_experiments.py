@@ -181,3 +181,23 @@ def test_concurrent_registrations_number_versions_once(store: EventStore) -> Non
     assert [p.phase for p in history] == list(range(1, len(specs) + 1))
     assert sorted(p.weights[0] for p in history) == [0.1, 0.2, 0.3, 0.4, 0.6, 0.7]
     assert sum(p.ended_at is None for p in history) == 1
+
+
+def test_reason_and_restart(clocked: EventStore) -> None:
+    clocked.register_experiment(make_spec(weights=[0.9, 0.1]), reason="ramp step 1: 10%")
+    clocked.register_experiment(make_spec(weights=[0.75, 0.25]), reason="ramp step 2: 25%")
+    restarted = clocked.restart_phase("checkout", "exposure logging fixed")
+    history = clocked.phases("checkout")
+    assert [p.reason for p in history] == [
+        "ramp step 1: 10%",
+        "ramp step 2: 25%",
+        "exposure logging fixed",
+    ]
+    assert restarted == history[-1]
+    assert restarted.phase == 3
+    assert restarted.weights == history[1].weights == (0.75, 0.25)
+    assert restarted.spec_version == 2
+    assert history[1].ended_at == restarted.started_at
+    assert clocked.get_experiment("checkout").phase == 3
+    with pytest.raises(ExperimentNotFoundError):
+        clocked.restart_phase("nope", "why not")

@@ -171,18 +171,26 @@ class EventStore:
 
     # --- experiments and phases --------------------------------------------------------------
 
-    def register_experiment(self, spec: ExperimentSpec) -> experiments.ExperimentVersion:
+    def register_experiment(
+        self, spec: ExperimentSpec, *, reason: str | None = None
+    ) -> experiments.ExperimentVersion:
         """Store ``spec`` as a new version if it changed; open a new phase if its traffic did.
 
         Registering an unchanged spec returns the stored version and writes nothing.
+        ``reason`` is recorded on a phase this opens (e.g. "ramp step 2: 25%").
         """
         with write_transaction(self._engine) as connection:
-            if connection.dialect.name == "postgresql":
-                # Serialize registrations: version and phase numbers are read, then incremented.
-                connection.exec_driver_sql(
-                    "LOCK TABLE experiment_versions IN SHARE ROW EXCLUSIVE MODE"
-                )
-            return experiments.register(connection, spec, self._clock())
+            _lock_experiments(connection)
+            return experiments.register(connection, spec, self._clock(), reason)
+
+    def restart_phase(self, key: str, reason: str) -> experiments.Phase:
+        """Close experiment ``key``'s phase and open the next with the same traffic.
+
+        Analysis then ignores the units logged before (e.g. after a logging bug was fixed).
+        """
+        with write_transaction(self._engine) as connection:
+            _lock_experiments(connection)
+            return experiments.restart_phase(connection, key, self._clock(), reason)
 
     def get_experiment(self, key: str) -> experiments.ExperimentVersion:
         """The newest version of experiment ``key``; ExperimentNotFoundError if unknown."""
@@ -292,6 +300,12 @@ class EventStore:
     def verify_audit(self) -> list[str]:
         """Every break in the audit trail's hash chain, oldest first; [] when intact."""
         return _verify_chain(self.audit_entries())
+
+
+def _lock_experiments(connection: sa.Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Serialize registrations: version and phase numbers are read, then incremented.
+        connection.exec_driver_sql("LOCK TABLE experiment_versions IN SHARE ROW EXCLUSIVE MODE")
 
 
 def _audit_from_row(row: sa.Row[Any]) -> AuditEntry:

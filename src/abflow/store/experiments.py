@@ -28,6 +28,7 @@ __all__ = [
     "latest_version",
     "list_latest_versions",
     "register",
+    "restart_phase",
     "traffic_changes",
 ]
 
@@ -90,10 +91,13 @@ def _canonical_json(spec: ExperimentSpec) -> str:
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
-def register(connection: Connection, spec: ExperimentSpec, now: float) -> ExperimentVersion:
+def register(
+    connection: Connection, spec: ExperimentSpec, now: float, reason: str | None = None
+) -> ExperimentVersion:
     """Store ``spec`` as a new version if it changed, opening a phase if its traffic changed.
 
-    Runs inside the caller's write transaction, which must serialize registrations.
+    ``reason`` is recorded on the phase this opens (default: which fields changed). Runs
+    inside the caller's write transaction, which must serialize registrations.
     """
     digest = spec_hash(spec)
     latest = find_latest_version(connection, spec.key)
@@ -111,7 +115,7 @@ def register(connection: Connection, spec: ExperimentSpec, now: float) -> Experi
     )
     current = _open_phase(connection, spec.key)
     if current is None:
-        reason = "experiment started"
+        reason = reason or "experiment started"
     else:
         opened_by = _spec_of_version(connection, spec.key, current.spec_version)
         changed = traffic_changes(opened_by, spec)
@@ -119,7 +123,34 @@ def register(connection: Connection, spec: ExperimentSpec, now: float) -> Experi
             return ExperimentVersion(
                 spec.key, version, digest, now, spec, current.phase, is_new_version=True
             )
-        reason = f"{', '.join(changed)} changed (version {version})"
+        reason = reason or f"{', '.join(changed)} changed (version {version})"
+    number = _open_next_phase(connection, spec, version, current, now, reason)
+    return ExperimentVersion(
+        spec.key, version, digest, now, spec, number, is_new_version=True, is_new_phase=True
+    )
+
+
+def restart_phase(connection: Connection, key: str, now: float, reason: str) -> Phase:
+    """Close the current phase and open the next one under the latest spec, same traffic.
+
+    For when the data of the current phase cannot be trusted (a routing bug, a broken
+    logger): analysis starts over without pooling the units logged before.
+    """
+    latest = latest_version(connection, key)
+    current = _open_phase(connection, key)
+    _open_next_phase(connection, latest.spec, latest.version, current, now, reason)
+    return fetch_phases(connection, key)[-1]
+
+
+def _open_next_phase(
+    connection: Connection,
+    spec: ExperimentSpec,
+    version: int,
+    current: Phase | None,
+    now: float,
+    reason: str,
+) -> int:
+    if current is not None:
         connection.execute(
             phases.update()
             .where(phases.c.experiment_key == spec.key, phases.c.phase == current.phase)
@@ -138,9 +169,7 @@ def register(connection: Connection, spec: ExperimentSpec, now: float) -> Experi
             reason=reason,
         )
     )
-    return ExperimentVersion(
-        spec.key, version, digest, now, spec, number, is_new_version=True, is_new_phase=True
-    )
+    return number
 
 
 def latest_version(connection: Connection, key: str) -> ExperimentVersion:
