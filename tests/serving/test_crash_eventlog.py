@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from abflow.store.schema import EVENT_TABLES
 
 KINDS: tuple[EventKind, ...] = ("exposure", "prediction", "outcome")
 THREADS = 4
-ACKS_BEFORE_KILL = 20_000
+ACKS_BEFORE_KILL = 15_000
 
 
 def row_for(event_id: str) -> dict[str, Any]:
@@ -144,21 +145,8 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
     assert not list(journal_dir.glob("*.journal"))
 
 
-def test_sigkill_while_shipping_to_sqlite(tmp_path: Path) -> None:
-    """The killed writer was shipping (and deleting confirmed segments) when it died."""
-    journal_dir = tmp_path / "journal"
-    url = f"sqlite:///{tmp_path / 'events.db'}"
-    acked = run_and_kill(journal_dir, tmp_path / "acks", url)
+def assert_sqlite_holds_every_acked_event_once(url: str, acked: list[str]) -> None:
     engine = sa.create_engine(url)
-    with engine.connect() as connection:
-        before = sum(
-            connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
-            for table in EVENT_TABLES.values()
-        )
-    assert before > 0  # the writer had shipped some events before it was killed
-    log = EventLog(url, journal_dir)
-    log.start()
-    log.close()
     stored: dict[str, list[dict[str, Any]]] = {}
     with engine.connect() as connection:
         for kind, table in EVENT_TABLES.items():
@@ -173,6 +161,47 @@ def test_sigkill_while_shipping_to_sqlite(tmp_path: Path) -> None:
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
     assert all(len(rows) == 1 for rows in stored.values())
     assert_gap_free_per_thread(stored)
+
+
+def count_stored(url: str) -> int:
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        total = sum(
+            connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            for table in EVENT_TABLES.values()
+        )
+    engine.dispose()
+    return int(total)
+
+
+def test_sigkill_while_shipping_to_sqlite(tmp_path: Path) -> None:
+    """The killed writer was shipping (and deleting confirmed segments) when it died."""
+    journal_dir = tmp_path / "journal"
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    acked = run_and_kill(journal_dir, tmp_path / "acks", url)
+    assert count_stored(url) > 0  # the writer had shipped some events before it was killed
+    log = EventLog(url, journal_dir)
+    log.start()
+    log.close()
+    assert_sqlite_holds_every_acked_event_once(url, acked)
+    assert not list(journal_dir.glob("*.journal"))
+
+
+def test_sigkill_while_spooling_through_an_outage(tmp_path: Path) -> None:
+    """The writer's store was unreachable: it died while moving events to the spool."""
+    journal_dir = tmp_path / "journal"
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dead = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+    acked = run_and_kill(journal_dir, tmp_path / "acks", dead)
+    assert list((journal_dir / "spool").glob("*.spool"))  # it had spooled before it died
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    log = EventLog(url, journal_dir)  # the store is back (here: another one)
+    log.start()
+    log.close()
+    assert log.spool_bytes == 0
+    assert_sqlite_holds_every_acked_event_once(url, acked)
     assert not list(journal_dir.glob("*.journal"))
 
 
