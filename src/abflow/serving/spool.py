@@ -111,16 +111,19 @@ class Spool:
                 os.ftruncate(self._fd, self._sizes[self._active])
                 msg = f"spool {self.directory}: short write ({written} of {len(data)} bytes)"
                 raise JournalError(msg)
+            # The records are in the file: book them first, so a failed fsync (the caller
+            # then spools the batch again) cannot leave the sizes behind the file.
+            self._sizes[self._active] += written
+            self._bytes += written
             os.fsync(self._fd)
         except OSError as exc:
             msg = f"cannot write to spool {self.directory}: {exc}"
             raise JournalError(msg) from exc
-        self._sizes[self._active] += written
-        self._bytes += written
 
     def _start_file(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1
             self._active += 1
         while self._active in self._sizes:
             self._active += 1
