@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from abflow.analysis.metrics import AnyStats, MetricPlan, display_value, plan_metric, stats_for
-from abflow.analysis.quantiles import compare_binned_quantiles, quantile_from_bins
 from abflow.analysis.results import (
     BreakdownRow,
     ComparisonResult,
@@ -26,6 +25,7 @@ from abflow.analysis.results import (
 )
 from abflow.spec import ExperimentSpec
 from abflow.stats import compare, compare_many
+from abflow.stats.quantile import QuantileStats, compare_quantile_stats, quantile_stats_from_bins
 from abflow.store.aggregates import (
     GroupKey,
     Moments,
@@ -282,22 +282,19 @@ class MetricRun:
             )
             width = OUTCOME_BIN_WIDTH
         relative = self.spec.analysis.relative
-        values = []
-        for name in self.variants:
-            variant_bins = bins.get(name, [])
-            n = sum(count for _, count in variant_bins)
-            value = quantile_from_bins(variant_bins, width, plan.quantile) if n else math.nan
-            values.append(VariantValue(name, n, value))
+        arms = {name: _quantile(bins.get(name, []), width, plan.quantile) for name in self.variants}
+        values = [
+            VariantValue(name, int(arm.n) if arm else 0, arm.quantile if arm else math.nan)
+            for name, arm in arms.items()
+        ]
         comparisons = []
+        control = arms[self.control]
         for name in self.variants[1:]:
-            result = compare_binned_quantiles(
-                bins.get(self.control, []),
-                bins.get(name, []),
-                width=width,
-                q=plan.quantile,
-                alpha=self.alpha,
-                relative=relative,
-            )
+            treatment = arms[name]
+            if control is None or treatment is None:
+                comparisons.append(_failed(name, "too_few_units"))
+                continue
+            result = compare_quantile_stats(control, treatment, relative=relative, alpha=self.alpha)
             comparisons.append(
                 ComparisonResult(
                     variant=name,
@@ -333,7 +330,10 @@ class MetricRun:
             n = sum(count for _, count in bins)
             if not n:
                 continue
-            q = [quantile_from_bins(bins, LATENCY_BIN_MS, p) for p in (0.5, 0.9, 0.95, 0.99)]
+            q = [
+                quantile_stats_from_bins(bins, LATENCY_BIN_MS, p).quantile
+                for p in (0.5, 0.9, 0.95, 0.99)
+            ]
             out.append(LatencySummary(name, n, q[0], q[1], q[2], q[3], list(bins)))
         return out
 
@@ -387,3 +387,17 @@ class MetricRun:
                         )
                     )
         return rows
+
+
+def _quantile(bins: list[tuple[float, int]], width: float, q: float) -> QuantileStats | None:
+    """One arm's quantile statistic from its bins; None without values."""
+    if not any(count for _, count in bins):
+        return None
+    return quantile_stats_from_bins(bins, width, q)
+
+
+def _failed(variant: str, code: str) -> ComparisonResult:
+    nan = math.nan
+    return ComparisonResult(
+        variant, nan, nan, nan, None, None, None, None, False, "error", error_code=code
+    )
