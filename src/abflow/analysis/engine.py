@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from abflow.analysis.decision import decide, guardrail_status, outcome_of
 from abflow.analysis.progress import estimate_progress, srm_check
 from abflow.analysis.results import (
@@ -47,17 +49,11 @@ def _load(target: Any, key: str, spec: ExperimentSpec | None) -> tuple[Experimen
         if catalog.spec_json is None:
             msg = f"experiment {key!r} is not registered in the store; pass its spec file"
             raise ExperimentNotFoundError(msg)
-        spec = parse_experiment(_json(catalog.spec_json), f"store:{key}")
+        spec = parse_experiment(orjson.loads(catalog.spec_json), f"store:{key}")
     if not catalog.phases:
         msg = f"experiment {key!r} has no phases and no exposures in the store yet"
         raise ExperimentNotFoundError(msg)
     return spec, catalog
-
-
-def _json(text: str) -> Any:
-    import orjson
-
-    return orjson.loads(text)
 
 
 def _finalise(run: MetricRun, metrics: list[MetricResult]) -> list[MetricResult]:
