@@ -28,7 +28,7 @@ def exposure(i: int) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(id_batches)
 def test_each_id_is_new_exactly_once(batches: list[list[int]]) -> None:
     with EventStore.open("sqlite://") as store:
@@ -48,7 +48,7 @@ traffic = st.tuples(
 )
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.lists(traffic, min_size=1, max_size=8))
 def test_phases_change_exactly_when_traffic_does(
     history: list[tuple[tuple[float, float], float, str, str]],
