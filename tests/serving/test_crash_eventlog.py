@@ -54,7 +54,7 @@ def kind_for(event_id: str) -> EventKind:
     return KINDS[int(event_id.rsplit("-", 1)[1]) % 3]
 
 
-def child_main(journal_dir: str, ack_path: str, store_url: str) -> None:
+def child_main(journal_dir: str, ack_path: str, store_url: str, run: str) -> None:
     """Append until killed; acknowledge each event after its append returned."""
     log = EventLog(store_url or None, Path(journal_dir), segment_bytes=256 * 1024)
     log.start()
@@ -63,7 +63,7 @@ def child_main(journal_dir: str, ack_path: str, store_url: str) -> None:
     def work(thread: int) -> None:
         i = 0
         while True:
-            event_id = f"t{thread}-{i}"
+            event_id = f"{run}t{thread}-{i}"
             log.append(kind_for(event_id), row_for(event_id))
             os.write(ack_fd, f"{event_id}\n".encode())
             i += 1
@@ -96,16 +96,18 @@ def read_acks(path: Path) -> list[str]:
     return [line for line in lines[:-1] if line]  # a last line without "\n" was not finished
 
 
-def run_and_kill(journal_dir: Path, ack_path: Path, store_url: str) -> list[str]:
+def run_and_kill(
+    journal_dir: Path, ack_path: Path, store_url: str, run: str = "", acks: int = ACKS_BEFORE_KILL
+) -> list[str]:
     """Start the writer, SIGKILL it once enough events were acknowledged; return their ids."""
     ack_path.touch()
     child = subprocess.Popen(
-        [sys.executable, __file__, str(journal_dir), str(ack_path), store_url],
+        [sys.executable, __file__, str(journal_dir), str(ack_path), store_url, run],
         stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 20
-        while ack_path.stat().st_size < ACKS_BEFORE_KILL * 8:
+        while ack_path.stat().st_size < acks * (8 + len(run)):
             assert child.poll() is None, child.stderr.read().decode() if child.stderr else ""
             assert time.monotonic() < deadline, "the writer was too slow"
             time.sleep(0.01)
@@ -116,17 +118,19 @@ def run_and_kill(journal_dir: Path, ack_path: Path, store_url: str) -> list[str]
             child.stderr.close()
     assert child.returncode == -signal.SIGKILL
     acked = read_acks(ack_path)
-    assert len(acked) >= ACKS_BEFORE_KILL
+    assert len(acked) >= acks
     assert len(set(acked)) == len(acked)
     return acked
 
 
-def assert_gap_free_per_thread(event_ids: Iterable[str]) -> None:
+def assert_gap_free_per_thread(event_ids: Iterable[str], runs: tuple[str, ...] = ("",)) -> None:
     """Per writer thread, stored ids are a prefix 0..k: the journal kept append order."""
     ids = list(event_ids)
-    for thread in range(THREADS):
-        numbers = sorted(int(e.split("-")[1]) for e in ids if e.startswith(f"t{thread}-"))
-        assert numbers == list(range(len(numbers)))
+    for run in runs:
+        for thread in range(THREADS):
+            prefix = f"{run}t{thread}-"
+            numbers = sorted(int(e.removeprefix(prefix)) for e in ids if e.startswith(prefix))
+            assert numbers == list(range(len(numbers)))
 
 
 def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
@@ -145,7 +149,9 @@ def test_sigkill_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
     assert not list(journal_dir.glob("*.journal"))
 
 
-def assert_sqlite_holds_every_acked_event_once(url: str, acked: list[str]) -> None:
+def assert_sqlite_holds_every_acked_event_once(
+    url: str, acked: list[str], runs: tuple[str, ...] = ("",)
+) -> None:
     engine = sa.create_engine(url)
     stored: dict[str, list[dict[str, Any]]] = {}
     with engine.connect() as connection:
@@ -160,7 +166,7 @@ def assert_sqlite_holds_every_acked_event_once(url: str, acked: list[str]) -> No
     missing = set(acked) - set(stored)
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
     assert all(len(rows) == 1 for rows in stored.values())
-    assert_gap_free_per_thread(stored)
+    assert_gap_free_per_thread(stored, runs)
 
 
 def count_stored(url: str) -> int:
@@ -187,23 +193,24 @@ def test_sigkill_while_shipping_to_sqlite(tmp_path: Path) -> None:
     assert not list(journal_dir.glob("*.journal"))
 
 
-def test_sigkill_while_spooling_through_an_outage(tmp_path: Path) -> None:
-    """The writer's store was unreachable: it died while moving events to the spool."""
+def test_sigkill_again_while_replaying_what_the_first_kill_left(tmp_path: Path) -> None:
+    """Killed while spooling through a store outage, then killed again while replaying the
+    spool and journal it left (into a store that is back) under new load."""
     journal_dir = tmp_path / "journal"
-    with socket.socket() as sock:  # a port nobody listens on
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     dead = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
-    acked = run_and_kill(journal_dir, tmp_path / "acks", dead)
-    assert list((journal_dir / "spool").glob("*.spool"))  # it had spooled before it died
     url = f"sqlite:///{tmp_path / 'events.db'}"
-    log = EventLog(url, journal_dir)  # the store is back (here: another one)
+    first = run_and_kill(journal_dir, tmp_path / "acks-1", dead, run="a", acks=8_000)
+    assert list((journal_dir / "spool").glob("*.spool"))  # it died while spooling
+    second = run_and_kill(journal_dir, tmp_path / "acks-2", url, run="b", acks=8_000)
+    log = EventLog(url, journal_dir)
     log.start()
     log.close()
-    assert log.spool_bytes == 0
-    assert_sqlite_holds_every_acked_event_once(url, acked)
-    assert not list(journal_dir.glob("*.journal"))
+    assert_sqlite_holds_every_acked_event_once(url, first + second, runs=("a", "b"))
+    assert (log.spool_bytes, list(journal_dir.glob("*.journal"))) == (0, [])
 
 
 if __name__ == "__main__":
-    child_main(sys.argv[1], sys.argv[2], sys.argv[3])
+    child_main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4])
