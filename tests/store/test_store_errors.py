@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -106,3 +107,9 @@ def test_driver_errors_are_classified(sqlstate: str | None, text: str, unavailab
     assert type(caught.value) is expected
     assert text in str(caught.value)
     assert is_unavailable(wrapped) is unavailable
+
+
+def test_missing_driver_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the extra sees
+    with pytest.raises(StoreError, match=r"need psycopg 3: pip install 'abflow\[postgres\]'"):
+        create_store_engine("postgresql+psycopg://u@127.0.0.1/db")

@@ -130,7 +130,11 @@ def _postgres_engine(url: URL) -> Engine:
         connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_SECONDS
     # pre_ping replaces connections a server restart left dead, so that the first write after
     # an outage succeeds instead of failing once more.
-    return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    try:
+        return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+    except ImportError as exc:
+        msg = "PostgreSQL stores need psycopg 3: pip install 'abflow[postgres]'"
+        raise StoreError(msg) from exc
 
 
 @contextmanager
