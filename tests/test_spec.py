@@ -164,3 +164,12 @@ def test_cli_validate_schema() -> None:
     result = _cli("validate", "--schema")
     assert result.returncode == 0
     assert json.loads(result.stdout)["title"] == "abflow experiment"
+
+
+def test_hashed_strings_are_kept_exactly_as_written() -> None:
+    data = base() | {"seed": " seed ", "forced": {" u1": "b"}, "namespace": [" ns", 0, 0.5]}
+    spec = parse_experiment(data)
+    assert spec.hash_seed == " seed "
+    assert spec.forced == {" u1": "b"}
+    assert spec.namespace is not None
+    assert spec.namespace.name == " ns"

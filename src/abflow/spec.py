@@ -75,7 +75,9 @@ MetricKind = Literal[
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # No whitespace stripping: seeds, unit ids and namespace names are hashed as written,
+    # exactly as a client SDK would hash them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class VariantSpec(_Spec):
