@@ -130,7 +130,7 @@ def test_embedded_default_lives_under_dot_abflow(
     (tmp_path / ".abflow").mkdir()
     shutil.copy(empty_registry_db, tmp_path / ".abflow" / "mlflow.db")
     location = registry_location()
-    assert location.tracking_uri == "sqlite:///.abflow/mlflow.db"
+    assert location.tracking_uri == f"sqlite:///{tmp_path.resolve() / '.abflow' / 'mlflow.db'}"
     assert location.artifact_root == (tmp_path / ".abflow" / "mlartifacts").as_uri()
     assert list_models() == []
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")

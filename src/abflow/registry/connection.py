@@ -58,17 +58,20 @@ class RegistryLocation:
 def registry_location(tracking_uri: str | None = None) -> RegistryLocation:
     """Resolve the tracking URI (argument, env, embedded default) and its artifact root.
 
-    For an SQLite database the artifacts go next to it (``<dir>/mlartifacts``) so that a
-    registry is one self-contained folder; a remote server keeps its own artifact store.
+    For an SQLite database the path is made absolute and the artifacts go next to it
+    (``<dir>/mlartifacts``), so a registry is one self-contained folder; a remote server
+    keeps its own artifact store.
     """
     uri = tracking_uri or next((os.environ[k] for k in TRACKING_URI_ENV if os.environ.get(k)), "")
     uri = uri or DEFAULT_TRACKING_URI
     root = os.environ.get(ARTIFACT_ROOT_ENV) or None
     if uri.startswith("sqlite:///"):
-        db_path = Path(uri.removeprefix("sqlite:///"))
+        # Absolute, so that MLflow's per-URI store cache never mixes up two working folders.
+        db_path = Path(uri.removeprefix("sqlite:///")).resolve()
         db_path.parent.mkdir(parents=True, exist_ok=True)
+        uri = f"sqlite:///{db_path}"
         if root is None:
-            root = (db_path.parent.resolve() / "mlartifacts").as_uri()
+            root = (db_path.parent / "mlartifacts").as_uri()
     elif "://" not in uri or uri.startswith("file:"):
         # An MLflow file store: a directory, which keeps artifacts inside itself.
         path = Path(urlparse(uri).path if uri.startswith("file:") else uri)
