@@ -129,7 +129,6 @@ def _register(champion: Any, challenger: Any, options: DemoOptions) -> tuple[dic
         try:
             from abflow import registry
 
-            logging.getLogger("mlflow").setLevel(logging.ERROR)
             registry.register_model("fraud-demo", champion, alias="champion")
             registry.register_model("fraud-demo", challenger, alias="challenger")
             return (
@@ -364,6 +363,8 @@ def run_demo(options: DemoOptions, console: Any) -> DemoOutcome:
     from abflow.store.engine import display_url
 
     began = time.perf_counter()
+    for noisy in ("mlflow", "alembic"):  # their INFO lines would break the progress bars
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     url = resolve_url(options.store_url)
     options.workdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())

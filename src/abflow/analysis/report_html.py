@@ -18,6 +18,7 @@ from abflow.analysis.formatting import (
     format_value,
     verdict_label,
 )
+from abflow.analysis.report_text import progress_text
 from abflow.analysis.results import ExperimentResult, MetricResult
 from abflow.analysis.svg import (
     Band,
@@ -237,19 +238,7 @@ def render_html(result: ExperimentResult) -> str:
             else f"(threshold {result.srm.alpha:g}): the split matches the weights.</p>"
         )
     )
-    progress = result.progress
-    if progress.required_units:
-        left = (
-            f", about {progress.remaining_days:.1f} more days at the current rate"
-            if progress.remaining_days is not None and progress.remaining_days > 0
-            else ""
-        )
-        progress_text = (
-            f"{progress.units:,} of {progress.required_units:,} planned units "
-            f"({(progress.fraction or 0):.0%}){left}. {escape(progress.note)}."
-        )
-    else:
-        progress_text = f"{progress.units:,} units so far; {escape(progress.note)}."
+    progress = escape(progress_text(result))
     warnings = "".join(f"<p class='warn'>⚠ {escape(w)}</p>" for w in result.warnings)
     provenance = _table(
         ["field", "value"],
@@ -280,7 +269,7 @@ def render_html(result: ExperimentResult) -> str:
 <div class="verdict {escape(d.verdict)}"><strong>{escape(d.summary)}</strong><ul>{reasons}</ul></div>
 {warnings}
 <h2>Assignment</h2>{assignment}{srm_text}
-<p>Progress: {progress_text}</p>
+<p>Progress: {progress}</p>
 {_metrics_section(result)}
 {_timeline_section(result)}
 {_latency_section(result)}

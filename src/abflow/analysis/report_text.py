@@ -23,7 +23,13 @@ from abflow.analysis.formatting import (
 )
 from abflow.analysis.results import ExperimentResult
 
-__all__ = ["render_json", "render_markdown", "render_table", "table_renderable"]
+__all__ = [
+    "progress_text",
+    "render_json",
+    "render_markdown",
+    "render_table",
+    "table_renderable",
+]
 
 _STYLE = {
     "better": "bold green",
@@ -39,6 +45,27 @@ _VERDICT_STYLE = {
     "keep_running": "yellow",
     "invalid": "red",
 }
+
+
+def progress_text(result: ExperimentResult) -> str:
+    """Units so far against the planned sample, in one sentence."""
+    progress = result.progress
+    if not progress.required_units:
+        return f"{progress.units:,} units; {progress.note}."
+    if progress.units >= progress.required_units:
+        return (
+            f"planned sample reached: {progress.units:,} units of {progress.required_units:,} "
+            f"needed ({progress.note})."
+        )
+    remaining = (
+        f", about {progress.remaining_days:.1f} more days at the current rate"
+        if progress.remaining_days is not None
+        else ""
+    )
+    return (
+        f"{progress.units:,} of {progress.required_units:,} planned units "
+        f"({(progress.fraction or 0):.0%}){remaining} ({progress.note})."
+    )
 
 
 def render_json(result: ExperimentResult) -> str:
@@ -97,19 +124,7 @@ def table_renderable(result: ExperimentResult) -> Group:
                 format_p(c).split(" (")[0],
                 Text(label, style=_STYLE.get(label, "")),
             )
-    progress = result.progress
-    if progress.required_units:
-        remaining = (
-            f", about {progress.remaining_days:.1f} more days"
-            if progress.remaining_days is not None
-            else ""
-        )
-        progress_line = (
-            f"Progress: {progress.units:,} of {progress.required_units:,} planned units "
-            f"({(progress.fraction or 0):.0%}){remaining}."
-        )
-    else:
-        progress_line = f"Progress: {progress.units:,} units; {progress.note}."
+    progress_line = "Progress: " + progress_text(result)
     decision = result.decision
     verdict = Panel(
         Text(decision.summary + "\n" + "\n".join(f"• {r}" for r in decision.reasons)),
@@ -159,7 +174,8 @@ def render_markdown(result: ExperimentResult) -> str:
         "",
         *[f"- {_md_escape(r)}" for r in d.reasons],
         "",
-        _header(result).replace("\n", "  \n"),
+        _header(result).replace("\n", "  \n") + "  ",
+        "Progress: " + progress_text(result),
         "",
         "| variant | units | observed | expected |",
         "|---|---:|---:|---:|",
