@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import orjson
@@ -83,6 +84,9 @@ def test_html_is_self_contained_with_plots(store: Any) -> None:
     external = set(re.findall(r"https?://[^\s\"'<>]+", html))
     assert external <= {"http://www.w3.org/2000/svg"}
     assert html.count("<svg") >= 4  # effects, timeline, assignment, latency
+    for svg in re.findall(r"<svg.*?</svg>", html, flags=re.DOTALL):
+        root = ElementTree.fromstring(svg)  # every chart is well-formed XML
+        assert root.find("{http://www.w3.org/2000/svg}title") is not None
     assert result.provenance.spec_hash in html
 
 

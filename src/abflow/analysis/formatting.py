@@ -12,6 +12,7 @@ from abflow.analysis.results import ComparisonResult, MetricResult
 
 __all__ = [
     "RATE_KINDS",
+    "effect_scale",
     "format_effect",
     "format_interval",
     "format_p",
@@ -59,6 +60,12 @@ def _unit(metric: MetricResult) -> tuple[float, str, str]:
     if metric.kind == "latency":
         return 1.0, "+.2f", " ms"
     return 1.0, "+.4g", ""
+
+
+def effect_scale(metric: MetricResult) -> tuple[float, str]:
+    """Multiplier and unit label for plotting a metric's effects (%, pp, ms or none)."""
+    scale, _, unit = _unit(metric)
+    return scale, unit.strip() or "abs."
 
 
 def format_effect(metric: MetricResult, effect: float) -> str:

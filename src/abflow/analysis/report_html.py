@@ -11,6 +11,7 @@ from collections import defaultdict
 from html import escape
 
 from abflow.analysis.formatting import (
+    effect_scale,
     format_effect,
     format_interval,
     format_p,
@@ -91,7 +92,7 @@ def _metrics_section(result: ExperimentResult) -> str:
                     _status(label),
                 ]
             )
-            scale = 100.0 if metric.relative else 1.0
+            scale, _ = effect_scale(metric)
             label_text = (
                 f"{metric.name} ({c.variant})" if len(metric.comparisons) > 1 else metric.name
             )
@@ -105,13 +106,13 @@ def _metrics_section(result: ExperimentResult) -> str:
                     text=f"{format_effect(metric, c.effect)} {label}",
                 )
             )
-    relative = [r for r, m in zip(forest, _flat(result), strict=True) if m.relative]
-    absolute = [r for r, m in zip(forest, _flat(result), strict=True) if not m.relative]
-    charts = ""
-    if relative:
-        charts += forest_plot(relative, "Relative effects", "effect vs control (%)")
-    for row in absolute:
-        charts += forest_plot([row], f"Effect of {row.label}", "absolute effect vs control")
+    groups: dict[str, list[ForestRow]] = defaultdict(list)
+    for row, metric in zip(forest, _flat(result), strict=True):
+        groups[effect_scale(metric)[1]].append(row)
+    charts = "".join(
+        forest_plot(rows, f"Effects ({unit})", f"effect vs {result.control} ({unit})")
+        for unit, rows in groups.items()
+    )
     notes = "".join(
         f"<li><b>{escape(m.name)}</b>: {escape(m.note)}</li>" for m in result.metrics if m.note
     )
@@ -134,13 +135,12 @@ def _timeline_section(result: ExperimentResult) -> str:
         if not metric.timeline or (metric.role == "secondary" and len(result.metrics) > 6):
             continue
         by_variant: dict[str, list[tuple[str, float, float, float]]] = defaultdict(list)
-        scale = 100.0 if metric.relative else 1.0
+        scale, unit = effect_scale(metric)
         for p in metric.timeline:
             by_variant[p.variant].append(
                 (p.day, p.effect * scale, p.ci_low * scale, p.ci_high * scale)
             )
-        bands = [Band(f"{v} vs control", pts) for v, pts in by_variant.items()]
-        unit = "%" if metric.relative else "abs."
+        bands = [Band(f"{v} vs {result.control}", pts) for v, pts in by_variant.items()]
         charts.append(
             f"<h3>{escape(metric.name)}</h3>"
             + line_chart(bands, f"Cumulative effect on {metric.name}", f"effect ({unit})")
