@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 
 import orjson
 
@@ -318,11 +319,26 @@ def run_python(
 # --- the run -------------------------------------------------------------------------------
 
 
+def _median_load(runs: list[Load]) -> Load:
+    """Per-field medians over rounds (rate as requests over seconds of the median round)."""
+    by_rate = sorted(runs, key=lambda r: r.rate)
+    middle = by_rate[len(by_rate) // 2]
+    return Load(
+        requests=middle.requests,
+        seconds=middle.seconds,
+        errors=sum(r.errors for r in runs),
+        p50_ms=median([r.p50_ms for r in runs]),
+        p95_ms=median([r.p95_ms for r in runs]),
+        p99_ms=median([r.p99_ms for r in runs]),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians shown")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args()
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
@@ -375,19 +391,45 @@ def main() -> None:
                     },
                 ),
             }
-            peaks: dict[str, Load] = {}
-            servers = {}
+            servers: dict[str, Server] = {}
+            peak_runs: dict[str, list[Load]] = {"a": [], "b": []}
+            paced_runs: dict[str, list[Load]] = {"a": [], "b": []}
             try:
                 for name, (command, server_env) in specs.items():
                     servers[name] = Server(command, server_env, work)
                     load(servers[name].port, token, 1.0, args.connections, None, 1)  # warm up
-                    peaks[name] = load(
-                        servers[name].port, token, args.seconds, args.connections, None, 2
-                    )
-                half = peaks["a"].rate / 2
+                # Interleaved rounds (a, b, a, b, ...): drift in the machine's load hits both.
+                for round_ in range(args.rounds):
+                    for name, server in servers.items():
+                        peak_runs[name].append(
+                            load(
+                                server.port,
+                                token,
+                                args.seconds,
+                                args.connections,
+                                None,
+                                10 + round_,
+                            )
+                        )
+                half = median([r.rate for r in peak_runs["a"]]) / 2
+                for round_ in range(args.rounds):
+                    for name, server in servers.items():
+                        paced_runs[name].append(
+                            load(
+                                server.port,
+                                token,
+                                args.seconds,
+                                args.connections,
+                                half,
+                                20 + round_,
+                            )
+                        )
                 for name, server in servers.items():
-                    paced = load(server.port, token, args.seconds, args.connections, half, 3)
-                    results[name] = (peaks[name], paced, server.peak_rss_mb())
+                    results[name] = (
+                        _median_load(peak_runs[name]),
+                        _median_load(paced_runs[name]),
+                        server.peak_rss_mb(),
+                    )
             finally:
                 for server in servers.values():
                     server.stop()
@@ -416,7 +458,8 @@ def main() -> None:
             f"p99 {b.p99_ms - a.p99_ms:+.2f} ms"
         )
     print(
-        "\nrate/p50/p95/p99: paced at half of (a)'s peak; err: non-2xx and socket errors in both runs"
+        f"\nmedians of {args.rounds} interleaved rounds; rate/p50/p95/p99: paced at half of "
+        "(a)'s peak; err: non-2xx and socket errors in all runs"
     )
 
 

@@ -202,3 +202,33 @@ async def test_fast_path_and_framework_route_answer_alike(
         else:
             assert one == other
     assert len(events.rows["prediction"]) == 4
+
+
+async def test_openapi_document_resolves_every_reference(make_client: AppFactory) -> None:
+    client = await make_client()
+    document = (await client.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    references: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str):
+                references.append(ref)
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(document)
+    assert references
+    for ref in references:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.rsplit("/", 1)[1] in schemas, ref
+    predict = document["paths"]["/v1/predict"]["post"]
+    body = predict["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/PredictIn"}
+    assert predict["security"] == [{"bearer": []}]
+    assert "security" not in document["paths"]["/healthz"]["get"]
+    assert (await client.get("/docs")).status_code == 200

@@ -40,6 +40,7 @@ from abflow.serving.events import EventSink
 from abflow.serving.fastpath import PREDICT_PATH, serve_predict
 from abflow.serving.gateway import BackendFactory, Gateway
 from abflow.serving.http_errors import install_error_handlers
+from abflow.serving.openapi import install_openapi
 from abflow.serving.services import Services
 from abflow.serving.settings import GatewayConfig, GatewaySettings, demo_config, load_config
 
@@ -150,6 +151,7 @@ def create_app(
     )
     app.fast_predict = settings.predict_fast_path
     install_error_handlers(app)
+    install_openapi(app)
     for module in (
         routes_predict,
         routes_outcomes,

@@ -31,9 +31,7 @@ router = APIRouter(tags=["outcomes"])
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": OutcomesIn.model_json_schema(
-                        ref_template="#/components/schemas/{model}"
-                    ),
+                    "schema": {"$ref": "#/components/schemas/OutcomesIn"},
                     "example": {
                         "outcomes": [
                             {"request_id": "5f0c…", "name": "converted", "value": 1},

@@ -7,7 +7,6 @@ from starlette.responses import Response
 
 from abflow.serving.fastpath import predict_document
 from abflow.serving.http_errors import read_body
-from abflow.serving.inputs import PredictIn
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
 
@@ -31,9 +30,7 @@ _EXAMPLE = {
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": PredictIn.model_json_schema(
-                        ref_template="#/components/schemas/{model}"
-                    ),
+                    "schema": {"$ref": "#/components/schemas/PredictIn"},
                     "example": _EXAMPLE,
                 }
             },
