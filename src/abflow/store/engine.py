@@ -1,7 +1,8 @@
 """Engines for the store's URLs, and the one place SQLAlchemy errors become abflow errors.
 
-SQLite is the embedded default: WAL so readers never block the writer, ``synchronous=NORMAL``
-(durable at each checkpoint, and a crash of the process never loses a committed write), and a
+SQLite is the embedded default: WAL so readers never block the writer, ``synchronous=FULL``
+(the WAL is synced at every commit, so a confirmed batch survives a power loss too: the
+gateway's journal deletes what the store confirmed, and must be able to trust it), and a
 busy timeout so concurrent writers queue instead of failing. Write transactions on SQLite
 start with ``BEGIN IMMEDIATE``: taking the write lock up front means two read-then-write
 transactions can never deadlock on a lock upgrade, they simply take turns. An in-memory
@@ -107,7 +108,7 @@ def _sqlite_engine(url: URL) -> Engine:
         try:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             # 32 MB of page cache (the default is 2 MB) keeps the event_id index of a busy
             # day in memory; it is only allocated as pages are read.
