@@ -143,7 +143,7 @@ def test_default_url_is_an_embedded_wal_database(
             synchronous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
     assert (tmp_path / ".abflow" / "abflow.db").is_file()
     assert journal == "wal"
-    assert synchronous == 1  # NORMAL
+    assert synchronous == 2  # FULL: a confirmed batch survives a power loss
 
 
 def test_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
