@@ -21,6 +21,7 @@ __all__ = ["NO_DEFAULT", "FeatureSpec", "FeatureType", "InlineFeatures"]
 
 FeatureType = Literal["float", "int", "bool", "str"]
 _TYPES: Final = ("float", "int", "bool", "str")
+_EXACT: Final[dict[str, type]] = {"int": int, "bool": bool, "str": str}
 
 
 class _NoDefault:
@@ -62,6 +63,15 @@ class FeatureSpec:
 def coerce(spec: FeatureSpec, value: Any) -> FeatureValue:
     """``value`` as ``spec.type``, or FeatureError naming the feature and what was wrong."""
     kind = spec.type
+    exact = type(value)
+    # Fast paths for the common, already-right values (this runs per feature per request).
+    if kind == "float" and (exact is float or exact is int):
+        number = float(value)
+        if number - number == 0.0:  # finite: inf - inf and nan - nan are nan
+            return number
+    elif exact is _EXACT.get(kind):
+        same: FeatureValue = value
+        return same
     if hasattr(value, "item") and not isinstance(value, str | bytes):
         value = value.item()  # numpy scalar
     if kind == "bool":

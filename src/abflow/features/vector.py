@@ -10,10 +10,10 @@ over a canonical, type-tagged encoding, never over ``repr`` or ``hash()``.
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
 from abflow.errors import FeatureError, InvalidArgumentError
@@ -23,26 +23,40 @@ __all__ = ["FeatureSource", "FeatureValue", "FeatureVector", "feature_vector_has
 FeatureValue = float | int | bool | str | None
 
 
+_PACK_DOUBLE = struct.Struct(">d").pack
+
+
 def _encode(value: Any) -> bytes:
     """Type-tagged bytes: 1 and 1.0 and True and "1" hash differently, -0.0 equals 0.0."""
+    kind = type(value)
+    if kind is float:
+        if value != value:  # NaN
+            return b"fnan"
+        packed: bytes = _PACK_DOUBLE(value + 0.0)  # + 0.0 folds -0.0 into 0.0
+        return b"f" + packed
+    if kind is str:
+        data: bytes = value.encode("utf-8")
+        return b"s" + len(data).to_bytes(4, "big") + data
+    if kind is bool:
+        return b"b1" if value else b"b0"
+    if kind is int:
+        text = str(value).encode()
+        return b"i" + len(text).to_bytes(4, "big") + text
     if value is None:
         return b"n"
     if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()  # numpy scalar -> Python scalar
-    if isinstance(value, bool):
-        return b"b1" if value else b"b0"
-    if isinstance(value, int):
-        text = str(value).encode()
-        return b"i" + len(text).to_bytes(4, "big") + text
-    if isinstance(value, float):
-        if math.isnan(value):
-            return b"fnan"
-        return b"f" + struct.pack(">d", value + 0.0)  # + 0.0 folds -0.0 into 0.0
-    if isinstance(value, str):
-        data = value.encode("utf-8")
-        return b"s" + len(data).to_bytes(4, "big") + data
+        return _encode(value.item())  # numpy scalar -> the Python scalar it holds
+    for base in (int, float, str):  # subclasses (IntEnum, StrEnum) hash like their base
+        if isinstance(value, base):
+            return _encode(base(value))
     msg = f"cannot hash a feature value of type {type(value).__name__}: {value!r}"
     raise InvalidArgumentError(msg)
+
+
+@lru_cache(maxsize=256)
+def _names_prefix(names: tuple[str, ...]) -> tuple[bytes, ...]:
+    """Length-prefixed names; the same few schemas recur on every request."""
+    return tuple(len(n.encode()).to_bytes(4, "big") + n.encode() for n in names)
 
 
 def feature_vector_hash(names: Sequence[str], values: Sequence[Any]) -> str:
@@ -54,13 +68,12 @@ def feature_vector_hash(names: Sequence[str], values: Sequence[Any]) -> str:
     if len(names) != len(values):
         msg = f"{len(names)} feature names but {len(values)} values"
         raise InvalidArgumentError(msg)
-    digest = hashlib.sha256(b"abflow-features-v1")
-    digest.update(len(names).to_bytes(4, "big"))
-    for name, value in zip(names, values, strict=True):
-        encoded = name.encode("utf-8")
-        digest.update(len(encoded).to_bytes(4, "big") + encoded)
-        digest.update(_encode(value))
-    return digest.hexdigest()
+    encoded_names = _names_prefix(tuple(names))
+    parts = [b"abflow-features-v1", len(names).to_bytes(4, "big")]
+    for name, value in zip(encoded_names, values, strict=True):
+        parts.append(name)
+        parts.append(_encode(value))
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
