@@ -1,4 +1,4 @@
-"""``abflow models``: list, register, promote, verify, find stale and retire model versions.
+"""``abflow models``: list, register, promote, verify, pin, find stale and retire versions.
 
 The registry (MLflow) is imported inside each command, so ``abflow --help`` stays fast.
 Every alias move and retirement is recorded as a run in the MLflow experiment
@@ -21,7 +21,7 @@ __all__ = ["register"]
 models_app = typer.Typer(
     name="models",
     help=(
-        "Model registry (MLflow): list, register, promote, verify, stale, retire.\n\n"
+        "Model registry (MLflow): list, register, promote, verify, pin, stale, retire.\n\n"
         "Uses --tracking-uri, else $ABFLOW_MLFLOW_TRACKING_URI or $MLFLOW_TRACKING_URI, else "
         "the embedded sqlite:///.abflow/mlflow.db."
     ),
@@ -213,6 +213,50 @@ def verify_command(
     path = local_artifacts(client.get_model_version_download_uri(info.name, info.version), location)
     actual = verify_checksum(path, expected, label=info.reference)
     out_console.print(f"{info.reference}: artifacts match sha256 {actual[:12]}…")
+
+
+@models_app.command("pin")
+def pin_command(
+    spec_file: Annotated[Path, typer.Argument(help="Experiment spec (.yaml or .json).")],
+    record: Annotated[
+        bool, typer.Option(help="Record each pin as a tag on its model version.")
+    ] = True,
+    tracking_uri: TrackingOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Pin an experiment's registry models to exact versions and checksums.
+
+    Prints the gateway config's [bold]backends[/] entries (checksum per reference).
+    Example: [bold]abflow models pin experiments/fraud.yaml[/]
+    """
+    import yaml
+
+    from abflow.registry import pin_experiment_models
+    from abflow.spec import load_experiment
+
+    pins = pin_experiment_models(
+        load_experiment(spec_file), record=record, tracking_uri=tracking_uri
+    )
+    if as_json:
+        _json(
+            [
+                {
+                    "variant": p.variant,
+                    "reference": p.reference,
+                    "pinned_reference": p.pinned_reference,
+                    "checksum": p.checksum,
+                }
+                for p in pins
+            ]
+        )
+        return
+    if not pins:
+        out_console.print("no registry models in this experiment")
+        return
+    for pin in pins:
+        err_console.print(f"{pin.variant}: {pin.reference} is {pin.pinned_reference}")
+    backends = {p.reference: {"version": p.version, "checksum": p.checksum} for p in pins}
+    out_console.print(yaml.safe_dump({"backends": backends}, sort_keys=False).rstrip())
 
 
 @models_app.command("stale")

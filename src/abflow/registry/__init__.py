@@ -10,6 +10,7 @@ from __future__ import annotations
 from abflow.registry.checksum import CHECKSUM_TAG, artifact_checksum, verify_checksum
 from abflow.registry.connection import DEFAULT_TRACKING_URI, registry_location
 from abflow.registry.models import list_models, list_versions, register_model, set_alias
+from abflow.registry.pins import PinnedModel, pin_experiment_models
 from abflow.registry.records import (
     AliasChange,
     ModelReference,
@@ -33,6 +34,7 @@ from abflow.registry.staleness import (
     retrain_hook,
     stale_models,
     trigger_retrain,
+    variant_ages,
 )
 from abflow.registry.tracking import log_experiment_result, log_rollout_decision
 
@@ -44,6 +46,7 @@ __all__ = [
     "ModelAge",
     "ModelReference",
     "ModelVersionInfo",
+    "PinnedModel",
     "Predictor",
     "RegisteredModelInfo",
     "ResolvedModel",
@@ -62,6 +65,7 @@ __all__ = [
     "log_rollout_decision",
     "model_age",
     "parse_reference",
+    "pin_experiment_models",
     "register_model",
     "registry_location",
     "resolve_model",
@@ -70,6 +74,7 @@ __all__ = [
     "set_alias",
     "stale_models",
     "trigger_retrain",
+    "variant_ages",
     "verify_checksum",
     "without_variant",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "describe_version",
     "load_predictor",
     "local_artifacts",
+    "lookup_version",
     "model_flavors",
     "resolve_model",
     "version_info",
@@ -65,7 +66,8 @@ def _latest_version(client: MlflowClient, name: str) -> Any:
     return max(versions, key=lambda mv: int(mv.version))
 
 
-def _get_version(client: MlflowClient, ref: ModelReference) -> Any:
+def lookup_version(client: MlflowClient, ref: ModelReference) -> Any:
+    """The MLflow ModelVersion a ``models:/`` reference points at right now."""
     if ref.kind == "alias":
         return client.get_model_version_by_alias(ref.name, str(ref.alias))
     if ref.version == "latest":
@@ -81,7 +83,7 @@ def describe_version(reference: str, *, tracking_uri: str | None = None) -> Mode
         raise RegistryError(msg)
     client, _ = client_for(tracking_uri)
     with mlflow_errors(f"cannot find {reference}"):
-        return version_info(_get_version(client, ref))
+        return version_info(lookup_version(client, ref))
 
 
 def local_artifacts(artifact_uri: str, location: RegistryLocation) -> Path:
@@ -152,7 +154,7 @@ def resolve_model(
             )
             artifact_uri = info.source
         else:
-            info = version_info(_get_version(client, ref))
+            info = version_info(lookup_version(client, ref))
             artifact_uri = client.get_model_version_download_uri(info.name, info.version)
         path = local_artifacts(str(artifact_uri), location)
     if expected_checksum is not None:

@@ -22,8 +22,9 @@ import orjson
 
 from abflow.errors import InvalidArgumentError
 from abflow.registry.connection import client_for, from_millis, is_not_found, mlflow_errors
-from abflow.registry.records import ModelVersionInfo
-from abflow.registry.resolve import version_info
+from abflow.registry.records import ModelVersionInfo, parse_reference
+from abflow.registry.resolve import lookup_version, version_info
+from abflow.spec import ExperimentSpec
 
 __all__ = [
     "DATA_AS_OF_TAG",
@@ -37,6 +38,7 @@ __all__ = [
     "retrain_hook",
     "stale_models",
     "trigger_retrain",
+    "variant_ages",
 ]
 
 logger = logging.getLogger("abflow.registry")
@@ -130,6 +132,30 @@ def model_age(
         else:
             raw = client.get_model_version(name, str(version))
         return _age_of(client, version_info(raw), alias, when)
+
+
+def variant_ages(
+    spec: ExperimentSpec, *, now: datetime | None = None, tracking_uri: str | None = None
+) -> dict[str, ModelAge]:
+    """Model age and data age of every registry-backed variant of an experiment, by variant.
+
+    Variants served from files, URLs or Python factories have no registry timestamps and
+    are left out.
+    """
+    client, _ = client_for(tracking_uri)
+    when = now or datetime.now(tz=UTC)
+    ages: dict[str, ModelAge] = {}
+    for variant in spec.variants:
+        try:
+            ref = parse_reference(variant.model)
+        except InvalidArgumentError:
+            continue
+        if ref.kind == "run":
+            continue
+        with mlflow_errors(f"cannot find {variant.model} for variant {variant.name!r}"):
+            info = version_info(lookup_version(client, ref))
+            ages[variant.name] = _age_of(client, info, ref.alias, when)
+    return ages
 
 
 def stale_models(
