@@ -46,7 +46,7 @@ async def test_one_bad_request_does_not_fail_its_batch_neighbours() -> None:
             raise ValueError(msg)
         return rows[:, 0].tolist()
 
-    batcher = MicroBatcher(predict, max_rows=64, in_thread=False)
+    batcher = MicroBatcher(predict, max_rows=64, execution="loop")
     try:
         good = np.ones((2, 2))
         bad = np.full((1, 2), np.nan)
@@ -97,6 +97,32 @@ async def test_gateway_batches_concurrent_requests_into_one_model_call(
         f'abflow_batch_rows_count{{model="python:gwmodels:counting"}} {len(model.calls)}.0'
         in metrics.text
     )
+
+
+@pytest.mark.parametrize(("delay", "inline"), [(0.0, True), (0.005, False)])
+async def test_auto_execution_moves_only_fast_models_onto_the_loop(
+    delay: float, inline: bool
+) -> None:
+    import threading
+    import time
+
+    threads: list[str] = []
+
+    def predict(rows: np.ndarray) -> list[float]:
+        threads.append(threading.current_thread().name)
+        if delay:
+            time.sleep(delay)
+        return [0.0] * rows.shape[0]
+
+    batcher = MicroBatcher(predict, execution="auto", inline_below_seconds=0.002, name="m")
+    try:
+        for _ in range(40):
+            await batcher.predict(np.zeros((1, 2)))
+    finally:
+        await batcher.aclose()
+    main = threading.current_thread().name
+    assert all(name != main for name in threads[:32]), "it learns on the model's thread"
+    assert all((name == main) is inline for name in threads[32:])
 
 
 def test_cache_expires_evicts_and_separates_versions() -> None:

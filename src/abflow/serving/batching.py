@@ -6,25 +6,38 @@ buys throughput. The batcher is adaptive: it never waits for company that is not
 gathers whatever is queued, lets the event loop run once more (requests that arrived in the
 same instant join), and stops as soon as a loop turn brings nothing new, the batch holds
 ``max_rows`` rows, or ``max_wait_seconds`` has passed. Under load, requests pile up while the
-previous batch is being computed on the model's thread, so batches grow with the load;
-when idle, a request pays one loop turn.
+previous batch is being computed, so batches grow with the load; when idle, a request
+pays one loop turn.
+
+Where the model runs (``execution``): ``"thread"`` always on a thread of its own, off the
+event loop, where a timeout can abandon a stuck call; ``"loop"`` always on the event loop;
+``"auto"`` (default) on the thread until it has seen the model answer, then on the loop
+while its recent calls typically (median) take less than ``inline_below_seconds``: handing
+a sub-millisecond call to a thread and back costs more than the call (two wake-ups, each a
+scheduling delay on a busy machine). A model that slows down goes back to its thread on
+the next batch; one that hangs outright while on the loop stalls its worker, which is the
+price of ``"auto"`` (choose ``"thread"`` for models that might).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from abflow.errors import InvalidArgumentError
 
-__all__ = ["MicroBatcher"]
+__all__ = ["Execution", "MicroBatcher"]
+
+Execution = Literal["auto", "thread", "loop"]
+_LEARNING_CALLS = 32
 
 PredictRows = Callable[[np.ndarray], Sequence[Any]]
 
@@ -44,7 +57,8 @@ class MicroBatcher:
         *,
         max_rows: int = 64,
         max_wait_seconds: float = 0.002,
-        in_thread: bool = True,
+        execution: Execution = "auto",
+        inline_below_seconds: float = 0.002,
         on_batch: Callable[[int], None] | None = None,
         name: str = "model",
     ) -> None:
@@ -58,11 +72,14 @@ class MicroBatcher:
         self.max_rows = max_rows
         self.max_wait_seconds = max_wait_seconds
         self._on_batch = on_batch
+        self.execution: Execution = execution
+        self.inline_below_seconds = inline_below_seconds
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"abflow-{name}")
-            if in_thread
+            if execution != "loop"
             else None
         )
+        self._durations: deque[float] = deque(maxlen=_LEARNING_CALLS)
         self._pending: deque[_Job] = deque()
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -144,15 +161,28 @@ class MicroBatcher:
         self.batches += 1
         if self._on_batch is not None:
             self._on_batch(matrix.shape[0])
-        if self._executor is None:
-            outputs = self._predict_rows(matrix)
+        if self._executor is None or self._runs_inline():
+            outputs = self._timed(matrix)
         else:
-            outputs = await loop.run_in_executor(self._executor, self._predict_rows, matrix)
+            outputs = await loop.run_in_executor(self._executor, self._timed, matrix)
         result = list(outputs)
         if len(result) != matrix.shape[0]:
             msg = f"model returned {len(result)} outputs for {matrix.shape[0]} rows"
             raise ValueError(msg)
         return result
+
+    def _timed(self, matrix: np.ndarray) -> Sequence[Any]:
+        """The model call itself, timed where it runs (excluding any thread hand-off)."""
+        started = time.perf_counter()
+        try:
+            return self._predict_rows(matrix)
+        finally:
+            self._durations.append(time.perf_counter() - started)
+
+    def _runs_inline(self) -> bool:
+        if self.execution != "auto" or len(self._durations) < _LEARNING_CALLS:
+            return False
+        return sorted(self._durations)[_LEARNING_CALLS // 2] < self.inline_below_seconds
 
     async def aclose(self) -> None:
         """Stop the worker task and the model thread; pending callers get cancelled."""

@@ -119,7 +119,7 @@ class Gateway:
             reset_seconds=s.breaker_reset_seconds,
             max_batch_rows=s.batch_max_rows,
             max_batch_wait_seconds=s.batch_max_wait_ms / 1000.0,
-            batch_in_thread=s.batch_in_thread,
+            execution=s.model_execution,
             on_batch=child.observe,
         )
 

@@ -19,7 +19,7 @@ experiments, per-model backend options, the store URL and pre-provisioned tokens
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import yaml
@@ -51,8 +51,10 @@ class GatewaySettings(BaseSettings):
     max_rows: int = Field(default=1000, ge=1)
     batch_max_rows: int = Field(default=64, ge=1)
     batch_max_wait_ms: float = Field(default=2.0, ge=0)
-    batch_in_thread: bool = Field(
-        default=True, description="run in-process models on a thread of their own, off the loop"
+    model_execution: Literal["auto", "thread", "loop"] = Field(
+        default="auto",
+        description="where in-process models run: their own thread (timeouts apply), the "
+        "event loop, or auto (the loop while recent calls typically take under 2 ms)",
     )
     cache_enabled: bool = True
     cache_ttl_seconds: float = Field(default=60.0, gt=0)

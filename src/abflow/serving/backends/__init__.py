@@ -19,6 +19,7 @@ from abflow.serving.backends.base import ModelBackend
 from abflow.serving.backends.http import HeaderAuth, HttpBackend
 from abflow.serving.backends.local import InProcessBackend, OutputKind, load_model
 from abflow.serving.backends.resilience import CircuitBreaker, GuardedBackend, RefusedBackend
+from abflow.serving.batching import Execution
 
 __all__ = [
     "BackendOptions",
@@ -71,7 +72,7 @@ def build_backend(
     reset_seconds: float = 30.0,
     max_batch_rows: int = 64,
     max_batch_wait_seconds: float = 0.002,
-    batch_in_thread: bool = True,
+    execution: Execution = "auto",
     on_batch: Callable[[int], None] | None = None,
 ) -> GuardedBackend:
     """A guarded backend for ``reference``: in-process for file:/python:/models:/runs:,
@@ -94,7 +95,7 @@ def build_backend(
             output=opts.output,
             max_rows=max_batch_rows,
             max_wait_seconds=max_batch_wait_seconds,
-            in_thread=batch_in_thread,
+            execution=execution,
             on_batch=on_batch,
         )
     breaker = CircuitBreaker(

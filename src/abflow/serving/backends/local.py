@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from abflow.errors import ArtifactChecksumError, BackendError, ConfigError
-from abflow.serving.batching import MicroBatcher
+from abflow.serving.batching import Execution, MicroBatcher
 
 __all__ = ["InProcessBackend", "LoadedModel", "OutputKind", "load_model", "predict_outputs"]
 
@@ -144,7 +144,7 @@ class InProcessBackend:
         output: OutputKind = "auto",
         max_rows: int = 64,
         max_wait_seconds: float = 0.002,
-        in_thread: bool = True,
+        execution: Execution = "auto",
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
@@ -155,7 +155,7 @@ class InProcessBackend:
             self._predict_rows,
             max_rows=max_rows,
             max_wait_seconds=max_wait_seconds,
-            in_thread=in_thread,
+            execution=execution,
             on_batch=on_batch,
             name=model.version,
         )
