@@ -74,6 +74,8 @@ def test_register_from_folder_and_from_uri_keep_the_same_bytes(
 def test_register_rejects_what_it_cannot_store(tracking_uri: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="cannot register a dict"):
         register_model("x", {"not": "a model"}, tracking_uri=tracking_uri)
+    with pytest.raises(InvalidArgumentError, match="is not an MLflow model folder or a model URI"):
+        register_model("x", str(tmp_path / "missing"), tracking_uri=tracking_uri)
     with pytest.raises(InvalidArgumentError, match="no MLmodel file"):
         register_model("x", tmp_path, tracking_uri=tracking_uri)
     with pytest.raises(InvalidArgumentError, match="contain no '/'"):

@@ -142,12 +142,16 @@ def register_model(
     if not name or any(ch in name for ch in "/@'\""):
         msg = f"model name {name!r} must be non-empty and contain no '/', '@' or quotes"
         raise InvalidArgumentError(msg)
+    is_uri = isinstance(model, str) and _URI.match(model) is not None
+    if isinstance(model, str | Path) and not is_uri and not Path(model).is_dir():
+        msg = f"{model} is not an MLflow model folder or a model URI (such as runs:/ID/model)"
+        raise InvalidArgumentError(msg)
     client, location = client_for(tracking_uri)
     version_tags = dict(tags or {})
     with mlflow_errors(f"cannot register model {name!r}"):
         _ensure_registered_model(client, name, description)
-        if isinstance(model, str) and _URI.match(model):
-            source, run_id = _source_from_uri(client, model)
+        if is_uri:
+            source, run_id = _source_from_uri(client, str(model))
         else:
             saver = partial(
                 _save_model,
