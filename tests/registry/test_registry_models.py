@@ -140,3 +140,23 @@ def test_embedded_default_lives_under_dot_abflow(
     monkeypatch.setenv("ABFLOW_MLFLOW_TRACKING_URI", "http://127.0.0.1:5001")
     assert registry_location().tracking_uri == "http://127.0.0.1:5001"
     assert registry_location().artifact_root is None
+
+
+def test_mlflow_telemetry_is_off_unless_asked_for() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import abflow.registry, mlflow.telemetry.utils as u; print(u.is_telemetry_disabled())"
+    # Outside pytest and CI, where MLflow would switch its telemetry on by itself.
+    env = {k: v for k, v in os.environ.items() if k not in {"PYTEST_CURRENT_TEST", "CI"}}
+    env.pop("MLFLOW_DISABLE_TELEMETRY", None)
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert default.stdout.strip() == "True", default.stderr
+    opted_in = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "MLFLOW_DISABLE_TELEMETRY": "false"},
+        capture_output=True,
+        text=True,
+    )
+    assert opted_in.stdout.strip() == "False", opted_in.stderr

@@ -43,6 +43,11 @@ TRACKING_URI_ENV = ("ABFLOW_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
 
 ARTIFACT_ROOT_ENV = "ABFLOW_MLFLOW_ARTIFACT_ROOT"
 
+# MLflow 3 sends usage telemetry to its vendor's servers unless told not to. A registry that
+# abflow opens for you should not call anywhere you did not configure: telemetry stays off
+# unless MLFLOW_DISABLE_TELEMETRY is set explicitly (to "false" to opt in).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 # MLflow error codes that mean "there is no such thing" rather than "the registry broke".
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
 
