@@ -232,3 +232,31 @@ async def test_openapi_document_resolves_every_reference(make_client: AppFactory
     assert predict["security"] == [{"bearer": []}]
     assert "security" not in document["paths"]["/healthz"]["get"]
     assert (await client.get("/docs")).status_code == 200
+
+
+def test_every_abflow_error_maps_to_a_deliberate_status() -> None:
+    import abflow.errors as errors
+    from abflow.serving.http_errors import status_for
+
+    expected = {
+        "AuthenticationError": 401,
+        "PermissionDeniedError": 403,
+        "ExperimentNotFoundError": 404,
+        "InvalidArgumentError": 422,
+        "InvalidSpecError": 422,
+        "FeatureError": 422,
+        "ConfigError": 422,
+        "ModelNotFoundError": 422,
+        "ArtifactChecksumError": 422,
+        "RegistryError": 503,
+        "BackendError": 502,
+        "CircuitOpenError": 503,
+        "BackendTimeoutError": 504,
+        "StoreUnavailableError": 503,
+        "StoreError": 500,
+        "JournalError": 500,
+    }
+    for name, status in expected.items():
+        cls = getattr(errors, name)
+        exc = cls(["x"]) if cls is errors.InvalidSpecError else cls("x")
+        assert status_for(exc)[0] == status, name

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from abflow.errors import (
     AbflowError,
+    ArtifactChecksumError,
     AuthenticationError,
     BackendError,
     BackendTimeoutError,
@@ -22,7 +23,9 @@ from abflow.errors import (
     FeatureError,
     InvalidArgumentError,
     InvalidSpecError,
+    ModelNotFoundError,
     PermissionDeniedError,
+    RegistryError,
     StoreError,
     StoreUnavailableError,
 )
@@ -38,6 +41,9 @@ _STATUS: tuple[tuple[type[AbflowError], int, str], ...] = (
     (FeatureError, 422, "invalid_features"),
     (InvalidArgumentError, 422, "invalid_request"),
     (ConfigError, 422, "invalid_config"),
+    (ModelNotFoundError, 422, "model_not_found"),
+    (ArtifactChecksumError, 422, "artifact_checksum"),
+    (RegistryError, 503, "registry_unavailable"),
     (BackendTimeoutError, 504, "model_timeout"),
     (CircuitOpenError, 503, "model_unavailable"),
     (BackendError, 502, "model_error"),
