@@ -104,3 +104,17 @@ def test_configuration_mistakes(tmp_path: Path, feast_repo: tuple[Path, pd.DataF
     missing_view = FeastFeatures(feast_repo[0], ["nope:x"], entity_key="user_id")
     with pytest.raises(FeatureError, match="cannot read features from the Feast repo"):
         missing_view.get({"user_id": 1})
+
+
+def test_feast_source_from_config_resolves_the_repo_against_base_dir(
+    feast_repo: tuple[Path, pd.DataFrame],
+) -> None:
+    from abflow.features import feature_source_from_config
+
+    repo, frame = feast_repo
+    built = feature_source_from_config(
+        {"feast": {"repo": repo.name, "features": REFS[:1], "entity_key": "user_id"}},
+        base_dir=repo.parent,
+    )
+    assert isinstance(built, FeastFeatures)
+    assert built.get({"user_id": 5}).values == (int(_latest(frame, 5)["txn_count_7d"]),)

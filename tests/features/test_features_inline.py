@@ -101,3 +101,20 @@ def test_as_floats_refuses_strings(source: InlineFeatures) -> None:
     assert numeric.as_floats() == [1.5, 2.0, 1.0]
     with pytest.raises(FeatureError, match="feature 'country' is 'DE', not a number"):
         source.get({"amount": 1.0, "country": "DE"}).as_floats()
+
+
+def test_inline_source_from_config() -> None:
+    from abflow.errors import ConfigError
+    from abflow.features import feature_source_from_config
+
+    built = feature_source_from_config(
+        {"inline": [{"name": "amount"}, {"name": "visits", "type": "int", "default": 0}, "score"]}
+    )
+    assert isinstance(built, InlineFeatures)
+    assert built.get({"amount": 2, "score": 0.5}).values == (2.0, 0, 0.5)
+    with pytest.raises(ConfigError, match="exactly one of 'inline' or 'feast'"):
+        feature_source_from_config({})
+    with pytest.raises(ConfigError, match="has type 'decimal'"):
+        feature_source_from_config({"inline": [{"name": "a", "type": "decimal"}]})
+    with pytest.raises(ConfigError, match=r"missing \['entity_key', 'features'\]"):
+        feature_source_from_config({"feast": {"repo": "x"}})

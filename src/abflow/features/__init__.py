@@ -7,6 +7,7 @@ the same features. Feast is imported only when a FeastFeatures is created.
 
 from __future__ import annotations
 
+from abflow.features.config import feature_source_from_config
 from abflow.features.feast_store import FeastFeatures
 from abflow.features.inline import NO_DEFAULT, FeatureSpec, FeatureType, InlineFeatures
 from abflow.features.vector import FeatureSource, FeatureValue, FeatureVector, feature_vector_hash
@@ -20,5 +21,6 @@ __all__ = [
     "FeatureValue",
     "FeatureVector",
     "InlineFeatures",
+    "feature_source_from_config",
     "feature_vector_hash",
 ]
