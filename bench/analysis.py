@@ -289,7 +289,9 @@ def baseline(url: str) -> tuple[float, float, dict[tuple[str, int], float]]:
 def _timed(function: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
     began = time.perf_counter()
     result = function(*args, **kwargs)
-    return time.perf_counter() - began, result
+    seconds = time.perf_counter() - began
+    print(f"  {getattr(function, '__name__', 'step')}: {seconds:.2f} s", flush=True)
+    return seconds, result
 
 
 def run(backend: str, rows: int) -> dict[str, Any]:
@@ -307,6 +309,7 @@ def run(backend: str, rows: int) -> dict[str, Any]:
     warm_seconds, _ = _timed(analyze, url, KEY, AnalysisOptions(rollups=True))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     export_seconds, compute_seconds, reference = baseline(url)
+    print(f"  pandas: export {export_seconds:.2f} s, compute {compute_seconds:.2f} s", flush=True)
     agreement = max(
         abs(folded.metric(name).values[arm].value - value) / max(abs(value), 1e-12)
         for (name, arm), value in reference.items()
