@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from abflow.analysis.results import ExperimentResult
+from abflow.spec import ExperimentSpec, parse_experiment
+
 __all__ = ["DemoOptions", "DemoOutcome", "run_demo"]
 
 DAY = 86400.0
@@ -64,7 +67,7 @@ class DemoOutcome:
     model_source: str
     requests: int
     seconds: float
-    result: Any
+    result: ExperimentResult
     notes: list[str] = field(default_factory=list)
 
 
@@ -155,9 +158,7 @@ def _register(champion: Any, challenger: Any, options: DemoOptions) -> tuple[dic
     return refs, source
 
 
-def _spec(key: str, refs: dict[str, str]) -> Any:
-    from abflow.spec import parse_experiment
-
+def _spec(key: str, refs: dict[str, str]) -> ExperimentSpec:
     return parse_experiment(
         {
             "key": key,
@@ -273,7 +274,7 @@ def _day_visits(
 
 
 async def _traffic(
-    key: str, spec: Any, url: str, options: DemoOptions, start: float, progress: Any
+    key: str, spec: ExperimentSpec, url: str, options: DemoOptions, start: float, progress: Any
 ) -> int:
     import httpx
 
