@@ -99,6 +99,18 @@ def test_duplicate_variant_names() -> None:
     assert problems_of(data) == ["variants[1].name: duplicate variant name 'a' (also variants[0])"]
 
 
+def test_model_references_mlflow_understands() -> None:
+    for reference in (
+        "models:/m/latest",
+        "models:/m/12",
+        "models:/m@challenger",
+        "runs:/abc/model",
+    ):
+        data = base()
+        data["variants"][1]["model"] = reference
+        assert parse_experiment(data).variants[1].model == reference
+
+
 def test_unknown_model_reference() -> None:
     data = base()
     data["variants"][1]["model"] = "s3-bucket"

@@ -47,7 +47,7 @@ WEIGHT_TOLERANCE = 1e-6
 
 _KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 _MODEL_REF = re.compile(
-    r"^(models:/[^/@\s]+(/\d+|@[A-Za-z0-9_\-]+)"  # MLflow registry: version or alias
+    r"^(models:/[^/@\s]+(/\d+|/latest|@[A-Za-z0-9_\-]+)"  # MLflow registry: version or alias
     r"|runs:/\S+"  # an MLflow run artifact
     r"|file:\S+"  # a local pickled / joblib model
     r"|https?://\S+"  # a remote model server
@@ -85,7 +85,7 @@ class VariantSpec(_Spec):
 
     name: Annotated[str, Field(pattern=_KEY_PATTERN)]
     model: str = Field(
-        description="models:/NAME/VERSION, models:/NAME@ALIAS, runs:/…, file:PATH, http(s)://URL "
+        description="models:/NAME/VERSION, models:/NAME/latest, models:/NAME@ALIAS, runs:/…, file:PATH, http(s)://URL "
         "or python:module:attribute"
     )
     description: str = ""
