@@ -1,0 +1,598 @@
+"""The gateway's promise on bad input: a 4xx whose JSON body names the field, never a 5xx,
+and nothing logged for a refused request.
+
+Two layers: schemathesis generates requests (valid and invalid) from the app's own OpenAPI
+document and sends them in memory (httpx's ASGI transport, no sockets); hand-written cases
+pin the refusals a client is most likely to hit. Generation is derandomized and bounded,
+so the run is the same every time and takes seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import schemathesis
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
+
+from abflow.security.roles import Role
+from abflow.security.tokens import InMemoryTokenStore, create_token
+from abflow.serving.app import create_app
+from abflow.serving.catalog import InMemoryCatalog
+from abflow.serving.settings import GatewayConfig, GatewaySettings
+from abflow.spec import parse_experiment
+from abflow.store import EventStore
+
+MAX_ROWS = 5
+MAX_BODY = 4096
+N_FEATURES = 8  # abflow.serving.demo_models
+ROW = [0.25] * N_FEATURES
+
+# A 4xx detail starts with the place at fault: "features[0][1]: ...", "query.phase: ...".
+# "." is the document itself (a body that is not JSON, or not an object).
+FIELD_FIRST = re.compile(r"^(\.|[A-Za-z_][\w.\[\]-]*): \S")
+
+
+class MemoryEvents:
+    """An event sink that keeps every appended row, so a test can see what was logged."""
+
+    queue_depth = 0
+    spool_bytes = 0
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, dict[str, Any]]] = []
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def append(self, kind: str, row: dict[str, Any]) -> None:
+        self.rows.append((kind, dict(row)))
+
+    def close(self, timeout_seconds: float = 10.0) -> None:
+        """Nothing to close."""
+
+
+@dataclass
+class Gateway:
+    """A started in-memory gateway and a synchronous way to call it."""
+
+    app: FastAPI
+    portal: BlockingPortal
+    client: httpx.AsyncClient
+    tokens: dict[Role, str]
+    events: MemoryEvents
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        call = functools.partial(self.client.request, method, url, **kwargs)
+        return self.portal.call(call)
+
+    def auth(self, role: Role) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.tokens[role]}"}
+
+
+def _spec() -> Any:
+    return parse_experiment(
+        {
+            "key": "exp",
+            "unit": "user_id",
+            "variants": [
+                {"name": "control", "model": "python:abflow.serving.demo_models:champion"},
+                {"name": "treatment", "model": "python:abflow.serving.demo_models:challenger"},
+            ],
+            "weights": [0.5, 0.5],
+        },
+        "test",
+    )
+
+
+@asynccontextmanager
+async def _serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+
+
+def _start(tmp: Path, *, fast_path: bool) -> Iterator[Gateway]:
+    url = f"sqlite:///{tmp / 'store.db'}"
+    EventStore.open(url).close()  # an initialised, empty store for the results route
+    token_store = InMemoryTokenStore()
+    tokens = {role: create_token(token_store, f"qa-{role.value}", role)[0] for role in Role}
+    events = MemoryEvents()
+    app = create_app(
+        GatewaySettings(
+            journal_dir=tmp / "journal",
+            store_url=url,
+            max_rows=MAX_ROWS,
+            max_body_bytes=MAX_BODY,
+            predict_fast_path=fast_path,
+        ),
+        config=GatewayConfig(experiments=[_spec()]),
+        events=events,
+        tokens=token_store,
+        catalog=InMemoryCatalog(),
+    )
+    with (
+        start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(_serve(app)) as client,
+    ):
+        yield Gateway(app, portal, client, tokens, events)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway with the prediction fast path (the default)."""
+    yield from _start(tmp_path_factory.mktemp("fast"), fast_path=True)
+
+
+@pytest.fixture(scope="module")
+def framework_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The same gateway answering /v1/predict through FastAPI's route instead."""
+    yield from _start(tmp_path_factory.mktemp("framework"), fast_path=False)
+
+
+def assert_clear_refusal(response: httpx.Response, *, where: str = "") -> None:
+    """A 4xx with ``{"error", "detail"}``; a 422 detail (or each problem) names a field."""
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    assert response.headers["content-type"].startswith("application/json"), response.text[:300]
+    body = orjson.loads(response.content)
+    assert isinstance(body.get("error"), str), body
+    assert isinstance(body.get("detail"), str), body
+    assert body["detail"].strip(), body
+    if response.status_code == 422:
+        named = [body["detail"], *body.get("problems", [])]
+        assert all(FIELD_FIRST.match(text) for text in named), body
+    if where:
+        assert where in body["detail"], body
+
+
+# --- generated requests (schemathesis) ---------------------------------------------------
+
+OPERATIONS = [
+    ("POST", "/v1/predict"),
+    ("POST", "/v1/outcomes"),
+    ("GET", "/v1/experiments"),
+    ("POST", "/v1/experiments"),
+    ("GET", "/v1/experiments/{key}"),
+    ("GET", "/v1/experiments/{key}/results"),
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+]
+# Operations without parameters or body have no invalid input to generate.
+_NO_INPUT = {("GET", "/healthz"), ("GET", "/readyz")}
+FUZZ_CASES = [
+    pytest.param(method, path, mode, id=f"{method} {path} {mode.value}")
+    for method, path in OPERATIONS
+    for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+    if not (mode is GenerationMode.NEGATIVE and (method, path) in _NO_INPUT)
+]
+
+
+def test_schema_lists_every_fuzzed_operation(gateway: Gateway) -> None:
+    """A new route must join OPERATIONS, else it would go unfuzzed."""
+    schema = schemathesis.openapi.from_dict(gateway.app.openapi())
+    found = {(r.ok().method.upper(), r.ok().path) for r in schema.get_all_operations()}
+    assert found == set(OPERATIONS)
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), FUZZ_CASES)
+def test_generated_requests_never_get_a_server_error(
+    gateway: Gateway, method: str, path: str, mode: GenerationMode
+) -> None:
+    schema = schemathesis.openapi.from_dict(gateway.app.openapi())
+    strategy = schema[path][method].as_strategy(generation_mode=mode)
+    admin = gateway.auth(Role.ADMIN)
+    seen: list[int] = []
+
+    @settings(
+        max_examples=15,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def check(case: Any) -> None:
+        kwargs = case.as_transport_kwargs(base_url="http://gateway", headers=admin)
+        if "data" in kwargs:  # raw bytes of a deliberately malformed body
+            kwargs["content"] = kwargs.pop("data")
+        cookies = kwargs.pop("cookies", None)
+        if cookies:
+            kwargs["headers"]["cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        before = len(gateway.events.rows)
+        response = gateway.request(**kwargs)
+        seen.append(response.status_code)
+        assert response.status_code < 500, (kwargs, response.status_code, response.text[:300])
+        if response.status_code >= 400:
+            assert_clear_refusal(response)
+            assert len(gateway.events.rows) == before, "a refused request logged events"
+
+    check()
+    assert seen, "no request was generated"
+
+
+# --- hand-written refusals -----------------------------------------------------------------
+
+
+def _json(document: Any) -> bytes:
+    return orjson.dumps(document)
+
+
+PREDICT_REFUSALS = [
+    pytest.param(b'{"unit_id": "u", "features": [1,', 422, "body", id="invalid-json"),
+    pytest.param(b"", 422, "body", id="empty-body"),
+    pytest.param(b"[1, 2]", 422, "body", id="array-body"),
+    pytest.param(b'{"unit_id": "\xff", "features": [1]}', 422, "body", id="not-utf8"),
+    pytest.param(_json({"unit_id": "u"}), 422, "features", id="no-features"),
+    pytest.param(_json({"unit_id": "u", "features": []}), 422, "features", id="empty-features"),
+    pytest.param(_json({"unit_id": "u", "features": [1, 2]}), 422, "features", id="wrong-count"),
+    pytest.param(
+        _json({"unit_id": "u", "features": [*ROW[:-1], "x"]}), 422, "features[7]", id="string"
+    ),
+    pytest.param(
+        _json({"unit_id": "u", "features": [True, *ROW[1:]]}), 422, "features[0]", id="boolean"
+    ),
+    pytest.param(
+        _json({"unit_id": "u", "features": [None, *ROW[1:]]}), 422, "features[0]", id="null"
+    ),
+    pytest.param(_json({"unit_id": "u", "features": {"a": 1}}), 422, "features", id="object"),
+    pytest.param(
+        _json({"unit_id": "u", "features": [ROW, [1.0]]}), 422, "features[1]", id="ragged"
+    ),
+    pytest.param(_json({"unit_id": "u", "features": [ROW, 1.0]}), 422, "features[1]", id="mixed"),
+    pytest.param(_json({"unit_id": "u", "features": [[ROW]]}), 422, "features[0][0]", id="3d"),
+    pytest.param(
+        _json({"unit_id": "u", "features": [ROW] * (MAX_ROWS + 1)}),
+        422,
+        "features",
+        id="rows-over-limit",
+    ),
+    pytest.param(
+        _json({"experiment": "nope", "unit_id": "u", "features": ROW}),
+        404,
+        "experiment",
+        id="unknown-experiment",
+    ),
+    pytest.param(_json({"features": ROW}), 422, "unit_id", id="no-unit-id"),
+    pytest.param(_json({"unit_id": "", "features": ROW}), 422, "unit_id", id="empty-unit-id"),
+    pytest.param(
+        _json({"attributes": {"user_id": ""}, "features": ROW}), 422, "unit_id", id="empty-unit"
+    ),
+    pytest.param(_json({"unit_id": 1.5, "features": ROW}), 422, "unit_id", id="float-unit-id"),
+    pytest.param(_json({"unit_id": "u" * 257, "features": ROW}), 422, "unit_id", id="long-unit"),
+    pytest.param(_json({"unit_id": "u", "features": ROW, "x": 1}), 422, "x", id="extra-field"),
+    pytest.param(
+        _json({"unit_id": "u", "features": ROW, "request_id": "r" * 65}),
+        422,
+        "request_id",
+        id="long-request-id",
+    ),
+    pytest.param(
+        b'{"unit_id": "u", "features": [' + b"0.5," * MAX_BODY + b"0.5]}",
+        413,
+        "body",
+        id="oversized",
+    ),
+    pytest.param(
+        b'{"unit_id": "u", "features": [NaN, 0, 0, 0, 0, 0, 0, 0]}',
+        422,
+        "features[0]",
+        id="nan",
+        marks=pytest.mark.xfail(
+            strict=True, reason="NaN feature reaches the model: 502 model_error, not a 422"
+        ),
+    ),
+    pytest.param(
+        b'{"unit_id": "u", "features": [Infinity, 0, 0, 0, 0, 0, 0, 0]}',
+        422,
+        "features[0]",
+        id="infinity",
+        marks=pytest.mark.xfail(
+            strict=True, reason="Infinity feature reaches the model: 502 model_error, not a 422"
+        ),
+    ),
+    pytest.param(
+        b'{"unit_id": "u", "features": [1e400, 0, 0, 0, 0, 0, 0, 0]}',
+        422,
+        "features[0]",
+        id="overflowing-float",
+        marks=pytest.mark.xfail(
+            strict=True, reason="1e400 parses as inf and reaches the model: 502, not a 422"
+        ),
+    ),
+    pytest.param(
+        b'{"unit_id": "u", "features": [1' + b"0" * 400 + b", 0, 0, 0, 0, 0, 0, 0]}",
+        422,
+        "features[0]",
+        id="huge-integer",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="feature_matrix: OverflowError int too large to convert to float -> 500",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("route", ["fast", "framework"])
+@pytest.mark.parametrize(("body", "status", "where"), PREDICT_REFUSALS)
+def test_predict_refuses_bad_input_clearly(
+    request: pytest.FixtureRequest, route: str, body: bytes, status: int, where: str
+) -> None:
+    gateway: Gateway = request.getfixturevalue(
+        "gateway" if route == "fast" else "framework_gateway"
+    )
+    before = len(gateway.events.rows)
+    response = gateway.request(
+        "POST", "/v1/predict", content=body, headers=gateway.auth(Role.SERVICE)
+    )
+    assert response.status_code == status, response.text[:300]
+    assert_clear_refusal(response, where=where)
+    assert len(gateway.events.rows) == before
+
+
+@pytest.mark.parametrize("route", ["fast", "framework"])
+def test_predict_accepts_a_good_request_and_logs_it(
+    request: pytest.FixtureRequest, route: str
+) -> None:
+    """The control case: the same gateway answers a valid request and logs its events."""
+    gateway: Gateway = request.getfixturevalue(
+        "gateway" if route == "fast" else "framework_gateway"
+    )
+    before = len(gateway.events.rows)
+    response = gateway.request(
+        "POST",
+        "/v1/predict",
+        json={"unit_id": "user-1", "features": ROW},
+        headers=gateway.auth(Role.SERVICE),
+    )
+    assert response.status_code == 200, response.text
+    kinds = [kind for kind, _ in gateway.events.rows[before:]]
+    assert "prediction" in kinds
+
+
+@pytest.mark.parametrize("route", ["fast", "framework"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+def test_predict_with_a_foreign_content_type_is_never_a_server_error(
+    request: pytest.FixtureRequest, route: str, content_type: str
+) -> None:
+    """A JSON body under another content type is read as JSON; a non-JSON one is a 422."""
+    gateway: Gateway = request.getfixturevalue(
+        "gateway" if route == "fast" else "framework_gateway"
+    )
+    headers = {**gateway.auth(Role.SERVICE), "content-type": content_type}
+    as_json = _json({"unit_id": "u", "features": ROW})
+    accepted = gateway.request("POST", "/v1/predict", content=as_json, headers=headers)
+    assert accepted.status_code in (200, 415), accepted.text[:300]
+    if accepted.status_code == 415:
+        assert_clear_refusal(accepted)
+    refused = gateway.request("POST", "/v1/predict", content=b"a=1&b=<x/>", headers=headers)
+    assert_clear_refusal(refused)
+
+
+@pytest.mark.parametrize("route", ["fast", "framework"])
+def test_oversized_chunked_body_is_refused_while_streaming(
+    request: pytest.FixtureRequest, route: str
+) -> None:
+    """Without a content-length, the body is counted as it arrives and refused with 413."""
+    gateway: Gateway = request.getfixturevalue(
+        "gateway" if route == "fast" else "framework_gateway"
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"unit_id": "u", "features": ['
+        for _ in range(MAX_BODY // 15 + 1):
+            yield b"0.5, 0.5, 0.5, "
+        yield b"0.5]}"
+
+    response = gateway.request(
+        "POST", "/v1/predict", content=chunks(), headers=gateway.auth(Role.SERVICE)
+    )
+    assert response.status_code == 413
+    assert_clear_refusal(response, where="body")
+
+
+OUTCOME_REFUSALS = [
+    pytest.param(b"nope", 422, "body", id="invalid-json"),
+    pytest.param(_json({"outcomes": []}), 422, "outcomes", id="empty"),
+    pytest.param(_json({"outcomes": [{"unit_id": "u"}]}), 422, "outcomes[0].name", id="no-name"),
+    pytest.param(_json({"outcomes": [{"name": "c"}]}), 422, "outcomes[0].unit_id", id="no-unit"),
+    pytest.param(
+        _json({"outcomes": [{"request_id": "never-answered", "name": "c"}]}),
+        422,
+        "outcomes[0].unit_id",
+        id="unknown-request-id",
+    ),
+    pytest.param(
+        _json({"outcomes": [{"unit_id": "u", "name": "c", "value": "high"}]}),
+        422,
+        "outcomes[0].value",
+        id="string-value",
+    ),
+    pytest.param(
+        _json({"outcomes": [{"unit_id": "u", "name": "c"}, {"name": "c"}]}),
+        422,
+        "outcomes[1].unit_id",
+        id="second-bad-first-good",
+    ),
+    pytest.param(
+        _json({"outcomes": [{"unit_id": "u", "name": "c"}] * (MAX_ROWS + 1)}),
+        422,
+        "outcomes",
+        id="over-limit",
+    ),
+    pytest.param(
+        b'{"outcomes": [' + b'{"unit_id": "u", "name": "c"},' * 200 + b"{}]}",
+        413,
+        "body",
+        id="oversized",
+    ),
+    pytest.param(
+        b'{"outcomes": [{"unit_id": "u", "name": "c", "value": NaN}]}',
+        422,
+        "outcomes[0].value",
+        id="nan-value",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="NaN value is acknowledged (202), then the store rejects the row: lost",
+        ),
+    ),
+    pytest.param(
+        b'{"outcomes": [{"unit_id": "u", "name": "c", "ts": Infinity}]}',
+        422,
+        "outcomes[0].ts",
+        id="infinite-ts",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="Infinity ts is acknowledged (202), then the store rejects the row: lost",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "where"), OUTCOME_REFUSALS)
+def test_outcomes_refuse_bad_input_and_log_nothing(
+    gateway: Gateway, body: bytes, status: int, where: str
+) -> None:
+    before = len(gateway.events.rows)
+    response = gateway.request(
+        "POST", "/v1/outcomes", content=body, headers=gateway.auth(Role.SERVICE)
+    )
+    assert response.status_code == status, response.text[:300]
+    assert_clear_refusal(response, where=where)
+    assert len(gateway.events.rows) == before, "a refused batch was partly logged"
+
+
+EXPERIMENT_REFUSALS = [
+    pytest.param(b"{", "body", id="invalid-json"),
+    pytest.param(b"[1]", "body", id="not-a-mapping"),
+    pytest.param(b"{}", "body", id="empty-spec"),
+    pytest.param(
+        _json(
+            {
+                "key": "bad-model",
+                "unit": "user_id",
+                "variants": [
+                    {"name": "a", "model": "python:nosuchmodule:x"},
+                    {"name": "b", "model": "python:nosuchmodule:y"},
+                ],
+                "weights": [0.5, 0.5],
+            }
+        ),
+        "variants[0].model",
+        id="unimportable-model",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="model load errors say 'cannot import module ...', not which field (variants[0].model)",
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "where"), EXPERIMENT_REFUSALS)
+def test_register_experiment_refuses_bad_specs(gateway: Gateway, body: bytes, where: str) -> None:
+    response = gateway.request(
+        "POST", "/v1/experiments", content=body, headers=gateway.auth(Role.EXPERIMENTER)
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert_clear_refusal(response, where=where)
+
+
+@pytest.mark.parametrize(
+    ("path", "where"),
+    [
+        ("/v1/experiments/nope", "experiment"),
+        ("/v1/experiments/nope/results", "nope"),
+    ],
+)
+def test_unknown_experiment_is_404(gateway: Gateway, path: str, where: str) -> None:
+    response = gateway.request("GET", path, headers=gateway.auth(Role.VIEWER))
+    assert response.status_code == 404, response.text[:300]
+    assert_clear_refusal(response, where=where)
+
+
+@pytest.mark.parametrize(
+    ("query", "where"),
+    [("format=pdf", "format"), ("phase=abc", "phase"), ("phase=1.5", "phase")],
+)
+def test_results_query_errors_name_the_parameter(gateway: Gateway, query: str, where: str) -> None:
+    response = gateway.request(
+        "GET", f"/v1/experiments/exp/results?{query}", headers=gateway.auth(Role.VIEWER)
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert_clear_refusal(response, where=where)
+
+
+# --- authentication and roles ----------------------------------------------------------------
+
+PROTECTED = [
+    ("POST", "/v1/predict", Role.SERVICE),
+    ("POST", "/v1/outcomes", Role.SERVICE),
+    ("GET", "/v1/experiments", Role.VIEWER),
+    ("GET", "/v1/experiments/exp", Role.VIEWER),
+    ("POST", "/v1/experiments", Role.EXPERIMENTER),
+    ("GET", "/v1/experiments/exp/results", Role.VIEWER),
+    ("GET", "/metrics", Role.VIEWER),
+]
+BAD_AUTHORIZATION = [
+    pytest.param(None, id="missing"),
+    pytest.param("Bearer", id="empty-bearer"),
+    pytest.param("Bearer not-a-token", id="unknown-token"),
+    pytest.param("Basic dXNlcjpwYXNz", id="basic-scheme"),
+    pytest.param("bearer\tabf_x y", id="garbled"),
+]
+
+
+@pytest.mark.parametrize("route", ["fast", "framework"])
+@pytest.mark.parametrize("authorization", BAD_AUTHORIZATION)
+@pytest.mark.parametrize(("method", "path", "role"), PROTECTED)
+def test_missing_or_invalid_token_is_401(
+    request: pytest.FixtureRequest,
+    route: str,
+    authorization: str | None,
+    method: str,
+    path: str,
+    role: Role,
+) -> None:
+    gateway: Gateway = request.getfixturevalue(
+        "gateway" if route == "fast" else "framework_gateway"
+    )
+    headers = {} if authorization is None else {"authorization": authorization}
+    before = len(gateway.events.rows)
+    response = gateway.request(method, path, content=_json({}), headers=headers)
+    assert response.status_code == 401, response.text[:300]
+    assert response.headers.get("www-authenticate") == "Bearer"
+    assert_clear_refusal(response)
+    assert len(gateway.events.rows) == before
+
+
+def _weaker_roles(required: Role) -> list[Role]:
+    order = [Role.SERVICE, Role.VIEWER, Role.EXPERIMENTER, Role.ADMIN]
+    from abflow.security.roles import role_allows
+
+    return [role for role in order if not role_allows(role, required)]
+
+
+@pytest.mark.parametrize(("method", "path", "role"), PROTECTED)
+def test_wrong_role_is_403_naming_the_role(
+    gateway: Gateway, method: str, path: str, role: Role
+) -> None:
+    weaker = _weaker_roles(role)
+    assert weaker, f"every role may call {method} {path}"
+    for holder in weaker:
+        response = gateway.request(method, path, content=_json({}), headers=gateway.auth(holder))
+        assert response.status_code == 403, (holder, response.text[:300])
+        assert_clear_refusal(response, where=role.value)
