@@ -104,9 +104,10 @@ async def _serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-def _start(tmp: Path, *, fast_path: bool) -> Iterator[Gateway]:
-    url = f"sqlite:///{tmp / 'store.db'}"
-    EventStore.open(url).close()  # an initialised, empty store for the results route
+def _start(tmp: Path, *, fast_path: bool, store_url: str | None = None) -> Iterator[Gateway]:
+    url = store_url or f"sqlite:///{tmp / 'store.db'}"
+    if store_url is None:
+        EventStore.open(url).close()  # an initialised, empty store for the results route
     token_store = InMemoryTokenStore()
     tokens = {role: create_token(token_store, f"qa-{role.value}", role)[0] for role in Role}
     events = MemoryEvents()
@@ -522,6 +523,21 @@ def test_unknown_experiment_is_404(gateway: Gateway, path: str, where: str) -> N
     response = gateway.request("GET", path, headers=gateway.auth(Role.VIEWER))
     assert response.status_code == 404, response.text[:300]
     assert_clear_refusal(response, where=where)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="store.aggregates raises StoreError('...: OperationalError') for an unreachable "
+    "store: a 500 store_error, not a 503 store_unavailable saying why",
+)
+def test_results_with_the_store_down_is_503(tmp_path: Path) -> None:
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/x"
+    for gateway in _start(tmp_path, fast_path=True, store_url=unreachable):
+        response = gateway.request(
+            "GET", "/v1/experiments/exp/results", headers=gateway.auth(Role.VIEWER)
+        )
+        assert response.status_code == 503, response.text[:300]
+        assert "unavailable" in orjson.loads(response.content)["detail"]
 
 
 @pytest.mark.parametrize(
