@@ -343,6 +343,30 @@ def test_predict_refuses_bad_input_clearly(
     assert len(gateway.events.rows) == before
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="non-finite features count as model failures: a few bad requests open the control "
+    "model's circuit and every client gets 503 until it resets",
+)
+def test_bad_features_cannot_open_a_healthy_models_circuit(tmp_path: Path) -> None:
+    threshold = GatewaySettings().breaker_failure_threshold
+    for gateway in _start(tmp_path, fast_path=True):
+        for i in range(threshold + 1):
+            gateway.request(
+                "POST",
+                "/v1/predict",
+                content=b'{"unit_id": "u%d", "features": [NaN, 0, 0, 0, 0, 0, 0, 0]}' % i,
+                headers=gateway.auth(Role.SERVICE),
+            )
+        response = gateway.request(
+            "POST",
+            "/v1/predict",
+            json={"unit_id": "someone-else", "features": ROW},
+            headers=gateway.auth(Role.SERVICE),
+        )
+        assert response.status_code == 200, response.text[:300]
+
+
 @pytest.mark.parametrize("route", ["fast", "framework"])
 def test_predict_accepts_a_good_request_and_logs_it(
     request: pytest.FixtureRequest, route: str
