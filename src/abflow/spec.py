@@ -501,7 +501,11 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise InvalidSpecError([f".: cannot read file: {exc.strerror}"], str(file)) from None
+        reason = exc.strerror or str(exc)
+        raise InvalidSpecError([f".: cannot read file: {reason}"], str(file)) from None
+    except UnicodeDecodeError as exc:
+        problem = f".: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
+        raise InvalidSpecError([problem], str(file)) from None
     try:
         data = orjson.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:

@@ -175,13 +175,11 @@ IN_PROCESS = [
         "validate",
         "latin1.yaml",
         mentions=("latin1.yaml", "UTF-8"),
-        bug="spec.load_experiment: UnicodeDecodeError escapes (only OSError is caught)",
     ),
     case(
         "validate",
         "[/]x.yaml",
         mentions=("[/]x.yaml",),
-        bug="error text is printed as rich markup: '[/]' in a file name raises MarkupError",
     ),
     # power
     case("power", mentions=("--baseline",)),
@@ -240,7 +238,6 @@ IN_PROCESS = [
         "--weights",
         "nan,nan",
         mentions=("[nan, nan]",),
-        bug="rich markup eats '[nan, nan]' from the message: 'got ' is printed with nothing after it",
     ),
     case(
         "power",
@@ -298,7 +295,6 @@ IN_PROCESS = [
         "--unit",
         "u",
         mentions=("latin1.yaml", "UTF-8"),
-        bug="spec.load_experiment: UnicodeDecodeError escapes (only OSError is caught)",
     ),
     case(
         "assign",
@@ -306,7 +302,6 @@ IN_PROCESS = [
         "--unit",
         "u",
         mentions=("[/].yaml",),
-        bug="cli main: the error is printed as rich markup; '[/]' raises MarkupError",
     ),
     # stores: unreachable server, bad URLs, unknown ids
     case("db", "status", "--store", UNREACHABLE_PG, mentions=("unavailable",)),
@@ -417,7 +412,6 @@ IN_PROCESS = [
         "--spec",
         "latin1.yaml",
         mentions=("latin1.yaml",),
-        bug="spec.load_experiment: UnicodeDecodeError escapes (only OSError is caught)",
     ),
     case(
         "analyze",
@@ -425,7 +419,6 @@ IN_PROCESS = [
         "--store",
         "sqlite:///store.db",
         mentions=("[/]",),
-        bug="cli main: the error is printed as rich markup; '[/]' raises MarkupError",
     ),
     # serve: everything checked before the server starts
     case("serve", "--port", "abc", mentions=("--port",)),

@@ -18,6 +18,7 @@ import orjson
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from abflow.cli.console import err_console, fail, out_console
 from abflow.errors import InvalidArgumentError, InvalidSpecError
@@ -183,7 +184,7 @@ def _print_summary(summary: Mapping[str, Any], output_format: str) -> None:
         table.add_row(name, str(count), f"{count / total:.2%}")
     table.add_section()
     for reason, count in sorted(summary["reasons"].items()):
-        table.add_row(f"[dim]{reason}[/]", str(count), f"{count / total:.2%}")
+        table.add_row(Text(reason, style="dim"), str(count), f"{count / total:.2%}")
     out_console.print(table)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from abflow.cli.console import err_console, out_console
 from abflow.cli.db import StoreOption
@@ -36,7 +37,9 @@ def verify(store: StoreOption = None) -> None:
     if problems:
         more = len(problems) - 1
         tail = f" ({more} more problem{'s' if more != 1 else ''} after it)" if more else ""
-        err_console.print(f"[bold red]audit trail broken:[/] {problems[0]}{tail}", markup=True)
+        err_console.print(
+            f"[bold red]audit trail broken:[/] {escape(problems[0] + tail)}", markup=True
+        )
         raise typer.Exit(1)
     if not entries:
         out_console.print(f"audit trail of {where} is empty")

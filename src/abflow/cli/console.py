@@ -6,14 +6,22 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-__all__ = ["err_console", "fail", "out_console"]
+__all__ = ["err_console", "fail", "out_console", "print_error"]
 
-out_console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# Markup off by default: file names, ids and error messages are printed exactly as they are
+# ("[/]x.yaml" is a legal file name); styled output opts in and escapes what it interpolates.
+out_console = Console(highlight=False, soft_wrap=True, markup=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+def print_error(message: object) -> None:
+    """Print ``error: message`` on stderr, the message taken literally."""
+    err_console.print(f"[bold red]error:[/] {escape(str(message))}", markup=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", markup=True)
+    print_error(message)
     raise typer.Exit(code)

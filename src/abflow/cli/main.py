@@ -7,7 +7,7 @@ import sys
 import typer
 
 from abflow.cli import analyze, assign, audit, db, demo, models, power, serve, token, validate
-from abflow.cli.console import err_console
+from abflow.cli.console import err_console, print_error
 from abflow.errors import AbflowError
 
 app = typer.Typer(
@@ -38,7 +38,7 @@ def main() -> None:
     try:
         app()
     except AbflowError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True)
+        print_error(exc)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 
 from abflow.cli.console import err_console, out_console
 from abflow.errors import InvalidSpecError
@@ -39,10 +40,10 @@ def validate(
             spec = load_experiment(file)
         except InvalidSpecError as exc:
             failed += 1
-            err_console.print(f"[red]✗[/] {exc}", markup=True)
+            err_console.print(f"[red]✗[/] {escape(str(exc))}", markup=True)
             continue
         out_console.print(
-            f"[green]✓[/] {file}: experiment {spec.key!r}, {len(spec.variants)} variants, "
+            f"[green]✓[/] {escape(str(file))}: experiment {spec.key!r}, {len(spec.variants)} variants, "
             f"{len(spec.metrics)} metrics",
             markup=True,
         )
