@@ -88,6 +88,8 @@ async def test_revoked_tokens_stop_working(
         ({"unit_id": "u1"}, 422, "features"),
         ({"unit_id": "u1", "features": ROW, "surprise": 1}, 422, "surprise"),
         ({"unit_id": ["u1"], "features": ROW}, 422, "unit_id"),
+        ({"unit_id": "u" * 257, "features": ROW}, 422, "unit_id"),
+        ({"attributes": {"user_id": "u" * 257}, "features": ROW}, 422, "attributes.user_id"),
     ],
 )
 async def test_bad_input_is_a_4xx_naming_the_field(
@@ -107,6 +109,26 @@ async def test_bad_input_is_a_4xx_naming_the_field(
     assert response.status_code == status, response.text
     assert response.json()["detail"].startswith(field), response.json()
     assert len(events.rows["prediction"]) == 1, "the accepted request's events are kept"
+
+
+async def test_caller_request_ids_are_kept_when_they_fit(
+    make_client: AppFactory, tokens: dict[Role, str]
+) -> None:
+    client = await make_client()
+    headers = auth(tokens[Role.SERVICE])
+    mine = await client.post(
+        "/v1/predict",
+        json={"unit_id": "u1", "features": ROW},
+        headers={**headers, "x-request-id": "checkout-123"},
+    )
+    assert mine.json()["request_id"] == mine.headers["x-request-id"] == "checkout-123"
+    too_long = await client.post(
+        "/v1/predict",
+        json={"unit_id": "u1", "features": ROW},
+        headers={**headers, "x-request-id": "x" * 65},
+    )
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"].startswith("x-request-id")
 
 
 async def test_malformed_json_and_oversized_bodies_are_refused(

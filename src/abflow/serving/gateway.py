@@ -53,6 +53,11 @@ __all__ = ["Gateway", "LiveExperiment"]
 
 logger = logging.getLogger(__name__)
 
+MAX_UNIT_ID = 256
+"""Longest unit id (the width of the events' unit_id column; ``unit_id`` is checked alike)."""
+MAX_REQUEST_ID = 64
+"""Longest request id accepted from a caller (the width of the events' request_id column)."""
+
 BackendFactory = Callable[[str, BackendOptions | None], GuardedBackend]
 
 
@@ -196,9 +201,15 @@ class Gateway:
                 msg = f"unit_id: missing; send unit_id or attributes.{spec.unit}"
                 raise InvalidArgumentError(msg)
             unit_id = str(raw)
+            if len(unit_id) > MAX_UNIT_ID:
+                msg = f"attributes.{spec.unit}: at most {MAX_UNIT_ID} characters"
+                raise InvalidArgumentError(msg)
         rows = feature_matrix(
             body.features, n_features=live.n_features, max_rows=self.settings.max_rows
         )
+        if request_id is not None and not 0 < len(request_id) <= MAX_REQUEST_ID:
+            msg = f"x-request-id: must be 1 to {MAX_REQUEST_ID} characters, got {len(request_id)}"
+            raise InvalidArgumentError(msg)
         request_id = body.request_id or request_id or new_id()
         assignment = live.compiled.assign(attributes)
         index = assignment.index
