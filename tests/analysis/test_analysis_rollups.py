@@ -115,3 +115,20 @@ def test_a_window_behind_the_watermark_is_refused(events: Events, tmp_path: Path
         tables = sa.inspect(connection).get_table_names()
     engine.dispose()
     assert not [t for t in tables if t.endswith("_new")]  # scratch tables are dropped
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("backend", ["sqlite", "duckdb"])
+def test_events_exactly_on_the_watermark_are_folded_once(
+    events: Events, tmp_path: Path, backend: str
+) -> None:
+    url = f"{backend}:///{tmp_path / 'edge.db'}"
+    spec = parse_experiment(CUPED_SPEC)
+    write(url, events)
+    register(url, spec, PHASES)
+    cut = float(np.median([row["ts"] for row in events.outcomes]))
+    cut = max(row["ts"] for row in events.outcomes if row["ts"] <= cut)  # an event sits on it
+    analyze(url, spec, AnalysisOptions(rollups=True, until=cut))  # build up to the cut
+    folded = analyze(url, spec, AnalysisOptions(rollups=True))
+    direct = analyze(url, spec)
+    assert_allclose(_numbers(folded), _numbers(direct), rtol=1e-9)

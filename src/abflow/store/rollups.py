@@ -54,7 +54,7 @@ rollup_state = sa.Table(
     sa.Column("experiment_key", sa.String(128), nullable=False),
     sa.Column("phase", sa.Integer, nullable=False),
     sa.Column("columns_json", sa.Text, nullable=False),
-    sa.Column("watermark", sa.Float, nullable=False),
+    sa.Column("watermark", sa.Double, nullable=False),
 )
 
 
@@ -110,6 +110,14 @@ def _scratch(name: str, width: int) -> sa.Table:
     )
 
 
+def _exact(connection: Connection, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``ts`` compared in double precision: DuckDB stores FLOAT as 32 bits and would round
+    the watermark to the column's type, dropping events that sit exactly on it."""
+    if connection.dialect.name == "duckdb":
+        return sa.cast(column, sa.Double)
+    return column
+
+
 def _reduce(column: OutcomeColumn, match: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
     o = outcomes
     if column.reduce == "sum":
@@ -137,8 +145,9 @@ def _fold(
     scratch.create(connection)
     try:
         # 1. this window's exposures, one row per unit
-        window = [e.c.experiment_key == experiment_key, e.c.phase == phase, e.c.ts > low]
-        window.append(e.c.ts <= high)
+        e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
+        window = [e.c.experiment_key == experiment_key, e.c.phase == phase, e_ts > low]
+        window.append(e_ts <= high)
         connection.execute(
             scratch.insert().from_select(
                 ["unit_id", "variant", "variant_max", "first_ts", "rows", "attributes_json"],
@@ -169,7 +178,7 @@ def _fold(
         # new units: every value read at once (pre-exposure ones predate this window)
         fresh = sa.select(s).where(~sa.exists().where(t.c.unit_id == s.c.unit_id)).subquery("fresh")
         join_on = [o.c.unit_id == fresh.c.unit_id, o.c.name.in_(events) if events else sa.false()]
-        join_on.append(o.c.ts <= high)
+        join_on.append(o_ts <= high)
         values = []
         for column in columns:
             timing = (
@@ -198,7 +207,7 @@ def _fold(
         connection.execute(scratch.delete())
         post = [c for c in columns if c.period == "post"]
         if post:
-            old = [o.c.unit_id == t.c.unit_id, o.c.ts > low, o.c.ts <= high]
+            old = [o.c.unit_id == t.c.unit_id, o_ts > low, o_ts <= high]
             old.append(o.c.ts >= t.c.first_ts)
             old.append(t.c.first_ts <= low)  # units inserted above already hold these
             old.append(o.c.name.in_(events))
