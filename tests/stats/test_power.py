@@ -16,7 +16,15 @@ from typer.testing import CliRunner, Result
 
 from abflow.cli.main import app
 from abflow.errors import InvalidArgumentError
-from abflow.stats.power import duration_days, mde, power, sample_size
+from abflow.stats.power import (
+    MAX_UNITS_PER_VARIANT,
+    MAX_VARIANTS,
+    STD_RANGE,
+    duration_days,
+    mde,
+    power,
+    sample_size,
+)
 
 
 def test_unpooled_equal_split_matches_normal_ind_power() -> None:
@@ -171,6 +179,12 @@ def test_duration_in_whole_days() -> None:
         ({"std": -1.0}, "std must be a positive"),
         ({"alternative": "larger"}, "alternative must be"),
         ({"proportion_variance": "exact"}, "proportion_variance must be"),
+        ({"variants": MAX_VARIANTS + 1}, f"variants must be at most {MAX_VARIANTS}"),
+        ({"std": 1e-320, "baseline": 1.0}, "std must be between"),
+        ({"std": 1e308, "baseline": 1e308}, "std must be between"),
+        ({"coverage": -1.0}, "coverage must be in"),
+        ({"coverage": 0.0}, "coverage must be in"),
+        ({"mde": 1e308, "baseline": 1e308, "std": 1.0}, "beyond the floating-point range"),
     ],
 )
 def test_invalid_arguments_raise(kwargs: dict[str, object], match: str) -> None:
@@ -306,3 +320,161 @@ def test_power_grows_with_sample_and_absolute_effect(
         # samples its power can even fall as the lift grows (a simulation shows it too).
         bigger = power(baseline, effect * 1.1, n, **kwargs).power  # type: ignore[arg-type]
         assert bigger >= base - 1e-12
+
+
+# Extreme but legal numbers: a correct finite answer, or InvalidArgumentError naming the input.
+
+
+def _naive_relative_power(mu: float, sigma: float, lift: float, n: int) -> float:
+    """Delta-method power of the relative Wald test with a numerical gradient (reference)."""
+
+    def t_stat(x0: float, x1: float) -> float:
+        return (x1 - x0) / math.sqrt(sigma**2 / n + (x1 / x0) ** 2 * sigma**2 / n)
+
+    m1, sd = mu * (1 + lift), sigma / math.sqrt(n)
+    h = 1e-5 * sd
+    grad0 = (t_stat(mu + h, m1) - t_stat(mu - h, m1)) / (2 * h)
+    grad1 = (t_stat(mu, m1 + h) - t_stat(mu, m1 - h)) / (2 * h)
+    center, spread = t_stat(mu, m1), math.hypot(grad0 * sd, grad1 * sd)
+    z = stats.norm.isf(0.025)
+    return float(stats.norm.sf((z - center) / spread) + stats.norm.cdf((-z - center) / spread))
+
+
+@pytest.mark.parametrize(
+    ("mu", "sigma", "lift", "n"), [(20.0, 15.0, 0.04, 3_000), (5.0, 9.0, 0.3, 80)]
+)
+def test_relative_mean_power_matches_a_numerical_delta_method(
+    mu: float, sigma: float, lift: float, n: int
+) -> None:
+    got = power(mu, lift, n, std=sigma).power
+    np.testing.assert_allclose(got, _naive_relative_power(mu, sigma, lift, n), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-140, 1e-20, 1e20, 1e140])
+def test_means_are_scale_free_up_to_the_std_range(scale: float) -> None:
+    # The Wald statistic is unchanged when the mean and the std are rescaled together.
+    for relative, effect in ((True, 0.03), (False, 0.9)):
+        plain = power(30.0, effect, 2_000, std=25.0, relative=relative).power
+        scaled_effect = effect if relative else effect * scale
+        scaled = power(30.0 * scale, scaled_effect, 2_000, std=25.0 * scale, relative=relative)
+        np.testing.assert_allclose(scaled.power, plain, rtol=1e-9)
+
+
+def test_a_mean_far_from_zero_in_std_units_still_gets_its_power() -> None:
+    # A lift of one std on a huge mean is a z-test with d = 1 (the delta term is ~1e-12).
+    expected = NormalIndPower().power(1.0, nobs1=100, alpha=0.05)
+    for mu in (1e12, 1e300):
+        np.testing.assert_allclose(power(mu, 1.0 / mu, 100, std=1.0).power, expected, rtol=1e-9)
+        np.testing.assert_allclose(
+            power(mu, 1.0, 100, std=1.0, relative=False).power,
+            TTestIndPower().power(1.0, nobs1=100, alpha=0.05),
+            rtol=1e-9,
+        )
+
+
+def test_largest_sample_matches_normal_ind_power() -> None:
+    p0, p1 = 0.1, 0.1 + 1e-7
+    effect_size = (p1 - p0) / math.sqrt((p0 * (1 - p0) + p1 * (1 - p1)) / 2)
+    expected = NormalIndPower().power(effect_size, nobs1=MAX_UNITS_PER_VARIANT, alpha=0.05)
+    got = power(p0, p1 - p0, MAX_UNITS_PER_VARIANT, relative=False)
+    np.testing.assert_allclose(got.power, expected, rtol=1e-9)
+    found = mde(p0, MAX_UNITS_PER_VARIANT)
+    np.testing.assert_allclose(power(p0, found.mde, MAX_UNITS_PER_VARIANT).power, 0.8, atol=1e-8)
+    with pytest.raises(InvalidArgumentError, match="sample size must be at most 1e\\+15"):
+        power(p0, 0.05, MAX_UNITS_PER_VARIANT + 1)
+
+
+def test_t_test_power_far_in_the_tail_is_one_not_nan() -> None:
+    # scipy's noncentral t gives NaN here (so does statsmodels); the normal limit is exact.
+    got = power(0.5, 0.05, 1_000_000, std=1.0, relative=False).power
+    assert got == pytest.approx(
+        NormalIndPower().power(0.05, nobs1=1_000_000, alpha=0.05), abs=1e-12
+    )
+    assert power(1.0, 1e10, 2, std=1.0, relative=False).power == pytest.approx(1.0)
+
+
+def test_std_range_edges_are_accepted() -> None:
+    for std in STD_RANGE:
+        result = sample_size(std, 0.05, std=std)
+        assert result.per_variant == sample_size(1.0, 0.05, std=1.0).per_variant
+        found = mde(3.0 * std, 500, std=std, relative=False)
+        d = TTestIndPower().solve_power(nobs1=500, alpha=0.05, power=0.8, ratio=1.0)
+        np.testing.assert_allclose(found.mde / std, d, rtol=1e-6)
+
+
+def test_most_variants_stays_bonferroni_and_fast() -> None:
+    many = sample_size(0.1, 0.05, variants=MAX_VARIANTS)
+    two = sample_size(0.1, 0.05, alpha=0.05 / (MAX_VARIANTS - 1))
+    assert many.per_variant == (two.per_variant[0],) * MAX_VARIANTS
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(st.none(), st.floats(1e-300, 1e300)),
+    st.floats(-1e300, 1e300),
+    st.floats(1e-300, 1e300),
+    st.integers(2, MAX_UNITS_PER_VARIANT),
+    st.booleans(),
+)
+def test_extreme_inputs_answer_or_refuse_clearly(
+    std: float | None, baseline: float, effect: float, n: int, relative: bool
+) -> None:
+    if std is None:
+        baseline = abs(baseline) % 1.0
+    calls = (
+        lambda: power(baseline, effect, n, std=std, relative=relative).power,
+        lambda: mde(baseline, n, std=std, relative=relative).mde,
+        lambda: float(sample_size(baseline, effect, std=std, relative=relative).total),
+    )
+    for call in calls:
+        message = ""
+        try:
+            value = call()
+        except InvalidArgumentError as exc:
+            message = str(exc)
+        if message:
+            assert len(message.splitlines()) == 1
+            assert any(name in message for name in ("baseline", "std", "mde", "effect", "units"))
+        else:
+            assert math.isfinite(value)
+
+
+LIMIT_CASES = [
+    (["--baseline", "0.1", "--sample-size", "99999999999999999999999999"], "--sample-size"),
+    (["--baseline", "0.1", "--sample-size", "1000,99999999999999999999"], "--sample-size"),
+    (["--mean", "1e308", "--std", "1e308", "--mde", "0.5"], "std must be between"),
+    (["--mean", "1", "--std", "1e-320", "--mde", "0.5"], "std must be between"),
+    (["--baseline", "0.1", "--mde", "0.05", "--variants", "100000"], "variants must be at most"),
+    (["--baseline", "0.1", "--mde", "0.05", "--coverage", "-1"], "--coverage must be in (0, 1]"),
+    (["--baseline", "0.1", "--mde", "0.05", "--coverage", "nan"], "--coverage"),
+    (["--baseline", "0.1", "--sample-size", "5000", "--coverage", "0"], "--coverage"),
+    (
+        ["--baseline", "0.1", "--sample-size", "5000", "--mde", "0.1", "--coverage", "3"],
+        "--coverage",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), LIMIT_CASES)
+def test_cli_limits_are_one_sentence_with_exit_code_2(args: list[str], message: str) -> None:
+    result = _run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_accepts_the_largest_legal_values() -> None:
+    result = _run("--baseline", "0.1", "--mde", "0.05", "--variants", str(MAX_VARIANTS),
+                  "--format", "json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    expected = sample_size(0.1, 0.05, variants=MAX_VARIANTS)
+    assert json.loads(result.stdout)["per_variant"] == list(expected.per_variant)
+    found = _run(
+        "--baseline", "0.1", "--sample-size", str(MAX_UNITS_PER_VARIANT), "--format", "json"
+    )
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["mde"] == pytest.approx(mde(0.1, MAX_UNITS_PER_VARIANT).mde)
+    huge_mean = _run("--mean", "1e308", "--std", "1", "--mde", "0.5", "--format", "json")
+    assert huge_mean.exit_code == 0, huge_mean.output
+    assert json.loads(huge_mean.stdout)["per_variant"] == [2, 2]

@@ -7,6 +7,7 @@ give a sample to get the smallest detectable effect; give both to get the achiev
 from __future__ import annotations
 
 import dataclasses
+import math
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -16,7 +17,16 @@ from rich.table import Table
 
 from abflow.cli.console import fail, out_console
 from abflow.errors import InvalidArgumentError
-from abflow.stats.power import MdeResult, PowerResult, SampleSizeResult, mde, power, sample_size
+from abflow.stats.power import (
+    MAX_UNITS_PER_VARIANT,
+    MAX_VARIANTS,
+    MdeResult,
+    PowerResult,
+    SampleSizeResult,
+    mde,
+    power,
+    sample_size,
+)
 
 __all__ = ["power_command", "register"]
 
@@ -143,7 +153,9 @@ def power_command(
             "Without --mde: solve for the MDE; with it: the achieved power.",
         ),
     ] = None,
-    variants: Annotated[int, typer.Option(help="Variants including control.")] = 2,
+    variants: Annotated[
+        int, typer.Option(help=f"Variants including control (at most {MAX_VARIANTS}).")
+    ] = 2,
     weights: Annotated[
         str | None,
         typer.Option(help="Traffic split, control first: 0.5,0.25,0.25 (default equal)."),
@@ -160,7 +172,7 @@ def power_command(
         float | None, typer.Option(help="Eligible units a day, to estimate the duration.")
     ] = None,
     coverage: Annotated[
-        float, typer.Option(help="Share of eligible units in the experiment.")
+        float, typer.Option(help="Share of eligible units in the experiment, in (0, 1].")
     ] = 1.0,
     output: Annotated[
         OutputFormat, typer.Option("--format", help="table, or json (stable keys).")
@@ -218,6 +230,10 @@ def _solve(
     if baseline is not None and std is not None:
         msg = "--std applies to --mean; a proportion's variance follows from --baseline"
         raise InvalidArgumentError(msg)
+    # Checked here whatever the mode: power mode ignores them, but a bad value is still a typo.
+    if not (math.isfinite(coverage) and 0 < coverage <= 1):
+        msg = f"--coverage must be in (0, 1], got {coverage!r}"
+        raise InvalidArgumentError(msg)
     level = float(baseline if baseline is not None else mean)  # type: ignore[arg-type]
     common: dict[str, Any] = {
         "std": std,
@@ -246,6 +262,9 @@ def _solve(
         msg = "--weights applies when solving for a sample size; give per-variant --sample-size"
         raise InvalidArgumentError(msg)
     sizes = _numbers(sample_size_text, "--sample-size", int)
+    if any(n > MAX_UNITS_PER_VARIANT for n in sizes):
+        msg = f"--sample-size must be at most {MAX_UNITS_PER_VARIANT:.0e} units per variant, got {max(sizes)}"
+        raise InvalidArgumentError(msg)
     per_variant: int | list[int] = sizes[0] if len(sizes) == 1 else sizes
     if mde_value is None:
         found = mde(

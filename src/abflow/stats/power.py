@@ -22,6 +22,11 @@ variances (each arm keeps its own variance), on the absolute difference or, with
 - More than two variants: each treatment is compared with control at the Bonferroni level
   ``alpha / (variants - 1)``, and the sample must give every comparison the target power.
 - The effect is an increase of ``mde`` (a one-sided test looks for an increase only).
+
+Inputs are bounded so that extreme but legal numbers give an answer or a clear
+InvalidArgumentError, never an arithmetic exception: at most ``MAX_VARIANTS`` variants, at
+most ``MAX_UNITS_PER_VARIANT`` units per variant, and a ``std`` within ``STD_RANGE`` (its
+square and its standard errors must stay normal floating-point numbers).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from scipy import optimize, special
 from abflow.errors import InvalidArgumentError
 
 __all__ = [
+    "MAX_UNITS_PER_VARIANT",
+    "MAX_VARIANTS",
+    "STD_RANGE",
     "MdeResult",
     "PowerResult",
     "SampleSizeResult",
@@ -50,6 +58,15 @@ ProportionVariance = Literal["unpooled", "pooled", "arcsine"]
 
 _MAX_TOTAL = 1e13
 """Sample sizes beyond this are reported as undetectable rather than searched for."""
+
+MAX_VARIANTS = 1000
+"""Every treatment is a Bonferroni comparison; beyond this the plan is meaningless and slow."""
+
+MAX_UNITS_PER_VARIANT = 10**15
+"""Larger samples than any population; standard errors would underflow to zero."""
+
+STD_RANGE = (1e-150, 1e150)
+"""A std whose square (or standard error) leaves the normal float range cannot be planned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +139,12 @@ def _check_open_unit(name: str, value: float) -> None:
         raise InvalidArgumentError(msg)
 
 
+def _nct_cdf(df: float, ncp: float, t: float, normal: Callable[[], float]) -> float:
+    """Noncentral t CDF; scipy gives NaN far in the tails, where the normal limit is exact enough."""
+    value = float(special.nctdtr(df, ncp, t))
+    return normal() if math.isnan(value) else value
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """Validated design shared by the three solvers: computes one comparison's power."""
@@ -169,15 +192,17 @@ class _Plan:
         two_sided = self.alternative == "two-sided"
         level = self.adjusted_alpha / 2.0 if two_sided else self.adjusted_alpha
         m0, m1 = self.baseline, self.treatment_mean(effect)
+        # The difference from the effect itself: m1 - m0 loses it when |m0| dwarfs it.
+        shift = m0 * effect if self.relative else effect
         if self.relative and (self.std is not None or self.proportion_variance == "unpooled"):
-            return self._relative_power(m0, m1, n0, n1, level, two_sided)
+            return self._relative_power(effect, n0, n1, level, two_sided)
         if self.std is not None:
             df = n0 + n1 - 2.0
-            ncp = (m1 - m0) / (self.std * math.sqrt(1.0 / n0 + 1.0 / n1))
+            ncp = shift / self.std / math.sqrt(1.0 / n0 + 1.0 / n1)
             crit = -float(special.stdtrit(df, level))
-            value = 1.0 - float(special.nctdtr(df, ncp, crit))
+            value = 1.0 - _nct_cdf(df, ncp, crit, lambda: float(special.ndtr(crit - ncp)))
             if two_sided:
-                value += float(special.nctdtr(df, ncp, -crit))
+                value += _nct_cdf(df, ncp, -crit, lambda: float(special.ndtr(-crit - ncp)))
             return value
         v0, v1 = m0 * (1.0 - m0), m1 * (1.0 - m1)
         if self.proportion_variance == "arcsine":
@@ -189,7 +214,7 @@ class _Plan:
             se_null = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n0 + 1.0 / n1))
             se_alt = math.sqrt(v0 / n0 + v1 / n1)
         else:
-            diff = m1 - m0
+            diff = shift
             se_null = se_alt = math.sqrt(v0 / n0 + v1 / n1)
         z = -float(special.ndtri(level))
         value = float(special.ndtr((diff - z * se_null) / se_alt))
@@ -197,32 +222,37 @@ class _Plan:
             value += float(special.ndtr((-z * se_null - diff) / se_alt))
         return value
 
-    def _variance(self, mean: float) -> float:
-        return max(mean * (1.0 - mean), 0.0) if self.std is None else self.std**2
-
     def _relative_power(
-        self, m0: float, m1: float, n0: float, n1: float, level: float, two_sided: bool
+        self, effect: float, n0: float, n1: float, level: float, two_sided: bool
     ) -> float:
         """Power of the delta-method Wald test on the lift ``x1 / x0 - 1``.
 
-        Its standard error grows with the observed lift, so the statistic ``T`` is not
+        Its standard error grows with the observed lift, so the statistic
+        ``T = (x1 - x0) / S`` with ``S^2 = v(x1) / n1 + (x1 / x0)^2 v(x0) / n0`` is not
         ``N(lift / se, 1)`` under the alternative: its mean and standard deviation come from
         the delta method applied to ``T(x0, x1)`` itself (sample variances held at their
-        expected values for means, tied to the rates for proportions).
+        expected values for means, tied to the rates for proportions). The gradient is
+        exact, so no difference step can vanish against a large mean; means are taken in
+        units of ``std``, where ``T`` is the same and every number stays moderate.
         """
-
-        def statistic(x0: float, x1: float) -> float:
-            ratio = x1 / x0
-            se = math.sqrt(self._variance(x1) / n1 + ratio**2 * self._variance(x0) / n0) / x0
-            return (ratio - 1.0) / se
-
-        var0, var1 = self._variance(m0) / n0, self._variance(m1) / n1
-        # Difference steps far below the noise, and never large enough to cross zero.
-        h0 = 1e-4 * min(math.sqrt(var0), abs(m0))
-        h1 = 1e-4 * min(math.sqrt(var1), abs(m1))
-        grad0 = (statistic(m0 + h0, m1) - statistic(m0 - h0, m1)) / (2.0 * h0)
-        grad1 = (statistic(m0, m1 + h1) - statistic(m0, m1 - h1)) / (2.0 * h1)
-        center = statistic(m0, m1)
+        if self.std is None:
+            x0 = self.baseline
+            v0, slope0 = x0 * (1.0 - x0), 1.0 - 2.0 * x0
+            x1 = x0 * (1.0 + effect)
+            v1, slope1 = x1 * (1.0 - x1), 1.0 - 2.0 * x1
+        else:
+            x0 = self.baseline / self.std
+            v0 = v1 = 1.0
+            slope0 = slope1 = 0.0
+        ratio = 1.0 + effect
+        var0, var1 = v0 / n0, v1 / n1
+        spread_t = math.sqrt(var1 + ratio**2 * var0)
+        center = x0 * effect / spread_t
+        # d(S^2)/dx0 and d(S^2)/dx1, then dT/dx = (±1 - T dS/dx) / S with dS = d(S^2) / 2S.
+        ds2_0 = ratio**2 / n0 * (slope0 - 2.0 * v0 / x0)
+        ds2_1 = slope1 / n1 + 2.0 * ratio * v0 / (x0 * n0)
+        grad0 = (-1.0 - center * ds2_0 / (2.0 * spread_t)) / spread_t
+        grad1 = (1.0 - center * ds2_1 / (2.0 * spread_t)) / spread_t
         spread = math.sqrt(grad0**2 * var0 + grad1**2 * var1)
         z = -float(special.ndtri(level))
         value = float(special.ndtr((center - z) / spread))
@@ -231,7 +261,26 @@ class _Plan:
         return value
 
     def worst_power(self, effect: float, sizes: Sequence[float]) -> tuple[float, ...]:
-        return tuple(self.comparison_power(effect, sizes[0], n) for n in sizes[1:])
+        """Power of each treatment against control (equal arms computed once)."""
+        known: dict[float, float] = {}
+        for n in sizes[1:]:
+            if n not in known:
+                known[n] = self._safe_power(effect, sizes[0], n)
+        return tuple(known[n] for n in sizes[1:])
+
+    def _safe_power(self, effect: float, n0: float, n1: float) -> float:
+        """One comparison's power, or an InvalidArgumentError when the numbers are too extreme."""
+        try:
+            value = self.comparison_power(effect, n0, n1)
+        except ArithmeticError:
+            value = math.nan
+        if not math.isfinite(value):
+            msg = (
+                f"baseline {self.baseline!r}, std {self.std!r} and mde {effect!r} are too far "
+                "apart in scale to compute power; rescale the metric"
+            )
+            raise InvalidArgumentError(msg)
+        return min(max(value, 0.0), 1.0)
 
 
 def _make_plan(
@@ -247,6 +296,9 @@ def _make_plan(
     if isinstance(variants, bool) or not isinstance(variants, int) or variants < 2:
         msg = f"variants must be an integer of at least 2 (control and one treatment), got {variants!r}"
         raise InvalidArgumentError(msg)
+    if variants > MAX_VARIANTS:
+        msg = f"variants must be at most {MAX_VARIANTS} (control included), got {variants}"
+        raise InvalidArgumentError(msg)
     if alternative not in ("two-sided", "one-sided"):
         msg = f"alternative must be 'two-sided' or 'one-sided', got {alternative!r}"
         raise InvalidArgumentError(msg)
@@ -258,6 +310,10 @@ def _make_plan(
     else:
         if not (math.isfinite(std) and std > 0):
             msg = f"std must be a positive finite number, got {std!r}"
+            raise InvalidArgumentError(msg)
+        if not STD_RANGE[0] <= std <= STD_RANGE[1]:
+            low, high = STD_RANGE
+            msg = f"std must be between {low:.0e} and {high:.0e} (rescale the metric), got {std!r}"
             raise InvalidArgumentError(msg)
         if not math.isfinite(baseline) or (relative and baseline <= 0):
             msg = (
@@ -278,6 +334,9 @@ def _make_plan(
 def _check_mde(plan: _Plan, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         msg = f"mde must be a positive finite number, got {value!r}"
+        raise InvalidArgumentError(msg)
+    if not math.isfinite(plan.treatment_mean(value)):
+        msg = f"mde {value!r} puts the treatment mean beyond the floating-point range"
         raise InvalidArgumentError(msg)
     if value >= plan.max_effect():
         rate = plan.treatment_mean(value)
@@ -320,7 +379,19 @@ def _check_sizes(n_per_variant: int | Sequence[int], variants: int) -> tuple[int
     if not all(isinstance(n, int | float) and math.isfinite(n) and n >= 2 for n in sizes):
         msg = f"every variant needs at least 2 units, got {list(sizes)}"
         raise InvalidArgumentError(msg)
+    if max(sizes) > MAX_UNITS_PER_VARIANT:
+        msg = (
+            f"sample size must be at most {MAX_UNITS_PER_VARIANT:.0e} units per variant, "
+            f"got {max(sizes)}"
+        )
+        raise InvalidArgumentError(msg)
     return tuple(int(n) for n in sizes)
+
+
+def _check_coverage(coverage: float) -> None:
+    if not (math.isfinite(coverage) and 0 < coverage <= 1):
+        msg = f"coverage must be in (0, 1], got {coverage!r}"
+        raise InvalidArgumentError(msg)
 
 
 def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> int:
@@ -332,9 +403,7 @@ def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> in
     if not (math.isfinite(daily_units) and daily_units > 0):
         msg = f"daily_units must be a positive number, got {daily_units!r}"
         raise InvalidArgumentError(msg)
-    if not (math.isfinite(coverage) and 0 < coverage <= 1):
-        msg = f"coverage must be in (0, 1], got {coverage!r}"
-        raise InvalidArgumentError(msg)
+    _check_coverage(coverage)
     if not (math.isfinite(total) and total >= 0):
         msg = f"total must be a non-negative number, got {total!r}"
         raise InvalidArgumentError(msg)
@@ -342,7 +411,8 @@ def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> in
 
 
 def _root(func: Callable[[float], float], low: float, high: float) -> float:
-    return float(optimize.brentq(func, low, high, xtol=1e-10, rtol=1e-12, maxiter=500))
+    # The tolerance scales with the bracket: an MDE may be 1e-7, or 1e-150 in tiny units.
+    return float(optimize.brentq(func, low, high, xtol=1e-14 * high, rtol=1e-12, maxiter=500))
 
 
 def sample_size(
@@ -369,6 +439,7 @@ def sample_size(
     plan = _make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
     _check_mde(plan, mde)
     _check_target(power, plan.alpha)
+    _check_coverage(coverage)
     split = _check_weights(weights, variants)
     smallest = 2.0 / min(split)
 
@@ -422,6 +493,7 @@ def mde(
     """
     plan = _make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
     _check_target(power, plan.alpha)
+    _check_coverage(coverage)
     sizes = _check_sizes(n_per_variant, variants)
 
     def gap(effect: float) -> float:
@@ -441,7 +513,14 @@ def mde(
                 msg = f"{list(sizes)} units per variant cannot reach power {power} for any effect"
                 raise InvalidArgumentError(msg)
             high *= 2.0
-    effect = _root(gap, high * 1e-12, high)
+    low = high * 1e-12
+    while gap(low) >= 0:
+        # A huge sample detects tiny effects; stop before the effect underflows.
+        if low < high * 1e-250:
+            msg = f"{list(sizes)} units per variant detect effects too small to compute an MDE"
+            raise InvalidArgumentError(msg)
+        low *= 1e-12
+    effect = _root(gap, low, high)
     total = sum(sizes)
     return MdeResult(
         mde=effect,
