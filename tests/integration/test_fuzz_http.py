@@ -291,37 +291,24 @@ PREDICT_REFUSALS = [
         422,
         "features[0]",
         id="nan",
-        marks=pytest.mark.xfail(
-            strict=True, reason="NaN feature reaches the model: 502 model_error, not a 422"
-        ),
     ),
     pytest.param(
         b'{"unit_id": "u", "features": [Infinity, 0, 0, 0, 0, 0, 0, 0]}',
         422,
         "features[0]",
         id="infinity",
-        marks=pytest.mark.xfail(
-            strict=True, reason="Infinity feature reaches the model: 502 model_error, not a 422"
-        ),
     ),
     pytest.param(
         b'{"unit_id": "u", "features": [1e400, 0, 0, 0, 0, 0, 0, 0]}',
         422,
         "features[0]",
         id="overflowing-float",
-        marks=pytest.mark.xfail(
-            strict=True, reason="1e400 parses as inf and reaches the model: 502, not a 422"
-        ),
     ),
     pytest.param(
         b'{"unit_id": "u", "features": [1' + b"0" * 400 + b", 0, 0, 0, 0, 0, 0, 0]}",
         422,
         "features[0]",
         id="huge-integer",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="feature_matrix: OverflowError int too large to convert to float -> 500",
-        ),
     ),
 ]
 
@@ -343,11 +330,6 @@ def test_predict_refuses_bad_input_clearly(
     assert len(gateway.events.rows) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="non-finite features count as model failures: a few bad requests open the control "
-    "model's circuit and every client gets 503 until it resets",
-)
 def test_bad_features_cannot_open_a_healthy_models_circuit(tmp_path: Path) -> None:
     threshold = GatewaySettings().breaker_failure_threshold
     for gateway in _start(tmp_path, fast_path=True):
@@ -470,20 +452,12 @@ OUTCOME_REFUSALS = [
         422,
         "outcomes[0].value",
         id="nan-value",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="NaN value is acknowledged (202), then the store rejects the row: lost",
-        ),
     ),
     pytest.param(
         b'{"outcomes": [{"unit_id": "u", "name": "c", "ts": Infinity}]}',
         422,
         "outcomes[0].ts",
         id="infinite-ts",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="Infinity ts is acknowledged (202), then the store rejects the row: lost",
-        ),
     ),
 ]
 
@@ -519,10 +493,6 @@ EXPERIMENT_REFUSALS = [
         ),
         "variants[0].model",
         id="unimportable-model",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="model load errors say 'cannot import module ...', not which field (variants[0].model)",
-        ),
     ),
 ]
 

@@ -282,3 +282,36 @@ def test_every_abflow_error_maps_to_a_deliberate_status() -> None:
         cls = getattr(errors, name)
         exc = cls(["x"]) if cls is errors.InvalidSpecError else cls("x")
         assert status_for(exc)[0] == status, name
+
+
+@pytest.mark.parametrize(
+    ("features", "field"),
+    [
+        (b"[NaN, 0, 0, 0]", "features[0]"),
+        (b"[0, Infinity, 0, 0]", "features[1]"),
+        (b"[[0, 0, 0, 0], [0, 0, 1e400, 0]]", "features[1][2]"),
+        (b"[0, 0, 0, 1" + b"0" * 400 + b"]", "features[3]"),
+    ],
+)
+async def test_non_finite_features_are_refused_before_the_model(
+    make_client: AppFactory,
+    tokens: dict[Role, str],
+    events: MemoryEvents,
+    features: bytes,
+    field: str,
+) -> None:
+    client = await make_client(breaker_failure_threshold=1)
+    headers = {**auth(tokens[Role.SERVICE]), "content-type": "application/json"}
+    for _ in range(3):
+        response = await client.post(
+            "/v1/predict",
+            content=b'{"unit_id": "u1", "features": ' + features + b"}",
+            headers=headers,
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"].startswith(f"{field}: expected a finite number")
+    healthy = await client.post(
+        "/v1/predict", json={"unit_id": "u1", "features": ROW}, headers=headers
+    )
+    assert healthy.status_code == 200, "bad input never counts against the model's circuit"
+    assert len(events.rows["prediction"]) == 1

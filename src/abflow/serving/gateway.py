@@ -22,8 +22,10 @@ import numpy as np
 from abflow.errors import (
     ArtifactChecksumError,
     BackendError,
+    ConfigError,
     ExperimentNotFoundError,
     InvalidArgumentError,
+    RegistryError,
 )
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
@@ -144,13 +146,22 @@ class Gateway:
             self._backends[reference] = backend
         return backend
 
+    def _variant_backend(self, index: int, reference: str) -> GuardedBackend:
+        try:
+            return self._backend(reference, is_control=index == 0)
+        except (ConfigError, RegistryError) as exc:
+            # Name the spec field at fault: the message then reads like a spec problem.
+            msg = f"variants[{index}].model: {exc}"
+            raise type(exc)(msg) from exc
+
     def add_experiment(
         self, spec: ExperimentSpec, *, shadow: tuple[str, ...] = (), default: bool = False
     ) -> LiveExperiment:
         """Load the spec's models (blocking: call from a thread when the loop is running),
         register it, and start serving it; replaces a live experiment with the same key."""
         backends = tuple(
-            self._backend(v.model, is_control=index == 0) for index, v in enumerate(spec.variants)
+            self._variant_backend(index, variant.model)
+            for index, variant in enumerate(spec.variants)
         )
         names = spec.variant_names
         unknown = [n for n in shadow if n not in names[1:]]

@@ -7,6 +7,7 @@ rejection names the offending field (``features[2][1]: expected a number, got 'a
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
@@ -59,11 +60,13 @@ class OutcomeIn(_Body):
     """One outcome: a label, a conversion (1/0) or an amount, joined by request or unit id."""
 
     name: Annotated[str, Field(min_length=1, max_length=128)]
-    value: float = 1.0
+    value: float = Field(default=1.0, allow_inf_nan=False)
     request_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     unit_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     experiment: str | None = None
-    ts: float | None = Field(default=None, description="epoch seconds; default now")
+    ts: float | None = Field(
+        default=None, allow_inf_nan=False, description="epoch seconds; default now"
+    )
 
     @field_validator("unit_id", mode="before")
     @classmethod
@@ -129,7 +132,28 @@ def feature_matrix(features: list[Any], *, n_features: int | None, max_rows: int
     if width == 0:
         msg = "features: a row needs at least one value"
         raise FeatureError(msg)
-    return np.array(rows, dtype=np.float64)
+    try:
+        matrix = np.array(rows, dtype=np.float64)
+    except OverflowError:  # an integer beyond float range
+        matrix = None
+    if matrix is None or not np.isfinite(matrix).all():
+        _locate_non_finite(rows, single=not isinstance(first, list))
+    assert matrix is not None
+    return matrix
+
+
+def _locate_non_finite(rows: list[Any], *, single: bool) -> None:
+    """Raise FeatureError naming the first value that is not a finite float."""
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            try:
+                finite = math.isfinite(float(value))
+            except OverflowError:
+                finite = False
+            if not finite:
+                where = f"features[{j}]" if single else f"features[{i}][{j}]"
+                msg = f"{where}: expected a finite number, got {str(value)[:40]}"
+                raise FeatureError(msg)
 
 
 def _check_numbers(row: list[Any], path: str) -> None:
