@@ -15,9 +15,11 @@ from typing import Annotated
 
 import typer
 
-from abflow.cli.console import err_console
+from abflow.cli.console import err_console, fail
 
 __all__ = ["register"]
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def serve(
@@ -45,7 +47,9 @@ def serve(
     drain_seconds: Annotated[
         float, typer.Option("--drain-seconds", help="Grace period for in-flight requests.")
     ] = 10.0,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.")
+    ] = "info",
 ) -> None:
     """Serve predictions: routing, models, durable event logging, metrics.
 
@@ -65,11 +69,20 @@ def serve(
         if value is not None:
             os.environ[name] = str(value)
 
+    if log_level.lower() not in LOG_LEVELS:
+        fail(f"--log-level {log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+
     import uvicorn
+    from pydantic import ValidationError
 
     from abflow.serving.settings import GatewaySettings, load_config
 
-    settings = GatewaySettings()
+    try:
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"])
+        fail(f"{field}: {first['msg']} (from --{field} or ABFLOW_{field.upper()})")
     store_url = settings.store_url
     if store_url is None and settings.config is not None:
         store_url = load_config(settings.config).store_url
@@ -89,7 +102,7 @@ def serve(
         http="httptools",
         ws="none",
         lifespan="on",
-        log_level=log_level,
+        log_level=log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=int(max(1.0, drain_seconds)),
     )

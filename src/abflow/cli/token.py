@@ -51,6 +51,8 @@ def create(
     from abflow.store import EventStore
 
     parsed = parse_role(role)
+    if not name.strip():
+        fail("--name must not be empty: say who holds the token, e.g. checkout-api")
     with EventStore.open(store) as opened:
         token, record = create_token(StoreTokenStore(opened), name, parsed)
     err_console.print(

@@ -25,6 +25,7 @@ from opentelemetry.trace import TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from abflow import __version__
+from abflow.errors import AbflowError
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
 from abflow.security.tokens import TokenAuthenticator, TokenStore
@@ -63,7 +64,21 @@ class GatewayApp(FastAPI):
         ):
             await serve_predict(self.state.abflow, scope, receive, send)
             return
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, self._startup_reporter(send))
+            return
         await super().__call__(scope, receive, send)
+
+    def _startup_reporter(self, send: Send) -> Send:
+        """Report an abflow error that stops startup as its sentence, not a traceback."""
+
+        async def reporting(message: Message) -> None:
+            error = self.state.abflow.startup_error
+            if message["type"] == "lifespan.startup.failed" and error is not None:
+                message = {**message, "message": f"cannot start the gateway: {error}"}
+            await send(message)
+
+        return reporting
 
 
 def create_app(
@@ -118,12 +133,16 @@ def create_app(
             lambda: services.events.queue_depth, lambda: services.events.spool_bytes
         )
         try:
-            for spec in config.experiments:
-                shadow = tuple(config.shadow.get(spec.key, ()))
-                is_default = config.default_experiment == spec.key
-                await asyncio.to_thread(
-                    gateway.add_experiment, spec, shadow=shadow, default=is_default
-                )
+            try:
+                for spec in config.experiments:
+                    shadow = tuple(config.shadow.get(spec.key, ()))
+                    is_default = config.default_experiment == spec.key
+                    await asyncio.to_thread(
+                        gateway.add_experiment, spec, shadow=shadow, default=is_default
+                    )
+            except AbflowError as exc:
+                services.startup_error = exc
+                raise
             services.is_ready = True
             yield
         finally:

@@ -29,6 +29,8 @@ class Services:
     is_ready: bool = False
     is_draining: bool = False
     problems: list[str] = field(default_factory=list)
+    startup_error: Exception | None = None
+    """An abflow error that stopped startup: reported as one sentence, not a traceback."""
 
 
 def services_of(request: Request) -> Services:

@@ -106,6 +106,9 @@ def load_config(path: Path) -> GatewayConfig:
     except OSError as exc:
         msg = f"cannot read config {str(path)!r}: {exc.strerror}"
         raise ConfigError(msg) from None
+    except UnicodeDecodeError as exc:
+        msg = f"config {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        raise ConfigError(msg) from None
     try:
         data = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
