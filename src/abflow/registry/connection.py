@@ -48,6 +48,13 @@ ARTIFACT_ROOT_ENV = "ABFLOW_MLFLOW_ARTIFACT_ROOT"
 # unless MLFLOW_DISABLE_TELEMETRY is set explicitly (to "false" to opt in).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+# MLflow retries an unreachable tracking server for minutes by default (7 retries, backoff
+# factor 2, 120 s timeout): a CLI call or a gateway start would hang that long before saying
+# the registry is down. Fail within seconds unless the user chose otherwise.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
 # MLflow error codes that mean "there is no such thing" rather than "the registry broke".
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
 
