@@ -227,3 +227,33 @@ def test_replays_after_fresh_batches(store: EventStore, rng: np.random.Generator
     more = exposure_rows(rng, np.arange(2000, 2040))
     assert write_batch(store.engine, layout, rows_to_tuples(layout, more), state) == 40
     assert store.count_events("exposure") == 370
+
+
+def test_a_value_the_driver_cannot_bind_fails_the_whole_batch(
+    store: EventStore, rng: np.random.Generator
+) -> None:
+    """The driver-level write turns a binding error into StoreError and writes nothing."""
+    rows = exposure_rows(rng, np.arange(10))
+    rows[7]["attributes_json"] = {"country": "FR"}  # a dict, not its JSON text
+    with pytest.raises(StoreError, match="cannot write events"):
+        store.write_events("exposure", rows)
+    assert store.count_events("exposure") == 0
+    rows[7]["attributes_json"] = '{"country":"FR"}'
+    assert store.write_events("exposure", rows) == 10  # the connection is still usable
+    assert stored(store, exposures)["ev-00000007"]["attributes_json"] == '{"country":"FR"}'
+
+
+def test_gateway_shaped_ids_resent_in_a_mixed_batch(
+    store: EventStore, rng: np.random.Generator
+) -> None:
+    """Ids in the gateway's shape (fixed prefix, counter): a replay mixed with new ids."""
+    prefix = "9f3a5c7e1b2d4f60"
+    rows = exposure_rows(rng, np.arange(600))
+    for i, row in enumerate(rows):
+        row["event_id"] = f"{prefix}{i:016x}"
+    assert store.write_events("exposure", rows[:400]) == 400
+    order = rng.permutation(300)  # ids 300..599: 100 repeats, 200 new, shuffled
+    assert store.write_events("exposure", [rows[300 + int(k)] for k in order]) == 200
+    kept = stored(store, exposures)
+    assert sorted(kept) == sorted(row["event_id"] for row in rows)
+    assert all(kept[row["event_id"]]["unit_id"] == row["unit_id"] for row in rows)
