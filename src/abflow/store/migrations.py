@@ -41,7 +41,7 @@ schema_version = sa.Table(
     _meta,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", sa.Float, nullable=False),
+    sa.Column("applied_at", sa.Double, nullable=False),
 )
 
 # Any constant works: it only has to be the same in every process that upgrades.

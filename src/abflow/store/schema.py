@@ -1,7 +1,8 @@
 """The event store's tables (SQLAlchemy Core), portable across SQLite, PostgreSQL and DuckDB.
 
-Timestamps are float seconds since the epoch (``ts``): portable, cheap to write, and a day
-is ``floor(ts / 86400)`` in any dialect. Every event table is keyed by a caller-chosen
+Timestamps are float seconds since the epoch (``ts``), stored as 64-bit doubles everywhere
+(a 32-bit float, DuckDB's ``FLOAT``, would round today's epoch to minutes): portable, cheap
+to write, and a day is ``floor(ts / 86400)`` in any dialect. Every event table is keyed by a caller-chosen
 ``event_id``, which is what makes writes idempotent: re-sending a batch stores nothing twice.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
-    Float,
+    Double,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -44,7 +45,7 @@ experiment_versions = Table(
     Column("version", Integer, primary_key=True),
     Column("spec_json", Text, nullable=False),
     Column("spec_hash", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
+    Column("created_at", Double, nullable=False),
 )
 
 phases = Table(
@@ -54,9 +55,9 @@ phases = Table(
     Column("phase", Integer, primary_key=True),
     Column("spec_version", Integer, nullable=False),
     Column("weights_json", Text, nullable=False),
-    Column("coverage", Float, nullable=False),
-    Column("started_at", Float, nullable=False),
-    Column("ended_at", Float),
+    Column("coverage", Double, nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double),
     Column("reason", Text, nullable=False, default=""),
     ForeignKeyConstraint(
         ["experiment_key", "spec_version"],
@@ -68,7 +69,7 @@ exposures = Table(
     "exposures",
     metadata,
     Column("event_id", ID, primary_key=True),
-    Column("ts", Float, nullable=False),
+    Column("ts", Double, nullable=False),
     Column("experiment_key", KEY, nullable=False),
     Column("phase", Integer, nullable=False),
     Column("unit_id", String(256), nullable=False),
@@ -81,17 +82,17 @@ predictions = Table(
     "predictions",
     metadata,
     Column("event_id", ID, primary_key=True),
-    Column("ts", Float, nullable=False),
+    Column("ts", Double, nullable=False),
     Column("request_id", ID, nullable=False),
     Column("experiment_key", KEY, nullable=False),
     Column("phase", Integer, nullable=False),
     Column("unit_id", String(256), nullable=False),
     Column("variant", KEY, nullable=False),
     Column("model_version", String(256), nullable=False),
-    Column("latency_ms", Float, nullable=False),
+    Column("latency_ms", Double, nullable=False),
     Column("is_fallback", Boolean, nullable=False, default=False),
     Column("is_shadow", Boolean, nullable=False, default=False),
-    Column("score", Float),
+    Column("score", Double),
     Column("output_json", Text),
     Column("features_hash", String(64)),
     Column("error", Text),
@@ -103,10 +104,10 @@ outcomes = Table(
     "outcomes",
     metadata,
     Column("event_id", ID, primary_key=True),
-    Column("ts", Float, nullable=False),
+    Column("ts", Double, nullable=False),
     Column("unit_id", String(256), nullable=False),
     Column("name", KEY, nullable=False),
-    Column("value", Float, nullable=False),
+    Column("value", Double, nullable=False),
     Column("request_id", ID),
     Column("experiment_key", KEY),
     Index("ix_outcomes_unit", "unit_id", "name"),
@@ -117,7 +118,7 @@ audit_log = Table(
     "audit_log",
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("ts", Float, nullable=False),
+    Column("ts", Double, nullable=False),
     Column("actor", String(128), nullable=False),
     Column("action", String(128), nullable=False),
     Column("experiment_key", KEY),
@@ -135,8 +136,8 @@ api_tokens = Table(
     Column("name", String(128), nullable=False),
     Column("role", String(32), nullable=False),
     Column("token_hash", String(128), nullable=False, unique=True),
-    Column("created_at", Float, nullable=False),
-    Column("revoked_at", Float),
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double),
 )
 
 EVENT_TABLES = {"exposure": exposures, "prediction": predictions, "outcome": outcomes}
