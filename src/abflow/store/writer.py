@@ -4,9 +4,10 @@ A batch is validated in Python first (a missing required column names the column
 written in one transaction:
 
 * SQLite: the driver cursor's ``executemany`` of one prepared ``INSERT OR IGNORE`` under
-  ``BEGIN IMMEDIATE`` (no SQLAlchemy statement machinery per batch). The primary key on
-  ``event_id`` drops repeats. The commit pays one fsync (``synchronous=FULL``). ``OR IGNORE`` would also drop a row with a NULL in a NOT NULL
-  column without a word, which is why required values are checked here first.
+  ``BEGIN IMMEDIATE`` (no SQLAlchemy statement machinery per batch); the commit pays one
+  fsync (``synchronous=FULL``). The primary key on ``event_id`` drops repeats. ``OR IGNORE``
+  would also drop a row with a NULL in a NOT NULL column without a word, which is why
+  required values are checked here first.
 * PostgreSQL: binary ``COPY`` into a per-connection temporary staging table, then ``INSERT …
   SELECT … ORDER BY event_id ON CONFLICT DO NOTHING``. Ordering the insert by key makes two
   overlapping batches lock their rows in the same order, so concurrent writers cannot
