@@ -519,11 +519,6 @@ def test_unknown_experiment_is_404(gateway: Gateway, path: str, where: str) -> N
     assert_clear_refusal(response, where=where)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store.aggregates raises StoreError('...: OperationalError') for an unreachable "
-    "store: a 500 store_error, not a 503 store_unavailable saying why",
-)
 def test_results_with_the_store_down_is_503(tmp_path: Path) -> None:
     unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/x"
     for gateway in _start(tmp_path, fast_path=True, store_url=unreachable):

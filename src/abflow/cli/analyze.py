@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from abflow.cli.console import out_console
+from abflow.cli.console import check_output_path, out_console, write_output
 
 
 class ReportFormat(StrEnum):
@@ -64,6 +64,8 @@ def analyze(
     from abflow.spec import load_experiment
     from abflow.store.engine import display_url, resolve_url
 
+    if output is not None:
+        check_output_path(output)
     url = resolve_url(store)
     target = load_experiment(spec_file) if spec_file is not None else experiment
     options = AnalysisOptions(
@@ -83,7 +85,7 @@ def analyze(
     if output is None:
         out_console.print(text, markup=False, highlight=False, soft_wrap=True)
         return
-    output.write_text(text, encoding="utf-8")
+    write_output(output, text)
     out_console.print(f"wrote {output} ({output_format.value}): {result.decision.summary}")
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["err_console", "fail", "out_console", "print_error"]
+__all__ = ["check_output_path", "err_console", "fail", "out_console", "print_error", "write_output"]
 
 # Markup off by default: file names, ids and error messages are printed exactly as they are
 # ("[/]x.yaml" is a legal file name); styled output opts in and escapes what it interpolates.
@@ -25,3 +26,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
     print_error(message)
     raise typer.Exit(code)
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse an output path that can never be written, before any long work starts."""
+    if path.is_dir():
+        fail(f"cannot write {path}: it is a directory; give a file name")
+    if not path.parent.is_dir():
+        fail(f"cannot write {path}: folder {path.parent} does not exist")
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a report, turning an OS error into one sentence."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")

@@ -9,7 +9,7 @@ import typer
 from rich.panel import Panel
 from rich.text import Text
 
-from abflow.cli.console import out_console
+from abflow.cli.console import check_output_path, out_console
 
 
 def demo(
@@ -34,6 +34,7 @@ def demo(
     from abflow.analysis.report_text import table_renderable
     from abflow.demo import DemoOptions, run_demo
 
+    check_output_path(output)
     options = DemoOptions(
         store_url=store,
         users=users,

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from abflow.errors import InvalidArgumentError, StoreError
-from abflow.store.engine import create_store_engine
+from abflow.store.engine import create_store_engine, raise_store_error
 from abflow.store.schema import experiment_versions, exposures, outcomes, phases, predictions
 
 __all__ = [
@@ -235,8 +235,7 @@ def collect_moments(
         with engine.connect() as connection:
             rows = connection.execute(query).all()
     except SQLAlchemyError as exc:
-        msg = f"aggregation query failed: {exc.__class__.__name__}: {exc.args[0] if exc.args else exc}"
-        raise StoreError(msg) from exc
+        raise_store_error(exc, "aggregate events")
     for row in rows:
         mapping = row._mapping
         if mapping.get("mixed"):
@@ -482,8 +481,7 @@ def histogram(
             for variant, index, n in connection.execute(query):
                 out.setdefault(str(variant), []).append((int(index) * bin_width, int(n)))
     except SQLAlchemyError as exc:
-        msg = f"histogram query failed: {exc.__class__.__name__}"
-        raise StoreError(msg) from exc
+        raise_store_error(exc, "build a histogram of events")
     return out
 
 
@@ -528,8 +526,7 @@ def experiment_catalog(target: Any, experiment_key: str) -> Catalog:
                 sa.select(e.c.phase).where(e.c.experiment_key == experiment_key).distinct()
             ).all()
     except SQLAlchemyError as exc:
-        msg = f"cannot read experiment {experiment_key!r} from the store: {exc.__class__.__name__}"
-        raise StoreError(msg) from exc
+        raise_store_error(exc, f"read experiment {experiment_key!r} from the store")
     known: dict[int, PhaseInfo] = {}
     for row in rows:
         known[int(row.phase)] = PhaseInfo(

@@ -165,8 +165,22 @@ def raise_store_error(exc: Exception, action: str) -> NoReturn:
     if is_unavailable(exc):
         msg = f"cannot {action}: the store is unavailable ({detail})"
         raise StoreUnavailableError(msg) from exc
+    if _is_missing_table(exc):
+        msg = (
+            f"cannot {action}: the store has no abflow tables yet ({detail}); "
+            "create them with `abflow db upgrade --store URL`"
+        )
+        raise StoreError(msg) from exc
     msg = f"cannot {action}: {detail}"
     raise StoreError(msg) from exc
+
+
+def _is_missing_table(exc: Exception) -> bool:
+    original = getattr(exc, "orig", None) or exc
+    if getattr(original, "sqlstate", None) == "42P01":  # PostgreSQL: undefined_table
+        return True
+    text = str(original).lower()
+    return "no such table" in text or ("table with name" in text and "does not exist" in text)
 
 
 def is_unavailable(exc: BaseException) -> bool:
