@@ -56,3 +56,32 @@ def test_each_worker_claims_its_own_journal_slot(tmp_path: Path) -> None:
     finally:
         again.close()
         first.close()
+
+
+async def test_registering_a_spec_over_http_is_audited_with_the_token_name(
+    tmp_path: Path,
+) -> None:
+    from abflow.security.tokens import create_token
+    from abflow.serving.wiring import StoreTokenStore
+
+    url = f"sqlite:///{tmp_path / 'abflow.db'}"
+    with EventStore.open(url) as store:
+        secret, _ = create_token(StoreTokenStore(store), "alice", "experimenter")
+    settings = GatewaySettings(store_url=url, journal_dir=tmp_path / "journal")
+    spec = {
+        "key": "audited",
+        "variants": [
+            {"name": "a", "model": "python:abflow.serving.demo_models:champion"},
+            {"name": "b", "model": "python:abflow.serving.demo_models:challenger"},
+        ],
+        "weights": [0.5, 0.5],
+    }
+    async with serve(create_app(settings)) as client:
+        response = await client.post(
+            "/v1/experiments", json=spec, headers={"authorization": f"Bearer {secret}"}
+        )
+        assert response.status_code == 201, response.text
+    with EventStore.open(url) as store:
+        [entry] = store.audit_entries("audited")
+        assert (entry.actor, entry.action) == ("token:alice", "experiment.registered")
+        assert store.verify_audit() == []

@@ -12,7 +12,7 @@ __all__ = ["register"]
 
 audit_app = typer.Typer(
     name="audit",
-    help="Inspect the audit trail of promotions, rollbacks and experiment changes.",
+    help="Verify the hash-chained audit trail of experiment versions and token changes.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )

@@ -26,7 +26,7 @@ class Registration:
 
 
 class ExperimentCatalog(Protocol):
-    def register(self, spec: ExperimentSpec) -> Registration: ...
+    def register(self, spec: ExperimentSpec, actor: str = "system") -> Registration: ...
 
 
 def traffic_signature(spec: ExperimentSpec) -> tuple[Any, ...]:
@@ -48,7 +48,8 @@ class InMemoryCatalog:
         self._lock = threading.Lock()
         self._state: dict[str, tuple[str, tuple[Any, ...], Registration]] = {}
 
-    def register(self, spec: ExperimentSpec) -> Registration:
+    def register(self, spec: ExperimentSpec, actor: str = "system") -> Registration:
+        del actor  # nothing to audit in memory
         digest = spec_hash(spec)
         signature = traffic_signature(spec)
         with self._lock:

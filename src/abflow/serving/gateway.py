@@ -155,7 +155,12 @@ class Gateway:
             raise type(exc)(msg) from exc
 
     def add_experiment(
-        self, spec: ExperimentSpec, *, shadow: tuple[str, ...] = (), default: bool = False
+        self,
+        spec: ExperimentSpec,
+        *,
+        shadow: tuple[str, ...] = (),
+        default: bool = False,
+        actor: str = "system",
     ) -> LiveExperiment:
         """Load the spec's models (blocking: call from a thread when the loop is running),
         register it, and start serving it; replaces a live experiment with the same key."""
@@ -168,7 +173,7 @@ class Gateway:
         if unknown:
             msg = f"shadow variants {unknown} are not challengers of {spec.key!r}"
             raise InvalidArgumentError(msg)
-        registration = self.catalog.register(spec)
+        registration = self.catalog.register(spec, actor)
         live = LiveExperiment(
             spec=spec,
             compiled=compile_experiment(spec),

@@ -95,7 +95,7 @@ async def get_experiment(
 )
 async def register_experiment(
     request: Request,
-    _token: Annotated[TokenRecord | None, Depends(require(Role.EXPERIMENTER))],
+    token: Annotated[TokenRecord | None, Depends(require(Role.EXPERIMENTER))],
     shadow: Annotated[list[str] | None, Query(description="challengers to mirror")] = None,
     default: Annotated[bool, Query(description="make it the default experiment")] = False,
 ) -> Response:
@@ -109,6 +109,10 @@ async def register_experiment(
         raise InvalidSpecError([f".: not valid JSON: {exc}"], "body") from None
     spec: ExperimentSpec = parse_experiment(data, "body")
     live = await asyncio.to_thread(
-        services.gateway.add_experiment, spec, shadow=tuple(shadow or ()), default=default
+        services.gateway.add_experiment,
+        spec,
+        shadow=tuple(shadow or ()),
+        default=default,
+        actor=f"token:{token.name}" if token is not None else "anonymous",
     )
     return json_response(describe(services.gateway, live, with_spec=True), status=201)

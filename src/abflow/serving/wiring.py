@@ -38,8 +38,8 @@ class StoreCatalog:
     def __init__(self, store: EventStore) -> None:
         self._store = store
 
-    def register(self, spec: ExperimentSpec) -> Registration:
-        stored = self._store.register_experiment(spec)
+    def register(self, spec: ExperimentSpec, actor: str = "system") -> Registration:
+        stored = self._store.register_experiment(spec, actor=actor)
         return Registration(stored.version, stored.phase)
 
 

@@ -172,16 +172,27 @@ class EventStore:
     # --- experiments and phases --------------------------------------------------------------
 
     def register_experiment(
-        self, spec: ExperimentSpec, *, reason: str | None = None
+        self, spec: ExperimentSpec, *, reason: str | None = None, actor: str = "system"
     ) -> experiments.ExperimentVersion:
         """Store ``spec`` as a new version if it changed; open a new phase if its traffic did.
 
         Registering an unchanged spec returns the stored version and writes nothing.
-        ``reason`` is recorded on a phase this opens (e.g. "ramp step 2: 25%").
+        ``reason`` is recorded on a phase this opens (e.g. "ramp step 2: 25%"). A new version
+        is recorded in the audit trail, in the same transaction, as done by ``actor``.
         """
         with write_transaction(self._engine) as connection:
             _lock_experiments(connection)
-            return experiments.register(connection, spec, self._clock(), reason)
+            stored = experiments.register(connection, spec, self._clock(), reason)
+            if stored.is_new_version:
+                payload = {
+                    "version": stored.version,
+                    "spec_hash": stored.spec_hash,
+                    "phase": stored.phase,
+                    "new_phase": stored.is_new_phase,
+                    "reason": reason or "",
+                }
+                self._append_audit(connection, actor, "experiment.registered", payload, spec.key)
+            return stored
 
     def restart_phase(self, key: str, reason: str) -> experiments.Phase:
         """Close experiment ``key``'s phase and open the next with the same traffic.
@@ -214,21 +225,28 @@ class EventStore:
     # --- API tokens (the gateway hashes; see abflow.security.tokens) -------------------------
 
     def insert_token(
-        self, token_id: str, name: str, role: str, token_hash: str
+        self, token_id: str, name: str, role: str, token_hash: str, *, actor: str = "system"
     ) -> tokens.StoredToken:
-        """Store a new token's record; StoreError if its id or hash is already stored."""
+        """Store a new token's record (audited; never its hash); StoreError if already stored."""
         with write_transaction(self._engine) as connection:
-            return tokens.insert(connection, token_id, name, role, token_hash, self._clock())
+            stored = tokens.insert(connection, token_id, name, role, token_hash, self._clock())
+            payload = {"token_id": token_id, "name": name, "role": role}
+            self._append_audit(connection, actor, "token.created", payload, None)
+            return stored
 
     def find_token_by_hash(self, token_hash: str) -> tokens.StoredToken | None:
         """The record with this hash, revoked or not (check ``is_revoked``); None if unknown."""
         with translating("look up a token"), self._engine.connect() as connection:
             return tokens.find_by_hash(connection, token_hash)
 
-    def revoke_token(self, token_id: str) -> bool:
-        """Revoke a token; False when no active token has this id (unknown or revoked already)."""
+    def revoke_token(self, token_id: str, *, actor: str = "system") -> bool:
+        """Revoke a token (audited); False when no active token has this id."""
         with write_transaction(self._engine) as connection:
-            return tokens.revoke(connection, token_id, self._clock())
+            revoked = tokens.revoke(connection, token_id, self._clock())
+            if revoked:
+                payload = {"token_id": token_id}
+                self._append_audit(connection, actor, "token.revoked", payload, None)
+            return revoked
 
     def has_tokens(self) -> bool:
         """Whether any token that is not revoked exists."""
@@ -255,37 +273,48 @@ class EventStore:
         Appends are serialized (write lock on SQLite, table lock on PostgreSQL), so two
         writers can never both extend the same entry and fork the chain.
         """
+        with write_transaction(self._engine) as connection:
+            return self._append_audit(connection, actor, action, payload, experiment_key)
+
+    def _append_audit(
+        self,
+        connection: sa.Connection,
+        actor: str,
+        action: str,
+        payload: Mapping[str, Any] | None,
+        experiment_key: str | None,
+    ) -> AuditEntry:
+        """Extend the chain inside the caller's write transaction."""
         body = dict(payload or {})
         payload_json = canonical_json(body)
-        with write_transaction(self._engine) as connection:
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
-            last = connection.execute(
-                sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
-            ).scalar_one_or_none()
-            prev_hash = last if last is not None else GENESIS_HASH
-            ts = float(self._clock())
-            content: dict[str, Any] = {
-                "ts": ts,
-                "actor": actor,
-                "action": action,
-                "experiment_key": experiment_key,
-                "payload": body,
-            }
-            digest = entry_hash(prev_hash, content)
-            result = connection.execute(
-                audit_log.insert().values(
-                    ts=ts,
-                    actor=actor,
-                    action=action,
-                    experiment_key=experiment_key,
-                    payload_json=payload_json,
-                    prev_hash=prev_hash,
-                    hash=digest,
-                )
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+        last = connection.execute(
+            sa.select(audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+        ).scalar_one_or_none()
+        prev_hash = last if last is not None else GENESIS_HASH
+        ts = float(self._clock())
+        content: dict[str, Any] = {
+            "ts": ts,
+            "actor": actor,
+            "action": action,
+            "experiment_key": experiment_key,
+            "payload": body,
+        }
+        digest = entry_hash(prev_hash, content)
+        result = connection.execute(
+            audit_log.insert().values(
+                ts=ts,
+                actor=actor,
+                action=action,
+                experiment_key=experiment_key,
+                payload_json=payload_json,
+                prev_hash=prev_hash,
+                hash=digest,
             )
-            key = result.inserted_primary_key
-            seq = int(key[0]) if key is not None else 0
+        )
+        key = result.inserted_primary_key
+        seq = int(key[0]) if key is not None else 0
         return AuditEntry(seq, ts, actor, action, experiment_key, body, prev_hash, digest)
 
     def audit_entries(self, experiment_key: str | None = None) -> list[AuditEntry]:
