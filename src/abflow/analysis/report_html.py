@@ -246,7 +246,7 @@ def render_html(result: ExperimentResult) -> str:
             ["experiment", escape(p.experiment_key)],
             ["spec version", str(p.spec_version)],
             ["spec sha256", f"<code>{escape(p.spec_hash)}</code>"],
-            ["phase", f"{p.phase} (phases: {escape(str(result.phases))})"],
+            ["phase", f"{p.phase} (phases: {escape(', '.join(map(str, result.phases)))})"],
             [
                 "data window",
                 f"{format_timestamp(p.window_start)} → {format_timestamp(p.window_end)}",

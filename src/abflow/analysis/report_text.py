@@ -78,7 +78,7 @@ def render_json(result: ExperimentResult) -> str:
 def _header(result: ExperimentResult) -> str:
     p = result.provenance
     return (
-        f"phase {result.phase} of {result.phases} · method {result.method} · alpha {result.alpha:g}"
+        f"phase {result.phase} (of {', '.join(map(str, result.phases))}) · method {result.method} · alpha {result.alpha:g}"
         f" · correction {result.correction}\n"
         f"data {format_timestamp(p.window_start)} → {format_timestamp(p.window_end)} · "
         f"{p.rows.get('units', 0):,} units"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -13,8 +15,13 @@ __all__ = ["check_output_path", "err_console", "fail", "out_console", "print_err
 
 # Markup off by default: file names, ids and error messages are printed exactly as they are
 # ("[/]x.yaml" is a legal file name); styled output opts in and escapes what it interpolates.
-out_console = Console(highlight=False, soft_wrap=True, markup=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+# Piped output (CI logs, files) gets 120 columns instead of Rich's 80, so result tables are
+# not cut to ellipses; a terminal keeps its own width, and COLUMNS still wins when set.
+_PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+out_console = Console(highlight=False, soft_wrap=True, markup=False, width=_PIPED_WIDTH)
+err_console = Console(
+    stderr=True, highlight=False, soft_wrap=True, markup=False, width=_PIPED_WIDTH
+)
 
 
 def print_error(message: object) -> None:
