@@ -158,10 +158,13 @@ def _register(champion: Any, challenger: Any, options: DemoOptions) -> tuple[dic
     return refs, source
 
 
-def _spec(key: str, refs: dict[str, str]) -> ExperimentSpec:
+def _spec(key: str, refs: dict[str, str], seed: int) -> ExperimentSpec:
     return parse_experiment(
         {
             "key": key,
+            # The key is unique per run; the hash seed is not, so a given --seed puts every
+            # simulated user in the same variant on every run.
+            "seed": f"fraud-demo-{seed}",
             "name": "Fraud model: gradient boosting challenger vs logistic champion",
             "unit": "user_id",
             "variants": [
@@ -387,7 +390,7 @@ def run_demo(options: DemoOptions, console: Any) -> DemoOutcome:
         step = progress.add_task("registering models", total=1)
         refs, source = _register(champion, challenger, options)
         progress.advance(step)
-        spec = _spec(key, refs)
+        spec = _spec(key, refs, options.seed)
         store = EventStore.open(url, clock=lambda: start)
         try:
             store.register_experiment(spec)
