@@ -51,3 +51,23 @@ def test_small_demo_serves_logs_analyses_and_reports(tmp_path: Path) -> None:
     assert "<svg" in html
     assert outcome.experiment_key in html
     assert "pickled files" in outcome.model_source
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_same_seed_gives_the_same_split_and_labels(tmp_path: Path) -> None:
+    def run(name: str) -> tuple[list[int], float]:
+        options = DemoOptions(
+            store_url=f"sqlite:///{tmp_path / name}.db",
+            users=120,
+            days=2,
+            drift_day=0,
+            output=tmp_path / f"{name}.html",
+            workdir=tmp_path / name,
+            use_registry=False,
+            samples=3000,
+        )
+        result = run_demo(options, Console(file=io.StringIO(), width=100)).result
+        recall = result.metric("fraud_recall")
+        return [v.units for v in result.variants], recall.values[1].value
+
+    assert run("first") == run("second")
