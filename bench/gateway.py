@@ -1,6 +1,7 @@
 """Load test of the gateway against a bare FastAPI endpoint serving the same model, one run.
 
     .venv/bin/python bench/gateway.py [--seconds 8] [--connections 32] [--workers 1 2]
+    .venv/bin/python bench/gateway.py --soak-seconds 60 [--soak-rate 1000] [--workers 1]
 
 Two servers, each started with uvicorn (uvloop + httptools) on 127.0.0.1:
 
@@ -17,6 +18,10 @@ asyncio HTTP/1.1 client in this process. Each server is measured at its peak (cl
 ``--connections`` connections) and then paced at half of the baseline's peak, where the
 latency percentiles compare like with like. Peak memory (VmHWM) per worker is read from
 /proc. The machine may be shared: numbers are noisy, ratios less so; rerun to check.
+
+With ``--soak-seconds`` only (b) runs, paced at ``--soak-rate`` for that long, while each
+worker's resident memory (VmRSS) is sampled every few seconds: a leak shows as growth after
+the warm-up (first 10 s), which is what the table reports.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -112,6 +119,9 @@ class Load:
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
+
+
+LoadFn = Callable[[int, str, float, int, "float | None", int], Load]
 
 
 def free_port() -> int:
@@ -316,6 +326,80 @@ def run_python(
     return Load(len(latencies), elapsed, len(errors), pct(0.5), pct(0.95), pct(0.99))
 
 
+# --- soak: memory over a long paced run -----------------------------------------------------
+
+SOAK_WARMUP_S = 10.0
+SOAK_SAMPLE_S = 2.0
+SOAK_FLAT_PCT = 5.0  # growth after warm-up below this share of the warm RSS counts as flat
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else None
+
+
+def soak(server: Server, load: LoadFn, token: str, args: argparse.Namespace) -> None:
+    """Drive ``server`` at a fixed rate and print per-worker RSS after warm-up, at end, peak."""
+    pids = server.worker_pids()
+    samples: dict[int, list[tuple[float, float]]] = {pid: [] for pid in pids}
+    result: list[Load] = []
+    runner = threading.Thread(
+        target=lambda: result.append(
+            load(server.port, token, args.soak_seconds, args.connections, args.soak_rate, 7)
+        ),
+        daemon=True,
+    )
+    started = time.monotonic()
+    runner.start()
+    while runner.is_alive() and time.monotonic() - started < args.soak_seconds + 60:
+        now = time.monotonic() - started
+        for pid in pids:
+            rss = _rss_mb(pid)
+            if rss is not None:
+                samples[pid].append((now, rss))
+        runner.join(SOAK_SAMPLE_S)
+    if runner.is_alive() or not result:
+        msg = "soak load did not finish"
+        raise SystemExit(msg)
+    run = result[0]
+    print(
+        f"\nsoak: (b) abflow /v1/predict, {len(pids)} worker(s), {run.seconds:.0f} s at "
+        f"{args.soak_rate:,.0f} req/s offered: {run.rate:,.0f} req/s served, "
+        f"{run.errors} errors, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms"
+    )
+    header = (
+        f"{'worker':>7} {'MB at 10 s':>10} {'MB at mid':>10} {'MB at end':>10} {'peak MB':>8} "
+        f"{'growth MB':>10} {'%/min':>7}  verdict"
+    )
+    print(header)
+    print("-" * len(header))
+    for i, pid in enumerate(pids, 1):
+        points = samples[pid]
+        warm = [p for p in points if p[0] >= SOAK_WARMUP_S]
+        if len(warm) < 2:
+            print(f"{i:>7}  too few samples after warm-up")
+            continue
+        (t0, first), (t1, last) = warm[0], warm[-1]
+        mid = warm[len(warm) // 2][1]  # linear growth (a leak) or a plateau (warm-up)
+        peak = max(rss for _, rss in points)
+        growth = last - first
+        share = 100 * growth / first
+        per_min = share / ((t1 - t0) / 60)
+        flat = share < SOAK_FLAT_PCT and run.errors == 0
+        print(
+            f"{i:>7} {first:>10.1f} {mid:>10.1f} {last:>10.1f} {peak:>8.1f} {growth:>+10.1f} "
+            f"{per_min:>+7.2f}  {'flat' if flat else 'NOT flat'}"
+        )
+    print(
+        f"flat: growth from {SOAK_WARMUP_S:g} s to the end below {SOAK_FLAT_PCT:g} % and zero "
+        f"errors; VmRSS sampled every {SOAK_SAMPLE_S:g} s"
+    )
+
+
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -340,9 +424,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians shown")
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--soak-seconds", type=float, default=0.0, help="memory soak of (b) only")
+    parser.add_argument("--soak-rate", type=float, default=1000.0, help="req/s during the soak")
     args = parser.parse_args()
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
-    load = run_wrk if use_wrk else run_python
+    load: LoadFn = run_wrk if use_wrk else run_python
     print(
         f"load generator: {'wrk' if use_wrk else 'asyncio client'}; {os.cpu_count()} cores; "
         f"{args.seconds:g} s per measurement, {args.connections} connections"
@@ -391,6 +477,14 @@ def main() -> None:
                     },
                 ),
             }
+            if args.soak_seconds > 0:
+                server = Server(*specs["b"], work)
+                try:
+                    load(server.port, token, 1.0, args.connections, None, 1)  # warm up
+                    soak(server, load, token, args)
+                finally:
+                    server.stop()
+                continue
             servers: dict[str, Server] = {}
             peak_runs: dict[str, list[Load]] = {"a": [], "b": []}
             paced_runs: dict[str, list[Load]] = {"a": [], "b": []}
@@ -434,6 +528,8 @@ def main() -> None:
                 for server in servers.values():
                     server.stop()
             rows.append((workers, results))
+    if args.soak_seconds > 0:
+        return
 
     print()
     header = (
