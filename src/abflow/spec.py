@@ -39,6 +39,7 @@ __all__ = [
     "load_experiment",
     "parse_experiment",
     "spec_hash",
+    "traffic_fields",
     "validate_condition",
 ]
 
@@ -520,6 +521,23 @@ def spec_hash(spec: ExperimentSpec) -> str:
     """SHA-256 of the spec's canonical JSON: what reports record to make a result reproducible."""
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def traffic_fields(spec: ExperimentSpec) -> dict[str, Any]:
+    """The fields that decide which unit gets which variant: a change to any starts a phase.
+
+    The store and the gateway's in-memory catalog both open phases by this one rule, so
+    analysis never mixes traffic split under different assignments.
+    """
+    return {
+        "variants": [(v.name, v.model) for v in spec.variants],
+        "weights": spec.effective_weights,
+        "coverage": spec.coverage,
+        "unit": spec.unit,
+        "seed": spec.hash_seed,
+        "hash_version": spec.hash_version,
+        "namespace": spec.namespace.as_tuple() if spec.namespace else None,
+    }
 
 
 def experiment_json_schema() -> dict[str, Any]:

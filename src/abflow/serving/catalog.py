@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from abflow.spec import ExperimentSpec, spec_hash
+import orjson
+
+from abflow.spec import ExperimentSpec, spec_hash, traffic_fields
 
 __all__ = ["ExperimentCatalog", "InMemoryCatalog", "Registration", "traffic_signature"]
 
@@ -29,16 +31,9 @@ class ExperimentCatalog(Protocol):
     def register(self, spec: ExperimentSpec, actor: str = "system") -> Registration: ...
 
 
-def traffic_signature(spec: ExperimentSpec) -> tuple[Any, ...]:
-    """The fields whose change starts a new phase: who is in, and which variant they get."""
-    return (
-        tuple(spec.variant_names),
-        tuple(spec.effective_weights),
-        spec.coverage,
-        spec.hash_seed,
-        spec.hash_version,
-        spec.namespace.as_tuple() if spec.namespace else None,
-    )
+def traffic_signature(spec: ExperimentSpec) -> str:
+    """The fields whose change starts a new phase (the store's rule), as comparable text."""
+    return orjson.dumps(traffic_fields(spec)).decode()
 
 
 class InMemoryCatalog:
@@ -46,7 +41,7 @@ class InMemoryCatalog:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._state: dict[str, tuple[str, tuple[Any, ...], Registration]] = {}
+        self._state: dict[str, tuple[str, str, Registration]] = {}
 
     def register(self, spec: ExperimentSpec, actor: str = "system") -> Registration:
         del actor  # nothing to audit in memory

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from abflow.errors import ExperimentNotFoundError
-from abflow.spec import ExperimentSpec, spec_hash
+from abflow.spec import ExperimentSpec, spec_hash, traffic_fields
 from abflow.store.schema import experiment_versions, phases
 
 __all__ = [
@@ -71,20 +71,8 @@ class ExperimentVersion:
 
 def traffic_changes(old: ExperimentSpec, new: ExperimentSpec) -> list[str]:
     """Which assignment-deciding fields differ between two specs (empty: same phase)."""
-    before = _traffic(old)
-    return [name for name, value in _traffic(new).items() if value != before[name]]
-
-
-def _traffic(spec: ExperimentSpec) -> dict[str, Any]:
-    return {
-        "variants": [(v.name, v.model) for v in spec.variants],
-        "weights": spec.effective_weights,
-        "coverage": spec.coverage,
-        "unit": spec.unit,
-        "seed": spec.hash_seed,
-        "hash_version": spec.hash_version,
-        "namespace": spec.namespace.as_tuple() if spec.namespace else None,
-    }
+    before = traffic_fields(old)
+    return [name for name, value in traffic_fields(new).items() if value != before[name]]
 
 
 def _canonical_json(spec: ExperimentSpec) -> str:
