@@ -35,6 +35,7 @@ __all__ = [
     "RampStepSpec",
     "RolloutSpec",
     "VariantSpec",
+    "canonical_json",
     "experiment_json_schema",
     "load_experiment",
     "parse_experiment",
@@ -517,10 +518,14 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
     return parse_experiment(data, str(file))
 
 
+def canonical_json(spec: ExperimentSpec) -> str:
+    """The spec as sorted, compact JSON: what the store keeps and what :func:`spec_hash` hashes."""
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
 def spec_hash(spec: ExperimentSpec) -> str:
     """SHA-256 of the spec's canonical JSON: what reports record to make a result reproducible."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()
 
 
 def traffic_fields(spec: ExperimentSpec) -> dict[str, Any]:

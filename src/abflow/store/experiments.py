@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from abflow.errors import ExperimentNotFoundError
-from abflow.spec import ExperimentSpec, spec_hash, traffic_fields
+from abflow.spec import ExperimentSpec, canonical_json, spec_hash, traffic_fields
 from abflow.store.schema import experiment_versions, phases
 
 __all__ = [
@@ -75,10 +75,6 @@ def traffic_changes(old: ExperimentSpec, new: ExperimentSpec) -> list[str]:
     return [name for name, value in traffic_fields(new).items() if value != before[name]]
 
 
-def _canonical_json(spec: ExperimentSpec) -> str:
-    return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-
-
 def register(
     connection: Connection, spec: ExperimentSpec, now: float, reason: str | None = None
 ) -> ExperimentVersion:
@@ -96,7 +92,7 @@ def register(
         experiment_versions.insert().values(
             experiment_key=spec.key,
             version=version,
-            spec_json=_canonical_json(spec),
+            spec_json=canonical_json(spec),
             spec_hash=digest,
             created_at=now,
         )
