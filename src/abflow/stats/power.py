@@ -27,18 +27,38 @@ Inputs are bounded so that extreme but legal numbers give an answer or a clear
 InvalidArgumentError, never an arithmetic exception: at most ``MAX_VARIANTS`` variants, at
 most ``MAX_UNITS_PER_VARIANT`` units per variant, and a ``std`` within ``STD_RANGE`` (its
 square and its standard errors must stay normal floating-point numbers).
+
+This module holds the three solvers; the result records are in
+:mod:`abflow.stats.power_results`, one comparison's power in :mod:`abflow.stats.power_model`
+and the argument checks in :mod:`abflow.stats.power_checks`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
 
-from scipy import optimize, special
+from scipy import optimize
 
 from abflow.errors import InvalidArgumentError
+from abflow.stats.power_checks import (
+    MAX_UNITS_PER_VARIANT,
+    MAX_VARIANTS,
+    STD_RANGE,
+    check_coverage,
+    check_mde,
+    check_sizes,
+    check_target,
+    check_weights,
+    make_plan,
+)
+from abflow.stats.power_results import (
+    Alternative,
+    MdeResult,
+    PowerResult,
+    ProportionVariance,
+    SampleSizeResult,
+)
 
 __all__ = [
     "MAX_UNITS_PER_VARIANT",
@@ -53,345 +73,8 @@ __all__ = [
     "sample_size",
 ]
 
-Alternative = Literal["two-sided", "one-sided"]
-ProportionVariance = Literal["unpooled", "pooled", "arcsine"]
-
 _MAX_TOTAL = 1e13
 """Sample sizes beyond this are reported as undetectable rather than searched for."""
-
-MAX_VARIANTS = 1000
-"""Every treatment is a Bonferroni comparison; beyond this the plan is meaningless and slow."""
-
-MAX_UNITS_PER_VARIANT = 10**15
-"""Larger samples than any population; standard errors would underflow to zero."""
-
-STD_RANGE = (1e-150, 1e150)
-"""A std whose square (or standard error) leaves the normal float range cannot be planned."""
-
-
-@dataclass(frozen=True, slots=True)
-class SampleSizeResult:
-    """Units each variant needs (control first) to detect ``mde`` with the target ``power``."""
-
-    per_variant: tuple[int, ...]
-    total: int
-    achieved_power: float
-    duration_days: int | None
-    mde: float
-    power: float
-    baseline: float
-    std: float | None
-    relative: bool
-    alpha: float
-    adjusted_alpha: float
-    variants: int
-    weights: tuple[float, ...]
-    alternative: Alternative
-    proportion_variance: ProportionVariance
-    daily_units: float | None
-    coverage: float
-
-
-@dataclass(frozen=True, slots=True)
-class MdeResult:
-    """Smallest effect the given sample detects with the target ``power``."""
-
-    mde: float
-    treatment_mean: float
-    per_variant: tuple[int, ...]
-    total: int
-    duration_days: int | None
-    power: float
-    baseline: float
-    std: float | None
-    relative: bool
-    alpha: float
-    adjusted_alpha: float
-    variants: int
-    alternative: Alternative
-    proportion_variance: ProportionVariance
-    daily_units: float | None
-    coverage: float
-
-
-@dataclass(frozen=True, slots=True)
-class PowerResult:
-    """Power the given sample achieves against an effect of ``mde`` (worst comparison)."""
-
-    power: float
-    per_comparison: tuple[float, ...]
-    mde: float
-    per_variant: tuple[int, ...]
-    total: int
-    baseline: float
-    std: float | None
-    relative: bool
-    alpha: float
-    adjusted_alpha: float
-    variants: int
-    alternative: Alternative
-    proportion_variance: ProportionVariance
-
-
-def _check_open_unit(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and 0.0 < value < 1.0):
-        msg = f"{name} must be strictly between 0 and 1, got {value!r}"
-        raise InvalidArgumentError(msg)
-
-
-def _nct_cdf(df: float, ncp: float, t: float, normal: Callable[[], float]) -> float:
-    """Noncentral t CDF; scipy gives NaN far in the tails, where the normal limit is exact enough."""
-    value = float(special.nctdtr(df, ncp, t))
-    return normal() if math.isnan(value) else value
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """Validated design shared by the three solvers: computes one comparison's power."""
-
-    baseline: float
-    std: float | None
-    relative: bool
-    alpha: float
-    variants: int
-    alternative: Alternative
-    proportion_variance: ProportionVariance
-
-    @property
-    def adjusted_alpha(self) -> float:
-        return self.alpha / (self.variants - 1)
-
-    def echo(self) -> dict[str, Any]:
-        """The inputs every result record repeats."""
-        return {
-            "baseline": self.baseline,
-            "std": self.std,
-            "relative": self.relative,
-            "alpha": self.alpha,
-            "adjusted_alpha": self.adjusted_alpha,
-            "variants": self.variants,
-            "alternative": self.alternative,
-            "proportion_variance": self.proportion_variance,
-        }
-
-    @property
-    def is_proportion(self) -> bool:
-        return self.std is None
-
-    def treatment_mean(self, effect: float) -> float:
-        return self.baseline * (1.0 + effect) if self.relative else self.baseline + effect
-
-    def max_effect(self) -> float:
-        """Largest effect with a valid treatment rate (infinite for means)."""
-        if not self.is_proportion:
-            return math.inf
-        room = 1.0 - self.baseline
-        return room / self.baseline if self.relative else room
-
-    def comparison_power(self, effect: float, n0: float, n1: float) -> float:
-        two_sided = self.alternative == "two-sided"
-        level = self.adjusted_alpha / 2.0 if two_sided else self.adjusted_alpha
-        m0, m1 = self.baseline, self.treatment_mean(effect)
-        # The difference from the effect itself: m1 - m0 loses it when |m0| dwarfs it.
-        shift = m0 * effect if self.relative else effect
-        if self.relative and (self.std is not None or self.proportion_variance == "unpooled"):
-            return self._relative_power(effect, n0, n1, level, two_sided)
-        if self.std is not None:
-            df = n0 + n1 - 2.0
-            ncp = shift / self.std / math.sqrt(1.0 / n0 + 1.0 / n1)
-            crit = -float(special.stdtrit(df, level))
-            value = 1.0 - _nct_cdf(df, ncp, crit, lambda: float(special.ndtr(crit - ncp)))
-            if two_sided:
-                value += _nct_cdf(df, ncp, -crit, lambda: float(special.ndtr(-crit - ncp)))
-            return value
-        v0, v1 = m0 * (1.0 - m0), m1 * (1.0 - m1)
-        if self.proportion_variance == "arcsine":
-            diff = 2.0 * math.asin(math.sqrt(m1)) - 2.0 * math.asin(math.sqrt(m0))
-            se_null = se_alt = math.sqrt(1.0 / n0 + 1.0 / n1)
-        elif self.proportion_variance == "pooled":
-            diff = m1 - m0
-            pooled = (n0 * m0 + n1 * m1) / (n0 + n1)
-            se_null = math.sqrt(pooled * (1.0 - pooled) * (1.0 / n0 + 1.0 / n1))
-            se_alt = math.sqrt(v0 / n0 + v1 / n1)
-        else:
-            diff = shift
-            se_null = se_alt = math.sqrt(v0 / n0 + v1 / n1)
-        z = -float(special.ndtri(level))
-        value = float(special.ndtr((diff - z * se_null) / se_alt))
-        if two_sided:
-            value += float(special.ndtr((-z * se_null - diff) / se_alt))
-        return value
-
-    def _relative_power(
-        self, effect: float, n0: float, n1: float, level: float, two_sided: bool
-    ) -> float:
-        """Power of the delta-method Wald test on the lift ``x1 / x0 - 1``.
-
-        Its standard error grows with the observed lift, so the statistic
-        ``T = (x1 - x0) / S`` with ``S^2 = v(x1) / n1 + (x1 / x0)^2 v(x0) / n0`` is not
-        ``N(lift / se, 1)`` under the alternative: its mean and standard deviation come from
-        the delta method applied to ``T(x0, x1)`` itself (sample variances held at their
-        expected values for means, tied to the rates for proportions). The gradient is
-        exact, so no difference step can vanish against a large mean; means are taken in
-        units of ``std``, where ``T`` is the same and every number stays moderate.
-        """
-        if self.std is None:
-            x0 = self.baseline
-            v0, slope0 = x0 * (1.0 - x0), 1.0 - 2.0 * x0
-            x1 = x0 * (1.0 + effect)
-            v1, slope1 = x1 * (1.0 - x1), 1.0 - 2.0 * x1
-        else:
-            x0 = self.baseline / self.std
-            v0 = v1 = 1.0
-            slope0 = slope1 = 0.0
-        ratio = 1.0 + effect
-        var0, var1 = v0 / n0, v1 / n1
-        spread_t = math.sqrt(var1 + ratio**2 * var0)
-        center = x0 * effect / spread_t
-        # d(S^2)/dx0 and d(S^2)/dx1, then dT/dx = (±1 - T dS/dx) / S with dS = d(S^2) / 2S.
-        ds2_0 = ratio**2 / n0 * (slope0 - 2.0 * v0 / x0)
-        ds2_1 = slope1 / n1 + 2.0 * ratio * v0 / (x0 * n0)
-        grad0 = (-1.0 - center * ds2_0 / (2.0 * spread_t)) / spread_t
-        grad1 = (1.0 - center * ds2_1 / (2.0 * spread_t)) / spread_t
-        spread = math.sqrt(grad0**2 * var0 + grad1**2 * var1)
-        z = -float(special.ndtri(level))
-        value = float(special.ndtr((center - z) / spread))
-        if two_sided:
-            value += float(special.ndtr((-z - center) / spread))
-        return value
-
-    def worst_power(self, effect: float, sizes: Sequence[float]) -> tuple[float, ...]:
-        """Power of each treatment against control (equal arms computed once)."""
-        known: dict[float, float] = {}
-        for n in sizes[1:]:
-            if n not in known:
-                known[n] = self._safe_power(effect, sizes[0], n)
-        return tuple(known[n] for n in sizes[1:])
-
-    def _safe_power(self, effect: float, n0: float, n1: float) -> float:
-        """One comparison's power, or an InvalidArgumentError when the numbers are too extreme."""
-        try:
-            value = self.comparison_power(effect, n0, n1)
-        except ArithmeticError:
-            value = math.nan
-        if not math.isfinite(value):
-            msg = (
-                f"baseline {self.baseline!r}, std {self.std!r} and mde {effect!r} are too far "
-                "apart in scale to compute power; rescale the metric"
-            )
-            raise InvalidArgumentError(msg)
-        return min(max(value, 0.0), 1.0)
-
-
-def _make_plan(
-    baseline: float,
-    std: float | None,
-    relative: bool,
-    alpha: float,
-    variants: int,
-    alternative: str,
-    proportion_variance: str,
-) -> _Plan:
-    _check_open_unit("alpha", alpha)
-    if isinstance(variants, bool) or not isinstance(variants, int) or variants < 2:
-        msg = f"variants must be an integer of at least 2 (control and one treatment), got {variants!r}"
-        raise InvalidArgumentError(msg)
-    if variants > MAX_VARIANTS:
-        msg = f"variants must be at most {MAX_VARIANTS} (control included), got {variants}"
-        raise InvalidArgumentError(msg)
-    if alternative not in ("two-sided", "one-sided"):
-        msg = f"alternative must be 'two-sided' or 'one-sided', got {alternative!r}"
-        raise InvalidArgumentError(msg)
-    if proportion_variance not in ("unpooled", "pooled", "arcsine"):
-        msg = f"proportion_variance must be 'unpooled', 'pooled' or 'arcsine', got {proportion_variance!r}"
-        raise InvalidArgumentError(msg)
-    if std is None:
-        _check_open_unit("baseline (a proportion)", baseline)
-    else:
-        if not (math.isfinite(std) and std > 0):
-            msg = f"std must be a positive finite number, got {std!r}"
-            raise InvalidArgumentError(msg)
-        if not STD_RANGE[0] <= std <= STD_RANGE[1]:
-            low, high = STD_RANGE
-            msg = f"std must be between {low:.0e} and {high:.0e} (rescale the metric), got {std!r}"
-            raise InvalidArgumentError(msg)
-        if not math.isfinite(baseline) or (relative and baseline <= 0):
-            msg = (
-                f"baseline mean must be finite (and positive for a relative mde), got {baseline!r}"
-            )
-            raise InvalidArgumentError(msg)
-    return _Plan(
-        baseline=float(baseline),
-        std=None if std is None else float(std),
-        relative=relative,
-        alpha=float(alpha),
-        variants=variants,
-        alternative=alternative,  # type: ignore[arg-type]  # checked just above
-        proportion_variance=proportion_variance,  # type: ignore[arg-type]  # checked just above
-    )
-
-
-def _check_mde(plan: _Plan, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        msg = f"mde must be a positive finite number, got {value!r}"
-        raise InvalidArgumentError(msg)
-    if not math.isfinite(plan.treatment_mean(value)):
-        msg = f"mde {value!r} puts the treatment mean beyond the floating-point range"
-        raise InvalidArgumentError(msg)
-    if value >= plan.max_effect():
-        rate = plan.treatment_mean(value)
-        msg = f"mde {value} puts the treatment rate at {rate:.4g}, which must stay below 1"
-        raise InvalidArgumentError(msg)
-
-
-def _check_target(target: float, alpha: float) -> None:
-    _check_open_unit("power", target)
-    if target <= alpha:
-        msg = f"power ({target}) must exceed alpha ({alpha})"
-        raise InvalidArgumentError(msg)
-
-
-def _check_weights(weights: Sequence[float] | None, variants: int) -> tuple[float, ...]:
-    if weights is None:
-        return tuple(1.0 / variants for _ in range(variants))
-    values = tuple(float(w) for w in weights)
-    if len(values) != variants:
-        msg = f"weights has {len(values)} entries for {variants} variants"
-        raise InvalidArgumentError(msg)
-    if not all(math.isfinite(w) and w > 0 for w in values):
-        msg = f"weights must all be positive, got {list(values)}"
-        raise InvalidArgumentError(msg)
-    if abs(sum(values) - 1.0) > 1e-6:
-        msg = f"weights must sum to 1, got {sum(values):.6g}"
-        raise InvalidArgumentError(msg)
-    return values
-
-
-def _check_sizes(n_per_variant: int | Sequence[int], variants: int) -> tuple[int, ...]:
-    sizes = (
-        (n_per_variant,) * variants
-        if isinstance(n_per_variant, int | float)
-        else tuple(n_per_variant)
-    )
-    if len(sizes) != variants:
-        msg = f"n_per_variant has {len(sizes)} entries for {variants} variants"
-        raise InvalidArgumentError(msg)
-    if not all(isinstance(n, int | float) and math.isfinite(n) and n >= 2 for n in sizes):
-        msg = f"every variant needs at least 2 units, got {list(sizes)}"
-        raise InvalidArgumentError(msg)
-    if max(sizes) > MAX_UNITS_PER_VARIANT:
-        msg = (
-            f"sample size must be at most {MAX_UNITS_PER_VARIANT:.0e} units per variant, "
-            f"got {max(sizes)}"
-        )
-        raise InvalidArgumentError(msg)
-    return tuple(int(n) for n in sizes)
-
-
-def _check_coverage(coverage: float) -> None:
-    if not (math.isfinite(coverage) and 0 < coverage <= 1):
-        msg = f"coverage must be in (0, 1], got {coverage!r}"
-        raise InvalidArgumentError(msg)
 
 
 def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> int:
@@ -403,7 +86,7 @@ def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> in
     if not (math.isfinite(daily_units) and daily_units > 0):
         msg = f"daily_units must be a positive number, got {daily_units!r}"
         raise InvalidArgumentError(msg)
-    _check_coverage(coverage)
+    check_coverage(coverage)
     if not (math.isfinite(total) and total >= 0):
         msg = f"total must be a non-negative number, got {total!r}"
         raise InvalidArgumentError(msg)
@@ -436,11 +119,11 @@ def sample_size(
     mean. ``weights`` is the traffic split (control first, equal by default); with
     ``daily_units`` the result also says how many days the experiment runs.
     """
-    plan = _make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
-    _check_mde(plan, mde)
-    _check_target(power, plan.alpha)
-    _check_coverage(coverage)
-    split = _check_weights(weights, variants)
+    plan = make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
+    check_mde(plan, mde)
+    check_target(power, plan.alpha)
+    check_coverage(coverage)
+    split = check_weights(weights, variants)
     smallest = 2.0 / min(split)
 
     def gap(total: float) -> float:
@@ -491,10 +174,10 @@ def mde(
     ``n_per_variant`` is one count for every variant, or one per variant (control first).
     Raises InvalidArgumentError when no possible effect reaches the power (a tiny sample).
     """
-    plan = _make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
-    _check_target(power, plan.alpha)
-    _check_coverage(coverage)
-    sizes = _check_sizes(n_per_variant, variants)
+    plan = make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
+    check_target(power, plan.alpha)
+    check_coverage(coverage)
+    sizes = check_sizes(n_per_variant, variants)
 
     def gap(effect: float) -> float:
         return min(plan.worst_power(effect, sizes)) - power
@@ -551,9 +234,9 @@ def power(
 
     With several treatments ``power`` is the worst comparison's; ``per_comparison`` has each.
     """
-    plan = _make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
-    _check_mde(plan, mde)
-    sizes = _check_sizes(n_per_variant, variants)
+    plan = make_plan(baseline, std, relative, alpha, variants, alternative, proportion_variance)
+    check_mde(plan, mde)
+    sizes = check_sizes(n_per_variant, variants)
     each = plan.worst_power(mde, sizes)
     return PowerResult(
         power=min(each),
