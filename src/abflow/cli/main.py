@@ -6,7 +6,19 @@ import sys
 
 import typer
 
-from abflow.cli import analyze, assign, audit, db, demo, models, power, serve, token, validate
+from abflow.cli import (
+    analyze,
+    assign,
+    audit,
+    db,
+    demo,
+    drift,
+    models,
+    power,
+    serve,
+    token,
+    validate,
+)
 from abflow.cli.console import err_console, print_error
 from abflow.errors import AbflowError
 
@@ -29,7 +41,7 @@ def _root() -> None:
     """A/B testing and progressive delivery for ML models."""
 
 
-for module in (validate, db, audit, power, assign, serve, token, analyze, demo, models):
+for module in (validate, db, audit, power, assign, serve, token, analyze, demo, models, drift):
     module.register(app)
 
 

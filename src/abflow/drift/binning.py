@@ -1,0 +1,49 @@
+"""Turning samples into comparable histograms: reference-quantile bins and category shares.
+
+Binned measures (PSI, Jensen-Shannon) compare shares of the same bins in both samples. The
+bins come from the reference alone (its quantiles), so the current sample is judged against
+a fixed yardstick and repeated checks against one reference stay comparable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from abflow.errors import InvalidArgumentError
+
+__all__ = ["bin_counts", "category_counts", "quantile_edges"]
+
+
+def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
+    """Inner bin edges at the reference's quantiles 1/bins … (bins-1)/bins, repeats removed.
+
+    Ties collapse edges, so a feature with few distinct values gets fewer, not empty, bins.
+    """
+    if bins < 2:
+        msg = f"bins must be at least 2, got {bins}"
+        raise InvalidArgumentError(msg)
+    levels = np.arange(1, bins) / bins
+    return np.unique(np.quantile(reference, levels))
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """How many values fall in each bin; bin i holds edges[i-1] <= x < edges[i] (open ends)."""
+    index = np.searchsorted(edges, values, side="right")
+    return np.bincount(index, minlength=len(edges) + 1).astype(np.float64)
+
+
+def category_counts(
+    reference: Sequence[str], current: Sequence[str]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Counts of every category seen in either sample, in one shared (sorted) order."""
+    categories = sorted(set(reference) | set(current))
+    position = {name: i for i, name in enumerate(categories)}
+    ref = np.zeros(len(categories))
+    cur = np.zeros(len(categories))
+    for name in reference:
+        ref[position[name]] += 1
+    for name in current:
+        cur[position[name]] += 1
+    return categories, ref, cur

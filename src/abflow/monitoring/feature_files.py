@@ -1,0 +1,143 @@
+"""Reading feature samples from files (CSV, JSON Lines, Parquet) as columns for drift checks.
+
+Columns come back as plain lists so that the pure drift functions decide what is a number;
+CSV cells that parse as numbers become floats, empty cells become None (missing).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from abflow.errors import InvalidArgumentError
+
+__all__ = ["MAX_ROWS", "read_columns", "split_by"]
+
+MAX_ROWS = 10_000_000
+"""Rows read from one file at most: a larger sample adds nothing a drift check needs."""
+
+Columns = dict[str, list[Any]]
+
+
+def read_columns(path: Path) -> Columns:
+    """Columns of a ``.csv``, ``.jsonl``/``.ndjson`` or ``.parquet`` file, by name."""
+    if not path.is_file():
+        msg = f"{path}: no such file"
+        raise InvalidArgumentError(msg)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        columns = _read_csv(path)
+    elif suffix in {".jsonl", ".ndjson"}:
+        columns = _read_json_lines(path)
+    elif suffix == ".parquet":
+        columns = _read_parquet(path)
+    else:
+        msg = f"{path}: unknown file type {suffix!r}; use .csv, .jsonl, .ndjson or .parquet"
+        raise InvalidArgumentError(msg)
+    if not columns or not any(columns.values()):
+        msg = f"{path}: the file holds no rows"
+        raise InvalidArgumentError(msg)
+    return columns
+
+
+def _cell(text: str) -> Any:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _read_csv(path: Path) -> Columns:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return {}
+        if len(set(header)) != len(header):
+            msg = f"{path}: the header names a column twice"
+            raise InvalidArgumentError(msg)
+        columns: Columns = {name: [] for name in header}
+        lists = list(columns.values())
+        for line, row in enumerate(_bounded(reader, path), start=2):
+            if len(row) != len(header):
+                msg = f"{path}:{line}: {len(row)} cells, the header has {len(header)}"
+                raise InvalidArgumentError(msg)
+            for values, text in zip(lists, row, strict=True):
+                values.append(_cell(text))
+    return columns
+
+
+def _read_json_lines(path: Path) -> Columns:
+    rows: list[Mapping[str, Any]] = []
+    with path.open("rb") as handle:
+        for line, raw in enumerate(_bounded(handle, path), start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                msg = f"{path}:{line}: not JSON ({exc})"
+                raise InvalidArgumentError(msg) from None
+            if not isinstance(row, dict):
+                msg = f"{path}:{line}: each line must be a JSON object"
+                raise InvalidArgumentError(msg)
+            rows.append(row)
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def _read_parquet(path: Path) -> Columns:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow comes with MLflow
+        msg = "reading Parquet needs pyarrow: pip install pyarrow"
+        raise InvalidArgumentError(msg) from None
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        msg = f"{path}: cannot read Parquet ({exc})"
+        raise InvalidArgumentError(msg) from None
+    if table.num_rows > MAX_ROWS:
+        table = table.slice(0, MAX_ROWS)
+    return {name: table.column(name).to_pylist() for name in table.column_names}
+
+
+def _bounded(rows: Iterable[Any], path: Path) -> Iterable[Any]:
+    for count, row in enumerate(rows):
+        if count >= MAX_ROWS:
+            msg = f"{path}: more than {MAX_ROWS:,} rows; sample the file first"
+            raise InvalidArgumentError(msg)
+        yield row
+
+
+def split_by(columns: Columns, column: str) -> dict[str, Columns]:
+    """Rows grouped by the value of one column (e.g. the variant), that column left out."""
+    if column not in columns:
+        names = ", ".join(columns)
+        msg = f"no column {column!r} to split by; columns are {names}"
+        raise InvalidArgumentError(msg)
+    keys = columns[column]
+    groups: dict[str, list[int]] = {}
+    for index, key in enumerate(keys):
+        if key is None or (isinstance(key, float) and math.isnan(key)):
+            continue
+        label = _label(key)
+        groups.setdefault(label, []).append(index)
+    rest = {name: values for name, values in columns.items() if name != column}
+    return {
+        label: {name: [values[i] for i in rows] for name, values in rest.items()}
+        for label, rows in groups.items()
+    }
+
+
+def _label(key: Any) -> str:
+    if isinstance(key, float) and key.is_integer():
+        return str(int(key))
+    return str(key)
