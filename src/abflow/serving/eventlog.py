@@ -36,9 +36,19 @@ from abflow.serving.journal import (
 )
 from abflow.serving.spool import Spool
 
-__all__ = ["EventKind", "EventLog", "StoreWriter", "SyncStats"]
+__all__ = ["MAX_BATCH_EVENTS", "EventKind", "EventLog", "StoreWriter", "SyncStats"]
 
 logger = logging.getLogger(__name__)
+
+MAX_BATCH_EVENTS = 5_000
+"""Most events one store write carries (group commit).
+
+The shipper wakes when ``batch_size`` events are queued and then takes everything queued, up
+to this many. At low load batches stay small (an event waits at most the flush interval);
+under load the backlog that builds up during one write is the next batch, so each commit
+(one fsync) covers more events and the store keeps up: on SQLite, batches of 5,000 write
+about twice as fast as batches of 500 (bench/store.py).
+"""
 
 
 class StoreWriter(Protocol):
@@ -62,8 +72,9 @@ class EventLog:
 
     ``store_url`` (or an already open ``store``) says where events go; with neither, events
     stay in the journal until an EventLog with a store replays it. Tuning:
-    ``batch_size`` rows per store write; ``flush_interval_seconds`` the longest an event waits
-    before a partial batch is sent; ``max_queue_events`` the in-memory cap;
+    ``batch_size`` queued events that wake the shipper (a store write then carries everything
+    queued, up to ``max(batch_size, MAX_BATCH_EVENTS)``); ``flush_interval_seconds`` the
+    longest an event waits before a partial batch is sent; ``max_queue_events`` the in-memory cap;
     ``fsync_interval_seconds`` group fsync period (0: fsync every append, None: never);
     ``segment_bytes`` journal segment size; ``retry_*`` backoff while the store is down.
     """
@@ -96,6 +107,7 @@ class EventLog:
         self.store_url = store_url
         self.journal_dir = Path(journal_dir)
         self.batch_size = batch_size
+        self.max_batch_events = max(batch_size, MAX_BATCH_EVENTS)
         self.flush_interval_seconds = flush_interval_seconds
         self.max_queue_events = max_queue_events
         self.retry_initial_seconds = retry_initial_seconds
@@ -293,7 +305,7 @@ class EventLog:
                         self._wait(min(retry_at - now, self.flush_interval_seconds))
                     continue
                 if self._spool.has_pending:
-                    chunk, reached = self._spool.read(self.batch_size)
+                    chunk, reached = self._spool.read(self.max_batch_events)
                     if self._deliver(chunk):
                         self._spool.commit(reached)
                         backoff, retry_at = self.retry_initial_seconds, 0.0
@@ -344,17 +356,17 @@ class EventLog:
         """
         with self._lock:
             if self._queue:
-                if len(self._queue) <= self.batch_size:  # the common case: take all, fast
+                if len(self._queue) <= self.max_batch_events:  # the common case: take all
                     batch = list(self._queue)
                     self._queue.clear()
                 else:
-                    batch = [self._queue.popleft() for _ in range(self.batch_size)]
+                    batch = [self._queue.popleft() for _ in range(self.max_batch_events)]
                 self._held_until = (batch[-1][2], batch[-1][3])
                 return batch
             start = self._overflow
         if start is None:
             return []
-        entries, reached, _ = self._journal.read(start, self._journal.end(), self.batch_size)
+        entries, reached, _ = self._journal.read(start, self._journal.end(), self.max_batch_events)
         with self._lock:
             # Caught up with the writer: new appends go through the queue again.
             self._overflow = None if reached == self._journal.end() else reached
