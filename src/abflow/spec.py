@@ -370,8 +370,15 @@ _VALUE_OPERATORS = {
     "$vlte",
     "$inGroup",
     "$notInGroup",
+    "$ini",
+    "$nini",
+    "$alli",
+    "$regexi",
+    "$notRegex",
+    "$notRegexi",
 }
-_LIST_OPERATORS = {"$in", "$nin", "$all"}
+_LIST_OPERATORS = {"$in", "$nin", "$all", "$ini", "$nini", "$alli"}
+_REGEX_OPERATORS = {"$regex", "$regexi", "$notRegex", "$notRegexi"}
 _TYPES = {"string", "number", "boolean", "array", "object", "null", "undefined"}
 
 
@@ -394,6 +401,9 @@ def validate_condition(condition: Any, path: str = "") -> list[tuple[str, str]]:
                 problems.extend(validate_condition(item, f"{where}[{index}]"))
         elif key == "$not":
             problems.extend(validate_condition(value, where))
+        elif key == "$savedGroup":
+            if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+                problems.append((where, '$savedGroup takes {"id": GROUP_ID}'))
         elif key.startswith("$"):
             problems.append((where, f"unknown operator {key!r} at the top of a condition"))
         else:
@@ -417,9 +427,9 @@ def _validate_attribute_condition(value: Any, path: str) -> list[tuple[str, str]
             problems.append((where, "$exists takes true or false"))
         elif operator == "$type" and argument not in _TYPES:
             problems.append((where, f"$type must be one of {sorted(_TYPES)}"))
-        elif operator == "$regex":
+        elif operator in _REGEX_OPERATORS:
             if not isinstance(argument, str):
-                problems.append((where, "$regex takes a string"))
+                problems.append((where, f"{operator} takes a string"))
             else:
                 try:
                     re.compile(argument)

@@ -220,13 +220,47 @@ def test_saved_groups_in_growthbook_object_form() -> None:
     assert eval_condition({"id": "u3"}, {"id": {"$inGroup": "old"}}, groups)
     assert eval_condition({"id": "u9"}, {"id": {"$notInGroup": "beta"}}, groups)
     assert not eval_condition({"id": "u1"}, {"id": {"$inGroup": "missing"}}, groups)
+    # A malformed group matches nobody, with either operator.
+    broken = {"bad": {"values": ["u1"]}}
+    assert not eval_condition({"id": "u1"}, {"id": {"$inGroup": "bad"}}, broken)
+    assert not eval_condition({"id": "u9"}, {"id": {"$notInGroup": "bad"}}, broken)
+
+
+def test_saved_group_references() -> None:
+    groups = {
+        "beta": {"type": "list", "values": ["u1"], "attributeKey": "id"},
+        "fr": {"type": "condition", "condition": {"country": "FR"}},
+        "loop": {"type": "condition", "condition": {"$savedGroup": {"id": "loop"}}},
+    }
+    assert eval_condition({"id": "u1"}, {"$savedGroup": {"id": "beta"}}, groups)
+    assert not eval_condition({"id": "u2"}, {"$savedGroup": {"id": "beta"}}, groups)
+    assert eval_condition(
+        {"uid": "u1"}, {"$savedGroup": {"id": "beta", "attributeKey": "uid"}}, groups
+    )
+    assert eval_condition({"country": "FR"}, {"$savedGroup": {"id": "fr"}}, groups)
+    assert not eval_condition({"country": "DE"}, {"$savedGroup": {"id": "fr"}}, groups)
+    assert not eval_condition({}, {"$savedGroup": {"id": "loop"}}, groups)  # cycles match nobody
+    assert not eval_condition({"id": "u1"}, {"$savedGroup": {"id": "nope"}}, groups)
 
 
 @pytest.mark.parametrize(
     ("condition", "attributes", "expected"),
     [
-        ({"$not": {"name": {"$regx": "a"}}}, {"name": "a"}, False),  # unknown stays unknown
-        ({"$or": [{"x": {"$bad": 1}}, {"y": 1}]}, {"y": 1}, True),  # a definite pass wins
+        ({"name": {"$regx": "a"}}, {"name": "a"}, False),  # an unknown operator is false
+        ({"$not": {"name": {"$regx": "a"}}}, {"name": "a"}, True),  # so its negation holds
+        ({"$or": [{"x": {"$bad": 1}}, {"y": 1}]}, {"y": 1}, True),
+        ({"n": "1"}, {"n": 1}, True),  # a text literal compares the value as text
+        ({"n": 0}, {}, True),  # a number literal: a missing attribute (null) counts as 0
+        ({"n": 1}, {"n": "1"}, True),
+        ({"flag": False}, {}, False),  # a boolean literal never matches null
+        ({"flag": True}, {"flag": []}, True),  # ... and otherwise compares truthiness
+        ({"o": {}}, {"o": {}}, True),  # an empty object is a literal, not an operator object
+        ({"o": {}}, {}, False),
+        ({"o": {"a": 1, "b": 2}}, {"o": {"b": 2, "a": 1}}, False),  # JSON text: key order counts
+        ({"l": {"$gte": "2"}}, {"l": ["3"]}, True),  # an array compares as its text
+        ({"n": {"$regex": "^nu"}}, {}, True),  # a missing value is matched as "null"
+        ({"n": {"$exists": []}}, {"n": 1}, True),  # JavaScript truthiness of the argument
+        ({"t": {"$elemMatch": {"$exists": False}}}, {"t": [None, 1]}, False),  # nulls skipped
         ({"tags.1": "b"}, {"tags": ["a", "b"]}, True),  # array index in a path
         ({"tags.length": 2}, {"tags": ["a", "b"]}, True),
         ({"n": {"$gt": "1e3"}}, {"n": 1001}, True),  # numeric text compares as a number
@@ -234,7 +268,8 @@ def test_saved_groups_in_growthbook_object_form() -> None:
         ({"s": {"$gt": "\uffff"}}, {"s": "\U0001f600"}, False),  # UTF-16 order, as in JS
         ({"v": {"$vgt": 1.5}}, {"v": "1.10"}, True),  # 1.5 as version text; 10 > 5
         ({"a": {"$type": "number"}}, {"a": True}, False),
-        ({"a": {"$in": [1]}}, {"a": True}, False),  # no number/boolean aliasing
+        ({"a": {"$in": [1]}}, {"a": True}, False),  # $in and $eq are strict
+        ({"a": {"$eq": "1"}}, {"a": 1}, False),
         ({"$or": "nope"}, {}, False),
     ],
 )

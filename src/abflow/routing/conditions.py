@@ -1,19 +1,21 @@
 """Targeting conditions: MongoDB-style JSON, evaluated the way GrowthBook's SDKs do.
 
 A condition maps attribute paths (``"country"``, ``"device.os"``, ``"tags.0"``) to a literal
-(compared strictly and deeply) or to an operator object (``{"$gte": 18}``), and combines them
-with ``$and``, ``$or``, ``$nor`` and ``$not``. Semantics follow the SDKs, including their
-JavaScript heritage, so that a client SDK and the gateway agree on who is targeted:
+or to an operator object (``{"$gte": 18}``), and combines them with ``$and``, ``$or``,
+``$nor`` and ``$not``. The semantics are those of GrowthBook's JavaScript SDK, the reference
+its shared test vectors come from, so that a browser and the gateway agree on who is
+targeted, JavaScript's type coercions included:
 
-- a missing attribute reads as ``null``; ``{"$exists": false}`` matches it, and in ordered
-  comparisons it counts as 0 (JavaScript's ``null < 10``);
-- ordered comparisons of two strings compare them as text, anything else as numbers
-  (``"8" > 5`` holds), and a value that is not a number never compares (NaN);
-- ``$eq``, ``$in`` and literals never equate different types (``1`` is not ``true``);
-- an operator abflow does not know fails the condition, even under ``$not``.
-
-Evaluation is internally three-valued (True, False, or None for "unknown operator"), and only
-a definite True passes.
+- a missing attribute reads as ``null``; ``{"$exists": false}`` matches it;
+- a literal string condition compares the attribute as text (``{"n": "1"}`` matches ``1``),
+  a number compares it as a number (``{"n": 0}`` matches ``null`` and ``"0"``), a boolean
+  by truthiness (never ``null``), ``null`` only ``null``; arrays and objects compare as
+  their JSON text (key order counts);
+- ordered comparisons (``$lt``…) of two strings compare them as text, anything else as
+  numbers (``"8" > 5`` holds, ``null`` counts as 0, and what is not a number never compares);
+- ``$eq``, ``$ne``, ``$in`` and ``$nin`` are strict (``1`` is not ``true`` nor ``"1"``);
+- an operator abflow does not know is false (so ``$not`` of it is true, as in the SDK);
+  :func:`abflow.spec.validate_condition` rejects unknown operators before they get here.
 """
 
 from __future__ import annotations
@@ -23,31 +25,34 @@ import math
 import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 __all__ = ["eval_condition", "padded_version", "value_type"]
 
-Result = bool | None
 Groups = Mapping[str, Any] | None
 
 _NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
-_HEX = re.compile(r"^0[xX][0-9a-fA-F]+$")
+_RADIX = {"0x": 16, "0o": 8, "0b": 2}
+_RADIX_DIGITS = re.compile(r"^0(?:[xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)$")
 _VERSION_STRIP = re.compile(r"^v|\+.*$")
 _VERSION_SPLIT = re.compile(r"[-.]")
 _DIGITS = re.compile(r"^[0-9]+$")
+_JS_SPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 
 
 def eval_condition(
     attributes: Mapping[str, Any], condition: Mapping[str, Any], saved_groups: Groups = None
 ) -> bool:
-    """Whether ``attributes`` satisfy ``condition``; ``saved_groups`` feeds ``$inGroup``.
+    """Whether ``attributes`` satisfy ``condition``; ``saved_groups`` feeds the group operators.
 
-    ``saved_groups`` maps a group id to its member values: a list, or GrowthBook's
-    ``{"type": "list", "values": [...]}``. An unknown group has no members. A condition too
+    ``saved_groups`` maps a group id to a list of member values (``$inGroup``), to
+    GrowthBook's ``{"type": "list", "values": [...], "attributeKey": ...}`` or to
+    ``{"type": "condition", "condition": {...}}`` (``$savedGroup``). A condition too
     malformed to evaluate (non-string keys, nesting deeper than the interpreter allows) fails.
     """
     try:
-        return _condition(attributes, condition, saved_groups) is True
+        return _condition(attributes, condition, saved_groups or {}, frozenset())
     except (AttributeError, TypeError, RecursionError):
         return False
 
@@ -78,8 +83,8 @@ def padded_version(value: Any) -> str:
     numeric parts left-padded to 5 characters, and a release without a pre-release tag gets
     ``~`` appended so that ``1.0.0`` sorts after ``1.0.0-rc.1``.
     """
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = _number_text(value)
+    if _is_number(value):
+        value = _number_text(float(value))
     if not isinstance(value, str) or not value:
         value = "0"
     return _padded(value)
@@ -93,67 +98,189 @@ def _padded(text: str) -> str:
     return "-".join(part.rjust(5) if _DIGITS.match(part) else part for part in parts)
 
 
+# --- JavaScript's conversions, on decoded JSON values -------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _number_text(value: float) -> str:
-    if isinstance(value, int) or (math.isfinite(value) and value.is_integer()):
-        return str(int(value))
-    return repr(value)
+    """``String(number)`` in JavaScript: shortest round-trip digits, exponent past 1e21."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    exact = Decimal(repr(abs(value))).normalize()  # shortest round-trip digits, no zeros
+    _, digit_tuple, exponent = exact.as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    k = len(digits)
+    point = k + int(exponent)  # where the decimal point falls after the first digit
+    if k <= point <= 21:
+        text = digits + "0" * (point - k)
+    elif 0 < point <= 21:
+        text = digits[:point] + "." + digits[point:]
+    elif -6 < point <= 0:
+        text = "0." + "0" * (-point) + digits
+    else:
+        mantissa = digits[0] + ("." + digits[1:] if k > 1 else "")
+        text = f"{mantissa}e{point - 1:+d}"
+    return sign + text
+
+
+def _to_text(value: Any, *, nested: bool = False) -> str:
+    """``String(value)``; inside an array, ``null`` becomes the empty string (``join``)."""
+    if value is None:
+        return "" if nested else "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if _is_number(value):
+        return _number_text(float(value))
+    if isinstance(value, list | tuple):
+        return ",".join(_to_text(item, nested=True) for item in value)
+    return "[object Object]"
+
+
+def _primitive(value: Any) -> Any:
+    """``ToPrimitive``: arrays and objects become their text, everything else stays."""
+    return _to_text(value) if isinstance(value, list | tuple | Mapping) else value
+
+
+def _to_number(value: Any) -> float:
+    """``Number(value)`` (what ``value * 1`` gives); NaN when there is no number."""
+    value = _primitive(value)
+    if value is None or value is False:
+        return 0.0
+    if value is True:
+        return 1.0
+    if _is_number(value):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip(_JS_SPACE)
+        if not text:
+            return 0.0
+        if _NUMBER.match(text):
+            return float(text)
+        if _RADIX_DIGITS.match(text):
+            return float(int(text[2:], _RADIX[text[:2].lower()]))
+        if text.lstrip("+-") == "Infinity":
+            return -math.inf if text.startswith("-") else math.inf
+    return math.nan
+
+
+def _truthy(value: Any) -> bool:
+    if value is None or value is False or value == "":
+        return False
+    if _is_number(value):
+        return not (value == 0 or math.isnan(value))
+    return True  # non-empty strings, true, and every array or object, empty or not
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """``JSON.stringify(a) === JSON.stringify(b)``: same structure, key order included."""
+    a, b = _json_number(a), _json_number(b)
+    kind = value_type(a)
+    if kind != value_type(b):
+        return False
+    if kind == "array":
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    if kind == "object":
+        return list(a) == list(b) and all(_same_json(a[key], b[key]) for key in a)
+    return bool(a == b)
+
+
+def _json_number(value: Any) -> Any:
+    """Numbers as JSON prints them: one float type, and NaN or an infinity as ``null``."""
+    if not _is_number(value):
+        return value
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _strict_equal(a: Any, b: Any) -> bool:
+    """``a === b`` on decoded JSON: same type and value; arrays and objects never equal."""
+    if _is_number(a) and _is_number(b):
+        return float(a) == float(b)
+    kind = value_type(a)
+    if kind != value_type(b) or kind in ("array", "object", "unknown"):
+        return False
+    return bool(a == b)
+
+
+def _order(actual: Any, expected: Any) -> int | None:
+    """-1, 0 or 1 as JavaScript's ``<`` and ``>`` see it; None when unordered (NaN)."""
+    left, right = _primitive(actual), _primitive(expected)
+    if isinstance(left, str) and isinstance(right, str):
+        if left.isascii() and right.isascii():
+            return (left > right) - (left < right)
+        units = [text.encode("utf-16-be", "surrogatepass") for text in (left, right)]
+        return (units[0] > units[1]) - (units[0] < units[1])  # JavaScript compares UTF-16
+    a, b = _to_number(left), _to_number(right)
+    if math.isnan(a) or math.isnan(b):
+        return None
+    return (a > b) - (a < b)
 
 
 # --- structure --------------------------------------------------------------------------
 
 
-def _condition(attributes: Any, condition: Any, groups: Groups) -> Result:
+def _condition(
+    attributes: Any, condition: Any, groups: Mapping[str, Any], seen: frozenset[str]
+) -> bool:
     if not isinstance(condition, Mapping):
         return False
-    result: Result = True
     for key, value in condition.items():
         if key == "$or":
-            outcome = _any(attributes, value, groups)
+            passed = _any(attributes, value, groups, seen)
         elif key == "$nor":
-            outcome = _negate(_any(attributes, value, groups))
+            passed = not _any(attributes, value, groups, seen)
         elif key == "$and":
-            outcome = _all(attributes, value, groups)
+            passed = isinstance(value, list) and all(
+                _condition(attributes, item, groups, seen) for item in value
+            )
         elif key == "$not":
-            outcome = _negate(_condition(attributes, value, groups))
+            passed = not _condition(attributes, value, groups, seen)
+        elif key == "$savedGroup":
+            passed = _saved_group(attributes, value, groups, seen)
         else:
-            outcome = _value(value, _get_path(attributes, key), groups)
-        if outcome is False:
+            passed = _value(value, _get_path(attributes, key), groups, seen)
+        if not passed:
             return False
-        if outcome is None:
-            result = None
-    return result
+    return True
 
 
-def _any(attributes: Any, conditions: Any, groups: Groups) -> Result:
+def _any(attributes: Any, conditions: Any, groups: Mapping[str, Any], seen: frozenset[str]) -> bool:
     if not isinstance(conditions, list):
         return False
-    if not conditions:
-        return True
-    result: Result = False
-    for condition in conditions:
-        outcome = _condition(attributes, condition, groups)
-        if outcome is True:
-            return True
-        if outcome is None:
-            result = None
-    return result
+    return not conditions or any(_condition(attributes, item, groups, seen) for item in conditions)
 
 
-def _all(attributes: Any, conditions: Any, groups: Groups) -> Result:
-    if not isinstance(conditions, list):
+def _saved_group(
+    attributes: Any, reference: Any, groups: Mapping[str, Any], seen: frozenset[str]
+) -> bool:
+    """``{"$savedGroup": {"id": ..., "attributeKey": ...}}``: a list or a condition group."""
+    if not isinstance(reference, Mapping):
         return False
-    result: Result = True
-    for condition in conditions:
-        outcome = _condition(attributes, condition, groups)
-        if outcome is False:
+    group_id, key = reference.get("id"), reference.get("attributeKey")
+    if not isinstance(group_id, str) or group_id in seen or not isinstance(key, str | None):
+        return False
+    entry = groups.get(group_id)
+    if not isinstance(entry, Mapping):
+        return False
+    if entry.get("type") == "list":
+        key = key if key is not None else entry.get("attributeKey")
+        values = entry.get("values")
+        if not isinstance(key, str) or not isinstance(values, list):
             return False
-        if outcome is None:
-            result = None
-    return result
-
-
-def _negate(result: Result) -> Result:
-    return None if result is None else not result
+        return _is_in(_get_path(attributes, key), values)
+    if entry.get("type") == "condition":
+        return _condition(attributes, entry.get("condition"), groups, seen | {group_id})
+    return False
 
 
 def _get_path(attributes: Any, path: str) -> Any:
@@ -178,86 +305,43 @@ def _get_path(attributes: Any, path: str) -> Any:
 
 
 def _is_operator_object(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(str(key).startswith("$") for key in value)
+    return (
+        isinstance(value, Mapping)
+        and len(value) > 0
+        and all(isinstance(key, str) and key.startswith("$") for key in value)
+    )
 
 
-def _value(condition: Any, actual: Any, groups: Groups) -> Result:
-    if _is_operator_object(condition):
-        result: Result = True
-        for operator, expected in condition.items():
-            outcome = _operator(operator, actual, expected, groups)
-            if outcome is False:
-                return False
-            if outcome is None:
-                result = None
-        return result
-    return _deep_equal(condition, actual)
+def _value(
+    condition: Any,
+    actual: Any,
+    groups: Mapping[str, Any],
+    seen: frozenset[str],
+    *,
+    insensitive: bool = False,
+) -> bool:
+    if isinstance(condition, str):
+        if insensitive:
+            return _to_text(actual).lower() == condition.lower()
+        return _to_text(actual) == condition
+    if isinstance(condition, bool):
+        return actual is not None and _truthy(actual) == condition
+    if _is_number(condition):
+        return _to_number(actual) == float(condition)
+    if condition is None:
+        return actual is None
+    if not _is_operator_object(condition):
+        return _same_json(actual, condition)
+    return all(
+        _operator(operator, actual, expected, groups, seen)
+        for operator, expected in condition.items()
+    )
 
 
-# --- equality and order -----------------------------------------------------------------
+# --- operators --------------------------------------------------------------------------
 
 
-def _strict_equal(a: Any, b: Any) -> bool:
-    """JavaScript ``===`` on decoded JSON: same type and value; containers never equal."""
-    kind = value_type(a)
-    if kind != value_type(b) or kind in ("array", "object", "unknown"):
-        return False
-    return bool(a == b)
-
-
-def _deep_equal(a: Any, b: Any) -> bool:
-    kind = value_type(a)
-    if kind != value_type(b):
-        return False
-    if kind == "array":
-        return len(a) == len(b) and all(_deep_equal(x, y) for x, y in zip(a, b, strict=True))
-    if kind == "object":
-        return a.keys() == b.keys() and all(_deep_equal(a[key], b[key]) for key in a)
-    return bool(a == b)
-
-
-def _to_number(value: Any) -> float:
-    """JavaScript's ``Number(value)`` for decoded JSON values (NaN when it has none)."""
-    if value is None or value is False:
-        return 0.0
-    if value is True:
-        return 1.0
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            return 0.0
-        if _NUMBER.match(text):
-            return float(text)
-        if _HEX.match(text):
-            return float(int(text, 16))
-        if text.lstrip("+-") == "Infinity":
-            return -math.inf if text.startswith("-") else math.inf
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return math.nan
-
-
-def _order(actual: Any, expected: Any) -> int | None:
-    """-1, 0 or 1 as JavaScript's relational operators see it; None when unordered (NaN)."""
-    if isinstance(actual, str) and isinstance(expected, str):
-        if actual.isascii() and expected.isascii():
-            return (actual > expected) - (actual < expected)
-        left_units = actual.encode("utf-16-be", "surrogatepass")
-        right_units = expected.encode("utf-16-be", "surrogatepass")
-        return (left_units > right_units) - (left_units < right_units)
-    left, right = _to_number(actual), _to_number(expected)
-    if math.isnan(left) or math.isnan(right):
-        return None
-    return (left > right) - (left < right)
-
-
-def _fold(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
-
-
-def _is_in(expected: Any, actual: Any, *, insensitive: bool = False) -> bool:
+def _is_in(actual: Any, expected: Sequence[Any], *, insensitive: bool = False) -> bool:
     candidates = list(actual) if isinstance(actual, list | tuple) else [actual]
     if insensitive:
         candidates = [_fold(c) for c in candidates]
@@ -265,13 +349,21 @@ def _is_in(expected: Any, actual: Any, *, insensitive: bool = False) -> bool:
     return any(_strict_equal(c, e) for c in candidates for e in expected)
 
 
-def _group_members(groups: Groups, group_id: Any) -> list[Any]:
-    entry = groups.get(group_id) if groups is not None and isinstance(group_id, str) else None
+def _fold(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _group_members(groups: Mapping[str, Any], group_id: Any) -> list[Any] | None:
+    """Members of a list group; [] for an unknown id, None (matches nobody) if malformed."""
+    entry = groups.get(_to_text(group_id))
+    if entry is None:
+        return []
     if isinstance(entry, list):
         return entry
-    if isinstance(entry, Mapping) and isinstance(entry.get("values"), list):
-        return list(entry["values"])
-    return []
+    if isinstance(entry, Mapping) and entry.get("type") == "list":
+        values = entry.get("values")
+        return values if isinstance(values, list) else None
+    return None
 
 
 @functools.lru_cache(maxsize=512)
@@ -282,21 +374,46 @@ def _compiled_regex(pattern: str, insensitive: bool) -> re.Pattern[str] | None:
         return None
 
 
-def _regex(expected: Any, actual: Any, *, insensitive: bool) -> bool | None:
-    """Whether ``actual`` matches; None when the pattern or the value cannot be matched."""
+def _regex(expected: Any, actual: Any, *, insensitive: bool) -> bool:
+    """``RegExp(expected).test(actual)``: the value is matched as text; bad patterns fail."""
     if not isinstance(expected, str):
-        return None
+        return False
     compiled = _compiled_regex(expected, insensitive)
-    if compiled is None:
-        return None
-    if isinstance(actual, int | float) and not isinstance(actual, bool):
-        actual = _number_text(actual)
-    if not isinstance(actual, str):
-        return None
-    return compiled.search(actual) is not None
+    return compiled is not None and compiled.search(_to_text(actual)) is not None
 
 
-# --- operators --------------------------------------------------------------------------
+def _elem_match(
+    condition: Any, actual: Any, groups: Mapping[str, Any], seen: frozenset[str]
+) -> bool:
+    if not isinstance(actual, list | tuple):
+        return False
+    on_items = _is_operator_object(condition)
+    return any(
+        item is not None
+        and (
+            _value(condition, item, groups, seen)
+            if on_items
+            else _condition(item, condition, groups, seen)
+        )
+        for item in actual
+    )
+
+
+def _contains_all(
+    expected: Any,
+    actual: Any,
+    groups: Mapping[str, Any],
+    seen: frozenset[str],
+    *,
+    insensitive: bool,
+) -> bool:
+    if not isinstance(expected, list) or not isinstance(actual, list | tuple):
+        return False
+    return all(
+        any(_value(wanted, item, groups, seen, insensitive=insensitive) for item in actual)
+        for wanted in expected
+    )
+
 
 _ORDERED: dict[str, Callable[[int], bool]] = {
     "$lt": lambda c: c < 0,
@@ -314,7 +431,9 @@ _VERSIONED: dict[str, Callable[[str, str], bool]] = {
 }
 
 
-def _operator(operator: str, actual: Any, expected: Any, groups: Groups) -> Result:
+def _operator(
+    operator: str, actual: Any, expected: Any, groups: Mapping[str, Any], seen: frozenset[str]
+) -> bool:
     if operator in _ORDERED:
         order = _order(actual, expected)
         return order is not None and _ORDERED[operator](order)
@@ -327,69 +446,28 @@ def _operator(operator: str, actual: Any, expected: Any, groups: Groups) -> Resu
     if operator in ("$in", "$nin", "$ini", "$nini"):
         if not isinstance(expected, list):
             return False
-        found = _is_in(expected, actual, insensitive=operator.endswith("i"))
+        found = _is_in(actual, expected, insensitive=operator.endswith("i"))
         return found if operator in ("$in", "$ini") else not found
     if operator in ("$inGroup", "$notInGroup"):
-        found = _is_in(_group_members(groups, expected), actual)
+        members = _group_members(groups, expected)
+        if members is None:
+            return False
+        found = _is_in(actual, members)
         return found if operator == "$inGroup" else not found
     if operator in ("$regex", "$regexi"):
-        return _regex(expected, actual, insensitive=operator == "$regexi") is True
+        return _regex(expected, actual, insensitive=operator == "$regexi")
     if operator in ("$notRegex", "$notRegexi"):
-        return _regex(expected, actual, insensitive=operator == "$notRegexi") is not True
+        return not _regex(expected, actual, insensitive=operator == "$notRegexi")
     if operator == "$exists":
-        return actual is not None if expected else actual is None
+        return actual is not None if _truthy(expected) else actual is None
     if operator == "$type":
         return bool(value_type(actual) == expected)
     if operator == "$not":
-        return _negate(_value(expected, actual, groups))
+        return not _value(expected, actual, groups, seen)
     if operator == "$size":
-        if not isinstance(actual, list | tuple):
-            return False
-        return _value(expected, len(actual), groups)
+        return isinstance(actual, list | tuple) and _value(expected, len(actual), groups, seen)
     if operator == "$elemMatch":
-        return _elem_match(expected, actual, groups)
+        return _elem_match(expected, actual, groups, seen)
     if operator in ("$all", "$alli"):
-        if not isinstance(expected, list) or not isinstance(actual, list | tuple):
-            return False
-        return _contains_all(expected, actual, groups, insensitive=operator == "$alli")
-    return None
-
-
-def _elem_match(condition: Any, actual: Any, groups: Groups) -> Result:
-    if not isinstance(actual, list | tuple):
-        return False
-    on_items = _is_operator_object(condition) and not any(
-        key in ("$and", "$or", "$nor") for key in condition
-    )
-    result: Result = False
-    for item in actual:
-        outcome = (
-            _value(condition, item, groups) if on_items else _condition(item, condition, groups)
-        )
-        if outcome is True:
-            return True
-        if outcome is None:
-            result = None
-    return result
-
-
-def _contains_all(
-    expected: Sequence[Any], actual: Sequence[Any], groups: Groups, *, insensitive: bool
-) -> Result:
-    items = [_fold(item) for item in actual] if insensitive else list(actual)
-    result: Result = True
-    for wanted in expected:
-        target = _fold(wanted) if insensitive else wanted
-        found: Result = False
-        for item in items:
-            outcome = _value(target, item, groups)
-            if outcome is True:
-                found = True
-                break
-            if outcome is None:
-                found = None
-        if found is False:
-            return False
-        if found is None:
-            result = None
-    return result
+        return _contains_all(expected, actual, groups, seen, insensitive=operator == "$alli")
+    return False
