@@ -13,6 +13,7 @@ from abflow.cli import (
     db,
     demo,
     drift,
+    gate,
     models,
     power,
     serve,
@@ -41,7 +42,20 @@ def _root() -> None:
     """A/B testing and progressive delivery for ML models."""
 
 
-for module in (validate, db, audit, power, assign, serve, token, analyze, demo, models, drift):
+for module in (
+    validate,
+    db,
+    audit,
+    power,
+    assign,
+    serve,
+    token,
+    analyze,
+    demo,
+    models,
+    drift,
+    gate,
+):
     module.register(app)
 
 

@@ -1,0 +1,157 @@
+"""``abflow gate``: pass or fail a deploy on an experiment's evidence, for CI pipelines.
+
+Exit 0 when every check passes, 1 when any fails (or the analysis cannot run: a gate that
+cannot see stays closed). The check table goes to the terminal and, as Markdown, to the
+job summary when ``$GITHUB_STEP_SUMMARY`` is set or ``--summary FILE`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from abflow.cli.console import check_output_path, fail, out_console
+from abflow.errors import InvalidArgumentError
+from abflow.rollout import GatePolicy, GateResult, Requirement, evaluate_gate
+
+__all__ = ["gate", "register"]
+
+EXAMPLES = """
+Examples:
+
+  [bold]abflow gate fraud-model-v2[/]
+    fail the job if a guardrail fails, the split is off (SRM) or the primary metric is worse
+
+  [bold]abflow gate fraud-model-v2 --require non-inferior --min-units 5000[/]
+    every guardrail must prove non-inferiority, with at least 5,000 units per arm
+
+  [bold]abflow gate fraud-model-v2 --require win --format json[/]
+    only pass a challenger that significantly beats the control
+
+In GitHub Actions the check table is appended to the job summary ($GITHUB_STEP_SUMMARY).
+
+Exit codes: 0 pass, 1 fail (including when the analysis cannot run), 2 invalid arguments.
+"""
+
+
+class GateFormat(StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+def render_markdown(result: GateResult) -> str:
+    """The checks as a Markdown table, headed by the verdict."""
+    verdict = "passed" if result.passed else "FAILED"
+    lines = [
+        f"### abflow gate {verdict}: `{result.experiment_key}` phase {result.phase}",
+        "",
+        f"Requirement: **{result.require.value}**.",
+        "",
+        "| check | variant | result | detail |",
+        "|---|---|---|---|",
+    ]
+    for check in result.checks:
+        mark = "pass" if check.passed else "**FAIL**"
+        cells = [check.check, check.variant or "-", mark, check.detail]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _table(result: GateResult) -> Table:
+    title = Text("abflow gate ")
+    title.append("passed" if result.passed else "FAILED", "green" if result.passed else "bold red")
+    title.append(f": {result.experiment_key} phase {result.phase} (require {result.require.value})")
+    table = Table(title=title, title_justify="left")
+    for header in ("check", "variant", "result", "detail"):
+        table.add_column(header)
+    for check in result.checks:
+        verdict = Text("pass") if check.passed else Text("FAIL", "bold red")
+        table.add_row(check.check, check.variant or "-", verdict, check.detail)
+    return table
+
+
+def _append(path: Path, text: str) -> None:
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    except OSError as exc:
+        fail(f"cannot write the summary to {path}: {exc.strerror or exc}")
+
+
+def gate(
+    experiment: Annotated[str, typer.Argument(help="Experiment key, as registered in the store.")],
+    store: Annotated[
+        str | None,
+        typer.Option(
+            "--store", help="Store URL (default: $ABFLOW_STORE_URL or the embedded SQLite file)."
+        ),
+    ] = None,
+    require: Annotated[
+        Requirement,
+        typer.Option(help="no-harm, non-inferior (guardrails must pass) or win."),
+    ] = Requirement.no_harm,
+    min_units: Annotated[
+        int, typer.Option("--min-units", help="Units each arm needs before the gate can pass.")
+    ] = 0,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option("--variant", help="Candidate to judge (repeatable; default: all treatments)."),
+    ] = None,
+    phase: Annotated[
+        int | None, typer.Option("--phase", help="Phase to judge (default: the latest).")
+    ] = None,
+    output_format: Annotated[
+        GateFormat, typer.Option("--format", "-f", help="table, json (stable keys) or markdown.")
+    ] = GateFormat.table,
+    summary: Annotated[
+        Path | None,
+        typer.Option(help="Also append the Markdown checks here (default: $GITHUB_STEP_SUMMARY)."),
+    ] = None,
+) -> None:
+    """Pass (exit 0) or fail (exit 1) a deploy on an experiment's latest analysis."""
+    from abflow.analysis import AnalysisOptions, analyze
+    from abflow.store.engine import display_url, resolve_url
+
+    if min_units < 0:
+        fail(f"--min-units must be 0 or more, got {min_units}", code=2)
+    summary_path = summary or _github_summary()
+    if summary_path is not None:
+        check_output_path(summary_path)
+    url = resolve_url(store)
+    options = AnalysisOptions(phase=phase, store_label=display_url(url), timeline=False)
+    analysed = analyze(url, experiment, options)
+    policy = GatePolicy(require=require, min_units=min_units, variants=tuple(variant or ()))
+    try:
+        result = evaluate_gate(analysed, policy)
+    except InvalidArgumentError as exc:
+        fail(str(exc), code=2)
+    markdown = render_markdown(result)
+    if output_format is GateFormat.json:
+        out_console.print(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    elif output_format is GateFormat.markdown:
+        out_console.print(markdown, end="")
+    else:
+        out_console.print(_table(result))
+        for failure in result.failures:
+            out_console.print(f"failed: {failure.check} ({failure.variant or 'all'})")
+    if summary_path is not None:
+        _append(summary_path, markdown)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _github_summary() -> Path | None:
+    value = os.environ.get("GITHUB_STEP_SUMMARY")
+    return Path(value) if value else None
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=EXAMPLES)(gate)

@@ -1,0 +1,188 @@
+"""A deploy gate: turn an experiment's analysis into pass or fail, with every check listed.
+
+The rules are printed with the verdict so that a failed pipeline explains itself:
+
+* the split must be trustworthy: a sample ratio mismatch fails the gate, whatever else;
+* each arm needs ``min_units`` units (not enough data is a failure, not a pass);
+* no guardrail may fail; with ``non-inferior`` each must positively pass (its interval rules
+  out harm beyond the margin), which is what a cautious deploy wants;
+* the primary metric must not be significantly worse; with ``win`` it must be better.
+
+A comparison abflow could not compute (an ``error_code``) fails the check it belongs to:
+a gate that cannot see must not open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from abflow.analysis.formatting import format_effect, format_interval
+from abflow.analysis.results import ComparisonResult, ExperimentResult, MetricResult
+from abflow.errors import InvalidArgumentError
+
+__all__ = ["GateCheck", "GatePolicy", "GateResult", "Requirement", "evaluate_gate"]
+
+
+class Requirement(StrEnum):
+    """How much evidence the candidate must bring."""
+
+    no_harm = "no-harm"
+    """No guardrail fails and the primary metric is not significantly worse."""
+    non_inferior = "non-inferior"
+    """Every guardrail passes its non-inferiority margin; primary not significantly worse."""
+    win = "win"
+    """Non-inferior on guardrails and significantly better on the primary metric."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatePolicy:
+    """What the gate requires; the defaults suit a merge gate on a running experiment."""
+
+    require: Requirement = Requirement.no_harm
+    min_units: int = 0
+    """Units each arm must have before the gate can pass."""
+    variants: tuple[str, ...] = ()
+    """Candidates to judge (default: every variant but the control)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GateCheck:
+    """One rule, one variant: whether it held, and the numbers that say so."""
+
+    check: str
+    variant: str | None
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """The verdict: passed only when every check passed."""
+
+    experiment_key: str
+    phase: int
+    require: Requirement
+    checks: list[GateCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failures(self) -> list[GateCheck]:
+        return [check for check in self.checks if not check.passed]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "experiment_key": self.experiment_key,
+            "phase": self.phase,
+            "require": self.require.value,
+            "passed": self.passed,
+            "checks": [
+                {
+                    "check": c.check,
+                    "variant": c.variant,
+                    "passed": c.passed,
+                    "detail": c.detail,
+                }
+                for c in self.checks
+            ],
+        }
+
+
+def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) -> GateResult:
+    """Apply ``policy`` to one analysed phase; InvalidArgumentError for an unknown variant."""
+    policy = policy or GatePolicy()
+    if policy.min_units < 0:
+        msg = f"min_units must be >= 0, got {policy.min_units}"
+        raise InvalidArgumentError(msg)
+    names = [count.variant for count in result.variants]
+    if not names:
+        msg = f"experiment {result.experiment_key!r} has no variants to judge"
+        raise InvalidArgumentError(msg)
+    control, treatments = names[0], names[1:]
+    unknown = [name for name in policy.variants if name not in treatments]
+    if unknown:
+        msg = (
+            f"{unknown[0]!r} is not a treatment of {result.experiment_key!r}; "
+            f"treatments are {', '.join(treatments) or 'none'}"
+        )
+        raise InvalidArgumentError(msg)
+    candidates = list(policy.variants) or treatments
+    gate = GateResult(result.experiment_key, result.phase, policy.require)
+    srm = result.srm
+    gate.checks.append(
+        GateCheck(
+            "sample ratio",
+            None,
+            not srm.is_mismatch,
+            f"SRM p-value {srm.p_value:.3g} (mismatch below {srm.alpha:g})",
+        )
+    )
+    if policy.min_units:
+        units = {count.variant: count.units for count in result.variants}
+        for name in [control, *candidates]:
+            gate.checks.append(
+                GateCheck(
+                    "sample size",
+                    name,
+                    units[name] >= policy.min_units,
+                    f"{units[name]:,} units (need {policy.min_units:,})",
+                )
+            )
+    for metric in result.metrics:
+        if metric.role == "guardrail":
+            gate.checks.extend(_guardrail_checks(metric, candidates, policy.require))
+    primary = next((m for m in result.metrics if m.role == "primary"), None)
+    if primary is not None:
+        gate.checks.extend(_primary_checks(primary, candidates, policy.require))
+    elif policy.require is Requirement.win:
+        gate.checks.append(
+            GateCheck("primary metric", None, False, "the spec names no primary metric to win on")
+        )
+    return gate
+
+
+def _comparisons(metric: MetricResult, candidates: list[str]) -> list[ComparisonResult]:
+    return [c for c in metric.comparisons if c.variant in candidates]
+
+
+def _effect(metric: MetricResult, comparison: ComparisonResult) -> str:
+    return f"{format_effect(metric, comparison.effect)} {format_interval(metric, comparison)}"
+
+
+def _guardrail_checks(
+    metric: MetricResult, candidates: list[str], require: Requirement
+) -> list[GateCheck]:
+    checks = []
+    margin = f"margin {(metric.margin or 0.0) * 100:g}% of control"
+    for comparison in _comparisons(metric, candidates):
+        status: str = comparison.guardrail or "inconclusive"
+        if comparison.error_code is not None:
+            passed, status = False, f"not computable ({comparison.error_code})"
+        elif require is Requirement.no_harm:
+            passed = status != "fail"
+        else:
+            passed = status == "pass"
+        detail = f"{status}: {_effect(metric, comparison)}, {margin}, {metric.direction} is good"
+        checks.append(GateCheck(f"guardrail {metric.name}", comparison.variant, passed, detail))
+    return checks
+
+
+def _primary_checks(
+    metric: MetricResult, candidates: list[str], require: Requirement
+) -> list[GateCheck]:
+    checks = []
+    for comparison in _comparisons(metric, candidates):
+        outcome = comparison.outcome
+        if comparison.error_code is not None:
+            passed = False
+        elif require is Requirement.win:
+            passed = outcome == "better"
+        else:
+            passed = outcome != "worse"
+        detail = f"{outcome}: {_effect(metric, comparison)}, {metric.direction} is good"
+        checks.append(GateCheck(f"primary {metric.name}", comparison.variant, passed, detail))
+    return checks
