@@ -59,12 +59,41 @@ class StoreWriter(Protocol):
         ...
 
 
+SHIPPER_SQLITE_CACHE_KIB = 2048
+"""SQLite page cache of the shipper's own store connection (SQLite's default size).
+
+The store asks for 32 MB so that analysis keeps a busy day's index in memory. The shipper
+only appends: inserts touch the right-hand edges of a few B-trees (event ids grow within a
+process), so a large cache only fills with pages already written, and the gateway's resident
+memory would grow by the cache size over its first minutes.
+"""
+
+
 def _open_store(url: str) -> StoreWriter:
     # Imported on first use: the store package pulls in SQLAlchemy, which a process that only
     # journals (or a test with its own store) never needs.
     from abflow.store import EventStore
 
-    return EventStore.open(url)
+    store = EventStore.open(url)
+    if store.dialect == "sqlite":
+        _limit_sqlite_cache(store.engine, SHIPPER_SQLITE_CACHE_KIB)
+    return store
+
+
+def _limit_sqlite_cache(engine: Any, kib: int) -> None:
+    """Give every connection of ``engine`` a page cache of ``kib`` KiB."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA cache_size=-{kib}")
+        finally:
+            cursor.close()
+
+    # Runs after the store's own connect hook (listeners run in order), overriding its size.
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections pooled while opening (schema check) had the large cache
 
 
 class EventLog:

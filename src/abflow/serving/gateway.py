@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +46,7 @@ from abflow.serving.events import (
     prediction_row,
 )
 from abflow.serving.inputs import PredictIn, feature_matrix
+from abflow.serving.recent import RecentRequests
 from abflow.serving.settings import GatewaySettings
 from abflow.serving.shadow import ShadowMirror
 from abflow.spec import ExperimentSpec
@@ -111,7 +111,9 @@ class Gateway:
             else None
         )
         self.shadow = ShadowMirror(self, max_in_flight=settings.shadow_max_in_flight)
-        self._recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._recent = (
+            RecentRequests(settings.recent_requests) if settings.recent_requests > 0 else None
+        )
 
     # --- experiments -------------------------------------------------------------------
 
@@ -330,16 +332,12 @@ class Gateway:
         children[1].inc(n_rows)
 
     def _remember(self, request_id: str, unit_id: str, experiment_key: str) -> None:
-        limit = self.settings.recent_requests
-        if limit <= 0:
-            return
-        self._recent[request_id] = (unit_id, experiment_key)
-        if len(self._recent) > limit:
-            self._recent.popitem(last=False)
+        if self._recent is not None:
+            self._recent.remember(request_id, unit_id, experiment_key)
 
     def recall(self, request_id: str) -> tuple[str, str] | None:
         """(unit id, experiment key) of a recent request, for joining outcomes."""
-        return self._recent.get(request_id)
+        return self._recent.recall(request_id) if self._recent is not None else None
 
     async def aclose(self) -> None:
         """Wait for shadow work, then close every backend (model threads, HTTP pools)."""
