@@ -79,8 +79,28 @@ def _create_initial_tables(connection: Connection) -> None:
     schema.metadata.create_all(connection, tables=tables, checkfirst=True)
 
 
+def _event_ids_in_byte_order(connection: Connection) -> None:
+    """PostgreSQL: ``COLLATE "C"`` on every event table's ``event_id`` (rebuilds its key)."""
+    if connection.dialect.name != "postgresql":
+        return  # SQLite compares text byte by byte already
+    for table in schema.EVENT_TABLES.values():
+        collation = connection.execute(
+            sa.text(
+                "SELECT c.collname FROM pg_attribute a JOIN pg_collation c "
+                "ON c.oid = a.attcollation "
+                "WHERE a.attrelid = CAST(:table AS regclass) AND a.attname = 'event_id'"
+            ),
+            {"table": table.name},
+        ).scalar_one()
+        if collation != "C":
+            connection.exec_driver_sql(
+                f'ALTER TABLE {table.name} ALTER COLUMN event_id TYPE VARCHAR(64) COLLATE "C"'
+            )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events, experiments and phases, audit log, API tokens", _create_initial_tables),
+    Migration(2, "event ids compared byte by byte on PostgreSQL", _event_ids_in_byte_order),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema version this abflow reads and writes."""

@@ -4,6 +4,11 @@ Timestamps are float seconds since the epoch (``ts``), stored as 64-bit doubles 
 (a 32-bit float, DuckDB's ``FLOAT``, would round today's epoch to minutes): portable, cheap
 to write, and a day is ``floor(ts / 86400)`` in any dialect. Every event table is keyed by a caller-chosen
 ``event_id``, which is what makes writes idempotent: re-sending a batch stores nothing twice.
+
+On PostgreSQL event ids compare byte by byte (``COLLATE "C"``): they are opaque keys, only
+ever tested for equality, and a locale's collation (even ``C.UTF-8``, which PostgreSQL 15
+does not treat as ``C``) makes every comparison in the primary key's B-tree call ``strcoll``.
+In byte order a binary COPY of gateway-shaped ids costs the server about 10 % less CPU.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ metadata = MetaData()
 
 KEY = String(128)
 ID = String(64)
+EVENT_ID = String(64).with_variant(String(64, collation="C"), "postgresql")
+"""An event table's primary key: byte order on PostgreSQL (see the module docstring)."""
 
 experiment_versions = Table(
     "experiment_versions",
@@ -68,7 +75,7 @@ phases = Table(
 exposures = Table(
     "exposures",
     metadata,
-    Column("event_id", ID, primary_key=True),
+    Column("event_id", EVENT_ID, primary_key=True),
     Column("ts", Double, nullable=False),
     Column("experiment_key", KEY, nullable=False),
     Column("phase", Integer, nullable=False),
@@ -81,7 +88,7 @@ exposures = Table(
 predictions = Table(
     "predictions",
     metadata,
-    Column("event_id", ID, primary_key=True),
+    Column("event_id", EVENT_ID, primary_key=True),
     Column("ts", Double, nullable=False),
     Column("request_id", ID, nullable=False),
     Column("experiment_key", KEY, nullable=False),
@@ -103,7 +110,7 @@ predictions = Table(
 outcomes = Table(
     "outcomes",
     metadata,
-    Column("event_id", ID, primary_key=True),
+    Column("event_id", EVENT_ID, primary_key=True),
     Column("ts", Double, nullable=False),
     Column("unit_id", String(256), nullable=False),
     Column("name", KEY, nullable=False),
