@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from abflow.errors import InvalidArgumentError, StoreError
@@ -507,10 +507,24 @@ class Catalog:
     phases: list[PhaseInfo]
 
 
+def _phases_seen(connection: Connection, experiment_key: str) -> list[int]:
+    """Distinct phases in the exposures, one index lookup each (a DISTINCT scans them all)."""
+    e = exposures
+    found: list[int] = []
+    while True:
+        query = sa.select(sa.func.min(e.c.phase)).where(e.c.experiment_key == experiment_key)
+        if found:
+            query = query.where(e.c.phase > found[-1])
+        number = connection.execute(query).scalar()
+        if number is None:
+            return found
+        found.append(int(number))
+
+
 def experiment_catalog(target: Any, experiment_key: str) -> Catalog:
     """The latest registered spec and every phase; phases seen only in exposures are included."""
     engine = connect(target)
-    v, ph, e = experiment_versions, phases, exposures
+    v, ph = experiment_versions, phases
     try:
         with engine.connect() as connection:
             latest = connection.execute(
@@ -522,9 +536,7 @@ def experiment_catalog(target: Any, experiment_key: str) -> Catalog:
             rows = connection.execute(
                 sa.select(ph).where(ph.c.experiment_key == experiment_key).order_by(ph.c.phase)
             ).all()
-            seen = connection.execute(
-                sa.select(e.c.phase).where(e.c.experiment_key == experiment_key).distinct()
-            ).all()
+            seen = _phases_seen(connection, experiment_key)
     except SQLAlchemyError as exc:
         raise_store_error(exc, f"read experiment {experiment_key!r} from the store")
     known: dict[int, PhaseInfo] = {}
@@ -537,7 +549,7 @@ def experiment_catalog(target: Any, experiment_key: str) -> Catalog:
             started_at=float(row.started_at),
             ended_at=None if row.ended_at is None else float(row.ended_at),
         )
-    for (number,) in seen:
+    for number in seen:
         known.setdefault(int(number), PhaseInfo(int(number), None, None, None, None, None))
     return Catalog(
         spec_json=None if latest is None else str(latest.spec_json),

@@ -39,8 +39,17 @@ from abflow.store.aggregates import (
     attribute_expression,
     collect_moments,
     connect,
-    day_of,
     moment_select,
+)
+from abflow.store.rollup_groups import (
+    analyze_scratch,
+    apply_fold,
+    create_if_missing,
+    create_scratch,
+    drop_scratch,
+    group_select,
+    groups_table,
+    rebuild_groups,
 )
 from abflow.store.schema import exposures, outcomes
 
@@ -95,18 +104,19 @@ def _units_table(name: str, columns: Sequence[OutcomeColumn]) -> sa.Table:
     )
 
 
-def _scratch(name: str, width: int) -> sa.Table:
-    metadata = sa.MetaData()
+def _unit_rows(name: str, width: int, *extra: sa.Column[Any]) -> sa.Table:
+    """A scratch table shaped like the unit table (every column nullable)."""
     return sa.Table(
         name,
-        metadata,
+        sa.MetaData(),
         sa.Column("unit_id", sa.String(256), primary_key=True),
         sa.Column("variant", sa.String(128)),
         sa.Column("variant_max", sa.String(128)),
         sa.Column("first_ts", sa.Double),
         sa.Column("rows", sa.BigInteger),
         sa.Column("attributes_json", sa.Text),
-        *(sa.Column(f"d{i}", sa.Double) for i in range(width)),
+        *(sa.Column(f"c{i}", sa.Double) for i in range(width)),
+        *extra,
     )
 
 
@@ -128,28 +138,81 @@ def _reduce(column: OutcomeColumn, match: sa.ColumnElement[bool]) -> sa.ColumnEl
     return sa.func.coalesce(sa.func.max(sa.case((positive, 1.0), else_=0.0)), 0.0)
 
 
-def _fold(
+def _smaller(a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The smaller of two values, either of which may be NULL (portable ``LEAST``)."""
+    return sa.case((a.is_(None), b), (b.is_(None), a), (b < a, b), else_=a)
+
+
+def _larger(a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    return sa.case((a.is_(None), b), (b.is_(None), a), (b > a, b), else_=a)
+
+
+def _touched_units(
     connection: Connection,
-    table: sa.Table,
     columns: Sequence[OutcomeColumn],
     experiment_key: str,
     phase: int,
     low: float,
     high: float,
-) -> None:
-    """Fold exposures and outcomes with ``low < ts <= high`` into ``table``."""
+) -> sa.Select[Any]:
+    """Ids of the units whose row a fold of ``(low, high]`` may change (and a few others)."""
     e, o = exposures, outcomes
+    e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
+    exposed = sa.select(e.c.unit_id.label("unit_id")).where(
+        e.c.experiment_key == experiment_key, e.c.phase == phase, e_ts > low, e_ts <= high
+    )
     events = sorted({c.event for c in columns})
-    scratch = _scratch(table.name + "_new", len(columns))
-    scratch.drop(connection, checkfirst=True)
-    scratch.create(connection)
+    if not events:
+        return exposed
+    measured = sa.select(o.c.unit_id.label("unit_id")).where(
+        o_ts > low, o_ts <= high, o.c.name.in_(events)
+    )
+    return sa.select(sa.union(exposed, measured).subquery("window_units").c.unit_id)
+
+
+def _fold(
+    connection: Connection,
+    units: sa.Table,
+    groups: sa.Table,
+    columns: Sequence[OutcomeColumn],
+    experiment_key: str,
+    phase: int,
+    low: float,
+    high: float,
+    *,
+    is_first: bool,
+) -> None:
+    """Fold exposures and outcomes with ``low < ts <= high`` into ``units`` and ``groups``.
+
+    Three scratch tables, each holding only the units this window touches: ``before`` (their
+    rows as they were: none for a unit not seen yet), ``exposed`` (this window's exposures
+    per unit) and ``after`` (their rows once the window is added). The unit table is read
+    once (to fill ``before``) and written once (``after`` back into it), and the group table
+    takes ``after`` minus ``before``.
+    """
+    e, o, u = exposures, outcomes, units
+    width = len(columns)
+    before = _unit_rows(u.name + "_before", width)
+    after = _unit_rows(u.name + "_after", width, sa.Column("is_known", sa.Integer))
+    exposed = _unit_rows(u.name + "_exposed", 0)
+    scratch = (before, after, exposed)
+    for table in scratch:
+        create_scratch(connection, table)
     try:
-        # 1. this window's exposures, one row per unit
-        e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
-        window = [e.c.experiment_key == experiment_key, e.c.phase == phase, e_ts > low]
-        window.append(e_ts <= high)
+        ids = _touched_units(connection, columns, experiment_key, phase, low, high).subquery("ids")
+        names = [c.name for c in before.columns]
         connection.execute(
-            scratch.insert().from_select(
+            before.insert().from_select(
+                names,
+                sa.select(ids.c.unit_id, *(u.c[n] for n in names[1:])).select_from(
+                    ids.outerjoin(u, u.c.unit_id == ids.c.unit_id)
+                ),
+            )
+        )
+        analyze_scratch(connection, before)
+        e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
+        connection.execute(
+            exposed.insert().from_select(
                 ["unit_id", "variant", "variant_max", "first_ts", "rows", "attributes_json"],
                 sa.select(
                     e.c.unit_id,
@@ -159,84 +222,95 @@ def _fold(
                     sa.func.count(),
                     sa.func.min(e.c.attributes_json),
                 )
-                .where(*window)
+                .where(
+                    e.c.experiment_key == experiment_key,
+                    e.c.phase == phase,
+                    e_ts > low,
+                    e_ts <= high,
+                )
                 .group_by(e.c.unit_id),
             )
         )
-        s, t = scratch, table
+        analyze_scratch(connection, exposed)
         connection.execute(
-            sa.update(t)
-            .where(t.c.unit_id == s.c.unit_id)
-            .values(
-                variant=sa.case((s.c.variant < t.c.variant, s.c.variant), else_=t.c.variant),
-                variant_max=sa.case(
-                    (s.c.variant_max > t.c.variant_max, s.c.variant_max), else_=t.c.variant_max
-                ),
-                rows=t.c.rows + s.c.rows,
+            after.insert().from_select(
+                [*names, "is_known"], _after_select(before, exposed, columns, low, o_ts <= high)
             )
         )
-        # new units: every value read at once (pre-exposure ones predate this window)
-        fresh = sa.select(s).where(~sa.exists().where(t.c.unit_id == s.c.unit_id)).subquery("fresh")
-        join_on = [o.c.unit_id == fresh.c.unit_id, o.c.name.in_(events) if events else sa.false()]
-        join_on.append(o_ts <= high)
-        values = []
-        for column in columns:
-            timing = (
-                o.c.ts >= fresh.c.first_ts if column.period == "post" else o.c.ts < fresh.c.first_ts
-            )
-            values.append(_reduce(column, sa.and_(o.c.name == column.event, timing)))
-        matched = sa.func.count(o.c.event_id)
-        connection.execute(
-            t.insert().from_select(
-                ["unit_id", "variant", "variant_max", "first_ts", "rows", "attributes_json"]
-                + [f"c{i}" for i in range(len(columns))],
-                sa.select(
-                    fresh.c.unit_id,
-                    sa.func.min(fresh.c.variant),
-                    sa.func.min(fresh.c.variant_max),
-                    sa.func.min(fresh.c.first_ts),
-                    sa.func.min(fresh.c.rows) + matched,
-                    sa.func.min(fresh.c.attributes_json),
-                    *values,
-                )
-                .select_from(fresh.outerjoin(o, sa.and_(*join_on)))
-                .group_by(fresh.c.unit_id),
-            )
-        )
-        # 2. this window's outcomes after the first exposure of units known before it
-        connection.execute(scratch.delete())
-        post = [c for c in columns if c.period == "post"]
-        if post:
-            old = [o.c.unit_id == t.c.unit_id, o_ts > low, o_ts <= high]
-            old.append(o.c.ts >= t.c.first_ts)
-            old.append(t.c.first_ts <= low)  # units inserted above already hold these
-            old.append(o.c.name.in_(events))
-            deltas = {
-                f"d{i}": _reduce(c, o.c.name == c.event)
-                for i, c in enumerate(columns)
-                if c.period == "post"
-            }
-            connection.execute(
-                scratch.insert().from_select(
-                    ["unit_id", "rows", *deltas],
-                    sa.select(o.c.unit_id, sa.func.count(), *deltas.values())
-                    .select_from(o.join(t, sa.and_(*old)))
-                    .group_by(o.c.unit_id),
-                )
-            )
-            updates: dict[str, Any] = {"rows": t.c.rows + s.c.rows}
-            for i, c in enumerate(columns):
-                if c.period != "post":
-                    continue
-                current, delta = t.c[f"c{i}"], s.c[f"d{i}"]
-                updates[f"c{i}"] = (
-                    sa.case((delta > current, delta), else_=current)
-                    if c.reduce == "any"
-                    else current + delta
-                )
-            connection.execute(sa.update(t).where(t.c.unit_id == s.c.unit_id).values(**updates))
+        analyze_scratch(connection, after)
+        _write_back(connection, u, after, width)
+        if not is_first:
+            apply_fold(connection, u, groups, before, after, width)
     finally:
-        scratch.drop(connection, checkfirst=True)
+        for table in scratch:
+            drop_scratch(connection, table)
+
+
+def _after_select(
+    before: sa.Table,
+    exposed: sa.Table,
+    columns: Sequence[OutcomeColumn],
+    low: float,
+    until_high: sa.ColumnElement[bool],
+) -> sa.Select[Any]:
+    """Each touched unit's row once the window is folded in.
+
+    A known unit adds this window's outcomes (all after its first exposure, which precedes
+    the window); a unit first exposed in this window reads every outcome up to ``high`` at
+    once, the pre-exposure ones (the CUPED covariate) included.
+    """
+    o, b, x = outcomes, before, exposed
+    events = sorted({c.event for c in columns})
+    is_known = b.c.variant.is_not(None)
+    first_ts = sa.func.coalesce(b.c.first_ts, x.c.first_ts)
+    join_on = [o.c.unit_id == b.c.unit_id, o.c.name.in_(events) if events else sa.false()]
+    join_on += [until_high, sa.or_(~is_known, o.c.ts > low)]
+    values: list[sa.ColumnElement[Any]] = []
+    for i, column in enumerate(columns):
+        timing = o.c.ts >= first_ts if column.period == "post" else o.c.ts < first_ts
+        added = _reduce(column, sa.and_(o.c.name == column.event, timing))
+        old = sa.func.min(sa.func.coalesce(b.c[f"c{i}"], 0.0))
+        values.append(
+            sa.case((added > old, added), else_=old) if column.reduce == "any" else old + added
+        )
+    return (
+        sa.select(
+            b.c.unit_id,
+            sa.func.min(_smaller(b.c.variant, x.c.variant)),
+            sa.func.min(_larger(b.c.variant_max, x.c.variant_max)),
+            sa.func.min(first_ts),
+            sa.func.min(sa.func.coalesce(b.c.rows, 0) + sa.func.coalesce(x.c.rows, 0))
+            + sa.func.count(o.c.event_id),
+            sa.func.min(sa.func.coalesce(b.c.attributes_json, x.c.attributes_json)),
+            *values,
+            sa.func.min(sa.case((is_known, 1), else_=0)),
+        )
+        .select_from(b.outerjoin(x, x.c.unit_id == b.c.unit_id).outerjoin(o, sa.and_(*join_on)))
+        .where(sa.or_(is_known, x.c.unit_id.is_not(None)))
+        .group_by(b.c.unit_id)
+    )
+
+
+def _write_back(connection: Connection, units: sa.Table, after: sa.Table, width: int) -> None:
+    """Known units are updated in place (their first exposure and attributes never change)."""
+    u, a = units, after
+    changed = ["variant", "variant_max", "rows", *(f"c{i}" for i in range(width))]
+    connection.execute(
+        sa.update(u)
+        .where(u.c.unit_id == a.c.unit_id, a.c.is_known == 1)
+        .values(**{name: a.c[name] for name in changed})
+    )
+    names = [c.name for c in u.columns]
+    connection.execute(
+        u.insert().from_select(names, sa.select(*(a.c[n] for n in names)).where(a.c.is_known == 0))
+    )
+
+
+def _groups_missing(connection: Connection, units: sa.Table, groups: sa.Table) -> bool:
+    """A unit table with rows and an empty group table: a rollup built before group tables."""
+    if connection.execute(sa.select(groups.c.n).limit(1)).first() is not None:
+        return False
+    return connection.execute(sa.select(units.c.unit_id).limit(1)).first() is not None
 
 
 def refresh_rollup(
@@ -254,8 +328,8 @@ def refresh_rollup(
     table = _units_table(name, columns)
     try:
         with engine.begin() as connection:
-            _state_metadata.create_all(connection)
-            table.create(connection, checkfirst=True)
+            create_if_missing(connection, rollup_state)
+            create_if_missing(connection, table)
             state = connection.execute(
                 sa.select(rollup_state.c.watermark).where(rollup_state.c.table_name == name)
             ).scalar_one_or_none()
@@ -287,8 +361,24 @@ def refresh_rollup(
             high = (
                 newest if window.end is None else min(newest, math.nextafter(window.end, -math.inf))
             )
+            groups = groups_table(name, columns)
+            create_if_missing(connection, groups)
+            if state is not None and _groups_missing(connection, table, groups):
+                rebuild_groups(connection, table, groups, len(columns))  # an older rollup
             if high > low:
-                _fold(connection, table, columns, experiment_key, phase, low, high)
+                _fold(
+                    connection,
+                    table,
+                    groups,
+                    columns,
+                    experiment_key,
+                    phase,
+                    low,
+                    high,
+                    is_first=state is None,
+                )
+                if state is None:
+                    rebuild_groups(connection, table, groups, len(columns))
                 values = {"watermark": high}
                 if state is None:
                     connection.execute(
@@ -321,6 +411,7 @@ def drop_rollup(
     with engine.begin() as connection:
         _state_metadata.create_all(connection)
         _units_table(name, columns).drop(connection, checkfirst=True)
+        groups_table(name, columns).drop(connection, checkfirst=True)
         connection.execute(rollup_state.delete().where(rollup_state.c.table_name == name))
 
 
@@ -338,13 +429,14 @@ def rollup_moments(
     engine: Engine = connect(target)
     columns = list(columns)
     name = refresh_rollup(engine, experiment_key, phase, columns, window=window)
+    pairs = list(dict.fromkeys(products))
+    names = [c.name for c in columns]
+    if dimension is None:  # per (variant, day): the group rows, a handful
+        query = group_select(groups_table(name, columns), columns, names, pairs)
+        return collect_moments(engine, query, names, pairs)
     table = _units_table(name, columns)
     renamed = [table.c[f"c{i}"].label(c.name) for i, c in enumerate(columns)]
-    dim = (
-        attribute_expression(engine, table.c.attributes_json, dimension).label("dim")
-        if dimension is not None
-        else sa.literal(None).label("dim")
-    )
+    dim = attribute_expression(engine, table.c.attributes_json, dimension).label("dim")
     per_unit = sa.select(
         table.c.unit_id,
         table.c.variant,
@@ -354,7 +446,5 @@ def rollup_moments(
         sa.case((table.c.variant != table.c.variant_max, 1), else_=0).label("mixed"),
         *renamed,
     ).subquery("per_unit")
-    pairs = list(dict.fromkeys(products))
-    names = [c.name for c in columns]
-    group = per_unit.c.dim if dimension is not None else day_of(per_unit.c.first_ts)
-    return collect_moments(engine, moment_select(per_unit, names, pairs, group), names, pairs)
+    query = moment_select(per_unit, names, pairs, per_unit.c.dim)
+    return collect_moments(engine, query, names, pairs)
