@@ -2,7 +2,7 @@
 
 One command: ``.venv/bin/python bench/analysis.py`` (``--rows 1000000`` for a quick run,
 ``--backends sqlite duckdb`` to skip one). Data is generated once per size with a fixed seed
-and cached under ``bench/.data`` (PostgreSQL: schema ``abflow_bench_analysis``); later runs
+and cached under ``bench/.data`` (PostgreSQL: schema ``abflow_bench_analysis_<rows>``); later runs
 reuse it. For each backend it times, in the same process and on the same rows:
 
 - abflow, raw events: ``analyze`` aggregating exposures and outcomes in SQL;
@@ -185,20 +185,21 @@ def prepare_postgres(rows: int) -> str:
     base = os.environ.get(
         "ABFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
-    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{PG_SCHEMA}"
+    schema = f"{PG_SCHEMA}_{rows}"  # one schema per size: a quick run keeps the big data
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}"))
+        connection.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
         marker = connection.execute(
             sa.text("SELECT obj_description(oid) FROM pg_namespace WHERE nspname = :name"),
-            {"name": PG_SCHEMA},
+            {"name": schema},
         ).scalar()
     if marker == f"rows={rows}":
         admin.dispose()
         return url
     with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP SCHEMA {PG_SCHEMA} CASCADE"))
-        connection.execute(sa.text(f"CREATE SCHEMA {PG_SCHEMA}"))
+        connection.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        connection.execute(sa.text(f"CREATE SCHEMA {schema}"))
     exp, out = generate(rows)
     _register(url, upgrade=True)
     engine = sa.create_engine(url)
@@ -210,14 +211,14 @@ def prepare_postgres(rows: int) -> str:
                 for row in frame.itertuples(index=False, name=None):
                     copy.write_row(row)
         raw.commit()
-        cursor.execute(f"ANALYZE {PG_SCHEMA}.exposures")
-        cursor.execute(f"ANALYZE {PG_SCHEMA}.outcomes")
+        cursor.execute(f"ANALYZE {schema}.exposures")
+        cursor.execute(f"ANALYZE {schema}.outcomes")
         raw.commit()
     finally:
         raw.close()
         engine.dispose()
     with admin.connect() as connection:
-        connection.execute(sa.text(f"COMMENT ON SCHEMA {PG_SCHEMA} IS 'rows={rows}'"))
+        connection.execute(sa.text(f"COMMENT ON SCHEMA {schema} IS 'rows={rows}'"))
     admin.dispose()
     return url
 
