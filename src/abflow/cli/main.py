@@ -16,6 +16,7 @@ from abflow.cli import (
     gate,
     models,
     power,
+    rollout,
     serve,
     token,
     validate,
@@ -55,6 +56,7 @@ for module in (
     models,
     drift,
     gate,
+    rollout,
 ):
     module.register(app)
 

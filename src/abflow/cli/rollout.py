@@ -1,0 +1,168 @@
+"""``abflow rollout``: ramp a challenger step by step, and promote or roll it back.
+
+``tick`` is the controller: run it on a schedule (cron, Airflow, an Argo CronWorkflow). Each
+move is a new spec version (so a new analysis phase) and an audit entry with its evidence.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import os
+from enum import StrEnum
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from abflow.cli.console import out_console
+
+__all__ = ["register"]
+
+rollout_app = typer.Typer(
+    name="rollout",
+    help="Progressive delivery: status, tick (the controller), promote, rollback.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store URL; default $ABFLOW_STORE_URL, else sqlite:///.abflow/abflow.db.",
+        show_default=False,
+    ),
+]
+ActorOption = Annotated[
+    str | None,
+    typer.Option("--actor", help="Who acts, for the audit trail (default: user:$USER)."),
+]
+
+
+class TickFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _actor(given: str | None, default_prefix: str = "user") -> str:
+    if given:
+        return given
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = os.environ.get("USER", "unknown")
+    return f"{default_prefix}:{name}"
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@rollout_app.command("status")
+def status(
+    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    store: StoreOption = None,
+) -> None:
+    """The plan, the current step and the live traffic split.
+
+    Example: [bold]abflow rollout status fraud-model-v2[/]
+    """
+    from abflow.rollout.controller import rollout_status
+    from abflow.store import EventStore
+
+    with EventStore.open(store) as opened:
+        got = rollout_status(opened, experiment)
+    state = got.state
+    step = "-" if state.step is None else f"{state.step + 1} of {len(got.steps)}"
+    table = Table(title=f"rollout of {experiment}", title_justify="left", show_header=False)
+    table.add_row("stage", state.stage.replace("_", " "))
+    table.add_row("step", step)
+    table.add_row("plan", " → ".join(f"{share:.0%}" for share in got.steps))
+    table.add_row("challenger", got.challenger)
+    table.add_row("weights now", ", ".join(f"{w:g}" for w in got.weights))
+    table.add_row("phase", f"{got.phase} since {_when(got.phase_started_at)}")
+    table.add_row("last move", _when(state.since))
+    out_console.print(table)
+
+
+@rollout_app.command("tick")
+def tick(
+    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    store: StoreOption = None,
+    actor: ActorOption = None,
+    output_format: Annotated[
+        TickFormat, typer.Option("--format", "-f", help="text, or json (stable keys).")
+    ] = TickFormat.text,
+) -> None:
+    """Look once and take at most one step: start, advance, hold, roll back or promote.
+
+    Exit code 0 for every decision, 1 when the rollout was rolled back (so a scheduler can
+    alert). Example: [bold]abflow rollout tick fraud-model-v2[/]
+    """
+    from abflow.rollout.controller import tick as run_tick
+    from abflow.store import EventStore
+
+    with EventStore.open(store) as opened:
+        result = run_tick(opened, experiment, actor=_actor(actor, "controller"))
+    if output_format is TickFormat.json:
+        payload = {
+            "experiment_key": result.experiment_key,
+            "action": result.action,
+            "step": result.step,
+            "reasons": result.reasons,
+            "evidence": result.evidence,
+        }
+        out_console.print(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+    else:
+        step = "" if result.step is None else f" (step {result.step + 1})"
+        out_console.print(f"{experiment}: {result.action.replace('_', ' ')}{step}")
+        for reason in result.reasons:
+            out_console.print(f"  - {reason}")
+    if result.action == "rolled_back":
+        raise typer.Exit(1)
+
+
+@rollout_app.command("promote")
+def promote(
+    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    store: StoreOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Send all traffic to the challenger and end the rollout (audited).
+
+    Example: [bold]abflow rollout promote fraud-model-v2 --reason "guardrails held for 7 days"[/]
+    """
+    from abflow.rollout.controller import promote as run_promote
+    from abflow.store import EventStore
+
+    with EventStore.open(store) as opened:
+        run_promote(opened, experiment, actor=_actor(actor), reason=reason)
+    out_console.print(f"{experiment}: promoted; all traffic goes to the challenger")
+
+
+@rollout_app.command("rollback")
+def rollback(
+    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    store: StoreOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Send all traffic back to the control and end the rollout (audited).
+
+    Example: [bold]abflow rollout rollback fraud-model-v2 --reason "p95 latency alert"[/]
+    """
+    from abflow.rollout.controller import rollback as run_rollback
+    from abflow.store import EventStore
+
+    with EventStore.open(store) as opened:
+        run_rollback(opened, experiment, actor=_actor(actor), reason=reason)
+    out_console.print(f"{experiment}: rolled back; all traffic goes to the control")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(rollout_app)

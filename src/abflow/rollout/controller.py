@@ -1,0 +1,297 @@
+"""The rollout controller: ramp a challenger step by step while its guardrails hold.
+
+``tick`` is meant to run on a schedule (cron, Airflow, an Argo CronWorkflow); each call
+looks once and acts at most once:
+
+* not started: open the first step (the challenger gets the first step's share);
+* a guardrail of the plan fails, or the split is broken (SRM): roll back (all traffic to the
+  control) when ``auto_rollback``, else hold and say so;
+* the step has lasted ``min_duration_hours`` and the challenger has ``min_samples`` units:
+  open the next step; after the last one, promote when ``auto_promote``, else wait for
+  ``abflow rollout promote``;
+* otherwise hold, saying what it waits for.
+
+Every move writes a new spec version (so a new phase: analysis never pools two steps) and an
+audit entry carrying the evidence: the analysed phase and window, spec hash, units per
+variant, each guardrail's effect and interval, and the abflow version. A gateway serving the
+experiment picks the new weights up from the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
+from abflow.errors import InvalidArgumentError
+from abflow.rollout.plan import (
+    RolloutState,
+    challenger_index,
+    plan_of,
+    state_from_audit,
+    step_weights,
+)
+from abflow.spec import ExperimentSpec
+from abflow.store import EventStore
+
+__all__ = ["RolloutStatus", "TickResult", "promote", "rollback", "rollout_status", "tick"]
+
+Action = Literal["started", "advanced", "held", "rolled_back", "promoted", "finished"]
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutStatus:
+    """A rollout as it stands, for ``abflow rollout status``."""
+
+    experiment_key: str
+    state: RolloutState
+    steps: list[float]
+    challenger: str
+    weights: list[float]
+    phase: int
+    phase_started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What one tick did, and why."""
+
+    experiment_key: str
+    action: Action
+    step: int | None
+    reasons: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+Analyse = Callable[[EventStore, ExperimentSpec, int], ExperimentResult]
+
+
+def _analyse(store: EventStore, spec: ExperimentSpec, phase: int) -> ExperimentResult:
+    return analyze(store, spec.key, AnalysisOptions(phase=phase, timeline=False))
+
+
+def rollout_status(store: EventStore, key: str) -> RolloutStatus:
+    """The plan, the stage and the live weights of experiment ``key``'s rollout."""
+    stored = store.get_experiment(key)
+    plan = plan_of(stored.spec)
+    phase = store.current_phase(key)
+    return RolloutStatus(
+        experiment_key=key,
+        state=state_from_audit(store.audit_entries(key)),
+        steps=[step.traffic for step in plan.steps],
+        challenger=stored.spec.variant_names[challenger_index(stored.spec)],
+        weights=stored.spec.effective_weights,
+        phase=phase.phase,
+        phase_started_at=phase.started_at,
+    )
+
+
+def tick(
+    store: EventStore,
+    key: str,
+    *,
+    actor: str = "rollout-controller",
+    now: float | None = None,
+    analyse: Analyse = _analyse,
+) -> TickResult:
+    """Look at experiment ``key`` once and take at most one step of its rollout."""
+    now = time.time() if now is None else now
+    spec = store.get_experiment(key).spec
+    plan = plan_of(spec)
+    state = state_from_audit(store.audit_entries(key))
+    if state.is_final:
+        return TickResult(key, "finished", state.step, [f"the rollout was {state.stage}"])
+    if state.stage == "not_started" or state.step is None:
+        return _move(store, spec, state, 0, actor, "started", ["rollout started"], {})
+    step = plan.steps[state.step]
+    phase = store.current_phase(key)
+    result = analyse(store, spec, phase.phase)
+    evidence = _evidence(result, plan.guardrails, spec)
+    failures = _failures(result, plan.guardrails, spec)
+    if failures:
+        if plan.auto_rollback:
+            return _finish(store, spec, state, "rolled_back", actor, failures, evidence)
+        return TickResult(
+            key, "held", state.step, ["guardrails fail, auto_rollback is off", *failures], evidence
+        )
+    elapsed_hours = (now - phase.started_at) / HOUR
+    units = evidence["units"].get(evidence["challenger"], 0)
+    waiting = []
+    if elapsed_hours < step.min_duration_hours:
+        waiting.append(f"step has run {elapsed_hours:.1f} of {step.min_duration_hours:g} hours")
+    if units < step.min_samples:
+        waiting.append(f"challenger has {units:,} of {step.min_samples:,} units")
+    if waiting:
+        return TickResult(key, "held", state.step, waiting, evidence)
+    reason = f"step {state.step + 1} held for {elapsed_hours:.1f} h with {units:,} challenger units; guardrails hold"
+    if state.step + 1 < len(plan.steps):
+        return _move(store, spec, state, state.step + 1, actor, "advanced", [reason], evidence)
+    if plan.auto_promote:
+        return _finish(store, spec, state, "promoted", actor, [reason, "auto_promote"], evidence)
+    return TickResult(
+        key,
+        "held",
+        state.step,
+        [reason, "last step done: waiting for `abflow rollout promote`"],
+        evidence,
+    )
+
+
+def promote(store: EventStore, key: str, *, actor: str, reason: str = "") -> TickResult:
+    """Send all traffic to the challenger and end the rollout (audited)."""
+    return _end_by_hand(store, key, "promoted", actor, reason or "promoted by hand")
+
+
+def rollback(store: EventStore, key: str, *, actor: str, reason: str = "") -> TickResult:
+    """Send all traffic back to the control and end the rollout (audited)."""
+    return _end_by_hand(store, key, "rolled_back", actor, reason or "rolled back by hand")
+
+
+def _end_by_hand(
+    store: EventStore,
+    key: str,
+    action: Literal["rolled_back", "promoted"],
+    actor: str,
+    reason: str,
+) -> TickResult:
+    spec = store.get_experiment(key).spec
+    plan_of(spec)
+    state = state_from_audit(store.audit_entries(key))
+    if state.is_final:
+        msg = f"the rollout of {key!r} is already {state.stage.replace('_', ' ')}"
+        raise InvalidArgumentError(msg)
+    return _finish(store, spec, state, action, actor, [reason], {})
+
+
+def _with_share(spec: ExperimentSpec, share: float) -> ExperimentSpec:
+    weights = step_weights(spec, share) if 0 < share < 1 else _endpoint(spec, share)
+    return spec.model_copy(update={"weights": weights})
+
+
+def _endpoint(spec: ExperimentSpec, share: float) -> list[float]:
+    weights = [0.0] * len(spec.variants)
+    weights[challenger_index(spec) if share >= 1 else 0] = 1.0
+    return weights
+
+
+def _record(
+    store: EventStore,
+    spec: ExperimentSpec,
+    seen: RolloutState,
+    share: float,
+    action: str,
+    payload: dict[str, Any],
+    actor: str,
+) -> bool:
+    """Register the new weights and audit the move; False if the rollout moved meanwhile.
+
+    One controller per experiment is the model; a second one that acted since this tick
+    read the state is noticed here, and this tick then does nothing.
+    """
+    if state_from_audit(store.audit_entries(spec.key)) != seen:
+        return False
+    reason = f"{action.removeprefix('rollout.').replace('_', ' ')}: {share:.0%} to the challenger"
+    store.register_experiment(_with_share(spec, share), reason=reason, actor=actor)
+    store.append_audit(actor, action, payload, experiment_key=spec.key)
+    return True
+
+
+def _payload(
+    step: int | None, share: float, reasons: list[str], evidence: dict[str, Any]
+) -> dict[str, Any]:
+    return {"step": step, "share": share, "reasons": reasons, "evidence": evidence}
+
+
+def _moved_meanwhile(spec: ExperimentSpec, step: int | None) -> TickResult:
+    return TickResult(spec.key, "held", step, ["the rollout moved meanwhile (another controller?)"])
+
+
+def _move(
+    store: EventStore,
+    spec: ExperimentSpec,
+    seen: RolloutState,
+    step: int,
+    actor: str,
+    action: Action,
+    reasons: list[str],
+    evidence: dict[str, Any],
+) -> TickResult:
+    """Open ramp step ``step``."""
+    steps = plan_of(spec).steps
+    share = steps[step].traffic
+    payload = _payload(step, share, reasons, evidence)
+    if not _record(store, spec, seen, share, "rollout.step", payload, actor):
+        return _moved_meanwhile(spec, step)
+    label = f"step {step + 1} of {len(steps)}: {share:.0%} to the challenger"
+    return TickResult(spec.key, action, step, [*reasons, label], evidence)
+
+
+def _finish(
+    store: EventStore,
+    spec: ExperimentSpec,
+    seen: RolloutState,
+    action: Literal["rolled_back", "promoted"],
+    actor: str,
+    reasons: list[str],
+    evidence: dict[str, Any],
+) -> TickResult:
+    """End the rollout: all traffic to the control (rolled back) or the challenger."""
+    share = 1.0 if action == "promoted" else 0.0
+    payload = _payload(seen.step, share, reasons, evidence)
+    if not _record(store, spec, seen, share, f"rollout.{action}", payload, actor):
+        return _moved_meanwhile(spec, seen.step)
+    return TickResult(spec.key, action, seen.step, reasons, evidence)
+
+
+def _guardrail_comparisons(
+    result: ExperimentResult, names: list[str], challenger: str
+) -> list[tuple[Any, Any]]:
+    wanted = set(names) or {m.name for m in result.metrics if m.role == "guardrail"}
+    return [
+        (metric, comparison)
+        for metric in result.metrics
+        if metric.name in wanted
+        for comparison in metric.comparisons
+        if comparison.variant == challenger
+    ]
+
+
+def _failures(result: ExperimentResult, names: list[str], spec: ExperimentSpec) -> list[str]:
+    challenger = spec.variant_names[challenger_index(spec)]
+    out = []
+    if result.srm.is_mismatch:
+        out.append(f"sample ratio mismatch (p = {result.srm.p_value:.2g}): the split is broken")
+    for metric, comparison in _guardrail_comparisons(result, names, challenger):
+        if comparison.guardrail == "fail":
+            out.append(
+                f"guardrail {metric.name} fails: effect {comparison.effect:+.4g} "
+                f"[{comparison.ci_low:+.4g}, {comparison.ci_high:+.4g}]"
+            )
+    return out
+
+
+def _evidence(result: ExperimentResult, names: list[str], spec: ExperimentSpec) -> dict[str, Any]:
+    """What a later reader needs to reproduce the decision."""
+    challenger = spec.variant_names[challenger_index(spec)]
+    provenance = result.provenance
+    return {
+        "phase": result.phase,
+        "spec_hash": provenance.spec_hash,
+        "window": [provenance.window_start, provenance.window_end],
+        "abflow_version": provenance.abflow_version,
+        "challenger": challenger,
+        "units": {count.variant: count.units for count in result.variants},
+        "srm_p_value": result.srm.p_value,
+        "guardrails": [
+            {
+                "metric": metric.name,
+                "status": comparison.guardrail,
+                "effect": comparison.effect,
+                "ci": [comparison.ci_low, comparison.ci_high],
+            }
+            for metric, comparison in _guardrail_comparisons(result, names, challenger)
+        ],
+    }

@@ -1,0 +1,75 @@
+"""The ramp as a state machine: where a rollout stands and what a step's weights are (pure).
+
+A rollout's state is the last ``rollout.*`` entry of the experiment's audit trail, so the
+trail is both the history and the source of truth: every move is recorded with the evidence
+that justified it, in the same place the spec versions are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from abflow.errors import InvalidArgumentError
+from abflow.routing.ramp import canary_weights
+from abflow.spec import ExperimentSpec, RolloutSpec
+
+__all__ = [
+    "ROLLOUT_ACTIONS",
+    "RolloutState",
+    "challenger_index",
+    "plan_of",
+    "state_from_audit",
+    "step_weights",
+]
+
+Stage = Literal["not_started", "ramping", "rolled_back", "promoted"]
+
+ROLLOUT_ACTIONS: dict[str, Stage] = {
+    "rollout.step": "ramping",
+    "rollout.rolled_back": "rolled_back",
+    "rollout.promoted": "promoted",
+}
+"""Audit actions that move a rollout, and the stage each leaves it in."""
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutState:
+    """Where a rollout stands: its stage, the ramp step (0-based) and since when."""
+
+    stage: Stage
+    step: int | None = None
+    since: float | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.stage in ("rolled_back", "promoted")
+
+
+def plan_of(spec: ExperimentSpec) -> RolloutSpec:
+    """The spec's rollout plan; InvalidArgumentError naming the experiment if it has none."""
+    if spec.rollout is None:
+        msg = f"experiment {spec.key!r} has no rollout plan; add a 'rollout' section to its spec"
+        raise InvalidArgumentError(msg)
+    return spec.rollout
+
+
+def challenger_index(spec: ExperimentSpec) -> int:
+    """Index of the variant that ramps: the plan's challenger, else the second variant."""
+    name = spec.rollout.challenger if spec.rollout is not None else None
+    return spec.variant_names.index(name) if name is not None else 1
+
+
+def step_weights(spec: ExperimentSpec, share: float) -> list[float]:
+    """Weights that give the challenger ``share`` and the control the rest (others 0)."""
+    return canary_weights(share, n_variants=len(spec.variants), challenger=challenger_index(spec))
+
+
+def state_from_audit(entries: list[Any]) -> RolloutState:
+    """The state the last rollout entry of an experiment's audit trail left it in."""
+    for entry in reversed(entries):
+        stage = ROLLOUT_ACTIONS.get(entry.action)
+        if stage is not None:
+            step = entry.payload.get("step")
+            return RolloutState(stage, int(step) if step is not None else None, entry.ts)
+    return RolloutState("not_started")
