@@ -14,6 +14,7 @@ from abflow.cli import (
     demo,
     drift,
     gate,
+    k8s,
     models,
     power,
     rollout,
@@ -57,6 +58,7 @@ for module in (
     drift,
     gate,
     rollout,
+    k8s,
 ):
     module.register(app)
 

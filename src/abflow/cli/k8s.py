@@ -1,0 +1,93 @@
+"""``abflow k8s render``: Kubernetes manifests for a gateway config, on stdout or in a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from abflow.cli.console import check_output_path, fail, out_console, write_output
+
+__all__ = ["register"]
+
+k8s_app = typer.Typer(
+    name="k8s",
+    help="Kubernetes manifests for the gateway and the rollout controller.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+EXAMPLES = """
+Examples:
+
+  [bold]abflow k8s render --config gateway.yaml --image registry.example.com/abflow:0.1.0 | kubectl apply -f -[/]
+
+  [bold]abflow k8s render --config gateway.yaml --image IMG --namespace ml --replicas 3 --metrics-token-secret abflow-metrics -o abflow.yaml[/]
+
+Before applying, create the store secret (the URL holds credentials, so it is never rendered):
+
+  kubectl create secret generic abflow-store --from-literal=url=postgresql+psycopg://USER:PASS@HOST/abflow
+"""
+
+
+@k8s_app.command("render", epilog=EXAMPLES)
+def render(
+    image: Annotated[str, typer.Option(help="Container image with abflow installed.")],
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Gateway config (as for abflow serve); default: the demo experiment."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Name of the Deployment, Service and the rest.")] = (
+        "abflow-gateway"
+    ),
+    namespace: Annotated[str, typer.Option(help="Namespace of every resource.")] = "default",
+    replicas: Annotated[int, typer.Option(help="Replicas, and the autoscaler's minimum.")] = 2,
+    max_replicas: Annotated[int, typer.Option(help="The autoscaler's maximum.")] = 10,
+    workers: Annotated[int, typer.Option(help="Gateway worker processes per pod.")] = 2,
+    store_secret: Annotated[
+        str, typer.Option(help="Secret whose key 'url' holds the store URL.")
+    ] = "abflow-store",
+    metrics_token_secret: Annotated[
+        str | None,
+        typer.Option(help="Secret (key 'token') for a Prometheus Operator ServiceMonitor."),
+    ] = None,
+    rollout_schedule: Annotated[
+        str, typer.Option(help="Cron schedule of 'abflow rollout tick' per rollout plan.")
+    ] = "*/15 * * * *",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the manifests to this file.")
+    ] = None,
+) -> None:
+    """Render the gateway's Deployment, Service, autoscaler, config and rollout CronJobs."""
+    from abflow.deploy import K8sOptions, render_manifests, to_yaml
+    from abflow.errors import InvalidArgumentError
+    from abflow.serving.settings import demo_config, load_config
+
+    if output is not None:
+        check_output_path(output)
+    gateway_config = load_config(config) if config is not None else demo_config()
+    options = K8sOptions(
+        image=image,
+        name=name,
+        namespace=namespace,
+        replicas=replicas,
+        max_replicas=max_replicas,
+        workers=workers,
+        store_secret=store_secret,
+        metrics_token_secret=metrics_token_secret,
+        rollout_schedule=rollout_schedule,
+    )
+    try:
+        text = to_yaml(render_manifests(gateway_config, options))
+    except InvalidArgumentError as exc:
+        fail(str(exc), code=2)
+    if output is None:
+        out_console.print(text, end="")
+        return
+    write_output(output, text)
+    out_console.print(f"wrote {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(k8s_app)

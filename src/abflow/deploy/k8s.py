@@ -1,0 +1,394 @@
+"""Kubernetes manifests for a gateway config: what ``abflow k8s render`` prints.
+
+The gateway is stateless apart from its local event journal, so it runs as a Deployment
+behind a Service and scales horizontally (HorizontalPodAutoscaler on CPU); a
+PodDisruptionBudget keeps one replica up through node drains. The config file travels in a
+ConfigMap; the store URL, which holds credentials, comes from a Secret the operator creates
+(never rendered). A Job applies store migrations before the gateways start, and each
+experiment with a rollout plan gets a CronJob running ``abflow rollout tick`` with
+``concurrencyPolicy: Forbid`` (one controller per experiment, as the controller expects).
+
+The journal lives on an ``emptyDir``: it survives container restarts (a crash, an OOM kill)
+but not the loss of the pod's node; the gateway drains and ships it on a graceful stop,
+which ``terminationGracePeriodSeconds`` leaves time for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from abflow.errors import InvalidArgumentError
+from abflow.serving.settings import GatewayConfig
+
+__all__ = ["K8sOptions", "render_manifests", "to_yaml"]
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+CONFIG_PATH = "/etc/abflow/gateway.yaml"
+JOURNAL_DIR = "/var/lib/abflow/journal"
+PORT = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class K8sOptions:
+    """Knobs of the rendered manifests; defaults suit a small production gateway."""
+
+    image: str
+    """The container image with abflow installed (``pip install 'abflow[postgres]'``)."""
+    name: str = "abflow-gateway"
+    namespace: str = "default"
+    replicas: int = 2
+    max_replicas: int = 10
+    workers: int = 2
+    cpu_target_percent: int = 70
+    store_secret: str = "abflow-store"
+    """Secret holding the store URL under the key ``url``."""
+    metrics_token_secret: str | None = None
+    """With a name, a Prometheus Operator ServiceMonitor scrapes /metrics with that token."""
+    rollout_schedule: str = "*/15 * * * *"
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _check(options: K8sOptions) -> None:
+    for label, value in (("name", options.name), ("namespace", options.namespace)):
+        if not _NAME.match(value) or len(value) > 63:
+            msg = (
+                f"{label} {value!r} is not a valid Kubernetes name (lowercase letters, digits, '-')"
+            )
+            raise InvalidArgumentError(msg)
+    if not 1 <= options.replicas <= options.max_replicas:
+        msg = f"replicas must be between 1 and max_replicas ({options.max_replicas}), got {options.replicas}"
+        raise InvalidArgumentError(msg)
+    if options.workers < 1:
+        msg = f"workers must be at least 1, got {options.workers}"
+        raise InvalidArgumentError(msg)
+    if not 1 <= options.cpu_target_percent <= 100:
+        msg = f"cpu_target_percent must be between 1 and 100, got {options.cpu_target_percent}"
+        raise InvalidArgumentError(msg)
+    if not options.image.strip():
+        msg = "image must not be empty"
+        raise InvalidArgumentError(msg)
+
+
+def render_manifests(config: GatewayConfig, options: K8sOptions) -> list[dict[str, Any]]:
+    """Every manifest, in the order ``kubectl apply`` should create them."""
+    _check(options)
+    labels = {
+        "app.kubernetes.io/name": "abflow",
+        "app.kubernetes.io/instance": options.name,
+        "app.kubernetes.io/component": "gateway",
+        **options.labels,
+    }
+    selector = {
+        "app.kubernetes.io/instance": options.name,
+        "app.kubernetes.io/component": "gateway",
+    }
+    manifests = [
+        _config_map(config, options, labels),
+        _migration_job(options, labels),
+        _deployment(options, labels, selector),
+        _service(options, labels, selector),
+        _autoscaler(options, labels),
+        _disruption_budget(options, labels, selector),
+    ]
+    if options.metrics_token_secret is not None:
+        manifests.append(_service_monitor(options, labels, selector))
+    manifests += [
+        _rollout_cron_job(spec.key, options, labels)
+        for spec in config.experiments
+        if spec.rollout is not None
+    ]
+    return manifests
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the embedded config) as readable ``|`` blocks."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def to_yaml(manifests: list[dict[str, Any]]) -> str:
+    """One multi-document YAML stream, as ``kubectl apply -f -`` reads it."""
+    return "---\n".join(yaml.dump(m, Dumper=_Dumper, sort_keys=False, width=100) for m in manifests)
+
+
+def _meta(name: str, options: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": options.namespace, "labels": dict(labels)}
+
+
+def _gateway_config_text(config: GatewayConfig) -> str:
+    """The config with specs inlined (no file references) and without the store URL."""
+    data = config.model_dump(mode="json", exclude_none=True, exclude={"store_url"})
+    data["experiments"] = [
+        spec.model_dump(mode="json", exclude_defaults=True) for spec in config.experiments
+    ]
+    return yaml.safe_dump(data, sort_keys=False, width=100)
+
+
+def _config_map(
+    config: GatewayConfig, options: K8sOptions, labels: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(f"{options.name}-config", options, labels),
+        "data": {"gateway.yaml": _gateway_config_text(config)},
+    }
+
+
+def _store_env(options: K8sOptions) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "ABFLOW_STORE_URL",
+            "valueFrom": {"secretKeyRef": {"name": options.store_secret, "key": "url"}},
+        }
+    ]
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _cli_container(name: str, options: K8sOptions, args: list[str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": options.image,
+        "args": args,
+        "env": _store_env(options),
+        "securityContext": _security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+TMP_VOLUME = {"name": "tmp", "emptyDir": {}}
+"""The root filesystem is read-only; libraries that write temporary files get /tmp."""
+
+
+def _migration_job(options: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _meta(
+            f"{options.name}-db-upgrade",
+            options,
+            {**labels, "app.kubernetes.io/component": "migration"},
+        ),
+        "spec": {
+            "backoffLimit": 3,
+            "ttlSecondsAfterFinished": 3600,
+            "template": {
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "securityContext": _pod_security(),
+                    "containers": [_cli_container("db-upgrade", options, ["db", "upgrade"])],
+                    "volumes": [TMP_VOLUME],
+                }
+            },
+        },
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _deployment(
+    options: K8sOptions, labels: dict[str, str], selector: dict[str, str]
+) -> dict[str, Any]:
+    container = _cli_container(
+        "gateway",
+        options,
+        ["serve", "--host", "0.0.0.0", "--port", str(PORT), "--config", CONFIG_PATH,
+         "--workers", str(options.workers)],
+    )  # fmt: skip
+    container["env"] = [
+        *container["env"],
+        {"name": "ABFLOW_JOURNAL_DIR", "value": JOURNAL_DIR},
+        {"name": "ABFLOW_DRAIN_TIMEOUT_SECONDS", "value": "20"},
+    ]
+    container["ports"] = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
+    container["volumeMounts"] += [
+        {"name": "config", "mountPath": "/etc/abflow", "readOnly": True},
+        {"name": "journal", "mountPath": JOURNAL_DIR},
+    ]
+    container["resources"] = {
+        "requests": {"cpu": f"{500 * options.workers}m", "memory": f"{384 * options.workers}Mi"},
+        "limits": {"memory": f"{768 * options.workers}Mi"},
+    }
+    container["readinessProbe"] = _probe("/readyz", 5, 3)
+    container["livenessProbe"] = _probe("/healthz", 10, 6)
+    container["startupProbe"] = _probe("/healthz", 2, 60)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(options.name, options, labels),
+        "spec": {
+            "replicas": options.replicas,
+            "selector": {"matchLabels": dict(selector)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "terminationGracePeriodSeconds": 30,
+                    "securityContext": _pod_security(),
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": dict(selector)},
+                        }
+                    ],
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": f"{options.name}-config"}},
+                        {"name": "journal", "emptyDir": {}},
+                        TMP_VOLUME,
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _service(
+    options: K8sOptions, labels: dict[str, str], selector: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(options.name, options, labels),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": dict(selector),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def _autoscaler(options: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(options.name, options, labels),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": options.name},
+            "minReplicas": options.replicas,
+            "maxReplicas": options.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": options.cpu_target_percent,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _disruption_budget(
+    options: K8sOptions, labels: dict[str, str], selector: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(options.name, options, labels),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(selector)}},
+    }
+
+
+def _service_monitor(
+    options: K8sOptions, labels: dict[str, str], selector: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _meta(options.name, options, labels),
+        "spec": {
+            "selector": {"matchLabels": dict(selector)},
+            "endpoints": [
+                {
+                    "port": "http",
+                    "path": "/metrics",
+                    "interval": "15s",
+                    "authorization": {
+                        "type": "Bearer",
+                        "credentials": {"name": options.metrics_token_secret, "key": "token"},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _cron_name(options: K8sOptions, key: str) -> str:
+    """``<name>-rollout-<key>``, cut to the 52 characters a CronJob name may have."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")
+    return f"{options.name}-rollout-{slug}"[:52].rstrip("-")
+
+
+def _rollout_cron_job(key: str, options: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+    container = _cli_container(
+        "rollout-tick", options, ["rollout", "tick", key, "--actor", f"controller:{options.name}"]
+    )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": _meta(
+            _cron_name(options, key), options, {**labels, "app.kubernetes.io/component": "rollout"}
+        ),
+        "spec": {
+            "schedule": options.rollout_schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 5,
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "securityContext": _pod_security(),
+                            "containers": [container],
+                            "volumes": [TMP_VOLUME],
+                        }
+                    },
+                }
+            },
+        },
+    }
