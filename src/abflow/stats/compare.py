@@ -21,6 +21,7 @@ from abflow.stats.frequentist import effect_and_variance, fixed_test, welch_df
 from abflow.stats.moments import Stats, summarize
 from abflow.stats.records import Comparison, GaussianPrior
 from abflow.stats.sequential import confidence_sequence
+from abflow.stats.validation import real_number
 
 __all__ = [
     "ERROR_MESSAGES",
@@ -54,6 +55,10 @@ def _check_arguments(
     margin: float | None,
     tuning_sample_size: float,
 ) -> None:
+    alpha = real_number("alpha", alpha)
+    tuning_sample_size = real_number("tuning_sample_size", tuning_sample_size)
+    if margin is not None:
+        margin = real_number("margin", margin)
     if method not in METHODS:
         msg = f"unknown method {method!r}; expected one of {', '.join(METHODS)}"
         raise InvalidArgumentError(msg)

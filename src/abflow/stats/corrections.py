@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Literal, TypeVar, overload
 
 import numpy as np
 
 from abflow.errors import InvalidArgumentError
 from abflow.stats.records import Comparison
+from abflow.stats.validation import real_number
 
 __all__ = [
     "CorrectionMethod",
@@ -78,16 +79,24 @@ def adjust_p_values(
     if method not in _METHODS:
         msg = f"method must be one of {', '.join(_METHODS)}; got {method!r}"
         raise InvalidArgumentError(msg)
+    if isinstance(p_values, str | bytes) or not isinstance(p_values, Iterable):
+        msg = f"p_values must be a sequence of numbers or None, got {p_values!r}"
+        raise InvalidArgumentError(msg)
+    items = list(p_values)
+    values: list[float | None] = [
+        None if value is None else real_number(f"p_values[{i}]", value)
+        for i, value in enumerate(items)
+    ]
     present: list[int] = []
-    for i, value in enumerate(p_values):
-        if _is_missing(value):
+    for i, value in enumerate(values):
+        if value is None or math.isnan(value):
             continue
-        if not 0.0 <= float(value) <= 1.0:  # type: ignore[arg-type]  # None skipped above
+        if not 0.0 <= value <= 1.0:
             msg = f"p-values must lie in [0, 1], got {value!r} at position {i}"
             raise InvalidArgumentError(msg)
         present.append(i)
-    adjusted = _adjust(np.array([p_values[i] for i in present], dtype=float), method)
-    result: list[float | None] = list(p_values)
+    adjusted = _adjust(np.array([values[i] for i in present], dtype=float), method)
+    result: list[float | None] = items
     for i, value in zip(present, adjusted, strict=True):
         result[i] = float(value)
     return result

@@ -62,6 +62,9 @@ def _moments(n: Array, sums: Array, products: Array) -> tuple[Array, Array]:
         centered = products - sums[:, :, None] * sums[:, None, :] / n[:, None, None]
         cov = centered / (n - 1.0)[:, None, None]
     cov = np.where((n >= 2)[:, None, None], cov, np.nan)
+    # Rounding of large sums can leave a variance a hair below zero; a variance is not.
+    diagonal = np.arange(cov.shape[1])
+    cov[:, diagonal, diagonal] = np.maximum(cov[:, diagonal, diagonal], 0.0)
     return mu, cov
 
 

@@ -59,6 +59,7 @@ from abflow.stats.power_results import (
     ProportionVariance,
     SampleSizeResult,
 )
+from abflow.stats.validation import real_number
 
 __all__ = [
     "MAX_UNITS_PER_VARIANT",
@@ -83,6 +84,8 @@ def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> in
     ``coverage`` is the share of eligible traffic the experiment includes. Days are rounded
     up: a partial day still has to run, and weekly patterns argue for whole weeks anyway.
     """
+    daily_units = real_number("daily_units", daily_units)
+    total = real_number("total", total)
     if not (math.isfinite(daily_units) and daily_units > 0):
         msg = f"daily_units must be a positive number, got {daily_units!r}"
         raise InvalidArgumentError(msg)

@@ -7,10 +7,12 @@ arithmetic exception, so the bounds here are part of the contract (see the const
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 from abflow.errors import InvalidArgumentError
 from abflow.stats.power_model import Plan
+from abflow.stats.validation import real_number, real_numbers
 
 __all__ = [
     "MAX_UNITS_PER_VARIANT",
@@ -36,7 +38,7 @@ STD_RANGE = (1e-150, 1e150)
 
 
 def _check_open_unit(name: str, value: float) -> None:
-    if not (isinstance(value, int | float) and 0.0 < value < 1.0):
+    if not (0.0 < real_number(name, value) < 1.0):
         msg = f"{name} must be strictly between 0 and 1, got {value!r}"
         raise InvalidArgumentError(msg)
 
@@ -51,7 +53,7 @@ def make_plan(
     proportion_variance: str,
 ) -> Plan:
     _check_open_unit("alpha", alpha)
-    if isinstance(variants, bool) or not isinstance(variants, int) or variants < 2:
+    if isinstance(variants, bool) or not isinstance(variants, numbers.Integral) or variants < 2:
         msg = f"variants must be an integer of at least 2 (control and one treatment), got {variants!r}"
         raise InvalidArgumentError(msg)
     if variants > MAX_VARIANTS:
@@ -66,6 +68,8 @@ def make_plan(
     if std is None:
         _check_open_unit("baseline (a proportion)", baseline)
     else:
+        std = real_number("std", std)
+        baseline = real_number("baseline", baseline)
         if not (math.isfinite(std) and std > 0):
             msg = f"std must be a positive finite number, got {std!r}"
             raise InvalidArgumentError(msg)
@@ -83,13 +87,14 @@ def make_plan(
         std=None if std is None else float(std),
         relative=relative,
         alpha=float(alpha),
-        variants=variants,
-        alternative=alternative,  # type: ignore[arg-type]  # checked just above
-        proportion_variance=proportion_variance,  # type: ignore[arg-type]  # checked just above
+        variants=int(variants),
+        alternative=alternative,
+        proportion_variance=proportion_variance,
     )
 
 
 def check_mde(plan: Plan, value: float) -> None:
+    value = real_number("mde", value)
     if not (math.isfinite(value) and value > 0):
         msg = f"mde must be a positive finite number, got {value!r}"
         raise InvalidArgumentError(msg)
@@ -112,7 +117,7 @@ def check_target(target: float, alpha: float) -> None:
 def check_weights(weights: Sequence[float] | None, variants: int) -> tuple[float, ...]:
     if weights is None:
         return tuple(1.0 / variants for _ in range(variants))
-    values = tuple(float(w) for w in weights)
+    values = real_numbers("weights", weights)
     if len(values) != variants:
         msg = f"weights has {len(values)} entries for {variants} variants"
         raise InvalidArgumentError(msg)
@@ -127,14 +132,14 @@ def check_weights(weights: Sequence[float] | None, variants: int) -> tuple[float
 
 def check_sizes(n_per_variant: int | Sequence[int], variants: int) -> tuple[int, ...]:
     sizes = (
-        (n_per_variant,) * variants
-        if isinstance(n_per_variant, int | float)
-        else tuple(n_per_variant)
+        (real_number("n_per_variant", n_per_variant),) * variants
+        if isinstance(n_per_variant, numbers.Real)
+        else real_numbers("n_per_variant", n_per_variant)
     )
     if len(sizes) != variants:
         msg = f"n_per_variant has {len(sizes)} entries for {variants} variants"
         raise InvalidArgumentError(msg)
-    if not all(isinstance(n, int | float) and math.isfinite(n) and n >= 2 for n in sizes):
+    if not all(math.isfinite(n) and n >= 2 for n in sizes):
         msg = f"every variant needs at least 2 units, got {list(sizes)}"
         raise InvalidArgumentError(msg)
     if max(sizes) > MAX_UNITS_PER_VARIANT:
@@ -147,6 +152,7 @@ def check_sizes(n_per_variant: int | Sequence[int], variants: int) -> tuple[int,
 
 
 def check_coverage(coverage: float) -> None:
+    coverage = real_number("coverage", coverage)
     if not (math.isfinite(coverage) and 0 < coverage <= 1):
         msg = f"coverage must be in (0, 1], got {coverage!r}"
         raise InvalidArgumentError(msg)

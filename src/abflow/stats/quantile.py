@@ -24,6 +24,7 @@ per-request latencies of users who send many requests make the interval too narr
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,8 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 from abflow.errors import InvalidArgumentError
-from abflow.stats.records import Comparison
+from abflow.stats.records import Comparison, as_float_array
+from abflow.stats.validation import real_number
 
 __all__ = [
     "QuantileStats",
@@ -92,7 +94,7 @@ class QuantileStats:
 
 
 def _check_q(q: float) -> None:
-    if not (isinstance(q, int | float) and 0.0 < q < 1.0):
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 < q < 1.0:
         msg = f"q must be strictly between 0 and 1 (0.95 for P95), got {q!r}"
         raise InvalidArgumentError(msg)
 
@@ -113,7 +115,7 @@ def quantile_probabilities(n: float, q: float) -> tuple[float, float, float]:
 
 def quantile_stats(values: ArrayLike, q: float) -> QuantileStats:
     """Sufficient statistic of the ``q`` quantile of raw values (NaN values are an error)."""
-    data = np.asarray(values, dtype=float).ravel()
+    data = as_float_array(values, "values")
     if data.size == 0:
         msg = "values is empty; a quantile needs at least one value"
         raise InvalidArgumentError(msg)
@@ -137,7 +139,13 @@ def _linear_quantiles(ordered: np.ndarray, probabilities: Sequence[float]) -> li
         below = min(math.floor(position), last)
         above = min(below + 1, last)
         fraction = position - below
-        values.append(float(ordered[below] + fraction * (ordered[above] - ordered[below])))
+        low, high = float(ordered[below]), float(ordered[above])
+        gap = high - low
+        # Values near the float limit: weigh the two ends instead of overflowing their gap.
+        value = (
+            low + fraction * gap if math.isfinite(gap) else (1 - fraction) * low + fraction * high
+        )
+        values.append(value)
     return values
 
 
@@ -233,7 +241,7 @@ def compare_quantile_stats(
 
     ``control_mean`` and ``treatment_mean`` of the result hold the two quantiles.
     """
-    if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
+    if not (0.0 < real_number("alpha", alpha) < 1.0):
         msg = f"alpha must be strictly between 0 and 1, got {alpha!r}"
         raise InvalidArgumentError(msg)
     if control.q != treatment.q:
@@ -253,6 +261,9 @@ def compare_quantile_stats(
         se = math.sqrt(se_c**2 + se_t**2)
     if not se > 0:
         return _failed(control, treatment, relative, alpha, "zero_variance")
+    if not (math.isfinite(se) and math.isfinite(effect)):
+        msg = "quantiles or their spread exceed the floating-point range; rescale the values"
+        raise InvalidArgumentError(msg)
     z = float(special.ndtri(1.0 - alpha / 2.0))
     return Comparison(
         effect=effect,

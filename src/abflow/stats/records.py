@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from abflow.errors import InvalidArgumentError
+from abflow.stats.validation import real_number
 
 __all__ = [
     "Comparison",
@@ -25,26 +26,54 @@ __all__ = [
     "checked_sums",
 ]
 
+_SQUARES_TOLERANCE = 1e-6
+"""Relative slack for ``sum^2 / n <= sum_squares``: float sums over many rows are not exact."""
+
 
 def check_stats_fields(stats: Any) -> None:
-    """Reject impossible sufficient statistics at construction (shared by every stats type)."""
-    n = stats.n
-    if not (n >= 0 and math.isfinite(n)):
-        msg = f"n must be a non-negative finite number, got {n}"
-        raise InvalidArgumentError(msg)
+    """Reject impossible sufficient statistics at construction (shared by every stats type).
+
+    Besides types and signs, each variable's sum of squares must be at least its sum squared
+    over ``n`` (Cauchy-Schwarz: a variance is never negative). Statistics that break this
+    cannot come from any data, and would otherwise flow into a test as a negative variance.
+    The tolerance leaves room for the rounding of sums over millions of rows.
+    """
     for field in dataclasses.fields(stats):
-        value = getattr(stats, field.name)
+        value = real_number(field.name, getattr(stats, field.name))
         if not math.isfinite(value):
             msg = f"{field.name} must be finite, got {value}"
             raise InvalidArgumentError(msg)
         if field.name.endswith("sum_squares") and value < 0:
             msg = f"{field.name} must be non-negative, got {value}"
             raise InvalidArgumentError(msg)
+    n = float(stats.n)
+    if n < 0:
+        msg = f"n must be a non-negative finite number, got {stats.n}"
+        raise InvalidArgumentError(msg)
+    products = type(stats).PRODUCTS
+    for i, name in enumerate(type(stats).SUMS):
+        total = float(getattr(stats, name))
+        squares = float(getattr(stats, products[i][i]))
+        if n == 0:
+            impossible = total != 0 or squares != 0
+        else:
+            mean = total / n
+            impossible = mean * mean > (squares / n) * (1.0 + _SQUARES_TOLERANCE)
+        if impossible:
+            msg = (
+                f"{products[i][i]} ({squares!r}) is smaller than {name} squared over n "
+                f"({total!r}^2 / {stats.n!r}): no data has these statistics"
+            )
+            raise InvalidArgumentError(msg)
 
 
 def as_float_array(values: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
     """One-dimensional float view of raw values (no copy when already float64)."""
-    array = np.asarray(values, dtype=np.float64).ravel()
+    try:
+        array = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError) as exc:
+        msg = f"{name} must be numbers, got {type(values).__name__}: {exc}"
+        raise InvalidArgumentError(msg) from exc
     return array
 
 
@@ -80,6 +109,10 @@ class SampleStats:
     @classmethod
     def proportion(cls, n: float, successes: float) -> SampleStats:
         """A binary metric: ``successes`` of ``n`` units converted."""
+        count, hits = real_number("n", n), real_number("successes", successes)
+        if not 0 <= hits <= count:
+            msg = f"successes must be between 0 and n ({n!r}), got {successes!r}"
+            raise InvalidArgumentError(msg)
         return cls(n=n, sum=successes, sum_squares=successes)
 
     @classmethod
@@ -127,6 +160,8 @@ class GaussianPrior:
     variance: float = 1.0
 
     def __post_init__(self) -> None:
+        real_number("prior mean", self.mean)
+        real_number("prior variance", self.variance)
         if not math.isfinite(self.mean):
             msg = f"prior mean must be finite, got {self.mean}"
             raise InvalidArgumentError(msg)

@@ -47,8 +47,9 @@ def confidence_sequence(
     r2 = rho_squared(alpha, tuning_sample_size)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         spread = n_total * r2 + 1.0
-        half_width = np.sqrt(
-            variance * n_total * 2.0 * spread * np.log(np.sqrt(spread) / alpha) / (n_total**2 * r2)
+        # sqrt(variance) apart, so a huge variance times N cannot overflow on its way.
+        half_width = np.sqrt(variance) * np.sqrt(
+            2.0 * spread * np.log(np.sqrt(spread) / alpha) / (n_total * r2)
         )
         z2 = (effect - null_value) ** 2 / variance
         log_e = r2 * n_total * z2 / (2.0 * spread) - 0.5 * np.log(spread)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from scipy import special
 
 from abflow.errors import InvalidArgumentError
+from abflow.stats.validation import real_number, real_numbers
 
 __all__ = ["MIN_EXPECTED_COUNT", "SrmResult", "srm_test"]
 
@@ -58,10 +59,10 @@ class SrmResult:
 def _check(
     observed_counts: Sequence[float], expected_weights: Sequence[float] | None, alpha: float
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    if not (isinstance(alpha, int | float) and 0.0 < alpha < 1.0):
+    if not (0.0 < real_number("alpha", alpha) < 1.0):
         msg = f"alpha must be strictly between 0 and 1, got {alpha!r}"
         raise InvalidArgumentError(msg)
-    counts = tuple(float(c) for c in observed_counts)
+    counts = real_numbers("observed_counts", observed_counts)
     if not counts:
         msg = "observed_counts is empty; give one count per variant"
         raise InvalidArgumentError(msg)
@@ -70,7 +71,7 @@ def _check(
         raise InvalidArgumentError(msg)
     if expected_weights is None:
         return counts, tuple(1.0 / len(counts) for _ in counts)
-    weights = tuple(float(w) for w in expected_weights)
+    weights = real_numbers("expected_weights", expected_weights)
     if len(weights) != len(counts):
         msg = f"{len(weights)} expected weights for {len(counts)} observed counts"
         raise InvalidArgumentError(msg)
