@@ -7,6 +7,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from abflow.serving import eventlog
+from abflow.serving.shipper import SHIPPER_SQLITE_CACHE_KIB
 from abflow.store import EventStore
 
 
@@ -20,11 +21,11 @@ def test_shipper_store_has_a_small_page_cache_and_the_store_keeps_its_own(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'events.db'}"
-    shipper_store = eventlog._open_store(url)
+    shipper_store = eventlog._open_store(url)  # in this process: its engine is inspected
     analysis_store = EventStore.open(url)
     try:
         assert isinstance(shipper_store, EventStore)
-        assert _cache_size(shipper_store.engine) == -eventlog.SHIPPER_SQLITE_CACHE_KIB
+        assert _cache_size(shipper_store.engine) == -SHIPPER_SQLITE_CACHE_KIB
         assert _cache_size(analysis_store.engine) == -32000
         rows = [
             {

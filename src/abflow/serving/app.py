@@ -124,7 +124,10 @@ def create_app(
             from abflow.serving.wiring import claim_event_log
 
             services.events = await asyncio.to_thread(
-                claim_event_log, store_url or _default_url(), settings.journal_dir
+                claim_event_log,
+                store_url or _default_url(),
+                settings.journal_dir,
+                ship_in_subprocess=settings.ship_in_subprocess,
             )
         else:
             await asyncio.to_thread(services.events.start)

@@ -34,6 +34,7 @@ from abflow.serving.journal import (
     SyncStats,
     encode_frame,
 )
+from abflow.serving.shipper import SubprocessStore, open_shipper_store
 from abflow.serving.spool import Spool
 
 __all__ = ["MAX_BATCH_EVENTS", "EventKind", "EventLog", "StoreWriter", "SyncStats"]
@@ -59,41 +60,11 @@ class StoreWriter(Protocol):
         ...
 
 
-SHIPPER_SQLITE_CACHE_KIB = 2048
-"""SQLite page cache of the shipper's own store connection (SQLite's default size).
-
-The store asks for 32 MB so that analysis keeps a busy day's index in memory. The shipper
-only appends: inserts touch the right-hand edges of a few B-trees (event ids grow within a
-process), so a large cache only fills with pages already written, and the gateway's resident
-memory would grow by the cache size over its first minutes.
-"""
-
-
-def _open_store(url: str) -> StoreWriter:
-    # Imported on first use: the store package pulls in SQLAlchemy, which a process that only
-    # journals (or a test with its own store) never needs.
-    from abflow.store import EventStore
-
-    store = EventStore.open(url)
-    if store.dialect == "sqlite":
-        _limit_sqlite_cache(store.engine, SHIPPER_SQLITE_CACHE_KIB)
+def _open_store(url: str, *, in_subprocess: bool = False) -> StoreWriter:
+    if in_subprocess:
+        return SubprocessStore(url)
+    store: StoreWriter = open_shipper_store(url)
     return store
-
-
-def _limit_sqlite_cache(engine: Any, kib: int) -> None:
-    """Give every connection of ``engine`` a page cache of ``kib`` KiB."""
-    from sqlalchemy import event
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA cache_size=-{kib}")
-        finally:
-            cursor.close()
-
-    # Runs after the store's own connect hook (listeners run in order), overriding its size.
-    event.listen(engine, "connect", on_connect)
-    engine.dispose()  # connections pooled while opening (schema check) had the large cache
 
 
 class EventLog:
@@ -105,7 +76,9 @@ class EventLog:
     queued, up to ``max(batch_size, MAX_BATCH_EVENTS)``); ``flush_interval_seconds`` the
     longest an event waits before a partial batch is sent; ``max_queue_events`` the in-memory cap;
     ``fsync_interval_seconds`` group fsync period (0: fsync every append, None: never);
-    ``segment_bytes`` journal segment size; ``retry_*`` backoff while the store is down.
+    ``segment_bytes`` journal segment size; ``retry_*`` backoff while the store is down;
+    ``ship_in_subprocess`` writes to ``store_url`` from a child process
+    (:mod:`abflow.serving.shipper`), so that store writes never hold this process's GIL.
     """
 
     def __init__(
@@ -122,6 +95,7 @@ class EventLog:
         spool_file_bytes: int = 64 * 1024 * 1024,
         retry_initial_seconds: float = 0.1,
         retry_max_seconds: float = 5.0,
+        ship_in_subprocess: bool = False,
     ) -> None:
         for name, value in (("batch_size", batch_size), ("max_queue_events", max_queue_events)):
             if value < 1:
@@ -134,6 +108,7 @@ class EventLog:
             msg = f"retry seconds must satisfy 0 < initial <= max, got {retry_initial_seconds} and {retry_max_seconds}"
             raise InvalidArgumentError(msg)
         self.store_url = store_url
+        self.ship_in_subprocess = ship_in_subprocess
         self.journal_dir = Path(journal_dir)
         self.batch_size = batch_size
         self.max_batch_events = max(batch_size, MAX_BATCH_EVENTS)
@@ -417,7 +392,7 @@ class EventLog:
     def _connect(self) -> StoreWriter | None:
         if self._sink is None and self.store_url is not None:
             try:
-                self._sink = _open_store(self.store_url)
+                self._sink = _open_store(self.store_url, in_subprocess=self.ship_in_subprocess)
             except StoreUnavailableError as exc:
                 self._note_outage(exc)
         return self._sink
@@ -429,6 +404,8 @@ class EventLog:
         sink = self._connect()
         if sink is None:
             return False
+        if isinstance(sink, SubprocessStore):
+            return self._deliver_through(sink, entries)
         groups: dict[EventKind, list[dict[str, Any]]] = {}
         for kind, payload, _, _ in entries:
             groups.setdefault(kind, []).append(orjson.loads(payload))
@@ -443,6 +420,23 @@ class EventLog:
         self._note_recovery()
         return True
 
+    def _deliver_through(self, sink: SubprocessStore, entries: list[Entry]) -> bool:
+        """Entries as they are (no decoding here): the child process writes them."""
+        try:
+            rejected = sink.write_entries(entries)
+        except StoreUnavailableError as exc:
+            self._note_outage(exc)
+            return False
+        for index, reason in rejected:
+            self._reject(entries[index], reason)
+        self._note_recovery()
+        return True
+
+    def _reject(self, entry: Entry, reason: object) -> None:
+        logger.error("store rejected a %s event, kept in rejected/: %s", entry[0], reason)
+        self._rejected.append([entry])
+        self._rejected_events += 1
+
     def _deliver_each(self, sink: StoreWriter, entries: list[Entry]) -> bool:
         """One row at a time, so that one invalid row cannot hold back the others."""
         for entry in entries:
@@ -453,9 +447,7 @@ class EventLog:
                 self._note_outage(exc)
                 return False
             except StoreError as exc:
-                logger.error("store rejected a %s event, kept in rejected/: %s", kind, exc)
-                self._rejected.append([entry])
-                self._rejected_events += 1
+                self._reject(entry, exc)
         self._note_recovery()
         return True
 

@@ -70,6 +70,11 @@ class GatewaySettings(BaseSettings):
     metrics_public: bool = Field(
         default=False, description="serve /metrics without a token (scrapers on a private network)"
     )
+    ship_in_subprocess: bool = Field(
+        default=True,
+        description="write events to the store from a child process, so that store writes "
+        "never hold the worker's GIL (the journal stays in the worker)",
+    )
     drain_timeout_seconds: float = Field(default=10.0, ge=0)
     recent_requests: int = Field(
         default=100_000, ge=0, description="request ids remembered to join outcomes to units"

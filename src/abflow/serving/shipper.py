@@ -1,0 +1,254 @@
+"""Store writes in a child process, so that they never hold the gateway's GIL.
+
+The event log's shipper thread turns journal payloads into rows and writes them to the store
+(SQLAlchemy, the driver's parameter binding): Python work that holds the GIL for about a
+millisecond per batch while the event loop waits to answer requests. With
+:class:`SubprocessStore` the thread only joins the payloads it already has into one message
+and passes it through a pipe (the GIL is released while it waits); a child process
+(``python -m abflow.serving.shipper URL``) decodes the rows and writes them.
+
+Nothing about durability changes: the journal in the gateway process still holds every event
+until the child's answer confirms the write, and writes are idempotent by event id. If the
+child dies, the batch in hand counts as a store outage (spooled, retried) and the next batch
+starts a new child. The child ignores SIGINT and SIGTERM (a terminal's Ctrl-C or a process
+manager reaches the whole process group) and exits when the gateway closes the pipe, or dies.
+
+Protocol, both ways: a 4-byte little-endian length, then the message. To the child: entries
+joined by newlines, each one byte of event kind and its orjson payload (orjson output never
+contains a raw newline). Back: an orjson object, ``{"rejected": [[index, message], ...]}``
+after a write, or ``{"unavailable": message}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import IO, Any, Final
+
+import orjson
+
+from abflow.errors import StoreError, StoreUnavailableError
+from abflow.serving.journal import KIND_CODES, Entry, EventKind
+
+__all__ = ["SHIPPER_SQLITE_CACHE_KIB", "SubprocessStore", "open_shipper_store"]
+
+logger = logging.getLogger(__name__)
+
+SHIPPER_SQLITE_CACHE_KIB: Final = 2048
+"""SQLite page cache of the shipper's own store connection (SQLite's default size).
+
+The store asks for 32 MB so that analysis keeps a busy day's index in memory. The shipper
+only appends: inserts touch the right-hand edges of a few B-trees (event ids grow within a
+process), so a large cache only fills with pages already written, and resident memory would
+grow by the cache size over the first minutes.
+"""
+
+_LENGTH: Final = struct.Struct("<I")
+_KIND_BY_CODE: Final[dict[int, EventKind]] = {code[0]: kind for kind, code in KIND_CODES.items()}
+
+
+def open_shipper_store(url: str) -> Any:
+    """The event store at ``url`` for appending events (a small SQLite page cache)."""
+    # Imported on first use: the store package pulls in SQLAlchemy, which a process that only
+    # journals (or a test with its own store) never needs.
+    from abflow.store import EventStore
+
+    store = EventStore.open(url)
+    if store.dialect == "sqlite":
+        _limit_sqlite_cache(store.engine, SHIPPER_SQLITE_CACHE_KIB)
+    return store
+
+
+def _limit_sqlite_cache(engine: Any, kib: int) -> None:
+    """Give every connection of ``engine`` a page cache of ``kib`` KiB."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA cache_size=-{kib}")
+        finally:
+            cursor.close()
+
+    # Runs after the store's own connect hook (listeners run in order), overriding its size.
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()  # connections pooled while opening (schema check) had the large cache
+
+
+# --- the gateway's side ----------------------------------------------------------------------
+
+
+class SubprocessStore:
+    """Writes journal entries through a child process; see the module docstring for the why.
+
+    Used by one shipper thread at a time. Raises StoreUnavailableError when the store (or
+    the child) is down; the caller spools and retries.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._child: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs (benchmarks read its memory)."""
+        child = self._child
+        return child.pid if child is not None and child.poll() is None else None
+
+    def write_entries(self, entries: Sequence[Entry]) -> list[tuple[int, str]]:
+        """Write ``entries`` idempotently; return (index, reason) of rows the store refused."""
+        message = b"\n".join(KIND_CODES[entry[0]] + entry[1] for entry in entries)
+        with self._lock:
+            child = self._start()
+            try:
+                assert child.stdin is not None
+                assert child.stdout is not None
+                child.stdin.write(_LENGTH.pack(len(message)) + message)
+                child.stdin.flush()
+                reply = _read_message(child.stdout)
+            except (OSError, EOFError) as exc:
+                self._stop(child)
+                msg = f"event shipper process stopped: {exc}"
+                raise StoreUnavailableError(msg) from exc
+        answer = orjson.loads(reply)
+        if "unavailable" in answer:
+            raise StoreUnavailableError(str(answer["unavailable"]))
+        return [(int(index), str(reason)) for index, reason in answer["rejected"]]
+
+    def write_events(self, kind: EventKind, rows: list[dict[str, Any]]) -> int:
+        """The :class:`~abflow.serving.eventlog.StoreWriter` call, for callers with rows."""
+        entries: list[Entry] = [(kind, orjson.dumps(row), 0, 0) for row in rows]
+        rejected = self.write_entries(entries)
+        if rejected:
+            raise StoreError(rejected[0][1])
+        return len(rows)
+
+    def close(self) -> None:
+        """Close the pipe; the child finishes its write, closes the store and exits."""
+        with self._lock:
+            if self._child is not None:
+                self._stop(self._child)
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        child = self._child
+        if child is not None:
+            if child.poll() is None:
+                return child
+            self._stop(child)  # died between batches: release its pipes
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "abflow.serving.shipper", self.url],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                close_fds=True,
+            )
+        except OSError as exc:
+            msg = f"cannot start the event shipper process: {exc}"
+            raise StoreUnavailableError(msg) from exc
+        self._child = child
+        return child
+
+    def _stop(self, child: subprocess.Popen[bytes]) -> None:
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            logger.warning("event shipper process %d did not exit; killing it", child.pid)
+            child.kill()
+            child.wait()
+        self._child = None
+
+
+def _read_message(stream: IO[bytes]) -> bytes:
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        msg = "end of stream"
+        raise EOFError(msg)
+    (length,) = _LENGTH.unpack(head)
+    body = stream.read(length)
+    if len(body) < length:
+        msg = "end of stream inside a message"
+        raise EOFError(msg)
+    return body
+
+
+# --- the child's side ------------------------------------------------------------------------
+
+
+def _decode(message: bytes) -> list[tuple[EventKind, dict[str, Any]]]:
+    return [(_KIND_BY_CODE[line[0]], orjson.loads(line[1:])) for line in message.split(b"\n")]
+
+
+def _write(store: Any, rows: list[tuple[EventKind, dict[str, Any]]]) -> list[list[Any]]:
+    """Rows by kind in one write each; if the store refuses one, row by row to find it."""
+    groups: dict[EventKind, list[dict[str, Any]]] = {}
+    for kind, row in rows:
+        groups.setdefault(kind, []).append(row)
+    try:
+        for kind, group in groups.items():
+            store.write_events(kind, group)
+    except StoreUnavailableError:
+        raise
+    except StoreError:
+        rejected: list[list[Any]] = []
+        for index, (kind, row) in enumerate(rows):
+            try:
+                store.write_events(kind, [row])
+            except StoreUnavailableError:
+                raise
+            except StoreError as exc:
+                rejected.append([index, str(exc)])
+        return rejected
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve write requests from stdin until it closes (the gateway's side of the pipe)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m abflow.serving.shipper STORE_URL", file=sys.stderr)
+        return 2
+    url = args[0]
+    # The gateway decides when this process ends: by closing the pipe after its last batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    requests = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr  # nothing else may write into the reply pipe
+    logging.basicConfig(level=logging.WARNING, format="abflow shipper: %(message)s")
+    store: Any = None
+    try:
+        while True:
+            try:
+                message = _read_message(requests)
+            except EOFError:
+                return 0
+            try:
+                if store is None:
+                    store = open_shipper_store(url)
+                answer: dict[str, Any] = {"rejected": _write(store, _decode(message))}
+            except StoreUnavailableError as exc:
+                answer = {"unavailable": str(exc)}
+            reply = orjson.dumps(answer)
+            replies.write(_LENGTH.pack(len(reply)) + reply)
+            replies.flush()
+    except BrokenPipeError:
+        return 0  # the gateway is gone; everything unconfirmed is still in its journal
+    finally:
+        if store is not None:
+            store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
