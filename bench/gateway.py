@@ -115,6 +115,8 @@ class Load:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    acknowledged: int = 0
+    """2xx answers: each promises that its prediction event is stored."""
 
     @property
     def rate(self) -> float:
@@ -136,6 +138,7 @@ class Server:
 
     def __init__(self, command: list[str], env: dict[str, str], cwd: Path) -> None:
         self.port = free_port()
+        self.acknowledged = 0  # 2xx answers over every load run against this server
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port)],
             env=env,
@@ -162,13 +165,36 @@ class Server:
                 raise SystemExit(msg)
             time.sleep(0.2)
 
+    def drive(
+        self,
+        load: LoadFn,
+        token: str,
+        seconds: float,
+        connections: int,
+        rate: float | None,
+        seed: int,
+    ) -> Load:
+        """One load run against this server, counting its acknowledged answers."""
+        run = load(self.port, token, seconds, connections, rate, seed)
+        self.acknowledged += run.acknowledged
+        return run
+
     def worker_pids(self) -> list[int]:
         children = _children(self.process.pid)
         return children or [self.process.pid]
 
-    def peak_rss_mb(self) -> list[float]:
+    def shipper_pids(self) -> list[int]:
+        """The workers' event shipper processes (``ABFLOW_SHIP_IN_SUBPROCESS``), if any."""
+        return [
+            child
+            for worker in self.worker_pids()
+            for child in _all_children(worker)
+            if "abflow.serving.shipper" in _cmdline(child)
+        ]
+
+    def peak_rss_mb(self, pids: list[int] | None = None) -> list[float]:
         peaks = []
-        for pid in self.worker_pids():
+        for pid in self.worker_pids() if pids is None else pids:
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
@@ -188,14 +214,18 @@ class Server:
                 self.process.wait()
 
 
-def _children(pid: int) -> list[int]:
+def _all_children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
         try:
             found += [int(p) for p in (task / "children").read_text().split()]
         except OSError:
             continue
-    return [p for p in found if "spawn_main" in _cmdline(p)]  # workers, not helpers
+    return found
+
+
+def _children(pid: int) -> list[int]:
+    return [p for p in _all_children(pid) if "spawn_main" in _cmdline(p)]  # workers, not helpers
 
 
 def _cmdline(pid: int) -> str:
@@ -258,6 +288,7 @@ def run_wrk(
         p50 / 1e3,
         p95 / 1e3,
         p99 / 1e3,
+        acknowledged=int(n - status_errors),
     )
 
 
@@ -323,7 +354,15 @@ def run_python(
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
-    return Load(len(latencies), elapsed, len(errors), pct(0.5), pct(0.95), pct(0.99))
+    return Load(
+        len(latencies),
+        elapsed,
+        len(errors),
+        pct(0.5),
+        pct(0.95),
+        pct(0.99),
+        acknowledged=len(latencies) - len(errors),
+    )
 
 
 # --- soak: memory over a long paced run -----------------------------------------------------
@@ -343,13 +382,20 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def soak(server: Server, load: LoadFn, token: str, args: argparse.Namespace) -> None:
-    """Drive ``server`` at a fixed rate and print per-worker RSS after warm-up, at end, peak."""
+    """Drive ``server`` at a fixed rate and print per-process RSS after warm-up, at end, peak.
+
+    Workers and their event shipper processes (when shipping runs in a child) are both shown:
+    memory moved out of a worker is still memory.
+    """
     pids = server.worker_pids()
-    samples: dict[int, list[tuple[float, float]]] = {pid: [] for pid in pids}
+    shippers = server.shipper_pids()
+    labels = {pid: f"worker {i}" for i, pid in enumerate(pids, 1)}
+    labels.update({pid: f"shipper {i}" for i, pid in enumerate(shippers, 1)})
+    samples: dict[int, list[tuple[float, float]]] = {pid: [] for pid in labels}
     result: list[Load] = []
     runner = threading.Thread(
         target=lambda: result.append(
-            load(server.port, token, args.soak_seconds, args.connections, args.soak_rate, 7)
+            server.drive(load, token, args.soak_seconds, args.connections, args.soak_rate, 7)
         ),
         daemon=True,
     )
@@ -357,7 +403,7 @@ def soak(server: Server, load: LoadFn, token: str, args: argparse.Namespace) -> 
     runner.start()
     while runner.is_alive() and time.monotonic() - started < args.soak_seconds + 60:
         now = time.monotonic() - started
-        for pid in pids:
+        for pid in labels:
             rss = _rss_mb(pid)
             if rss is not None:
                 samples[pid].append((now, rss))
@@ -372,16 +418,16 @@ def soak(server: Server, load: LoadFn, token: str, args: argparse.Namespace) -> 
         f"{run.errors} errors, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms"
     )
     header = (
-        f"{'worker':>7} {'MB at 10 s':>10} {'MB at mid':>10} {'MB at end':>10} {'peak MB':>8} "
+        f"{'process':>10} {'MB at 10 s':>10} {'MB at mid':>10} {'MB at end':>10} {'peak MB':>8} "
         f"{'growth MB':>10} {'%/min':>7}  verdict"
     )
     print(header)
     print("-" * len(header))
-    for i, pid in enumerate(pids, 1):
+    for pid, label in labels.items():
         points = samples[pid]
         warm = [p for p in points if p[0] >= SOAK_WARMUP_S]
         if len(warm) < 2:
-            print(f"{i:>7}  too few samples after warm-up")
+            print(f"{label:>10}  too few samples after warm-up")
             continue
         (t0, first), (t1, last) = warm[0], warm[-1]
         mid = warm[len(warm) // 2][1]  # linear growth (a leak) or a plateau (warm-up)
@@ -391,12 +437,38 @@ def soak(server: Server, load: LoadFn, token: str, args: argparse.Namespace) -> 
         per_min = share / ((t1 - t0) / 60)
         flat = share < SOAK_FLAT_PCT and run.errors == 0
         print(
-            f"{i:>7} {first:>10.1f} {mid:>10.1f} {last:>10.1f} {peak:>8.1f} {growth:>+10.1f} "
+            f"{label:>10} {first:>10.1f} {mid:>10.1f} {last:>10.1f} {peak:>8.1f} {growth:>+10.1f} "
             f"{per_min:>+7.2f}  {'flat' if flat else 'NOT flat'}"
         )
     print(
         f"flat: growth from {SOAK_WARMUP_S:g} s to the end below {SOAK_FLAT_PCT:g} % and zero "
         f"errors; VmRSS sampled every {SOAK_SAMPLE_S:g} s"
+    )
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _load_average() -> str:
+    """1, 5 and 15 minute load averages: other jobs on the machine skew latency."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def stored_check(store_url: str, acknowledged: int) -> str:
+    """Compare the prediction events in the store (after a graceful stop) with the 2xx answers.
+
+    Every answered request promises its prediction event. The client stops counting at the
+    end of a run while requests already sent are still answered (and logged), so the store
+    may hold a few more than were counted; fewer means a lost event.
+    """
+    from abflow.store import EventStore
+
+    with EventStore.open(store_url) as store:
+        stored = store.count_events("prediction")
+    verdict = "all stored" if stored >= acknowledged else f"MISSING {acknowledged - stored}"
+    return (
+        f"events: {acknowledged:,} answers acknowledged, {stored:,} prediction events in the "
+        f"store after a graceful stop: {verdict}"
     )
 
 
@@ -431,12 +503,14 @@ def main() -> None:
     load: LoadFn = run_wrk if use_wrk else run_python
     print(
         f"load generator: {'wrk' if use_wrk else 'asyncio client'}; {os.cpu_count()} cores; "
-        f"{args.seconds:g} s per measurement, {args.connections} connections"
+        f"{args.seconds:g} s per measurement, {args.connections} connections; "
+        f"load average at the start: {_load_average()}"
     )
 
     token = generate_token()
     python = sys.executable
     rows = []
+    checks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="abflow-bench-") as tmp:
         work = Path(tmp)
         (work / "bench_baseline.py").write_text(BASELINE_APP)
@@ -457,7 +531,8 @@ def main() -> None:
         ]
         for workers in args.workers:
             env = {**os.environ, "PYTHONPATH": str(work)}
-            results: dict[str, tuple[Load, Load, list[float]]] = {}
+            store_url = f"sqlite:///{work / f'abflow-{workers}.db'}"
+            results: dict[str, tuple[Load, Load, list[float], list[float]]] = {}
             specs = {
                 "a": ([*uvicorn, "--workers", str(workers), "bench_baseline:app"], env),
                 "b": (
@@ -471,7 +546,7 @@ def main() -> None:
                     {
                         **env,
                         "ABFLOW_CONFIG": str(work / "gateway.yaml"),
-                        "ABFLOW_STORE_URL": f"sqlite:///{work / f'abflow-{workers}.db'}",
+                        "ABFLOW_STORE_URL": store_url,
                         "ABFLOW_JOURNAL_DIR": str(work / f"journal-{workers}"),
                         "ABFLOW_CACHE_ENABLED": "false",
                     },
@@ -480,10 +555,11 @@ def main() -> None:
             if args.soak_seconds > 0:
                 server = Server(*specs["b"], work)
                 try:
-                    load(server.port, token, 1.0, args.connections, None, 1)  # warm up
+                    server.drive(load, token, 1.0, args.connections, None, 1)  # warm up
                     soak(server, load, token, args)
                 finally:
                     server.stop()
+                print(stored_check(store_url, server.acknowledged))
                 continue
             servers: dict[str, Server] = {}
             peak_runs: dict[str, list[Load]] = {"a": [], "b": []}
@@ -491,13 +567,13 @@ def main() -> None:
             try:
                 for name, (command, server_env) in specs.items():
                     servers[name] = Server(command, server_env, work)
-                    load(servers[name].port, token, 1.0, args.connections, None, 1)  # warm up
+                    servers[name].drive(load, token, 1.0, args.connections, None, 1)  # warm up
                 # Interleaved rounds (a, b, a, b, ...): drift in the machine's load hits both.
                 for round_ in range(args.rounds):
                     for name, server in servers.items():
                         peak_runs[name].append(
-                            load(
-                                server.port,
+                            server.drive(
+                                load,
                                 token,
                                 args.seconds,
                                 args.connections,
@@ -509,8 +585,8 @@ def main() -> None:
                 for round_ in range(args.rounds):
                     for name, server in servers.items():
                         paced_runs[name].append(
-                            load(
-                                server.port,
+                            server.drive(
+                                load,
                                 token,
                                 args.seconds,
                                 args.connections,
@@ -523,10 +599,14 @@ def main() -> None:
                         _median_load(peak_runs[name]),
                         _median_load(paced_runs[name]),
                         server.peak_rss_mb(),
+                        server.peak_rss_mb(server.shipper_pids()),
                     )
             finally:
                 for server in servers.values():
                     server.stop()
+            checks.append(
+                f"{workers} worker(s): " + stored_check(store_url, servers["b"].acknowledged)
+            )
             rows.append((workers, results))
     if args.soak_seconds > 0:
         return
@@ -534,19 +614,20 @@ def main() -> None:
     print()
     header = (
         f"{'workers':>7}  {'server':<26} {'peak req/s':>10} {'ratio':>6} {'err':>4}  "
-        f"{'rate':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}  {'peak MB/worker':>14}"
+        f"{'rate':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}  {'peak MB/worker':>14} {'shipper MB':>10}"
     )
     print(header)
     print("-" * len(header))
     for workers, results in rows:
         base_peak = results["a"][0]
         for name, label in (("a", "(a) bare FastAPI + model"), ("b", "(b) abflow /v1/predict")):
-            peak, paced, rss = results[name]
+            peak, paced, rss, shipper_rss = results[name]
             memory = "/".join(f"{m:.0f}" for m in rss)
+            shipper_memory = "/".join(f"{m:.0f}" for m in shipper_rss) or "-"
             print(
                 f"{workers:>7}  {label:<26} {peak.rate:>10,.0f} {peak.rate / base_peak.rate:>6.2f} "
                 f"{peak.errors + paced.errors:>4}  {paced.rate:>7,.0f} {paced.p50_ms:>7.2f} "
-                f"{paced.p95_ms:>7.2f} {paced.p99_ms:>7.2f}  {memory:>14}"
+                f"{paced.p95_ms:>7.2f} {paced.p99_ms:>7.2f}  {memory:>14} {shipper_memory:>10}"
             )
         a, b = results["a"][1], results["b"][1]
         print(
@@ -557,6 +638,9 @@ def main() -> None:
         f"\nmedians of {args.rounds} interleaved rounds; rate/p50/p95/p99: paced at half of "
         "(a)'s peak; err: non-2xx and socket errors in all runs"
     )
+    for check in checks:
+        print(check)
+    print(f"load average at the end: {_load_average()}")
 
 
 if __name__ == "__main__":
