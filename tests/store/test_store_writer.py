@@ -140,6 +140,36 @@ def test_null_in_required_column_is_rejected(store: EventStore, rng: np.random.G
     assert store.count_events("exposure") == 0
 
 
+@pytest.mark.parametrize("column", ["event_id", "ts", "experiment_key", "unit_id"])
+def test_null_is_named_even_past_the_shape_check(
+    store: EventStore, rng: np.random.Generator, column: str
+) -> None:
+    """Tuples straight to write_batch: the database refuses the NULL, the error names it.
+
+    (An ``INSERT OR IGNORE`` on SQLite would drop such a row and report one event fewer.)
+    """
+    layout = layout_for("exposure")
+    values = rows_to_tuples(layout, exposure_rows(rng, np.arange(600)))
+    position = layout.columns.index(column)
+    values[417] = (*values[417][:position], None, *values[417][position + 1 :])
+    pattern = rf"exposure event 417 has no value for required column '{column}'"
+    with pytest.raises(StoreError, match=pattern):
+        write_batch(store.engine, layout, values, WriteState())
+    assert store.count_events("exposure") == 0
+    values[417] = rows_to_tuples(layout, exposure_rows(rng, np.array([417])))[0]
+    assert write_batch(store.engine, layout, values, WriteState()) == 600
+
+
+def test_null_in_a_replayed_batch_is_named(store: EventStore, rng: np.random.Generator) -> None:
+    """On PostgreSQL a batch with a repeat takes the staging path: NOT NULL is checked there."""
+    rows = exposure_rows(rng, np.arange(100))
+    assert store.write_events("exposure", rows[:50]) == 50
+    rows[70]["unit_id"] = None
+    with pytest.raises(StoreError, match=r"event 70 has no value for required column 'unit_id'"):
+        store.write_events("exposure", rows)
+    assert store.count_events("exposure") == 50
+
+
 def test_unknown_column_and_kind_are_rejected(store: EventStore, rng: np.random.Generator) -> None:
     rows = exposure_rows(rng, np.arange(2))
     rows[0]["varaint"] = "typo"

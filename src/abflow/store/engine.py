@@ -13,6 +13,7 @@ for concurrent writers.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +41,8 @@ __all__ = [
 DEFAULT_STORE_URL = "sqlite:///.abflow/abflow.db"
 STORE_URL_ENV = "ABFLOW_STORE_URL"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_MIN_VERSION = (3, 24, 0)
+"""The first SQLite with ``ON CONFLICT … DO NOTHING``, which the event writer relies on."""
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 
 _WRITE_OPTION = "abflow_write"
@@ -89,6 +92,13 @@ def create_store_engine(url: str | None = None) -> Engine:
 
 
 def _sqlite_engine(url: URL) -> Engine:
+    if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
+        needed = ".".join(map(str, SQLITE_MIN_VERSION))
+        msg = (
+            f"SQLite stores need SQLite {needed} or newer (for INSERT … ON CONFLICT DO "
+            f"NOTHING); this Python's sqlite3 module has {sqlite3.sqlite_version}"
+        )
+        raise StoreError(msg)
     database = url.database or ""
     in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30.0}}
