@@ -143,3 +143,37 @@ def test_unreadable_files_exit_two(tmp_path: Path) -> None:
     empty.write_text("a,b\n")
     code, output = invoke(str(empty), str(empty))
     assert (code, "holds no rows" in output) == (2, True)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path: Path) -> None:
+    """Excel writes CSV with a BOM; the first column must still match the other file's."""
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfamount,country\n1,a\n2,b\n")
+    assert list(read_columns(bom)) == ["amount", "country"]
+    lines = tmp_path / "bom.jsonl"
+    lines.write_bytes(b'\xef\xbb\xbf{"amount": 1}\n{"amount": 2}\n')
+    assert read_columns(lines) == {"amount": [1, 2]}
+
+
+def test_undecodable_and_odd_files_exit_two(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"amount,country\n1,\xe9\n")
+    code, output = invoke(str(latin), str(latin))
+    assert (code, "not UTF-8" in output, "Traceback" in output) == (2, True, False)
+    nested = tmp_path / "nested.jsonl"
+    nested.write_bytes(b'{"a": [1, 2]}\n{"a": [3, 4]}\n')
+    code, output = invoke(str(nested), str(nested))
+    assert (code, "not numbers" in output) == (2, True)
+    huge = tmp_path / "huge.csv"
+    huge.write_text("a,b\n1," + "x" * 200_000 + "\n")  # past csv's field size limit
+    code, output = invoke(str(huge), str(huge))
+    assert (code, "not readable as CSV" in output) == (2, True)
+    code, output = invoke(str(tmp_path), str(nested))
+    assert (code, "is a directory" in output) == (2, True)
+
+
+def test_csv_errors_name_the_physical_line(tmp_path: Path) -> None:
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text('a,b\n"x\ny",1\n2\n')
+    code, output = invoke(str(quoted), str(quoted))
+    assert (code, "quoted.csv:4: 1 cells" in output) == (2, True)

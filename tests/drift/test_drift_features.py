@@ -115,6 +115,9 @@ def test_report_as_dict_is_stable() -> None:
         ({"x": [1.0]}, {"x": [1.0]}, {"threshold": -1.0}, "threshold must be"),
         ({"x": [1.0]}, {"x": [1.0]}, {"categorical": ["q"]}, "'q' is not among"),
         ({"x": [1.0, float("inf")]}, {"x": [1.0]}, {}, "infinite"),
+        ({"x": [[1, 2], [3, 4]]}, {"x": [[1, 2]]}, {}, "not numbers"),
+        ({"x": [1.0]}, {"x": [1.0]}, {"method": "ks", "threshold": 5.0}, "between 0 and 1"),
+        ({"x": [1.0]}, {"x": [1.0]}, {"method": "auto", "threshold": 0.0}, "between 0 and 1"),
     ],
 )
 def test_bad_input_names_the_problem(
@@ -130,3 +133,8 @@ def test_bad_input_names_the_problem(
 def test_numbers_and_objects_mixed_need_categorical() -> None:
     with pytest.raises(InvalidArgumentError, match="not numbers"):
         compare_feature("x", [1.0, object()], [1.0])
+
+
+def test_numpy_nan_of_any_width_is_missing() -> None:
+    got = compare_feature("x", [np.float32("nan"), 1.0, 2.0], [1.0, 2.0], method="ks")
+    assert (got.n_reference, got.missing_reference) == (2, pytest.approx(1 / 3))

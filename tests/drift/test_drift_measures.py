@@ -14,6 +14,7 @@ from scipy.spatial.distance import jensenshannon
 from abflow.drift import (
     PSI_FLOOR,
     chi_square_test,
+    compare_feature,
     jensen_shannon,
     ks_test,
     population_stability_index,
@@ -155,7 +156,8 @@ def test_quantile_bins_hold_equal_shares_of_the_reference() -> None:
 
 def test_ties_collapse_bins_and_edges_go_right() -> None:
     edges = quantile_edges(np.array([1.0, 1.0, 1.0, 2.0]), 4)
-    assert list(edges) == [1.0, 1.25]  # quantiles 1, 1, 1.25: the repeat is dropped
+    # quantiles 1, 1, 1.25: the repeat is dropped, and the atom 1 gets a bin of its own
+    assert list(edges) == [1.0, np.nextafter(1.0, 2.0), 1.25]
     assert list(bin_counts(np.array([0.5, 1.0, 3.0]), np.array([1.0, 2.0]))) == [1, 1, 1]
 
 
@@ -187,3 +189,30 @@ def test_bad_samples_are_clear_errors() -> None:
         wasserstein_normed(np.array([]), np.array([1.0]))
     with pytest.raises(InvalidArgumentError, match="at least 2"):
         quantile_edges(np.array([1.0]), 1)
+
+
+@pytest.mark.parametrize("method", ["psi", "js"])
+def test_a_constant_reference_sees_a_move_either_way(method: str) -> None:
+    """Values above a reference atom must not share its bin (PSI was 0 up, 18 down)."""
+    up = compare_feature("x", [0.0] * 50, [5.0] * 50, method=method).statistic
+    down = compare_feature("x", [5.0] * 50, [0.0] * 50, method=method).statistic
+    assert up == pytest.approx(down)
+    # brute force: one bin holds the whole reference, another the whole current sample
+    expected = 2 * (1 - PSI_FLOOR) * math.log(1 / PSI_FLOOR) if method == "psi" else 1.0
+    assert up == pytest.approx(expected)
+
+
+def test_values_above_a_tied_top_edge_get_their_own_bin() -> None:
+    ref = np.array([0.0] * 80 + [1.0] * 20)
+    edges = quantile_edges(ref, 10)
+    # deciles 0 (x7), 0.2 (interpolated), 1: edges 0, 0+, 0.2, 1, 1+
+    counts_ = bin_counts(np.array([-1.0, 0.0, 0.1, 0.5, 1.0, 1.5]), edges)
+    # below the reference, the atom 0, two bins between the atoms, the atom 1, above it
+    assert list(counts_) == [1, 1, 1, 1, 1, 1]
+
+
+def test_continuous_bins_are_unchanged_by_atom_splitting() -> None:
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=1001)  # deciles land exactly on data values
+    edges = quantile_edges(ref, 10)
+    assert np.array_equal(edges, np.quantile(ref, np.arange(1, 10) / 10))

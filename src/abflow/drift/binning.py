@@ -20,12 +20,17 @@ def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
     """Inner bin edges at the reference's quantiles 1/bins … (bins-1)/bins, repeats removed.
 
     Ties collapse edges, so a feature with few distinct values gets fewer, not empty, bins.
+    A value the reference piles up on (a repeated quantile, or the maximum as the top edge)
+    gets a bin of its own, ``[v, next float after v)``: otherwise values above it would
+    share its bin, and a constant reference could not see the current sample move up.
     """
     if bins < 2:
         msg = f"bins must be at least 2, got {bins}"
         raise InvalidArgumentError(msg)
     levels = np.arange(1, bins) / bins
-    return np.unique(np.quantile(reference, levels))
+    edges, repeats = np.unique(np.quantile(reference, levels), return_counts=True)
+    atoms = edges[(repeats > 1) | (edges == np.max(reference))]
+    return np.unique(np.concatenate([edges, np.nextafter(atoms, np.inf)]))
 
 
 def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -133,7 +133,9 @@ def _looks_categorical(*samples: Sequence[Any]) -> bool:
 
 
 def _is_missing(value: object) -> bool:
-    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+    if isinstance(value, float | np.floating):
+        return math.isnan(value)
+    return value is None or (isinstance(value, str) and value == "")
 
 
 def _numeric(name: str, values: Sequence[Any], role: str) -> tuple[np.ndarray, float]:
@@ -141,11 +143,13 @@ def _numeric(name: str, values: Sequence[Any], role: str) -> tuple[np.ndarray, f
     try:
         array = np.asarray(present, dtype=np.float64)
     except (TypeError, ValueError):
+        array = np.empty((0, 0))
+    if array.ndim != 1:  # lists or objects (JSON arrays) that numpy would read as a matrix
         msg = (
             f"feature {name!r} in the {role} sample holds values that are not numbers; "
             "declare it categorical"
         )
-        raise InvalidArgumentError(msg) from None
+        raise InvalidArgumentError(msg)
     if array.size and not np.all(np.isfinite(array)):
         msg = f"feature {name!r} in the {role} sample holds infinite values"
         raise InvalidArgumentError(msg)
@@ -212,6 +216,12 @@ def compare_feature(
     limit = DEFAULT_THRESHOLDS[chosen] if threshold is None else threshold
     if not math.isfinite(limit) or limit < 0:
         msg = f"threshold must be a finite number >= 0, got {limit}"
+        raise InvalidArgumentError(msg)
+    if chosen in _TESTS and not 0 < limit < 1:
+        msg = (
+            f"feature {name!r} is decided by the {chosen.value} test, whose threshold is a "
+            f"significance level between 0 and 1 (exclusive), got {limit}"
+        )
         raise InvalidArgumentError(msg)
     psi = population_stability_index(ref_counts, cur_counts)
     p_value: float | None = None

@@ -26,19 +26,32 @@ Columns = dict[str, list[Any]]
 
 def read_columns(path: Path) -> Columns:
     """Columns of a ``.csv``, ``.jsonl``/``.ndjson`` or ``.parquet`` file, by name."""
+    if path.is_dir():
+        msg = f"{path}: is a directory, not a file"
+        raise InvalidArgumentError(msg)
     if not path.is_file():
         msg = f"{path}: no such file"
         raise InvalidArgumentError(msg)
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        columns = _read_csv(path)
-    elif suffix in {".jsonl", ".ndjson"}:
-        columns = _read_json_lines(path)
-    elif suffix == ".parquet":
-        columns = _read_parquet(path)
-    else:
-        msg = f"{path}: unknown file type {suffix!r}; use .csv, .jsonl, .ndjson or .parquet"
-        raise InvalidArgumentError(msg)
+    try:
+        if suffix == ".csv":
+            columns = _read_csv(path)
+        elif suffix in {".jsonl", ".ndjson"}:
+            columns = _read_json_lines(path)
+        elif suffix == ".parquet":
+            columns = _read_parquet(path)
+        else:
+            msg = f"{path}: unknown file type {suffix!r}; use .csv, .jsonl, .ndjson or .parquet"
+            raise InvalidArgumentError(msg)
+    except UnicodeDecodeError as exc:
+        msg = f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8"
+        raise InvalidArgumentError(msg) from None
+    except csv.Error as exc:
+        msg = f"{path}: not readable as CSV ({exc})"
+        raise InvalidArgumentError(msg) from None
+    except OSError as exc:
+        msg = f"{path}: cannot read ({exc.strerror or exc})"
+        raise InvalidArgumentError(msg) from None
     if not columns or not any(columns.values()):
         msg = f"{path}: the file holds no rows"
         raise InvalidArgumentError(msg)
@@ -55,7 +68,8 @@ def _cell(text: str) -> Any:
 
 
 def _read_csv(path: Path) -> Columns:
-    with path.open(newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a byte order mark (Excel writes one) is not part of the first column's name
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None:
@@ -65,8 +79,10 @@ def _read_csv(path: Path) -> Columns:
             raise InvalidArgumentError(msg)
         columns: Columns = {name: [] for name in header}
         lists = list(columns.values())
-        for line, row in enumerate(_bounded(reader, path), start=2):
+        for row in _bounded(reader, path):
             if len(row) != len(header):
+                # line_num counts physical lines, so quoted newlines do not shift it
+                line = reader.line_num
                 msg = f"{path}:{line}: {len(row)} cells, the header has {len(header)}"
                 raise InvalidArgumentError(msg)
             for values, text in zip(lists, row, strict=True):
@@ -78,6 +94,8 @@ def _read_json_lines(path: Path) -> Columns:
     rows: list[Mapping[str, Any]] = []
     with path.open("rb") as handle:
         for line, raw in enumerate(_bounded(handle, path), start=1):
+            if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a byte order mark, not JSON
             if not raw.strip():
                 continue
             try:
