@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from abflow.store.aggregates import SECONDS_PER_DAY, OutcomeColumn, day_of
 
 __all__ = [
+    "SCRATCH_PREFIXES",
     "analyze_scratch",
     "apply_fold",
     "create_if_missing",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 _KEY = ("variant", "day", "mixed")
+
+SCRATCH_PREFIXES = ["TEMPORARY"]
+"""Scratch tables are temporary: private to the fold's connection, and not logged or synced
+(PostgreSQL writes no WAL for them, SQLite keeps them out of the main file's journal)."""
 
 
 def analyze_scratch(connection: Connection, table: sa.Table) -> None:
@@ -165,6 +170,7 @@ def _scratch(name: str, width: int) -> sa.Table:
         sa.Column("first_ts", sa.Double),
         sa.Column("last_ts", sa.Double),
         *(sa.Column(name, sa.Double) for name in _value_columns(width)),
+        prefixes=SCRATCH_PREFIXES,
     )
 
 
