@@ -53,6 +53,7 @@ DAY = 86400.0
 KEY = "bench-analysis"
 SEED = 20261126
 PG_SCHEMA = "abflow_bench_analysis"
+DATA_VERSION = "v2"  # v2: rows inserted in time order
 TARGETS = {"sqlite": 5.0, "postgres": 3.0, "duckdb": 1.0}
 SPEC = parse_experiment(
     {
@@ -112,6 +113,9 @@ def generate(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
             "experiment_key": KEY,
         }
     )
+    # rows land in time order, as the gateway logs them (and as the rollup's watermark assumes)
+    exp = exp.sort_values("ts", kind="stable", ignore_index=True)
+    out = out.sort_values("ts", kind="stable", ignore_index=True)
     return exp, out
 
 
@@ -124,9 +128,9 @@ def _register(url: str, upgrade: bool | None = None) -> None:
 
 
 def prepare_sqlite(rows: int) -> str:
-    path = DATA / f"analysis-{rows}.db"
+    path = DATA / f"analysis-{DATA_VERSION}-{rows}.db"
     url = f"sqlite:///{path}"
-    if path.exists() and (DATA / f"analysis-{rows}.db.ok").exists():
+    if path.exists() and (DATA / f"analysis-{DATA_VERSION}-{rows}.db.ok").exists():
         return url
     path.unlink(missing_ok=True)
     exp, out = generate(rows)
@@ -142,16 +146,16 @@ def prepare_sqlite(rows: int) -> str:
         )
         connection.commit()
     connection.close()
-    (DATA / f"analysis-{rows}.db.ok").touch()
+    (DATA / f"analysis-{DATA_VERSION}-{rows}.db.ok").touch()
     return url
 
 
 def prepare_duckdb(rows: int) -> str:
     import duckdb
 
-    path = DATA / f"analysis-{rows}.duckdb"
+    path = DATA / f"analysis-{DATA_VERSION}-{rows}.duckdb"
     url = f"duckdb:///{path}"
-    if path.exists() and (DATA / f"analysis-{rows}.duckdb.ok").exists():
+    if path.exists() and (DATA / f"analysis-{DATA_VERSION}-{rows}.duckdb.ok").exists():
         return url
     path.unlink(missing_ok=True)
     exp, out = generate(rows)
@@ -177,7 +181,7 @@ def prepare_duckdb(rows: int) -> str:
         connection.execute(experiment_versions.insert(), versions)
         connection.execute(phases.insert(), phase_rows)
     engine.dispose()
-    (DATA / f"analysis-{rows}.duckdb.ok").touch()
+    (DATA / f"analysis-{DATA_VERSION}-{rows}.duckdb.ok").touch()
     return url
 
 
@@ -185,7 +189,7 @@ def prepare_postgres(rows: int) -> str:
     base = os.environ.get(
         "ABFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
-    schema = f"{PG_SCHEMA}_{rows}"  # one schema per size: a quick run keeps the big data
+    schema = f"{PG_SCHEMA}_{DATA_VERSION}_{rows}"  # one schema per size: a quick run keeps the big data
     url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
