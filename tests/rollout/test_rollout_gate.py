@@ -169,3 +169,23 @@ def test_bad_policies_are_clear_errors() -> None:
         evaluate_gate(result(), GatePolicy(variants=("control",)))
     with pytest.raises(InvalidArgumentError, match="min_units"):
         evaluate_gate(result(), GatePolicy(min_units=-1))
+
+
+def test_an_effect_that_is_not_a_number_keeps_the_gate_closed() -> None:
+    """outcome 'error' (a non-finite effect) is as blind as an error code, even under no-harm."""
+    blind = comparison(effect=float("nan"), outcome="error", guardrail="inconclusive")
+    analysed = result(metric("fpr", "guardrail", blind), metric("recall", "primary", blind))
+    got = evaluate_gate(analysed)
+    assert failed(got) == [("guardrail fpr", "challenger"), ("primary recall", "challenger")]
+    assert got.checks[1].detail.startswith("not computable")
+
+
+def test_a_candidate_missing_from_a_metric_keeps_the_gate_closed() -> None:
+    analysed = result(
+        metric("fpr", "guardrail", comparison("challenger", guardrail="pass")),
+        metric("recall", "primary", comparison("challenger", outcome="better")),
+        units=(1000, 1000, 1000),
+    )
+    got = evaluate_gate(analysed)
+    assert failed(got) == [("guardrail fpr", "other"), ("primary recall", "other")]
+    assert "no comparison" in got.failures[0].detail

@@ -92,3 +92,12 @@ def test_bad_arguments_exit_two(demo_store: tuple[str, str, object]) -> None:
     assert "'nope' is not a treatment" in output
     code, output = gate(key, "--store", url, "--min-units", "-5")
     assert (code, "--min-units must be 0 or more" in output) == (2, True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_summary_path_that_cannot_be_written_exits_two(
+    demo_store: tuple[str, str, object], tmp_path: Path
+) -> None:
+    url, key, _ = demo_store
+    code, output = gate(key, "--store", url, "--summary", str(tmp_path / "no" / "summary.md"))
+    assert (code, "does not exist" in output) == (2, True)

@@ -124,7 +124,10 @@ def gate(
         fail(f"--min-units must be 0 or more, got {min_units}", code=2)
     summary_path = summary or _github_summary()
     if summary_path is not None:
-        check_output_path(summary_path)
+        try:
+            check_output_path(summary_path)
+        except typer.Exit:  # a path that can never be written is an invalid argument
+            raise typer.Exit(2) from None
     url = resolve_url(store)
     options = AnalysisOptions(phase=phase, store_label=display_url(url), timeline=False)
     analysed = analyze(url, experiment, options)

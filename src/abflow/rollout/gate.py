@@ -14,6 +14,7 @@ a gate that cannot see must not open.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -145,8 +146,27 @@ def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) ->
     return gate
 
 
-def _comparisons(metric: MetricResult, candidates: list[str]) -> list[ComparisonResult]:
-    return [c for c in metric.comparisons if c.variant in candidates]
+def _comparisons(
+    metric: MetricResult, candidates: list[str], check: str
+) -> tuple[list[ComparisonResult], list[GateCheck]]:
+    """The candidates' comparisons, and a failed check for each candidate that has none."""
+    found = [c for c in metric.comparisons if c.variant in candidates]
+    seen = {c.variant for c in found}
+    missing = [
+        GateCheck(check, name, False, f"no comparison with the control on {metric.name}")
+        for name in candidates
+        if name not in seen
+    ]
+    return found, missing
+
+
+def _blind(comparison: ComparisonResult) -> str | None:
+    """Why a comparison cannot be judged (an error code, or an effect that is not a number)."""
+    if comparison.error_code is not None:
+        return comparison.error_code
+    if comparison.outcome == "error" or not math.isfinite(comparison.effect):
+        return "effect is not a number"
+    return None
 
 
 def _effect(metric: MetricResult, comparison: ComparisonResult) -> str:
@@ -156,33 +176,37 @@ def _effect(metric: MetricResult, comparison: ComparisonResult) -> str:
 def _guardrail_checks(
     metric: MetricResult, candidates: list[str], require: Requirement
 ) -> list[GateCheck]:
-    checks = []
+    check = f"guardrail {metric.name}"
+    found, checks = _comparisons(metric, candidates, check)
     margin = f"margin {(metric.margin or 0.0) * 100:g}% of control"
-    for comparison in _comparisons(metric, candidates):
+    for comparison in found:
         status: str = comparison.guardrail or "inconclusive"
-        if comparison.error_code is not None:
-            passed, status = False, f"not computable ({comparison.error_code})"
+        blind = _blind(comparison)
+        if blind is not None:
+            passed, status = False, f"not computable ({blind})"
         elif require is Requirement.no_harm:
             passed = status != "fail"
         else:
             passed = status == "pass"
         detail = f"{status}: {_effect(metric, comparison)}, {margin}, {metric.direction} is good"
-        checks.append(GateCheck(f"guardrail {metric.name}", comparison.variant, passed, detail))
+        checks.append(GateCheck(check, comparison.variant, passed, detail))
     return checks
 
 
 def _primary_checks(
     metric: MetricResult, candidates: list[str], require: Requirement
 ) -> list[GateCheck]:
-    checks = []
-    for comparison in _comparisons(metric, candidates):
-        outcome = comparison.outcome
-        if comparison.error_code is not None:
-            passed = False
+    check = f"primary {metric.name}"
+    found, checks = _comparisons(metric, candidates, check)
+    for comparison in found:
+        outcome: str = comparison.outcome
+        blind = _blind(comparison)
+        if blind is not None:
+            passed, outcome = False, f"not computable ({blind})"
         elif require is Requirement.win:
             passed = outcome == "better"
         else:
             passed = outcome != "worse"
         detail = f"{outcome}: {_effect(metric, comparison)}, {metric.direction} is good"
-        checks.append(GateCheck(f"primary {metric.name}", comparison.variant, passed, detail))
+        checks.append(GateCheck(check, comparison.variant, passed, detail))
     return checks
