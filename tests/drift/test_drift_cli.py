@@ -177,3 +177,12 @@ def test_csv_errors_name_the_physical_line(tmp_path: Path) -> None:
     quoted.write_text('a,b\n"x\ny",1\n2\n')
     code, output = invoke(str(quoted), str(quoted))
     assert (code, "quoted.csv:4: 1 cells" in output) == (2, True)
+
+
+def test_an_output_path_that_cannot_be_written_exits_two(files: tuple[Path, Path]) -> None:
+    """Exit 1 means drift: a bad -o must not look like one."""
+    ref, _ = files
+    code, output = invoke(str(ref), str(ref), "-o", str(ref.parent / "no" / "out.json"))
+    assert (code, "does not exist" in output) == (2, True)
+    code, output = invoke(str(ref), str(ref), "-o", str(ref.parent))
+    assert (code, "is a directory" in output) == (2, True)
