@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -65,6 +66,21 @@ def _open_store(url: str, *, in_subprocess: bool = False) -> StoreWriter:
         return SubprocessStore(url)
     store: StoreWriter = open_shipper_store(url)
     return store
+
+
+def _encode(kind: EventKind, row: dict[str, Any]) -> bytes:
+    if kind not in KIND_CODES:
+        msg = f"unknown event kind {kind!r}; expected exposure, prediction or outcome"
+        raise InvalidArgumentError(msg)
+    try:
+        payload = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError as exc:
+        msg = f"{kind} row cannot be serialised: {exc}"
+        raise InvalidArgumentError(msg) from exc
+    if len(payload) >= MAX_BODY_BYTES:
+        msg = f"{kind} row is {len(payload)} bytes; the limit is {MAX_BODY_BYTES - 1}"
+        raise InvalidArgumentError(msg)
+    return payload
 
 
 class EventLog:
@@ -221,29 +237,34 @@ class EventLog:
         not acknowledged), InvalidArgumentError for an unknown kind or a row orjson cannot
         serialise. Numpy scalars (model outputs) are stored as plain numbers.
         """
-        if kind not in KIND_CODES:
-            msg = f"unknown event kind {kind!r}; expected exposure, prediction or outcome"
-            raise InvalidArgumentError(msg)
-        try:
-            payload = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
-        except TypeError as exc:
-            msg = f"{kind} row cannot be serialised: {exc}"
-            raise InvalidArgumentError(msg) from exc
-        if len(payload) >= MAX_BODY_BYTES:
-            msg = f"{kind} row is {len(payload)} bytes; the limit is {MAX_BODY_BYTES - 1}"
-            raise InvalidArgumentError(msg)
-        frame = encode_frame(kind, payload)
+        self.append_many(((kind, row),))
+
+    def append_many(self, events: Sequence[tuple[EventKind, dict[str, Any]]]) -> None:
+        """Record several events with one ``write(2)``, as :meth:`append` records one.
+
+        A request's exposure and prediction are acknowledged together, so they need not pay
+        for two system calls. All or none: an error leaves none of them recorded.
+        """
+        encoded = [(kind, _encode(kind, row)) for kind, row in events]
+        if not encoded:
+            return
+        frames = [encode_frame(kind, payload) for kind, payload in encoded]
+        blob = frames[0] if len(frames) == 1 else b"".join(frames)
         with self._lock:
             if not self._is_open:
                 msg = f"event log {self.journal_dir} is not open; the event was not recorded"
                 raise JournalError(msg)
-            number, end = self._journal.append(frame)
-            self._pending += 1
-            if self._overflow is None and self._is_shipping:
+            number, end = self._journal.append(blob, records=len(frames))
+            self._pending += len(frames)
+            offset = end - len(blob)
+            for (kind, payload), frame in zip(encoded, frames, strict=True):
+                if self._overflow is not None or not self._is_shipping:
+                    break
                 if len(self._queue) < self.max_queue_events:
-                    self._queue.append((kind, payload, number, end))
+                    offset += len(frame)
+                    self._queue.append((kind, payload, number, offset))
                 else:  # the queue is full: from here on the shipper reads the journal
-                    self._overflow = (number, end - len(frame))
+                    self._overflow = (number, offset)
             depth = len(self._queue)
         if (depth >= self.batch_size or self._overflow is not None) and not self._wake.is_set():
             self._wake.set()

@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_VARIANT",
     "EventKind",
     "EventSink",
+    "append_events",
     "exposure_row",
     "new_id",
     "outcome_row",
@@ -46,6 +47,17 @@ class EventSink(Protocol):
 
     @property
     def spool_bytes(self) -> int: ...
+
+
+def append_events(sink: EventSink, events: list[tuple[EventKind, dict[str, Any]]]) -> None:
+    """Append ``events`` in one call where the sink offers ``append_many`` (the event log
+    then writes them to its journal with one system call), else one by one."""
+    append_many = getattr(sink, "append_many", None)
+    if append_many is not None:
+        append_many(events)
+        return
+    for kind, row in events:
+        sink.append(kind, row)
 
 
 _id_prefix = os.urandom(8).hex()

@@ -40,7 +40,9 @@ from abflow.serving.cache import MISSING, PredictionCache, row_key
 from abflow.serving.catalog import ExperimentCatalog
 from abflow.serving.events import (
     DEFAULT_VARIANT,
+    EventKind,
     EventSink,
+    append_events,
     exposure_row,
     new_id,
     prediction_row,
@@ -255,32 +257,38 @@ class Gateway:
 
         self._observe(live, variant, backend.version, latency, rows.shape[0])
         features_hash = keys[0].hex() if keys is not None and len(keys) == 1 else None
+        events: list[tuple[EventKind, dict[str, Any]]] = []
         if in_experiment:
-            self.events.append(
-                "exposure",
-                exposure_row(
+            events.append(
+                (
+                    "exposure",
+                    exposure_row(
+                        experiment_key=spec.key,
+                        phase=live.phase,
+                        unit_id=unit_id,
+                        variant=variant,
+                        attributes=body.attributes or None,
+                    ),
+                )
+            )
+        events.append(
+            (
+                "prediction",
+                prediction_row(
+                    request_id=request_id,
                     experiment_key=spec.key,
                     phase=live.phase,
                     unit_id=unit_id,
                     variant=variant,
-                    attributes=body.attributes or None,
+                    model_version=backend.version,
+                    latency_ms=latency * 1000.0,
+                    outputs=outputs,
+                    features_hash=features_hash,
+                    is_fallback=is_fallback,
                 ),
             )
-        self.events.append(
-            "prediction",
-            prediction_row(
-                request_id=request_id,
-                experiment_key=spec.key,
-                phase=live.phase,
-                unit_id=unit_id,
-                variant=variant,
-                model_version=backend.version,
-                latency_ms=latency * 1000.0,
-                outputs=outputs,
-                features_hash=features_hash,
-                is_fallback=is_fallback,
-            ),
         )
+        append_events(self.events, events)  # one journal write: durable before the answer
         self._remember(request_id, unit_id, spec.key)
         for shadow_index in live.shadow:
             self.shadow.mirror(live, shadow_index, rows, request_id, unit_id)

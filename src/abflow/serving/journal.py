@@ -284,8 +284,9 @@ class Journal:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, frame: bytes) -> Position:
-        """Write one framed record; return the position just past it. Thread-safe."""
+    def append(self, frame: bytes, *, records: int = 1) -> Position:
+        """Write framed records (``records`` of them, one write); return the position just past
+        them. Thread-safe."""
         with self._lock:
             if self._fd < 0:
                 msg = f"journal {self.directory} is closed; the event was not recorded"
@@ -305,7 +306,7 @@ class Journal:
             position = (self._active, size)
             if self._unsynced == 0:
                 self._first_unsynced_at = time.monotonic()
-            self._unsynced += 1
+            self._unsynced += records
             if self.fsync_interval_seconds == 0:
                 started = time.monotonic()
                 try:
@@ -315,7 +316,7 @@ class Journal:
                     raise JournalError(msg) from exc
                 finished = time.monotonic()
                 self._unsynced = 0
-                self._record_sync(1, finished - self._first_unsynced_at, finished - started)
+                self._record_sync(records, finished - self._first_unsynced_at, finished - started)
             if size >= self.segment_bytes:
                 try:
                     self._rotate()

@@ -11,7 +11,7 @@ from abflow.errors import InvalidArgumentError
 from abflow.security.roles import Role
 from abflow.security.tokens import TokenRecord
 from abflow.serving.auth import require
-from abflow.serving.events import outcome_row
+from abflow.serving.events import append_events, outcome_row
 from abflow.serving.http_errors import read_body
 from abflow.serving.inputs import OutcomesIn, parse_body
 from abflow.serving.responses import json_response
@@ -83,8 +83,7 @@ async def record_outcomes(
                 ts=outcome.ts,
             )
         )
-    for row in rows:
-        services.events.append("outcome", row)
+    append_events(services.events, [("outcome", row) for row in rows])  # all or none
     return json_response(
         {"accepted": len(rows), "event_ids": [row["event_id"] for row in rows]}, status=202
     )
