@@ -17,8 +17,9 @@ variances (each arm keeps its own variance), on the absolute difference or, with
   absolute effects use a t-test with ``n0 + n1 - 2`` degrees of freedom (noncentral t).
 - Relative effects (means, and unpooled proportions) plan the delta-method Wald test on the
   lift ``x1 / x0 - 1``. Its standard error grows with the observed lift, so the statistic is
-  not ``N(lift / se, 1)``; its own mean and spread under the alternative come from the delta
-  method (near 80 % the naive formula understates power by up to two and a half points).
+  not ``N(lift / se, 1)``; its rejection probability is integrated over the control mean
+  (see :meth:`abflow.stats.power_model.Plan`), which matches simulations of the test where
+  first-order formulas overstated power by up to ten points at large lifts.
 - More than two variants: each treatment is compared with control at the Bonferroni level
   ``alpha / (variants - 1)``, and the sample must give every comparison the target power.
 - The effect is an increase of ``mde`` (a one-sided test looks for an increase only).

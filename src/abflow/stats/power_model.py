@@ -12,12 +12,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from numpy.polynomial.hermite_e import hermegauss
 from scipy import special
 
 from abflow.errors import InvalidArgumentError
 from abflow.stats.power_results import Alternative, ProportionVariance
 
 __all__ = ["Plan"]
+
+_NODES, _WEIGHTS = hermegauss(96)
+_WEIGHTS = _WEIGHTS / math.sqrt(2.0 * math.pi)
+"""Gauss-Hermite rule for a standard normal expectation (exact for smooth integrands)."""
 
 
 def _nct_cdf(df: float, ncp: float, t: float, normal: Callable[[], float]) -> float:
@@ -106,39 +112,61 @@ class Plan:
     def _relative_power(
         self, effect: float, n0: float, n1: float, level: float, two_sided: bool
     ) -> float:
-        """Power of the delta-method Wald test on the lift ``x1 / x0 - 1``.
+        """Power of the delta-method test on the lift ``x1 / x0 - 1``, integrated over ``x0``.
 
-        Its standard error grows with the observed lift, so the statistic
-        ``T = (x1 - x0) / S`` with ``S^2 = v(x1) / n1 + (x1 / x0)^2 v(x0) / n0`` is not
-        ``N(lift / se, 1)`` under the alternative: its mean and standard deviation come from
-        the delta method applied to ``T(x0, x1)`` itself (sample variances held at their
-        expected values for means, tied to the rates for proportions). The gradient is
-        exact, so no difference step can vanish against a large mean; means are taken in
-        units of ``std``, where ``T`` is the same and every number stays moderate.
+        The statistic is ``T = (x1 - x0) / S`` with ``S^2 = v(x1) / n1 + (x1 / x0)^2 v(x0) / n0``,
+        the test ``compare(relative=True)`` runs. ``S`` grows with ``x1`` and ``T`` is bounded
+        by the control mean's own z-score, so ``T`` is far from ``N(lift / se, 1)`` at large
+        lifts (a first-order expansion overstated power by up to ten points near 80 %).
+        Given the control mean ``x0``, ``|T| > z`` is a quadratic inequality in ``u = x1 - x0``,
+        so the rejection probability over ``x1 ~ N(m1, v1 / n1)`` is exact in closed form;
+        Gauss-Hermite quadrature integrates it over ``x0 ~ N(m0, v0 / n0)``. Variances are
+        the true ones (means) or tied to the rates (proportions), the critical value is the
+        t quantile at Welch's degrees of freedom, and means are in units of ``std`` so every
+        term stays moderate. ``x0`` outside the metric's range (``<= 0``, or ``>= 1`` for a
+        rate) counts as no rejection.
         """
         if self.std is None:
-            x0 = self.baseline
-            v0, slope0 = x0 * (1.0 - x0), 1.0 - 2.0 * x0
-            x1 = x0 * (1.0 + effect)
-            v1, slope1 = x1 * (1.0 - x1), 1.0 - 2.0 * x1
+            m0 = self.baseline
+            m1 = m0 * (1.0 + effect)
+            v0, v1 = m0 * (1.0 - m0), m1 * (1.0 - m1)
         else:
-            x0 = self.baseline / self.std
+            m0 = self.baseline / self.std
             v0 = v1 = 1.0
-            slope0 = slope1 = 0.0
-        ratio = 1.0 + effect
-        var0, var1 = v0 / n0, v1 / n1
-        spread_t = math.sqrt(var1 + ratio**2 * var0)
-        center = x0 * effect / spread_t
-        # d(S^2)/dx0 and d(S^2)/dx1, then dT/dx = (±1 - T dS/dx) / S with dS = d(S^2) / 2S.
-        ds2_0 = ratio**2 / n0 * (slope0 - 2.0 * v0 / x0)
-        ds2_1 = slope1 / n1 + 2.0 * ratio * v0 / (x0 * n0)
-        grad0 = (-1.0 - center * ds2_0 / (2.0 * spread_t)) / spread_t
-        grad1 = (1.0 - center * ds2_1 / (2.0 * spread_t)) / spread_t
-        spread = math.sqrt(grad0**2 * var0 + grad1**2 * var1)
-        z = -float(special.ndtri(level))
-        value = float(special.ndtr((center - z) / spread))
-        if two_sided:
-            value += float(special.ndtr((-z - center) / spread))
+        a0, a1 = v0 / n0, v1 / n1
+        share = a1 / (a0 + a1)
+        df = 1.0 / (share**2 / (n1 - 1.0) + (1.0 - share) ** 2 / (n0 - 1.0))
+        z2 = float(special.stdtrit(df, level)) ** 2
+        s1 = math.sqrt(a1)
+        offset = math.sqrt(a0) * _NODES  # x0 - m0 at each node
+        x0 = m0 + offset
+        # Coefficients of Q(u) = u^2 - z^2 S^2(x0, x0 + u); Q(0) < 0, and |T| > z iff Q > 0.
+        with np.errstate(all="ignore"):
+            if self.std is None:
+                inside = (x0 > 0.0) & (x0 < 1.0)
+                quad = 1.0 + z2 / n1 - z2 * (1.0 - x0) / (n0 * x0)
+                lin = -z2 * ((1.0 - 2.0 * x0) / n1 + 2.0 * (1.0 - x0) / n0)
+                const = -z2 * x0 * (1.0 - x0) * (1.0 / n1 + 1.0 / n0)
+            else:
+                inside = x0 > 0.0
+                quad = 1.0 - z2 / (n0 * x0 * x0)
+                lin = -2.0 * z2 / (n0 * x0)
+                const = np.full_like(x0, -z2 * (1.0 / n1 + 1.0 / n0))
+            disc = lin * lin - 4.0 * quad * const
+            root = np.sqrt(np.maximum(disc, 0.0))
+            q = -0.5 * (lin + np.where(lin >= 0.0, root, -root))  # roots without cancellation
+            low = np.minimum(q / quad, const / q)
+            high = np.maximum(q / quad, const / q)
+            # x1 = x0 + u against x1 ~ N(m1, s1^2), with m1 - m0 = m0 * effect.
+            t_low = (offset + low - m0 * effect) / s1
+            t_high = (offset + high - m0 * effect) / s1
+            between = special.ndtr(t_high) - special.ndtr(t_low)
+            opens_up = quad > 0.0  # reject outside the roots, else between them
+            upper = np.where(opens_up, special.ndtr(-t_high), np.where(low > 0.0, between, 0.0))
+            lower = np.where(opens_up, special.ndtr(t_low), np.where(high < 0.0, between, 0.0))
+            rejected = upper + lower if two_sided else upper
+            usable = inside & (disc >= 0.0) & np.isfinite(rejected)
+            value = float(np.dot(_WEIGHTS, np.where(usable, rejected, 0.0)))
         return value
 
     def worst_power(self, effect: float, sizes: Sequence[float]) -> tuple[float, ...]:
