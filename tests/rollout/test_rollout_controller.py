@@ -256,3 +256,69 @@ def test_cli_tick_status_and_rollback(tmp_path: Path) -> None:
         app, ["rollout", "tick", "ranker-v2", "--store", url, "-f", "json"], env=env
     )
     assert '"action": "finished"' in again.output
+
+
+def test_a_ramp_below_full_coverage_is_refused_because_units_would_leave_the_challenger(
+    store: EventStore, clock: Clock
+) -> None:
+    """Spec weights route with GrowthBook's layout: below full coverage each step moves the
+    challenger's window (20 % -> 50 % at coverage 0.5: [0.8, 0.9) -> [0.5, 0.75))."""
+    spec = parse_experiment({**SPEC, "coverage": 0.5})
+    step1 = spec.model_copy(update={"weights": [0.8, 0.2]})
+    step2 = spec.model_copy(update={"weights": [0.5, 0.5]})
+    units = [f"u{i}" for i in range(2000)]
+    was = {u for u in units if assign(step1, {"user_id": u}).variant == "challenger"}
+    kept = {u for u in was if assign(step2, {"user_id": u}).variant == "challenger"}
+    assert was  # the reason for the refusal, shown on the real router:
+    assert not kept
+
+    store.register_experiment(spec)
+    with pytest.raises(InvalidArgumentError, match=r"coverage 0\.5"):
+        tick(store, "ranker-v2", now=clock.now)
+    with pytest.raises(InvalidArgumentError, match=r"coverage 0\.5"):
+        promote(store, "ranker-v2", actor="user:alice")
+    assert weights(store) == [0.5, 0.5]  # nothing moved
+    rollback(store, "ranker-v2", actor="user:oncall")  # the way back stays open
+    assert weights(store) == [1.0, 0.0]
+
+
+def test_a_plan_guardrail_that_is_not_a_guardrail_metric_is_a_clear_error(
+    store: EventStore, clock: Clock
+) -> None:
+    """A primary metric has no guardrail status, so it could never stop the ramp."""
+    spec = {**SPEC, "rollout": {**SPEC["rollout"], "guardrails": ["purchase"]}}
+    store.register_experiment(parse_experiment(spec))
+    with pytest.raises(InvalidArgumentError, match="'purchase', which is a primary metric"):
+        tick(store, "ranker-v2", now=clock.now)
+
+
+def test_a_step_beyond_an_edited_plan_is_a_clear_error(store: EventStore, clock: Clock) -> None:
+    store.register_experiment(parse_experiment(SPEC))
+    tick(store, "ranker-v2", now=clock.now)
+    simulate(store, 3000, complaint=SAME, seed=9, clock=clock)
+    clock.now += 2 * HOUR
+    assert tick(store, "ranker-v2", now=clock.now).action == "advanced"  # now at step 2 of 2
+    shorter = {**SPEC, "rollout": {**SPEC["rollout"], "steps": SPEC["rollout"]["steps"][:1]}}
+    store.register_experiment(parse_experiment(shorter), reason="one step is enough")
+    with pytest.raises(InvalidArgumentError, match="step 2 but the plan now has 1 step"):
+        tick(store, "ranker-v2", now=clock.now + 2 * HOUR)
+
+
+def test_a_challenger_that_is_not_the_second_variant_ramps(store: EventStore, clock: Clock) -> None:
+    variants = [*SPEC["variants"], {"name": "other", "model": "models:/ranker/3"}]
+    spec = {**SPEC, "variants": variants}
+    spec["variants"] = [variants[0], variants[2], variants[1]]  # challenger third
+    spec["rollout"] = {**SPEC["rollout"], "challenger": "challenger"}
+    store.register_experiment(parse_experiment(spec))
+    assert tick(store, "ranker-v2", now=clock.now).action == "started"
+    assert weights(store) == [0.8, 0.0, 0.2]
+    simulate(store, 3000, complaint={**SAME, "other": 0.05}, seed=10, clock=clock)
+    clock.now += 2 * HOUR
+    advanced = tick(store, "ranker-v2", now=clock.now)
+    assert advanced.action == "advanced", advanced.reasons
+    assert advanced.evidence["units"]["other"] == 0
+    assert weights(store) == [0.5, 0.0, 0.5]
+    rollout_ = rollout_status(store, "ranker-v2")
+    assert rollout_.challenger == "challenger"
+    promote(store, "ranker-v2", actor="user:alice")
+    assert weights(store) == [0.0, 0.0, 1.0]

@@ -29,6 +29,8 @@ from abflow.errors import InvalidArgumentError
 from abflow.rollout.plan import (
     RolloutState,
     challenger_index,
+    check_full_coverage,
+    check_plan,
     plan_of,
     state_from_audit,
     step_weights,
@@ -100,12 +102,20 @@ def tick(
     """Look at experiment ``key`` once and take at most one step of its rollout."""
     now = time.time() if now is None else now
     spec = store.get_experiment(key).spec
-    plan = plan_of(spec)
+    plan = check_plan(spec)
     state = state_from_audit(store.audit_entries(key))
     if state.is_final:
         return TickResult(key, "finished", state.step, [f"the rollout was {state.stage}"])
+    check_full_coverage(spec)
     if state.stage == "not_started" or state.step is None:
         return _move(store, spec, state, 0, actor, "started", ["rollout started"], {})
+    if state.step >= len(plan.steps):
+        count = len(plan.steps)
+        msg = (
+            f"the rollout of {key!r} is at step {state.step + 1} but the plan now has "
+            f"{count} step{'s' if count != 1 else ''}; promote or roll back by hand"
+        )
+        raise InvalidArgumentError(msg)
     step = plan.steps[state.step]
     phase = store.current_phase(key)
     result = analyse(store, spec, phase.phase)
@@ -163,6 +173,8 @@ def _end_by_hand(
     if state.is_final:
         msg = f"the rollout of {key!r} is already {state.stage.replace('_', ' ')}"
         raise InvalidArgumentError(msg)
+    if action == "promoted":  # rolling back stays possible whatever the coverage
+        check_full_coverage(spec)
     return _finish(store, spec, state, action, actor, [reason], {})
 
 

@@ -18,6 +18,8 @@ __all__ = [
     "ROLLOUT_ACTIONS",
     "RolloutState",
     "challenger_index",
+    "check_full_coverage",
+    "check_plan",
     "plan_of",
     "state_from_audit",
     "step_weights",
@@ -52,6 +54,40 @@ def plan_of(spec: ExperimentSpec) -> RolloutSpec:
         msg = f"experiment {spec.key!r} has no rollout plan; add a 'rollout' section to its spec"
         raise InvalidArgumentError(msg)
     return spec.rollout
+
+
+def check_plan(spec: ExperimentSpec) -> RolloutSpec:
+    """The plan, if the controller can act on it without breaking a promise it makes.
+
+    Every plan guardrail must be a guardrail metric (only those have a pass/fail status).
+    """
+    plan = plan_of(spec)
+    roles = {metric.name: metric.role for metric in spec.metrics}
+    for name in plan.guardrails:
+        if roles.get(name, "guardrail") != "guardrail":
+            msg = (
+                f"rollout.guardrails of {spec.key!r} names {name!r}, which is a {roles[name]} "
+                "metric: only guardrail metrics (with a margin) can stop a rollout"
+            )
+            raise InvalidArgumentError(msg)
+    return plan
+
+
+def check_full_coverage(spec: ExperimentSpec) -> None:
+    """Refuse to move traffic towards the challenger below full coverage.
+
+    The store routes a spec's weights with GrowthBook's layout (each variant's range starts
+    at its cumulative weight and covers ``coverage`` of it), so below full coverage each
+    step, and promotion, moves the challenger's window: units that saw the challenger leave
+    it. At full coverage every step only moves units from the control to the challenger.
+    """
+    if spec.coverage < 1:
+        msg = (
+            f"experiment {spec.key!r} has coverage {spec.coverage:g}: a ramp below full "
+            "coverage would move units out of the challenger at every step; set coverage "
+            "to 1 and limit who takes part with a condition or a namespace instead"
+        )
+        raise InvalidArgumentError(msg)
 
 
 def challenger_index(spec: ExperimentSpec) -> int:
