@@ -16,12 +16,16 @@ Two servers, each started with uvicorn (uvloop + httptools) on 127.0.0.1:
 The load generator is ``wrk`` (Debian: ``apt-get install wrk``) when installed, else an
 asyncio HTTP/1.1 client in this process. Each server is measured at its peak (closed loop,
 ``--connections`` connections) and then paced at half of the baseline's peak, where the
-latency percentiles compare like with like. Peak memory (VmHWM) per worker is read from
-/proc. The machine may be shared: numbers are noisy, ratios less so; rerun to check.
+latency percentiles compare like with like (the pacing is wrk's per-connection delay, a
+closed loop: the rate reached is printed, and a slower server is offered a little less).
+Peak memory (VmHWM) per worker, and per event shipper process when shipping runs in a
+child, is read from /proc. After (b) stops gracefully, the prediction events in its store
+are counted against the 2xx answers the client received. The load average is printed at
+the start and the end: the machine may be shared, numbers are noisy, ratios less so.
 
 With ``--soak-seconds`` only (b) runs, paced at ``--soak-rate`` for that long, while each
-worker's resident memory (VmRSS) is sampled every few seconds: a leak shows as growth after
-the warm-up (first 10 s), which is what the table reports.
+worker's (and shipper's) resident memory (VmRSS) is sampled every few seconds: a leak shows
+as growth after the warm-up (first 10 s), which is what the table reports.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from test_eventlog_stores import TUNING, all_events, assert_stored_exactly, wait_until
 
+from abflow.errors import StoreError
 from abflow.serving.eventlog import EventLog
 from abflow.serving.shipper import SubprocessStore
 
@@ -95,4 +97,20 @@ def test_invalid_rows_are_set_aside_through_the_child(tmp_path: Path) -> None:
     log.append("exposure", {"event_id": "broken", "ts": 1.0})  # no experiment, unit, variant
     log.close()
     assert log.rejected_events == 1
+    assert_stored_exactly(url, events)
+
+
+def test_rows_written_directly_through_the_child(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    events = all_events(30)
+    store = SubprocessStore(url)
+    try:
+        for kind, row in events:
+            assert store.write_events(kind, [row]) == 1
+        with pytest.raises(StoreError, match="experiment_key"):
+            store.write_events("exposure", [{"event_id": "broken", "ts": 1.0}])
+        assert store.pid is not None  # a refused row is not an outage: the child carries on
+    finally:
+        store.close()
+    assert store.pid is None
     assert_stored_exactly(url, events)
