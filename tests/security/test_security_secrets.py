@@ -106,3 +106,11 @@ def test_unreachable_vault_is_a_clear_error() -> None:
     env = {"VAULT_ADDR": "http://127.0.0.1:9", "VAULT_TOKEN": "t"}
     with pytest.raises(ConfigError, match="reading from Vault failed"):
         resolve_secret("vault:secret/abflow/db#url", env)
+
+
+def test_a_secret_file_that_is_not_text_is_a_clear_error(tmp_path: Path) -> None:
+    binary = tmp_path / "key.der"
+    binary.write_bytes(b"\x30\x82\xff\xfe secret bytes")
+    with pytest.raises(ConfigError, match="not UTF-8 text") as caught:
+        resolve_secret(f"file:{binary}")
+    assert "secret bytes" not in str(caught.value)

@@ -56,6 +56,9 @@ def _read_file(reference: str, path: Path) -> str:
     except OSError as exc:
         msg = f"secret {reference!r}: cannot read {str(path)!r} ({exc.strerror})"
         raise ConfigError(msg) from None
+    except UnicodeDecodeError:  # its message would quote the secret's bytes
+        msg = f"secret {reference!r}: {str(path)!r} is not UTF-8 text"
+        raise ConfigError(msg) from None
 
 
 def _split(reference: str) -> tuple[int, str, str, str]:
