@@ -155,3 +155,37 @@ def test_cli_renders_to_stdout_or_a_file(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["k8s", "render", "--image", "img", "--name", "NO"])
     assert bad.exit_code == 2
     assert "not a valid Kubernetes name" in bad.output
+
+
+def test_rollout_cron_jobs_of_different_experiments_never_share_a_name() -> None:
+    """Names are cut to 52 characters and keys slugged; two plans must stay two CronJobs."""
+    spec = parse_experiment(yaml.safe_load(EXAMPLE.read_text()))
+    keys = [
+        "a-very-long-experiment-key-for-the-ranker-" + "x" * 20 + "-one",
+        "a-very-long-experiment-key-for-the-ranker-" + "x" * 20 + "-two",
+        "Ranker_V2",
+        "ranker.v2",
+        "ranker-v2",
+    ]
+    config = build_config({"experiments": [spec.model_copy(update={"key": k}) for k in keys]})
+    crons = [m for m in render_manifests(config, K8sOptions(image="img")) if m["kind"] == "CronJob"]
+    names = [c["metadata"]["name"] for c in crons]
+    assert len(set(names)) == len(keys), names
+    assert all(len(n) <= 52 for n in names)
+    assert "abflow-gateway-rollout-ranker-v2" in names  # a key that is already a name stays
+    for cron in crons:
+        kubernetes_validate.validate(cron, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("g" * 53, "at most 52 characters"),  # '<name>-db-upgrade' must stay within 63
+        ("1gateway", "start with a letter"),  # a Service name is a DNS-1035 label
+    ],
+)
+def test_names_the_derived_resources_cannot_take_are_refused(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        render_manifests(load_config(config_file(tmp_path)), K8sOptions(image="img", name=name))

@@ -15,6 +15,7 @@ which ``terminationGracePeriodSeconds`` leaves time for.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,10 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 CONFIG_PATH = "/etc/abflow/gateway.yaml"
 JOURNAL_DIR = "/var/lib/abflow/journal"
 PORT = 8000
+MAX_NAME = 63 - len("-db-upgrade")
+"""The longest ``--name``: the migration Job's name (a label value, 63 at most) adds a suffix."""
+CRON_NAME = 52
+"""A CronJob's name is at most 52 characters (its Jobs add an 11-character suffix)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,15 @@ def _check(options: K8sOptions) -> None:
                 f"{label} {value!r} is not a valid Kubernetes name (lowercase letters, digits, '-')"
             )
             raise InvalidArgumentError(msg)
+    if not options.name[0].isalpha():
+        msg = f"name {options.name!r} must start with a letter (it also names the Service)"
+        raise InvalidArgumentError(msg)
+    if len(options.name) > MAX_NAME:
+        msg = (
+            f"name {options.name!r} has {len(options.name)} characters; at most {MAX_NAME} "
+            f"characters, so that '{options.name[:8]}…-db-upgrade' stays a valid Job name"
+        )
+        raise InvalidArgumentError(msg)
     if not 1 <= options.replicas <= options.max_replicas:
         msg = f"replicas must be between 1 and max_replicas ({options.max_replicas}), got {options.replicas}"
         raise InvalidArgumentError(msg)
@@ -357,9 +371,17 @@ def _service_monitor(
 
 
 def _cron_name(options: K8sOptions, key: str) -> str:
-    """``<name>-rollout-<key>``, cut to the 52 characters a CronJob name may have."""
+    """``<name>-rollout-<key>``, within the 52 characters a CronJob name may have.
+
+    When the key is not already a name (capitals, '_', '.') or the result is too long, a
+    hash of the key ends the name, so two experiments never share one CronJob.
+    """
     slug = re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")
-    return f"{options.name}-rollout-{slug}"[:52].rstrip("-")
+    name = f"{options.name}-rollout-{slug}"
+    if slug == key and len(name) <= CRON_NAME:
+        return name
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return f"{name[: CRON_NAME - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def _rollout_cron_job(key: str, options: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
