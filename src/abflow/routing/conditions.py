@@ -28,16 +28,18 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from abflow.routing.js_regex import translate as translate_js_regex
+
 __all__ = ["eval_condition", "padded_version", "value_type"]
 
 Groups = Mapping[str, Any] | None
 
-_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
+_NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 _RADIX = {"0x": 16, "0o": 8, "0b": 2}
 _RADIX_DIGITS = re.compile(r"^0(?:[xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)$")
 _VERSION_STRIP = re.compile(r"^v|\+.*$")
 _VERSION_SPLIT = re.compile(r"[-.]")
-_DIGITS = re.compile(r"^[0-9]+$")
+_DIGITS = re.compile(r"^[0-9]+\Z")
 _JS_SPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 
 
@@ -368,8 +370,11 @@ def _group_members(groups: Mapping[str, Any], group_id: Any) -> list[Any] | None
 
 @functools.lru_cache(maxsize=512)
 def _compiled_regex(pattern: str, insensitive: bool) -> re.Pattern[str] | None:
+    translated = translate_js_regex(pattern)  # the SDK hands the pattern to JavaScript
+    if translated is None:
+        return None
     try:
-        return re.compile(pattern, re.IGNORECASE if insensitive else 0)
+        return re.compile(translated, re.IGNORECASE if insensitive else 0)
     except re.error:
         return None
 
