@@ -16,8 +16,8 @@ for the primary-key index), the gateway's own ids (``abflow.serving.events.new_i
 per-process prefix and a counter, so mostly sequential) and the store's time-ordered
 ``new_event_id``. The writers:
 
-* ``EventStore.write_events``: validation plus idempotent insert (SQLite: ``INSERT OR
-  IGNORE`` executemany; PostgreSQL: binary COPY straight into the table, or on a duplicate
+* ``EventStore.write_events``: validation plus idempotent insert (SQLite: ``INSERT … ON
+  CONFLICT (event_id) DO NOTHING`` executemany; PostgreSQL: binary COPY straight into the table, or on a duplicate
   into a staging table, then ``INSERT … SELECT … ON CONFLICT DO NOTHING``); then the same
   batches re-sent, which must store nothing;
 * row at a time: one ``INSERT … ON CONFLICT DO NOTHING`` statement per event through
