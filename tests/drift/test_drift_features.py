@@ -138,3 +138,26 @@ def test_numbers_and_objects_mixed_need_categorical() -> None:
 def test_numpy_nan_of_any_width_is_missing() -> None:
     got = compare_feature("x", [np.float32("nan"), 1.0, 2.0], [1.0, 2.0], method="ks")
     assert (got.n_reference, got.missing_reference) == (2, pytest.approx(1 / 3))
+
+
+def test_auto_does_not_flag_a_many_category_feature_drawn_from_one_distribution() -> None:
+    """A/A on 200 Zipf categories, 2,000 values a side: the JS distance of two samples of
+    the same distribution is ~0.2 here (its noise grows with categories per value), so a
+    distance at 0.1 flagged every pair. auto must stay near its 5 % false-alarm rate."""
+    rng = np.random.default_rng(31)
+    shares = 1 / np.arange(1, 201)
+    shares /= shares.sum()
+    names = [f"c{i}" for i in range(200)]
+    hits = 0
+    for _ in range(100):
+        ref = rng.choice(names, 2000, p=shares).tolist()
+        cur = rng.choice(names, 2000, p=shares).tolist()
+        hits += compare_feature("city", ref, cur, kind="categorical").drifted
+    assert hits <= 12  # Binomial(100, 0.05): P(X > 12) < 0.002; the chi-square is conservative
+
+
+def test_auto_keeps_the_distance_with_enough_values_per_category() -> None:
+    ten = [f"c{i}" for i in range(10)] * 150  # 1,500 values, 150 per category
+    assert compare_feature("c", ten, ten, kind="categorical").method is DriftMethod.js
+    many = [f"c{i}" for i in range(100)] * 15  # 1,500 values, 15 per category
+    assert compare_feature("c", many, many, kind="categorical").method is DriftMethod.chi2

@@ -42,7 +42,7 @@ Examples:
 Methods (threshold default): psi (0.2), js Jensen-Shannon distance (0.1), wasserstein in
 reference standard deviations (0.1), ks and chi2 tests (p below 0.05). auto: ks / chi2 up to
 1,000 values in the smaller sample, wasserstein / js above (tests flag negligible shifts on
-large samples). On categorical features ks becomes chi2 and wasserstein becomes js; columns
+large samples; js only with 100 values per category). On categorical features ks becomes chi2 and wasserstein becomes js; columns
 holding text are categorical without --categorical. Missing values (empty, null, NaN) are left out and their shares reported.
 
 Exit codes: 0 no drift, 1 drift in at least one feature, 2 invalid input.

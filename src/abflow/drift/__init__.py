@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from abflow.drift.features import (
+    AUTO_MIN_PER_CATEGORY,
     AUTO_TEST_MAX_SAMPLE,
     DEFAULT_THRESHOLDS,
     DriftMethod,
@@ -27,6 +28,7 @@ from abflow.drift.measures import (
 )
 
 __all__ = [
+    "AUTO_MIN_PER_CATEGORY",
     "AUTO_TEST_MAX_SAMPLE",
     "DEFAULT_THRESHOLDS",
     "PSI_FLOOR",
