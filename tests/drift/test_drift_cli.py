@@ -186,3 +186,14 @@ def test_an_output_path_that_cannot_be_written_exits_two(files: tuple[Path, Path
     assert (code, "does not exist" in output) == (2, True)
     code, output = invoke(str(ref), str(ref), "-o", str(ref.parent))
     assert (code, "is a directory" in output) == (2, True)
+
+
+def test_a_parquet_file_past_the_row_limit_is_refused_like_csv(tmp_path: Path) -> None:
+    """Its first rows are no sample (files are often in time order): say so, as for CSV."""
+    from abflow.errors import InvalidArgumentError
+    from abflow.monitoring.feature_files import MAX_ROWS
+
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"x": np.zeros(MAX_ROWS + 1, dtype=np.int8)}), path)
+    with pytest.raises(InvalidArgumentError, match="sample the file first"):
+        read_columns(path)

@@ -123,16 +123,23 @@ def _read_parquet(path: Path) -> Columns:
         msg = f"{path}: cannot read Parquet ({exc})"
         raise InvalidArgumentError(msg) from None
     if table.num_rows > MAX_ROWS:
-        table = table.slice(0, MAX_ROWS)
+        raise _too_many_rows(path)
     return {name: table.column(name).to_pylist() for name in table.column_names}
 
 
 def _bounded(rows: Iterable[Any], path: Path) -> Iterable[Any]:
     for count, row in enumerate(rows):
         if count >= MAX_ROWS:
-            msg = f"{path}: more than {MAX_ROWS:,} rows; sample the file first"
-            raise InvalidArgumentError(msg)
+            raise _too_many_rows(path)
         yield row
+
+
+def _too_many_rows(path: Path) -> InvalidArgumentError:
+    msg = (
+        f"{path}: more than {MAX_ROWS:,} rows; sample the file first (at random: its first "
+        "rows may all come from one day)"
+    )
+    return InvalidArgumentError(msg)
 
 
 def split_by(columns: Columns, column: str) -> dict[str, Columns]:
