@@ -189,3 +189,14 @@ def test_a_candidate_missing_from_a_metric_keeps_the_gate_closed() -> None:
     got = evaluate_gate(analysed)
     assert failed(got) == [("guardrail fpr", "other"), ("primary recall", "other")]
     assert "no comparison" in got.failures[0].detail
+
+
+def test_a_candidate_named_twice_is_judged_once() -> None:
+    analysed = result(metric("fpr", "guardrail", comparison("challenger", guardrail="pass")))
+    got = evaluate_gate(analysed, GatePolicy(min_units=1, variants=("challenger", "challenger")))
+    assert [(c.check, c.variant) for c in got.checks] == [
+        ("sample ratio", None),
+        ("sample size", "control"),
+        ("sample size", "challenger"),
+        ("guardrail fpr", "challenger"),
+    ]

@@ -111,7 +111,7 @@ def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) ->
             f"treatments are {', '.join(treatments) or 'none'}"
         )
         raise InvalidArgumentError(msg)
-    candidates = list(policy.variants) or treatments
+    candidates = list(dict.fromkeys(policy.variants)) or treatments
     gate = GateResult(result.experiment_key, result.phase, policy.require)
     srm = result.srm
     gate.checks.append(
