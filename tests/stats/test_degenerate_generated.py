@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import special
 
 from abflow.errors import InvalidArgumentError
 from abflow.stats import (
@@ -28,6 +29,7 @@ from abflow.stats import (
     sample_size,
     srm_test,
 )
+from abflow.stats.frequentist import t_critical
 
 # Values spanning most of the float range; squares and products must stay finite.
 MAGNITUDES = st.sampled_from([1e-150, 1e-20, 1e-3, 1.0, 1e3, 1e20, 1e150])
@@ -226,3 +228,45 @@ def test_quantiles_near_the_float_limit_raise_instead_of_overflowing() -> None:
     values = np.array([-1e308, 1e308] * 100)
     with pytest.raises(InvalidArgumentError, match="floating-point range"):
         compare_quantiles(values, values, 0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(df=st.floats(1.0, 1e7), exponent=st.floats(-300.0, -0.31))
+def test_t_critical_gives_back_its_tail_probability(df: float, exponent: float) -> None:
+    level = 10.0**exponent
+    critical = float(t_critical(df, level))
+    assert math.isfinite(critical)
+    assert critical > 0
+    back = float(special.stdtr(df, -critical))
+    if back > 0:
+        assert back == pytest.approx(level, rel=1e-6)
+    else:  # scipy's cdf underflows to 0 beyond ~1e154, where the power-law tail is exact
+        assert critical > 1e150
+
+
+def test_cauchy_critical_values_match_the_closed_form() -> None:
+    # One degree of freedom is the Cauchy distribution: c = tan(pi (1/2 - level)).
+    for level in (0.025, 1e-10, 1e-100, 1e-200, 1e-300):
+        expected = 1.0 / math.tan(math.pi * level)
+        assert float(t_critical(1.0, level)) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("alpha", [1e-300, 1e-200, 1e-50])
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_tiny_alpha_keeps_the_interval_in_order(alpha: float, alternative: str) -> None:
+    # scipy's stdtrit(5.7, 5e-301) is +inf: the two-sided bounds came back as (+inf, -inf).
+    control = SampleStats.from_values([1.0, 2.0, 3.0, 4.0])
+    treatment = SampleStats.from_values([2.0, 3.0, 4.0, 6.0])
+    result = compare(control, treatment, alpha=alpha, alternative=alternative)  # type: ignore[arg-type]
+    assert result.ci_low < result.effect < result.ci_high
+    df = result.degrees_of_freedom
+    level = alpha / 2 if alternative == "two-sided" else alpha
+    width = (
+        result.effect - result.ci_low
+        if alternative == "greater"
+        else result.ci_high - result.effect
+    )
+    assert math.isfinite(width)
+    assert float(special.stdtr(df, -width / result.standard_error)) == pytest.approx(
+        level, rel=1e-6
+    )

@@ -16,7 +16,7 @@ from scipy import special
 
 from abflow.stats.moments import ArmSummary
 
-__all__ = ["effect_and_variance", "fixed_test", "welch_df"]
+__all__ = ["effect_and_variance", "fixed_test", "t_critical", "welch_df"]
 
 Array = npt.NDArray[np.float64]
 
@@ -46,6 +46,35 @@ def welch_df(c: ArmSummary, t: ArmSummary) -> Array:
     return df
 
 
+def t_critical(df: Array | float, level: float) -> Array:
+    """Critical value ``c`` with ``P(T_df > c) = level`` (positive when ``level < 0.5``).
+
+    scipy's ``stdtrit`` returns ``+inf`` for tiny levels at few degrees of freedom (5.7 df at
+    1e-300, where the answer is about 7e52), which put a two-sided interval's bounds the wrong
+    way round, and saturates near 7e153 further out. Where its answer does not give back
+    ``level`` the quantile comes from the incomplete beta function instead:
+    ``c^2 = df (1 - x) / x`` with ``x = I^-1_{2 level}(df / 2, 1 / 2)``, and where even ``x``
+    underflows (``c`` beyond 1e145) from the density's power-law tail,
+    ``P(T > c) = K df^((df - 2) / 2) c^-df`` with ``K = G((df + 1) / 2) / (sqrt(pi) G(df / 2))``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        critical: Array = -np.asarray(special.stdtrit(df, level), dtype=np.float64)
+        if level < 0.5:
+            # Wrong sign, infinite, or saturated (its tail probability is not ``level``).
+            round_trip = special.stdtr(df, -critical) / level - 1.0
+            broken = ~(critical > 0.0) | ~np.isfinite(critical) | ~(np.abs(round_trip) < 1e-6)
+            if np.any(broken):
+                nu = np.asarray(df, dtype=np.float64)
+                x = special.betaincinv(nu * 0.5, 0.5, 2.0 * level)
+                log_k = special.gammaln((nu + 1.0) / 2.0) - special.gammaln(nu / 2.0)
+                log_tail = log_k - 0.5 * np.log(np.pi) + (nu - 2.0) / 2.0 * np.log(nu)
+                tail = np.exp((log_tail - np.log(level)) / nu)
+                beta = np.sqrt(nu * (1.0 - x) / x)
+                repaired = np.where(x > 1e-300, beta, tail)
+                critical = np.where(broken, repaired, critical)
+    return critical
+
+
 def fixed_test(
     effect: Array,
     standard_error: Array,
@@ -66,9 +95,9 @@ def fixed_test(
     # of scipy.stats distribution objects, which dominates small inputs.
     if alternative == "two-sided":
         p = 2.0 * special.stdtr(df, -np.abs(stat))
-        width = -special.stdtrit(df, alpha / 2.0) * standard_error
+        width = t_critical(df, alpha / 2.0) * standard_error
         return effect - width, effect + width, p
-    width = -special.stdtrit(df, alpha) * standard_error
+    width = t_critical(df, alpha) * standard_error
     inf = np.full_like(effect, np.inf)
     if alternative == "greater":
         return effect - width, inf, special.stdtr(df, -stat)

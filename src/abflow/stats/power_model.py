@@ -17,6 +17,7 @@ from numpy.polynomial.hermite_e import hermegauss
 from scipy import special
 
 from abflow.errors import InvalidArgumentError
+from abflow.stats.frequentist import t_critical
 from abflow.stats.power_results import Alternative, ProportionVariance
 
 __all__ = ["Plan"]
@@ -86,7 +87,7 @@ class Plan:
         if self.std is not None:
             df = n0 + n1 - 2.0
             ncp = shift / self.std / math.sqrt(1.0 / n0 + 1.0 / n1)
-            crit = -float(special.stdtrit(df, level))
+            crit = float(t_critical(df, level))
             value = 1.0 - _nct_cdf(df, ncp, crit, lambda: float(special.ndtr(crit - ncp)))
             if two_sided:
                 value += _nct_cdf(df, ncp, -crit, lambda: float(special.ndtr(-crit - ncp)))
@@ -136,7 +137,7 @@ class Plan:
         a0, a1 = v0 / n0, v1 / n1
         share = a1 / (a0 + a1)
         df = 1.0 / (share**2 / (n1 - 1.0) + (1.0 - share) ** 2 / (n0 - 1.0))
-        z2 = float(special.stdtrit(df, level)) ** 2
+        z2 = float(t_critical(df, level)) ** 2
         s1 = math.sqrt(a1)
         offset = math.sqrt(a0) * _NODES  # x0 - m0 at each node
         x0 = m0 + offset
