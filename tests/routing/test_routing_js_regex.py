@@ -48,6 +48,14 @@ JS_ANSWERS: list[tuple[str, str, Any, bool]] = [
     ("1000", "$eq", 1000, False),
     ("1_000", "$gt", 1, False),
     ("\u0663", "$gt", 2, False),
+    ("\u0130", "$regexi", "[\\w]+$", False),
+    ("\u017f", "$regexi", "s", False),
+    ("\u212a", "$regexi", "k", False),
+    ("\u0131", "$regexi", "^i$", False),
+    ("\u017f", "$regexi", "\u017f", True),
+    ("S", "$regexi", "\u017f", False),
+    ("\u00c4", "$regexi", "\u00e4", True),
+    ("\u0130", "$regexi", "\u0130", True),
 ]
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from abflow.routing.js_regex import isolate_case
 from abflow.routing.js_regex import translate as translate_js_regex
 
 __all__ = ["eval_condition", "padded_version", "value_type"]
@@ -370,7 +371,8 @@ def _group_members(groups: Mapping[str, Any], group_id: Any) -> list[Any] | None
 
 @functools.lru_cache(maxsize=512)
 def _compiled_regex(pattern: str, insensitive: bool) -> re.Pattern[str] | None:
-    translated = translate_js_regex(pattern)  # the SDK hands the pattern to JavaScript
+    # the SDK hands the pattern to JavaScript's RegExp
+    translated = translate_js_regex(isolate_case(pattern) if insensitive else pattern)
     if translated is None:
         return None
     try:
@@ -384,7 +386,10 @@ def _regex(expected: Any, actual: Any, *, insensitive: bool) -> bool:
     if not isinstance(expected, str):
         return False
     compiled = _compiled_regex(expected, insensitive)
-    return compiled is not None and compiled.search(_to_text(actual)) is not None
+    if compiled is None:
+        return False
+    text = _to_text(actual)
+    return compiled.search(isolate_case(text) if insensitive else text) is not None
 
 
 def _elem_match(

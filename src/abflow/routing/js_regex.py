@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["translate"]
+__all__ = ["isolate_case", "translate"]
 
 _WORD = "A-Za-z0-9_"
 _SPACE = " \\t\\n\\v\\f\\r\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff"
@@ -36,6 +36,21 @@ _QUANTIFIER = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}")
 _GROUP_OPENERS = ("(?:", "(?=", "(?!", "(?<=", "(?<!")
 _GROUP_NAME = re.compile(r"\(\?<([A-Za-z_$][A-Za-z0-9_$]*)>")
 _HEX = re.compile(r"x[0-9A-Fa-f]{2}|u[0-9A-Fa-f]{4}")
+
+
+_CASE_ISOLATED = str.maketrans(
+    {"\u017f": "\ue000", "\u212a": "\ue001", "\u0130": "\ue002", "\u0131": "\ue003"}
+)
+
+
+def isolate_case(text: str) -> str:
+    """Text (pattern or subject) for an ignore-case match, as JavaScript folds case.
+
+    JavaScript never folds a non-ASCII character into an ASCII one; Python's ``IGNORECASE``
+    folds long s, the Kelvin sign and the dotted and dotless i into s, k and i. Private-use
+    stand-ins, which have no case, keep those four apart (apply to pattern and text alike).
+    """
+    return text.translate(_CASE_ISOLATED)
 
 
 class _Rejected(Exception):
