@@ -411,6 +411,21 @@ def validate_condition(condition: Any, path: str = "") -> list[tuple[str, str]]:
     return problems
 
 
+def _js_regex_is_valid(pattern: str) -> bool:
+    """Whether JavaScript accepts ``pattern`` (targeting SDKs evaluate ``$regex`` there)."""
+    # Imported here: routing depends on spec, and only this check needs the translator.
+    from abflow.routing.js_regex import translate
+
+    translated = translate(pattern)
+    if translated is None:
+        return False
+    try:
+        re.compile(translated)
+    except re.error:  # unbalanced groups and the like, which JavaScript rejects too
+        return False
+    return True
+
+
 def _validate_attribute_condition(value: Any, path: str) -> list[tuple[str, str]]:
     if not isinstance(value, dict) or not any(str(k).startswith("$") for k in value):
         return []  # a literal to compare with, or a nested object compared whole
@@ -430,11 +445,10 @@ def _validate_attribute_condition(value: Any, path: str) -> list[tuple[str, str]
         elif operator in _REGEX_OPERATORS:
             if not isinstance(argument, str):
                 problems.append((where, f"{operator} takes a string"))
-            else:
-                try:
-                    re.compile(argument)
-                except re.error as exc:
-                    problems.append((where, f"invalid regular expression: {exc}"))
+            elif not _js_regex_is_valid(argument):
+                problems.append(
+                    (where, "invalid regular expression (read as JavaScript, as SDKs do)")
+                )
         elif operator in ("$not", "$elemMatch"):
             if not isinstance(argument, dict):
                 problems.append((where, f"{operator} takes a condition object"))

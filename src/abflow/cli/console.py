@@ -35,17 +35,20 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def check_output_path(path: Path) -> None:
-    """Refuse an output path that can never be written, before any long work starts."""
+def check_output_path(path: Path, code: int = 1) -> None:
+    """Refuse an output path that can never be written, before any long work starts.
+
+    ``code`` is the exit code, for commands whose 1 means a result (drift found, gate shut).
+    """
     if path.is_dir():
-        fail(f"cannot write {path}: it is a directory; give a file name")
+        fail(f"cannot write {path}: it is a directory; give a file name", code)
     if not path.parent.is_dir():
-        fail(f"cannot write {path}: folder {path.parent} does not exist")
+        fail(f"cannot write {path}: folder {path.parent} does not exist", code)
 
 
-def write_output(path: Path, text: str) -> None:
-    """Write a report, turning an OS error into one sentence."""
+def write_output(path: Path, text: str, code: int = 1) -> None:
+    """Write a report, turning an OS error into one sentence and exit ``code``."""
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
-        fail(f"cannot write {path}: {exc.strerror or exc}")
+        fail(f"cannot write {path}: {exc.strerror or exc}", code)

@@ -8,7 +8,6 @@ Exit codes make it a CI or cron check: 0 nothing drifted, 1 at least one feature
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -164,7 +163,7 @@ def drift(
 ) -> None:
     """Per-feature drift between two samples, or feature skew between variants (--by)."""
     if output is not None:
-        _as_bad_input(check_output_path, output)
+        check_output_path(output, code=2)
     try:
         comparisons = _comparisons(reference, current, by, control)
         reports = [
@@ -186,7 +185,7 @@ def drift(
         fail(str(exc), code=2)
     text = _render(reports, output_format)
     if output is not None:
-        _as_bad_input(write_output, output, text)
+        write_output(output, text, code=2)
         out_console.print(f"wrote {output}")
     elif output_format is not DriftFormat.table:
         out_console.print(text, end="")
@@ -196,16 +195,6 @@ def drift(
             out_console.print(_summary(report))
     if any(report.drifted for _, report in reports):
         raise typer.Exit(1)
-
-
-def _as_bad_input(action: Callable[..., None], *args: object) -> None:
-    """Run a file check or write whose failure exits 1; exit 2 instead (1 means drift)."""
-    try:
-        action(*args)
-    except typer.Exit as exc:
-        if exc.exit_code == 0:
-            raise
-        raise typer.Exit(2) from None
 
 
 def _comparisons(

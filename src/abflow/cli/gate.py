@@ -83,7 +83,7 @@ def _append(path: Path, text: str) -> None:
         with path.open("a", encoding="utf-8") as handle:
             handle.write(text + "\n")
     except OSError as exc:
-        fail(f"cannot write the summary to {path}: {exc.strerror or exc}")
+        fail(f"cannot write the summary to {path}: {exc.strerror or exc}", code=2)
 
 
 def gate(
@@ -124,10 +124,7 @@ def gate(
         fail(f"--min-units must be 0 or more, got {min_units}", code=2)
     summary_path = summary or _github_summary()
     if summary_path is not None:
-        try:
-            check_output_path(summary_path)
-        except typer.Exit:  # a path that can never be written is an invalid argument
-            raise typer.Exit(2) from None
+        check_output_path(summary_path, code=2)
     url = resolve_url(store)
     options = AnalysisOptions(phase=phase, store_label=display_url(url), timeline=False)
     analysed = analyze(url, experiment, options)

@@ -16,7 +16,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from abflow.cli.console import out_console
+from abflow.cli.console import fail, out_console
+from abflow.errors import AbflowError
 
 __all__ = ["register"]
 
@@ -101,13 +102,17 @@ def tick(
     """Look once and take at most one step: start, advance, hold, roll back or promote.
 
     Exit code 0 for every decision, 1 when the rollout was rolled back (so a scheduler can
-    alert). Example: [bold]abflow rollout tick fraud-model-v2[/]
+    alert), 2 when it could not look (no plan, unknown experiment, store unreachable).
+    Example: [bold]abflow rollout tick fraud-model-v2[/]
     """
     from abflow.rollout.controller import tick as run_tick
     from abflow.store import EventStore
 
-    with EventStore.open(store) as opened:
-        result = run_tick(opened, experiment, actor=_actor(actor, "controller"))
+    try:
+        with EventStore.open(store) as opened:
+            result = run_tick(opened, experiment, actor=_actor(actor, "controller"))
+    except AbflowError as exc:  # exit 1 means "rolled back": a failure to look is 2
+        fail(str(exc), code=2)
     if output_format is TickFormat.json:
         payload = {
             "experiment_key": result.experiment_key,
