@@ -256,6 +256,9 @@ def test_cli_tick_status_and_rollback(tmp_path: Path) -> None:
         app, ["rollout", "tick", "ranker-v2", "--store", url, "-f", "json"], env=env
     )
     assert '"action": "finished"' in again.output
+    unknown = runner.invoke(app, ["rollout", "tick", "nope", "--store", url], env=env)
+    assert unknown.exit_code == 2  # could not look: not 1, which means "rolled back"
+    assert "nope" in unknown.output
 
 
 def test_a_ramp_below_full_coverage_is_refused_because_units_would_leave_the_challenger(
