@@ -50,6 +50,7 @@ from abflow.store.rollup_groups import (
     drop_scratch,
     group_select,
     groups_table,
+    probing_by_key,
     rebuild_groups,
 )
 from abflow.store.schema import exposures, outcomes
@@ -203,14 +204,15 @@ def _fold(
     try:
         ids = _touched_units(connection, columns, experiment_key, phase, low, high).subquery("ids")
         names = [c.name for c in before.columns]
-        connection.execute(
-            before.insert().from_select(
-                names,
-                sa.select(ids.c.unit_id, *(u.c[n] for n in names[1:])).select_from(
-                    ids.outerjoin(u, u.c.unit_id == ids.c.unit_id)
-                ),
+        with probing_by_key(connection):
+            connection.execute(
+                before.insert().from_select(
+                    names,
+                    sa.select(ids.c.unit_id, *(u.c[n] for n in names[1:])).select_from(
+                        ids.outerjoin(u, u.c.unit_id == ids.c.unit_id)
+                    ),
+                )
             )
-        )
         analyze_scratch(connection, before)
         e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
         connection.execute(
@@ -234,9 +236,10 @@ def _fold(
             )
         )
         analyze_scratch(connection, exposed)
-        for is_known in (True, False):
-            window = [o_ts > low, o_ts <= high] if is_known else [o_ts <= high]
-            query = _after_select(before, exposed, columns, window, is_known=is_known)
+        for query in (
+            _known_after(before, exposed, columns, [o_ts > low, o_ts <= high]),
+            _new_after(before, exposed, columns, [o_ts <= high]),
+        ):
             connection.execute(after.insert().from_select([*names, "is_known"], query))
         analyze_scratch(connection, after)
         _write_back(connection, u, after, width)
@@ -247,56 +250,91 @@ def _fold(
             drop_scratch(connection, table)
 
 
-def _after_select(
+def _known_after(
     before: sa.Table,
     exposed: sa.Table,
     columns: Sequence[OutcomeColumn],
     window: list[sa.ColumnElement[bool]],
-    *,
-    is_known: bool,
 ) -> sa.Select[Any]:
-    """The rows, once the window is folded in, of the touched units known before it or not.
+    """Rows of the touched units known before the window, once it is folded in.
 
-    A known unit adds this window's outcomes (all after its first exposure, which precedes
-    the window). A unit first exposed in this window reads every outcome up to the window's
-    end at once, the pre-exposure ones (the CUPED covariate) included. Two statements rather
-    than one with an OR, so that each reads outcomes through an index: by time for the first,
-    by unit for the second.
+    Their first exposure precedes the window, so every outcome in it is post-exposure: the
+    window's outcomes are summed per unit in one pass over the time index (whatever the
+    unit), then added to the units' old values. Joining outcomes to the units instead would
+    read each unit's whole history through the unit index, row by row.
     """
     o, b, x = outcomes, before, exposed
     events = sorted({c.event for c in columns})
-    first_ts = b.c.first_ts if is_known else x.c.first_ts
-    join_on = [o.c.unit_id == b.c.unit_id, o.c.name.in_(events) if events else sa.false()]
+    post = {i: c for i, c in enumerate(columns) if c.period == "post"}
+    added = (
+        sa.select(
+            o.c.unit_id,
+            sa.func.count().label("n_rows"),
+            *(_reduce(c, o.c.name == c.event).label(f"a{i}") for i, c in post.items()),
+        )
+        .where(*window, o.c.name.in_(events) if events else sa.false())
+        .group_by(o.c.unit_id)
+        .subquery("added")
+    )
     values: list[sa.ColumnElement[Any]] = []
     for i, column in enumerate(columns):
-        timing = o.c.ts >= first_ts if column.period == "post" else o.c.ts < first_ts
-        added = _reduce(column, sa.and_(o.c.name == column.event, timing))
-        if not is_known:
-            values.append(added)
+        old = b.c[f"c{i}"]
+        if i not in post:
+            values.append(old)
             continue
-        old = sa.func.min(b.c[f"c{i}"])
-        values.append(
-            sa.case((added > old, added), else_=old) if column.reduce == "any" else old + added
-        )
-    source = (
-        b.outerjoin(x, x.c.unit_id == b.c.unit_id)
-        if is_known
-        else b.join(x, x.c.unit_id == b.c.unit_id)
-    )
+        new = sa.func.coalesce(added.c[f"a{i}"], 0.0)
+        values.append(sa.case((new > old, new), else_=old) if column.reduce == "any" else old + new)
     return (
         sa.select(
             b.c.unit_id,
-            sa.func.min(_smaller(b.c.variant, x.c.variant)),
-            sa.func.min(_larger(b.c.variant_max, x.c.variant_max)),
-            sa.func.min(first_ts),
-            sa.func.min(sa.func.coalesce(b.c.rows, 0) + sa.func.coalesce(x.c.rows, 0))
-            + sa.func.count(o.c.event_id),
-            sa.func.min(sa.func.coalesce(b.c.attributes_json, x.c.attributes_json)),
+            _smaller(b.c.variant, x.c.variant),
+            _larger(b.c.variant_max, x.c.variant_max),
+            b.c.first_ts,
+            b.c.rows + sa.func.coalesce(x.c.rows, 0) + sa.func.coalesce(added.c.n_rows, 0),
+            b.c.attributes_json,
             *values,
-            sa.literal(1 if is_known else 0),
+            sa.literal(1),
         )
-        .select_from(source.outerjoin(o, sa.and_(*join_on, *window)))
-        .where(b.c.variant.is_not(None) if is_known else b.c.variant.is_(None))
+        .select_from(
+            b.outerjoin(x, x.c.unit_id == b.c.unit_id).outerjoin(
+                added, added.c.unit_id == b.c.unit_id
+            )
+        )
+        .where(b.c.variant.is_not(None))
+    )
+
+
+def _new_after(
+    before: sa.Table,
+    exposed: sa.Table,
+    columns: Sequence[OutcomeColumn],
+    window: list[sa.ColumnElement[bool]],
+) -> sa.Select[Any]:
+    """Rows of the units first exposed in the window: every outcome up to its end, at once.
+
+    The pre-exposure ones (the CUPED covariate) are included, since a covariate predates
+    exposure by definition; they are read through the unit index.
+    """
+    o, b, x = outcomes, before, exposed
+    events = sorted({c.event for c in columns})
+    join_on = [o.c.unit_id == b.c.unit_id, o.c.name.in_(events) if events else sa.false()]
+    values = []
+    for column in columns:
+        timing = o.c.ts >= x.c.first_ts if column.period == "post" else o.c.ts < x.c.first_ts
+        values.append(_reduce(column, sa.and_(o.c.name == column.event, timing)))
+    return (
+        sa.select(
+            b.c.unit_id,
+            sa.func.min(x.c.variant),
+            sa.func.min(x.c.variant_max),
+            sa.func.min(x.c.first_ts),
+            sa.func.min(x.c.rows) + sa.func.count(o.c.event_id),
+            sa.func.min(x.c.attributes_json),
+            *values,
+            sa.literal(0),
+        )
+        .select_from(b.join(x, x.c.unit_id == b.c.unit_id).outerjoin(o, sa.and_(*join_on, *window)))
+        .where(b.c.variant.is_(None))
         .group_by(b.c.unit_id)
     )
 
@@ -305,11 +343,12 @@ def _write_back(connection: Connection, units: sa.Table, after: sa.Table, width:
     """Known units are updated in place (their first exposure and attributes never change)."""
     u, a = units, after
     changed = ["variant", "variant_max", "rows", *(f"c{i}" for i in range(width))]
-    connection.execute(
-        sa.update(u)
-        .where(u.c.unit_id == a.c.unit_id, a.c.is_known == 1)
-        .values(**{name: a.c[name] for name in changed})
-    )
+    with probing_by_key(connection):
+        connection.execute(
+            sa.update(u)
+            .where(u.c.unit_id == a.c.unit_id, a.c.is_known == 1)
+            .values(**{name: a.c[name] for name in changed})
+        )
     names = [c.name for c in u.columns]
     connection.execute(
         u.insert().from_select(names, sa.select(*(a.c[n] for n in names)).where(a.c.is_known == 0))
@@ -375,6 +414,11 @@ def refresh_rollup(
             create_if_missing(connection, groups)
             if state is not None and _groups_missing(connection, table, groups):
                 rebuild_groups(connection, table, groups, len(columns))  # an older rollup
+            built = high > low and state is None
+            if built and connection.dialect.name == "postgresql":
+                # room on each page for a row's next version: updates stay on the page (HOT)
+                # and leave the key index alone
+                connection.exec_driver_sql(f"ALTER TABLE {name} SET (fillfactor = 80)")
             if high > low:
                 _fold(
                     connection,
@@ -406,10 +450,22 @@ def refresh_rollup(
                         .where(rollup_state.c.table_name == name)
                         .values(**values)
                     )
+        if built and engine.dialect.name == "postgresql":
+            _vacuum(engine, name)
     except SQLAlchemyError as exc:
         msg = f"cannot refresh the rollup of {experiment_key!r}: {exc.__class__.__name__}"
         raise StoreError(msg) from exc
     return name
+
+
+def _vacuum(engine: Engine, name: str) -> None:
+    """VACUUM ANALYZE a freshly built unit table (PostgreSQL, outside a transaction).
+
+    Without it, the first fold pays for setting the visibility hints of every row the build
+    wrote, and plans its joins without knowing the table's size.
+    """
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.exec_driver_sql(f"VACUUM ANALYZE {name}")
 
 
 def drop_rollup(
