@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gateway.py [--seconds 8] [--connections 32] [--workers 1 2]
     .venv/bin/python bench/gateway.py --soak-seconds 60 [--soak-rate 1000] [--workers 1]
+    .venv/bin/python bench/gateway.py --workers 1 --variant ABFLOW_SHIP_IN_SUBPROCESS=false
 
 Two servers, each started with uvicorn (uvloop + httptools) on 127.0.0.1:
 
@@ -450,6 +451,14 @@ def soak(server: Server, load: LoadFn, token: str, args: argparse.Namespace) -> 
     )
 
 
+def _parse_env(text: str) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in text.split(",") if item]
+    if any(len(pair) != 2 for pair in pairs):
+        msg = f"--variant {text!r}: expected NAME=VALUE[,NAME=VALUE]"
+        raise SystemExit(msg)
+    return dict(pairs)
+
+
 # --- checks --------------------------------------------------------------------------------
 
 
@@ -502,6 +511,13 @@ def main() -> None:
     parser.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--soak-seconds", type=float, default=0.0, help="memory soak of (b) only")
     parser.add_argument("--soak-rate", type=float, default=1000.0, help="req/s during the soak")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[,NAME=VALUE]",
+        help="also measure (b) with these environment settings, in the same interleaved rounds",
+    )
     args = parser.parse_args()
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
     load: LoadFn = run_wrk if use_wrk else run_python
@@ -537,6 +553,7 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": str(work)}
             store_url = f"sqlite:///{work / f'abflow-{workers}.db'}"
             results: dict[str, tuple[Load, Load, list[float], list[float]]] = {}
+            specs: dict[str, tuple[list[str], dict[str, str]]]
             specs = {
                 "a": ([*uvicorn, "--workers", str(workers), "bench_baseline:app"], env),
                 "b": (
@@ -556,6 +573,17 @@ def main() -> None:
                     },
                 ),
             }
+            for i, extra in enumerate(args.variant, 1):  # (b) again with other settings
+                command, b_env = specs["b"]
+                specs[f"b{i}"] = (
+                    command,
+                    {
+                        **b_env,
+                        "ABFLOW_STORE_URL": f"sqlite:///{work / f'abflow-{workers}-{i}.db'}",
+                        "ABFLOW_JOURNAL_DIR": str(work / f"journal-{workers}-{i}"),
+                        **_parse_env(extra),
+                    },
+                )
             if args.soak_seconds > 0:
                 server = Server(*specs["b"], work)
                 try:
@@ -566,8 +594,8 @@ def main() -> None:
                 print(stored_check(store_url, server.acknowledged))
                 continue
             servers: dict[str, Server] = {}
-            peak_runs: dict[str, list[Load]] = {"a": [], "b": []}
-            paced_runs: dict[str, list[Load]] = {"a": [], "b": []}
+            peak_runs: dict[str, list[Load]] = {name: [] for name in specs}
+            paced_runs: dict[str, list[Load]] = {name: [] for name in specs}
             try:
                 for name, (command, server_env) in specs.items():
                     servers[name] = Server(command, server_env, work)
@@ -608,9 +636,12 @@ def main() -> None:
             finally:
                 for server in servers.values():
                     server.stop()
-            checks.append(
-                f"{workers} worker(s): " + stored_check(store_url, servers["b"].acknowledged)
-            )
+            for name, server in servers.items():
+                if name != "a":
+                    url = specs[name][1]["ABFLOW_STORE_URL"]
+                    checks.append(
+                        f"{workers} worker(s), ({name}): " + stored_check(url, server.acknowledged)
+                    )
             rows.append((workers, results))
     if args.soak_seconds > 0:
         return
@@ -624,7 +655,9 @@ def main() -> None:
     print("-" * len(header))
     for workers, results in rows:
         base_peak = results["a"][0]
-        for name, label in (("a", "(a) bare FastAPI + model"), ("b", "(b) abflow /v1/predict")):
+        labels = {"a": "(a) bare FastAPI + model", "b": "(b) abflow /v1/predict"}
+        labels.update({f"b{i}": f"(b{i}) {extra}"[:26] for i, extra in enumerate(args.variant, 1)})
+        for name, label in labels.items():
             peak, paced, rss, shipper_rss = results[name]
             memory = "/".join(f"{m:.0f}" for m in rss)
             shipper_memory = "/".join(f"{m:.0f}" for m in shipper_rss) or "-"
@@ -633,11 +666,14 @@ def main() -> None:
                 f"{peak.errors + paced.errors:>4}  {paced.rate:>7,.0f} {paced.p50_ms:>7.2f} "
                 f"{paced.p95_ms:>7.2f} {paced.p99_ms:>7.2f}  {memory:>14} {shipper_memory:>10}"
             )
-        a, b = results["a"][1], results["b"][1]
-        print(
-            f"{'':>7}  abflow adds at half of (a)'s peak: p50 {b.p50_ms - a.p50_ms:+.2f} ms, "
-            f"p99 {b.p99_ms - a.p99_ms:+.2f} ms"
-        )
+        a = results["a"][1]
+        for name in labels:
+            if name != "a":
+                b = results[name][1]
+                print(
+                    f"{'':>7}  ({name}) adds at half of (a)'s peak: p50 "
+                    f"{b.p50_ms - a.p50_ms:+.2f} ms, p99 {b.p99_ms - a.p99_ms:+.2f} ms"
+                )
     print(
         f"\nmedians of {args.rounds} interleaved rounds; rate/p50/p95/p99: paced at half of "
         "(a)'s peak; err: non-2xx and socket errors in all runs"
