@@ -2,13 +2,14 @@
 
 One command: ``.venv/bin/python bench/analysis.py`` (``--rows 1000000`` for a quick run,
 ``--backends sqlite duckdb`` to skip one). Data is generated once per size with a fixed seed
-and cached under ``bench/.data`` (PostgreSQL: schema ``abflow_bench_analysis_<rows>``); later runs
-reuse it. For each backend it times, in the same process and on the same rows:
+and cached under ``bench/.data`` (PostgreSQL: schema ``abflow_bench_analysis_v2_<rows>``);
+later runs reuse it. Rows are inserted in time order, as events land. For each backend it
+times, in the same process and on the same rows:
 
 - abflow, raw events: ``analyze`` aggregating exposures and outcomes in SQL;
-- abflow, rollups: building the per-unit rollup up to the 99th percentile of time, then the
-  steady state: folding the last 1 % of events and analysing (what a refresh costs), and
-  analysing again with the rollup current;
+- abflow, rollups: building the rollups (per unit, and per variant and day) up to the 99th
+  percentile of time, then the steady state: folding the last 1 % of events and analysing
+  (what a refresh costs), and analysing again with the rollup current (reads group rows);
 - the baseline: export the rows to pandas (``read_sql``), per-unit values with groupby,
   the same five metrics with scipy (Welch t, delta method, CUPED), fixed horizon.
 
@@ -189,7 +190,9 @@ def prepare_postgres(rows: int) -> str:
     base = os.environ.get(
         "ABFLOW_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
-    schema = f"{PG_SCHEMA}_{DATA_VERSION}_{rows}"  # one schema per size: a quick run keeps the big data
+    schema = (
+        f"{PG_SCHEMA}_{DATA_VERSION}_{rows}"  # one schema per size: a quick run keeps the big data
+    )
     url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
