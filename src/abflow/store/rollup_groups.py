@@ -9,7 +9,8 @@ units it touches, not to all units.
 
 The one change that is not a plain add is a unit leaving its group (a second variant makes it
 "mixed"). A minimum or maximum cannot be subtracted, so the groups it left are recomputed
-from the unit rows of that day: exact, and rare (a unit switching variant within a phase).
+from the unit rows of that day: exact, and rare (a unit switching variant within a phase),
+but that fold then scans the unit table (there is no index on ``first_ts``).
 
 All of it is set-based SQL in the fold's transaction (scratch tables, ``UPDATE … FROM``);
 no unit row travels to Python.
@@ -284,7 +285,8 @@ def _recompute_left_groups(
     )
     if connection.execute(sa.select(sa.func.count()).select_from(left)).scalar_one() == 0:
         return
-    # a range on first_ts (a day of slack either side for rounding) narrows the scan
+    # the day as a range on first_ts (a day of slack either side for float rounding) first,
+    # then exactly; an index on first_ts would make this a range read instead of a scan
     day_start = left.c.day * float(SECONDS_PER_DAY)
     in_group = sa.and_(
         u.c.variant == left.c.variant,
