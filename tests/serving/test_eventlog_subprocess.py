@@ -7,7 +7,13 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_eventlog_stores import TUNING, all_events, assert_stored_exactly, wait_until
+from test_eventlog_stores import (
+    TUNING,
+    all_events,
+    assert_stored_exactly,
+    closed_port,
+    wait_until,
+)
 
 from abflow.errors import StoreError
 from abflow.serving.eventlog import EventLog
@@ -25,12 +31,13 @@ def test_every_event_is_stored_once_through_the_child(tmp_path: Path) -> None:
     events = all_events(3000)
     log = EventLog(url, tmp_path / "journal", ship_in_subprocess=True, **TUNING)
     log.start()
+    pid = _child_pid(log)
+    assert pid is not None  # started with the log, not on the first batch
+    assert pid != os.getpid()
     for kind, row in events[:2000]:
         log.append(kind, row)
     wait_until(lambda: log.queue_depth == 0)
-    pid = _child_pid(log)
-    assert pid is not None
-    assert pid != os.getpid()
+    assert _child_pid(log) == pid
     log.close()
     assert _child_pid(log) is None  # closing the pipe ends the child
     again = EventLog(url, tmp_path / "journal", ship_in_subprocess=True, **TUNING)
@@ -113,4 +120,22 @@ def test_rows_written_directly_through_the_child(tmp_path: Path) -> None:
     finally:
         store.close()
     assert store.pid is None
+    assert_stored_exactly(url, events)
+
+
+def test_an_unreachable_store_at_start_spools_until_one_answers(tmp_path: Path) -> None:
+    down = f"postgresql+psycopg://postgres@127.0.0.1:{closed_port()}/test"
+    events = all_events(90)
+    log = EventLog(down, tmp_path / "journal", ship_in_subprocess=True, **TUNING)
+    log.start()  # the gateway still starts; the child keeps trying on each batch
+    for kind, row in events:
+        log.append(kind, row)
+    wait_until(lambda: log.queue_depth == 0 and log.spool_bytes > 0)
+    assert not log.is_store_reachable
+    log.close(timeout_seconds=2.0)
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    again = EventLog(url, tmp_path / "journal", ship_in_subprocess=True, **TUNING)
+    again.start()
+    again.close()
+    assert again.spool_bytes == 0
     assert_stored_exactly(url, events)

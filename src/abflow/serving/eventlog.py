@@ -63,7 +63,12 @@ class StoreWriter(Protocol):
 
 def _open_store(url: str, *, in_subprocess: bool = False) -> StoreWriter:
     if in_subprocess:
-        return SubprocessStore(url)
+        sink = SubprocessStore(url)
+        try:
+            sink.start()
+        except StoreUnavailableError as exc:  # each batch tries again (and spools meanwhile)
+            logger.warning("event store not reachable from the shipper process yet: %s", exc)
+        return sink
     store: StoreWriter = open_shipper_store(url)
     return store
 

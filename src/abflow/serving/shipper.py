@@ -104,9 +104,22 @@ class SubprocessStore:
         child = self._child
         return child.pid if child is not None and child.poll() is None else None
 
+    def start(self) -> None:
+        """Start the child and have it open the store now, not on the first batch.
+
+        The child's imports and the store's schema check take about a second of CPU: better
+        paid while the gateway starts than while it answers. Raises StoreUnavailableError
+        if the store cannot be reached (the child stays up and retries on each batch).
+        """
+        self._exchange(b"")
+
     def write_entries(self, entries: Sequence[Entry]) -> list[tuple[int, str]]:
         """Write ``entries`` idempotently; return (index, reason) of rows the store refused."""
-        message = b"\n".join(KIND_CODES[entry[0]] + entry[1] for entry in entries)
+        if not entries:
+            return []
+        return self._exchange(b"\n".join(KIND_CODES[entry[0]] + entry[1] for entry in entries))
+
+    def _exchange(self, message: bytes) -> list[tuple[int, str]]:
         with self._lock:
             child = self._start()
             try:
@@ -188,6 +201,8 @@ def _read_message(stream: IO[bytes]) -> bytes:
 
 
 def _decode(message: bytes) -> list[tuple[EventKind, dict[str, Any]]]:
+    if not message:  # a start-up call: open the store, write nothing
+        return []
     return [(_KIND_BY_CODE[line[0]], orjson.loads(line[1:])) for line in message.split(b"\n")]
 
 
