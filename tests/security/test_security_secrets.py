@@ -114,3 +114,34 @@ def test_a_secret_file_that_is_not_text_is_a_clear_error(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="not UTF-8 text") as caught:
         resolve_secret(f"file:{binary}")
     assert "secret bytes" not in str(caught.value)
+
+
+def test_a_store_url_can_live_in_vault(
+    vault: VaultStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from abflow.store import EventStore
+    from abflow.store.engine import display_url, resolve_url
+
+    store_url = f"sqlite:///{tmp_path / 'from-vault.db'}"
+    vault.kv2["secret"]["abflow/store"] = {"url": store_url}
+    monkeypatch.setenv("VAULT_ADDR", vault.address)
+    monkeypatch.setenv("VAULT_TOKEN", "root-token")
+    monkeypatch.setenv("ABFLOW_STORE_URL", "vault:secret/abflow/store#url")
+    assert resolve_url() == store_url
+    with EventStore.open() as store:
+        assert store.url == display_url(store_url)
+    assert (tmp_path / "from-vault.db").exists()
+    reads = [r for r in vault.requests if r[1].startswith("/v1/secret/data/abflow/store")]
+    resolve_url()
+    assert len(
+        [r for r in vault.requests if r[1].startswith("/v1/secret/data/abflow/store")]
+    ) == len(reads)  # cached
+
+
+def test_a_bad_store_reference_is_a_store_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from abflow.errors import StoreError
+    from abflow.store.engine import resolve_url
+
+    monkeypatch.delenv("ABFLOW_DB_URL_FOR_TEST", raising=False)
+    with pytest.raises(StoreError, match="ABFLOW_DB_URL_FOR_TEST"):
+        resolve_url("env:ABFLOW_DB_URL_FOR_TEST")

@@ -12,6 +12,7 @@ for concurrent writers.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -24,7 +25,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from abflow.errors import StoreError, StoreUnavailableError
+from abflow.errors import ConfigError, StoreError, StoreUnavailableError
+from abflow.security.secrets import is_secret_reference, resolve_secret
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -55,12 +57,27 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "25006
 
 
 def resolve_url(url: str | None = None) -> str:
-    """The URL to open: ``url``, else ``$ABFLOW_STORE_URL``, else the embedded SQLite file."""
+    """The URL to open: ``url``, else ``$ABFLOW_STORE_URL``, else the embedded SQLite file.
+
+    Either may be a secret reference (``vault:secret/abflow/db#url``, ``env:NAME``,
+    ``file:PATH``; see :mod:`abflow.security.secrets`), resolved once per process.
+    """
     chosen = url or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+    if is_secret_reference(chosen):
+        chosen = _resolved_secret(chosen)
     for prefix in ("postgres://", "postgresql://"):
         if chosen.startswith(prefix):
             chosen = "postgresql+psycopg://" + chosen.removeprefix(prefix)
     return chosen
+
+
+@functools.lru_cache(maxsize=16)
+def _resolved_secret(reference: str) -> str:
+    """A referenced store URL, looked up once: Vault is not asked on every analysis."""
+    try:
+        return resolve_secret(reference)
+    except ConfigError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def display_url(url: str | URL) -> str:
@@ -77,7 +94,9 @@ def create_store_engine(url: str | None = None) -> Engine:
     try:
         parsed = make_url(resolved)
     except sa.exc.ArgumentError as exc:
-        msg = f"{resolved!r} is not a store URL; use sqlite:///PATH or postgresql+psycopg://…"
+        given = url or os.environ.get(STORE_URL_ENV) or ""
+        shown = given if is_secret_reference(given) else resolved  # never print a secret
+        msg = f"{shown!r} is not a store URL; use sqlite:///PATH or postgresql+psycopg://…"
         raise StoreError(msg) from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
