@@ -27,6 +27,7 @@ from typing import Any, Literal
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
 from abflow.errors import InvalidArgumentError
 from abflow.rollout.plan import (
+    ROLLOUT_ACTIONS,
     RolloutState,
     challenger_index,
     check_full_coverage,
@@ -200,15 +201,19 @@ def _record(
 ) -> bool:
     """Register the new weights and audit the move; False if the rollout moved meanwhile.
 
-    One controller per experiment is the model; a second one that acted since this tick
-    read the state is noticed here, and this tick then does nothing.
+    The check and both writes are one store transaction: a tick acting on a state another
+    controller (or a person) changed since it looked does nothing, and never half-applies.
     """
-    if state_from_audit(store.audit_entries(spec.key)) != seen:
-        return False
     reason = f"{action.removeprefix('rollout.').replace('_', ' ')}: {share:.0%} to the challenger"
-    store.register_experiment(_with_share(spec, share), reason=reason, actor=actor)
-    store.append_audit(actor, action, payload, experiment_key=spec.key)
-    return True
+    return store.register_if_unchanged(
+        _with_share(spec, share),
+        actions=ROLLOUT_ACTIONS,
+        last_seq=seen.seq,
+        action=action,
+        payload=payload,
+        reason=reason,
+        actor=actor,
+    )
 
 
 def _payload(

@@ -42,6 +42,8 @@ class RolloutState:
     stage: Stage
     step: int | None = None
     since: float | None = None
+    seq: int | None = None
+    """Audit sequence number of the entry that left it here (None: not started)."""
 
     @property
     def is_final(self) -> bool:
@@ -107,5 +109,5 @@ def state_from_audit(entries: list[Any]) -> RolloutState:
         stage = ROLLOUT_ACTIONS.get(entry.action)
         if stage is not None:
             step = entry.payload.get("step")
-            return RolloutState(stage, int(step) if step is not None else None, entry.ts)
+            return RolloutState(stage, int(step) if step is not None else None, entry.ts, entry.seq)
     return RolloutState("not_started")

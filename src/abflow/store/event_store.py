@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -182,17 +182,55 @@ class EventStore:
         """
         with write_transaction(self._engine) as connection:
             _lock_experiments(connection)
-            stored = experiments.register(connection, spec, self._clock(), reason)
-            if stored.is_new_version:
-                payload = {
-                    "version": stored.version,
-                    "spec_hash": stored.spec_hash,
-                    "phase": stored.phase,
-                    "new_phase": stored.is_new_phase,
-                    "reason": reason or "",
-                }
-                self._append_audit(connection, actor, "experiment.registered", payload, spec.key)
-            return stored
+            return self._register(connection, spec, reason, actor)
+
+    def _register(
+        self, connection: sa.Connection, spec: ExperimentSpec, reason: str | None, actor: str
+    ) -> experiments.ExperimentVersion:
+        """Store a version inside the caller's locked transaction; audit it if new."""
+        stored = experiments.register(connection, spec, self._clock(), reason)
+        if stored.is_new_version:
+            payload = {
+                "version": stored.version,
+                "spec_hash": stored.spec_hash,
+                "phase": stored.phase,
+                "new_phase": stored.is_new_phase,
+                "reason": reason or "",
+            }
+            self._append_audit(connection, actor, "experiment.registered", payload, spec.key)
+        return stored
+
+    def register_if_unchanged(
+        self,
+        spec: ExperimentSpec,
+        *,
+        actions: Collection[str],
+        last_seq: int | None,
+        action: str,
+        payload: Mapping[str, Any],
+        reason: str,
+        actor: str,
+    ) -> bool:
+        """Register ``spec`` and append ``action`` to the audit trail, in one transaction, if
+        the experiment's last audit entry among ``actions`` is still ``last_seq``.
+
+        A compare-and-set for controllers: a decision taken on a state someone else has
+        changed since is dropped (False), never half-applied.
+        """
+        with write_transaction(self._engine) as connection:
+            _lock_experiments(connection)
+            if connection.dialect.name == "postgresql":
+                connection.exec_driver_sql("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+            latest = connection.execute(
+                sa.select(sa.func.max(audit_log.c.seq)).where(
+                    audit_log.c.experiment_key == spec.key, audit_log.c.action.in_(list(actions))
+                )
+            ).scalar_one_or_none()
+            if latest != last_seq:
+                return False
+            self._register(connection, spec, reason, actor)
+            self._append_audit(connection, actor, action, payload, spec.key)
+            return True
 
     def restart_phase(self, key: str, reason: str) -> experiments.Phase:
         """Close experiment ``key``'s phase and open the next with the same traffic.
