@@ -49,10 +49,12 @@ SCRATCH_PREFIXES = ["TEMPORARY"]
 
 
 def analyze_scratch(connection: Connection, table: sa.Table) -> None:
-    """Give PostgreSQL's planner the size of a freshly filled scratch table.
+    """Give PostgreSQL's planner the statistics of a freshly filled scratch table.
 
-    Without statistics it guesses thousands of rows and joins them by scanning every unit row
-    (a hash join) instead of probing the unit table's key once per touched unit.
+    Only where a plan depends on them: the newly exposed units are joined to ``outcomes``
+    through its unit index, which is right for a few units and wrong for a first build. The
+    touched-unit tables are not analysed (0.5 s at 10M events): their joins with the unit
+    table probe its key (:func:`probing_by_key`) and the others are hash joins either way.
     """
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"ANALYZE {table.name}")

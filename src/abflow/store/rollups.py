@@ -213,7 +213,6 @@ def _fold(
                     ),
                 )
             )
-        analyze_scratch(connection, before)
         e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
         connection.execute(
             exposed.insert().from_select(
@@ -241,7 +240,6 @@ def _fold(
             _new_after(before, exposed, columns, [o_ts <= high]),
         ):
             connection.execute(after.insert().from_select([*names, "is_known"], query))
-        analyze_scratch(connection, after)
         _write_back(connection, u, after, width)
         if not is_first:
             apply_fold(connection, u, groups, before, after, width)
