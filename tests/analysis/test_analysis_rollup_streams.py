@@ -10,6 +10,7 @@ in several batches; after every batch the rollup of each phase is folded and com
 from __future__ import annotations
 
 import itertools
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,32 @@ def test_the_stream_exercises_every_case(events: Events) -> None:
     values = [row["value"] for row in events.outcomes]
     assert min(values) < 0
     assert 0.0 in values
+
+
+@pytest.mark.postgres
+def test_concurrent_folds_count_each_event_once(
+    events: Events, cuts: list[float], pg_url: str
+) -> None:
+    """Two analyses refreshing the same rollup at once must not fold one window twice."""
+    early, late = batches(events, [cuts[0]])
+    write(pg_url, early)
+    engine = connect(pg_url)
+    try:
+        refresh_rollup(engine, "checkout", 1, COLUMNS, window=WINDOWS[1])
+        write(pg_url, late)
+        barrier = threading.Barrier(4)
+
+        def refresh() -> None:
+            barrier.wait()
+            refresh_rollup(engine, "checkout", 1, COLUMNS, window=WINDOWS[1])
+
+        threads = [threading.Thread(target=refresh) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        folded = rollup_moments(engine, "checkout", 1, COLUMNS, PAIRS, window=WINDOWS[1])
+        direct = unit_moments(engine, "checkout", 1, COLUMNS, PAIRS, window=WINDOWS[1])
+    finally:
+        engine.dispose()
+    assert_same_moments(folded, direct)

@@ -353,6 +353,15 @@ def _write_back(connection: Connection, units: sa.Table, after: sa.Table, width:
     )
 
 
+def _serialise(connection: Connection, name: str) -> None:
+    """One fold of a rollup at a time on PostgreSQL, where two could read the same watermark
+    and both fold the same window (SQLite and DuckDB let only one writer of the same rows
+    commit). The second fold waits, then reads the first one's watermark."""
+    if connection.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
 def _groups_missing(connection: Connection, units: sa.Table, groups: sa.Table) -> bool:
     """A unit table with rows and an empty group table: a rollup built before group tables."""
     if connection.execute(sa.select(groups.c.n).limit(1)).first() is not None:
@@ -375,6 +384,7 @@ def refresh_rollup(
     table = _units_table(name, columns)
     try:
         with engine.begin() as connection:
+            _serialise(connection, name)
             create_if_missing(connection, rollup_state)
             create_if_missing(connection, table)
             state = connection.execute(
