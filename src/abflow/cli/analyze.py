@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from abflow.cli.console import check_output_path, out_console, write_output
+from abflow.cli.options import StoreOption
 
 
 class ReportFormat(StrEnum):
@@ -20,12 +21,7 @@ class ReportFormat(StrEnum):
 
 def analyze(
     experiment: Annotated[str, typer.Argument(help="Experiment key, as registered in the store.")],
-    store: Annotated[
-        str | None,
-        typer.Option(
-            "--store", help="Store URL (default: $ABFLOW_STORE_URL or the embedded SQLite file)."
-        ),
-    ] = None,
+    store: StoreOption = None,
     output_format: Annotated[
         ReportFormat, typer.Option("--format", "-f", help="Report format.")
     ] = ReportFormat.table,

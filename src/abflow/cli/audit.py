@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from abflow.cli.console import err_console, out_console
-from abflow.cli.db import StoreOption
+from abflow.cli.options import StoreOption
 
 __all__ = ["register"]
 

@@ -5,22 +5,12 @@ The store is imported inside each command, so ``abflow --help`` never loads SQLA
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from abflow.cli.console import out_console
+from abflow.cli.options import StoreOption
 
-__all__ = ["StoreOption", "register"]
-
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Store URL; default $ABFLOW_STORE_URL, else sqlite:///.abflow/abflow.db.",
-        show_default=False,
-    ),
-]
+__all__ = ["register"]
 
 db_app = typer.Typer(
     name="db",

@@ -10,13 +10,11 @@ from rich.panel import Panel
 from rich.text import Text
 
 from abflow.cli.console import check_output_path, out_console
+from abflow.cli.options import StoreOption
 
 
 def demo(
-    store: Annotated[
-        str | None,
-        typer.Option("--store", help="Store URL (default: $ABFLOW_STORE_URL or embedded SQLite)."),
-    ] = None,
+    store: StoreOption = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write the HTML report.")
     ] = Path("abflow-report.html"),

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from abflow.cli.console import check_output_path, fail, out_console
+from abflow.cli.options import StoreOption
 from abflow.errors import InvalidArgumentError
 from abflow.rollout import GatePolicy, GateResult, Requirement, evaluate_gate
 
@@ -88,12 +89,7 @@ def _append(path: Path, text: str) -> None:
 
 def gate(
     experiment: Annotated[str, typer.Argument(help="Experiment key, as registered in the store.")],
-    store: Annotated[
-        str | None,
-        typer.Option(
-            "--store", help="Store URL (default: $ABFLOW_STORE_URL or the embedded SQLite file)."
-        ),
-    ] = None,
+    store: StoreOption = None,
     require: Annotated[
         Requirement,
         typer.Option(help="no-harm, non-inferior (guardrails must pass) or win."),

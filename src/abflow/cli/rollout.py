@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from abflow.cli.console import fail, out_console
+from abflow.cli.options import StoreOption
 from abflow.errors import AbflowError
 
 __all__ = ["register"]
@@ -28,14 +29,6 @@ rollout_app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Store URL; default $ABFLOW_STORE_URL, else sqlite:///.abflow/abflow.db.",
-        show_default=False,
-    ),
-]
 ActorOption = Annotated[
     str | None,
     typer.Option("--actor", help="Who acts, for the audit trail (default: user:$USER)."),

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from abflow.cli.console import err_console, fail
+from abflow.cli.options import StoreOption
 
 __all__ = ["register"]
 
@@ -36,10 +37,7 @@ def serve(
             dir_okay=False,
         ),
     ] = None,
-    store: Annotated[
-        str | None,
-        typer.Option("--store", help="Store URL; default sqlite:///.abflow/abflow.db."),
-    ] = None,
+    store: StoreOption = None,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes.")] = None,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without tokens (local only).")

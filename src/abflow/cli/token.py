@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from abflow.cli.console import err_console, fail, out_console
+from abflow.cli.options import StoreOption
 
 __all__ = ["register"]
 
@@ -19,15 +20,6 @@ token_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Store URL; default $ABFLOW_STORE_URL, else sqlite:///.abflow/abflow.db.",
-        show_default=False,
-    ),
-]
 
 
 @token_app.command("create")
