@@ -24,7 +24,7 @@ from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from abflow import __version__
+from abflow import __version__, dashboard
 from abflow.errors import AbflowError
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
@@ -185,6 +185,7 @@ def create_app(
     if importlib.util.find_spec("abflow.serving.routes_results") is not None:
         results = importlib.import_module("abflow.serving.routes_results")
         app.include_router(results.router)
+    app.include_router(dashboard.router)
     app.add_middleware(_RequestMetrics, metrics=metrics)
     return app
 
