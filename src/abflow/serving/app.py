@@ -42,6 +42,7 @@ from abflow.serving.fastpath import PREDICT_PATH, serve_predict
 from abflow.serving.gateway import BackendFactory, Gateway
 from abflow.serving.http_errors import install_error_handlers
 from abflow.serving.openapi import install_openapi
+from abflow.serving.refresh import StoreFollower, with_rollout_weights
 from abflow.serving.services import Services
 from abflow.serving.settings import GatewayConfig, GatewaySettings, demo_config, load_config
 
@@ -135,9 +136,13 @@ def create_app(
         metrics.watch_event_pipeline(
             lambda: services.events.queue_depth, lambda: services.events.spool_bytes
         )
+        following: asyncio.Task[None] | None = None
         try:
             try:
-                for spec in config.experiments:
+                for configured in config.experiments:
+                    spec = configured
+                    if store is not None:
+                        spec = await asyncio.to_thread(with_rollout_weights, configured, store)
                     shadow = tuple(config.shadow.get(spec.key, ()))
                     is_default = config.default_experiment == spec.key
                     await asyncio.to_thread(
@@ -147,8 +152,13 @@ def create_app(
                 services.startup_error = exc
                 raise
             services.is_ready = True
+            if store is not None and settings.refresh_seconds > 0:
+                follower = StoreFollower(gateway, store, settings.refresh_seconds)
+                following = asyncio.create_task(follower.run())
             yield
         finally:
+            if following is not None:
+                following.cancel()
             services.is_draining = True
             services.is_ready = False
             await gateway.aclose()

@@ -76,6 +76,11 @@ class GatewaySettings(BaseSettings):
         "never hold the worker's GIL (the journal stays in the worker)",
     )
     drain_timeout_seconds: float = Field(default=10.0, ge=0)
+    refresh_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="how often to pick up newer experiment versions from the store (rollouts); 0: never",
+    )
     recent_requests: int = Field(
         default=100_000, ge=0, description="request ids remembered to join outcomes to units"
     )

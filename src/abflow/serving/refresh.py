@@ -1,0 +1,90 @@
+"""Keeping a gateway's experiments in step with the store, where rollouts change them.
+
+``abflow rollout tick`` (a CronJob, another host) moves traffic by registering a new spec
+version in the store; gateways learn of it here:
+
+* at start, a config spec whose experiment is under a rollout keeps the weights the rollout
+  left in the store (a restarted pod must not undo a ramp step, or a rollback, by
+  re-registering the weights written in its config file);
+* while serving, :class:`StoreFollower` polls the store every few seconds and swaps in any
+  newer version of a live experiment (new weights, and so a new phase for its exposures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from abflow.errors import AbflowError
+from abflow.rollout.plan import state_from_audit
+from abflow.serving.gateway import Gateway
+from abflow.spec import ExperimentSpec, spec_hash
+from abflow.store import EventStore
+
+__all__ = ["StoreFollower", "with_rollout_weights"]
+
+log = logging.getLogger("abflow.gateway")
+
+
+def with_rollout_weights(spec: ExperimentSpec, store: EventStore) -> ExperimentSpec:
+    """``spec`` with the stored weights when a rollout of the same variants has moved them."""
+    try:
+        stored = store.get_experiment(spec.key).spec
+    except AbflowError:
+        return spec  # never registered: nothing to keep
+    if state_from_audit(store.audit_entries(spec.key)).stage == "not_started":
+        return spec
+    same_variants = [(v.name, v.model) for v in stored.variants] == [
+        (v.name, v.model) for v in spec.variants
+    ]
+    if not same_variants or stored.effective_weights == spec.effective_weights:
+        return spec
+    log.info("experiment %s: keeping the rollout's weights %s", spec.key, stored.weights)
+    return spec.model_copy(update={"weights": stored.weights})
+
+
+class StoreFollower:
+    """Polls the store and serves the newest version of every live experiment."""
+
+    def __init__(self, gateway: Gateway, store: EventStore, interval_seconds: float) -> None:
+        self._gateway = gateway
+        self._store = store
+        self._interval = interval_seconds
+
+    async def run(self) -> None:
+        """Poll until cancelled; a failed poll is logged and retried at the next interval."""
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await asyncio.to_thread(self.poll)
+            except AbflowError as exc:
+                log.warning("could not refresh experiments from the store: %s", exc)
+
+    def poll(self) -> list[str]:
+        """Swap in newer stored versions (blocking); the keys that changed."""
+        changed = []
+        for key, live in list(self._gateway.experiments.items()):
+            stored = self._store.get_experiment(key)
+            if stored.spec_hash == spec_hash(live.spec):
+                continue
+            names = live.spec.variant_names
+            shadow = tuple(
+                names[index]
+                for index in sorted(live.shadow)
+                if names[index] in stored.spec.variant_names[1:]
+            )
+            try:
+                self._gateway.add_experiment(
+                    stored.spec, shadow=shadow, default=self._gateway.default_key == key
+                )
+            except AbflowError as exc:  # e.g. a new model that cannot load: keep serving the old
+                log.warning("experiment %s: cannot serve version %d: %s", key, stored.version, exc)
+                continue
+            log.info(
+                "experiment %s: now serving version %d (phase %d)",
+                key,
+                stored.version,
+                stored.phase,
+            )
+            changed.append(key)
+        return changed

@@ -1,0 +1,94 @@
+"""A running gateway follows the rollout: it keeps the controller's weights across a restart
+and picks up a move (here a rollback) from the store within its refresh interval."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from abflow.rollout.controller import rollback, tick
+from abflow.serving.app import create_app
+from abflow.serving.settings import GatewayConfig, GatewaySettings
+from abflow.spec import parse_experiment
+from abflow.store import EventStore
+
+SPEC: dict[str, Any] = {
+    "key": "ranker-v3",
+    "variants": [
+        {"name": "control", "model": "python:abflow.serving.demo_models:champion"},
+        {"name": "challenger", "model": "python:abflow.serving.demo_models:challenger"},
+    ],
+    "rollout": {"steps": [{"traffic": 0.3}, {"traffic": 0.6}]},
+}
+FEATURES = [0.2, -0.1, 0.4, 1.0, 0.0, -0.7, 0.3, 0.9]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def serving(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    spec = parse_experiment(SPEC)
+    with EventStore.open(url) as store:
+        store.register_experiment(spec)
+        assert tick(store, "ranker-v3").action == "started"  # the controller ran before the pod
+    settings = GatewaySettings(
+        store_url=url, journal_dir=tmp_path / "journal", auth_enabled=False, refresh_seconds=0.2
+    )
+    app = create_app(settings, config=GatewayConfig(experiments=[spec]))  # the config's 50/50
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the gateway did not start in 30 s"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", url
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def live(base: str) -> dict[str, Any]:
+    experiments = httpx.get(f"{base}/v1/experiments", timeout=10).json()["experiments"]
+    return next(e for e in experiments if e["key"] == "ranker-v3")
+
+
+def test_gateway_keeps_the_rollout_weights_and_follows_a_rollback(
+    serving: tuple[str, str],
+) -> None:
+    base, url = serving
+    started = live(base)
+    assert [v["weight"] for v in started["variants"]] == [0.7, 0.3]  # not the config's 0.5
+    with EventStore.open(url) as store:
+        assert store.current_phase("ranker-v3").phase == started["phase"] == 2
+        versions_before = store.get_experiment("ranker-v3").version
+        rollback(store, "ranker-v3", actor="user:oncall", reason="alert")
+    deadline = time.monotonic() + 10
+    while [v["weight"] for v in live(base)["variants"]] != [1.0, 0.0]:
+        assert time.monotonic() < deadline, "the gateway never picked up the rollback"
+        time.sleep(0.1)
+    assert live(base)["phase"] == 3
+    variants = {
+        httpx.post(
+            f"{base}/v1/predict",
+            json={"experiment": "ranker-v3", "unit_id": f"u{i}", "features": FEATURES},
+            timeout=10,
+        ).json()["variant"]
+        for i in range(60)
+    }
+    assert variants == {"control"}
+    with EventStore.open(url) as store:
+        assert store.get_experiment("ranker-v3").version == versions_before + 1  # only the rollback
