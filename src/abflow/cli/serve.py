@@ -5,11 +5,16 @@ worker process builds the same settings with ``create_app()`` (the app factory r
 once). On a first start with no tokens, an admin and a service token are created and printed
 once, as Jupyter prints its token. SIGTERM or Ctrl-C stops accepting connections, lets
 in-flight requests finish (``--drain-seconds``), then flushes the event log into the store.
+With more than one worker, the workers share their Prometheus metrics through a fresh private
+directory (``PROMETHEUS_MULTIPROC_DIR``), so that ``/metrics`` shows the sum of all of them;
+it is removed when the gateway stops.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +25,7 @@ from abflow.cli.options import StoreOption
 
 __all__ = ["register"]
 
+METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -90,20 +96,44 @@ def serve(
         _first_start_tokens(store_url, settings.config)
     scheme_host = f"http://{settings.host}:{settings.port}"
     err_console.print(f"abflow gateway on {scheme_host} (API docs: {scheme_host}/docs)")
-    uvicorn.run(
-        "abflow.serving.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-        lifespan="on",
-        log_level=log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=int(max(1.0, drain_seconds)),
-    )
+    metrics_dir = _share_metrics_between_workers(
+        settings.workers
+    )  # before uvicorn spawns the workers
+    try:
+        uvicorn.run(
+            "abflow.serving.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            loop="uvloop",
+            http="httptools",
+            ws="none",
+            lifespan="on",
+            log_level=log_level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=int(max(1.0, drain_seconds)),
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _share_metrics_between_workers(workers: int) -> Path | None:
+    """Prometheus multiprocess mode for more than one worker: a fresh private directory.
+
+    prometheus_client reads ``PROMETHEUS_MULTIPROC_DIR`` once, when first imported, so it is
+    set here, before uvicorn spawns the workers (and without importing prometheus_client in
+    this process). For one worker the variable is removed, so that a stale directory left in
+    the environment never feeds old files into a single process. The caller removes the
+    returned directory.
+    """
+    os.environ.pop(METRICS_DIR_VAR, None)
+    if workers <= 1:
+        return None
+    path = Path(tempfile.mkdtemp(prefix="abflow-metrics-"))  # mode 0700, empty
+    os.environ[METRICS_DIR_VAR] = str(path)
+    return path
 
 
 def _first_start_tokens(store_url: str | None, config: Path | None) -> None:

@@ -1,6 +1,12 @@
-"""``GET /metrics``: Prometheus exposition (viewer token, unless metrics are public)."""
+"""``GET /metrics``: Prometheus exposition (viewer token, unless metrics are public).
+
+With several workers the answer merges every worker's metric files, so it is built on a
+worker thread rather than on the event loop that serves predictions.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -20,4 +26,5 @@ async def metrics(request: Request) -> Response:
     settings = services.settings
     if settings.auth_enabled and not settings.metrics_public:
         services.authenticator.authorize(request.headers.get("authorization"), Role.VIEWER)
-    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    body = await asyncio.to_thread(services.metrics.exposition)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
