@@ -41,7 +41,10 @@ def analyze(
     ] = None,
     rollups: Annotated[
         bool,
-        typer.Option("--rollups", help="Fold new events into per-unit rollups and read those."),
+        typer.Option(
+            "--rollups",
+            help="Fold new events into rollups (per unit, and per variant and day) and read those.",
+        ),
     ] = False,
 ) -> None:
     """Analyse one phase of an experiment: metrics, SRM, guardrails, progress and a verdict.
