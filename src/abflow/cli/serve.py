@@ -96,9 +96,8 @@ def serve(
         _first_start_tokens(store_url, settings.config)
     scheme_host = f"http://{settings.host}:{settings.port}"
     err_console.print(f"abflow gateway on {scheme_host} (API docs: {scheme_host}/docs)")
-    metrics_dir = _share_metrics_between_workers(
-        settings.workers
-    )  # before uvicorn spawns the workers
+    # before uvicorn spawns the workers, which read it when they import prometheus_client
+    metrics_dir = _share_metrics_between_workers(settings.workers)
     try:
         uvicorn.run(
             "abflow.serving.app:create_app",
