@@ -146,7 +146,11 @@ class Gateway:
                 logger.error("refusing model %s: %s", reference, exc)
                 self.metrics.errors.labels("", reference, "ArtifactChecksumError").inc()
                 breaker = CircuitBreaker(failure_threshold=1, reset_seconds=float("inf"))
+                self.metrics.circuit_open.labels(reference).set(1)
                 return GuardedBackend(RefusedBackend(reference, exc), breaker=breaker)
+            gauge = self.metrics.circuit_open.labels(reference)
+            gauge.set(0)
+            backend.breaker.on_change = gauge.set
             self._backends[reference] = backend
         return backend
 

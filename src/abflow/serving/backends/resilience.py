@@ -48,6 +48,8 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at: float | None = None
         self._trial_in_flight = False
+        self.on_change: Callable[[int], None] | None = None
+        """Called with 1 when the circuit opens and 0 when it closes (the metrics gauge)."""
 
     @property
     def state(self) -> CircuitState:
@@ -68,15 +70,21 @@ class CircuitBreaker:
         return False
 
     def record_success(self) -> None:
+        was_open = self._opened_at is not None
         self._failures = 0
         self._opened_at = None
         self._trial_in_flight = False
+        if was_open and self.on_change is not None:
+            self.on_change(0)
 
     def record_failure(self) -> None:
         self._failures += 1
         self._trial_in_flight = False
         if self._opened_at is not None or self._failures >= self.failure_threshold:
+            opening = self._opened_at is None
             self._opened_at = self._clock()
+            if opening and self.on_change is not None:
+                self.on_change(1)
 
 
 class GuardedBackend:
