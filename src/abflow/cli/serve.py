@@ -115,6 +115,7 @@ def serve(
         )
     finally:
         if metrics_dir is not None:
+            os.environ.pop(METRICS_DIR_VAR, None)  # this process goes on without it
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 

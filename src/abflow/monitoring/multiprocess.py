@@ -15,6 +15,7 @@ requests did happen); its live gauges are dropped at the next scrape.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -44,21 +45,33 @@ Derive = Callable[[Mapping[str, Metric]], Iterable[Metric]]
 
 
 def multiprocess_directory() -> Path | None:
-    """The directory of the workers' metric files, or None when each process counts alone."""
+    """The directory of the workers' metric files, or None when each process counts alone.
+
+    Multiprocess mode is on only when prometheus_client itself started in it (the variable
+    was set before it was imported, as ``abflow serve`` does for several workers). A variable
+    set later, by a library or a test, cannot switch this process's counters to files: it
+    is ignored with a warning (Feast, for one, sets it when imported).
+    """
     raw = os.environ.get(ENV_VAR)
     if not raw:
+        return None
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        _warn_ignored(raw)
         return None
     path = Path(raw)
     if not path.is_dir():
         msg = f"{ENV_VAR}={raw!r} is not a directory"
         raise ConfigError(msg)
-    if not getattr(values.ValueClass, "_multiprocess", False):
-        msg = (
-            f"{ENV_VAR} was set after prometheus_client was imported, so this process would "
-            "count alone; set it before the process starts (abflow serve does)"
-        )
-        raise ConfigError(msg)
     return path
+
+
+@functools.cache
+def _warn_ignored(raw: str) -> None:
+    logger.warning(
+        "%s=%s was set after prometheus_client was imported; this process counts alone",
+        ENV_VAR,
+        raw,
+    )
 
 
 def _pid_of(file: Path) -> int | None:
