@@ -61,26 +61,7 @@ def open_shipper_store(url: str) -> Any:
     # journals (or a test with its own store) never needs.
     from abflow.store import EventStore
 
-    store = EventStore.open(url)
-    if store.dialect == "sqlite":
-        _limit_sqlite_cache(store.engine, SHIPPER_SQLITE_CACHE_KIB)
-    return store
-
-
-def _limit_sqlite_cache(engine: Any, kib: int) -> None:
-    """Give every connection of ``engine`` a page cache of ``kib`` KiB."""
-    from sqlalchemy import event
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA cache_size=-{kib}")
-        finally:
-            cursor.close()
-
-    # Runs after the store's own connect hook (listeners run in order), overriding its size.
-    event.listen(engine, "connect", on_connect)
-    engine.dispose()  # connections pooled while opening (schema check) had the large cache
+    return EventStore.open(url, sqlite_cache_kib=SHIPPER_SQLITE_CACHE_KIB)
 
 
 # --- the gateway's side ----------------------------------------------------------------------

@@ -56,6 +56,11 @@ _WRITE_OPTION = "abflow_write"
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "25006", "55P03", "40")
 
 
+SQLITE_CACHE_KIB = 32_000
+"""Default SQLite page cache (SQLite's own is 2 MB): keeps a busy day's event_id index in
+memory for analysis. A process that only appends events needs far less."""
+
+
 def resolve_url(url: str | None = None) -> str:
     """The URL to open: ``url``, else ``$ABFLOW_STORE_URL``, else the embedded SQLite file.
 
@@ -88,8 +93,13 @@ def display_url(url: str | URL) -> str:
         return str(url)
 
 
-def create_store_engine(url: str | None = None) -> Engine:
-    """An engine for a SQLite or PostgreSQL store URL (creates the SQLite file's folder)."""
+def create_store_engine(
+    url: str | None = None, *, sqlite_cache_kib: int = SQLITE_CACHE_KIB
+) -> Engine:
+    """An engine for a SQLite or PostgreSQL store URL (creates the SQLite file's folder).
+
+    ``sqlite_cache_kib`` is each SQLite connection's page cache (ignored on PostgreSQL).
+    """
     resolved = resolve_url(url)
     try:
         parsed = make_url(resolved)
@@ -100,7 +110,7 @@ def create_store_engine(url: str | None = None) -> Engine:
         raise StoreError(msg) from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed)
+        return _sqlite_engine(parsed, sqlite_cache_kib)
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
             msg = f"PostgreSQL store URLs must use psycopg 3: postgresql+psycopg://, got {display_url(parsed)}"
@@ -110,7 +120,7 @@ def create_store_engine(url: str | None = None) -> Engine:
     raise StoreError(msg)
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_engine(url: URL, cache_kib: int) -> Engine:
     if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
         needed = ".".join(map(str, SQLITE_MIN_VERSION))
         msg = (
@@ -139,9 +149,8 @@ def _sqlite_engine(url: URL) -> Engine:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            # 32 MB of page cache (the default is 2 MB) keeps the event_id index of a busy
-            # day in memory; it is only allocated as pages are read.
-            cursor.execute("PRAGMA cache_size=-32000")
+            # A negative size is in KiB; allocated only as pages are read.
+            cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()

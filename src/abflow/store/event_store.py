@@ -27,7 +27,13 @@ from abflow.security.audit import GENESIS_HASH, AuditEntry, canonical_json, entr
 from abflow.security.audit import verify_chain as _verify_chain
 from abflow.spec import ExperimentSpec
 from abflow.store import experiments, migrations, tokens, writer
-from abflow.store.engine import create_store_engine, display_url, translating, write_transaction
+from abflow.store.engine import (
+    SQLITE_CACHE_KIB,
+    create_store_engine,
+    display_url,
+    translating,
+    write_transaction,
+)
 from abflow.store.schema import audit_log
 from abflow.store.writer import EventKind
 
@@ -71,14 +77,16 @@ class EventStore:
         *,
         upgrade: bool | None = None,
         clock: Callable[[], float] = time.time,
+        sqlite_cache_kib: int = SQLITE_CACHE_KIB,
     ) -> EventStore:
         """Open the store at ``url`` (default ``$ABFLOW_STORE_URL``, else ``.abflow/abflow.db``).
 
         ``upgrade=None`` upgrades SQLite stores and refuses outdated others (see the module
         docstring); True or False force the choice. Raises StoreUnavailableError when the
         server cannot be reached, StoreError when the schema does not match this abflow.
+        ``sqlite_cache_kib`` sizes each SQLite connection's page cache.
         """
-        engine = create_store_engine(url)
+        engine = create_store_engine(url, sqlite_cache_kib=sqlite_cache_kib)
         try:
             version = migrations.read_version(engine)
             needed = migrations.SCHEMA_VERSION
