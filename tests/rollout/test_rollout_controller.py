@@ -325,3 +325,26 @@ def test_a_challenger_that_is_not_the_second_variant_ramps(store: EventStore, cl
     assert rollout_.challenger == "challenger"
     promote(store, "ranker-v2", actor="user:alice")
     assert weights(store) == [0.0, 0.0, 1.0]
+
+
+def test_a_rolled_back_rollout_can_be_reset_and_start_over(store: EventStore, clock: Clock) -> None:
+    from abflow.rollout.controller import reset
+
+    store.register_experiment(parse_experiment(SPEC))
+    with pytest.raises(InvalidArgumentError, match="only a rolled-back rollout can be reset"):
+        reset(store, "ranker-v2", actor="user:alice")
+    tick(store, "ranker-v2", now=clock.now)
+    rollback(store, "ranker-v2", actor="user:oncall", reason="alert")
+    assert tick(store, "ranker-v2").action == "finished"
+    done = reset(store, "ranker-v2", actor="user:alice", reason="challenger fixed")
+    assert done.action == "reset"
+    assert weights(store) == [1.0, 0.0]  # nothing moves until the next tick
+    assert rollout_status(store, "ranker-v2").state.stage == "not_started"
+    again = tick(store, "ranker-v2", now=clock.now)
+    assert (again.action, again.step) == ("started", 0)
+    assert weights(store) == [0.8, 0.2]
+    actions = [
+        e.action for e in store.audit_entries("ranker-v2") if e.action.startswith("rollout.")
+    ]
+    assert actions == ["rollout.step", "rollout.rolled_back", "rollout.reset", "rollout.step"]
+    assert store.verify_audit() == []

@@ -24,7 +24,7 @@ __all__ = ["register"]
 
 rollout_app = typer.Typer(
     name="rollout",
-    help="Progressive delivery: status, tick (the controller), promote, rollback.",
+    help="Progressive delivery: status, tick (the controller), promote, rollback, reset.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -160,6 +160,25 @@ def rollback(
     with EventStore.open(store) as opened:
         run_rollback(opened, experiment, actor=_actor(actor), reason=reason)
     out_console.print(f"{experiment}: rolled back; all traffic goes to the control")
+
+
+@rollout_app.command("reset")
+def reset(
+    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    store: StoreOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Let a rolled-back rollout start over: the next tick opens step 1 (audited).
+
+    Example: [bold]abflow rollout reset fraud-model-v2 --reason "challenger v3 registered"[/]
+    """
+    from abflow.rollout.controller import reset as run_reset
+    from abflow.store import EventStore
+
+    with EventStore.open(store) as opened:
+        run_reset(opened, experiment, actor=_actor(actor), reason=reason)
+    out_console.print(f"{experiment}: reset; the next tick starts the rollout again")
 
 
 def register(app: typer.Typer) -> None:

@@ -39,9 +39,17 @@ from abflow.rollout.plan import (
 from abflow.spec import ExperimentSpec
 from abflow.store import EventStore
 
-__all__ = ["RolloutStatus", "TickResult", "promote", "rollback", "rollout_status", "tick"]
+__all__ = [
+    "RolloutStatus",
+    "TickResult",
+    "promote",
+    "reset",
+    "rollback",
+    "rollout_status",
+    "tick",
+]
 
-Action = Literal["started", "advanced", "held", "rolled_back", "promoted", "finished"]
+Action = Literal["started", "advanced", "held", "rolled_back", "promoted", "finished", "reset"]
 HOUR = 3600.0
 
 
@@ -159,6 +167,27 @@ def promote(store: EventStore, key: str, *, actor: str, reason: str = "") -> Tic
 def rollback(store: EventStore, key: str, *, actor: str, reason: str = "") -> TickResult:
     """Send all traffic back to the control and end the rollout (audited)."""
     return _end_by_hand(store, key, "rolled_back", actor, reason or "rolled back by hand")
+
+
+def reset(store: EventStore, key: str, *, actor: str, reason: str = "") -> TickResult:
+    """After a rollback, let the rollout start over (audited); the next tick opens step 1.
+
+    Traffic stays with the control until then. Typically used once a fixed challenger is
+    registered under the same experiment.
+    """
+    spec = store.get_experiment(key).spec
+    plan_of(spec)
+    state = state_from_audit(store.audit_entries(key))
+    if state.stage != "rolled_back":
+        msg = (
+            f"only a rolled-back rollout can be reset; the rollout of {key!r} is "
+            f"{state.stage.replace('_', ' ')}"
+        )
+        raise InvalidArgumentError(msg)
+    payload = _payload(None, 0.0, [reason or "reset by hand"], {})
+    if not _record(store, spec, state, 0.0, "rollout.reset", payload, actor):
+        return _moved_meanwhile(spec, None)
+    return TickResult(spec.key, "reset", None, [reason or "reset by hand"])
 
 
 def _end_by_hand(

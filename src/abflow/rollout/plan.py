@@ -31,6 +31,7 @@ ROLLOUT_ACTIONS: dict[str, Stage] = {
     "rollout.step": "ramping",
     "rollout.rolled_back": "rolled_back",
     "rollout.promoted": "promoted",
+    "rollout.reset": "not_started",
 }
 """Audit actions that move a rollout, and the stage each leaves it in."""
 
