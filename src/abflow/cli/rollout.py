@@ -29,6 +29,10 @@ rollout_app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+ExperimentArgument = Annotated[str, typer.Argument(help="Experiment key.")]
+ReasonOption = Annotated[str, typer.Option(help="Why, for the audit trail.")]
+
+
 ActorOption = Annotated[
     str | None,
     typer.Option("--actor", help="Who acts, for the audit trail (default: user:$USER)."),
@@ -58,7 +62,7 @@ def _when(ts: float | None) -> str:
 
 @rollout_app.command("status")
 def status(
-    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    experiment: ExperimentArgument,
     store: StoreOption = None,
 ) -> None:
     """The plan, the current step and the live traffic split.
@@ -85,7 +89,7 @@ def status(
 
 @rollout_app.command("tick")
 def tick(
-    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
+    experiment: ExperimentArgument,
     store: StoreOption = None,
     actor: ActorOption = None,
     output_format: Annotated[
@@ -124,10 +128,22 @@ def tick(
         raise typer.Exit(1)
 
 
+def _by_hand(
+    action: str, experiment: str, store: str | None, actor: str | None, reason: str
+) -> None:
+    """Run one of the controller's manual moves (promote, rollback, reset) by name."""
+    from abflow.rollout import controller
+    from abflow.store import EventStore
+
+    move = getattr(controller, action)
+    with EventStore.open(store) as opened:
+        move(opened, experiment, actor=_actor(actor), reason=reason)
+
+
 @rollout_app.command("promote")
 def promote(
-    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
-    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    experiment: ExperimentArgument,
+    reason: ReasonOption = "",
     store: StoreOption = None,
     actor: ActorOption = None,
 ) -> None:
@@ -135,18 +151,14 @@ def promote(
 
     Example: [bold]abflow rollout promote fraud-model-v2 --reason "guardrails held for 7 days"[/]
     """
-    from abflow.rollout.controller import promote as run_promote
-    from abflow.store import EventStore
-
-    with EventStore.open(store) as opened:
-        run_promote(opened, experiment, actor=_actor(actor), reason=reason)
+    _by_hand("promote", experiment, store, actor, reason)
     out_console.print(f"{experiment}: promoted; all traffic goes to the challenger")
 
 
 @rollout_app.command("rollback")
 def rollback(
-    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
-    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    experiment: ExperimentArgument,
+    reason: ReasonOption = "",
     store: StoreOption = None,
     actor: ActorOption = None,
 ) -> None:
@@ -154,18 +166,14 @@ def rollback(
 
     Example: [bold]abflow rollout rollback fraud-model-v2 --reason "p95 latency alert"[/]
     """
-    from abflow.rollout.controller import rollback as run_rollback
-    from abflow.store import EventStore
-
-    with EventStore.open(store) as opened:
-        run_rollback(opened, experiment, actor=_actor(actor), reason=reason)
+    _by_hand("rollback", experiment, store, actor, reason)
     out_console.print(f"{experiment}: rolled back; all traffic goes to the control")
 
 
 @rollout_app.command("reset")
 def reset(
-    experiment: Annotated[str, typer.Argument(help="Experiment key.")],
-    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
+    experiment: ExperimentArgument,
+    reason: ReasonOption = "",
     store: StoreOption = None,
     actor: ActorOption = None,
 ) -> None:
@@ -173,11 +181,7 @@ def reset(
 
     Example: [bold]abflow rollout reset fraud-model-v2 --reason "challenger v3 registered"[/]
     """
-    from abflow.rollout.controller import reset as run_reset
-    from abflow.store import EventStore
-
-    with EventStore.open(store) as opened:
-        run_reset(opened, experiment, actor=_actor(actor), reason=reason)
+    _by_hand("reset", experiment, store, actor, reason)
     out_console.print(f"{experiment}: reset; the next tick starts the rollout again")
 
 
