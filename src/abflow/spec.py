@@ -36,9 +36,11 @@ __all__ = [
     "RolloutSpec",
     "VariantSpec",
     "canonical_json",
+    "challenger_share",
     "experiment_json_schema",
     "load_experiment",
     "parse_experiment",
+    "rollout_registration",
     "spec_hash",
     "traffic_fields",
     "validate_condition",
@@ -249,9 +251,21 @@ class ExperimentSpec(_Spec):
 
     @property
     def effective_weights(self) -> list[float]:
-        if self.weights is None:
-            return [1.0 / len(self.variants)] * len(self.variants)
-        return list(self.weights)
+        """The weights that route: as written, else equal; a rollout plan without weights
+        starts with all traffic on the control (the first tick opens step 1)."""
+        if self.weights is not None:
+            return list(self.weights)
+        if self.rollout is not None:
+            weights = [0.0] * len(self.variants)
+            weights[0] = 1.0
+            return weights
+        return [1.0 / len(self.variants)] * len(self.variants)
+
+    @property
+    def challenger_index(self) -> int:
+        """The variant a rollout ramps: the plan's challenger, else the second variant."""
+        name = self.rollout.challenger if self.rollout is not None else None
+        return self.variant_names.index(name) if name is not None else 1
 
     @property
     def primary_metric(self) -> MetricSpec | None:
@@ -567,6 +581,72 @@ def traffic_fields(spec: ExperimentSpec) -> dict[str, Any]:
         "hash_version": spec.hash_version,
         "namespace": spec.namespace.as_tuple() if spec.namespace else None,
     }
+
+
+def challenger_share(spec: ExperimentSpec) -> float | None:
+    """The challenger's share when the weights split traffic between the control and the
+    challenger only (0 before a rollout starts, 1 once promoted); None for any other split."""
+    weights = spec.effective_weights
+    index = spec.challenger_index
+    if any(w > WEIGHT_TOLERANCE for i, w in enumerate(weights) if i not in (0, index)):
+        return None
+    return weights[index]
+
+
+def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> ExperimentSpec:
+    """The spec to store when ``new`` is registered over ``stored``: under a rollout plan the
+    weights are the rollout's, so that a plan is in force from its registration on.
+
+    * A new rollout (nothing stored under a plan with the same variants and challenger)
+      starts with all traffic on the control: weights giving the challenger more are refused.
+    * A spec without weights keeps the stored split: registering the file again never undoes
+      a ramp step, a rollback or a promotion.
+    * Explicit weights must be a position of the plan (0, a step's share, or 1) and never
+      lower the challenger's share except to 0 (a rollback): a ramp moves no unit back.
+
+    Raises InvalidSpecError naming ``weights``.
+    """
+    plan = new.rollout
+    if plan is None:
+        return new
+    share = challenger_share(new)
+    written = f"weights {new.effective_weights}"
+    if stored is None or not _same_rollout(new, stored):
+        if share == 0.0:
+            return new
+        problem = (
+            f"{written} send traffic to a variant other than the control before the rollout "
+            "has started; a plan starts at 0 % to the challenger and `abflow rollout tick` "
+            "opens each step: leave 'weights' out"
+        )
+        raise InvalidSpecError([f"weights: {problem}"], new.key)
+    if new.weights is None:
+        return new if stored.weights is None else new.model_copy(update={"weights": stored.weights})
+    positions = sorted({0.0, 1.0, *(step.traffic for step in plan.steps)})
+    before = challenger_share(stored)
+    if share is None or all(abs(share - p) > WEIGHT_TOLERANCE for p in positions):
+        problem = (
+            f"{written} are not a position of the rollout plan (the challenger's share must "
+            f"be one of {positions}, the control's the rest); leave 'weights' out: "
+            "`abflow rollout tick` sets them"
+        )
+        raise InvalidSpecError([f"weights: {problem}"], new.key)
+    if before is not None and WEIGHT_TOLERANCE < share < before - WEIGHT_TOLERANCE:
+        problem = (
+            f"{written} would lower the challenger's share from {before:g} to {share:g}, "
+            "moving units that saw it back to the control; use `abflow rollout rollback`"
+        )
+        raise InvalidSpecError([f"weights: {problem}"], new.key)
+    return new
+
+
+def _same_rollout(new: ExperimentSpec, stored: ExperimentSpec) -> bool:
+    return (
+        stored.rollout is not None
+        and [(v.name, v.model) for v in stored.variants]
+        == [(v.name, v.model) for v in new.variants]
+        and stored.challenger_index == new.challenger_index
+    )
 
 
 def experiment_json_schema() -> dict[str, Any]:

@@ -280,7 +280,7 @@ def test_a_ramp_below_full_coverage_is_refused_because_units_would_leave_the_cha
         tick(store, "ranker-v2", now=clock.now)
     with pytest.raises(InvalidArgumentError, match=r"coverage 0\.5"):
         promote(store, "ranker-v2", actor="user:alice")
-    assert weights(store) == [0.5, 0.5]  # nothing moved
+    assert weights(store) == [1.0, 0.0]  # nothing moved: a plan starts on the control
     rollback(store, "ranker-v2", actor="user:oncall")  # the way back stays open
     assert weights(store) == [1.0, 0.0]
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from abflow.cli.console import err_console, out_console
 from abflow.errors import InvalidSpecError
-from abflow.spec import experiment_json_schema, load_experiment
+from abflow.spec import experiment_json_schema, load_experiment, rollout_registration
 
 
 def validate(
@@ -37,10 +37,13 @@ def validate(
     failed = 0
     for file in files:
         try:
-            spec = load_experiment(file)
+            # A file is what gets registered: under a rollout plan its weights must be the
+            # plan's starting point (all traffic on the control), as registration requires.
+            spec = rollout_registration(load_experiment(file), None)
         except InvalidSpecError as exc:
             failed += 1
-            err_console.print(f"[red]✗[/] {escape(str(exc))}", markup=True)
+            named = InvalidSpecError(exc.problems, str(file))
+            err_console.print(f"[red]✗[/] {escape(str(named))}", markup=True)
             continue
         out_console.print(
             f"[green]✓[/] {escape(str(file))}: experiment {spec.key!r}, {len(spec.variants)} variants, "

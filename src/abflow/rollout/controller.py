@@ -3,7 +3,8 @@
 ``tick`` is meant to run on a schedule (cron, Airflow, an Argo CronWorkflow); each call
 looks once and acts at most once:
 
-* not started: open the first step (the challenger gets the first step's share);
+* not started: open the first step (the challenger gets the first step's share; until
+  then a registered plan sends it nothing);
 * a guardrail of the plan fails, or the split is broken (SRM): roll back (all traffic to the
   control) when ``auto_rollback``, else hold and say so;
 * the step has lasted ``min_duration_hours`` and the challenger has ``min_samples`` units:
@@ -15,6 +16,11 @@ Every move writes a new spec version (so a new phase: analysis never pools two s
 audit entry carrying the evidence: the analysed phase and window, spec hash, units per
 variant, each guardrail's effect and interval, and the abflow version. A gateway serving the
 experiment picks the new weights up from the store.
+
+It fails safe: a number the analysis cannot compute is recorded as null and never stops a
+tick; a guardrail whose control value is 0 is judged on the absolute difference, so harm seen
+in the challenger's arm only rolls it back; and a step never lowers the challenger's share,
+so no unit that saw it is moved back to the control (only a rollback does that).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, Literal
 
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
 from abflow.errors import InvalidArgumentError
+from abflow.rollout.guardrails import GuardrailCheck, judge_guardrails
 from abflow.rollout.plan import (
     ROLLOUT_ACTIONS,
     RolloutState,
@@ -36,7 +43,8 @@ from abflow.rollout.plan import (
     state_from_audit,
     step_weights,
 )
-from abflow.spec import ExperimentSpec
+from abflow.security.audit import json_safe
+from abflow.spec import ExperimentSpec, challenger_share
 from abflow.store import EventStore
 
 __all__ = [
@@ -81,7 +89,13 @@ Analyse = Callable[[EventStore, ExperimentSpec, int], ExperimentResult]
 
 
 def _analyse(store: EventStore, spec: ExperimentSpec, phase: int) -> ExperimentResult:
-    return analyze(store, spec.key, AnalysisOptions(phase=phase, timeline=False))
+    return analyze(store, spec, AnalysisOptions(phase=phase, timeline=False))
+
+
+def _absolute(spec: ExperimentSpec) -> ExperimentSpec:
+    """The same spec with absolute effects (for guardrails whose control value is 0)."""
+    analysis = spec.analysis.model_copy(update={"relative": False})
+    return spec.model_copy(update={"analysis": analysis})
 
 
 def rollout_status(store: EventStore, key: str) -> RolloutStatus:
@@ -128,8 +142,15 @@ def tick(
     step = plan.steps[state.step]
     phase = store.current_phase(key)
     result = analyse(store, spec, phase.phase)
-    evidence = _evidence(result, plan.guardrails, spec)
-    failures = _failures(result, plan.guardrails, spec)
+    challenger = spec.variant_names[challenger_index(spec)]
+    checks = judge_guardrails(
+        result,
+        plan.guardrails,
+        challenger,
+        lambda: analyse(store, _absolute(spec), phase.phase),
+    )
+    evidence = _evidence(result, checks, challenger)
+    failures = _failures(result, checks)
     if failures:
         if plan.auto_rollback:
             return _finish(store, spec, state, "rolled_back", actor, failures, evidence)
@@ -248,7 +269,10 @@ def _record(
 def _payload(
     step: int | None, share: float, reasons: list[str], evidence: dict[str, Any]
 ) -> dict[str, Any]:
-    return {"step": step, "share": share, "reasons": reasons, "evidence": evidence}
+    payload: dict[str, Any] = json_safe(
+        {"step": step, "share": share, "reasons": reasons, "evidence": evidence}
+    )
+    return payload
 
 
 def _moved_meanwhile(spec: ExperimentSpec, step: int | None) -> TickResult:
@@ -265,9 +289,18 @@ def _move(
     reasons: list[str],
     evidence: dict[str, Any],
 ) -> TickResult:
-    """Open ramp step ``step``."""
+    """Open ramp step ``step``, unless that would lower the challenger's share."""
     steps = plan_of(spec).steps
     share = steps[step].traffic
+    current = challenger_share(spec)
+    if current is None or share < current - 1e-9:
+        now = "a split of other variants" if current is None else f"{current:.0%}"
+        refusal = (
+            f"not opening step {step + 1} ({share:.0%} to the challenger): the challenger "
+            f"already has {now}, set outside the plan, and lowering it would move units that "
+            "saw it back to the control; promote or roll back by hand"
+        )
+        return TickResult(spec.key, "held", seen.step, [*reasons, refusal], evidence)
     payload = _payload(step, share, reasons, evidence)
     if not _record(store, spec, seen, share, "rollout.step", payload, actor):
         return _moved_meanwhile(spec, step)
@@ -292,52 +325,36 @@ def _finish(
     return TickResult(spec.key, action, seen.step, reasons, evidence)
 
 
-def _guardrail_comparisons(
-    result: ExperimentResult, names: list[str], challenger: str
-) -> list[tuple[Any, Any]]:
-    wanted = set(names) or {m.name for m in result.metrics if m.role == "guardrail"}
-    return [
-        (metric, comparison)
-        for metric in result.metrics
-        if metric.name in wanted
-        for comparison in metric.comparisons
-        if comparison.variant == challenger
-    ]
-
-
-def _failures(result: ExperimentResult, names: list[str], spec: ExperimentSpec) -> list[str]:
-    challenger = spec.variant_names[challenger_index(spec)]
+def _failures(result: ExperimentResult, checks: list[GuardrailCheck]) -> list[str]:
     out = []
     if result.srm.is_mismatch:
         out.append(f"sample ratio mismatch (p = {result.srm.p_value:.2g}): the split is broken")
-    for metric, comparison in _guardrail_comparisons(result, names, challenger):
-        if comparison.guardrail == "fail":
+    for check in checks:
+        if check.status == "fail":
+            scale = "relative" if check.relative else "absolute"
             out.append(
-                f"guardrail {metric.name} fails: effect {comparison.effect:+.4g} "
-                f"[{comparison.ci_low:+.4g}, {comparison.ci_high:+.4g}]"
+                f"guardrail {check.metric} fails: {scale} effect {check.effect:+.4g} "
+                f"[{check.ci_low:+.4g}, {check.ci_high:+.4g}]"
+                + ("" if check.basis == "analysis" else f", judged by {check.basis}")
             )
     return out
 
 
-def _evidence(result: ExperimentResult, names: list[str], spec: ExperimentSpec) -> dict[str, Any]:
-    """What a later reader needs to reproduce the decision."""
-    challenger = spec.variant_names[challenger_index(spec)]
+def _evidence(
+    result: ExperimentResult, checks: list[GuardrailCheck], challenger: str
+) -> dict[str, Any]:
+    """What a later reader needs to reproduce the decision (undefined numbers are null)."""
     provenance = result.provenance
-    return {
-        "phase": result.phase,
-        "spec_hash": provenance.spec_hash,
-        "window": [provenance.window_start, provenance.window_end],
-        "abflow_version": provenance.abflow_version,
-        "challenger": challenger,
-        "units": {count.variant: count.units for count in result.variants},
-        "srm_p_value": result.srm.p_value,
-        "guardrails": [
-            {
-                "metric": metric.name,
-                "status": comparison.guardrail,
-                "effect": comparison.effect,
-                "ci": [comparison.ci_low, comparison.ci_high],
-            }
-            for metric, comparison in _guardrail_comparisons(result, names, challenger)
-        ],
-    }
+    evidence: dict[str, Any] = json_safe(
+        {
+            "phase": result.phase,
+            "spec_hash": provenance.spec_hash,
+            "window": [provenance.window_start, provenance.window_end],
+            "abflow_version": provenance.abflow_version,
+            "challenger": challenger,
+            "units": {count.variant: count.units for count in result.variants},
+            "srm_p_value": result.srm.p_value,
+            "guardrails": [check.evidence() for check in checks],
+        }
+    )
+    return evidence

@@ -95,8 +95,7 @@ def check_full_coverage(spec: ExperimentSpec) -> None:
 
 def challenger_index(spec: ExperimentSpec) -> int:
     """Index of the variant that ramps: the plan's challenger, else the second variant."""
-    name = spec.rollout.challenger if spec.rollout is not None else None
-    return spec.variant_names.index(name) if name is not None else 1
+    return spec.challenger_index
 
 
 def step_weights(spec: ExperimentSpec, share: float) -> list[float]:

@@ -72,8 +72,7 @@ def canary_weights(share: float, *, n_variants: int = 2, challenger: int = 1) ->
 def compile_canary(spec: ExperimentSpec, share: float) -> CompiledExperiment:
     """Route ``spec`` as a ramp step: its rollout challenger (default the second variant)
     gets ``share`` of the spec's covered traffic, the control the rest."""
-    names = spec.variant_names
-    challenger_name = spec.rollout.challenger if spec.rollout is not None else None
-    challenger = names.index(challenger_name) if challenger_name is not None else 1
-    ranges = canary_ranges(share, spec.coverage, n_variants=len(names), challenger=challenger)
+    n_variants = len(spec.variants)
+    challenger = spec.challenger_index
+    ranges = canary_ranges(share, spec.coverage, n_variants=n_variants, challenger=challenger)
     return compile_experiment(spec, ranges=ranges)

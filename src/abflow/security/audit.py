@@ -25,6 +25,7 @@ __all__ = [
     "AuditEntry",
     "canonical_json",
     "entry_hash",
+    "json_safe",
     "verify_chain",
 ]
 
@@ -53,11 +54,34 @@ class AuditEntry:
         return {name: getattr(self, name) for name in HASHED_FIELDS}
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON null), tuples as lists.
+
+    Evidence that could not be computed (an effect with no control value, a p-value with no
+    units) is recorded as null: an audit entry must never fail on a number.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no spaces: the same data always gives the same text."""
+    """JSON with sorted keys and no spaces: the same data always gives the same text.
+
+    NaN and infinities are written as null (see :func:`json_safe`), so the text, and the hash
+    over it, are the same before and after a round trip through the store.
+    """
     try:
         return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            json_safe(value),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
         )
     except (TypeError, ValueError) as exc:
         msg = f"audit entries must be plain JSON data (finite numbers, string keys): {exc}"

@@ -17,7 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from abflow.errors import ExperimentNotFoundError
-from abflow.spec import ExperimentSpec, canonical_json, spec_hash, traffic_fields
+from abflow.spec import (
+    ExperimentSpec,
+    canonical_json,
+    rollout_registration,
+    spec_hash,
+    traffic_fields,
+)
 from abflow.store.schema import experiment_versions, phases
 
 __all__ = [
@@ -82,9 +88,14 @@ def register(
 
     ``reason`` is recorded on the phase this opens (default: which fields changed). Runs
     inside the caller's write transaction, which must serialize registrations.
+
+    Under a rollout plan the weights are the rollout's (see
+    :func:`abflow.spec.rollout_registration`): a spec without weights keeps the stored split,
+    and weights that contradict the plan raise InvalidSpecError.
     """
-    digest = spec_hash(spec)
     latest = find_latest_version(connection, spec.key)
+    spec = rollout_registration(spec, latest.spec if latest is not None else None)
+    digest = spec_hash(spec)
     if latest is not None and latest.spec_hash == digest:
         return latest
     version = 1 if latest is None else latest.version + 1
