@@ -8,15 +8,30 @@ start with ``BEGIN IMMEDIATE``: taking the write lock up front means two read-th
 transactions can never deadlock on a lock upgrade, they simply take turns. An in-memory
 database (``sqlite://``) lives in one shared connection: fine for a test in one thread, not
 for concurrent writers.
+
+PostgreSQL connections never wait forever (:class:`StoreTimeouts`): a connect timeout, TCP
+keepalives (a peer that vanished while a pooled connection sat idle), a TCP user timeout
+(sent data never acknowledged: a dropped route), and, when ``statement_seconds`` is set, a
+server-side ``statement_timeout`` plus a client-side watchdog one second later. The watchdog
+is what ends a black-holed connection, where the peer's TCP stack still acknowledges
+everything but no answer ever comes: no socket option sees that, so the watchdog shuts the
+socket down and the call fails as StoreUnavailableError. Connections are checked on checkout
+with a ping under the same watchdog (bounded by ``connect_seconds``), so that a pool of
+connections to a silent server cannot hang the first call after an outage either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import socket
 import sqlite3
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,6 +46,7 @@ from abflow.security.secrets import is_secret_reference, resolve_secret
 __all__ = [
     "DEFAULT_STORE_URL",
     "STORE_URL_ENV",
+    "StoreTimeouts",
     "create_store_engine",
     "display_url",
     "is_unavailable",
@@ -45,7 +61,41 @@ STORE_URL_ENV = "ABFLOW_STORE_URL"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_MIN_VERSION = (3, 24, 0)
 """The first SQLite with ``ON CONFLICT … DO NOTHING``, which the event writer relies on."""
-POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTimeouts:
+    """How long a PostgreSQL store may keep a caller waiting (ignored for SQLite files).
+
+    ``statement_seconds=None`` lets statements run as long as they need (analysis, bulk
+    loads); processes that call the store on behalf of a request (the gateway) set it.
+    """
+
+    connect_seconds: float = 5.0
+    keepalive_idle_seconds: int = 10
+    keepalive_interval_seconds: int = 5
+    keepalive_count: int = 3
+    tcp_user_timeout_seconds: float = 30.0
+    statement_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        numbers = {
+            "connect_seconds": self.connect_seconds,
+            "keepalive_idle_seconds": self.keepalive_idle_seconds,
+            "keepalive_interval_seconds": self.keepalive_interval_seconds,
+            "keepalive_count": self.keepalive_count,
+            "tcp_user_timeout_seconds": self.tcp_user_timeout_seconds,
+            "statement_seconds": self.statement_seconds or 1.0,
+        }
+        for name, value in numbers.items():
+            if not value > 0:
+                msg = f"StoreTimeouts.{name} must be positive, got {value}"
+                raise ConfigError(msg)
+
+
+WATCHDOG_GRACE_SECONDS = 1.0
+"""The client-side watchdog fires this long after the server's own statement_timeout, so
+that a server that can answer reports the timeout itself (SQLSTATE 57014)."""
 
 _WRITE_OPTION = "abflow_write"
 # SQLSTATEs that mean "try again later" rather than "this statement is wrong": connection
@@ -94,11 +144,15 @@ def display_url(url: str | URL) -> str:
 
 
 def create_store_engine(
-    url: str | None = None, *, sqlite_cache_kib: int = SQLITE_CACHE_KIB
+    url: str | None = None,
+    *,
+    sqlite_cache_kib: int = SQLITE_CACHE_KIB,
+    timeouts: StoreTimeouts | None = None,
 ) -> Engine:
     """An engine for a SQLite or PostgreSQL store URL (creates the SQLite file's folder).
 
-    ``sqlite_cache_kib`` is each SQLite connection's page cache (ignored on PostgreSQL).
+    ``sqlite_cache_kib`` is each SQLite connection's page cache (ignored on PostgreSQL);
+    ``timeouts`` bound every PostgreSQL call (default :class:`StoreTimeouts`).
     """
     resolved = resolve_url(url)
     try:
@@ -115,7 +169,7 @@ def create_store_engine(
         if parsed.get_driver_name() != "psycopg":
             msg = f"PostgreSQL store URLs must use psycopg 3: postgresql+psycopg://, got {display_url(parsed)}"
             raise StoreError(msg)
-        return _postgres_engine(parsed)
+        return _postgres_engine(parsed, timeouts or StoreTimeouts())
     msg = f"unsupported store backend {backend!r}: use sqlite:///PATH or postgresql+psycopg://…"
     raise StoreError(msg)
 
@@ -163,17 +217,139 @@ def _sqlite_engine(url: URL, cache_kib: int) -> Engine:
     return engine
 
 
-def _postgres_engine(url: URL) -> Engine:
-    connect_args: dict[str, Any] = {}
+def _postgres_engine(url: URL, timeouts: StoreTimeouts) -> Engine:
+    connect_args: dict[str, Any] = {
+        "keepalives": 1,
+        "keepalives_idle": timeouts.keepalive_idle_seconds,
+        "keepalives_interval": timeouts.keepalive_interval_seconds,
+        "keepalives_count": timeouts.keepalive_count,
+        "tcp_user_timeout": round(timeouts.tcp_user_timeout_seconds * 1000),
+    }
+    connect_args = {k: v for k, v in connect_args.items() if k not in url.query}
     if "connect_timeout" not in url.query:
-        connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_SECONDS
-    # pre_ping replaces connections a server restart left dead, so that the first write after
-    # an outage succeeds instead of failing once more.
+        connect_args["connect_timeout"] = max(1, round(timeouts.connect_seconds))
+    if timeouts.statement_seconds is not None:
+        # Appended to the URL's own server options (e.g. a search_path), which connect_args
+        # would otherwise replace.
+        given = url.query.get("options", "")
+        options = " ".join(given) if isinstance(given, tuple) else given
+        limit_ms = round(timeouts.statement_seconds * 1000)
+        connect_args["options"] = f"{options} -c statement_timeout={limit_ms}".strip()
     try:
-        return sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+        # The checkout ping below replaces pool_pre_ping: SQLAlchemy's own ping has no timeout.
+        engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=False)
     except ImportError as exc:
         msg = "PostgreSQL stores need psycopg 3: pip install 'abflow[postgres]'"
         raise StoreError(msg) from exc
+    _install_watchdog(engine, timeouts)
+    return engine
+
+
+def _install_watchdog(engine: Engine, timeouts: StoreTimeouts) -> None:
+    """Bound checkout pings and (when set) statements by shutting a silent socket down."""
+    watchdog = _Watchdog(_sever)
+    statement_limit = (
+        None
+        if timeouts.statement_seconds is None
+        else timeouts.statement_seconds + WATCHDOG_GRACE_SECONDS
+    )
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        # Replaces a connection that a server restart or an outage left dead, so that the
+        # first call after an outage succeeds instead of failing once more.
+        ticket = watchdog.arm(dbapi_connection, timeouts.connect_seconds)
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(_first_line(exc)) from exc
+        finally:
+            watchdog.disarm(ticket)
+
+    if statement_limit is None:
+        return
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _arm(connection: Connection, *_args: Any) -> None:
+        dbapi_connection = connection.connection.dbapi_connection
+        connection.info["abflow_watchdog"] = watchdog.arm(dbapi_connection, statement_limit)
+
+    def _disarm(connection: Connection) -> None:
+        ticket = connection.info.pop("abflow_watchdog", None)
+        if ticket is not None:
+            watchdog.disarm(ticket)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(connection: Connection, *_args: Any) -> None:
+        _disarm(connection)
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: sa.engine.ExceptionContext) -> None:
+        if context.connection is not None:
+            _disarm(context.connection)
+
+
+def _sever(dbapi_connection: Any) -> None:
+    """Shut a psycopg connection's socket down: its blocked call then fails at once."""
+    try:
+        fd = dbapi_connection.pgconn.socket
+    except Exception:  # already closed: nothing waits on it
+        return
+    with contextlib.suppress(OSError):
+        duplicate = socket.socket(fileno=os.dup(fd))
+        try:
+            duplicate.shutdown(socket.SHUT_RDWR)
+        finally:
+            duplicate.close()
+
+
+class _Watchdog:
+    """One thread per engine that calls ``expire(connection)`` on calls past their deadline.
+
+    Arming is a dict insert under a lock (no thread per statement); the thread sleeps until
+    the earliest deadline, and runs only while some call is armed.
+    """
+
+    def __init__(self, expire: Callable[[Any], None]) -> None:
+        self._expire = expire
+        self._armed: dict[int, tuple[float, Any]] = {}
+        self._next_ticket = 0
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, connection: Any, seconds: float) -> int:
+        """Expire ``connection`` in ``seconds`` unless disarmed first; returns the ticket."""
+        with self._wakeup:
+            self._next_ticket += 1
+            ticket = self._next_ticket
+            self._armed[ticket] = (time.monotonic() + seconds, connection)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="abflow-store-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._wakeup.notify()
+        return ticket
+
+    def disarm(self, ticket: int) -> None:
+        with self._wakeup:
+            self._armed.pop(ticket, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                now = time.monotonic()
+                due = [t for t, (deadline, _) in self._armed.items() if deadline <= now]
+                expired = [self._armed.pop(t)[1] for t in due]
+                if not expired:
+                    if not self._armed:  # idle: end the thread; the next arm starts another
+                        self._thread = None
+                        return
+                    earliest = min(d for d, _ in self._armed.values())
+                    self._wakeup.wait(max(0.0, earliest - now))
+                    continue
+            for connection in expired:
+                self._expire(connection)
 
 
 @contextmanager
@@ -234,10 +410,10 @@ def is_unavailable(exc: BaseException) -> bool:
     sqlstate = getattr(original, "sqlstate", None)
     if isinstance(sqlstate, str):
         return sqlstate.startswith(_UNAVAILABLE_SQLSTATES)
-    name = type(original).__name__
     if type(original).__module__.startswith("psycopg"):
-        # psycopg reports a failed or lost connection without a SQLSTATE.
-        return name == "OperationalError"
+        # psycopg reports a failed, timed-out or lost connection without a SQLSTATE, as an
+        # OperationalError or a subclass of it (ConnectionTimeout).
+        return any(cls.__name__ == "OperationalError" for cls in type(original).__mro__)
     text = str(original).lower()
     return any(
         phrase in text for phrase in ("database is locked", "database is busy", "disk is full")
