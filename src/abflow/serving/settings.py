@@ -46,7 +46,23 @@ class GatewaySettings(BaseSettings):
     store_url: str | None = Field(default=None, description="default: embedded SQLite")
     journal_dir: Path = Path(".abflow/journal")
     auth_enabled: bool = True
-    token_cache_seconds: float = Field(default=5.0, ge=0)
+    token_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="after this long a token in use is re-verified in the background: how "
+        "long a revoked token may still pass while the store answers",
+    )
+    token_lookup_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="longest a request with a token never seen waits for the store (then 503)",
+    )
+    store_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="longest one PostgreSQL call of the gateway may take (statement_timeout, "
+        "and a watchdog for a connection that never answers)",
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_rows: int = Field(default=1000, ge=1)
     batch_max_rows: int = Field(default=64, ge=1)
