@@ -1,4 +1,7 @@
-"""The CLI's promise on bad input: a non-zero exit code and a sentence, never a traceback.
+"""The CLI's promise on bad input: exit code 2 and a sentence, never a traceback.
+
+Exit 1 is an answer ("drift found", "spec invalid"), so input the command cannot use exits 2
+(docs/cli.md); only ``validate``, whose answer is about the files themselves, exits 1.
 
 Most commands run in this process through ``abflow.cli.main.main`` (the console script's
 entry point, with its error handling), which is fast; an exception escaping ``main`` is what
@@ -141,8 +144,8 @@ def run(
     return invoke
 
 
-def assert_one_sentence_error(outcome: Outcome, *mentions: str) -> None:
-    """Non-zero exit, no traceback, a message on stderr that mentions the culprit."""
+def assert_one_sentence_error(outcome: Outcome, *mentions: str, code: int = 2) -> None:
+    """No traceback, a message on stderr that mentions the culprit, and exit ``code``."""
     assert outcome.code != 0, outcome
     assert "Traceback" not in outcome.stderr, outcome.stderr[-2000:]
     message = outcome.stderr.strip()
@@ -150,37 +153,32 @@ def assert_one_sentence_error(outcome: Outcome, *mentions: str) -> None:
     flat = " ".join(message.split())
     for mention in mentions:
         assert " ".join(mention.split()) in flat, (mention, message)
+    assert outcome.code == code, outcome
 
 
 def xfail(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, reason=reason)
 
 
-def case(*args: str, mentions: tuple[str, ...] = (), bug: str | None = None) -> object:
+def case(
+    *args: str, mentions: tuple[str, ...] = (), bug: str | None = None, code: int = 2
+) -> object:
     marks = [xfail(bug)] if bug else []
-    return pytest.param(list(args), mentions, id=" ".join(args)[:80], marks=marks)
+    return pytest.param(list(args), mentions, code, id=" ".join(args)[:80], marks=marks)
 
 
 IN_PROCESS = [
-    # validate
+    # validate: a file it cannot use is its answer "this spec has problems" (1)
     case("validate", mentions=("spec file",)),
-    case("validate", "missing.yaml", mentions=("missing.yaml", "No such file")),
-    case("validate", "bad.yaml", mentions=("bad.yaml", "not valid yaml")),
-    case("validate", "bad.json", mentions=("bad.json", "not valid json")),
-    case("validate", "list.yaml", mentions=("mapping",)),
-    case("validate", "partial.yaml", mentions=("variants",)),
-    case("validate", "empty.yaml", mentions=("empty.yaml",)),
-    case("validate", ".", mentions=("directory",)),
-    case(
-        "validate",
-        "latin1.yaml",
-        mentions=("latin1.yaml", "UTF-8"),
-    ),
-    case(
-        "validate",
-        "[/]x.yaml",
-        mentions=("[/]x.yaml",),
-    ),
+    case("validate", "missing.yaml", mentions=("missing.yaml", "No such file"), code=1),
+    case("validate", "bad.yaml", mentions=("bad.yaml", "not valid yaml"), code=1),
+    case("validate", "bad.json", mentions=("bad.json", "not valid json"), code=1),
+    case("validate", "list.yaml", mentions=("mapping",), code=1),
+    case("validate", "partial.yaml", mentions=("variants",), code=1),
+    case("validate", "empty.yaml", mentions=("empty.yaml",), code=1),
+    case("validate", ".", mentions=("directory",), code=1),
+    case("validate", "latin1.yaml", mentions=("latin1.yaml", "UTF-8"), code=1),
+    case("validate", "[/]x.yaml", mentions=("[/]x.yaml",), code=1),
     # power
     case("power", mentions=("--baseline",)),
     case("power", "--baseline", "2", "--mde", "0.05", mentions=("baseline",)),
@@ -473,11 +471,11 @@ IN_PROCESS = [
 ]
 
 
-@pytest.mark.parametrize(("args", "mentions"), IN_PROCESS)
+@pytest.mark.parametrize(("args", "mentions", "code"), IN_PROCESS)
 def test_bad_input_gives_one_sentence_and_an_exit_code(
-    run: Callable[..., Outcome], args: list[str], mentions: tuple[str, ...]
+    run: Callable[..., Outcome], args: list[str], mentions: tuple[str, ...], code: int
 ) -> None:
-    assert_one_sentence_error(run(*args), *mentions)
+    assert_one_sentence_error(run(*args), *mentions, code=code)
 
 
 def test_good_input_succeeds(run: Callable[..., Outcome]) -> None:
@@ -517,7 +515,7 @@ SUBPROCESS = {
             "sqlite:///serve.db",
         ],
         ("nosuchmodule",),
-        None,
+        "uvicorn's startup failure exits 3; abflow serve should exit 2 (docs/cli.md)",
     ),
     "serve --no-auth --store unreachable": (
         ["serve", "--no-auth", "--port", "0", "--store", UNREACHABLE_PG],

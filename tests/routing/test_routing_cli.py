@@ -135,7 +135,7 @@ def test_json_output_file(spec_file: Path, spec: ExperimentSpec, tmp_path: Path)
         (["--unit", "a", "--attr", "novalue"], 2, "--attr takes key=value"),
         (["--unit", "a", "--format", "xml"], 2, "--format must be table or json"),
         (["--unit", "a", "--output", "o.csv"], 2, "--output needs --ids"),
-        (["--ids", "missing.txt"], 1, "cannot read missing.txt"),
+        (["--ids", "missing.txt"], 2, "cannot read missing.txt"),
     ],
 )
 def test_usage_errors(spec_file: Path, args: list[str], code: int, message: str) -> None:
@@ -150,7 +150,7 @@ def test_file_errors(spec_file: Path, tmp_path: Path) -> None:
     bad_csv = tmp_path / "units.csv"
     bad_csv.write_text("customer\nc1\n", encoding="utf-8")
     result = _run(str(spec_file), "--ids", str(bad_csv))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "has no column 'user_id'" in result.stderr
 
     targeted = tmp_path / "targeted.yaml"
@@ -158,13 +158,13 @@ def test_file_errors(spec_file: Path, tmp_path: Path) -> None:
     plain = tmp_path / "ids.txt"
     plain.write_text("a\n", encoding="utf-8")
     result = _run(str(targeted), "--ids", str(plain))
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "has a targeting condition" in result.stderr
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump({**SPEC, "weights": [0.5, 0.6]}), "utf-8")
     result = _run(str(broken), "--unit", "a")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "weights sum to 1.1" in result.stderr
 
 

@@ -42,7 +42,7 @@ def _parse_attributes(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            fail(f"--attr takes key=value (for example --attr country=fr), got {pair!r}", 2)
+            fail(f"--attr takes key=value (for example --attr country=fr), got {pair!r}")
         attributes[key.strip()] = _parse_value(value)
     return attributes
 
@@ -231,14 +231,14 @@ def assign_command(
     Many:      [bold]abflow assign examples/fraud.yaml --ids users.csv --output out.csv[/]
 
     The reason says why: forced, no_unit, condition, namespace, coverage or assigned.
-    Exit codes: 0 done, 1 the spec or a file cannot be used, 2 the command line is wrong.
+    Exit codes: 0 done, 2 the spec, a file or the command line cannot be used.
     """
     if output_format not in ("table", "json"):
-        fail(f"--format must be table or json, got {output_format!r}", 2)
+        fail(f"--format must be table or json, got {output_format!r}")
     if (unit is None) == (ids is None):
-        fail("give exactly one of --unit ID or --ids FILE", 2)
+        fail("give exactly one of --unit ID or --ids FILE")
     if output is not None and (ids is None or output.suffix.lower() not in (".csv", ".json")):
-        fail("--output needs --ids and a file name ending in .csv or .json", 2)
+        fail("--output needs --ids and a file name ending in .csv or .json")
     try:
         spec = load_experiment(spec_file)
     except InvalidSpecError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 
-from abflow.cli.console import err_console, out_console
+from abflow.cli.console import ExitCode, err_console, out_console
 from abflow.cli.options import StoreOption
 
 __all__ = ["register"]
@@ -40,7 +40,7 @@ def verify(store: StoreOption = None) -> None:
         err_console.print(
             f"[bold red]audit trail broken:[/] {escape(problems[0] + tail)}", markup=True
         )
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.NEGATIVE)
     if not entries:
         out_console.print(f"audit trail of {where} is empty")
         return

@@ -1,9 +1,15 @@
-"""Shared terminal output for the CLI: one console for results, one for messages."""
+"""Shared terminal output for the CLI: one console for results, one for messages.
+
+It also holds the exit-code policy (docs/cli.md), so every command answers a script the same
+way: 0 ok, 1 a negative answer (drift found, gate failed, ...), 2 could not answer.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
+from enum import IntEnum
 from pathlib import Path
 from typing import NoReturn
 
@@ -11,7 +17,28 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["check_output_path", "err_console", "fail", "out_console", "print_error", "write_output"]
+__all__ = [
+    "DEBUG_ENV",
+    "ExitCode",
+    "check_output_path",
+    "err_console",
+    "fail",
+    "out_console",
+    "print_error",
+    "report_failure",
+    "write_output",
+]
+
+DEBUG_ENV = "ABFLOW_DEBUG"
+
+
+class ExitCode(IntEnum):
+    """What a command's exit status tells a script; CI reads 1 as the answer "no"."""
+
+    OK = 0
+    NEGATIVE = 1  # the command answered, and the answer needs attention
+    UNANSWERED = 2  # bad arguments, unreadable input, unknown key, store down, a bug
+
 
 # Markup off by default: file names, ids and error messages are printed exactly as they are
 # ("[/]x.yaml" is a legal file name); styled output opts in and escapes what it interpolates.
@@ -29,24 +56,48 @@ def print_error(message: object) -> None:
     err_console.print(f"[bold red]error:[/] {escape(str(message))}", markup=True)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
+def fail(message: str, code: int = ExitCode.UNANSWERED) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code`` (default: could not answer)."""
     print_error(message)
     raise typer.Exit(code)
 
 
-def check_output_path(path: Path, code: int = 1) -> None:
-    """Refuse an output path that can never be written, before any long work starts.
+def report_failure(exc: Exception) -> ExitCode:
+    """Report an error no command handled, in one sentence, and give its exit code.
 
-    ``code`` is the exit code, for commands whose 1 means a result (drift found, gate shut).
+    An abflow error is a known reason the command could not answer; anything else is a bug
+    (or the machine's fault), reported with a hint to rerun with ``ABFLOW_DEBUG=1`` for the
+    traceback. Either way the code is 2, never 1: 1 is an answer ("drift found"), and a crash
+    must not look like one.
     """
+    from abflow.errors import AbflowError
+
+    debug = os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    if debug:
+        err_console.print("".join(traceback.format_exception(exc)).rstrip())
+    if isinstance(exc, AbflowError):
+        print_error(exc)
+        return ExitCode.UNANSWERED
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename is not None else ""
+        print_error(f"{exc.strerror}{where}")
+    else:
+        lines = str(exc).strip().splitlines()
+        print_error(f"unexpected {type(exc).__name__}" + (f": {lines[0]}" if lines else ""))
+    if not debug:
+        err_console.print(f"(rerun with {DEBUG_ENV}=1 to see the traceback)")
+    return ExitCode.UNANSWERED
+
+
+def check_output_path(path: Path, code: int = ExitCode.UNANSWERED) -> None:
+    """Refuse an output path that can never be written, before any long work starts."""
     if path.is_dir():
         fail(f"cannot write {path}: it is a directory; give a file name", code)
     if not path.parent.is_dir():
         fail(f"cannot write {path}: folder {path.parent} does not exist", code)
 
 
-def write_output(path: Path, text: str, code: int = 1) -> None:
+def write_output(path: Path, text: str, code: int = ExitCode.UNANSWERED) -> None:
     """Write a report, turning an OS error into one sentence and exit ``code``."""
     try:
         path.write_text(text, encoding="utf-8")

@@ -2,7 +2,7 @@
 between the variants of one sample.
 
 Exit codes make it a CI or cron check: 0 nothing drifted, 1 at least one feature drifted,
-2 the input could not be read or the options are invalid.
+2 the input could not be read, the options are invalid or anything else went wrong.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from abflow.cli.console import check_output_path, fail, out_console, write_output
+from abflow.cli.console import ExitCode, check_output_path, fail, out_console, write_output
 from abflow.drift import DriftMethod, DriftReport, detect_drift
 from abflow.errors import InvalidArgumentError
 from abflow.monitoring.feature_files import read_columns, split_by
@@ -44,7 +44,7 @@ reference standard deviations (0.1), ks and chi2 tests (p below 0.05). auto: ks 
 large samples; js only with 100 values per category). On categorical features ks becomes chi2 and wasserstein becomes js; columns
 holding text are categorical without --categorical. Missing values (empty, null, NaN) are left out and their shares reported.
 
-Exit codes: 0 no drift, 1 drift in at least one feature, 2 invalid input.
+Exit codes: 0 no drift, 1 drift in at least one feature, 2 invalid input or any other error.
 """
 
 
@@ -163,7 +163,7 @@ def drift(
 ) -> None:
     """Per-feature drift between two samples, or feature skew between variants (--by)."""
     if output is not None:
-        check_output_path(output, code=2)
+        check_output_path(output)
     try:
         comparisons = _comparisons(reference, current, by, control)
         reports = [
@@ -182,10 +182,10 @@ def drift(
             for title, ref, cur in comparisons
         ]
     except InvalidArgumentError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc))
     text = _render(reports, output_format)
     if output is not None:
-        write_output(output, text, code=2)
+        write_output(output, text)
         out_console.print(f"wrote {output}")
     elif output_format is not DriftFormat.table:
         out_console.print(text, end="")
@@ -194,7 +194,7 @@ def drift(
             out_console.print(_table(title, report))
             out_console.print(_summary(report))
     if any(report.drifted for _, report in reports):
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.NEGATIVE)
 
 
 def _comparisons(

@@ -1,7 +1,8 @@
 """``abflow gate``: pass or fail a deploy on an experiment's evidence, for CI pipelines.
 
-Exit 0 when every check passes, 1 when any fails (or the analysis cannot run: a gate that
-cannot see stays closed). The check table goes to the terminal and, as Markdown, to the
+Exit 0 when every check passes, 1 when any fails, 2 when the analysis cannot run (unknown
+experiment, store unreachable) or the arguments are invalid: a gate that cannot see stays
+closed, and CI can tell "the challenger failed" from "the gate could not look". The check table goes to the terminal and, as Markdown, to the
 job summary when ``$GITHUB_STEP_SUMMARY`` is set or ``--summary FILE`` is given.
 """
 
@@ -17,7 +18,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from abflow.cli.console import check_output_path, fail, out_console
+from abflow.cli.console import ExitCode, check_output_path, fail, out_console
 from abflow.cli.options import StoreOption
 from abflow.errors import InvalidArgumentError
 from abflow.rollout import GatePolicy, GateResult, Requirement, evaluate_gate
@@ -38,7 +39,7 @@ Examples:
 
 In GitHub Actions the check table is appended to the job summary ($GITHUB_STEP_SUMMARY).
 
-Exit codes: 0 pass, 1 fail (including when the analysis cannot run), 2 invalid arguments.
+Exit codes: 0 pass, 1 fail, 2 the analysis cannot run or the arguments are invalid.
 """
 
 
@@ -84,7 +85,7 @@ def _append(path: Path, text: str) -> None:
         with path.open("a", encoding="utf-8") as handle:
             handle.write(text + "\n")
     except OSError as exc:
-        fail(f"cannot write the summary to {path}: {exc.strerror or exc}", code=2)
+        fail(f"cannot write the summary to {path}: {exc.strerror or exc}")
 
 
 def gate(
@@ -112,15 +113,15 @@ def gate(
         typer.Option(help="Also append the Markdown checks here (default: $GITHUB_STEP_SUMMARY)."),
     ] = None,
 ) -> None:
-    """Pass (exit 0) or fail (exit 1) a deploy on an experiment's latest analysis."""
+    """Pass (exit 0) or fail (exit 1) a deploy on an experiment's latest analysis (2: cannot)."""
     from abflow.analysis import AnalysisOptions, analyze
     from abflow.store.engine import display_url, resolve_url
 
     if min_units < 0:
-        fail(f"--min-units must be 0 or more, got {min_units}", code=2)
+        fail(f"--min-units must be 0 or more, got {min_units}")
     summary_path = summary or _github_summary()
     if summary_path is not None:
-        check_output_path(summary_path, code=2)
+        check_output_path(summary_path)
     url = resolve_url(store)
     options = AnalysisOptions(phase=phase, store_label=display_url(url), timeline=False)
     analysed = analyze(url, experiment, options)
@@ -128,7 +129,7 @@ def gate(
     try:
         result = evaluate_gate(analysed, policy)
     except InvalidArgumentError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc))
     markdown = render_markdown(result)
     if output_format is GateFormat.json:
         out_console.print(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
@@ -141,7 +142,7 @@ def gate(
     if summary_path is not None:
         _append(summary_path, markdown)
     if not result.passed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.NEGATIVE)
 
 
 def _github_summary() -> Path | None:

@@ -81,7 +81,7 @@ def render(
     try:
         text = to_yaml(render_manifests(gateway_config, options))
     except InvalidArgumentError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc))
     if output is None:
         out_console.print(text, end="")
         return

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+from typing import NoReturn
 
 import typer
 
@@ -22,15 +24,16 @@ from abflow.cli import (
     token,
     validate,
 )
-from abflow.cli.console import err_console, print_error
-from abflow.errors import AbflowError
+from abflow.cli.console import ExitCode, err_console, report_failure
 
 app = typer.Typer(
     name="abflow",
     help=(
         "A/B testing and progressive delivery for ML models.\n\n"
         "Route traffic between model versions, serve and log predictions, analyse experiments "
-        "with trustworthy statistics, and promote or roll back with an audit trail."
+        "with trustworthy statistics, and promote or roll back with an audit trail.\n\n"
+        "Exit codes: 0 ok, 1 a negative answer (drift found, gate failed, rolled back, audit "
+        "broken, spec invalid), 2 could not answer (docs/cli.md)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -63,16 +66,20 @@ for module in (
     module.register(app)
 
 
-def main() -> None:
-    """Run the CLI; an abflow error becomes one sentence and exit code 1, never a traceback."""
+def main(args: Sequence[str] | None = None) -> NoReturn:
+    """Run the CLI and exit by the policy in docs/cli.md: 0 ok, 1 a negative answer, 2 not.
+
+    Commands exit 1 themselves, only for a negative answer; usage errors are Click's 2; any
+    error that escapes a command is one sentence (traceback with ABFLOW_DEBUG=1) and 2.
+    """
     try:
-        app()
-    except AbflowError as exc:
-        print_error(exc)
-        sys.exit(1)
+        app(args=args, prog_name="abflow")
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        sys.exit(report_failure(exc))
+    sys.exit(ExitCode.OK)  # pragma: no cover - Click exits by itself in standalone mode
 
 
 if __name__ == "__main__":  # pragma: no cover

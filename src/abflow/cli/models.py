@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from abflow.cli.console import err_console, fail, out_console
+from abflow.cli.console import ExitCode, err_console, fail, out_console
 
 __all__ = ["register"]
 
@@ -197,10 +197,11 @@ def verify_command(
     ] = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Check that a version's artifacts still match their checksum (exit 1 if not).
+    """Check that a version's artifacts still match their checksum (exit 1 if not, 2 if unknown).
 
     Example: [bold]abflow models verify models:/fraud@champion[/]
     """
+    from abflow.errors import ArtifactChecksumError
     from abflow.registry import CHECKSUM_TAG, describe_version, verify_checksum
     from abflow.registry.connection import client_for
     from abflow.registry.resolve import local_artifacts
@@ -211,7 +212,10 @@ def verify_command(
         fail(f"{reference} has no recorded checksum; pass --checksum")
     client, location = client_for(tracking_uri)
     path = local_artifacts(client.get_model_version_download_uri(info.name, info.version), location)
-    actual = verify_checksum(path, expected, label=info.reference)
+    try:
+        actual = verify_checksum(path, expected, label=info.reference)
+    except ArtifactChecksumError as exc:  # the answer "they do not match", not a failure to look
+        fail(str(exc), code=ExitCode.NEGATIVE)
     out_console.print(f"{info.reference}: artifacts match sha256 {actual[:12]}…")
 
 
@@ -306,7 +310,7 @@ def stale_command(
         if not stale:
             out_console.print(f"no stale models behind alias {alias!r}")
     if stale:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.NEGATIVE)
 
 
 @models_app.command("retire")
@@ -324,6 +328,8 @@ def retire_command(
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Retire a version: archive its aliases, record why, and fix experiments that serve it.
+
+    Exit 1 when it is retired but a control still serves it (a person must choose another).
 
     Example: [bold]abflow models retire fraud 3 -r "label leak" -e experiments/fraud.yaml --write[/]
     """
@@ -356,7 +362,8 @@ def retire_command(
                     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
                 out_console.print(f"  wrote {path}")
     if record.needs_manual_change:
-        fail("a control serves this version: choose a new control for the experiments above")
+        msg = "a control serves this version: choose a new control for the experiments above"
+        fail(msg, code=ExitCode.NEGATIVE)  # retired, but a person must finish the job
 
 
 def register(app: typer.Typer) -> None:

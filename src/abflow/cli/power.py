@@ -197,7 +197,7 @@ def power_command(
             coverage=coverage,
         )
     except InvalidArgumentError as exc:
-        fail(str(exc), code=2)
+        fail(str(exc))
     if output is OutputFormat.json:
         typer.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
     else:

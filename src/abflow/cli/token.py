@@ -61,6 +61,8 @@ def revoke(
 ) -> None:
     """Revoke a token by id; gateways stop accepting it within their token cache time (5 s).
 
+    An unknown or already revoked id exits 2, like any key that names nothing.
+
     Example: [bold]abflow token revoke 3f2a…[/]
     """
     from abflow.store import EventStore

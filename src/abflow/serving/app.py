@@ -100,7 +100,7 @@ def create_app(
     store_url = settings.store_url or config.store_url
     store: Any = None
     if events is None or tokens is None or catalog is None:
-        store = _open_store(store_url)
+        store = _open_store(store_url, settings.store_timeout_seconds)
     if catalog is None:
         from abflow.serving.wiring import StoreCatalog
 
@@ -178,7 +178,11 @@ def create_app(
         gateway=gateway,
         events=events if events is not None else _LazySink(),
         tokens=tokens,
-        authenticator=TokenAuthenticator(tokens, cache_ttl_seconds=settings.token_cache_seconds),
+        authenticator=TokenAuthenticator(
+            tokens,
+            cache_ttl_seconds=settings.token_cache_seconds,
+            lookup_timeout_seconds=settings.token_lookup_timeout_seconds,
+        ),
         metrics=metrics,
     )
     app.fast_predict = settings.predict_fast_path
@@ -206,10 +210,12 @@ def _default_url() -> str:
     return resolve_url(None)
 
 
-def _open_store(url: str | None) -> Any:
+def _open_store(url: str | None, timeout_seconds: float) -> Any:
     from abflow.store import EventStore
+    from abflow.store.engine import StoreTimeouts
 
-    return EventStore.open(url)
+    # Every call the gateway makes is on behalf of a request (or the follower): bounded.
+    return EventStore.open(url, timeouts=StoreTimeouts(statement_seconds=timeout_seconds))
 
 
 def _default_tokens(store: Any, config: GatewayConfig) -> TokenStore:
