@@ -6,7 +6,7 @@ loop waits to answer requests (docs/durability.md measured appends stalling 10-1
 p99.9 with the shipper in the process, 3-6 ms without). With
 :class:`SubprocessStore` the thread only joins the payloads it already has into one message
 and passes it through a pipe (the GIL is released while it waits); a child process
-(``python -m abflow.serving.shipper URL``) decodes the rows and writes them.
+(``python -m abflow.serving.shipper``) decodes the rows and writes them.
 
 Nothing about durability changes: the journal in the gateway process still holds every event
 until the child's answer confirms the write, and writes are idempotent by event id. If the
@@ -14,8 +14,12 @@ child dies, the batch in hand counts as a store outage (spooled, retried) and th
 starts a new child. The child ignores SIGINT and SIGTERM (a terminal's Ctrl-C or a process
 manager reaches the whole process group) and exits when the gateway closes the pipe, or dies.
 
-Protocol, both ways: a 4-byte little-endian length, then the message. To the child: entries
-joined by newlines, each one byte of event kind and its orjson payload (orjson output never
+The store URL reaches the child as the first message on its stdin, never on its command
+line: a URL may carry a database password, and every local user can read any process's
+arguments (``ps``, ``/proc/PID/cmdline``), while the pipe is private to the two processes.
+
+Protocol, both ways: a 4-byte little-endian length, then the message. To the child: first the
+store URL (UTF-8), then write requests: entries joined by newlines, each one byte of event kind and its orjson payload (orjson output never
 contains a raw newline). Back: an orjson object, ``{"rejected": [[index, message], ...]}``
 after a write, or ``{"unavailable": message}``.
 """
@@ -106,7 +110,7 @@ class SubprocessStore:
             try:
                 assert child.stdin is not None
                 assert child.stdout is not None
-                child.stdin.write(_LENGTH.pack(len(message)) + message)
+                child.stdin.write(_frame(message))
                 child.stdin.flush()
                 reply = _read_message(child.stdout)
             except (OSError, EOFError) as exc:
@@ -140,7 +144,7 @@ class SubprocessStore:
             self._stop(child)  # died between batches: release its pipes
         try:
             child = subprocess.Popen(
-                [sys.executable, "-m", "abflow.serving.shipper", self.url],
+                [sys.executable, "-m", "abflow.serving.shipper"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
@@ -149,6 +153,14 @@ class SubprocessStore:
             msg = f"cannot start the event shipper process: {exc}"
             raise StoreUnavailableError(msg) from exc
         self._child = child
+        try:  # the URL goes through the pipe: it may hold a password (see the module docstring)
+            assert child.stdin is not None
+            child.stdin.write(_frame(self.url.encode()))
+            child.stdin.flush()
+        except OSError as exc:
+            self._stop(child)
+            msg = f"event shipper process stopped: {exc}"
+            raise StoreUnavailableError(msg) from exc
         return child
 
     def _stop(self, child: subprocess.Popen[bytes]) -> None:
@@ -163,6 +175,10 @@ class SubprocessStore:
             child.kill()
             child.wait()
         self._child = None
+
+
+def _frame(message: bytes) -> bytes:
+    return _LENGTH.pack(len(message)) + message
 
 
 def _read_message(stream: IO[bytes]) -> bytes:
@@ -211,12 +227,19 @@ def _write(store: Any, rows: list[tuple[EventKind, dict[str, Any]]]) -> list[lis
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve write requests from stdin until it closes (the gateway's side of the pipe)."""
+    """Serve write requests from stdin until it closes (the gateway's side of the pipe).
+
+    The store URL is the first message on stdin; arguments are refused, so that no caller
+    puts a password where every local user can read it.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m abflow.serving.shipper STORE_URL", file=sys.stderr)
+    if args:
+        print(
+            "usage: python -m abflow.serving.shipper (the store URL is the first message on "
+            "stdin, never an argument)",
+            file=sys.stderr,
+        )
         return 2
-    url = args[0]
     # The gateway decides when this process ends: by closing the pipe after its last batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -224,6 +247,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr  # nothing else may write into the reply pipe
     logging.basicConfig(level=logging.WARNING, format="abflow shipper: %(message)s")
+    try:
+        url = _read_message(requests).decode()
+    except EOFError:
+        return 0  # the gateway closed the pipe before sending anything
     store: Any = None
     try:
         while True:
@@ -237,8 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 answer: dict[str, Any] = {"rejected": _write(store, _decode(message))}
             except StoreUnavailableError as exc:
                 answer = {"unavailable": str(exc)}
-            reply = orjson.dumps(answer)
-            replies.write(_LENGTH.pack(len(reply)) + reply)
+            replies.write(_frame(orjson.dumps(answer)))
             replies.flush()
     except BrokenPipeError:
         return 0  # the gateway is gone; everything unconfirmed is still in its journal
