@@ -1,10 +1,14 @@
 """HTTP mapping of abflow errors: the one place where the domain meets status codes.
 
 Every refusal has the same shape, ``{"error": "<kind>", "detail": "<one sentence>"}``, and
-the detail names the field at fault. Bad input is a 4xx, never a 500.
+the detail names the field at fault. Bad input is a 4xx, never a 500. The shape and the
+kinds each status can carry are exported (``ERROR_SCHEMA``, ``error_kinds``) so that the
+OpenAPI document is built from this table rather than restated beside it.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +35,17 @@ from abflow.errors import (
 )
 from abflow.serving.responses import json_response
 
-__all__ = ["install_error_handlers", "read_body", "status_for"]
+__all__ = [
+    "ERROR_SCHEMA",
+    "HTTP_ERROR_KIND",
+    "error_kinds",
+    "install_error_handlers",
+    "read_body",
+    "status_for",
+]
+
+HTTP_ERROR_KIND = "http_error"
+"""Kind of refusals raised as HTTP exceptions (an oversized body: 413)."""
 
 _STATUS: tuple[tuple[type[AbflowError], int, str], ...] = (
     (AuthenticationError, 401, "unauthenticated"),
@@ -50,6 +64,38 @@ _STATUS: tuple[tuple[type[AbflowError], int, str], ...] = (
     (StoreUnavailableError, 503, "store_unavailable"),
     (StoreError, 500, "store_error"),
 )
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Error",
+    "description": "Every refusal: its kind and one sentence that names the field at fault.",
+    "required": ["error", "detail"],
+    "properties": {
+        "error": {"type": "string", "description": "the kind of refusal, e.g. invalid_request"},
+        "detail": {
+            "type": "string",
+            "description": "one sentence; for bad input it starts with the field at fault",
+        },
+        "problems": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "every problem found in an experiment spec (invalid_spec only)",
+        },
+    },
+    "additionalProperties": False,
+}
+"""JSON Schema of every error body the gateway sends (handlers below and the fast path)."""
+
+# Statuses the framework raises itself, with the kind their handler gives them.
+_FRAMEWORK_KINDS: tuple[tuple[int, str], ...] = ((413, HTTP_ERROR_KIND), (422, "invalid_request"))
+
+
+def error_kinds(status: int) -> tuple[str, ...]:
+    """The ``error`` values a refusal with ``status`` can carry, in table order."""
+    names = [name for _, code, name in _STATUS if code == status]
+    names += [name for code, name in _FRAMEWORK_KINDS if code == status]
+    return tuple(dict.fromkeys(names))
 
 
 def status_for(exc: AbflowError) -> tuple[int, str]:
@@ -82,7 +128,9 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
 async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return json_response(
-        {"error": "http_error", "detail": exc.detail}, status=exc.status_code, headers=exc.headers
+        {"error": HTTP_ERROR_KIND, "detail": exc.detail},
+        status=exc.status_code,
+        headers=exc.headers,
     )
 
 

@@ -1,29 +1,119 @@
-"""The OpenAPI document (``/openapi.json``, ``/docs``): request schemas and bearer auth.
+"""The OpenAPI document (``/openapi.json``, ``/docs``): schemas, bearer auth, and errors.
 
 Bodies of the hot routes are parsed from raw bytes rather than by FastAPI, so their
 schemas are added here as components, with the bearer scheme that ``/docs`` uses for its
 "Authorize" button.
+
+The refusals an operation can answer are not written on each route: they follow from what
+the operation needs (a token, a body, parameters, an experiment named by the caller, a
+model, the event log, the store), through the one table :data:`ERRORS`. What is visible in
+the route (security, body, parameters) is read from the document itself; what happens
+inside the handler is declared once per operation in :data:`USES`. Every refusal carries
+the error body of :mod:`abflow.serving.http_errors`, its ``error`` narrowed to the kinds
+that status can have.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from abflow.serving.http_errors import ERROR_SCHEMA, error_kinds
 from abflow.serving.inputs import OutcomesIn, PredictIn
 from abflow.spec import ExperimentSpec
 
-__all__ = ["install_openapi"]
+__all__ = ["ERRORS", "USES", "Need", "install_openapi", "needs_of"]
 
 _BODY_MODELS: tuple[type[BaseModel], ...] = (PredictIn, OutcomesIn, ExperimentSpec)
 _PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
+# Paths that a setting can make public: path -> name of the GatewaySettings flag.
+_PUBLIC_WHEN = {"/metrics": "metrics_public"}
+_SCHEMAS = "#/components/schemas/"
+_FRAMEWORK_422 = ("HTTPValidationError", "ValidationError")
+
+
+class Need(StrEnum):
+    """Something an operation depends on that can make it refuse a request."""
+
+    TOKEN = "token"
+    BODY = "body"
+    PARAMETERS = "parameters"
+    EXPERIMENT = "experiment"
+    MODEL = "model"
+    MODEL_LOADING = "model_loading"
+    EVENT_LOG = "event_log"
+    STORE = "store"
+    READINESS = "readiness"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A status an operation may answer because of a need, and why."""
+
+    status: int
+    reason: str
+
+
+ERRORS: dict[Need, tuple[Refusal, ...]] = {
+    Need.TOKEN: (
+        Refusal(401, "no bearer token, or an unknown or revoked one"),
+        Refusal(403, "the token's role does not allow this operation"),
+        Refusal(503, "the token store cannot be reached to check a token not seen recently"),
+    ),
+    Need.BODY: (
+        Refusal(413, "the body is over the gateway's size limit"),
+        Refusal(422, "the body is not valid; the detail names the field"),
+    ),
+    Need.PARAMETERS: (Refusal(422, "a parameter is not valid; the detail names it"),),
+    Need.EXPERIMENT: (Refusal(404, "no such experiment"),),
+    Need.MODEL: (
+        Refusal(502, "the model failed (after falling back to the control model)"),
+        Refusal(503, "the model's circuit is open"),
+        Refusal(504, "the model did not answer in time"),
+    ),
+    Need.MODEL_LOADING: (
+        Refusal(422, "a model reference cannot be loaded or fails its checksum"),
+        Refusal(503, "the model registry cannot be reached"),
+    ),
+    Need.EVENT_LOG: (Refusal(503, "the event log cannot keep the events (nothing was logged)"),),
+    Need.STORE: (Refusal(503, "the store cannot be reached"),),
+    Need.READINESS: (Refusal(503, "starting or draining: send traffic elsewhere"),),
+}
+"""Every status a need can cause. A new kind of refusal gets its entry here, nowhere else."""
+
+USES: dict[tuple[str, str], frozenset[Need]] = {
+    ("POST", "/v1/predict"): frozenset({Need.MODEL, Need.EVENT_LOG}),
+    ("POST", "/v1/outcomes"): frozenset({Need.EVENT_LOG}),
+    ("POST", "/v1/experiments"): frozenset({Need.MODEL_LOADING, Need.STORE}),
+    ("GET", "/v1/experiments/{key}/results"): frozenset({Need.STORE}),
+    ("GET", "/readyz"): frozenset({Need.READINESS}),
+}
+"""What an operation's handler uses that its signature does not show."""
+
+_READINESS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string", "enum": ["starting", "draining"]},
+        "problems": {"type": "array", "items": {"type": "string"}},
+    },
+}
+_UNAUTHENTICATED_HEADERS = {
+    "WWW-Authenticate": {
+        "description": "always Bearer",
+        "required": True,
+        "schema": {"type": "string", "enum": ["Bearer"]},
+    }
+}
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Make ``app.openapi()`` include the body schemas and the bearer security scheme."""
+    """Make ``app.openapi()`` include the body schemas, bearer security and every refusal."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema:
@@ -38,18 +128,112 @@ def install_openapi(app: FastAPI) -> None:
         components = document.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
         for model in _BODY_MODELS:
-            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schema = model.model_json_schema(ref_template=_SCHEMAS + "{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[model.__name__] = schema
+        for name in _FRAMEWORK_422:  # replaced by the gateway's own error body
+            schemas.pop(name, None)
+        schemas["Error"] = ERROR_SCHEMA
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "abflow API token"}
         }
+        settings = getattr(getattr(app.state, "abflow", None), "settings", None)
         for path, operations in document.get("paths", {}).items():
-            if path in _PUBLIC_PATHS:
-                continue
-            for operation in operations.values():
-                operation["security"] = [{"bearer": []}]
+            for method, operation in operations.items():
+                if _needs_token(path, settings):
+                    operation["security"] = [{"bearer": []}]
+                needs = needs_of(method, path, operation, schemas)
+                operation["responses"] = _responses(operation.get("responses", {}), needs)
         app.openapi_schema = document
         return document
 
     app.openapi = build  # type: ignore[method-assign]
+
+
+def _needs_token(path: str, settings: Any) -> bool:
+    if path in _PUBLIC_PATHS:
+        return False
+    if settings is None:
+        return True
+    flag = _PUBLIC_WHEN.get(path)
+    return bool(settings.auth_enabled) and not (flag and getattr(settings, flag))
+
+
+def needs_of(
+    method: str, path: str, operation: dict[str, Any], schemas: dict[str, Any]
+) -> frozenset[Need]:
+    """What an operation of the document depends on: read from it, plus :data:`USES`."""
+    needs = set(USES.get((method.upper(), path), ()))
+    if operation.get("security"):
+        needs.add(Need.TOKEN)
+    parameters = operation.get("parameters", [])
+    if any(_can_refuse(parameter.get("schema", {})) for parameter in parameters):
+        needs.add(Need.PARAMETERS)
+    body = _body_schema(operation, schemas)
+    if body is not None:
+        needs.add(Need.BODY)
+    names_experiment = any(
+        parameter.get("in") == "path" and parameter.get("name") == "key" for parameter in parameters
+    )
+    if names_experiment or "experiment" in (body or {}).get("properties", {}):
+        needs.add(Need.EXPERIMENT)
+    return frozenset(needs)
+
+
+def _body_schema(operation: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any] | None:
+    content = operation.get("requestBody", {}).get("content", {})
+    schema = content.get("application/json", {}).get("schema")
+    if schema is None:
+        return None
+    ref = schema.get("$ref", "")
+    if isinstance(ref, str) and ref.startswith(_SCHEMAS):
+        resolved: dict[str, Any] = schemas.get(ref.removeprefix(_SCHEMAS), {})
+        return resolved
+    return dict(schema)
+
+
+def _can_refuse(schema: dict[str, Any]) -> bool:
+    """Whether a parameter value can fail validation (any text passes a bare string)."""
+    options = schema.get("anyOf", [schema])
+    for option in options:
+        kind = option.get("type")
+        if kind == "null":
+            continue
+        if kind == "array":
+            option = option.get("items", {})
+            kind = option.get("type")
+        constrained = {"enum", "pattern", "minLength", "maxLength", "format"} & set(option)
+        if kind != "string" or constrained:
+            return True
+    return False
+
+
+def _responses(declared: dict[str, Any], needs: frozenset[Need]) -> dict[str, Any]:
+    """The operation's success responses as declared, then one entry per refusal."""
+    responses = {code: value for code, value in declared.items() if not _is_refusal(code)}
+    reasons: dict[int, list[str]] = {}
+    for need in sorted(needs):
+        for refusal in ERRORS[need]:
+            reasons.setdefault(refusal.status, []).append(refusal.reason)
+    for status in sorted(reasons):
+        given = declared.get(str(status), {}).get("description")
+        generic = given in (None, "", "Validation Error")
+        response: dict[str, Any] = {
+            "description": "; ".join(reasons[status]) if generic else given,
+            "content": {"application/json": {"schema": _refusal_schema(status, needs)}},
+        }
+        if status == 401:
+            response["headers"] = _UNAUTHENTICATED_HEADERS
+        responses[str(status)] = response
+    return responses
+
+
+def _is_refusal(code: str) -> bool:
+    return code.isdigit() and int(code) >= 400
+
+
+def _refusal_schema(status: int, needs: frozenset[Need]) -> dict[str, Any]:
+    if Need.READINESS in needs and status == 503:
+        return _READINESS_SCHEMA
+    narrowed = {"error": {"type": "string", "enum": list(error_kinds(status))}}
+    return {"allOf": [{"$ref": _SCHEMAS + "Error"}], "properties": narrowed}

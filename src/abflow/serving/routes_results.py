@@ -35,7 +35,16 @@ def _store_url(request: Request) -> str | None:
 @router.get(
     "/v1/experiments/{key}/results",
     summary="Analyse an experiment: metrics, SRM, guardrails, progress and a verdict",
-    responses={200: {"description": "The result (JSON schema_version 1, HTML or Markdown)"}},
+    responses={
+        200: {
+            "description": "The result (JSON schema_version 1, HTML or Markdown, by ``format``)",
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "text/html": {"schema": {"type": "string"}},
+                "text/markdown": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def get_results(
     key: str,
