@@ -108,7 +108,7 @@ def _pick_phase(catalog: Catalog, phase: int | None, key: str) -> PhaseInfo:
     if phase is not None:
         numbers = [p.phase for p in catalog.phases]
         if phase not in numbers:
-            msg = f"experiment {key!r} has no phase {phase}; phases are {numbers}"
+            msg = f"phase: experiment {key!r} has no phase {phase}; phases are {numbers}"
             raise InvalidArgumentError(msg)
         index = numbers.index(phase)
     chosen = catalog.phases[index]
