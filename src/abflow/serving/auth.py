@@ -1,8 +1,11 @@
 """Bearer-token checks as FastAPI dependencies: ``Depends(require(Role.VIEWER))``.
 
 Dependencies are ``async`` so that FastAPI calls them on the event loop instead of a
-thread pool: the check is a dict lookup in the common (cached) case. Tests replace them
-with ``app.dependency_overrides[require(Role.VIEWER)]``: each role has one dependency object.
+thread pool: the check is a dict lookup for any token seen before, and a token never seen
+waits for the store on a look-up thread, never on the loop (see
+:mod:`abflow.security.tokens` for what happens while the store is unreachable). Tests
+replace them with ``app.dependency_overrides[require(Role.VIEWER)]``: each role has one
+dependency object.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def require(role: Role) -> Dependency:
         services = services_of(request)
         if not services.settings.auth_enabled:
             return None
-        return services.authenticator.authorize(request.headers.get("authorization"), role)
+        authorization = request.headers.get("authorization")
+        return await services.authenticator.authorize_async(authorization, role)
 
     dependency.__name__ = f"require_{role.value}"
     return dependency

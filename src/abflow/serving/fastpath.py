@@ -35,7 +35,7 @@ async def predict_document(
 ) -> dict[str, Any]:
     """Authorise, parse and predict: the one implementation behind both ways in."""
     if services.settings.auth_enabled:
-        services.authenticator.authorize(authorization, Role.SERVICE)
+        await services.authenticator.authorize_async(authorization, Role.SERVICE)
     payload = parse_body(PredictIn, body, max_bytes=services.settings.max_body_bytes)
     return await services.gateway.predict(payload, request_id)
 

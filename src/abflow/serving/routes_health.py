@@ -1,5 +1,12 @@
 """``/healthz`` (the process answers) and ``/readyz`` (it can serve: models loaded, event
-log running, not draining). Kubernetes restarts on the first and routes on the second."""
+log running, not draining). Kubernetes restarts on the first and routes on the second.
+
+A store outage does not make a gateway unready: predictions need only the models (tokens
+seen before are checked from memory, events go to the local journal and spool), and a pod
+taken out of the Service for it would only move its traffic to pods that have the same
+outage. ``/readyz`` stays 200 and says what is degraded, in ``degraded``. Neither endpoint
+touches the store, so neither can hang on it.
+"""
 
 from __future__ import annotations
 
@@ -31,5 +38,6 @@ async def readyz(request: Request) -> Response:
             "status": "ready",
             "experiments": sorted(services.gateway.experiments),
             "event_queue_depth": services.events.queue_depth,
+            "degraded": services.degraded(),
         }
     )

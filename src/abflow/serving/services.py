@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -31,6 +32,23 @@ class Services:
     problems: list[str] = field(default_factory=list)
     startup_error: Exception | None = None
     """An abflow error that stopped startup: reported as one sentence, not a traceback."""
+
+    def degraded(self) -> list[str]:
+        """What works less well than usual while predictions are still served (``/readyz``)."""
+        found = []
+        since = self.authenticator.store_unreachable_since
+        if since is not None:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
+            found.append(
+                f"store unreachable since {when}: tokens seen before are admitted from "
+                "memory, tokens never seen get 503"
+            )
+        if getattr(self.events, "is_store_reachable", True) is False:
+            found.append(
+                f"event store unreachable: events are kept in the local spool "
+                f"({self.events.spool_bytes} bytes) and shipped when it is back"
+            )
+        return found
 
 
 def services_of(request: Request) -> Services:

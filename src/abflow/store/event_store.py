@@ -29,6 +29,7 @@ from abflow.spec import ExperimentSpec
 from abflow.store import experiments, migrations, tokens, writer
 from abflow.store.engine import (
     SQLITE_CACHE_KIB,
+    StoreTimeouts,
     create_store_engine,
     display_url,
     translating,
@@ -78,15 +79,17 @@ class EventStore:
         upgrade: bool | None = None,
         clock: Callable[[], float] = time.time,
         sqlite_cache_kib: int = SQLITE_CACHE_KIB,
+        timeouts: StoreTimeouts | None = None,
     ) -> EventStore:
         """Open the store at ``url`` (default ``$ABFLOW_STORE_URL``, else ``.abflow/abflow.db``).
 
         ``upgrade=None`` upgrades SQLite stores and refuses outdated others (see the module
         docstring); True or False force the choice. Raises StoreUnavailableError when the
         server cannot be reached, StoreError when the schema does not match this abflow.
-        ``sqlite_cache_kib`` sizes each SQLite connection's page cache.
+        ``sqlite_cache_kib`` sizes each SQLite connection's page cache; ``timeouts`` bound
+        every PostgreSQL call (:class:`abflow.store.engine.StoreTimeouts`).
         """
-        engine = create_store_engine(url, sqlite_cache_kib=sqlite_cache_kib)
+        engine = create_store_engine(url, sqlite_cache_kib=sqlite_cache_kib, timeouts=timeouts)
         try:
             version = migrations.read_version(engine)
             needed = migrations.SCHEMA_VERSION
