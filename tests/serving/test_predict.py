@@ -143,16 +143,17 @@ async def test_unit_id_may_come_from_the_attributes(
     assert body["variant"] == assign(spec, {"user_id": "u3"}).variant
 
 
-async def test_numeric_unit_ids_route_like_their_text(
-    make_client: AppFactory, tokens: dict[Role, str]
+async def test_unit_id_is_a_string(
+    make_client: AppFactory, tokens: dict[Role, str], events: MemoryEvents
 ) -> None:
-    spec = experiment()
-    client = await make_client(spec)
-    body = (
-        await client.post(
+    """Other types are refused: a number has no one text form (1000, 1e3) every SDK hashes."""
+    client = await make_client()
+    for unit in (12345, 1.5, True, ["u1"], {"id": "u1"}):
+        response = await client.post(
             "/v1/predict",
-            json={"unit_id": 12345, "features": [0, 0, 0, 0]},
+            json={"unit_id": unit, "features": [0, 0, 0, 0]},
             headers=auth(tokens[Role.SERVICE]),
         )
-    ).json()
-    assert body["variant"] == assign(spec, {"user_id": "12345"}).variant
+        assert response.status_code == 422, unit
+        assert response.json()["detail"] == "unit_id: Input should be a valid string"
+    assert events.rows["prediction"] == []

@@ -15,8 +15,11 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from abflow.store.schema import UNRESOLVED_UNIT
+
 __all__ = [
     "DEFAULT_VARIANT",
+    "UNRESOLVED_UNIT",
     "EventKind",
     "EventSink",
     "append_events",
@@ -154,7 +157,9 @@ def outcome_row(
     experiment_key: str | None,
     ts: float | None = None,
 ) -> dict[str, Any]:
-    """Something that happened after a prediction: a label, a conversion, revenue."""
+    """Something that happened after a prediction: a label, a conversion, revenue.
+
+    ``unit_id`` is :data:`UNRESOLVED_UNIT` when only ``request_id`` identifies it."""
     return {
         "event_id": new_id(),
         "ts": time.time() if ts is None else ts,

@@ -47,7 +47,14 @@ from abflow.serving.events import (
     new_id,
     prediction_row,
 )
-from abflow.serving.inputs import PredictIn, feature_matrix
+from abflow.serving.inputs import (
+    MAX_REQUEST_ID,
+    MAX_UNIT_ID,
+    PredictIn,
+    check_attributes,
+    check_text,
+    feature_matrix,
+)
 from abflow.serving.recent import RecentRequests
 from abflow.serving.settings import GatewaySettings
 from abflow.serving.shadow import ShadowMirror
@@ -56,11 +63,6 @@ from abflow.spec import ExperimentSpec
 __all__ = ["Gateway", "LiveExperiment"]
 
 logger = logging.getLogger(__name__)
-
-MAX_UNIT_ID = 256
-"""Longest unit id (the width of the events' unit_id column; ``unit_id`` is checked alike)."""
-MAX_REQUEST_ID = 64
-"""Longest request id accepted from a caller (the width of the events' request_id column)."""
 
 BackendFactory = Callable[[str, BackendOptions | None], GuardedBackend]
 
@@ -216,6 +218,7 @@ class Gateway:
         live = self.get(body.experiment)
         spec = live.spec
         attributes = body.attributes
+        check_attributes(attributes)  # they are stored with the exposure: refuse what cannot be
         unit_id = body.unit_id
         if unit_id is not None:
             attributes = {**attributes, spec.unit: unit_id}
@@ -231,9 +234,13 @@ class Gateway:
         rows = feature_matrix(
             body.features, n_features=live.n_features, max_rows=self.settings.max_rows
         )
-        if request_id is not None and not 0 < len(request_id) <= MAX_REQUEST_ID:
-            msg = f"x-request-id: must be 1 to {MAX_REQUEST_ID} characters, got {len(request_id)}"
-            raise InvalidArgumentError(msg)
+        if request_id is not None:
+            if not 0 < len(request_id) <= MAX_REQUEST_ID:
+                msg = (
+                    f"x-request-id: must be 1 to {MAX_REQUEST_ID} characters, got {len(request_id)}"
+                )
+                raise InvalidArgumentError(msg)
+            check_text(request_id, "x-request-id")
         request_id = body.request_id or request_id or new_id()
         assignment = live.compiled.assign(attributes)
         index = assignment.index

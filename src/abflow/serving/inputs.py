@@ -3,28 +3,88 @@
 Bodies are parsed from bytes by pydantic-core in one pass (no intermediate ``json.loads``),
 after the size check, so that an oversized body is refused before any parsing. Every
 rejection names the offending field (``features[2][1]: expected a number, got 'abc'``).
+
+A 2xx promises that the store will accept the event, so every string that reaches an event
+row is checked here against what the store can hold: no NUL character (PostgreSQL text
+cannot contain U+0000), no lone surrogate (not UTF-8), at most the column's width in
+characters; numbers are finite, timestamps lie in years 1970-9999, and attribute integers
+fit the 64 bits the event journal can serialize.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from abflow.errors import FeatureError, InvalidArgumentError
 
 __all__ = [
+    "MAX_KEY",
+    "MAX_REQUEST_ID",
+    "MAX_TS",
+    "MAX_UNIT_ID",
     "OutcomeIn",
     "OutcomesIn",
     "PredictIn",
+    "check_attributes",
+    "check_text",
     "feature_matrix",
     "parse_body",
 ]
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _NUMBER_TYPES = (int, float)
+
+MAX_UNIT_ID = 256
+"""Longest unit id: the width of the events' ``unit_id`` columns."""
+MAX_REQUEST_ID = 64
+"""Longest request id: the width of the events' ``request_id`` columns."""
+MAX_KEY = 128
+"""Longest experiment key or outcome name: the width of the events' key columns."""
+MAX_TS = 253_402_300_800.0
+"""First second of the year 10000: timestamps are epoch seconds in years 1970-9999."""
+_MIN_INT = -(2**63)
+_MAX_INT = 2**64 - 1  # orjson writes the journal; it refuses integers outside these bounds
+
+
+def text_problem(value: str) -> str | None:
+    """Why the store cannot hold ``value`` (a NUL or a lone surrogate), or None if it can."""
+    if "\x00" in value:
+        return "contains a NUL character (U+0000), which the event store cannot hold"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "contains a lone surrogate, which is not UTF-8 and the event store cannot hold"
+    return None
+
+
+def check_text(value: str, where: str) -> str:
+    """``value`` unchanged, or InvalidArgumentError naming ``where`` if the store cannot hold it."""
+    problem = text_problem(value)
+    if problem is not None:
+        msg = f"{where}: {problem}"
+        raise InvalidArgumentError(msg)
+    return value
+
+
+def _storable(value: str) -> str:
+    problem = text_problem(value)
+    if problem is not None:
+        kind = "storable_text"
+        raise PydanticCustomError(kind, problem)
+    return value
+
+
+UnitId = Annotated[str, Field(min_length=1, max_length=MAX_UNIT_ID), AfterValidator(_storable)]
+RequestId = Annotated[
+    str, Field(min_length=1, max_length=MAX_REQUEST_ID), AfterValidator(_storable)
+]
+Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY), AfterValidator(_storable)]
 
 
 class _Body(BaseModel):
@@ -34,11 +94,12 @@ class _Body(BaseModel):
 class PredictIn(_Body):
     """``POST /v1/predict``: who asks, what we know about them, and the features to score."""
 
-    experiment: str | None = Field(
+    experiment: Key | None = Field(
         default=None, description="experiment key; defaults to the gateway's default experiment"
     )
-    unit_id: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
-        default=None, description="the unit hashed for routing (else attributes[spec.unit])"
+    unit_id: UnitId | None = Field(
+        default=None,
+        description="the unit (a string) hashed for routing, else attributes[spec.unit]",
     )
     attributes: dict[str, Any] = Field(
         default_factory=dict, description="targeting attributes (country, device, ...)"
@@ -46,34 +107,24 @@ class PredictIn(_Body):
     features: list[Any] = Field(
         min_length=1, description="one row [x1, x2, ...] or a batch [[...], [...]]"
     )
-    request_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-
-    @field_validator("unit_id", mode="before")
-    @classmethod
-    def _unit_as_text(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
+    request_id: RequestId | None = None
 
 
 class OutcomeIn(_Body):
     """One outcome: a label, a conversion (1/0) or an amount, joined by request or unit id."""
 
-    name: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Key
     value: float = Field(default=1.0, allow_inf_nan=False)
-    request_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    unit_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-    experiment: str | None = None
+    request_id: RequestId | None = None
+    unit_id: UnitId | None = None
+    experiment: Key | None = None
     ts: float | None = Field(
-        default=None, allow_inf_nan=False, description="epoch seconds; default now"
+        default=None,
+        allow_inf_nan=False,
+        ge=0.0,
+        lt=MAX_TS,
+        description="epoch seconds (years 1970-9999); default now",
     )
-
-    @field_validator("unit_id", mode="before")
-    @classmethod
-    def _unit_as_text(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
 
 
 class OutcomesIn(_Body):
@@ -90,7 +141,30 @@ def parse_body(model: type[_Model], body: bytes, *, max_bytes: int) -> _Model:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        raise InvalidArgumentError(_describe(exc)) from None
+        raise InvalidArgumentError(_locate(model, body, exc) or _describe(exc)) from None
+
+
+def _locate(model: type[BaseModel], body: bytes, exc: ValidationError) -> str | None:
+    """For JSON the strict parser refuses but the standard library reads (a lone surrogate
+    escape such as ``"\\ud800"``), the problem with the parsed document, naming the field;
+    None when that does not find the fault (the parser's message stands)."""
+    if exc.errors(include_url=False)[0]["type"] != "json_invalid":
+        return None
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    try:
+        parsed = model.model_validate(document)
+    except ValidationError as located:
+        return _describe(located)
+    attributes = getattr(parsed, "attributes", None)
+    if isinstance(attributes, dict):
+        try:
+            check_attributes(attributes)
+        except InvalidArgumentError as located:
+            return str(located)
+    return None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -103,6 +177,29 @@ def _describe(exc: ValidationError) -> str:
             )
         messages.append(f"{location or 'body'}: {error['msg']}")
     return "; ".join(messages)
+
+
+def check_attributes(attributes: dict[str, Any]) -> None:
+    """Check that the attributes can be journaled and stored as JSON text (the exposure's
+    ``attributes_json``); InvalidArgumentError naming a key or value that cannot
+    (``attributes.tags[2]``). Non-finite numbers are refused rather than stored as null."""
+    stack: list[tuple[str, Any]] = [("attributes", attributes)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            check_text(value, where)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                path = f"{where}.{check_text(key, f'{where} key {key[:40]!r}')}"
+                stack.append((path, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            msg = f"{where}: expected a finite number, got {value}"
+            raise InvalidArgumentError(msg)
+        elif isinstance(value, int) and not _MIN_INT <= value <= _MAX_INT:
+            msg = f"{where}: integers must lie in [-2**63, 2**64 - 1]"
+            raise InvalidArgumentError(msg)
 
 
 def feature_matrix(features: list[Any], *, n_features: int | None, max_rows: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from abflow.errors import InvalidArgumentError
 from abflow.security.roles import Role
 from abflow.security.tokens import TokenRecord
 from abflow.serving.auth import require
-from abflow.serving.events import append_events, outcome_row
+from abflow.serving.events import UNRESOLVED_UNIT, append_events, outcome_row
 from abflow.serving.http_errors import read_body
 from abflow.serving.inputs import OutcomesIn, parse_body
 from abflow.serving.responses import json_response
@@ -46,9 +46,11 @@ router = APIRouter(tags=["outcomes"])
 async def record_outcomes(
     request: Request, _token: Annotated[TokenRecord | None, Depends(require(Role.SERVICE))]
 ) -> Response:
-    """Each outcome needs a ``unit_id``, or a ``request_id`` this gateway answered recently
-    (it then fills in the unit and experiment). All outcomes are checked before any is
-    logged, so a rejected batch leaves nothing half-written."""
+    """Each outcome needs a ``unit_id`` or a ``request_id``. With a request id this process
+    answered recently the unit and experiment are filled in here; otherwise (another worker,
+    replica or a restarted gateway answered it) the outcome is logged with its request id
+    alone and analysis joins it to that prediction in the store. All outcomes are checked
+    before any is logged, so a rejected batch leaves nothing half-written."""
     services = services_of(request)
     body = await read_body(request, services.settings.max_body_bytes)
     payload = parse_body(OutcomesIn, body, max_bytes=services.settings.max_body_bytes)
@@ -65,13 +67,10 @@ async def record_outcomes(
             if known is not None:
                 unit_id = unit_id or known[0]
                 experiment_key = experiment_key or known[1]
+            elif unit_id is None:
+                unit_id = UNRESOLVED_UNIT  # the store joins it by request id at analysis
         if unit_id is None:
-            msg = (
-                f"outcomes[{index}].unit_id: required, since request_id "
-                f"{outcome.request_id!r} is not one this gateway answered recently"
-                if outcome.request_id
-                else f"outcomes[{index}].unit_id: give unit_id or request_id"
-            )
+            msg = f"outcomes[{index}].unit_id: give unit_id or request_id"
             raise InvalidArgumentError(msg)
         rows.append(
             outcome_row(

@@ -9,6 +9,12 @@ plots use.
 
 Everything is SQLAlchemy Core, so the same query runs on SQLite, PostgreSQL and DuckDB; the
 only dialect-specific piece is reading one key of ``attributes_json`` for breakdowns.
+
+An outcome logged by request id alone (``unit_id`` is ``UNRESOLVED_UNIT``: a gateway process
+that had not answered the request took it) belongs to the unit of the non-shadow prediction
+with that request id in the analysed experiment and phase; it is joined here, at analysis,
+because that prediction may reach the store later than the outcome (another replica's
+spool). A cheap indexed probe skips that join when there are no such outcomes.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from abflow.errors import InvalidArgumentError, StoreError
 from abflow.store.engine import create_store_engine, raise_store_error
-from abflow.store.schema import experiment_versions, exposures, outcomes, phases, predictions
+from abflow.store.schema import (
+    UNRESOLVED_UNIT,
+    experiment_versions,
+    exposures,
+    outcomes,
+    phases,
+    predictions,
+)
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -183,8 +196,82 @@ def _units(
     return sa.select(*columns).where(*conditions).group_by(e.c.unit_id).subquery("units")
 
 
-def _outcome_value(column: OutcomeColumn, units: sa.Subquery) -> sa.ColumnElement[Any]:
+def _has_unresolved(engine: Engine, events: Sequence[str]) -> bool:
+    """Whether any outcome named in ``events`` waits for its unit (one ``ix_outcomes_unit`` probe)."""
+    if not events:
+        return False
     o = outcomes
+    query = (
+        sa.select(o.c.event_id)
+        .where(o.c.unit_id == UNRESOLVED_UNIT, o.c.name.in_(list(events)))
+        .limit(1)
+    )
+    try:
+        with engine.connect() as connection:
+            return connection.execute(query).first() is not None
+    except SQLAlchemyError as exc:
+        raise_store_error(exc, "look for outcomes sent by request id")
+
+
+def _resolved_outcomes(
+    experiment_key: str, phase: int, events: Sequence[str], window: Window
+) -> sa.Subquery:
+    """Outcomes stored by request id alone, each with the unit of its request's prediction."""
+    o, p = outcomes, predictions
+    conditions = [
+        o.c.unit_id == UNRESOLVED_UNIT,
+        o.c.name.in_(list(events)),
+        p.c.experiment_key == experiment_key,
+        p.c.phase == phase,
+        ~p.c.is_shadow,
+    ]
+    if window.end is not None:
+        conditions.append(o.c.ts < window.end)
+    return (
+        sa.select(
+            o.c.event_id,
+            o.c.ts,
+            o.c.name,
+            o.c.value,
+            sa.func.min(p.c.unit_id).label("unit_id"),  # one unit even if a caller reused ids
+        )
+        .select_from(o.join(p, p.c.request_id == o.c.request_id))
+        .where(*conditions)
+        .group_by(o.c.event_id, o.c.ts, o.c.name, o.c.value)
+        .subquery("resolved_outcomes")
+    )
+
+
+def _late_values(
+    columns: Sequence[OutcomeColumn], units: sa.Subquery, resolved: sa.Subquery
+) -> sa.Subquery:
+    """Per-unit values of the outcomes joined by request id: one row per unit that has some."""
+    return (
+        sa.select(
+            units.c.unit_id,
+            sa.func.count(resolved.c.event_id).label("late_rows"),
+            *(_outcome_value(column, units, resolved).label(column.name) for column in columns),
+        )
+        .select_from(units.join(resolved, resolved.c.unit_id == units.c.unit_id))
+        .group_by(units.c.unit_id)
+        .subquery("late_values")
+    )
+
+
+def _with_late(
+    column: OutcomeColumn, value: sa.ColumnElement[Any], late: sa.Subquery
+) -> sa.ColumnElement[Any]:
+    """``value`` (from outcomes stored with their unit) combined with the late ones' value."""
+    extra = sa.func.coalesce(sa.func.max(late.c[column.name]), 0)
+    if column.reduce == "any":
+        return sa.case((extra > 0, 1), else_=value)
+    return value + extra
+
+
+def _outcome_value(
+    column: OutcomeColumn, units: sa.Subquery, source: sa.FromClause | None = None
+) -> sa.ColumnElement[Any]:
+    o = outcomes if source is None else source
     timing = o.c.ts >= units.c.first_ts if column.period == "post" else o.c.ts < units.c.first_ts
     match = sa.and_(o.c.name == column.event, timing)
     if column.reduce == "sum":
@@ -281,26 +368,36 @@ def unit_moments(
     units = _units(engine, experiment_key, phase, window, dimension)
     o = outcomes
     events = sorted({column.event for column in columns})
-    values = [_outcome_value(column, units).label(column.name) for column in columns]
+    values = [_outcome_value(column, units) for column in columns]
     join_on: list[sa.ColumnElement[bool]] = [o.c.unit_id == units.c.unit_id]
     join_on.append(o.c.name.in_(events) if events else sa.false())
     if window.end is not None:
         join_on.append(o.c.ts < window.end)
+    joined = units.outerjoin(o, sa.and_(*join_on))
+    rows = sa.func.min(units.c.n_exposures) + sa.func.count(o.c.event_id)
+    if _has_unresolved(engine, events):
+        resolved = _resolved_outcomes(experiment_key, phase, events, window)
+        late = _late_values(columns, units, resolved)
+        joined = joined.outerjoin(late, late.c.unit_id == units.c.unit_id)
+        values = [
+            _with_late(column, value, late) for column, value in zip(columns, values, strict=True)
+        ]
+        rows = rows + sa.func.coalesce(sa.func.max(late.c.late_rows), 0)
     per_unit = (
         sa.select(
             units.c.unit_id,
             units.c.variant,
             units.c.first_ts,
-            (sa.func.min(units.c.n_exposures) + sa.func.count(o.c.event_id)).label("rows"),
+            rows.label("rows"),
             *(
                 [sa.func.min(units.c.dim).label("dim")]
                 if dimension is not None
                 else [sa.literal(None).label("dim")]
             ),
             sa.case((units.c.variant != units.c.variant_max, 1), else_=0).label("mixed"),
-            *values,
+            *(value.label(column.name) for column, value in zip(columns, values, strict=True)),
         )
-        .select_from(units.outerjoin(o, sa.and_(*join_on)))
+        .select_from(joined)
         .group_by(units.c.unit_id, units.c.variant, units.c.variant_max, units.c.first_ts)
         .subquery("per_unit")
     )
@@ -468,6 +565,18 @@ def histogram(
             .select_from(units.join(o, sa.and_(*join_on)))
             .where(units.c.variant == units.c.variant_max)
         )
+        if _has_unresolved(engine, [event]):
+            r = _resolved_outcomes(experiment_key, phase, [event], window)
+            late = (
+                sa.select(units.c.variant.label("variant"), r.c.value.label("value"))
+                .select_from(
+                    units.join(
+                        r, sa.and_(r.c.unit_id == units.c.unit_id, r.c.ts >= units.c.first_ts)
+                    )
+                )
+                .where(units.c.variant == units.c.variant_max)
+            )
+            base = sa.union_all(base, late)  # type: ignore[assignment]
     values = base.subquery("values")
     bucket = values.c.value // bin_width
     query = (

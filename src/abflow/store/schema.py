@@ -9,6 +9,11 @@ On PostgreSQL event ids compare byte by byte (``COLLATE "C"``): they are opaque 
 ever tested for equality, and a locale's collation (even ``C.UTF-8``, which PostgreSQL 15
 does not treat as ``C``) makes every comparison in the primary key's B-tree call ``strcoll``.
 In byte order a binary COPY of gateway-shaped ids costs the server about 10 % less CPU.
+
+An outcome sent with only a request id, to a gateway process that did not answer that
+request, is stored with ``unit_id`` :data:`UNRESOLVED_UNIT`: analysis finds its unit through
+the prediction with the same ``request_id`` (see :mod:`abflow.store.aggregates`), so it
+counts whichever replica answered and whenever that prediction reaches the store.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from sqlalchemy import (
 
 __all__ = [
     "EVENT_TABLES",
+    "UNRESOLVED_UNIT",
     "api_tokens",
     "audit_log",
     "experiment_versions",
@@ -39,6 +45,10 @@ __all__ = [
 ]
 
 metadata = MetaData()
+
+UNRESOLVED_UNIT = ""
+"""``outcomes.unit_id`` of an outcome joined by request id only (never a real unit: the
+gateway refuses empty unit ids); ``ix_outcomes_unit`` finds these rows by name."""
 
 KEY = String(128)
 ID = String(64)
