@@ -41,6 +41,7 @@ from abflow.serving.events import EventSink
 from abflow.serving.fastpath import PREDICT_PATH, serve_predict
 from abflow.serving.gateway import BackendFactory, Gateway
 from abflow.serving.http_errors import install_error_handlers
+from abflow.serving.model_policy import policy_for
 from abflow.serving.openapi import install_openapi
 from abflow.serving.refresh import StoreFollower, with_rollout_weights
 from abflow.serving.services import Services
@@ -153,7 +154,8 @@ def create_app(
                 raise
             services.is_ready = True
             if store is not None and settings.refresh_seconds > 0:
-                follower = StoreFollower(gateway, store, settings.refresh_seconds)
+                policy = policy_for(settings, config)  # the store is written by API callers
+                follower = StoreFollower(gateway, store, settings.refresh_seconds, policy)
                 following = asyncio.create_task(follower.run())
             yield
         finally:

@@ -18,6 +18,7 @@ import logging
 from abflow.errors import AbflowError
 from abflow.rollout.plan import state_from_audit
 from abflow.serving.gateway import Gateway
+from abflow.serving.model_policy import ModelPolicy, check_spec
 from abflow.spec import ExperimentSpec, spec_hash
 from abflow.store import EventStore
 
@@ -46,10 +47,19 @@ def with_rollout_weights(spec: ExperimentSpec, store: EventStore) -> ExperimentS
 class StoreFollower:
     """Polls the store and serves the newest version of every live experiment."""
 
-    def __init__(self, gateway: Gateway, store: EventStore, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        store: EventStore,
+        interval_seconds: float,
+        policy: ModelPolicy | None = None,
+    ) -> None:
         self._gateway = gateway
         self._store = store
         self._interval = interval_seconds
+        # API and CLI callers write the store: its specs pass the API's model policy (the
+        # default, registry models only, never fails open).
+        self._policy = policy or ModelPolicy()
 
     async def run(self) -> None:
         """Poll until cancelled; a failed poll is logged and retried at the next interval."""
@@ -74,6 +84,7 @@ class StoreFollower:
                 if names[index] in stored.spec.variant_names[1:]
             )
             try:
+                check_spec(stored.spec, self._policy)
                 self._gateway.add_experiment(
                     stored.spec, shadow=shadow, default=self._gateway.default_key == key
                 )

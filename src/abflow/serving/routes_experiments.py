@@ -15,6 +15,7 @@ from abflow.security.tokens import TokenRecord
 from abflow.serving.auth import require
 from abflow.serving.gateway import Gateway, LiveExperiment
 from abflow.serving.http_errors import read_body
+from abflow.serving.model_policy import check_spec, policy_for
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
 from abflow.spec import ExperimentSpec, parse_experiment
@@ -100,7 +101,9 @@ async def register_experiment(
     default: Annotated[bool, Query(description="make it the default experiment")] = False,
 ) -> Response:
     """Every problem in the spec is reported at once (422, ``problems``). Registering an
-    existing key replaces it; a change of weights, coverage or variants opens a new phase."""
+    existing key replaces it; a change of weights, coverage or variants opens a new phase.
+    A model the caller may not name (see :mod:`abflow.serving.model_policy`) is a 403,
+    before anything is loaded: the API never runs code the operator did not configure."""
     services = services_of(request)
     body = await read_body(request, services.settings.max_body_bytes)
     try:
@@ -108,6 +111,7 @@ async def register_experiment(
     except orjson.JSONDecodeError as exc:
         raise InvalidSpecError([f".: not valid JSON: {exc}"], "body") from None
     spec: ExperimentSpec = parse_experiment(data, "body")
+    check_spec(spec, policy_for(services.settings, services.config))
     live = await asyncio.to_thread(
         services.gateway.add_experiment,
         spec,

@@ -19,19 +19,39 @@ experiments, per-model backend options, the store URL and pre-provisioned tokens
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from abflow.errors import ConfigError, InvalidSpecError
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
+from abflow.serving.model_policy import parse_host_entry
 from abflow.spec import ExperimentSpec, load_experiment, parse_experiment
 
 __all__ = ["GatewayConfig", "GatewaySettings", "TokenEntry", "demo_config", "load_config"]
+
+
+def _host_entry(entry: str) -> str:
+    parse_host_entry(entry)  # refuse a bad entry when settings are read, not at first use
+    return entry.strip()
+
+
+def _host_list(value: Any) -> Any:
+    """``ABFLOW_ALLOWED_MODEL_HOSTS``: a JSON list or comma-separated ``host:port`` entries."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return orjson.loads(text)
+        return [entry for entry in text.split(",") if entry.strip()]
+    return value
+
+
+ModelHosts = Annotated[list[Annotated[str, AfterValidator(_host_entry)]], NoDecode]
+"""Model endpoint hosts that specs from outside the config file may name (model_policy)."""
 
 
 class GatewaySettings(BaseSettings):
@@ -42,6 +62,13 @@ class GatewaySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
+    worker_start_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="with several workers: how long a worker may take to answer uvicorn's health "
+        "check before it is killed and restarted (uvicorn's own 5 s is less than a worker's "
+        "start on a busy machine); also how long a hung worker goes unnoticed",
+    )
     config: Path | None = Field(default=None, description="gateway config file (YAML/JSON)")
     store_url: str | None = Field(default=None, description="default: embedded SQLite")
     journal_dir: Path = Path(".abflow/journal")
@@ -97,6 +124,11 @@ class GatewaySettings(BaseSettings):
         ge=0,
         description="how often to pick up newer experiment versions from the store (rollouts); 0: never",
     )
+    allowed_model_hosts: Annotated[ModelHosts, BeforeValidator(_host_list)] = Field(
+        default_factory=list,
+        description="host:port of model servers that API-registered specs may call "
+        "(comma-separated); empty: no http(s) references through the API",
+    )
     recent_requests: int = Field(
         default=100_000, ge=0, description="request ids remembered to join outcomes to units"
     )
@@ -123,6 +155,7 @@ class GatewayConfig(BaseModel):
     shadow: dict[str, list[str]] = Field(default_factory=dict)
     backends: dict[str, BackendOptions] = Field(default_factory=dict)
     tokens: list[TokenEntry] = Field(default_factory=list)
+    allowed_model_hosts: ModelHosts = Field(default_factory=list)
 
 
 def load_config(path: Path) -> GatewayConfig:
