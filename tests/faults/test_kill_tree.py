@@ -28,6 +28,7 @@ from gateway_process import (
 )
 
 from abflow.serving.demo_models import N_FEATURES
+from abflow.store import upgrade_store
 
 pytestmark = pytest.mark.slow
 
@@ -175,11 +176,10 @@ def load_then_kill(gateway: GatewayProcess) -> tuple[Acknowledged, list[int]]:
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str, bool]:
     """(store name, store URL, ship in a child process)."""
     name, in_child = request.param
-    url = (
-        str(request.getfixturevalue("pg_url"))
-        if name == "postgresql"
-        else f"sqlite:///{tmp_path / 'events.db'}"
-    )
+    if name == "sqlite":
+        return name, f"sqlite:///{tmp_path / 'events.db'}", in_child
+    url = str(request.getfixturevalue("pg_url"))
+    upgrade_store(url)  # what `abflow db upgrade` does before a PostgreSQL gateway starts
     return name, url, in_child
 
 
