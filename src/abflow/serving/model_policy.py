@@ -53,12 +53,11 @@ _KINDS: tuple[tuple[str, Kind], ...] = (
 """Reference prefix → kind; anything not listed is treated as code (refused)."""
 
 RULES: dict[str, str] = {
-    "code_from_config_only": "python:, file: and runs:/ references (and any other that loads "
-    "code) come only from the operator's config file, never through the API or the store",
-    "model_host_not_allowed": "http(s) model endpoints must be on the gateway's "
-    "allowed_model_hosts (host:port)",
+    "code_from_config_only": "python:, file:, runs:/ (and unknown) references come only from "
+    "the operator's config file",
+    "model_host_not_allowed": "http(s) endpoints only on an allowed_model_hosts host:port",
 }
-"""Every refusal names one of these rules."""
+"""Every refusal names one of these rules (docs/gateway.md lists them)."""
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_ENTRY = re.compile(
@@ -87,8 +86,11 @@ def kind_of(reference: str) -> Kind:
 
 
 def refusal(field: str, rule: str, reason: str) -> PermissionDeniedError:
-    """The 403 every refusal is: field first, then the rule's name and what it says."""
-    msg = f"{field}: refused by rule {rule}: {reason} ({RULES[rule]})"
+    """The 403 every refusal is: the field first, then the rule's name, then why."""
+    if rule not in RULES:
+        msg = f"no model policy rule {rule!r}"
+        raise InvalidArgumentError(msg)
+    msg = f"{field}: refused by rule {rule}: {reason}"
     return PermissionDeniedError(msg)
 
 
@@ -116,7 +118,7 @@ class ModelPolicy:
             return
         if kind == "code":
             scheme = reference.split(":", 1)[0]
-            reason = f"a {scheme}: reference is not in the operator's config file"
+            reason = f"{scheme}: references come only from the operator's config file"
             raise refusal(field, "code_from_config_only", reason)
         self._check_endpoint(reference, field)
 
@@ -132,7 +134,7 @@ class ModelPolicy:
         bare = (host, None) in self.allowed_hosts and port == _DEFAULT_PORTS.get(url.scheme)
         if not bare and (host, port) not in self.allowed_hosts:
             shown = f"[{host}]" if ":" in host else host
-            reason = f"{shown}:{port} is not an allowed model host"
+            reason = f"{shown}:{port} is not in allowed_model_hosts"
             raise refusal(field, "model_host_not_allowed", reason)
 
 
