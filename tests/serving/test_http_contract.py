@@ -253,6 +253,11 @@ async def test_openapi_document_resolves_every_reference(make_client: AppFactory
     assert body == {"$ref": "#/components/schemas/PredictIn"}
     assert predict["security"] == [{"bearer": []}]
     assert "security" not in document["paths"]["/healthz"]["get"]
+    # Refusals carry the gateway's error body, never FastAPI's validation shape.
+    assert "HTTPValidationError" not in schemas
+    refusal = predict["responses"]["422"]["content"]["application/json"]["schema"]
+    assert refusal["allOf"] == [{"$ref": "#/components/schemas/Error"}]
+    assert schemas["Error"]["required"] == ["error", "detail"]
     assert (await client.get("/docs")).status_code == 200
 
 
