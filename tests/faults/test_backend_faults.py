@@ -21,8 +21,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -40,9 +42,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from abflow.errors import BackendError, CircuitOpenError
+from abflow.serving.backends import CircuitBreaker, GuardedBackend
 from abflow.serving.demo_models import N_FEATURES
-
-pytestmark = pytest.mark.slow
 
 REQUESTS = 3000
 CONCURRENCY = 32
@@ -241,6 +243,7 @@ def stored_predictions(tmp_path: Path, experiment_key: str) -> tuple[int, int]:
     return int(rows), int(fallbacks)
 
 
+@pytest.mark.slow
 def test_a_failing_challenger_costs_no_request_and_every_fallback_is_counted(
     tmp_path: Path,
     model_server: tuple[str, FaultyModel],
@@ -279,6 +282,7 @@ def test_a_failing_challenger_costs_no_request_and_every_fallback_is_counted(
     assert logged_fallbacks == answers.fallbacks
 
 
+@pytest.mark.slow
 def test_the_circuit_opens_after_the_threshold_and_one_trial_closes_it(
     model_server: tuple[str, FaultyModel],
     gateway: GatewayProcess,
@@ -342,3 +346,71 @@ def test_the_circuit_opens_after_the_threshold_and_one_trial_closes_it(
     assert not any(a["is_fallback"] for a in after)
     assert len(model.breaker_calls) == calls_while_down + 1 + len(after)
     assert gauge_closed == 0
+
+
+class HangingModel:
+    """An in-memory backend whose calls wait until released, or fail while ``is_down``."""
+
+    reference = "memory:hanging"
+    version = "hanging-1"
+    n_features = None
+
+    def __init__(self) -> None:
+        self.is_down = True
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def predict(self, rows: np.ndarray) -> list[Any]:
+        self.calls += 1
+        if self.is_down:
+            msg = "down"
+            raise RuntimeError(msg)
+        await self.release.wait()
+        return [0.5] * rows.shape[0]
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def test_a_cancelled_trial_call_does_not_keep_the_circuit_open_for_good(
+    fault_figure: Callable[..., None],
+) -> None:
+    # A half-open circuit lets one trial through. If that call is cancelled (the gateway
+    # shutting down, a caller's task cancelled), it has no result: the next call must be
+    # the trial, or the backend is never called again and its units fall back forever.
+    now = [0.0]
+    model = HangingModel()
+    breaker = CircuitBreaker(failure_threshold=1, reset_seconds=10.0, clock=lambda: now[0])
+    guarded = GuardedBackend(model, timeout_seconds=60.0, breaker=breaker)
+    rows = np.zeros((1, 2))
+
+    async def scenario() -> tuple[int, str, int]:
+        with pytest.raises(BackendError):
+            await guarded.predict(rows)  # opens the circuit
+        now[0] = 10.0  # the rest is over: half-open
+        model.is_down = False
+        trial = asyncio.create_task(guarded.predict(rows))
+        while model.calls < 2:  # the trial reached the model and waits there
+            await asyncio.sleep(0)
+        trial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        model.release.set()
+        refused = 0
+        for _ in range(3):
+            try:
+                await guarded.predict(rows)
+            except CircuitOpenError:
+                refused += 1
+        return refused, breaker.state, model.calls
+
+    refused, state, calls = asyncio.run(scenario())
+    fault_figure(
+        "half-open trial call cancelled",
+        calls_refused_after=refused,
+        state_after=state,
+        model_calls=calls,
+    )
+    assert refused == 0
+    assert state == "closed"
+    assert calls == 5  # the failure, the cancelled trial, then three served calls

@@ -77,6 +77,11 @@ class CircuitBreaker:
         if was_open and self.on_change is not None:
             self.on_change(0)
 
+    def record_abandoned(self) -> None:
+        """The half-open trial ended without a result (cancelled): it decides nothing, so the
+        next call becomes the trial instead of the circuit staying open for good."""
+        self._trial_in_flight = False
+
     def record_failure(self) -> None:
         self._failures += 1
         self._trial_in_flight = False
@@ -114,6 +119,7 @@ class GuardedBackend:
         return self.inner.n_features
 
     async def predict(self, rows: np.ndarray) -> list[Any]:
+        is_trial = self.breaker.state == "half_open"  # no await before allow(): no race
         if not self.breaker.allow():
             msg = f"model {self.version} is failing; its circuit is open"
             raise CircuitOpenError(msg)
@@ -134,6 +140,10 @@ class GuardedBackend:
             self.breaker.record_failure()
             msg = f"model {self.version} failed: {type(exc).__name__}: {exc}"
             raise BackendError(msg) from exc
+        except BaseException:  # cancelled: no verdict on the model
+            if is_trial:
+                self.breaker.record_abandoned()
+            raise
         self.breaker.record_success()
         return outputs
 
