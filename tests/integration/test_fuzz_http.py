@@ -471,12 +471,6 @@ OUTCOME_REFUSALS = [
     pytest.param(_json({"outcomes": [{"unit_id": "u"}]}), 422, "outcomes[0].name", id="no-name"),
     pytest.param(_json({"outcomes": [{"name": "c"}]}), 422, "outcomes[0].unit_id", id="no-unit"),
     pytest.param(
-        _json({"outcomes": [{"request_id": "never-answered", "name": "c"}]}),
-        422,
-        "outcomes[0].unit_id",
-        id="unknown-request-id",
-    ),
-    pytest.param(
         _json({"outcomes": [{"unit_id": "u", "name": "c", "value": "high"}]}),
         422,
         "outcomes[0].value",
@@ -587,7 +581,12 @@ def test_results_with_the_store_down_is_503(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("query", "where"),
-    [("format=pdf", "format"), ("phase=abc", "phase"), ("phase=1.5", "phase")],
+    [
+        ("format=pdf", "format"),
+        ("phase=abc", "phase"),
+        ("phase=1.5", "phase"),
+        ("phase=7", "phase"),
+    ],
 )
 def test_results_query_errors_name_the_parameter(gateway: Gateway, query: str, where: str) -> None:
     response = gateway.request(

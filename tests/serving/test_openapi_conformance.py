@@ -285,12 +285,27 @@ async def test_outages_get_declared_answers(gateways: Gateway, fast_path: bool) 
 
 
 async def test_the_document_follows_the_settings(gateways: Gateway) -> None:
-    """Without auth nothing declares 401/403; public metrics declare neither."""
+    """Without auth nothing declares 401, and 403 only where the model policy refuses a
+    reference (which it does for every caller); public metrics declare neither."""
     open_gateway = await gateways.start(auth_enabled=False)
     document = await document_of(open_gateway)
+    forbidding = set()
     for method, path, operation in operations(document):
         assert "security" not in operation, (method, path)
-        assert not {"401", "403"} & set(operation["responses"]), (method, path)
+        assert "401" not in operation["responses"], (method, path)
+        if "403" in operation["responses"]:
+            forbidding.add((method, path))
+    assert forbidding == {("POST", "/v1/experiments")}
+    unlisted = experiment(
+        key="exp2",
+        variants=[
+            {"name": "control", "model": "python:gwmodels:counting"},
+            {"name": "treatment", "model": "python:gwmodels:counting"},
+        ],
+    )
+    code = await open_gateway.post("/v1/experiments", json=unlisted.model_dump(mode="json"))
+    assert_declared(document, "POST", "/v1/experiments", code, 403)
+    assert code.json()["detail"].startswith("variants[0].model")
     public = await document_of(await gateways.start(metrics_public=True))
     assert not {"401", "403"} & set(public["paths"]["/metrics"]["get"]["responses"])
     assert "401" in public["paths"]["/v1/experiments"]["get"]["responses"]

@@ -77,6 +77,7 @@ ERRORS: dict[Need, tuple[Refusal, ...]] = {
         Refusal(504, "the model did not answer in time"),
     ),
     Need.MODEL_LOADING: (
+        Refusal(403, "a model reference the API may not register (code, or a host not allowed)"),
         Refusal(422, "a model reference cannot be loaded or fails its checksum"),
         Refusal(503, "the model registry cannot be reached"),
     ),
