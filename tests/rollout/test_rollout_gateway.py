@@ -92,3 +92,31 @@ def test_gateway_keeps_the_rollout_weights_and_follows_a_rollback(
     assert variants == {"control"}
     with EventStore.open(url) as store:
         assert store.get_experiment("ranker-v3").version == versions_before + 1  # only the rollback
+
+
+def test_registering_over_http_follows_the_plan(serving: tuple[str, str]) -> None:
+    base, url = serving
+    as_written = httpx.post(f"{base}/v1/experiments", json=SPEC, timeout=30)
+    assert as_written.status_code == 201, as_written.text
+    assert [v["weight"] for v in as_written.json()["variants"]] == [0.7, 0.3]  # step 1 kept
+    assert [v["weight"] for v in live(base)["variants"]] == [0.7, 0.3]
+
+    lowered = httpx.post(f"{base}/v1/experiments", json={**SPEC, "weights": [1.0, 0.0]}, timeout=30)
+    assert lowered.status_code == 201  # back to 0 % is a rollback, allowed
+    off_plan = httpx.post(
+        f"{base}/v1/experiments", json={**SPEC, "weights": [0.5, 0.5]}, timeout=30
+    )
+    assert off_plan.status_code == 422
+    assert any(p.startswith("weights: ") for p in off_plan.json()["problems"])
+
+    fresh = {**SPEC, "key": "ranker-v4"}
+    refused = httpx.post(
+        f"{base}/v1/experiments", json={**fresh, "weights": [0.7, 0.3]}, timeout=30
+    )
+    assert refused.status_code == 422
+    assert "before the rollout has started" in refused.text
+    created = httpx.post(f"{base}/v1/experiments", json=fresh, timeout=30)
+    assert created.status_code == 201
+    assert [v["weight"] for v in created.json()["variants"]] == [1.0, 0.0]
+    with EventStore.open(url) as store:
+        assert store.get_experiment("ranker-v4").spec.effective_weights == [1.0, 0.0]

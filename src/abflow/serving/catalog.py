@@ -14,7 +14,7 @@ from typing import Protocol
 
 import orjson
 
-from abflow.spec import ExperimentSpec, spec_hash, traffic_fields
+from abflow.spec import ExperimentSpec, rollout_registration, spec_hash, traffic_fields
 
 __all__ = ["ExperimentCatalog", "InMemoryCatalog", "Registration", "traffic_signature"]
 
@@ -25,6 +25,9 @@ class Registration:
 
     version: int
     phase: int
+    spec: ExperimentSpec | None = None
+    """The spec as registered, when it differs from the one given: under a rollout plan the
+    catalog keeps the rollout's weights (see :func:`abflow.spec.rollout_registration`)."""
 
 
 class ExperimentCatalog(Protocol):
@@ -45,16 +48,17 @@ class InMemoryCatalog:
 
     def register(self, spec: ExperimentSpec, actor: str = "system") -> Registration:
         del actor  # nothing to audit in memory
-        digest = spec_hash(spec)
-        signature = traffic_signature(spec)
         with self._lock:
             previous = self._state.get(spec.key)
+            spec = rollout_registration(spec, previous[2].spec if previous else None)
+            digest = spec_hash(spec)
+            signature = traffic_signature(spec)
             if previous is None:
-                registration = Registration(1, 1)
+                registration = Registration(1, 1, spec)
             else:
                 old_digest, old_signature, old = previous
                 version = old.version if old_digest == digest else old.version + 1
                 phase = old.phase if old_signature == signature else old.phase + 1
-                registration = Registration(version, phase)
+                registration = Registration(version, phase, spec)
             self._state[spec.key] = (digest, signature, registration)
             return registration

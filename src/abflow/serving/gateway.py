@@ -184,6 +184,7 @@ class Gateway:
             msg = f"shadow variants {unknown} are not challengers of {spec.key!r}"
             raise InvalidArgumentError(msg)
         registration = self.catalog.register(spec, actor)
+        spec = registration.spec or spec  # a rollout's weights, kept by the catalog
         live = LiveExperiment(
             spec=spec,
             compiled=compile_experiment(spec),
@@ -240,7 +241,7 @@ class Gateway:
                     f"x-request-id: must be 1 to {MAX_REQUEST_ID} characters, got {len(request_id)}"
                 )
                 raise InvalidArgumentError(msg)
-            check_text(request_id, "x-request-id")
+            check_text(request_id, "x-request-id", is_request_id=True)
         request_id = body.request_id or request_id or new_id()
         assignment = live.compiled.assign(attributes)
         index = assignment.index

@@ -40,7 +40,7 @@ class StoreCatalog:
 
     def register(self, spec: ExperimentSpec, actor: str = "system") -> Registration:
         stored = self._store.register_experiment(spec, actor=actor)
-        return Registration(stored.version, stored.phase)
+        return Registration(stored.version, stored.phase, stored.spec)
 
 
 class StoreTokenStore:
