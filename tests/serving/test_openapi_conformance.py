@@ -24,7 +24,7 @@ import orjson
 import pytest
 from gateway_support import MemoryEvents, auth, experiment, serve
 
-from abflow.errors import StoreUnavailableError
+from abflow.errors import JournalError, StoreError, StoreUnavailableError
 from abflow.security.roles import Role, role_allows
 from abflow.security.tokens import InMemoryTokenStore, create_token
 from abflow.serving.app import create_app
@@ -68,11 +68,15 @@ TYPED_QUERY = {
 
 
 class RefusingEvents(MemoryEvents):
-    """An event log that cannot keep anything, as when the journal and the store are gone."""
+    """An event log that cannot keep anything: its store is gone, or its disk is full."""
+
+    def __init__(self, error: type[StoreError]) -> None:
+        super().__init__()
+        self.error = error
 
     def append(self, kind: str, row: dict[str, Any]) -> None:
         msg = "the event log cannot keep events"
-        raise StoreUnavailableError(msg)
+        raise self.error(msg)
 
 
 class Gateway:
@@ -264,13 +268,14 @@ async def test_outages_get_declared_answers(gateways: Gateway, fast_path: bool) 
     late = await client.post("/v1/predict", json=payload, headers=service)
     assert_declared(document, "POST", "/v1/predict", late, 504)
 
-    client = await gateways.start(events=RefusingEvents(), predict_fast_path=fast_path)
-    not_kept = await client.post("/v1/predict", json=payload, headers=service)
-    assert_declared(document, "POST", "/v1/predict", not_kept, 503)
-    outcome = await client.post(
-        "/v1/outcomes", json={"outcomes": [{"unit_id": "u1", "name": "c"}]}, headers=service
-    )
-    assert_declared(document, "POST", "/v1/outcomes", outcome, 503)
+    outcomes = {"outcomes": [{"unit_id": "u1", "name": "c"}]}
+    for error, status in [(StoreUnavailableError, 503), (JournalError, 500)]:
+        events = RefusingEvents(error)
+        client = await gateways.start(events=events, predict_fast_path=fast_path)
+        not_kept = await client.post("/v1/predict", json=payload, headers=service)
+        assert_declared(document, "POST", "/v1/predict", not_kept, status)
+        outcome = await client.post("/v1/outcomes", json=outcomes, headers=service)
+        assert_declared(document, "POST", "/v1/outcomes", outcome, status)
 
     client = await gateways.start(store_url=UNREACHABLE_STORE)
     results = await client.get(
@@ -314,7 +319,7 @@ async def test_the_document_follows_the_settings(gateways: Gateway) -> None:
 
 
 def test_every_error_status_has_a_reason_in_the_table() -> None:
-    """A status an abflow error maps to (other than 500) is one some need declares."""
+    """Every status an abflow error maps to is one some need declares."""
     declared = {refusal.status for refusals in ERRORS.values() for refusal in refusals}
-    mapped = {status for _, status, _ in _STATUS if status != 500}
-    assert mapped <= declared, mapped - declared
+    mapped = {status for _, status, _ in _STATUS}
+    assert mapped == declared - {413}, mapped ^ declared

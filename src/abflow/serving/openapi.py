@@ -81,7 +81,10 @@ ERRORS: dict[Need, tuple[Refusal, ...]] = {
         Refusal(422, "a model reference cannot be loaded or fails its checksum"),
         Refusal(503, "the model registry cannot be reached"),
     ),
-    Need.EVENT_LOG: (Refusal(503, "the event log cannot keep the events (nothing was logged)"),),
+    Need.EVENT_LOG: (
+        Refusal(500, "the local event journal cannot be written (disk full): nothing was kept"),
+        Refusal(503, "the event log cannot keep the events (nothing was logged)"),
+    ),
     Need.STORE: (Refusal(503, "the store cannot be reached"),),
     Need.READINESS: (Refusal(503, "starting or draining: send traffic elsewhere"),),
 }
