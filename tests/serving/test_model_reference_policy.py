@@ -27,7 +27,7 @@ from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore
 from abflow.serving.app import create_app
 from abflow.serving.backends import BackendOptions
-from abflow.serving.model_policy import ModelPolicy, parse_host_entry, policy_for
+from abflow.serving.model_policy import RULES, ModelPolicy, parse_host_entry, policy_for
 from abflow.serving.settings import GatewayConfig, GatewaySettings, load_config
 from abflow.store import EventStore
 
@@ -351,6 +351,14 @@ def test_the_default_policy_allows_registry_models_only() -> None:
     policy = ModelPolicy()
     policy.check("models:/fraud@champion", "variants[0].model")
     policy.check("models:/fraud/3", "variants[0].model")
-    for reference in ("python:gwmodels:control", "file:x.pkl", "runs:/1/m", "http://h/x", "?"):
+    refused = ("python:gwmodels:control", "file:x.pkl", "runs:/1/m", "http://h/x", "?")
+    for reference in (*refused, "models://profile@databricks/fraud/1", "models:/a/b/c"):
         with pytest.raises(PermissionDeniedError, match="refused by rule"):
             policy.check(reference, "variants[0].model")
+
+
+def test_docs_list_every_rule() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text(encoding="utf-8")
+    section = docs.split("## Model references and who may register them", 1)[1].split("\n## ", 1)[0]
+    assert sorted(RULES) == ["code_from_config_only", "model_host_not_allowed"]
+    assert [rule for rule in RULES if f"| `{rule}` |" not in section] == []

@@ -42,8 +42,10 @@ __all__ = [
 
 Kind = Literal["registry", "endpoint", "code"]
 
+_REGISTRY = re.compile(r"^models:/[^/@\s]+(/\d+|/latest|@[A-Za-z0-9_\-]+)$")
+"""A registered model version or alias (the spec's own pattern), nothing else under models:/."""
+
 _KINDS: tuple[tuple[str, Kind], ...] = (
-    ("models:/", "registry"),
     ("http://", "endpoint"),
     ("https://", "endpoint"),
     ("python:", "code"),
@@ -82,6 +84,8 @@ def parse_host_entry(entry: str) -> tuple[str, int | None]:
 
 def kind_of(reference: str) -> Kind:
     """What loading ``reference`` would do: ask the registry, call a host, or run code."""
+    if _REGISTRY.match(reference):
+        return "registry"
     return next((kind for prefix, kind in _KINDS if reference.startswith(prefix)), "code")
 
 
