@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from abflow.errors import InvalidSpecError
-from abflow.spec import experiment_json_schema, load_experiment, parse_experiment, spec_hash
+from abflow.spec import (
+    challenger_share,
+    experiment_json_schema,
+    load_experiment,
+    parse_experiment,
+    rollout_registration,
+    spec_hash,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fraud.yaml"
 
@@ -185,3 +192,54 @@ def test_hashed_strings_are_kept_exactly_as_written() -> None:
     assert spec.forced == {" u1": "b"}
     assert spec.namespace is not None
     assert spec.namespace.name == " ns"
+
+
+def planned(**changes: Any) -> Any:
+    data = base() | {"rollout": {"steps": [{"traffic": 0.1}, {"traffic": 0.4}]}} | changes
+    del data["weights"]
+    if "weights" in changes:
+        data["weights"] = changes["weights"]
+    return parse_experiment(data)
+
+
+def test_a_plan_without_weights_starts_with_everything_on_the_control() -> None:
+    three = base()
+    del three["weights"]
+    three["variants"].append({"name": "c", "model": "file:model.joblib"})
+    three["rollout"] = {"challenger": "c", "steps": [{"traffic": 0.2}]}
+    spec = parse_experiment(three)
+    assert spec.effective_weights == [1.0, 0.0, 0.0]
+    assert (spec.challenger_index, challenger_share(spec)) == (2, 0.0)
+    assert challenger_share(planned(weights=[0.6, 0.4])) == pytest.approx(0.4)
+    assert challenger_share(spec.model_copy(update={"weights": [0.5, 0.3, 0.2]})) is None
+
+
+def test_rollout_registration_keeps_the_rollout_split_and_refuses_contradictions() -> None:
+    assert rollout_registration(planned(), None) == planned()
+    with pytest.raises(InvalidSpecError, match="before the rollout has started"):
+        rollout_registration(planned(weights=[0.9, 0.1]), None)
+    at_step_2 = planned(weights=[0.6, 0.4])
+    kept = rollout_registration(planned(name="renamed"), at_step_2)
+    assert (kept.name, kept.effective_weights) == ("renamed", [0.6, 0.4])
+    with pytest.raises(InvalidSpecError, match="not a position of the rollout plan"):
+        rollout_registration(planned(weights=[0.7, 0.3]), at_step_2)
+    with pytest.raises(InvalidSpecError, match=r"from 0\.4 to 0\.1"):
+        rollout_registration(planned(weights=[0.9, 0.1]), at_step_2)
+    for allowed in ([1.0, 0.0], [0.0, 1.0], [0.6, 0.4]):  # rollback, promotion, same step
+        assert rollout_registration(planned(weights=allowed), at_step_2).weights == allowed
+    other_model = planned().model_copy(update={"variants": [planned().variants[0]] * 2})
+    with pytest.raises(InvalidSpecError, match="weights: "):  # new variants: a new rollout
+        rollout_registration(planned(weights=[0.6, 0.4]), other_model)
+    no_plan = base()
+    assert rollout_registration(parse_experiment(no_plan), at_step_2).weights == [0.5, 0.5]
+
+
+def test_cli_validate_refuses_weights_that_contradict_a_plan(tmp_path: Path) -> None:
+    spec = tmp_path / "planned.yaml"
+    spec.write_text(json.dumps(base() | {"rollout": {"steps": [{"traffic": 0.1}]}}))
+    result = _cli("validate", str(spec))
+    assert result.returncode == 1
+    assert f"{spec}: 1 problem in spec" in result.stderr
+    assert "weights: weights [0.5, 0.5] send traffic to a variant other than the control" in (
+        " ".join(result.stderr.split())
+    )
