@@ -241,7 +241,7 @@ class Gateway:
                     f"x-request-id: must be 1 to {MAX_REQUEST_ID} characters, got {len(request_id)}"
                 )
                 raise InvalidArgumentError(msg)
-            check_text(request_id, "x-request-id")
+            check_text(request_id, "x-request-id", is_request_id=True)
         request_id = body.request_id or request_id or new_id()
         assignment = live.compiled.assign(attributes)
         index = assignment.index

@@ -7,14 +7,16 @@ rejection names the offending field (``features[2][1]: expected a number, got 'a
 A 2xx promises that the store will accept the event, so every string that reaches an event
 row is checked here against what the store can hold: no NUL character (PostgreSQL text
 cannot contain U+0000), no lone surrogate (not UTF-8), at most the column's width in
-characters; numbers are finite, timestamps lie in years 1970-9999, and attribute integers
-fit the 64 bits the event journal can serialize.
+characters, and no control character in a request id (it is echoed in a header); numbers
+are finite, timestamps lie in years 1970-9999, and attribute integers fit the 64 bits the
+event journal can serialize.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Annotated, Any, TypeVar
 
 import numpy as np
@@ -35,6 +37,7 @@ __all__ = [
     "check_text",
     "feature_matrix",
     "parse_body",
+    "request_id_problem",
 ]
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -63,9 +66,24 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def check_text(value: str, where: str) -> str:
-    """``value`` unchanged, or InvalidArgumentError naming ``where`` if the store cannot hold it."""
-    problem = text_problem(value)
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def request_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a request id, or None: besides what the store cannot hold, a
+    control character, which the ``x-request-id`` response header cannot carry (the server
+    would fail the answer after the events were logged)."""
+    control = _CONTROL.search(value)
+    if control is not None and control.group() != "\x00":
+        code = ord(control.group())
+        return f"contains a control character (U+{code:04X}), which an HTTP header cannot carry"
+    return text_problem(value)
+
+
+def check_text(value: str, where: str, *, is_request_id: bool = False) -> str:
+    """``value`` unchanged, or InvalidArgumentError naming ``where`` if the store cannot hold it
+    (or, for a request id, a response header cannot carry it)."""
+    problem = request_id_problem(value) if is_request_id else text_problem(value)
     if problem is not None:
         msg = f"{where}: {problem}"
         raise InvalidArgumentError(msg)
@@ -80,9 +98,17 @@ def _storable(value: str) -> str:
     return value
 
 
+def _header_safe(value: str) -> str:
+    problem = request_id_problem(value)
+    if problem is not None:
+        kind = "request_id"
+        raise PydanticCustomError(kind, problem)
+    return value
+
+
 UnitId = Annotated[str, Field(min_length=1, max_length=MAX_UNIT_ID), AfterValidator(_storable)]
 RequestId = Annotated[
-    str, Field(min_length=1, max_length=MAX_REQUEST_ID), AfterValidator(_storable)
+    str, Field(min_length=1, max_length=MAX_REQUEST_ID), AfterValidator(_header_safe)
 ]
 Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY), AfterValidator(_storable)]
 
