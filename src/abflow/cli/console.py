@@ -24,6 +24,7 @@ __all__ = [
     "err_console",
     "fail",
     "out_console",
+    "policy_code",
     "print_error",
     "report_failure",
     "write_output",
@@ -86,6 +87,20 @@ def report_failure(exc: Exception) -> ExitCode:
         print_error(f"unexpected {type(exc).__name__}" + (f": {lines[0]}" if lines else ""))
     if not debug:
         err_console.print(f"(rerun with {DEBUG_ENV}=1 to see the traceback)")
+    return ExitCode.UNANSWERED
+
+
+def policy_code(code: object) -> int:
+    """The exit code the policy allows for ``sys.exit(code)`` raised anywhere in a command.
+
+    0, 1, 2 and 130 (interrupted) pass; a message (``sys.exit("...")``) is printed and exits
+    2; any other number (uvicorn exits 3 when the app cannot start) becomes 2.
+    """
+    if code is None:
+        return ExitCode.OK
+    if isinstance(code, int):
+        return code if code in (0, 1, 2, 130) else ExitCode.UNANSWERED
+    print_error(code)
     return ExitCode.UNANSWERED
 
 

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
+from functools import cache
 from typing import NoReturn
 
 import typer
 
-from abflow.cli import (
-    analyze,
-    assign,
-    audit,
-    db,
-    demo,
-    drift,
-    gate,
-    k8s,
-    models,
-    power,
-    rollout,
-    serve,
-    token,
-    validate,
-)
-from abflow.cli.console import ExitCode, err_console, report_failure
+from abflow.cli.console import ExitCode, err_console, policy_code, report_failure
 
-app = typer.Typer(
+_app = typer.Typer(
     name="abflow",
     help=(
         "A/B testing and progressive delivery for ML models.\n\n"
@@ -42,28 +28,50 @@ app = typer.Typer(
 )
 
 
-@app.callback()
+@_app.callback()
 def _root() -> None:
     """A/B testing and progressive delivery for ML models."""
 
 
-for module in (
-    validate,
-    db,
-    audit,
-    power,
-    assign,
-    serve,
-    token,
-    analyze,
-    demo,
-    models,
-    drift,
-    gate,
-    rollout,
-    k8s,
-):
-    module.register(app)
+COMMAND_MODULES = (
+    "validate",
+    "db",
+    "audit",
+    "power",
+    "assign",
+    "serve",
+    "token",
+    "analyze",
+    "demo",
+    "models",
+    "drift",
+    "gate",
+    "rollout",
+    "k8s",
+)
+"""Modules under ``abflow.cli``, one per command, registered in this order (``--help``'s)."""
+
+
+@cache
+def build_app() -> typer.Typer:
+    """The app with every command registered; the command modules are imported here.
+
+    Not when this module is imported: uvicorn's worker processes import the ``abflow`` entry
+    point again (as their ``__main__``) before they can answer their first health check, and
+    the commands' own imports (statistics, drift, SQLAlchemy) took seconds there on a busy
+    machine, long enough for uvicorn to kill the workers (docs/gateway.md, "Start it").
+    """
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"abflow.cli.{name}").register(_app)
+    return _app
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``: the Typer app with every command (built on first use, see build_app)."""
+    if name == "app":
+        return build_app()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
@@ -73,7 +81,9 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
     error that escapes a command is one sentence (traceback with ABFLOW_DEBUG=1) and 2.
     """
     try:
-        app(args=args, prog_name="abflow")
+        build_app()(args=args, prog_name="abflow")
+    except SystemExit as exc:  # a library's own code (uvicorn's 3) is not ours to pass on
+        sys.exit(policy_code(exc.code))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
