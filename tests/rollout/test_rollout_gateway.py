@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port; its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the gateway did not start in 30 s"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 @pytest.fixture
 def serving(tmp_path: Path) -> Iterator[tuple[str, str]]:
     url = f"sqlite:///{tmp_path / 'store.db'}"
@@ -47,18 +66,9 @@ def serving(tmp_path: Path) -> Iterator[tuple[str, str]]:
     settings = GatewaySettings(
         store_url=url, journal_dir=tmp_path / "journal", auth_enabled=False, refresh_seconds=0.2
     )
-    app = create_app(settings, config=GatewayConfig(experiments=[spec]))  # the config's 50/50
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the gateway did not start in 30 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", url
-    server.should_exit = True
-    thread.join(timeout=30)
+    app = create_app(settings, config=GatewayConfig(experiments=[spec]))  # no weights
+    with running(app) as base:
+        yield base, url
 
 
 def live(base: str) -> dict[str, Any]:
@@ -71,7 +81,10 @@ def test_gateway_keeps_the_rollout_weights_and_follows_a_rollback(
 ) -> None:
     base, url = serving
     started = live(base)
-    assert [v["weight"] for v in started["variants"]] == [0.7, 0.3]  # not the config's 0.5
+    assert [v["weight"] for v in started["variants"]] == [
+        0.7,
+        0.3,
+    ]  # the rollout's step 1, not the config's start (0 %)
     with EventStore.open(url) as store:
         assert store.current_phase("ranker-v3").phase == started["phase"] == 2
         versions_before = store.get_experiment("ranker-v3").version
@@ -120,3 +133,26 @@ def test_registering_over_http_follows_the_plan(serving: tuple[str, str]) -> Non
     assert [v["weight"] for v in created.json()["variants"]] == [1.0, 0.0]
     with EventStore.open(url) as store:
         assert store.get_experiment("ranker-v4").spec.effective_weights == [1.0, 0.0]
+
+
+def test_a_config_spec_with_a_plan_serves_only_the_control_until_the_first_tick(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    settings = GatewaySettings(
+        store_url=url, journal_dir=tmp_path / "journal", auth_enabled=False, refresh_seconds=0
+    )
+    app = create_app(settings, config=GatewayConfig(experiments=[parse_experiment(SPEC)]))
+    with running(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+        variants = [
+            client.post(
+                "/v1/predict",
+                json={"experiment": "ranker-v3", "unit_id": f"u{i}", "features": FEATURES},
+            ).json()["variant"]
+            for i in range(200)
+        ]
+    assert variants.count("challenger") == 0
+    with EventStore.open(url) as store:
+        assert store.get_experiment("ranker-v3").spec.effective_weights == [1.0, 0.0]
+        assert tick(store, "ranker-v3").action == "started"
+        assert store.get_experiment("ranker-v3").spec.effective_weights == [0.7, 0.3]
