@@ -318,6 +318,24 @@ async def test_the_document_follows_the_settings(gateways: Gateway) -> None:
     assert metrics.status_code == 200
 
 
+async def test_an_undeclared_method_is_405_allowing_the_declared_ones(gateways: Gateway) -> None:
+    """``Allow`` lists every method the document declares at the path, not only the first
+    route's (``OPTIONS /v1/experiments`` answered ``Allow: GET``, hiding POST)."""
+    client = await gateways.start()
+    document = await document_of(client)
+    probes = 0
+    for path, methods in document["paths"].items():
+        declared = {method.upper() for method in methods}
+        for method in sorted({"OPTIONS", "PUT", "DELETE"} - declared):
+            response = await client.request(method, concrete(path))
+            assert response.status_code == 405, (method, path)
+            allowed = {name.strip() for name in response.headers["allow"].split(",")}
+            assert allowed - {"HEAD"} == declared, (method, path, allowed)
+            assert response.json()["error"] == "http_error"
+            probes += 1
+    assert probes == 8 * 3, probes
+
+
 def test_every_error_status_has_a_reason_in_the_table() -> None:
     """Every status an abflow error maps to is one some need declares."""
     declared = {refusal.status for refusals in ERRORS.values() for refusal in refusals}

@@ -125,13 +125,36 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
     return json_response({"error": "invalid_request", "detail": "; ".join(details)}, status=422)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = exc.headers
+    if exc.status_code == 405:
+        allowed = _documented_methods(request)
+        if allowed is not None:
+            headers = {"allow": allowed}
     return json_response(
         {"error": HTTP_ERROR_KIND, "detail": exc.detail},
         status=exc.status_code,
-        headers=exc.headers,
+        headers=headers,
     )
+
+
+def _documented_methods(request: Request) -> str | None:
+    """The methods the OpenAPI document declares at this path (with HEAD beside GET), or
+    None for a path it does not describe. The router's own ``Allow`` names only the first
+    route's methods, so ``OPTIONS /v1/experiments`` advertised GET and hid POST."""
+    segments = request.url.path.split("/")
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        parts = template.split("/")
+        if len(parts) == len(segments) and all(
+            part == segment or (part.startswith("{") and segment)
+            for part, segment in zip(parts, segments, strict=True)
+        ):
+            methods = {method.upper() for method in operations}
+            if "GET" in methods:
+                methods.add("HEAD")
+            return ", ".join(sorted(methods))
+    return None
 
 
 def install_error_handlers(app: FastAPI) -> None:
