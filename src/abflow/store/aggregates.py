@@ -173,8 +173,14 @@ def attribute_expression(
 
 
 def _units(
-    engine: Engine, experiment_key: str, phase: int, window: Window, dimension: str | None
-) -> sa.Subquery:
+    engine: Engine,
+    experiment_key: str,
+    phase: int,
+    window: Window,
+    dimension: str | None,
+    *,
+    shared: bool = False,
+) -> sa.Subquery | sa.CTE:
     """One row per exposed unit: its variant, first exposure and (optionally) an attribute."""
     e = exposures
     conditions = [e.c.experiment_key == experiment_key, e.c.phase == phase]
@@ -193,7 +199,10 @@ def _units(
         columns.append(
             sa.func.min(attribute_expression(engine, e.c.attributes_json, dimension)).label("dim")
         )
-    return sa.select(*columns).where(*conditions).group_by(e.c.unit_id).subquery("units")
+    query = sa.select(*columns).where(*conditions).group_by(e.c.unit_id)
+    # Read twice (outcomes stored by request id alone are joined to it too): a common table
+    # expression, which SQLite and PostgreSQL compute once when it is referenced twice.
+    return query.cte("units") if shared else query.subquery("units")
 
 
 def _has_unresolved(engine: Engine, events: Sequence[str]) -> bool:
@@ -243,7 +252,7 @@ def _resolved_outcomes(
 
 
 def _late_values(
-    columns: Sequence[OutcomeColumn], units: sa.Subquery, resolved: sa.Subquery
+    columns: Sequence[OutcomeColumn], units: sa.Subquery | sa.CTE, resolved: sa.Subquery
 ) -> sa.Subquery:
     """Per-unit values of the outcomes joined by request id: one row per unit that has some."""
     return (
@@ -269,7 +278,7 @@ def _with_late(
 
 
 def _outcome_value(
-    column: OutcomeColumn, units: sa.Subquery, source: sa.FromClause | None = None
+    column: OutcomeColumn, units: sa.Subquery | sa.CTE, source: sa.FromClause | None = None
 ) -> sa.ColumnElement[Any]:
     o = outcomes if source is None else source
     timing = o.c.ts >= units.c.first_ts if column.period == "post" else o.c.ts < units.c.first_ts
@@ -365,9 +374,10 @@ def unit_moments(
     engine = connect(target)
     window = window or Window()
     pairs = list(dict.fromkeys(products))
-    units = _units(engine, experiment_key, phase, window, dimension)
-    o = outcomes
     events = sorted({column.event for column in columns})
+    has_late = _has_unresolved(engine, events)
+    units = _units(engine, experiment_key, phase, window, dimension, shared=has_late)
+    o = outcomes
     values = [_outcome_value(column, units) for column in columns]
     join_on: list[sa.ColumnElement[bool]] = [o.c.unit_id == units.c.unit_id]
     join_on.append(o.c.name.in_(events) if events else sa.false())
@@ -375,7 +385,7 @@ def unit_moments(
         join_on.append(o.c.ts < window.end)
     joined = units.outerjoin(o, sa.and_(*join_on))
     rows = sa.func.min(units.c.n_exposures) + sa.func.count(o.c.event_id)
-    if _has_unresolved(engine, events):
+    if has_late:
         resolved = _resolved_outcomes(experiment_key, phase, events, window)
         late = _late_values(columns, units, resolved)
         joined = joined.outerjoin(late, late.c.unit_id == units.c.unit_id)
