@@ -1,7 +1,9 @@
 """The requests a gateway process answered recently, for joining outcomes by request id.
 
 A gateway remembers (unit id, experiment) for its last ``capacity`` requests (100,000 by
-default) so that ``POST /v1/outcomes`` can name only the request id. A dict of Python
+default) so that an outcome naming only the request id is stored with its unit. A miss is
+no error: another worker or replica answered, and the outcome is stored with its request id
+alone for analysis to join in the store (:mod:`abflow.store.aggregates`). A dict of Python
 strings costs about 290 bytes per entry and grows until it is full: 29 MB over the first
 100,000 requests, a resident-memory climb that looks like a leak for minutes. This memo
 allocates its memory once, at start: a ring of fixed-width byte slots (request id and unit
