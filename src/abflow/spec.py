@@ -598,7 +598,8 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
     weights are the rollout's, so that a plan is in force from its registration on.
 
     * A new rollout (nothing stored under a plan with the same variants and challenger)
-      starts with all traffic on the control: weights giving the challenger more are refused.
+      starts with all traffic on the control: weights giving the challenger more are refused,
+      and so is a plan added to a live experiment whose challenger already has traffic.
     * A spec without weights keeps the stored split: registering the file again never undoes
       a ramp step, a rollback or a promotion.
     * Explicit weights must be a position of the plan (0, a step's share, or 1) and never
@@ -612,6 +613,14 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
     share = challenger_share(new)
     written = f"weights {new.effective_weights}"
     if stored is None or not _same_rollout(new, stored):
+        exposed = _live_challenger_share(new, stored)
+        if exposed > WEIGHT_TOLERANCE:
+            problem = (
+                f"the challenger already serves {exposed:g} of traffic without a plan; a plan "
+                "starts at 0 % and would move the units that saw it back to the control: "
+                "register the plan under a new experiment key, or promote or stop this one"
+            )
+            raise InvalidSpecError([f"rollout: {problem}"], new.key)
         if share == 0.0:
             return new
         problem = (
@@ -640,13 +649,21 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
     return new
 
 
+def _live_challenger_share(new: ExperimentSpec, stored: ExperimentSpec | None) -> float:
+    """The share the stored spec gives ``new``'s challenger model (0 when it is not live)."""
+    if stored is None or stored.rollout is not None or not _same_variants(new, stored):
+        return 0.0
+    return stored.effective_weights[new.challenger_index]
+
+
+def _same_variants(new: ExperimentSpec, stored: ExperimentSpec) -> bool:
+    return [(v.name, v.model) for v in stored.variants] == [
+        (v.name, v.model) for v in new.variants
+    ] and stored.challenger_index == new.challenger_index
+
+
 def _same_rollout(new: ExperimentSpec, stored: ExperimentSpec) -> bool:
-    return (
-        stored.rollout is not None
-        and [(v.name, v.model) for v in stored.variants]
-        == [(v.name, v.model) for v in new.variants]
-        and stored.challenger_index == new.challenger_index
-    )
+    return stored.rollout is not None and _same_variants(new, stored)
 
 
 def experiment_json_schema() -> dict[str, Any]:

@@ -139,6 +139,12 @@ def tick(
             f"{count} step{'s' if count != 1 else ''}; promote or roll back by hand"
         )
         raise InvalidArgumentError(msg)
+    if challenger_share(spec) == 0.0:
+        stopped = (
+            "the challenger's traffic was set to 0 % outside the rollout; the controller will "
+            "not send it traffic again: `abflow rollout rollback` ends the rollout"
+        )
+        return TickResult(key, "held", state.step, [stopped])
     step = plan.steps[state.step]
     phase = store.current_phase(key)
     result = analyse(store, spec, phase.phase)
