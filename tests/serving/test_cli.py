@@ -152,3 +152,81 @@ def test_serve_prints_first_tokens_serves_and_shuts_down_cleanly(
     assert TOKEN.findall(capsys.readouterr().err) == []
     with EventStore.open(url) as store:
         assert len(store.list_tokens()) == 2
+
+
+SERVE_VARIABLES = (
+    "ABFLOW_HOST",
+    "ABFLOW_PORT",
+    "ABFLOW_CONFIG",
+    "ABFLOW_STORE_URL",
+    "ABFLOW_WORKERS",
+    "ABFLOW_WORKER_START_TIMEOUT_SECONDS",
+    "ABFLOW_AUTH_ENABLED",
+    "ABFLOW_DRAIN_TIMEOUT_SECONDS",
+    "PROMETHEUS_MULTIPROC_DIR",
+)
+
+
+@pytest.mark.parametrize(
+    ("options", "variable", "expected"),
+    [
+        ([], None, 30),  # uvicorn's own 5 s killed workers still importing on a busy machine
+        (["--worker-start-timeout", "45"], None, 45),
+        ([], "40", 40),
+        (["--worker-start-timeout", "45"], "40", 45),
+    ],
+)
+def test_worker_start_timeout_reaches_uvicorn(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: list[str],
+    variable: str | None,
+    expected: int,
+) -> None:
+    import uvicorn
+
+    for name in SERVE_VARIABLES:  # serve sets them in this process: restore them afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    if variable is not None:
+        monkeypatch.setenv("ABFLOW_WORKER_START_TIMEOUT_SECONDS", variable)
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    url = f"sqlite:///{tmp_path / 'abflow.db'}"
+    result = CliRunner().invoke(
+        app, ["serve", "--no-auth", "--store", url, "--workers", "2", *options]
+    )
+    assert result.exit_code == 0, result.output
+    [kwargs] = calls
+    assert kwargs["timeout_worker_healthcheck"] == expected
+    assert kwargs["workers"] == 2
+
+
+@pytest.mark.parametrize(
+    ("options", "variable", "named"),
+    [
+        (["--worker-start-timeout", "0"], None, "Invalid value for '--worker-start-timeout'"),
+        ([], "0", "ABFLOW_WORKER_START_TIMEOUT_SECONDS"),
+    ],
+)
+def test_worker_start_timeout_below_one_second_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: list[str],
+    variable: str | None,
+    named: str,
+) -> None:
+    import uvicorn
+
+    for name in SERVE_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    if variable is not None:
+        monkeypatch.setenv("ABFLOW_WORKER_START_TIMEOUT_SECONDS", variable)
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    url = f"sqlite:///{tmp_path / 'abflow.db'}"
+    result = CliRunner().invoke(app, ["serve", "--no-auth", "--store", url, *options])
+    assert result.exit_code != 0
+    assert named in " ".join(result.output.split())  # Rich wraps long lines
+    assert calls == []

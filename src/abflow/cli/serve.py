@@ -5,9 +5,11 @@ worker process builds the same settings with ``create_app()`` (the app factory r
 once). On a first start with no tokens, an admin and a service token are created and printed
 once, as Jupyter prints its token. SIGTERM or Ctrl-C stops accepting connections, lets
 in-flight requests finish (``--drain-seconds``), then flushes the event log into the store.
-With more than one worker, the workers share their Prometheus metrics through a fresh private
-directory (``PROMETHEUS_MULTIPROC_DIR``), so that ``/metrics`` shows the sum of all of them;
-it is removed when the gateway stops.
+Workers get ``--worker-start-timeout`` seconds (default 30, not uvicorn's 5) to answer
+uvicorn's health check before they are restarted. With more than one worker, the workers
+share their Prometheus metrics through a fresh private directory
+(``PROMETHEUS_MULTIPROC_DIR``), so that ``/metrics`` shows the sum of all of them; it is
+removed when the gateway stops.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ def serve(
     ] = None,
     store: StoreOption = None,
     workers: Annotated[int | None, typer.Option("--workers", "-w", help="Processes.")] = None,
+    worker_start_timeout: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-start-timeout",
+            min=1,
+            help="Seconds a worker may take to answer uvicorn's health check, while it starts "
+            "and after, before it is restarted (default 30).",
+        ),
+    ] = None,
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Accept requests without tokens (local only).")
     ] = False,
@@ -66,6 +77,7 @@ def serve(
         "ABFLOW_CONFIG": str(config.resolve()) if config else None,
         "ABFLOW_STORE_URL": store,
         "ABFLOW_WORKERS": workers,
+        "ABFLOW_WORKER_START_TIMEOUT_SECONDS": worker_start_timeout,
         "ABFLOW_AUTH_ENABLED": "false" if no_auth else None,
         "ABFLOW_DRAIN_TIMEOUT_SECONDS": drain_seconds,
     }
@@ -112,6 +124,9 @@ def serve(
             log_level=log_level.lower(),
             access_log=False,
             timeout_graceful_shutdown=int(max(1.0, drain_seconds)),
+            # uvicorn kills a worker that does not answer within this; its 5 s default is less
+            # than a worker's start on a busy machine (a restart storm: docs/gateway.md)
+            timeout_worker_healthcheck=settings.worker_start_timeout_seconds,
         )
     finally:
         if metrics_dir is not None:
