@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
@@ -106,3 +108,51 @@ def test_cli_writes_each_format(store: Any, tmp_path: Path) -> None:
     assert data["variants"][0]["units"] == result.variants[0].units
     printed = runner.invoke(app, ["checkout", "--store", url, "--format", "json"])
     assert orjson.loads(printed.stdout)["experiment_key"] == "checkout"
+
+
+SCRIPT = '<script>alert("x")</script>'
+
+
+def test_html_shows_names_holding_markup_as_text(store: Any) -> None:
+    """Keys, names, notes and segment values (request attributes) are text, never markup."""
+    _, result = store
+    hostile = dataclasses.replace(
+        result,
+        experiment_key=SCRIPT,
+        name=SCRIPT,
+        metrics=[dataclasses.replace(m, name=m.name + SCRIPT, note=SCRIPT) for m in result.metrics],
+        breakdowns=[
+            dataclasses.replace(b, value=SCRIPT, metric=b.metric + SCRIPT)
+            for b in result.breakdowns
+        ],
+        warnings=[SCRIPT],
+        decision=dataclasses.replace(result.decision, summary=SCRIPT, reasons=[SCRIPT]),
+        provenance=dataclasses.replace(result.provenance, experiment_key=SCRIPT, store=SCRIPT),
+    )
+    html = render_html(hostile)
+    assert "<script" not in html.lower()
+    escaped = "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;"
+    comparisons = sum(len(m.comparisons) for m in result.metrics)
+    in_text = html.split("<svg")[0].count(escaped) + sum(
+        part.split("</svg>", 1)[1].count(escaped) for part in html.split("<svg")[1:]
+    )
+    headings = len(re.findall(r"<h3>[^<]*&lt;script", html))  # timelines: not secondaries
+    sizes = (len(result.metrics), comparisons, len(result.breakdowns), headings)
+    assert sizes == (11, 11, 12, 2)
+    # title, heading, meta, summary, reason, warning, provenance experiment and store, the
+    # command line; per metric its note (name and text), per comparison its row, per breakdown
+    # row its segment and metric, per timeline its heading
+    assert in_text == 9 + 2 * 11 + 11 + 2 * 12 + 2
+    for svg in re.findall(r"<svg.*?</svg>", html, flags=re.DOTALL):
+        ElementTree.fromstring(svg)  # labels holding markup leave every chart well-formed
+    assert render_html(result).count("&lt;script") == 0
+
+
+def test_the_template_ships_in_the_package_with_autoescape() -> None:
+    from abflow.analysis import report_html
+
+    template = resources.files("abflow.analysis") / "templates" / report_html.TEMPLATE
+    assert template.is_file()
+    environment = report_html._environment()
+    assert environment.autoescape is True
+    assert environment.get_template(report_html.TEMPLATE).filename == str(template)

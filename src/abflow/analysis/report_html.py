@@ -3,12 +3,20 @@
 It is what a data scientist attaches to a decision: the verdict first, then the split and
 its SRM check, every metric's effect with its interval, the cumulative effect over time,
 latency distributions, breakdowns, and what reproduces the numbers.
+
+This module turns a result into plain values (text and charts); the page itself is the
+Jinja2 template ``templates/report.html.j2``, rendered with autoescaping, so a name or key
+holding ``<script>`` is shown as text, never run.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from html import escape
+from dataclasses import dataclass
+from functools import cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
 
 from abflow.analysis.formatting import (
     effect_scale,
@@ -34,63 +42,83 @@ from abflow.analysis.svg import (
 
 __all__ = ["render_html"]
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d1d1f;
-background:#fafafa}
-main{max-width:980px;margin:0 auto;padding:24px 28px 60px;background:#fff}
-h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bottom:1px solid #eee;
-padding-bottom:4px}h3{font-size:15px;margin:18px 0 6px}
-.meta{color:#666}.verdict{border-radius:8px;padding:14px 18px;margin:18px 0}
-.ship{background:#e8f5e9;border:1px solid #66bb6a}.keep_control,.invalid{background:#ffebee;
-border:1px solid #e57373}.keep_running{background:#fff8e1;border:1px solid #ffca28}
-.verdict strong{font-size:17px}table{border-collapse:collapse;width:100%;margin:8px 0}
-th,td{padding:5px 8px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
-th:first-child,td:first-child,td.l,th.l{text-align:left}th{background:#f5f5f7;font-weight:600}
-.better,.pass{color:#2e7d32;font-weight:600}.worse,.fail{color:#c62828;font-weight:600}
-.inconclusive{color:#6d6d6d}.error{color:#8e24aa}.chart{max-width:100%;height:auto}
-.warn{color:#b26a00}.small{font-size:12px;color:#666}code{background:#f3f3f3;padding:1px 4px}
-"""
+TEMPLATE = "report.html.j2"
 
 
-def _table(headers: list[str], rows: list[list[str]], left: int = 1) -> str:
-    head = "".join(
-        f'<th class="{"l" if i < left else ""}">{escape(h)}</th>' for i, h in enumerate(headers)
+@cache
+def _environment() -> Environment:
+    """One environment per process: templates from the package, autoescape always on."""
+    return Environment(
+        loader=PackageLoader("abflow.analysis", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
     )
-    body = "".join(
-        "<tr>"
-        + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(row))
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _status(label: str) -> str:
-    return f'<span class="{escape(label)}">{escape(label)}</span>'
+@dataclass(frozen=True, slots=True)
+class _MetricRow:
+    name: str
+    kind: str
+    cuped: bool
+    role: str
+    cells: list[str]  # each variant's value, then vs, effect, interval, p
+    status: str
 
 
-def _metrics_section(result: ExperimentResult) -> str:
-    headers = ["metric", "role", *[v.variant for v in result.variants]]
-    headers += ["vs control", "effect", "95% interval", "p / P(win)", "verdict"]
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """Everything the template shows, as text or finished charts (``Markup``)."""
+
+    name: str
+    experiment_key: str
+    phase: int
+    method: str
+    alpha: str
+    correction: str
+    verdict: str
+    summary: str
+    reasons: list[str]
+    warnings: list[str]
+    assignment_chart: Markup
+    srm_mismatch: bool
+    srm_p: str
+    srm_alpha: str
+    progress: str
+    metric_headers: list[str]
+    metric_rows: list[_MetricRow]
+    notes: list[tuple[str, str]]
+    forest_charts: list[Markup]
+    timeline: list[tuple[str, Markup]]
+    latency_rows: list[list[str]]
+    latency_chart: Markup
+    breakdown_rows: list[list[str]]
+    provenance: list[tuple[str, str, bool]]  # field, value, shown as code
+    abflow_version: str
+
+
+def _metrics(result: ExperimentResult) -> tuple[list[_MetricRow], list[Markup]]:
     rows = []
     forest = []
     for metric in result.metrics:
-        values = [escape(format_value(metric, v.value)) for v in metric.values]
+        values = [format_value(metric, v.value) for v in metric.values]
         for c in metric.comparisons:
             label = verdict_label(c)
             rows.append(
-                [
-                    f"<b>{escape(metric.name)}</b><br><span class='small'>{escape(metric.kind)}"
-                    + (" · CUPED" if metric.cuped else "")
-                    + "</span>",
-                    escape(metric.role),
-                    *values,
-                    escape(c.variant),
-                    escape(format_effect(metric, c.effect)),
-                    escape(format_interval(metric, c)),
-                    escape(format_p(c)),
-                    _status(label),
-                ]
+                _MetricRow(
+                    name=metric.name,
+                    kind=metric.kind,
+                    cuped=metric.cuped,
+                    role=metric.role,
+                    cells=[
+                        *values,
+                        c.variant,
+                        format_effect(metric, c.effect),
+                        format_interval(metric, c),
+                        format_p(c),
+                    ],
+                    status=label,
+                )
             )
             scale, _ = effect_scale(metric)
             label_text = (
@@ -109,27 +137,18 @@ def _metrics_section(result: ExperimentResult) -> str:
     groups: dict[str, list[ForestRow]] = defaultdict(list)
     for row, metric in zip(forest, _flat(result), strict=True):
         groups[effect_scale(metric)[1]].append(row)
-    charts = "".join(
+    charts = [
         forest_plot(rows, f"Effects ({unit})", f"effect vs {result.control} ({unit})")
         for unit, rows in groups.items()
-    )
-    notes = "".join(
-        f"<li><b>{escape(m.name)}</b>: {escape(m.note)}</li>" for m in result.metrics if m.note
-    )
-    return (
-        "<h2>Metrics</h2>"
-        + _table(headers, rows, left=2)
-        + (f"<ul class='small'>{notes}</ul>" if notes else "")
-        + "<h3>Effects with intervals</h3>"
-        + charts
-    )
+    ]
+    return rows, charts
 
 
 def _flat(result: ExperimentResult) -> list[MetricResult]:
     return [metric for metric in result.metrics for _ in metric.comparisons]
 
 
-def _timeline_section(result: ExperimentResult) -> str:
+def _timeline(result: ExperimentResult) -> list[tuple[str, Markup]]:
     charts = []
     for metric in result.metrics:
         if not metric.timeline or (metric.role == "secondary" and len(result.metrics) > 6):
@@ -141,24 +160,16 @@ def _timeline_section(result: ExperimentResult) -> str:
                 (p.day, p.effect * scale, p.ci_low * scale, p.ci_high * scale)
             )
         bands = [Band(f"{v} vs {result.control}", pts) for v, pts in by_variant.items()]
-        charts.append(
-            f"<h3>{escape(metric.name)}</h3>"
-            + line_chart(bands, f"Cumulative effect on {metric.name}", f"effect ({unit})")
-        )
-    if not charts:
-        return ""
-    return (
-        "<h2>Cumulative effect over time</h2><p class='small'>Each point uses every unit exposed "
-        "up to that day. Early swings are normal; a stable interval away from zero is not.</p>"
-        + "".join(charts)
-    )
+        chart = line_chart(bands, f"Cumulative effect on {metric.name}", f"effect ({unit})")
+        charts.append((metric.name, chart))
+    return charts
 
 
-def _latency_section(result: ExperimentResult) -> str:
+def _latency(result: ExperimentResult) -> tuple[list[list[str]], Markup]:
     if not result.latency:
-        return ""
+        return [], Markup()
     rows = [
-        [escape(s.variant), f"{s.predictions:,}"]
+        [s.variant, f"{s.predictions:,}"]
         + [f"{v:.1f}" for v in (s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms)]
         for s in result.latency
     ]
@@ -172,50 +183,28 @@ def _latency_section(result: ExperimentResult) -> str:
             if lower <= cap:
                 coarse[int(lower / width) * width] += n / total
         series.append(Series(s.variant, sorted(coarse.items())))
-    return (
-        "<h2>Latency</h2>"
-        + _table(["variant", "predictions", "P50 ms", "P90 ms", "P95 ms", "P99 ms"], rows)
-        + step_chart(series, "Latency distribution", "latency (ms), share of predictions per bin")
-    )
+    title = "latency (ms), share of predictions per bin"
+    return rows, step_chart(series, "Latency distribution", title)
 
 
-def _breakdown_section(result: ExperimentResult) -> str:
-    if not result.breakdowns:
-        return ""
+def _breakdowns(result: ExperimentResult) -> list[list[str]]:
     metrics = {m.name: m for m in result.metrics}
     rows = []
     for r in result.breakdowns:
         metric = metrics[r.metric]
         rows.append(
             [
-                escape(f"{r.dimension}={r.value}"),
-                escape(r.metric),
-                escape(r.variant),
+                f"{r.dimension}={r.value}",
+                r.metric,
+                r.variant,
                 f"{r.control_units:,} / {r.treatment_units:,}",
-                escape(format_value(metric, r.control_value)),
-                escape(format_value(metric, r.treatment_value)),
-                escape(format_effect(metric, r.effect)),
+                format_value(metric, r.control_value),
+                format_value(metric, r.treatment_value),
+                format_effect(metric, r.effect),
                 "—" if r.p_value is None else f"{r.p_value:.4f}",
             ]
         )
-    return (
-        "<h2>Breakdowns</h2><p class='small'>Exploratory: uncorrected, fixed-horizon tests per "
-        "segment. Use them to find where an effect lives, not to declare a winner.</p>"
-        + _table(
-            [
-                "segment",
-                "metric",
-                "variant",
-                "units (c / t)",
-                "control",
-                "treatment",
-                "effect",
-                "p",
-            ],
-            rows,
-            left=3,
-        )
-    )
+    return rows
 
 
 def render_html(result: ExperimentResult) -> str:
@@ -229,53 +218,53 @@ def render_html(result: ExperimentResult) -> str:
         ],
         "Units per variant (tick: expected from the weights)",
     )
-    srm_text = (
-        f"<p class='{'fail' if result.srm.is_mismatch else 'pass'}'>SRM check: p = "
-        f"{result.srm.p_value:.3g} "
-        + (
-            "— sample ratio mismatch: the split is broken, do not trust the metrics."
-            if result.srm.is_mismatch
-            else f"(threshold {result.srm.alpha:g}): the split matches the weights.</p>"
-        )
-    )
-    progress = escape(progress_text(result))
-    warnings = "".join(f"<p class='warn'>⚠ {escape(w)}</p>" for w in result.warnings)
-    provenance = _table(
-        ["field", "value"],
-        [
-            ["experiment", escape(p.experiment_key)],
-            ["spec version", str(p.spec_version)],
-            ["spec sha256", f"<code>{escape(p.spec_hash)}</code>"],
-            ["phase", f"{p.phase} (phases: {escape(', '.join(map(str, result.phases)))})"],
-            [
-                "data window",
-                f"{format_timestamp(p.window_start)} → {format_timestamp(p.window_end)}",
-            ],
-            ["rows", escape(", ".join(f"{k}={v:,}" for k, v in p.rows.items()))],
-            ["store", escape(p.store or "—")],
-            ["abflow", escape(p.abflow_version)],
-            ["generated", format_timestamp(p.generated_at)],
+    metric_rows, forest_charts = _metrics(result)
+    latency_rows, latency_chart = _latency(result)
+    window = f"{format_timestamp(p.window_start)} → {format_timestamp(p.window_end)}"
+    report = _Report(
+        name=result.name,
+        experiment_key=result.experiment_key,
+        phase=result.phase,
+        method=result.method,
+        alpha=f"{result.alpha:g}",
+        correction=result.correction,
+        verdict=d.verdict,
+        summary=d.summary,
+        reasons=list(d.reasons),
+        warnings=list(result.warnings),
+        assignment_chart=assignment,
+        srm_mismatch=result.srm.is_mismatch,
+        srm_p=f"{result.srm.p_value:.3g}",
+        srm_alpha=f"{result.srm.alpha:g}",
+        progress=progress_text(result),
+        metric_headers=[
+            "metric",
+            "role",
+            *[v.variant for v in result.variants],
+            "vs control",
+            "effect",
+            "95% interval",
+            "p / P(win)",
+            "verdict",
         ],
+        metric_rows=metric_rows,
+        notes=[(m.name, m.note) for m in result.metrics if m.note],
+        forest_charts=forest_charts,
+        timeline=_timeline(result),
+        latency_rows=latency_rows,
+        latency_chart=latency_chart,
+        breakdown_rows=_breakdowns(result),
+        provenance=[
+            ("experiment", p.experiment_key, False),
+            ("spec version", str(p.spec_version), False),
+            ("spec sha256", p.spec_hash, True),
+            ("phase", f"{p.phase} (phases: {', '.join(map(str, result.phases))})", False),
+            ("data window", window, False),
+            ("rows", ", ".join(f"{k}={v:,}" for k, v in p.rows.items()), False),
+            ("store", p.store or "—", False),
+            ("abflow", p.abflow_version, False),
+            ("generated", format_timestamp(p.generated_at), False),
+        ],
+        abflow_version=p.abflow_version,
     )
-    reasons = "".join(f"<li>{escape(r)}</li>" for r in d.reasons)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{escape(result.name)} — abflow report</title><style>{_CSS}</style></head>
-<body><main>
-<h1>{escape(result.name)}</h1>
-<div class="meta">experiment <code>{escape(result.experiment_key)}</code> · phase {result.phase} ·
-{escape(result.method)} analysis · alpha {result.alpha:g} · {escape(result.correction)} correction</div>
-<div class="verdict {escape(d.verdict)}"><strong>{escape(d.summary)}</strong><ul>{reasons}</ul></div>
-{warnings}
-<h2>Assignment</h2>{assignment}{srm_text}
-<p>Progress: {progress}</p>
-{_metrics_section(result)}
-{_timeline_section(result)}
-{_latency_section(result)}
-{_breakdown_section(result)}
-<h2>Reproduce</h2>{provenance}
-<p class="small">Generated by abflow {escape(p.abflow_version)}: <code>abflow analyze
-{escape(p.experiment_key)} --format html</code> on the same store and window gives these numbers.</p>
-</main></body></html>
-"""
+    return _environment().get_template(TEMPLATE).render(r=report)

@@ -1,7 +1,8 @@
 """Small inline SVG charts for the HTML report: no CDN, no JavaScript, readable offline.
 
-Each function returns one ``<svg>`` element as a string. Coordinates are computed here from
-the data's range; text is escaped. The charts are the four a reader of an experiment needs:
+Each function returns one ``<svg>`` element as ``Markup``: text is escaped here, so the
+report's autoescaping template inserts the chart as it is. Coordinates are computed here from
+the data's range. The charts are the four a reader of an experiment needs:
 effects with intervals, cumulative effect over time, assignment counts, latency histograms.
 """
 
@@ -11,6 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
+
+from markupsafe import Markup
 
 __all__ = [
     "Band",
@@ -84,15 +87,15 @@ def _span(values: Sequence[float], include_zero: bool = True) -> tuple[float, fl
     return low - pad, high + pad
 
 
-def _svg(width: int, height: int, body: list[str], title: str) -> str:
-    return (
+def _svg(width: int, height: int, body: list[str], title: str) -> Markup:
+    return Markup(  # every text in body was escaped where it was built
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'width="100%" role="img" aria-label="{escape(title)}" class="chart">'
         f"<title>{escape(title)}</title>{''.join(body)}</svg>"
     )
 
 
-def forest_plot(rows: Sequence[ForestRow], title: str, axis_label: str) -> str:
+def forest_plot(rows: Sequence[ForestRow], title: str, axis_label: str) -> Markup:
     """Effects as dots with interval whiskers around a zero line, one row per comparison."""
     width, left, right, row_h, top = 760, 230, 150, 28, 30
     height = top + row_h * max(len(rows), 1) + 34
@@ -144,7 +147,7 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [start + i * step for i in range(int((high - start) / step) + 1)]
 
 
-def line_chart(bands: Sequence[Band], title: str, y_label: str, zero_line: bool = True) -> str:
+def line_chart(bands: Sequence[Band], title: str, y_label: str, zero_line: bool = True) -> Markup:
     """Lines over categorical x (days) with shaded intervals: cumulative effect over time."""
     width, height, left, bottom, top, right = 760, 240, 60, 40, 20, 20
     xs = sorted({p[0] for band in bands for p in band.points})
@@ -196,7 +199,7 @@ def line_chart(bands: Sequence[Band], title: str, y_label: str, zero_line: bool 
     return _svg(width, height, body, title)
 
 
-def step_chart(series: Sequence[Series], title: str, x_label: str) -> str:
+def step_chart(series: Sequence[Series], title: str, x_label: str) -> Markup:
     """Overlaid step lines (histograms) on a shared numeric x axis."""
     width, height, left, bottom, top, right = 760, 220, 50, 40, 16, 20
     xs = [x for s in series for x, _ in s.points]
@@ -233,7 +236,7 @@ def step_chart(series: Sequence[Series], title: str, x_label: str) -> str:
     return _svg(width, height, body, title)
 
 
-def bar_chart(bars: Sequence[Bar], title: str, colour: str = PALETTE[0]) -> str:
+def bar_chart(bars: Sequence[Bar], title: str, colour: str = PALETTE[0]) -> Markup:
     """Horizontal bars with a tick at the expected value (assignment counts vs weights)."""
     width, left, right, row_h, top = 760, 160, 120, 30, 10
     height = top + row_h * max(len(bars), 1) + 10
