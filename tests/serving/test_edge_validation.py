@@ -74,6 +74,15 @@ def request_id_is_bad(value: Any, width: int = WIDTH["request_id"]) -> bool:
     return text_is_bad(value, width)
 
 
+def header_is_bad(header: str) -> bool:
+    """``header`` is sent as its Latin-1 bytes; the gateway reads them as UTF-8."""
+    try:
+        text = header.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return request_id_is_bad(text)
+
+
 def number_is_bad(value: float) -> bool:
     try:
         return not math.isfinite(float(value))
@@ -163,7 +172,7 @@ def predict_requests(draw: st.DrawFn) -> tuple[dict[str, Any], str | None, set[s
             st.text(st.characters(max_codepoint=0xFF, exclude_characters="\r\n"), max_size=70),
         )
     )
-    if header is not None and request_id_is_bad(header):
+    if header is not None and header_is_bad(header):
         bad.add("x-request-id")
     return body, header, bad
 
@@ -367,3 +376,34 @@ def test_every_acknowledged_outcome_is_stored_and_every_refusal_names_a_bad_fiel
     assert tally["accepted"] >= 10, tally
     assert tally["refused"] >= 10, tally
     assert store.count_events("outcome") == tally["rows"]
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_a_utf8_request_id_header_is_echoed_byte_for_byte(
+    tmp_path: Path, events: MemoryEvents, fast_path: bool
+) -> None:
+    sent = "caf\u00e9-\u6f22-1".encode()
+    with gateway(tmp_path, events, fast_path=fast_path) as (portal, client, token):
+        body = {"unit_id": "u", "features": [0, 0, 0, 0]}
+        headers = {**auth(token), "x-request-id": sent}
+        answer = portal.call(partial(client.post, "/v1/predict", json=body, headers=headers))
+        refused = portal.call(
+            partial(
+                client.post,
+                "/v1/predict",
+                json=body,
+                headers={**headers, "x-request-id": b"caf\xe9"},
+            )
+        )
+    assert answer.status_code == 200
+    assert (
+        answer.headers.raw[[k.lower() for k, _ in answer.headers.raw].index(b"x-request-id")][1]
+        == sent
+    )
+    assert (
+        answer.json()["request_id"] == sent.decode() == events.rows["prediction"][-1]["request_id"]
+    )
+    assert (refused.status_code, refused.json()["detail"]) == (
+        422,
+        "x-request-id: is not UTF-8 text",
+    )

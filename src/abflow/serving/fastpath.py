@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from abflow.errors import AbflowError, InvalidSpecError
 from abflow.security.roles import Role
 from abflow.serving.http_errors import status_for
-from abflow.serving.inputs import PredictIn, parse_body
+from abflow.serving.inputs import PredictIn, header_text, parse_body
 from abflow.serving.services import Services
 
 __all__ = ["PREDICT_PATH", "predict_document", "serve_predict"]
@@ -69,7 +69,7 @@ async def serve_predict(services: Services, scope: Scope, receive: Receive, send
     """Answer one ``POST /v1/predict`` on the raw ASGI interface."""
     started = time.perf_counter()
     authorization: str | None = None
-    request_id: str | None = None
+    raw_request_id: bytes | None = None
     declared: int | None = None
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -77,11 +77,12 @@ async def serve_predict(services: Services, scope: Scope, receive: Receive, send
         elif name == b"content-length":
             declared = int(value) if value.isdigit() else None
         elif name == b"x-request-id":
-            request_id = value.decode("latin-1")
+            raw_request_id = value
     max_bytes = services.settings.max_body_bytes
     headers = [_JSON]
     try:
         body = await _read(receive, declared, max_bytes)
+        request_id = None if raw_request_id is None else header_text(raw_request_id, "x-request-id")
         document = await predict_document(services, authorization, body, request_id)
         status = 200
         headers.append((b"x-request-id", document["request_id"].encode()))

@@ -90,6 +90,16 @@ def check_text(value: str, where: str, *, is_request_id: bool = False) -> str:
     return value
 
 
+def header_text(raw: bytes, where: str) -> str:
+    """A request header's value as UTF-8 text, so that an id echoed back in a response header
+    is byte for byte the one received; InvalidArgumentError naming ``where`` otherwise."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        msg = f"{where}: is not UTF-8 text"
+        raise InvalidArgumentError(msg) from None
+
+
 def _storable(value: str) -> str:
     problem = text_problem(value)
     if problem is not None:

@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from abflow.serving.fastpath import predict_document
 from abflow.serving.http_errors import read_body
+from abflow.serving.inputs import header_text
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
 
@@ -52,11 +53,11 @@ async def predict(request: Request) -> Response:
     answer. Shadow variants receive a copy in the background."""
     services = services_of(request)
     body = await read_body(request, services.settings.max_body_bytes)
+    header = request.headers.get("x-request-id")
+    # Starlette decodes headers as Latin-1: take the bytes back, then read them as UTF-8.
+    request_id = None if header is None else header_text(header.encode("latin-1"), "x-request-id")
     result = await predict_document(
-        services,
-        request.headers.get("authorization"),
-        body,
-        request.headers.get("x-request-id"),
+        services, request.headers.get("authorization"), body, request_id
     )
     response = json_response(result)
     response.raw_headers.append((b"x-request-id", result["request_id"].encode()))
