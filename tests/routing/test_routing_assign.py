@@ -37,11 +37,23 @@ def _spec(**fields: Any) -> ExperimentSpec:
     return parse_experiment({"key": "exp", "variants": variants, **fields})
 
 
-def _naive_fnv1a32(text: str) -> int:
-    """FNV-1a exactly as the contract states it, one code point at a time."""
-    value = 0x811C9DC5
+def _naive_units(text: str) -> list[int]:
+    """UTF-16 code units by the book: a code point above U+FFFF becomes a surrogate pair."""
+    units: list[int] = []
     for char in text:
-        value ^= ord(char)
+        point = ord(char)
+        if point > 0xFFFF:
+            units += [0xD800 + ((point - 0x10000) >> 10), 0xDC00 + ((point - 0x10000) & 0x3FF)]
+        else:
+            units.append(point)
+    return units
+
+
+def _naive_fnv1a32(text: str) -> int:
+    """FNV-1a exactly as the contract states it, one UTF-16 code unit at a time."""
+    value = 0x811C9DC5
+    for unit in _naive_units(text):
+        value ^= unit
         value = (value * 0x01000193) % 2**32
     return value
 
@@ -62,7 +74,7 @@ def test_vectorised_fnv_matches_the_definition(values: list[str], prefix: str, s
 
 
 def test_bucket_hash_follows_the_contract_formulas() -> None:
-    for seed, value in [("s", "u1"), ("exp-é", "日本"), ("", "x" * 100)]:
+    for seed, value in [("s", "u1"), ("exp-é", "日本"), ("", "x" * 100), ("s😀", "user-😀")]:
         v2 = (_naive_fnv1a32(str(_naive_fnv1a32(seed + value))) % 10000) / 10000
         v1 = (_naive_fnv1a32(value + seed) % 1000) / 1000
         assert bucket_hash(seed, value) == v2

@@ -8,7 +8,7 @@ conditions (:mod:`abflow.routing.conditions`), the per-request :func:`assign`, c
 from __future__ import annotations
 
 from abflow.routing.batch import BatchAssignment, assign_batch, fnv1a32_array
-from abflow.routing.conditions import eval_condition, padded_version, value_type
+from abflow.routing.conditions import SavedGroups, eval_condition, padded_version, value_type
 from abflow.routing.experiment import (
     REASONS,
     Assignment,
@@ -25,6 +25,7 @@ from abflow.routing.hashing import (
     get_equal_weights,
     in_namespace,
     in_range,
+    utf16_units,
 )
 from abflow.routing.ramp import canary_ranges, canary_weights, compile_canary
 
@@ -33,6 +34,7 @@ __all__ = [
     "Assignment",
     "BatchAssignment",
     "CompiledExperiment",
+    "SavedGroups",
     "assign",
     "assign_batch",
     "bucket_hash",
@@ -50,5 +52,6 @@ __all__ = [
     "in_range",
     "padded_version",
     "unit_text",
+    "utf16_units",
     "value_type",
 ]

@@ -1,8 +1,10 @@
 """Assign millions of units at once with numpy: same answers as :func:`abflow.assign`.
 
-FNV-1a runs column by column over the UCS-4 code points of a numpy ``'U'`` array (numpy
-stores each character as its code point, so non-ASCII ids hash exactly as in the single-unit
-path). Rows are processed in cache-sized chunks, each over its own longest id, and the
+FNV-1a runs column by column over the UTF-16 code units of a numpy ``'U'`` array. numpy
+stores each character as its UCS-4 code point, which is its code unit inside the Basic
+Multilingual Plane; a chunk that holds a character above U+FFFF is first rewritten as code
+units (surrogate pairs), so such ids hash exactly as in the single-unit path and in
+GrowthBook's SDKs, and ASCII chunks pay one maximum for the check. Rows are processed in cache-sized chunks, each over its own longest id, and the
 second hash of version 2 (over the decimal digits of the first) runs on the
 32-bit integers directly. Use it for backfills, offline analysis and pre-computed
 assignment tables; the gateway uses the single-unit path.
@@ -19,19 +21,20 @@ import numpy as np
 import numpy.typing as npt
 
 from abflow.errors import InvalidArgumentError
-from abflow.routing.conditions import eval_condition
+from abflow.routing.conditions import SavedGroups, eval_condition
 from abflow.routing.experiment import (
     REASONS,
     Assignment,
     CompiledExperiment,
     compile_experiment,
 )
-from abflow.routing.hashing import FNV_OFFSET, FNV_PRIME, _fnv1a32_python
+from abflow.routing.hashing import FNV_OFFSET, FNV_PRIME, _fnv1a32_python, utf16_units
 from abflow.spec import ExperimentSpec
 
 __all__ = ["BatchAssignment", "assign_batch", "fnv1a32_array"]
 
 _CHUNK_ROWS = 1 << 12
+_LAST_BMP = np.uint32(0xFFFF)
 _PRIME = np.uint32(FNV_PRIME)
 _REASON_CODE = {reason: code for code, reason in enumerate(REASONS)}
 
@@ -123,7 +126,7 @@ def _hash_all(
     results = [np.empty(values.shape[0], dtype=np.uint32) for _ in affixes]
     lengths = np.empty(values.shape[0], dtype=np.intp)
     starts = [np.uint32(_fnv1a32_python(prefix)) for prefix, _ in affixes]
-    suffixes = [[np.uint32(ord(char)) for char in suffix] for _, suffix in affixes]
+    suffixes = [[np.uint32(unit) for unit in utf16_units(suffix)] for _, suffix in affixes]
     for begin in range(0, values.shape[0], _CHUNK_ROWS):
         chunk = values[begin : begin + _CHUNK_ROWS]
         columns, padding, lengths[begin : begin + chunk.shape[0]] = _columns(chunk)
@@ -145,8 +148,9 @@ def _hash_all(
 def _columns(
     chunk: npt.NDArray[np.str_],
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.intp] | None, npt.NDArray[np.intp]]:
-    """Code points as contiguous columns (up to the chunk's longest id), each row's number
-    of padding characters (None when every row has the same length), and the lengths."""
+    """UTF-16 code units as contiguous columns (up to the chunk's longest id), each row's
+    number of padding units (None when every row has the same length), and the lengths in
+    characters."""
     rows = chunk.shape[0]
     width = chunk.dtype.itemsize // 4
     lengths = np.strings.str_len(chunk)
@@ -155,8 +159,28 @@ def _columns(
         return np.zeros((0, rows), dtype=np.uint32), None, lengths
     codes = np.ascontiguousarray(chunk).view(np.uint32).reshape(rows, width)
     columns = np.ascontiguousarray(codes[:, :longest].T)
-    padding = longest - lengths
+    if columns.max() > _LAST_BMP:
+        columns, unit_lengths = _surrogate_columns(columns, lengths)
+        padding = columns.shape[0] - unit_lengths
+    else:
+        padding = longest - lengths
     return columns, (padding if bool(padding.any()) else None), lengths
+
+
+def _surrogate_columns(
+    columns: npt.NDArray[np.uint32], lengths: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.intp]]:
+    """Code-point columns rewritten as UTF-16 code-unit columns, and each row's length in
+    code units: a code point above U+FFFF becomes its high then its low surrogate."""
+    astral = columns > _LAST_BMP
+    size = 1 + astral.astype(np.intp)
+    starts = np.cumsum(size, axis=0) - size  # where each character's first unit goes
+    units = np.zeros((int(starts[-1].max() + size[-1].max()), columns.shape[1]), np.uint32)
+    rows = np.broadcast_to(np.arange(columns.shape[1]), columns.shape)
+    offset = np.where(astral, columns - np.uint32(0x10000), np.uint32(0))
+    units[starts, rows] = np.where(astral, np.uint32(0xD800) + (offset >> 10), columns)
+    units[starts[astral] + 1, rows[astral]] = np.uint32(0xDC00) + (offset[astral] & 0x3FF)
+    return units, lengths + astral.sum(axis=0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -220,12 +244,16 @@ def assign_batch(
     experiment: ExperimentSpec | CompiledExperiment,
     unit_ids: Sequence[str] | npt.NDArray[Any],
     attributes: Sequence[Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None = None,
+    *,
+    saved_groups: SavedGroups | None = None,
 ) -> BatchAssignment:
     """Assign every unit id at once; row ``i`` equals the single-unit ``assign`` of that id.
 
     That is ``assign(experiment, {**attributes[i], unit: unit_ids[i]})``. ``attributes`` (one
     mapping per unit, same order) is required when the experiment has a targeting condition
-    and only feeds the condition. Empty ids count as missing units. A numpy ``'U'`` array is
+    and only feeds the condition, with ``saved_groups`` (group id -> members; default: the
+    groups the experiment was compiled with) for ``$inGroup`` / ``$notInGroup``. Empty ids
+    count as missing units. A numpy ``'U'`` array is
     the fast input; a list of strings is converted first.
     """
     compiled = (
@@ -249,7 +277,8 @@ def assign_batch(
         )
         _exclude(index, bucket, reason, ~inside[spots], "namespace")
     if compiled.condition is not None:
-        targeted = _targeted(compiled, rows_attributes, count)
+        groups = compiled.saved_groups if saved_groups is None else saved_groups
+        targeted = _targeted(compiled, rows_attributes, count, groups)
         _exclude(index, bucket, reason, ~targeted, "condition")
     _exclude(index, bucket, reason, lengths == 0, "no_unit")
     # An id ending in NUL cannot live in a 'U' array; such rows are redone below.
@@ -261,7 +290,7 @@ def assign_batch(
         for row in np.flatnonzero(true_lengths != lengths).tolist():  # ids that lost a trailing NUL
             row_attributes = dict(rows_attributes[row]) if rows_attributes is not None else {}
             row_attributes[compiled.unit] = originals[row]
-            _set_row(index, bucket, reason, row, compiled.assign(row_attributes))
+            _set_row(index, bucket, reason, row, compiled.assign(row_attributes, saved_groups))
 
     return BatchAssignment(
         index=index,
@@ -309,7 +338,10 @@ def _exclude(
 
 
 def _targeted(
-    compiled: CompiledExperiment, attributes: list[Mapping[str, Any]] | None, count: int
+    compiled: CompiledExperiment,
+    attributes: list[Mapping[str, Any]] | None,
+    count: int,
+    groups: SavedGroups | None,
 ) -> npt.NDArray[np.bool_]:
     if attributes is None:
         msg = (
@@ -323,5 +355,7 @@ def _targeted(
     condition = compiled.condition
     assert condition is not None  # checked by the caller
     return np.fromiter(
-        (eval_condition(attrs, condition) for attrs in attributes), dtype=bool, count=count
+        (eval_condition(attrs, condition, groups) for attrs in attributes),
+        dtype=bool,
+        count=count,
     )

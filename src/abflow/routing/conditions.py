@@ -31,9 +31,13 @@ from typing import Any
 from abflow.routing.js_regex import isolate_case
 from abflow.routing.js_regex import translate as translate_js_regex
 
-__all__ = ["eval_condition", "padded_version", "value_type"]
+__all__ = ["SavedGroups", "eval_condition", "padded_version", "value_type"]
 
-Groups = Mapping[str, Any] | None
+SavedGroups = Mapping[str, Any]
+"""Saved groups by id: a list of member values, or GrowthBook's typed ``list``/``condition``
+entries (``{"type": "list", "values": [...], "attributeKey": ...}``)."""
+
+Groups = SavedGroups | None
 
 _NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 _RADIX = {"0x": 16, "0o": 8, "0b": 2}

@@ -5,6 +5,10 @@ done once by :func:`compile_experiment` and cached per spec object, so :func:`as
 dictionary lookup, one or two hashes and a table lookup. Assignments are memoised per bucket
 (at most 10 000 per experiment), so the common outcome allocates nothing.
 
+A targeting condition may name saved groups (``{"id": {"$inGroup": "beta-testers"}}``):
+their members are given as ``saved_groups`` (group id -> list of values), either once when
+the experiment is compiled (the gateway passes its config's ``saved_groups:``) or per call.
+
 Decision order, and the ``reason`` each outcome carries:
 
 ====================  ==========================================================
@@ -31,7 +35,7 @@ from typing import Any, Final
 from fnv_hash_fast import fnv1a_32 as _fnv_bytes
 
 from abflow.errors import InvalidArgumentError
-from abflow.routing.conditions import eval_condition
+from abflow.routing.conditions import SavedGroups, eval_condition
 from abflow.routing.hashing import Range, _fnv1a32_python, bucket_ranges, in_namespace
 from abflow.spec import ExperimentSpec
 
@@ -98,6 +102,7 @@ class CompiledExperiment:
         "not_targeted",
         "outside_namespace",
         "ranges",
+        "saved_groups",
         "scale",
         "seed",
         "seed_is_ascii",
@@ -106,7 +111,12 @@ class CompiledExperiment:
         "variant_names",
     )
 
-    def __init__(self, spec: ExperimentSpec, ranges: Sequence[Range] | None = None) -> None:
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        ranges: Sequence[Range] | None = None,
+        saved_groups: SavedGroups | None = None,
+    ) -> None:
         names = tuple(spec.variant_names)
         if ranges is None:
             ranges = bucket_ranges(len(names), spec.coverage, spec.effective_weights)
@@ -122,6 +132,7 @@ class CompiledExperiment:
         self.hash_version = spec.hash_version
         self.scale = 10000 if spec.hash_version == 2 else 1000
         self.condition = spec.condition
+        self.saved_groups = saved_groups
         self.namespace = spec.namespace.as_tuple() if spec.namespace is not None else None
         self.forced = {
             unit_id: Assignment(name, names.index(name), None, True, "forced")
@@ -173,8 +184,13 @@ class CompiledExperiment:
         with self._lock:
             return self._table.setdefault(key, made)
 
-    def assign(self, attributes: Mapping[str, Any]) -> Assignment:
-        """Assign the unit described by ``attributes`` (see the module docstring for order)."""
+    def assign(
+        self, attributes: Mapping[str, Any], saved_groups: SavedGroups | None = None
+    ) -> Assignment:
+        """Assign the unit described by ``attributes`` (see the module docstring for order).
+
+        ``saved_groups``, when given, replaces the groups the experiment was compiled with.
+        """
         value = attributes.get(self.unit)
         unit_id = value if type(value) is str else unit_text(value)
         if not unit_id:
@@ -183,7 +199,11 @@ class CompiledExperiment:
             forced = self.forced.get(unit_id)
             if forced is not None:
                 return forced
-        if self.condition is not None and not eval_condition(attributes, self.condition):
+        if self.condition is not None and not eval_condition(
+            attributes,
+            self.condition,
+            self.saved_groups if saved_groups is None else saved_groups,
+        ):
             return self.not_targeted
         if self.namespace is not None and not in_namespace(unit_id, self.namespace):
             return self.outside_namespace
@@ -201,15 +221,21 @@ def _forget(cache: dict[int, Any], key: int, _ref: object) -> None:
 
 
 def compile_experiment(
-    spec: ExperimentSpec, *, ranges: Sequence[Range] | None = None
+    spec: ExperimentSpec,
+    *,
+    ranges: Sequence[Range] | None = None,
+    saved_groups: SavedGroups | None = None,
 ) -> CompiledExperiment:
-    """Precompute routing for ``spec``; cached per spec object unless ``ranges`` are given.
+    """Precompute routing for ``spec``; cached per spec object unless ``ranges`` or
+    ``saved_groups`` are given.
 
     ``ranges`` replaces the spec's GrowthBook ranges, e.g. with
-    :func:`abflow.routing.canary_ranges` during a ramp.
+    :func:`abflow.routing.canary_ranges` during a ramp (or a GrowthBook experiment's own
+    ``ranges``); ``saved_groups`` (group id -> members) feeds ``$inGroup`` / ``$notInGroup``
+    in the condition of every later ``assign``.
     """
-    if ranges is not None:
-        return CompiledExperiment(spec, ranges)
+    if ranges is not None or saved_groups is not None:
+        return CompiledExperiment(spec, ranges, saved_groups)
     key = id(spec)
     entry = _CACHE.get(key)
     if entry is not None and entry[0]() is spec:
@@ -220,15 +246,21 @@ def compile_experiment(
 
 
 def assign(
-    experiment: ExperimentSpec | CompiledExperiment, attributes: Mapping[str, Any]
+    experiment: ExperimentSpec | CompiledExperiment,
+    attributes: Mapping[str, Any],
+    *,
+    saved_groups: SavedGroups | None = None,
 ) -> Assignment:
     """Assign one unit: ``attributes`` must hold ``experiment.unit`` (e.g. ``user_id``).
 
-    Deterministic: the same spec and attributes give the same assignment in every process.
+    ``saved_groups`` (group id -> list of members) is what the condition's ``$inGroup`` and
+    ``$notInGroup`` look up; without it a group is empty, as an unknown group is in
+    GrowthBook. Deterministic: the same spec, attributes and groups give the same assignment
+    in every process.
     """
     if isinstance(experiment, CompiledExperiment):
-        return experiment.assign(attributes)
+        return experiment.assign(attributes, saved_groups)
     entry = _CACHE.get(id(experiment))
     if entry is not None and entry[0]() is experiment:
-        return entry[1].assign(attributes)
-    return compile_experiment(experiment).assign(attributes)
+        return entry[1].assign(attributes, saved_groups)
+    return compile_experiment(experiment).assign(attributes, saved_groups)

@@ -4,15 +4,17 @@ Every function here is pure: the same inputs give the same bucket on any replica
 process and under any ``PYTHONHASHSEED``, so that gateways need no shared state and client
 SDKs in other languages can compute the server's assignment themselves.
 
-The hash is FNV-1a (32 bit) over the code point of each character. For strings inside the
-Basic Multilingual Plane this is exactly the UTF-16 ``charCodeAt`` loop GrowthBook's SDKs run;
-characters above U+FFFF (emoji, rare CJK) are hashed as one code point, not as a surrogate
-pair, so such ids may bucket differently from a JavaScript client.
+The hash is FNV-1a (32 bit) over the string's UTF-16 code units: the ``charCodeAt`` loop of
+GrowthBook's JavaScript SDK, which its other SDKs (Python 4.x included) reproduce. Inside the
+Basic Multilingual Plane a code unit is the character's code point; a character above U+FFFF
+(emoji, rare CJK) is hashed as its surrogate pair, so ``user-😀`` lands in the same bucket as
+in every GrowthBook client.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 from fnv_hash_fast import fnv1a_32 as _fnv1a_32_bytes
@@ -28,6 +30,7 @@ __all__ = [
     "get_equal_weights",
     "in_namespace",
     "in_range",
+    "utf16_units",
 ]
 
 FNV_OFFSET = 0x811C9DC5
@@ -39,17 +42,28 @@ WEIGHT_SUM_TOLERANCE = 0.01
 
 Range = tuple[float, float]
 
+_UTF16_NATIVE = "utf-16-le" if sys.byteorder == "little" else "utf-16-be"
+
+
+def utf16_units(text: str) -> Sequence[int]:
+    """The UTF-16 code units of ``text`` (JavaScript's ``charCodeAt`` of each position).
+
+    A character above U+FFFF gives its surrogate pair; a lone surrogate, which a Python
+    string may hold, gives itself, as in JavaScript.
+    """
+    return memoryview(text.encode(_UTF16_NATIVE, "surrogatepass")).cast("H")
+
 
 def _fnv1a32_python(text: str, state: int = FNV_OFFSET) -> int:
-    for char in text:
-        state = ((state ^ ord(char)) * FNV_PRIME) & _MASK
+    for unit in utf16_units(text):
+        state = ((state ^ unit) * FNV_PRIME) & _MASK
     return state
 
 
 def fnv1a32(s: str) -> int:
-    """FNV-1a 32-bit hash over ``ord(ch)`` of each character of ``s``.
+    """FNV-1a 32-bit hash over the UTF-16 code units of ``s``.
 
-    ASCII strings go through a C implementation (their UTF-8 bytes are their code points);
+    ASCII strings go through a C implementation (their UTF-8 bytes are their code units);
     anything else takes the exact pure-Python loop.
     """
     if s.isascii():
