@@ -13,6 +13,7 @@ from abflow.analysis.formatting import format_effect, format_interval
 from abflow.analysis.results import (
     ComparisonResult,
     Decision,
+    GuardrailEvidence,
     GuardrailStatus,
     MetricResult,
     Outcome,
@@ -41,7 +42,7 @@ def outcome_of(comparison: ComparisonResult, direction: str, alpha: float) -> tu
 
 
 def guardrail_status(
-    comparison: ComparisonResult, direction: str, margin: float
+    comparison: ComparisonResult | GuardrailEvidence, direction: str, margin: float
 ) -> GuardrailStatus:
     """``pass`` when the interval rules out harm beyond ``margin``; ``fail`` when harm is
     significant and its estimate exceeds the margin; ``inconclusive`` otherwise."""
@@ -59,6 +60,13 @@ def guardrail_status(
 
 
 def _describe(metric: MetricResult, comparison: ComparisonResult) -> str:
+    evidence = comparison.guardrail_evidence
+    if evidence is not None and evidence.basis != "analysis":
+        return (
+            f"{metric.name} {'relative' if evidence.relative else 'absolute'} effect "
+            f"{evidence.effect:+.4g} [{evidence.ci_low:+.4g}, {evidence.ci_high:+.4g}], "
+            f"judged by {evidence.basis}"
+        )
     return (
         f"{metric.name} {format_effect(metric, comparison.effect)} "
         f"{format_interval(metric, comparison)}"

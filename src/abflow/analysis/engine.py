@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from abflow.analysis.decision import decide, guardrail_status, outcome_of
+from abflow.analysis.decision import decide, outcome_of
+from abflow.analysis.guardrails import judge_guardrail
 from abflow.analysis.progress import estimate_progress, srm_check
 from abflow.analysis.results import (
     BreakdownRow,
@@ -77,25 +78,13 @@ def _finalise(run: MetricRun, metrics: list[MetricResult]) -> list[MetricResult]
             p_adj = adjusted_at.get((i, j), comparison.p_value)
             updated = _replace(comparison, adjusted_p_value=p_adj)
             outcome, significant = outcome_of(updated, metric.direction, run.alpha)
-            guardrail = (
-                guardrail_status(updated, metric.direction, _margin_on_effect_scale(metric))
-                if metric.role == "guardrail"
-                else None
-            )
-            comparisons.append(
-                _replace(updated, outcome=outcome, is_significant=significant, guardrail=guardrail)
-            )
+            updated = _replace(updated, outcome=outcome, is_significant=significant)
+            if metric.role == "guardrail":
+                status, evidence = judge_guardrail(metric, updated, run.alpha)
+                updated = _replace(updated, guardrail=status, guardrail_evidence=evidence)
+            comparisons.append(updated)
         out.append(_replace(metric, comparisons=comparisons))
     return out
-
-
-def _margin_on_effect_scale(metric: MetricResult) -> float:
-    """The spec's margin is relative; an absolute effect compares with margin x control value."""
-    margin = metric.margin or 0.0
-    if metric.relative or not metric.values:
-        return margin
-    control = metric.values[0].value
-    return margin * abs(control) if math.isfinite(control) else margin
 
 
 def _replace(record: Any, **changes: Any) -> Any:

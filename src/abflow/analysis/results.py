@@ -17,6 +17,7 @@ __all__ = [
     "ComparisonResult",
     "Decision",
     "ExperimentResult",
+    "GuardrailEvidence",
     "LatencySummary",
     "MetricResult",
     "Progress",
@@ -64,6 +65,24 @@ class VariantValue:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardrailEvidence:
+    """The figures a guardrail's status rests on, and where they come from.
+
+    ``basis`` is ``analysis`` (the comparison as reported), or the fallback named there when
+    the reported comparison cannot judge harm: the absolute difference when the control's
+    value is 0, an exact permutation test when neither arm varies.
+    """
+
+    basis: str
+    effect: float
+    ci_low: float
+    ci_high: float
+    relative: bool
+    p_value: float | None
+    error_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ComparisonResult:
     """One treatment against control for one metric, after multiple-testing correction."""
 
@@ -79,6 +98,7 @@ class ComparisonResult:
     outcome: Outcome
     guardrail: GuardrailStatus | None = None
     error_code: str | None = None
+    guardrail_evidence: GuardrailEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)

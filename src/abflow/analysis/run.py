@@ -14,17 +14,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from abflow.analysis.guardrails import absolute_evidence
 from abflow.analysis.metrics import AnyStats, MetricPlan, display_value, plan_metric, stats_for
 from abflow.analysis.results import (
     BreakdownRow,
     ComparisonResult,
+    GuardrailEvidence,
     LatencySummary,
     MetricResult,
     TimelinePoint,
     VariantValue,
 )
 from abflow.spec import ExperimentSpec
-from abflow.stats import compare, compare_many
+from abflow.stats import Comparison, compare, compare_many
 from abflow.stats.quantile import QuantileStats, compare_quantile_stats, quantile_stats_from_bins
 from abflow.store.aggregates import (
     GroupKey,
@@ -211,6 +213,7 @@ class MetricRun:
                     is_significant=False,
                     outcome="error" if result.error_code else "inconclusive",
                     error_code=result.error_code,
+                    guardrail_evidence=self.absolute_guardrail(plan, stats, name, result),
                 )
             )
         timeline = self.timeline(plan, groups) if self.options.timeline else []
@@ -230,6 +233,24 @@ class MetricRun:
             timeline=timeline,
             cuped=plan.is_cuped,
             note=note,
+        )
+
+    def absolute_guardrail(
+        self, plan: MetricPlan, stats: dict[str, AnyStats], name: str, result: Comparison
+    ) -> GuardrailEvidence | None:
+        """A guardrail whose relative effect is undefined (the control's value is 0) is
+        judged on the absolute difference, so harm seen in one arm only still counts."""
+        if plan.metric.role != "guardrail" or result.error_code != "zero_control_mean":
+            return None
+        kwargs = {**self.compare_kwargs(plan), "relative": False}
+        absolute = compare(stats[self.control], stats[name], **kwargs)
+        scale = plan.scale
+        return absolute_evidence(
+            absolute.effect * scale,
+            absolute.ci_low * scale,
+            absolute.ci_high * scale,
+            absolute.p_value,
+            absolute.error_code,
         )
 
     def variant_value(self, plan: MetricPlan, name: str, stats: AnyStats) -> VariantValue:

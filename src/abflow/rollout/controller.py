@@ -18,9 +18,10 @@ variant, each guardrail's effect and interval, and the abflow version. A gateway
 experiment picks the new weights up from the store.
 
 It fails safe: a number the analysis cannot compute is recorded as null and never stops a
-tick; a guardrail whose control value is 0 is judged on the absolute difference, so harm seen
-in the challenger's arm only rolls it back; and a step never lowers the challenger's share,
-so no unit that saw it is moved back to the control (only a rollback does that).
+tick; a guardrail whose control value is 0 is judged on the absolute difference (by analysis:
+the controller reads the status from the result), so harm seen in the challenger's arm only
+rolls it back; and a step never lowers the challenger's share, so no unit that saw it is
+moved back to the control (only a rollback does that).
 """
 
 from __future__ import annotations
@@ -92,12 +93,6 @@ def _analyse(store: EventStore, spec: ExperimentSpec, phase: int) -> ExperimentR
     return analyze(store, spec, AnalysisOptions(phase=phase, timeline=False))
 
 
-def _absolute(spec: ExperimentSpec) -> ExperimentSpec:
-    """The same spec with absolute effects (for guardrails whose control value is 0)."""
-    analysis = spec.analysis.model_copy(update={"relative": False})
-    return spec.model_copy(update={"analysis": analysis})
-
-
 def rollout_status(store: EventStore, key: str) -> RolloutStatus:
     """The plan, the stage and the live weights of experiment ``key``'s rollout."""
     stored = store.get_experiment(key)
@@ -149,12 +144,7 @@ def tick(
     phase = store.current_phase(key)
     result = analyse(store, spec, phase.phase)
     challenger = spec.variant_names[challenger_index(spec)]
-    checks = judge_guardrails(
-        result,
-        plan.guardrails,
-        challenger,
-        lambda: analyse(store, _absolute(spec), phase.phase),
-    )
+    checks = judge_guardrails(result, plan.guardrails, challenger)
     evidence = _evidence(result, checks, challenger)
     failures = _failures(result, checks)
     if failures:

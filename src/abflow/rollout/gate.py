@@ -173,6 +173,31 @@ def _effect(metric: MetricResult, comparison: ComparisonResult) -> str:
     return f"{format_effect(metric, comparison.effect)} {format_interval(metric, comparison)}"
 
 
+def _guardrail_effect(metric: MetricResult, comparison: ComparisonResult) -> str:
+    evidence = comparison.guardrail_evidence
+    if evidence is None or evidence.basis == "analysis":
+        return _effect(metric, comparison)
+    scale = "relative" if evidence.relative else "absolute"
+    return (
+        f"{scale} effect {evidence.effect:+.4g} [{evidence.ci_low:+.4g}, {evidence.ci_high:+.4g}]"
+        f" judged by {evidence.basis}"
+    )
+
+
+def _guardrail_blind(comparison: ComparisonResult) -> str | None:
+    """Why a guardrail cannot be judged: analysis's fallbacks (the absolute difference when
+    the control's value is 0, an exact test when neither arm varies) can see what the
+    reported comparison cannot."""
+    evidence = comparison.guardrail_evidence
+    if evidence is None or evidence.basis == "analysis":
+        return _blind(comparison)
+    if evidence.basis.startswith("exact") or comparison.guardrail == "fail":
+        return None
+    if evidence.error_code is not None:
+        return evidence.error_code
+    return None if math.isfinite(evidence.effect) else "effect is not a number"
+
+
 def _guardrail_checks(
     metric: MetricResult, candidates: list[str], require: Requirement
 ) -> list[GateCheck]:
@@ -181,14 +206,14 @@ def _guardrail_checks(
     margin = f"margin {(metric.margin or 0.0) * 100:g}% of control"
     for comparison in found:
         status: str = comparison.guardrail or "inconclusive"
-        blind = _blind(comparison)
+        blind = _guardrail_blind(comparison)
         if blind is not None:
             passed, status = False, f"not computable ({blind})"
         elif require is Requirement.no_harm:
             passed = status != "fail"
         else:
             passed = status == "pass"
-        detail = f"{status}: {_effect(metric, comparison)}, {margin}, {metric.direction} is good"
+        detail = f"{status}: {_guardrail_effect(metric, comparison)}, {margin}, {metric.direction} is good"
         checks.append(GateCheck(check, comparison.variant, passed, detail))
     return checks
 

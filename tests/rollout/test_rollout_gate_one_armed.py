@@ -1,0 +1,130 @@
+"""Harm seen in one arm only (30 % complaints against 0 %) is a failing guardrail in the
+analysis itself: ``abflow analyze --format json`` says ``fail``, ``abflow gate`` exits 1, and
+the controller reads the same status (real stores: SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+from rollout_traffic import Clock, expose, log_exact_outcomes
+from scipy import stats as scipy_stats
+from typer.testing import CliRunner
+
+from abflow.routing import assign
+from abflow.spec import parse_experiment
+from abflow.store import EventStore
+
+KEY = "harm-gate"
+PER_ARM = 300
+SPEC: dict[str, Any] = {
+    "key": KEY,
+    "variants": [
+        {"name": "control", "model": "models:/ranker/1"},
+        {"name": "challenger", "model": "models:/ranker/2"},
+    ],
+    "weights": [0.5, 0.5],
+    "metrics": [
+        {"name": "purchase", "kind": "conversion", "event": "purchase", "role": "primary"},
+        {
+            "name": "complaints",
+            "kind": "conversion",
+            "event": "complaint",
+            "role": "guardrail",
+            "direction": "decrease",
+            "margin": 0.10,
+        },
+    ],
+}
+RUNNER = CliRunner()
+
+
+def arms(store: EventStore, per_arm: int, at: float) -> dict[str, list[str]]:
+    """Exactly ``per_arm`` exposed units in each arm, routed by the registered spec."""
+    spec = store.get_experiment(KEY).spec
+    chosen: dict[str, list[str]] = {"control": [], "challenger": []}
+    for i in range(100 * per_arm):
+        unit = f"u{i}"
+        variant = assign(spec, {"user_id": unit}).variant
+        assert variant is not None
+        if len(chosen[variant]) < per_arm:
+            chosen[variant].append(unit)
+        if min(len(units) for units in chosen.values()) == per_arm:
+            break
+    expose(store, KEY, [*chosen["control"], *chosen["challenger"]], at=at)
+    return chosen
+
+
+def cli(*args: str) -> tuple[int, str]:
+    from abflow.cli.main import app
+
+    result = RUNNER.invoke(app, list(args), env={"COLUMNS": "200"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def harmed(ramp_store_url: str, ramp_store: EventStore, ramp_clock: Clock) -> str:
+    ramp_store.register_experiment(parse_experiment(SPEC))
+    chosen = arms(ramp_store, PER_ARM, ramp_clock.now)
+    complaints = log_exact_outcomes(
+        ramp_store, KEY, chosen["challenger"][:90], name="complaint", at=ramp_clock.now
+    )
+    assert complaints == 90  # 30 % of the challenger's 300 units, none of the control's
+    return ramp_store_url
+
+
+def test_analyze_json_says_the_one_armed_guardrail_fails(harmed: str) -> None:
+    code, output = cli("analyze", KEY, "--store", harmed, "--format", "json")
+    assert code == 0, output
+    result = orjson.loads(output)
+    complaints = next(m for m in result["metrics"] if m["name"] == "complaints")
+    [comparison] = complaints["comparisons"]
+    assert comparison["error_code"] == "zero_control_mean"  # the relative effect is undefined
+    assert comparison["guardrail"] == "fail"
+    evidence = comparison["guardrail_evidence"]
+    assert evidence["basis"] == "absolute difference (the control's value is 0)"
+    assert evidence["relative"] is False
+    assert evidence["effect"] == pytest.approx(0.3)
+    # Welch's interval on the absolute difference, written out: only the challenger varies.
+    se = math.sqrt(0.3 * 0.7 / PER_ARM)
+    df = PER_ARM - 1.0
+    half = scipy_stats.t.ppf(0.975, df) * se
+    assert evidence["ci_low"] == pytest.approx(0.3 - half, rel=1e-9)
+    assert evidence["ci_high"] == pytest.approx(0.3 + half, rel=1e-9)
+    assert evidence["p_value"] == pytest.approx(2 * scipy_stats.t.sf(0.3 / se, df), abs=1e-300)
+    assert result["decision"]["verdict"] == "keep_control"
+    assert "judged by absolute difference" in result["decision"]["reasons"][0]
+
+
+def test_gate_fails_on_the_one_armed_guardrail(harmed: str) -> None:
+    code, output = cli("gate", KEY, "--store", harmed, "--format", "json")
+    assert code == 1, output
+    gate = orjson.loads(output)
+    assert gate["passed"] is False
+    [guardrail] = [c for c in gate["checks"] if c["check"] == "guardrail complaints"]
+    assert guardrail["passed"] is False
+    assert guardrail["detail"].startswith("fail: absolute effect +0.3 [")
+
+
+def test_no_complaints_anywhere_passes_the_gate_by_the_exact_rule(
+    ramp_store_url: str, ramp_store: EventStore, ramp_clock: Clock
+) -> None:
+    ramp_store.register_experiment(parse_experiment(SPEC))
+    arms(ramp_store, 50, ramp_clock.now)
+    code, output = cli("analyze", KEY, "--store", ramp_store_url, "--format", "json")
+    assert code == 0, output
+    complaints = next(m for m in orjson.loads(output)["metrics"] if m["name"] == "complaints")
+    [comparison] = complaints["comparisons"]
+    assert comparison["guardrail"] == "pass"
+    assert (
+        comparison["guardrail_evidence"]["basis"] == "exact permutation test (neither arm varies)"
+    )
+    assert comparison["guardrail_evidence"]["error_code"] == "zero_variance"
+    code, output = cli("gate", KEY, "--store", ramp_store_url, "--format", "json")
+    [guardrail] = [
+        c for c in orjson.loads(output)["checks"] if c["check"] == "guardrail complaints"
+    ]
+    assert guardrail["passed"] is True
