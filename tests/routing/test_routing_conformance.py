@@ -1,25 +1,31 @@
-"""Every case of GrowthBook's shared SDK test vectors that abflow's routing promises."""
+"""Every case of GrowthBook's shared SDK test vectors that abflow's routing promises.
+
+The vectors are read at test time from ``../shared/conformance/growthbook-cases.json``
+(see ``growthbook_cases.py``); this module skips, with that reason, where they are absent.
+The ``run`` section is checked in ``test_routing_run_vectors.py``.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
+from growthbook_cases import load_or_skip
 
 from abflow.routing import (
+    assign,
+    assign_batch,
     bucket_hash,
     bucket_ranges,
     choose_variation,
+    compile_experiment,
     eval_condition,
     get_equal_weights,
     in_namespace,
 )
+from abflow.spec import parse_experiment
 
-CASES: dict[str, Any] = json.loads(
-    (Path(__file__).parents[1] / "golden" / "growthbook-cases.json").read_text(encoding="utf-8")
-)
+CASES: dict[str, Any] = load_or_skip()
 
 
 def _ids(section: str) -> list[str]:
@@ -71,7 +77,35 @@ def test_eval_condition(case: list[Any]) -> None:
     assert eval_condition(attributes, condition, saved_groups) is expected
 
 
+SAVED_GROUP_CASES = [case for case in CASES["evalCondition"] if len(case) > 4]
+
+
+@pytest.mark.parametrize("case", SAVED_GROUP_CASES, ids=[c[0] for c in SAVED_GROUP_CASES])
+def test_saved_group_conditions_through_assign(case: list[Any]) -> None:
+    """The same vectors as experiments: groups given per call, per batch, or compiled in."""
+    _, condition, attributes, expected, saved_groups = case
+    spec = parse_experiment(
+        {
+            "key": "grouped",
+            "unit": "unit",
+            "variants": [
+                {"name": "a", "model": "models:/m/1"},
+                {"name": "b", "model": "models:/m/2"},
+            ],
+            "condition": condition,
+        }
+    )
+    row = {**attributes, "unit": "u1"}
+    assert assign(spec, row, saved_groups=saved_groups).in_experiment is expected
+    batch = assign_batch(spec, ["u1"], [row], saved_groups=saved_groups)
+    assert bool(batch.in_experiment[0]) is expected
+    compiled = compile_experiment(spec, saved_groups=saved_groups)
+    assert compiled.assign(row).in_experiment is expected
+    assert bool(assign_batch(compiled, ["u1"], [row]).in_experiment[0]) is expected
+
+
 def test_every_section_is_present_and_complete() -> None:
+    assert CASES["specVersion"] == "0.8.0"
     sizes = {section: len(CASES[section]) for section in CASES if section != "specVersion"}
     assert sizes == {
         "hash": 15,
@@ -80,4 +114,13 @@ def test_every_section_is_present_and_complete() -> None:
         "inNamespace": 16,
         "getEqualWeights": 6,
         "evalCondition": 248,
+        "run": 73,
+        "stickyBucket": 13,
+        # SDK features abflow does not promise (see ../shared/conformance/README.md)
+        "feature": 55,
+        "getQueryStringOverride": 16,
+        "decrypt": 10,
+        "urlRedirect": 4,
+        "contextualBandit": 35,
     }
+    assert len(SAVED_GROUP_CASES) == 8
