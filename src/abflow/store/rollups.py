@@ -53,6 +53,14 @@ from abflow.store.rollup_groups import (
     probing_by_key,
     rebuild_groups,
 )
+from abflow.store.rollup_requests import (
+    RequestFold,
+    add_request_outcomes,
+    gather_requests,
+    has_pending,
+    prepare_requests,
+    requests_table,
+)
 from abflow.store.schema import exposures, outcomes
 
 __all__ = ["drop_rollup", "refresh_rollup", "rollup_moments", "rollup_state"]
@@ -157,8 +165,12 @@ def _touched_units(
     phase: int,
     low: float,
     high: float,
+    fresh: sa.Table | None = None,
 ) -> sa.Select[Any]:
-    """Ids of the units whose row a fold of ``(low, high]`` may change (and a few others)."""
+    """Ids of the units whose row a fold of ``(low, high]`` may change (and a few others).
+
+    ``fresh``: outcomes sent by request id that this fold resolved, whatever their ``ts``.
+    """
     e, o = exposures, outcomes
     e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
     exposed = sa.select(e.c.unit_id.label("unit_id")).where(
@@ -170,7 +182,10 @@ def _touched_units(
     measured = sa.select(o.c.unit_id.label("unit_id")).where(
         o_ts > low, o_ts <= high, o.c.name.in_(events)
     )
-    return sa.select(sa.union(exposed, measured).subquery("window_units").c.unit_id)
+    parts = [exposed, measured]
+    if fresh is not None:
+        parts.append(sa.select(fresh.c.unit_id.label("unit_id")))
+    return sa.select(sa.union(*parts).subquery("window_units").c.unit_id)
 
 
 def _fold(
@@ -184,6 +199,7 @@ def _fold(
     high: float,
     *,
     is_first: bool,
+    requests: RequestFold | None,
 ) -> None:
     """Fold exposures and outcomes with ``low < ts <= high`` into ``units`` and ``groups``.
 
@@ -191,18 +207,29 @@ def _fold(
     rows as they were: none for a unit not seen yet), ``exposed`` (this window's exposures
     per unit) and ``after`` (their rows once the window is added). The unit table is read
     once (to fill ``before``) and written once (``after`` back into it), and the group table
-    takes ``after`` minus ``before``.
+    takes ``after`` minus ``before``. ``requests``: the rollup's request table, when outcomes
+    sent by request id alone exist (:mod:`abflow.store.rollup_requests`); those resolved by
+    this fold touch their units too.
     """
     e, o, u = exposures, outcomes, units
     width = len(columns)
     before = _unit_rows(u.name + "_before", width)
     after = _unit_rows(u.name + "_after", width, sa.Column("is_known", sa.Integer))
     exposed = _unit_rows(u.name + "_exposed", 0)
-    scratch = (before, after, exposed)
+    scratch = [before, after, exposed]
     for table in scratch:
         create_scratch(connection, table)
+    e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
     try:
-        ids = _touched_units(connection, columns, experiment_key, phase, low, high).subquery("ids")
+        fresh = None
+        if requests is not None:
+            window = [o_ts <= high] if requests.from_start else [o_ts > low, o_ts <= high]
+            fresh = gather_requests(
+                connection, requests.table, columns, experiment_key, phase, window
+            )
+            scratch.append(fresh)
+        touched = _touched_units(connection, columns, experiment_key, phase, low, high, fresh)
+        ids = touched.subquery("ids")
         names = [c.name for c in before.columns]
         with probing_by_key(connection):
             connection.execute(
@@ -213,7 +240,6 @@ def _fold(
                     ),
                 )
             )
-        e_ts, o_ts = _exact(connection, e.c.ts), _exact(connection, o.c.ts)
         connection.execute(
             exposed.insert().from_select(
                 ["unit_id", "variant", "variant_max", "first_ts", "rows", "attributes_json"],
@@ -240,6 +266,8 @@ def _fold(
             _new_after(before, exposed, columns, [o_ts <= high]),
         ):
             connection.execute(after.insert().from_select([*names, "is_known"], query))
+        if requests is not None and fresh is not None:
+            add_request_outcomes(connection, after, requests.table, fresh, columns)
         _write_back(connection, u, after, width)
         if not is_first:
             apply_fold(connection, u, groups, before, after, width)
@@ -369,6 +397,20 @@ def _groups_missing(connection: Connection, units: sa.Table, groups: sa.Table) -
     return connection.execute(sa.select(units.c.unit_id).limit(1)).first() is not None
 
 
+def _retry_requests(
+    connection: Connection,
+    state: float | None,
+    low: float,
+    high: float,
+    requests: RequestFold | None,
+) -> bool:
+    """Whether a rollup with no new event still folds: to look up pending request ids (a
+    prediction may have landed since, stamped before the watermark)."""
+    if state is None or high > low or requests is None:
+        return False
+    return requests.from_start or has_pending(connection, requests.table)
+
+
 def refresh_rollup(
     target: Any,
     experiment_key: str,
@@ -427,7 +469,15 @@ def refresh_rollup(
                 # room on each page for a row's next version: updates stay on the page (HOT)
                 # and leave the key index alone
                 connection.exec_driver_sql(f"ALTER TABLE {name} SET (fillfactor = 80)")
-            if high > low:
+            requests = (
+                prepare_requests(connection, name, columns, is_first=state is None)
+                if high > low or state is not None
+                else None
+            )
+            retry = _retry_requests(connection, state, low, high, requests)
+            if retry:
+                high = low  # no new event: the window stays empty, the watermark where it is
+            if high > low or retry:
                 _fold(
                     connection,
                     table,
@@ -438,6 +488,7 @@ def refresh_rollup(
                     low,
                     high,
                     is_first=state is None,
+                    requests=requests,
                 )
                 if state is None:
                     rebuild_groups(connection, table, groups, len(columns))
@@ -486,6 +537,7 @@ def drop_rollup(
         _state_metadata.create_all(connection)
         _units_table(name, columns).drop(connection, checkfirst=True)
         groups_table(name, columns).drop(connection, checkfirst=True)
+        requests_table(name).drop(connection, checkfirst=True)
         connection.execute(rollup_state.delete().where(rollup_state.c.table_name == name))
 
 
