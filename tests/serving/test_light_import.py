@@ -9,12 +9,17 @@ since this one has imported everything already.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+from model_server import free_port
 
 OPTIONAL_STACK = ("mlflow", "feast", "sklearn", "pandas")
 """Loaded only for a model or feature source that needs them (registry, Feast, file: models)."""
@@ -109,3 +114,63 @@ def test_a_gateway_without_registry_or_feast_models_loads_none_of_them(tmp_path:
     loaded = _loaded_after(code, cwd=tmp_path)
     assert [name for name in OPTIONAL_STACK if name in loaded] == []
     assert "sqlalchemy" in loaded  # the store was opened: the probe saw a running gateway
+
+
+SLOW_ENTRY = """
+import time
+
+time.sleep({seconds})  # a slow import, as on a busy machine: every worker runs this first
+
+from abflow.cli.main import main
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.slow
+def test_workers_slow_to_start_are_not_restarted(tmp_path: Path) -> None:
+    """Two workers whose ``__main__`` takes 7 s to import (uvicorn's own limit is 5 s) start
+    once each, with the default ``--worker-start-timeout``."""
+    entry = tmp_path / "slow_abflow.py"
+    entry.write_text(SLOW_ENTRY.format(seconds=7))
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("ABFLOW_")},
+        "ABFLOW_STORE_URL": f"sqlite:///{tmp_path / 'abflow.db'}",
+        "ABFLOW_JOURNAL_DIR": str(tmp_path / "journal"),
+    }
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        gateway = subprocess.Popen(
+            [
+                *(sys.executable, str(entry), "serve", "--no-auth", "--workers", "2"),
+                *("--port", str(port), "--log-level", "info"),
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240  # generous: 7 s of sleep plus imports, busy machine
+        while log.read_text().count("Application startup complete") < 2:
+            text = log.read_text()
+            assert "died" not in text, text  # uvicorn restarted a worker
+            assert gateway.poll() is None, text
+            assert time.monotonic() < deadline, f"two workers not up within 240 s: {text}"
+            time.sleep(0.5)
+        response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert response.status_code == 200
+    finally:
+        if gateway.poll() is None:
+            gateway.send_signal(signal.SIGTERM)
+        try:
+            gateway.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(gateway.pid, signal.SIGKILL)
+            gateway.wait()
+    text = log.read_text()
+    assert text.count("Started server process") == 2  # each worker started once
+    assert "died" not in text
