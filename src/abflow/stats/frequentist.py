@@ -1,11 +1,15 @@
 """Fixed-horizon frequentist tests: Welch's t on the difference of means, absolute or relative.
 
 The absolute effect is ``mean_t - mean_c`` with variance ``v_t / n_t + v_c / n_c``. The
-relative effect ``(mean_t - mean_c) / mean_c`` gets its variance from the delta method,
+relative effect ``(mean_t - mean_c) / |mean_c|`` gets its variance from the delta method,
 ``v_t / (mu_c^2 n_t) + v_c mu_t^2 / (mu_c^4 n_c)``: the second term is the uncertainty of the
 control mean in the denominator, which a naive "absolute CI divided by mu_c" forgets. This is
 the formula GrowthBook's engine uses, and ``mu`` here are the unadjusted means so CUPED
-changes the numerator's variance only. Degrees of freedom are Welch-Satterthwaite's.
+changes the numerator's variance only. Dividing by the absolute control mean (as GrowthBook
+does since "keep the sign of relative lift when the baseline mean is negative") keeps the
+sign of the difference: a rise is positive whatever the sign of the baseline. The variance
+has only even powers of ``mu_c``, so it is the same either way. Degrees of freedom are
+Welch-Satterthwaite's.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ def effect_and_variance(c: ArmSummary, t: ArmSummary, *, relative: bool) -> tupl
         diff = t.mean - c.mean
         if relative:
             mu_c, mu_t = c.unadjusted_mean, t.unadjusted_mean
-            effect = diff / mu_c
+            effect = diff / np.abs(mu_c)
             variance = t.variance / (mu_c**2 * t.n) + c.variance * mu_t**2 / (mu_c**4 * c.n)
         else:
             effect = diff

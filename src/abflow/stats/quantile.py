@@ -254,7 +254,7 @@ def compare_quantile_stats(
     if relative:
         if x_c == 0:
             return _failed(control, treatment, relative, alpha, "zero_control_quantile")
-        effect = x_t / x_c - 1.0
+        effect = (x_t - x_c) / abs(x_c)  # keeps the sign of the difference, as GrowthBook
         se = math.sqrt(se_t**2 / x_c**2 + x_t**2 * se_c**2 / x_c**4)
     else:
         effect = x_t - x_c
