@@ -50,9 +50,10 @@ MAX_BODY = 4096
 N_FEATURES = 8  # abflow.serving.demo_models
 ROW = [0.25] * N_FEATURES
 
-# A 4xx detail starts with the place at fault: "features[0][1]: ...", "query.phase: ...".
+# A 4xx detail starts with the place at fault: "features[0][1]: ...", "query.phase: ...",
+# "0: ..." (a key of the body), "attributes key '\x00': ..." (a key that cannot be stored).
 # "." is the document itself (a body that is not JSON, or not an object).
-FIELD_FIRST = re.compile(r"^(\.|[A-Za-z_][\w.\[\]-]*): \S")
+FIELD_FIRST = re.compile(r"^(\.|\w\S*?|\w+ key '.*?'): \S")
 
 
 class MemoryEvents:
