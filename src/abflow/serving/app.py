@@ -117,6 +117,7 @@ def create_app(
         tracer=tracer,
         backend_options=config.backends,
         backend_factory=backend_factory,
+        saved_groups=config.saved_groups,
     )
 
     @asynccontextmanager

@@ -98,8 +98,10 @@ class Gateway:
         tracer: Tracer | None = None,
         backend_options: Mapping[str, BackendOptions] | None = None,
         backend_factory: BackendFactory | None = None,
+        saved_groups: Mapping[str, list[Any]] | None = None,
     ) -> None:
         self.settings = settings
+        self.saved_groups = dict(saved_groups or {})  # the config's, for $inGroup conditions
         self.events = events
         self.catalog = catalog
         self.metrics = metrics
@@ -187,7 +189,7 @@ class Gateway:
         spec = registration.spec or spec  # a rollout's weights, kept by the catalog
         live = LiveExperiment(
             spec=spec,
-            compiled=compile_experiment(spec),
+            compiled=compile_experiment(spec, saved_groups=self.saved_groups or None),
             version=registration.version,
             phase=registration.phase,
             backends=backends,

@@ -14,6 +14,8 @@ experiments, per-model backend options, the store URL and pre-provisioned tokens
       "http://10.0.0.5:8080/invocations": {timeout_ms: 200, version: "7"}
     tokens:
       - {name: checkout, role: service, token_hash: "<sha256 hex of the token>"}
+    saved_groups:                        # for $inGroup / $notInGroup in conditions
+      beta-testers: ["u-17", "u-42"]
 """
 
 from __future__ import annotations
@@ -156,6 +158,10 @@ class GatewayConfig(BaseModel):
     backends: dict[str, BackendOptions] = Field(default_factory=dict)
     tokens: list[TokenEntry] = Field(default_factory=list)
     allowed_model_hosts: ModelHosts = Field(default_factory=list)
+    saved_groups: dict[str, list[str | int | float | bool]] = Field(
+        default_factory=dict,
+        description="group id -> members, for $inGroup / $notInGroup in experiment conditions",
+    )
 
 
 def load_config(path: Path) -> GatewayConfig:
