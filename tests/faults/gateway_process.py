@@ -191,7 +191,9 @@ def kill_tree(gateway: GatewayProcess) -> list[int]:
 
 
 def stop_gateway(gateway: GatewayProcess) -> int:
-    """SIGTERM (a clean shutdown that ships what is left); kill the tree if it hangs."""
+    """SIGTERM (a clean shutdown that ships what is left) and wait, bounded, until every
+    process of the tree has exited; SIGKILL the group if it hangs."""
+    pids = gateway.tree()
     if gateway.process.poll() is None:
         gateway.process.send_signal(signal.SIGTERM)
         try:
@@ -200,11 +202,18 @@ def stop_gateway(gateway: GatewayProcess) -> int:
             kill_tree(gateway)
             raise
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while descendants(gateway.process.pid):  # orphaned workers would be re-parented anyway
+    while not all(is_gone(pid) for pid in pids):
         if time.monotonic() > deadline:
+            _kill_group(gateway)
             break
         time.sleep(0.05)
     return int(gateway.process.returncode)
+
+
+def _kill_group(gateway: GatewayProcess) -> None:
+    """SIGKILL whatever is left in the gateway's process group (nothing, normally)."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(gateway.process.pid, signal.SIGKILL)
 
 
 @contextmanager
@@ -224,6 +233,4 @@ def running_gateway(
         if gateway.process.poll() is None:
             with suppress(subprocess.TimeoutExpired):
                 stop_gateway(gateway)
-        for pid in descendants(gateway.process.pid):
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_group(gateway)
