@@ -9,7 +9,13 @@ import pytest
 import sqlalchemy as sa
 
 from abflow.errors import StoreError
-from abflow.store import SCHEMA_VERSION, EventStore, UpgradeResult, upgrade_store
+from abflow.store import (
+    SCHEMA_VERSION,
+    EventStore,
+    UpgradeResult,
+    read_store_version,
+    upgrade_store,
+)
 from abflow.store import schema as store_schema
 from abflow.store.engine import create_store_engine
 from abflow.store.migrations import add_column_if_missing, read_version, upgrade
@@ -41,7 +47,7 @@ def test_upgrade_from_empty_creates_every_table(store_url: str) -> None:
     result = upgrade_store(store_url)
     assert result == UpgradeResult(0, SCHEMA_VERSION, tuple(range(1, SCHEMA_VERSION + 1)))
     columns = table_columns(store_url)
-    assert set(columns) == SCHEMA_TABLES | {"schema_version"}
+    assert set(columns) == SCHEMA_TABLES | {"alembic_version"}
     for name in SCHEMA_TABLES:
         assert columns[name] == set(store_schema.metadata.tables[name].columns.keys())
 
@@ -105,13 +111,10 @@ def test_open_without_upgrade_refuses_an_old_schema(store_url: str) -> None:
 def test_open_refuses_a_newer_schema(store_url: str) -> None:
     upgrade_store(store_url)
     engine = create_store_engine(store_url)
-    with engine.begin() as connection:
+    with engine.begin() as connection:  # a revision a newer abflow applied
         connection.execute(
-            sa.text(
-                "insert into schema_version (version, description, applied_at) "
-                "values (:v, 'from the future', 0)"
-            ),
-            {"v": SCHEMA_VERSION + 1},
+            sa.text("update alembic_version set version_num = :v"),
+            {"v": f"{SCHEMA_VERSION + 1:04d}"},
         )
     engine.dispose()
     with pytest.raises(StoreError, match="newer than this abflow knows"):
@@ -152,3 +155,94 @@ def test_url_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with EventStore.open() as opened:
         assert opened.url == f"sqlite:///{target}"
     assert target.is_file()
+
+
+def make_legacy_store(url: str, version: int) -> None:
+    """A store as the hand-written runner left it at ``version``: tables, ``schema_version``."""
+    engine = create_store_engine(url)
+    try:
+        store_schema.metadata.create_all(engine)
+        with engine.begin() as connection:
+            if version == 1 and connection.dialect.name == "postgresql":
+                for table in store_schema.EVENT_TABLES.values():  # before revision 2
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {table.name} ALTER COLUMN event_id "
+                        'TYPE VARCHAR(64) COLLATE "default"'
+                    )
+            connection.exec_driver_sql(
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                "description TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            for step in range(1, version + 1):
+                connection.execute(
+                    sa.text("INSERT INTO schema_version VALUES (:v, 'step', 0)"), {"v": step}
+                )
+            connection.execute(
+                store_schema.exposures.insert().values(
+                    event_id="e1", ts=1.0, experiment_key="k", phase=1, unit_id="u", variant="a"
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def alembic_revision(url: str) -> str | None:
+    engine = create_store_engine(url)
+    try:
+        with engine.connect() as connection:
+            if not sa.inspect(connection).has_table("alembic_version"):
+                return None
+            return connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_store_from_the_hand_written_runner_is_adopted(store_url: str, version: int) -> None:
+    make_legacy_store(store_url, version)
+    assert read_store_version(store_url) == version
+    assert alembic_revision(store_url) is None
+    result = upgrade_store(store_url)
+    assert result == UpgradeResult(version, SCHEMA_VERSION, tuple(range(version + 1, 3)))
+    assert alembic_revision(store_url) == f"{SCHEMA_VERSION:04d}"
+    assert upgrade_store(store_url) == UpgradeResult(SCHEMA_VERSION, SCHEMA_VERSION, ())
+    with EventStore.open(store_url, upgrade=False) as opened:
+        assert opened.count_events("exposure") == 1
+        assert opened.schema_version() == SCHEMA_VERSION
+
+
+def test_db_upgrade_and_status_on_a_store_from_the_hand_written_runner(store_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from abflow.cli.main import app
+
+    make_legacy_store(store_url, 1)
+    runner = CliRunner()
+    status = runner.invoke(app, ["db", "status", "--store", store_url])
+    assert status.exit_code == 0, status.output
+    assert f"schema version 1, this abflow needs {SCHEMA_VERSION}" in status.output
+    upgraded = runner.invoke(app, ["db", "upgrade", "--store", store_url])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"from schema version 1 to {SCHEMA_VERSION} (applied 2)" in upgraded.output
+    status = runner.invoke(app, ["db", "status", "--store", store_url])
+    assert f"schema version {SCHEMA_VERSION}, this abflow needs {SCHEMA_VERSION}" in status.output
+
+
+def test_schema_version_is_alembics_head_and_importing_the_store_loads_no_alembic() -> None:
+    import subprocess
+    import sys
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from abflow.store.migrations import SCRIPTS
+
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    scripts = ScriptDirectory.from_config(config)
+    assert scripts.get_current_head() == f"{SCHEMA_VERSION:04d}"
+    linear = [f"{v:04d}" for v in range(1, SCHEMA_VERSION + 1)]
+    assert [s.revision for s in scripts.walk_revisions()][::-1] == linear
+    code = "import sys, abflow.store; print('alembic' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "False", loaded.stderr

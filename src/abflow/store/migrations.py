@@ -1,33 +1,33 @@
-"""Versioned schema migrations: a small runner with a ``schema_version`` table.
+"""Versioned schema migrations with Alembic: revisions ``0001``, ``0002``… in
+``migration_scripts/versions``, the number being the schema version ``abflow db status`` shows.
 
-Each migration has a number, a description and a function that changes the schema on a
-connection. :func:`upgrade` applies the missing ones in order, inside one write transaction
-(both SQLite and PostgreSQL have transactional DDL, so a failed upgrade leaves the schema as
-it was) and under a lock, so two ``abflow db upgrade`` run at once apply each step once.
-Running it again is a no-op.
+:func:`upgrade` applies the missing revisions in order, inside one write transaction (both
+SQLite and PostgreSQL have transactional DDL, so a failed upgrade leaves the schema as it
+was) and under a lock, so two ``abflow db upgrade`` run at once apply each step once.
+Running it again is a no-op. Alembic records the revision in its ``alembic_version`` table.
 
-Migration 1 creates the tables of :mod:`abflow.store.schema` with ``checkfirst``, so it also
-adopts a database whose tables were created directly from the metadata. Because it reads the
-current table definitions, a later migration that adds a column must check that the column is
-missing first (:func:`add_column_if_missing`): a fresh database gets it from migration 1.
+Stores made before Alembic recorded their version in a ``schema_version`` table: such a
+store is adopted by stamping the revision it reached, then upgraded like any other. Table
+changes on SQLite go through Alembic's batch mode (``op.batch_alter_table``), which copies
+the table, since SQLite cannot alter most column definitions in place.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from abflow.store import schema
 from abflow.store.engine import translating, write_transaction
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 __all__ = [
-    "MIGRATIONS",
     "SCHEMA_VERSION",
-    "Migration",
     "UpgradeResult",
     "add_column_if_missing",
     "current_version",
@@ -35,26 +35,14 @@ __all__ = [
     "upgrade",
 ]
 
-_meta = sa.MetaData()
-schema_version = sa.Table(
-    "schema_version",
-    _meta,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", sa.Double, nullable=False),
-)
+SCRIPTS = Path(__file__).with_name("migration_scripts")
+"""Alembic's script directory (``env.py``, and ``versions/v0001_….py`` onwards)."""
+ALEMBIC_TABLE = "alembic_version"
+LEGACY_TABLE = "schema_version"
+"""Where stores made before Alembic recorded their version (the highest row's ``version``)."""
 
 # Any constant works: it only has to be the same in every process that upgrades.
 _POSTGRES_LOCK_KEY = 0x0ABF_1000
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One step of the schema's history."""
-
-    version: int
-    description: str
-    apply: Callable[[Connection], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,44 +54,23 @@ class UpgradeResult:
     applied: tuple[int, ...]
 
 
-def _create_initial_tables(connection: Connection) -> None:
-    tables = [
-        schema.experiment_versions,
-        schema.phases,
-        schema.exposures,
-        schema.predictions,
-        schema.outcomes,
-        schema.audit_log,
-        schema.api_tokens,
-    ]
-    schema.metadata.create_all(connection, tables=tables, checkfirst=True)
+def _config(connection: Connection) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    config.attributes["connection"] = connection  # read by migration_scripts/env.py
+    return config
 
 
-def _event_ids_in_byte_order(connection: Connection) -> None:
-    """PostgreSQL: ``COLLATE "C"`` on every event table's ``event_id`` (rebuilds its key)."""
-    if connection.dialect.name != "postgresql":
-        return  # SQLite compares text byte by byte already
-    for table in schema.EVENT_TABLES.values():
-        collation = connection.execute(
-            sa.text(
-                "SELECT c.collname FROM pg_attribute a JOIN pg_collation c "
-                "ON c.oid = a.attcollation "
-                "WHERE a.attrelid = CAST(:table AS regclass) AND a.attname = 'event_id'"
-            ),
-            {"table": table.name},
-        ).scalar_one()
-        if collation != "C":
-            connection.exec_driver_sql(
-                f'ALTER TABLE {table.name} ALTER COLUMN event_id TYPE VARCHAR(64) COLLATE "C"'
-            )
+def _revision(version: int) -> str:
+    return f"{version:04d}"
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "events, experiments and phases, audit log, API tokens", _create_initial_tables),
-    Migration(2, "event ids compared byte by byte on PostgreSQL", _event_ids_in_byte_order),
-)
-SCHEMA_VERSION = MIGRATIONS[-1].version
-"""The schema version this abflow reads and writes."""
+# From the file names, so that importing the store (every gateway worker does) never loads
+# Alembic; a test checks it against Alembic's head revision.
+SCHEMA_VERSION = max(int(path.name[1:5]) for path in (SCRIPTS / "versions").glob("v[0-9]*_*.py"))
+"""The schema version this abflow reads and writes: the number of Alembic's head revision."""
 
 
 def add_column_if_missing(connection: Connection, table: sa.Table, column_name: str) -> None:
@@ -118,10 +85,20 @@ def add_column_if_missing(connection: Connection, table: sa.Table, column_name: 
 
 def current_version(connection: Connection) -> int:
     """The schema version of the database behind ``connection``; 0 when it has none."""
-    if not sa.inspect(connection).has_table(schema_version.name):
+    revision = _alembic_revision(connection)
+    if revision is not None:
+        return int(revision)
+    if not sa.inspect(connection).has_table(LEGACY_TABLE):
         return 0
-    found = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+    found = connection.execute(sa.text(f"SELECT max(version) FROM {LEGACY_TABLE}")).scalar()
     return int(found or 0)
+
+
+def _alembic_revision(connection: Connection) -> str | None:
+    if not sa.inspect(connection).has_table(ALEMBIC_TABLE):
+        return None
+    found = connection.execute(sa.text(f"SELECT max(version_num) FROM {ALEMBIC_TABLE}")).scalar()
+    return None if found is None else str(found)
 
 
 def read_version(engine: Engine) -> int:
@@ -131,23 +108,24 @@ def read_version(engine: Engine) -> int:
 
 
 def upgrade(engine: Engine, *, target: int = SCHEMA_VERSION) -> UpgradeResult:
-    """Apply every migration above the current version up to ``target``; idempotent."""
+    """Apply every revision above the current version up to ``target``; idempotent."""
     with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_POSTGRES_LOCK_KEY)))
-        schema_version.create(connection, checkfirst=True)
         before = current_version(connection)
-        applied: list[int] = []
-        for migration in MIGRATIONS:
-            if before < migration.version <= target:
-                migration.apply(connection)
-                connection.execute(
-                    schema_version.insert().values(
-                        version=migration.version,
-                        description=migration.description,
-                        applied_at=time.time(),
-                    )
-                )
-                applied.append(migration.version)
+        stamped = _alembic_revision(connection) is not None
+        legacy = 0 < before <= SCHEMA_VERSION and not stamped  # made by the pre-Alembic runner
+        if before < target or legacy:
+            _run(connection, before, max(before, target))
         after = current_version(connection)
-    return UpgradeResult(before, after, tuple(applied))
+    return UpgradeResult(before, after, tuple(range(before + 1, after + 1)))
+
+
+def _run(connection: Connection, before: int, target: int) -> None:
+    """``alembic upgrade`` from ``before`` to ``target`` on ``connection``'s transaction."""
+    from alembic import command
+
+    config = _config(connection)
+    if before > 0 and _alembic_revision(connection) is None:
+        command.stamp(config, _revision(before))  # a store from before Alembic: adopt it
+    command.upgrade(config, _revision(target))

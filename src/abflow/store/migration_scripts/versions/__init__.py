@@ -1,0 +1,1 @@
+"""The event store's schema revisions, applied in order by Alembic."""
