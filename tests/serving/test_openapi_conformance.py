@@ -166,7 +166,8 @@ def assert_declared(
     assert media in entry.get("content", {}), (method, path, status, media)
     schema = copy.deepcopy(entry["content"][media]["schema"])
     schema["components"] = document["components"]
-    jsonschema.Draft202012Validator(schema).validate(response.json())
+    body = response.json() if media == "application/json" else response.text
+    jsonschema.Draft202012Validator(schema).validate(body)
     for name, header in entry.get("headers", {}).items():
         if header.get("required"):
             assert name.lower() in response.headers, (method, path, status, name)
@@ -174,6 +175,40 @@ def assert_declared(
 
 def concrete(path: str, key: str = "exp") -> str:
     return path.replace("{key}", key)
+
+
+# What each operation answers to VALID_BODY (or no body) with the right token.
+SUCCESS = {
+    ("POST", "/v1/predict"): 200,
+    ("POST", "/v1/outcomes"): 202,
+    ("GET", "/v1/experiments"): 200,
+    ("POST", "/v1/experiments"): 201,
+    ("GET", "/v1/experiments/{key}"): 200,
+    ("GET", "/v1/experiments/{key}/results"): 200,
+    ("GET", "/metrics"): 200,
+    ("GET", "/healthz"): 200,
+    ("GET", "/readyz"): 200,
+}
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "framework"])
+async def test_valid_requests_get_declared_answers(gateways: Gateway, fast_path: bool) -> None:
+    """Success bodies and headers match their declared schemas too."""
+    client = await gateways.start(predict_fast_path=fast_path)
+    document = await document_of(client)
+    for method, path, _ in operations(document):
+        headers = {**gateways.token_for(method, path), "content-type": "application/json"}
+        body = VALID_BODY.get((method, path))
+        response = await client.request(method, concrete(path), content=body, headers=headers)
+        assert_declared(document, method, path, response, SUCCESS[(method, path)])
+    batch = await client.post(
+        "/v1/predict",
+        json={"unit_id": "u1", "features": [ROW, ROW]},
+        headers=auth(gateways.tokens[Role.SERVICE]),
+    )
+    assert_declared(document, "POST", "/v1/predict", batch, 200)
+    assert batch.headers["x-request-id"] == batch.json()["request_id"]
+    assert len(batch.json()["prediction"]) == 2
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "framework"])

@@ -107,6 +107,97 @@ _READINESS_SCHEMA: dict[str, Any] = {
         "problems": {"type": "array", "items": {"type": "string"}},
     },
 }
+_TEXT: dict[str, Any] = {"type": "string"}
+_INTEGER: dict[str, Any] = {"type": "integer", "minimum": 0}
+_VARIANT: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "model", "model_version", "weight", "is_shadow", "circuit"],
+    "properties": {
+        "name": _TEXT,
+        "model": _TEXT,
+        "model_version": {"type": ["string", "null"]},
+        "checksum": {"type": ["string", "null"]},
+        "weight": {"type": "number"},
+        "is_shadow": {"type": "boolean"},
+        "circuit": _TEXT,
+    },
+}
+_SUCCESS_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Prediction": {
+        "type": "object",
+        "required": [
+            "request_id",
+            "experiment",
+            "variant",
+            "in_experiment",
+            "reason",
+            "model_version",
+            "is_fallback",
+            "prediction",
+        ],
+        "properties": {
+            "request_id": _TEXT,
+            "experiment": _TEXT,
+            "variant": {"type": ["string", "null"], "description": "null outside the experiment"},
+            "in_experiment": {"type": "boolean"},
+            "reason": _TEXT,
+            "model_version": _TEXT,
+            "is_fallback": {"type": "boolean"},
+            "prediction": {"description": "one output for one row, else a list of outputs"},
+        },
+    },
+    "OutcomesAccepted": {
+        "type": "object",
+        "required": ["accepted", "event_ids"],
+        "properties": {"accepted": _INTEGER, "event_ids": {"type": "array", "items": _TEXT}},
+    },
+    "Experiment": {
+        "type": "object",
+        "required": ["key", "unit", "version", "phase", "coverage", "is_default", "variants"],
+        "properties": {
+            "key": _TEXT,
+            "name": _TEXT,
+            "unit": _TEXT,
+            "version": _INTEGER,
+            "phase": _INTEGER,
+            "coverage": {"type": "number"},
+            "is_default": {"type": "boolean"},
+            "variants": {"type": "array", "items": _VARIANT},
+            "spec": {"$ref": _SCHEMAS + "ExperimentSpec"},
+        },
+    },
+    "ExperimentList": {
+        "type": "object",
+        "required": ["experiments"],
+        "properties": {
+            "experiments": {"type": "array", "items": {"$ref": _SCHEMAS + "Experiment"}}
+        },
+    },
+    "Health": {"type": "object", "required": ["status"], "properties": {"status": _TEXT}},
+}
+"""Schemas of the success bodies, which handlers build as plain dicts (no response models)."""
+
+_JSON = "application/json"
+# Success body of each operation whose route declares none: status, media type, schema.
+_SUCCESS: dict[tuple[str, str], tuple[str, str, dict[str, Any]]] = {
+    ("POST", "/v1/predict"): ("200", _JSON, {"$ref": _SCHEMAS + "Prediction"}),
+    ("POST", "/v1/outcomes"): ("202", _JSON, {"$ref": _SCHEMAS + "OutcomesAccepted"}),
+    ("GET", "/v1/experiments"): ("200", _JSON, {"$ref": _SCHEMAS + "ExperimentList"}),
+    ("POST", "/v1/experiments"): ("201", _JSON, {"$ref": _SCHEMAS + "Experiment"}),
+    ("GET", "/v1/experiments/{key}"): ("200", _JSON, {"$ref": _SCHEMAS + "Experiment"}),
+    ("GET", "/healthz"): ("200", _JSON, {"$ref": _SCHEMAS + "Health"}),
+    ("GET", "/readyz"): ("200", _JSON, {"$ref": _SCHEMAS + "Health"}),
+    ("GET", "/metrics"): ("200", "text/plain", {"type": "string"}),
+}
+_SUCCESS_HEADERS: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/predict"): {
+        "X-Request-ID": {
+            "description": "the request id (the caller's x-request-id when it fits)",
+            "required": True,
+            "schema": _TEXT,
+        }
+    },
+}
 _UNAUTHENTICATED_HEADERS = {
     "WWW-Authenticate": {
         "description": "always Bearer",
@@ -138,6 +229,7 @@ def install_openapi(app: FastAPI) -> None:
         for name in _FRAMEWORK_422:  # replaced by the gateway's own error body
             schemas.pop(name, None)
         schemas["Error"] = ERROR_SCHEMA
+        schemas.update(_SUCCESS_SCHEMAS)
         components["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "abflow API token"}
         }
@@ -148,6 +240,7 @@ def install_openapi(app: FastAPI) -> None:
                     operation["security"] = [{"bearer": []}]
                 needs = needs_of(method, path, operation, schemas)
                 operation["responses"] = _responses(operation.get("responses", {}), needs)
+                _declare_success(method.upper(), path, operation["responses"])
         app.openapi_schema = document
         return document
 
@@ -230,6 +323,21 @@ def _responses(declared: dict[str, Any], needs: frozenset[Need]) -> dict[str, An
             response["headers"] = _UNAUTHENTICATED_HEADERS
         responses[str(status)] = response
     return responses
+
+
+def _declare_success(method: str, path: str, responses: dict[str, Any]) -> None:
+    """Fill in the success body's schema where the route left FastAPI's empty one."""
+    success = _SUCCESS.get((method, path))
+    if success is None:
+        return
+    status, media_type, schema = success
+    content = responses.setdefault(status, {"description": "OK"}).setdefault("content", {})
+    media = content.setdefault(media_type, {})
+    if not media.get("schema"):
+        media["schema"] = schema
+    headers = _SUCCESS_HEADERS.get((method, path))
+    if headers:
+        responses[status].setdefault("headers", {}).update(headers)
 
 
 def _is_refusal(code: str) -> bool:
