@@ -11,8 +11,8 @@ its mode while the client runs:
   The client's kernel sees every byte acknowledged, so TCP keepalives and user timeouts
   never fire: only an application-level timeout notices.
 
-Leaving ``blackhole`` resets the connections that lost bytes (their protocol state is gone),
-as a middlebox that lost its state would. Threads only: each connection has two pump
+Going back to ``forward`` resets every connection that lost bytes (its protocol state is
+gone), as a middlebox that lost its state would. Threads only: each connection has two pump
 threads; everything is closed by :meth:`TcpProxy.close` (or the context manager).
 """
 
@@ -30,9 +30,15 @@ _CHUNK = 65536
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with an RST (linger 0) rather than a FIN."""
+    """Abort a connection (linger 0: an RST on close).
+
+    ``shutdown`` comes first: a bare ``close`` from another thread neither wakes a pump
+    blocked in ``recv`` on the socket nor ends the connection while that call holds it.
+    """
     with suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with suppress(OSError):
         sock.close()
 
@@ -81,7 +87,7 @@ class TcpProxy:
             self._stop_listening()
             for link in links:
                 link.reset()
-        elif previous == "blackhole":
+        elif mode == "forward" and previous != "forward":
             for link in links:
                 if link.lost_bytes:
                     link.reset()
@@ -153,6 +159,10 @@ class TcpProxy:
             with self._lock:
                 self._links = [item for item in self._links if not item.closed]
                 self._links.append(link)
+                mode = self._mode
+            if mode == "refuse":  # switched while this one was being accepted
+                link.reset()
+                continue
             self._start(self._pump, link, client, upstream)
             if upstream is not None:
                 self._start(self._pump, link, upstream, client)

@@ -55,6 +55,8 @@ process), so a large cache only fills with pages already written, and resident m
 grow by the cache size over the first minutes.
 """
 
+SHIPPER_STATEMENT_SECONDS: Final = 30.0
+"""Longest one event write may take on PostgreSQL (a batch normally takes milliseconds)."""
 _LENGTH: Final = struct.Struct("<I")
 _KIND_BY_CODE: Final[dict[int, EventKind]] = {code[0]: kind for kind, code in KIND_CODES.items()}
 
@@ -64,8 +66,11 @@ def open_shipper_store(url: str) -> Any:
     # Imported on first use: the store package pulls in SQLAlchemy, which a process that only
     # journals (or a test with its own store) never needs.
     from abflow.store import EventStore
+    from abflow.store.engine import StoreTimeouts
 
-    return EventStore.open(url, sqlite_cache_kib=SHIPPER_SQLITE_CACHE_KIB)
+    # Bounded, so that a store that stops answering is an outage (spool, retry), not a hang.
+    timeouts = StoreTimeouts(statement_seconds=SHIPPER_STATEMENT_SECONDS)
+    return EventStore.open(url, sqlite_cache_kib=SHIPPER_SQLITE_CACHE_KIB, timeouts=timeouts)
 
 
 # --- the gateway's side ----------------------------------------------------------------------

@@ -12,10 +12,11 @@ for concurrent writers.
 PostgreSQL connections never wait forever (:class:`StoreTimeouts`): a connect timeout, TCP
 keepalives (a peer that vanished while a pooled connection sat idle), a TCP user timeout
 (sent data never acknowledged: a dropped route), and, when ``statement_seconds`` is set, a
-server-side ``statement_timeout`` plus a client-side watchdog one second later. The watchdog
-is what ends a black-holed connection, where the peer's TCP stack still acknowledges
-everything but no answer ever comes: no socket option sees that, so the watchdog shuts the
-socket down and the call fails as StoreUnavailableError. Connections are checked on checkout
+server-side ``statement_timeout`` plus a client-side watchdog that cuts any checkout of a
+connection held one second longer. The watchdog is what ends a black-holed connection,
+where the peer's TCP stack still acknowledges everything but no answer ever comes: no
+socket option sees that, so the watchdog shuts the socket down and the call fails as
+StoreUnavailableError. Connections are checked on checkout
 with a ping under the same watchdog (bounded by ``connect_seconds``), so that a pool of
 connections to a silent server cannot hang the first call after an outage either.
 """
@@ -98,6 +99,7 @@ WATCHDOG_GRACE_SECONDS = 1.0
 that a server that can answer reports the timeout itself (SQLSTATE 57014)."""
 
 _WRITE_OPTION = "abflow_write"
+_WATCHDOG_TICKET = "abflow_watchdog"
 # SQLSTATEs that mean "try again later" rather than "this statement is wrong": connection
 # exceptions, insufficient resources (disk full, too many connections), shutdown, a cancelled
 # statement, a read-only server (a failover in progress), lock timeouts, and deadlocks or
@@ -246,18 +248,19 @@ def _postgres_engine(url: URL, timeouts: StoreTimeouts) -> Engine:
 
 
 def _install_watchdog(engine: Engine, timeouts: StoreTimeouts) -> None:
-    """Bound checkout pings and (when set) statements by shutting a silent socket down."""
+    """Bound checkout pings, and (when set) each use of a connection, by cutting its socket.
+
+    The limit covers a whole checkout (every statement, and COPY, which the event writer
+    runs on the driver's connection where no statement event sees it): each store call
+    checks a connection out for one short transaction.
+    """
     watchdog = _Watchdog(_sever)
-    statement_limit = (
-        None
-        if timeouts.statement_seconds is None
-        else timeouts.statement_seconds + WATCHDOG_GRACE_SECONDS
-    )
+    limit = timeouts.statement_seconds
 
     @event.listens_for(engine, "checkout")
-    def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        # Replaces a connection that a server restart or an outage left dead, so that the
-        # first call after an outage succeeds instead of failing once more.
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # The ping replaces a connection that a server restart or an outage left dead, so
+        # that the first call after an outage succeeds instead of failing once more.
         ticket = watchdog.arm(dbapi_connection, timeouts.connect_seconds)
         try:
             engine.dialect.do_ping(dbapi_connection)
@@ -265,28 +268,16 @@ def _install_watchdog(engine: Engine, timeouts: StoreTimeouts) -> None:
             raise sa.exc.DisconnectionError(_first_line(exc)) from exc
         finally:
             watchdog.disarm(ticket)
+        if limit is not None:
+            record.info[_WATCHDOG_TICKET] = watchdog.arm(
+                dbapi_connection, limit + WATCHDOG_GRACE_SECONDS
+            )
 
-    if statement_limit is None:
-        return
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def _arm(connection: Connection, *_args: Any) -> None:
-        dbapi_connection = connection.connection.dbapi_connection
-        connection.info["abflow_watchdog"] = watchdog.arm(dbapi_connection, statement_limit)
-
-    def _disarm(connection: Connection) -> None:
-        ticket = connection.info.pop("abflow_watchdog", None)
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        ticket = record.info.pop(_WATCHDOG_TICKET, None)
         if ticket is not None:
             watchdog.disarm(ticket)
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def _after(connection: Connection, *_args: Any) -> None:
-        _disarm(connection)
-
-    @event.listens_for(engine, "handle_error")
-    def _on_error(context: sa.engine.ExceptionContext) -> None:
-        if context.connection is not None:
-            _disarm(context.connection)
 
 
 def _sever(dbapi_connection: Any) -> None:
