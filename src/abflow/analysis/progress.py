@@ -27,11 +27,19 @@ SECONDS_PER_DAY = 86400.0
 
 
 def srm_check(counts: Sequence[int], weights: Sequence[float], alpha: float) -> SrmSummary:
-    """Chi-square goodness of fit of the observed split against the weights."""
-    if sum(counts) == 0:
-        return SrmSummary(p_value=1.0, alpha=alpha, is_mismatch=False)
+    """Chi-square goodness of fit of the observed split against the weights.
+
+    Without enough units for the test (none, or fewer than five expected in an arm) the
+    p-value is NaN and the status ``not_enough_data``, never ``healthy``.
+    """
     result = srm_test(counts, weights, alpha=alpha)
-    return SrmSummary(p_value=result.p_value, alpha=alpha, is_mismatch=result.is_mismatch)
+    return SrmSummary(
+        p_value=result.p_value,
+        alpha=alpha,
+        is_mismatch=result.is_mismatch,
+        status=result.status,
+        error_code=result.error_code,
+    )
 
 
 def _baseline(plan: MetricPlan, moments: Moments) -> tuple[float, float | None]:

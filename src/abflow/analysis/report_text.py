@@ -21,7 +21,7 @@ from abflow.analysis.formatting import (
     format_value,
     verdict_label,
 )
-from abflow.analysis.results import ExperimentResult
+from abflow.analysis.results import ExperimentResult, SrmSummary
 
 __all__ = [
     "progress_text",
@@ -85,6 +85,24 @@ def _header(result: ExperimentResult) -> str:
     )
 
 
+def srm_text(srm: SrmSummary) -> str:
+    """The SRM line of the terminal report; an undefined test is "not enough data"."""
+    if srm.status == "not_enough_data":
+        return f"SRM not enough data ({srm.error_code or 'undefined test'}): split not checked yet"
+    if srm.is_mismatch:
+        return f"SRM p-value {srm.p_value:.3g} MISMATCH: do not trust these results"
+    return f"SRM p-value {srm.p_value:.3g} (split healthy)"
+
+
+def srm_markdown(srm: SrmSummary) -> str:
+    """The SRM line of the Markdown report."""
+    if srm.status == "not_enough_data":
+        return f"SRM **not enough data** ({srm.error_code or 'undefined test'})"
+    if srm.is_mismatch:
+        return f"SRM p-value **{srm.p_value:.3g}** — **sample ratio mismatch**"
+    return f"SRM p-value **{srm.p_value:.3g}** (healthy)"
+
+
 def table_renderable(result: ExperimentResult) -> Group:
     """Everything in the terminal report, as one Rich renderable."""
     variants = Table(title="Assignment", title_justify="left", expand=False)
@@ -94,12 +112,8 @@ def table_renderable(result: ExperimentResult) -> Group:
         variants.add_row(
             v.variant, f"{v.units:,}", f"{v.observed_share:.2%}", f"{v.expected_share:.2%}"
         )
-    srm_style = "bold red" if result.srm.is_mismatch else "green"
-    srm = Text(
-        f"SRM p-value {result.srm.p_value:.3g} "
-        + ("MISMATCH: do not trust these results" if result.srm.is_mismatch else "(split healthy)"),
-        style=srm_style,
-    )
+    srm_style = {"mismatch": "bold red", "healthy": "green"}.get(result.srm.status, "yellow")
+    srm = Text(srm_text(result.srm), style=srm_style)
     metrics = Table(title="Metrics (P primary, G guardrail)", title_justify="left", expand=False)
     metrics.add_column("metric", no_wrap=True)
     for v in result.variants:
@@ -184,8 +198,7 @@ def render_markdown(result: ExperimentResult) -> str:
             for v in result.variants
         ],
         "",
-        f"SRM p-value **{result.srm.p_value:.3g}**"
-        + (" — **sample ratio mismatch**" if result.srm.is_mismatch else " (healthy)"),
+        srm_markdown(result.srm),
         "",
         "| metric | role | "
         + " | ".join(v.variant for v in result.variants)

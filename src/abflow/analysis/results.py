@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from abflow.stats.srm import srm_status
+
 __all__ = [
     "SCHEMA_VERSION",
     "BreakdownRow",
@@ -46,11 +48,22 @@ class VariantCount:
 
 @dataclass(frozen=True, slots=True)
 class SrmSummary:
-    """Sample-ratio-mismatch check: a tiny p-value means assignment or logging is broken."""
+    """Sample-ratio-mismatch check: a tiny p-value means assignment or logging is broken.
+
+    ``status`` is ``healthy``, ``mismatch`` or ``not_enough_data`` (too few units for the
+    test: the p-value is NaN, null in JSON, and ``error_code`` says why); left empty, it is
+    derived from the other fields.
+    """
 
     p_value: float
     alpha: float
     is_mismatch: bool
+    status: str = ""
+    error_code: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", srm_status(self.p_value, self.is_mismatch))
 
 
 @dataclass(frozen=True, slots=True)

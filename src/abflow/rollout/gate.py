@@ -119,7 +119,9 @@ def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) ->
             "sample ratio",
             None,
             not srm.is_mismatch,
-            f"SRM p-value {srm.p_value:.3g} (mismatch below {srm.alpha:g})",
+            f"SRM not enough data ({srm.error_code or 'undefined test'}); not checked"
+            if srm.status == "not_enough_data"
+            else f"SRM p-value {srm.p_value:.3g} (mismatch below {srm.alpha:g})",
         )
     )
     if policy.min_units:

@@ -20,10 +20,21 @@ from scipy import special
 from abflow.errors import InvalidArgumentError
 from abflow.stats.validation import real_number, real_numbers
 
-__all__ = ["MIN_EXPECTED_COUNT", "SrmResult", "srm_test"]
+__all__ = ["MIN_EXPECTED_COUNT", "SRM_STATUSES", "SrmResult", "srm_status", "srm_test"]
+
+SRM_STATUSES: tuple[str, ...] = ("healthy", "mismatch", "not_enough_data")
 
 MIN_EXPECTED_COUNT = 5.0
 """Below this expected count in any variant the chi-square approximation is not trusted."""
+
+
+def srm_status(p_value: float | None, is_mismatch: bool) -> str:
+    """One word for a sample-ratio check; an undefined p-value (None or NaN) is not healthy."""
+    if is_mismatch:
+        return "mismatch"
+    if p_value is None or not math.isfinite(p_value):
+        return "not_enough_data"
+    return "healthy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,12 @@ class SrmResult:
     @property
     def is_ok(self) -> bool:
         return self.error_code is None
+
+    @property
+    def status(self) -> str:
+        """``mismatch``, ``healthy``, or ``not_enough_data`` when the test is undefined (a
+        NaN p-value): too little data is neither an alarm nor a clean bill of health."""
+        return srm_status(self.p_value, self.is_mismatch)
 
     @property
     def observed_shares(self) -> tuple[float, ...]:

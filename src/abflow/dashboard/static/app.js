@@ -109,8 +109,10 @@ async function loadResult(key) {
     variants.appendChild(row);
   }
   const srm = $("srm");
-  srm.textContent = (result.srm.is_mismatch ? "Sample ratio mismatch" : "Split as expected") + " (SRM p = " + fmt(result.srm.p_value, 3) + ")";
-  srm.className = result.srm.is_mismatch ? "bad" : "good";
+  const unchecked = result.srm.status === "not_enough_data";
+  srm.textContent = unchecked ? "Split not checked yet: not enough data for the SRM test"
+    : (result.srm.is_mismatch ? "Sample ratio mismatch" : "Split as expected") + " (SRM p = " + fmt(result.srm.p_value, 3) + ")";
+  srm.className = unchecked ? "" : (result.srm.is_mismatch ? "bad" : "good");
   const metrics = $("metric-table").querySelector("tbody");
   clear(metrics);
   for (const m of result.metrics) {
