@@ -246,3 +246,49 @@ def test_schema_version_is_alembics_head_and_importing_the_store_loads_no_alembi
     code = "import sys, abflow.store; print('alembic' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert loaded.stdout.strip() == "False", loaded.stderr
+
+
+BATCH_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("api_tokens") as batch:  # SQLite: copy, drop, rename
+        batch.alter_column("name", existing_type=sa.String(128), nullable=True)
+"""
+
+
+def test_a_later_revision_can_rewrite_a_sqlite_table_in_batch_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What SQLite cannot ALTER in place, Alembic's batch mode does inside the upgrade."""
+    import shutil
+
+    from abflow.store import migrations
+
+    scripts = tmp_path / "scripts"
+    shutil.copytree(migrations.SCRIPTS, scripts)
+    (scripts / "versions" / "v0003_batch.py").write_text(BATCH_REVISION, encoding="utf-8")
+    monkeypatch.setattr(migrations, "SCRIPTS", scripts)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    upgrade_store(url)
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                store_schema.api_tokens.insert().values(
+                    token_id="t1", token_hash="h", name="ci", role="viewer", created_at=1.0
+                )
+            )
+        assert upgrade(engine, target=3) == UpgradeResult(2, 3, (3,))
+        columns = {c["name"]: c for c in sa.inspect(engine).get_columns("api_tokens")}
+        with engine.connect() as connection:
+            names = connection.execute(sa.text("SELECT name FROM api_tokens")).scalars().all()
+    finally:
+        engine.dispose()
+    assert columns["name"]["nullable"] is True
+    assert names == ["ci"]
