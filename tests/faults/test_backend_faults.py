@@ -10,7 +10,8 @@ a busy machine: that is the tolerance); and the store must hold one prediction p
 A second experiment on the same gateway checks the circuit breaker as docs/gateway.md
 describes it: after ``failure_threshold`` consecutive failures the backend is not called
 any more (the control answers at once), and after ``reset_seconds`` one trial call closes
-the circuit again once the server is healthy.
+the circuit again once the server is healthy. A last, in-memory test cancels that trial call
+mid-way: the circuit must not stay open for good.
 """
 
 from __future__ import annotations
@@ -77,9 +78,9 @@ def faulty_app(model: FaultyModel) -> Starlette:
         )
 
     async def flaky(request: Request) -> Response:
-        rows = orjson.loads(await request.body())["inputs"]
-        number = model.calls  # the event loop runs one handler at a time up to here
+        number = model.calls  # counted before any await: even a call its caller gave up on
         model.calls += 1
+        rows = orjson.loads(await request.body())["inputs"]
         if number % 10 in ERROR_EVERY:
             model.errors += 1
             return Response(b'{"error": "injected"}', status_code=500)
@@ -89,8 +90,8 @@ def faulty_app(model: FaultyModel) -> Starlette:
         return answer(len(rows))
 
     async def breaker(request: Request) -> Response:
-        rows = orjson.loads(await request.body())["inputs"]
         model.breaker_calls.append(time.monotonic())
+        rows = orjson.loads(await request.body())["inputs"]
         if model.is_breaker_down:
             return Response(b'{"error": "down"}', status_code=503)
         return answer(len(rows))
