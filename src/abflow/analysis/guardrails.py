@@ -89,6 +89,7 @@ def judge_guardrail(
     control = metric.values[0] if metric.values else None
     if (
         evidence.error_code == "zero_variance"
+        and metric.method != "quantile"  # a quantile's spread can vanish in a varying arm
         and control is not None
         and comparison.variant in values
     ):

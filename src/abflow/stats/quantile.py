@@ -214,6 +214,9 @@ def _failed(
         "too_few_units": "Too few units to estimate this quantile's spread in one of the arms.",
         "zero_variance": "The values around the quantile are all equal, so it has no spread.",
         "zero_control_quantile": "The control quantile is zero, so a relative effect is undefined.",
+        "zero_quantile_spread": (
+            "One arm's values around the quantile are all equal, so its spread is unknown."
+        ),
     }
     return Comparison(
         effect=math.nan,
@@ -259,6 +262,10 @@ def compare_quantile_stats(
     else:
         effect = x_t - x_c
         se = math.sqrt(se_c**2 + se_t**2)
+    if (se_c > 0) != (se_t > 0):
+        # One arm's interval collapsed (all values around its quantile equal): a standard
+        # error from the other arm alone would be falsely confident. gbstats refuses too.
+        return _failed(control, treatment, relative, alpha, "zero_quantile_spread")
     if not se > 0:
         return _failed(control, treatment, relative, alpha, "zero_variance")
     if not (math.isfinite(se) and math.isfinite(effect)):
