@@ -46,6 +46,7 @@ from abflow.security.tokens import create_token
 from abflow.serving.demo_models import N_FEATURES
 from abflow.serving.wiring import StoreTokenStore
 from abflow.store import EventStore, upgrade_store
+from abflow.store.engine import StoreTimeouts, translating
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -318,3 +319,80 @@ def run_outage(
         for thread in threads:
             thread.join(timeout=90)
     return tally, probes
+
+
+def test_a_black_holed_store_call_ends_as_unavailable_instead_of_hanging(
+    pg_url: str, fault_figure: Callable[..., None]
+) -> None:
+    """Each way a call can meet a silent server ends in StoreUnavailableError, bounded by the
+    engine's timeouts (here 1 s): a pooled connection's ping and then a new connection, a
+    statement whose answer never comes, and an event write (COPY, out of SQLAlchemy's sight)
+    cut off in the middle."""
+    upgrade_store(pg_url)
+    direct = sa.make_url(pg_url)
+    timeouts = StoreTimeouts(connect_seconds=1.0, statement_seconds=1.0)
+    row = {
+        "event_id": "0" * 32,
+        "ts": 1.0,
+        "request_id": "r1",
+        "experiment_key": "e",
+        "phase": 1,
+        "unit_id": "u1",
+        "variant": "a",
+        "model_version": "1",
+        "latency_ms": 1.0,
+    }
+
+    def in_flight_statement(store: EventStore, proxy: TcpProxy) -> None:
+        with store.engine.connect() as connection, translating("sleep"):
+            threading.Timer(0.2, proxy.set_mode, args=("blackhole",)).start()
+            connection.execute(sa.text("SELECT pg_sleep(0.5)"))  # its answer is swallowed
+
+    def in_flight_copy(store: EventStore, proxy: TcpProxy) -> None:
+        rows = [{**row, "event_id": f"{i:032x}", "request_id": f"r{i}"} for i in range(20_000)]
+        threading.Timer(0.1, proxy.set_mode, args=("blackhole",)).start()
+        store.write_events("prediction", rows)  # COPY, on the driver's connection
+
+    calls: dict[str, Callable[[EventStore, TcpProxy], object]] = {
+        "ping_then_connect_s": lambda store, _: store.find_token_by_hash("0" * 64),
+        "statement_in_flight_s": in_flight_statement,
+        "copy_in_flight_s": in_flight_copy,
+    }
+    seconds: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    for name, call in calls.items():
+        with TcpProxy(direct.host or "127.0.0.1", direct.port or 5432) as proxy:
+            proxied = direct.set(port=proxy.port).render_as_string(hide_password=False)
+            with EventStore.open(proxied, timeouts=timeouts) as store:
+                store.has_tokens()  # a pooled connection, then silence
+                if name == "ping_then_connect_s":
+                    proxy.set_mode("blackhole")
+                outcome: list[BaseException | None] = []
+                started = time.monotonic()
+                worker = threading.Thread(target=_run, args=(call, store, proxy, outcome))
+                worker.start()
+                worker.join(timeout=60)  # bounded: a hang fails the test instead of stalling it
+                seconds[name] = round(time.monotonic() - started, 2)
+                assert outcome, f"{name}: still waiting after 60 s"
+                errors[name] = type(outcome[0]).__name__
+                proxy.set_mode("forward")  # resets the silent connections: close() is quick
+    fault_figure(
+        "one call to a black-holed PostgreSQL (timeouts 1 s)",
+        **seconds,
+    )
+    assert errors == dict.fromkeys(calls, "StoreUnavailableError")
+    assert max(seconds.values()) < 30  # about 2-3 s each; far below any hang
+
+
+def _run(
+    call: Callable[[EventStore, TcpProxy], object],
+    store: EventStore,
+    proxy: TcpProxy,
+    outcome: list[BaseException | None],
+) -> None:
+    try:
+        call(store, proxy)
+    except Exception as exc:
+        outcome.append(exc)
+        return
+    outcome.append(None)
