@@ -18,7 +18,8 @@ for longer than ``lookup_timeout_seconds``.
 How long a revocation takes to bite: with the store reachable, a revoked token stops
 working ``cache_ttl_seconds`` after it was last verified. While the store is unreachable the
 revocation cannot be read, so a token verified before the outage keeps working until the
-store answers again (the first answer after the outage ends it).
+store answers again: the first look-up after the outage reads the revocation (the request
+that started it is still admitted), and the next request is refused.
 """
 
 from __future__ import annotations
