@@ -2,7 +2,8 @@
 
 GrowthBook-compatible hashing and bucket ranges (:mod:`abflow.routing.hashing`), targeting
 conditions (:mod:`abflow.routing.conditions`), the per-request :func:`assign`, canary ramps
-(:mod:`abflow.routing.ramp`) and the vectorised :func:`assign_batch`. Pure: no I/O.
+(:mod:`abflow.routing.ramp`), the vectorised :func:`assign_batch` and sticky bucketing
+(:mod:`abflow.routing.sticky`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -28,15 +29,28 @@ from abflow.routing.hashing import (
     utf16_units,
 )
 from abflow.routing.ramp import canary_ranges, canary_weights, compile_canary
+from abflow.routing.sticky import (
+    InMemoryStickyBuckets,
+    StickyBucketStore,
+    StickyResult,
+    StickySettings,
+    assign_sticky,
+    sticky_key,
+)
 
 __all__ = [
     "REASONS",
     "Assignment",
     "BatchAssignment",
     "CompiledExperiment",
+    "InMemoryStickyBuckets",
     "SavedGroups",
+    "StickyBucketStore",
+    "StickyResult",
+    "StickySettings",
     "assign",
     "assign_batch",
+    "assign_sticky",
     "bucket_hash",
     "bucket_ranges",
     "canary_ranges",
@@ -51,6 +65,7 @@ __all__ = [
     "in_namespace",
     "in_range",
     "padded_version",
+    "sticky_key",
     "unit_text",
     "utf16_units",
     "value_type",

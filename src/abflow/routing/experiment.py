@@ -19,6 +19,10 @@ Decision order, and the ``reason`` each outcome carries:
 ``"coverage"``        the unit's bucket is outside every variant's range
 ``"assigned"``        the unit's bucket falls in a variant's range
 ====================  ==========================================================
+
+With sticky bucketing (:func:`abflow.routing.assign_sticky`) two more: ``"sticky"`` (a
+stored bucket decided, before the condition) and ``"blocked"`` (the unit holds a bucket of
+a version below the experiment's minimum).
 """
 
 from __future__ import annotations
@@ -48,7 +52,16 @@ __all__ = [
     "unit_text",
 ]
 
-REASONS: Final = ("forced", "no_unit", "condition", "namespace", "coverage", "assigned")
+REASONS: Final = (
+    "forced",
+    "no_unit",
+    "condition",
+    "namespace",
+    "coverage",
+    "assigned",
+    "sticky",
+    "blocked",
+)
 """Every ``Assignment.reason``, in decision order (batch results store their index)."""
 
 
