@@ -26,7 +26,7 @@ from gateway_support import MemoryEvents, auth, experiment, serve
 
 from abflow.errors import JournalError, StoreError, StoreUnavailableError
 from abflow.security.roles import Role, role_allows
-from abflow.security.tokens import InMemoryTokenStore, create_token
+from abflow.security.tokens import InMemoryTokenStore, TokenRecord, create_token
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.http_errors import _STATUS
@@ -79,6 +79,14 @@ class RefusingEvents(MemoryEvents):
         raise self.error(msg)
 
 
+class UnreachableTokenStore(InMemoryTokenStore):
+    """A token store that cannot be reached: no token can be verified for the first time."""
+
+    def find_token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        msg = "the token store cannot be reached"
+        raise StoreUnavailableError(msg)
+
+
 class Gateway:
     """Gateways started for one test, their tokens, and the probes sent to them."""
 
@@ -99,6 +107,7 @@ class Gateway:
         self,
         *specs: ExperimentSpec,
         events: MemoryEvents | None = None,
+        tokens: InMemoryTokenStore | None = None,
         lifespan: bool = True,
         **settings: Any,
     ) -> httpx.AsyncClient:
@@ -112,7 +121,7 @@ class Gateway:
             GatewaySettings(**options),
             config=GatewayConfig(experiments=list(specs or (experiment(),))),
             events=events or MemoryEvents(),
-            tokens=self.token_store,
+            tokens=tokens or self.token_store,
             catalog=InMemoryCatalog(),
         )
         if lifespan:
@@ -317,6 +326,18 @@ async def test_outages_get_declared_answers(gateways: Gateway, fast_path: bool) 
         "/v1/experiments/exp/results", headers=auth(gateways.tokens[Role.VIEWER])
     )
     assert_declared(document, "GET", "/v1/experiments/{key}/results", results, 503)
+
+    client = await gateways.start(tokens=UnreachableTokenStore(), predict_fast_path=fast_path)
+    unverifiable = 0
+    for (method, path), role in REQUIRED_ROLE.items():
+        if role is not None:
+            body = VALID_BODY.get((method, path))
+            headers = auth(gateways.tokens[role])
+            response = await client.request(method, concrete(path), content=body, headers=headers)
+            assert_declared(document, method, path, response, 503)
+            assert response.json()["error"] == "store_unavailable"
+            unverifiable += 1
+    assert unverifiable == 7
 
     not_started = await gateways.start(lifespan=False)
     starting = await not_started.get("/readyz")
