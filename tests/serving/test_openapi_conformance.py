@@ -28,7 +28,7 @@ from abflow.errors import JournalError, StoreError, StoreUnavailableError
 from abflow.security.roles import Role, role_allows
 from abflow.security.tokens import InMemoryTokenStore, TokenRecord, create_token
 from abflow.serving.app import create_app
-from abflow.serving.catalog import InMemoryCatalog
+from abflow.serving.catalog import InMemoryCatalog, Registration
 from abflow.serving.http_errors import _STATUS
 from abflow.serving.openapi import ERRORS
 from abflow.serving.settings import GatewayConfig, GatewaySettings
@@ -87,6 +87,18 @@ class UnreachableTokenStore(InMemoryTokenStore):
         raise StoreUnavailableError(msg)
 
 
+class FailingCatalog(InMemoryCatalog):
+    """Registers the config's experiments at start, then finds the store gone."""
+
+    is_down = False
+
+    def register(self, spec: ExperimentSpec, actor: str = "system") -> Registration:
+        if self.is_down:
+            msg = "the store cannot be reached"
+            raise StoreUnavailableError(msg)
+        return super().register(spec, actor)
+
+
 class Gateway:
     """Gateways started for one test, their tokens, and the probes sent to them."""
 
@@ -108,6 +120,7 @@ class Gateway:
         *specs: ExperimentSpec,
         events: MemoryEvents | None = None,
         tokens: InMemoryTokenStore | None = None,
+        catalog: InMemoryCatalog | None = None,
         lifespan: bool = True,
         **settings: Any,
     ) -> httpx.AsyncClient:
@@ -122,7 +135,7 @@ class Gateway:
             config=GatewayConfig(experiments=list(specs or (experiment(),))),
             events=events or MemoryEvents(),
             tokens=tokens or self.token_store,
-            catalog=InMemoryCatalog(),
+            catalog=catalog or InMemoryCatalog(),
         )
         if lifespan:
             return await self.stack.enter_async_context(serve(app))
@@ -338,6 +351,16 @@ async def test_outages_get_declared_answers(gateways: Gateway, fast_path: bool) 
             assert response.json()["error"] == "store_unavailable"
             unverifiable += 1
     assert unverifiable == 7
+
+    catalog = FailingCatalog()
+    client = await gateways.start(catalog=catalog)
+    catalog.is_down = True
+    register = await client.post(
+        "/v1/experiments",
+        content=VALID_BODY[("POST", "/v1/experiments")],
+        headers=auth(gateways.tokens[Role.EXPERIMENTER]),
+    )
+    assert_declared(document, "POST", "/v1/experiments", register, 503)
 
     not_started = await gateways.start(lifespan=False)
     starting = await not_started.get("/readyz")
