@@ -63,7 +63,7 @@ ERRORS: dict[Need, tuple[Refusal, ...]] = {
     Need.TOKEN: (
         Refusal(401, "no bearer token, or an unknown or revoked one"),
         Refusal(403, "the token's role does not allow this operation"),
-        Refusal(503, "the token store cannot be reached to check a token not seen recently"),
+        Refusal(503, "the token store cannot be reached to verify a token not verified before"),
     ),
     Need.BODY: (
         Refusal(413, "the body is over the gateway's size limit"),
