@@ -174,3 +174,30 @@ def test_help_teaches_with_an_example() -> None:
     text = " ".join(result.stdout.split())
     assert "abflow assign examples/fraud.yaml --unit user-42" in text
     assert "--ids" in text
+
+
+def test_groups_file_feeds_in_group(tmp_path: Path) -> None:
+    spec_path = tmp_path / "grouped.yaml"
+    condition = {"user_id": {"$inGroup": "beta"}}
+    spec_path.write_text(yaml.safe_dump({**SPEC, "coverage": 1.0, "condition": condition}))
+    groups = tmp_path / "groups.yaml"
+    groups.write_text(yaml.safe_dump({"beta": [f"u{i}" for i in range(0, 300, 3)]}), "utf-8")
+    member = json.loads(
+        _run(str(spec_path), "-u", "u3", "--groups", str(groups), "-f", "json").stdout
+    )
+    other = json.loads(
+        _run(str(spec_path), "-u", "u4", "--groups", str(groups), "-f", "json").stdout
+    )
+    assert (member["in_experiment"], other["reason"]) == (True, "condition")
+    ids_file = tmp_path / "units.csv"
+    ids_file.write_text("user_id\n" + "".join(f"u{i}\n" for i in range(300)), "utf-8")
+    result = _run(str(spec_path), "--ids", str(ids_file), "--groups", str(groups), "-f", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["reasons"] == {"assigned": 100, "condition": 200}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("beta: not-a-list\n", "utf-8")
+    refused = _run(str(spec_path), "-u", "u3", "--groups", str(bad))
+    assert refused.exit_code == 2
+    assert "--groups" in refused.output
+    assert "must map each group id to a list of members" in refused.output

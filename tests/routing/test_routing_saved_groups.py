@@ -150,3 +150,12 @@ async def test_gateway_routes_with_the_config_groups(tmp_path: Path, anyio_backe
     included = {unit for unit, answer in answers.items() if answer["in_experiment"]}
     assert included == MEMBERS
     assert {answers[u]["reason"] for u in UNITS if u not in MEMBERS} == {"condition"}
+
+
+def test_batch_conditions_see_the_unit_id_as_assign_does() -> None:
+    # Attributes without the unit (a CSV's other columns): the condition still reads the id.
+    rows: list[dict[str, Any]] = [{} for _ in UNITS]
+    batch = assign_batch(IN_BETA, UNITS, rows, saved_groups=GROUPS)
+    assert int(batch.in_experiment.sum()) == 34
+    single = [assign(IN_BETA, {"user_id": u}, saved_groups=GROUPS).index for u in UNITS]
+    assert batch.index.tolist() == single

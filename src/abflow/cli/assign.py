@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 import typer
+import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -96,8 +97,24 @@ def _read_units(path: Path, spec: ExperimentSpec) -> tuple[list[str], list[dict[
     return ids, attributes
 
 
+def _read_groups(path: Path) -> dict[str, list[Any]]:
+    """Saved groups for ``$inGroup`` conditions: YAML or JSON, group id -> list of members."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        fail(f"--groups: cannot read {str(path)!r}: {exc}")
+    if not isinstance(data, dict) or not all(
+        isinstance(key, str) and isinstance(members, list) for key, members in data.items()
+    ):
+        fail(f"--groups: {str(path)!r} must map each group id to a list of members")
+    return data
+
+
 def _assign_file(
-    spec: ExperimentSpec, ids: list[str], attributes: list[dict[str, Any]] | None
+    spec: ExperimentSpec,
+    ids: list[str],
+    attributes: list[dict[str, Any]] | None,
+    groups: dict[str, list[Any]] | None = None,
 ) -> list[BatchAssignment]:
     parts: list[BatchAssignment] = []
     columns = (
@@ -110,7 +127,8 @@ def _assign_file(
         task = progress.add_task("assign", total=len(ids))
         for start in range(0, len(ids), _CHUNK):
             chunk_attributes = None if attributes is None else attributes[start : start + _CHUNK]
-            parts.append(assign_batch(spec, ids[start : start + _CHUNK], chunk_attributes))
+            chunk = ids[start : start + _CHUNK]
+            parts.append(assign_batch(spec, chunk, chunk_attributes, saved_groups=groups))
             progress.advance(task, len(parts[-1]))
     return parts
 
@@ -223,6 +241,15 @@ def assign_command(
     output_format: Annotated[
         str, typer.Option("--format", "-f", help="Printed output: table or json.")
     ] = "table",
+    groups_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--groups",
+            help="Saved groups for $inGroup / $notInGroup: a YAML or JSON file, group id -> "
+            "list of members (as the gateway config's saved_groups).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Show which variant a unit gets, and why; or assign a whole file of units.
 
@@ -243,10 +270,12 @@ def assign_command(
         spec = load_experiment(spec_file)
     except InvalidSpecError as exc:
         fail(str(exc))
+    groups = _read_groups(groups_file) if groups_file is not None else None
 
     if unit is not None:
         attributes = {**_parse_attributes(attr or []), spec.unit: unit}
-        _print_one(spec, _row(spec, unit, assign(spec, attributes)), output_format)
+        result = assign(spec, attributes, saved_groups=groups)
+        _print_one(spec, _row(spec, unit, result), output_format)
         return
 
     assert ids is not None
@@ -257,7 +286,7 @@ def assign_command(
             "columns hold the attributes it reads"
         )
     try:
-        parts = _assign_file(spec, unit_ids, attributes_list)
+        parts = _assign_file(spec, unit_ids, attributes_list, groups)
     except InvalidArgumentError as exc:
         fail(str(exc))
     if output is not None:

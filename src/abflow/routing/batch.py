@@ -278,7 +278,8 @@ def assign_batch(
         _exclude(index, bucket, reason, ~inside[spots], "namespace")
     if compiled.condition is not None:
         groups = compiled.saved_groups if saved_groups is None else saved_groups
-        targeted = _targeted(compiled, rows_attributes, count, groups)
+        unit_texts = originals if originals is not None else ids.tolist()
+        targeted = _targeted(compiled, rows_attributes, unit_texts, groups)
         _exclude(index, bucket, reason, ~targeted, "condition")
     _exclude(index, bucket, reason, lengths == 0, "no_unit")
     # An id ending in NUL cannot live in a 'U' array; such rows are redone below.
@@ -340,9 +341,11 @@ def _exclude(
 def _targeted(
     compiled: CompiledExperiment,
     attributes: list[Mapping[str, Any]] | None,
-    count: int,
+    unit_ids: list[str],
     groups: SavedGroups | None,
 ) -> npt.NDArray[np.bool_]:
+    """The condition of every row, on its attributes with the unit id set (as ``assign``)."""
+    count = len(unit_ids)
     if attributes is None:
         msg = (
             f"experiment {compiled.key!r} has a targeting condition; pass one attributes "
@@ -355,7 +358,10 @@ def _targeted(
     condition = compiled.condition
     assert condition is not None  # checked by the caller
     return np.fromiter(
-        (eval_condition(attrs, condition, groups) for attrs in attributes),
+        (
+            eval_condition({**attrs, compiled.unit: unit_id}, condition, groups)
+            for attrs, unit_id in zip(attributes, unit_ids, strict=True)
+        ),
         dtype=bool,
         count=count,
     )
