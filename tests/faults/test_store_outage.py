@@ -137,9 +137,15 @@ def probe_until_stopped(base_url: str, token: str, probes: Probes, stop: threadi
     with httpx.Client(base_url=base_url, timeout=60) as client:
         while not stop.wait(0.25):
             started = time.monotonic()
-            ready = client.get("/readyz")
-            metrics = client.get("/metrics", headers=headers)
-            probes.slowest_seconds = max(probes.slowest_seconds, time.monotonic() - started)
+            try:
+                ready = client.get("/readyz")
+                metrics = client.get("/metrics", headers=headers)
+            except httpx.TransportError:  # a hung gateway: counted as a failed probe (status 0)
+                probes.ready_statuses.append(0)
+                probes.metrics_statuses.append(0)
+                continue
+            finally:
+                probes.slowest_seconds = max(probes.slowest_seconds, time.monotonic() - started)
             probes.ready_statuses.append(ready.status_code)
             probes.degraded_seen += bool(ready.json().get("degraded"))
             probes.metrics_statuses.append(metrics.status_code)
