@@ -144,6 +144,8 @@ def test_validate(abflow: Abflow, spec_file: Path, monkeypatch: pytest.MonkeyPat
     invalid = abflow("validate", str(spec_file), str(bad))
     assert (invalid.code, "weights sum to 1.1" in invalid.text) == (1, True)
     assert abflow("validate").code == 2
+    missing = abflow("validate", str(spec_file), str(spec_file.with_name("missing.yaml")))
+    assert (missing.code, "missing.yaml: no such file" in missing.text) == (2, True)
     crash(monkeypatch, "abflow.cli.validate.load_experiment")
     assert_bug_exits_2(abflow("validate", str(spec_file)))
 

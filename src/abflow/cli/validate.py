@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +25,8 @@ def validate(
         typer.Option("--schema", help="Print the JSON Schema of a spec (for editors) and exit."),
     ] = False,
 ) -> None:
-    """Check experiment specs; print every problem with its path and exit 1 if any.
+    """Check experiment specs; print every problem with its path and exit 1 if any
+    (2 if a file cannot be read).
 
     Example: [bold]abflow validate examples/fraud.yaml[/]
     """
@@ -34,8 +36,13 @@ def validate(
     if not files:
         err_console.print("error: give at least one spec file, or --schema")
         raise typer.Exit(2)
-    failed = 0
+    failed = unreadable = 0
     for file in files:
+        if not (file.is_file() and os.access(file, os.R_OK)):
+            unreadable += 1  # no answer about this file: exit 2, not "invalid" (1)
+            reason = "no such file" if not file.exists() else "not a readable file"
+            err_console.print(f"error: {escape(str(file))}: {reason}")
+            continue
         try:
             # A file is what gets registered: under a rollout plan its weights must be the
             # plan's starting point (all traffic on the control), as registration requires.
@@ -50,6 +57,8 @@ def validate(
             f"{len(spec.metrics)} metrics",
             markup=True,
         )
+    if unreadable:
+        raise typer.Exit(2)
     if failed:
         raise typer.Exit(1)
 
