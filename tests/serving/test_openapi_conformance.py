@@ -22,6 +22,7 @@ import httpx
 import jsonschema
 import orjson
 import pytest
+from fastapi import FastAPI
 from gateway_support import MemoryEvents, auth, experiment, serve
 
 from abflow.errors import JournalError, StoreError, StoreUnavailableError
@@ -30,7 +31,7 @@ from abflow.security.tokens import InMemoryTokenStore, TokenRecord, create_token
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog, Registration
 from abflow.serving.http_errors import _STATUS
-from abflow.serving.openapi import ERRORS
+from abflow.serving.openapi import ERRORS, install_openapi
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.spec import ExperimentSpec
 from abflow.store import EventStore
@@ -420,3 +421,19 @@ def test_every_error_status_has_a_reason_in_the_table() -> None:
     declared = {refusal.status for refusals in ERRORS.values() for refusal in refusals}
     mapped = {status for _, status, _ in _STATUS}
     assert mapped == declared - {413}, mapped ^ declared
+
+
+def test_a_status_the_table_does_not_know_is_kept_from_the_route() -> None:
+    """A route's own 409 survives; its 422 goes where no need brings one (no parameters)."""
+    app = FastAPI()
+
+    @app.get("/thing", responses={409: {"description": "already there"}, 422: {}})
+    async def thing() -> None:
+        """Nothing."""
+
+    install_openapi(app)
+    responses = app.openapi()["paths"]["/thing"]["get"]["responses"]
+    assert sorted(responses) == ["200", "401", "403", "409", "503"]
+    assert responses["409"]["description"] == "already there"
+    error = {"$ref": "#/components/schemas/Error"}
+    assert responses["409"]["content"]["application/json"]["schema"] == error

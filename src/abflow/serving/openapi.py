@@ -10,7 +10,8 @@ model, the event log, the store), through the one table :data:`ERRORS`. What is 
 the route (security, body, parameters) is read from the document itself; what happens
 inside the handler is declared once per operation in :data:`USES`. Every refusal carries
 the error body of :mod:`abflow.serving.http_errors`, its ``error`` narrowed to the kinds
-that status can have.
+that status can have. Handlers answer with plain dicts (no response models, for speed), so
+the success bodies' schemas are declared here too, where a route leaves them empty.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ _PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 _PUBLIC_WHEN = {"/metrics": "metrics_public"}
 _SCHEMAS = "#/components/schemas/"
 _FRAMEWORK_422 = ("HTTPValidationError", "ValidationError")
+_FASTAPI_422 = "Validation Error"
 
 
 class Need(StrEnum):
@@ -89,6 +91,7 @@ ERRORS: dict[Need, tuple[Refusal, ...]] = {
     Need.READINESS: (Refusal(503, "starting or draining: send traffic elsewhere"),),
 }
 """Every status a need can cause. A new kind of refusal gets its entry here, nowhere else."""
+_TABLE_STATUSES = frozenset(refusal.status for refusals in ERRORS.values() for refusal in refusals)
 
 USES: dict[tuple[str, str], frozenset[Need]] = {
     ("POST", "/v1/predict"): frozenset({Need.MODEL, Need.EVENT_LOG}),
@@ -306,15 +309,21 @@ def _can_refuse(schema: dict[str, Any]) -> bool:
 
 
 def _responses(declared: dict[str, Any], needs: frozenset[Need]) -> dict[str, Any]:
-    """The operation's success responses as declared, then one entry per refusal."""
+    """The operation's success responses as declared, then one entry per refusal: those the
+    needs bring, and any status the table does not know that the route declares itself
+    (a route's own 401 or 422, like FastAPI's automatic one, stays only where a need
+    brings it)."""
     responses = {code: value for code, value in declared.items() if not _is_refusal(code)}
     reasons: dict[int, list[str]] = {}
     for need in sorted(needs):
         for refusal in ERRORS[need]:
             reasons.setdefault(refusal.status, []).append(refusal.reason)
+    for code in declared:
+        if _is_refusal(code) and int(code) not in _TABLE_STATUSES:
+            reasons.setdefault(int(code), [])
     for status in sorted(reasons):
         given = declared.get(str(status), {}).get("description")
-        generic = given in (None, "", "Validation Error")
+        generic = given in (None, "", _FASTAPI_422)
         response: dict[str, Any] = {
             "description": "; ".join(reasons[status]) if generic else given,
             "content": {"application/json": {"schema": _refusal_schema(status, needs)}},
@@ -347,5 +356,8 @@ def _is_refusal(code: str) -> bool:
 def _refusal_schema(status: int, needs: frozenset[Need]) -> dict[str, Any]:
     if Need.READINESS in needs and status == 503:
         return _READINESS_SCHEMA
-    narrowed = {"error": {"type": "string", "enum": list(error_kinds(status))}}
+    kinds = error_kinds(status)
+    if not kinds:  # a status no table entry gives: any kind
+        return {"$ref": _SCHEMAS + "Error"}
+    narrowed = {"error": {"type": "string", "enum": list(kinds)}}
     return {"allOf": [{"$ref": _SCHEMAS + "Error"}], "properties": narrowed}
