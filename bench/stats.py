@@ -2,7 +2,9 @@
 
     .venv/bin/python bench/stats.py [--quick]
 
-Rows: (1) 1,000 metric x variant comparisons from sufficient statistics with ``compare_many``
+Rows: (0) one ``compare`` call (the scalar fast path) against one scipy
+``ttest_ind_from_stats`` call on the same summary, and against ``compare_many`` on one pair
+(the vectorised path a single call took before), in microseconds per call; (1) 1,000 metric x variant comparisons from sufficient statistics with ``compare_many``
 (and one ``compare`` call per pair) against scipy's Welch test, both from summary statistics
 (``ttest_ind_from_stats``) and from the raw arrays (``ttest_ind``, 1,000 rows per arm);
 (2) from 10M raw rows to a test: ``SampleStats.from_values`` + ``compare`` against
@@ -40,6 +42,36 @@ def row(task: str, ours_name: str, ours: float, base_name: str, base: float) -> 
     ratio = base / ours
     shown = f"{ratio:,.0f}" if ratio >= 10 else f"{ratio:.1f}" if ratio >= 1 else f"{ratio:.2f}"
     return f"| {task} | {ours_name} | {ours * 1e3:,.1f} ms | {base_name} | {base * 1e3:,.1f} ms | {shown}x |"
+
+
+def per_call(calls: int, work: Callable[[], object]) -> float:
+    """Best of five runs of ``calls`` calls, in seconds per call."""
+    return best_of(5, lambda: [work() for _ in range(calls)]) / calls
+
+
+def row_us(task: str, ours_name: str, ours: float, base_name: str, base: float) -> str:
+    ratio = base / ours
+    shown = f"{ratio:,.0f}" if ratio >= 10 else f"{ratio:.1f}" if ratio >= 1 else f"{ratio:.2f}"
+    return f"| {task} | {ours_name} | {ours * 1e6:,.1f} µs | {base_name} | {base * 1e6:,.1f} µs | {shown}x |"
+
+
+def single_comparison(rng: np.random.Generator, calls: int) -> list[str]:
+    x_c, x_t = rng.gamma(2.0, 5.0, 1_000), rng.gamma(2.0, 5.2, 1_000)
+    control, treatment = SampleStats.from_values(x_c), SampleStats.from_values(x_t)
+    summary = (x_t.mean(), x_t.std(ddof=1), 1_000, x_c.mean(), x_c.std(ddof=1), 1_000)
+    ours = compare(control, treatment, relative=False)
+    reference = sps.ttest_ind_from_stats(*summary, equal_var=False)
+    assert abs(ours.p_value / reference.pvalue - 1.0) < 1e-9  # type: ignore[operator]
+    t_fast = per_call(calls, lambda: compare(control, treatment, relative=False))
+    t_fast_rel = per_call(calls, lambda: compare(control, treatment))
+    t_scipy = per_call(calls, lambda: sps.ttest_ind_from_stats(*summary, equal_var=False))
+    t_many = per_call(calls // 10, lambda: compare_many([control], [treatment]))
+    task = "1 comparison (per call)"
+    return [
+        row_us(task, "`compare` (absolute)", t_fast, "scipy `ttest_ind_from_stats`", t_scipy),
+        row_us(task, "`compare` (relative)", t_fast_rel, "scipy `ttest_ind_from_stats`", t_scipy),
+        row_us(task, "`compare` (relative)", t_fast_rel, "`compare_many` on 1 pair", t_many),
+    ]
 
 
 def many_comparisons(rng: np.random.Generator, count: int, rows: int) -> list[str]:
@@ -173,6 +205,7 @@ def main() -> None:
     lines = [
         "| task | abflow | time | baseline (same run) | time | ratio |",
         "|---|---|---:|---|---:|---:|",
+        *single_comparison(rng, 2_000),
         *many_comparisons(rng, 1_000, 1_000),
         *raw_rows(rng, rows, cuped_rows),
     ]

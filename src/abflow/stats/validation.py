@@ -19,6 +19,8 @@ __all__ = ["real_number", "real_numbers"]
 
 def real_number(name: str, value: Any) -> float:
     """``value`` as a float when it is a real number (bools are not); else a clear error."""
+    if type(value) is float or type(value) is int:  # the common case, without the ABC check
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         msg = f"{name} must be a number, got {value!r}"
         raise InvalidArgumentError(msg)
