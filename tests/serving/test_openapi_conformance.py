@@ -31,7 +31,7 @@ from abflow.security.tokens import InMemoryTokenStore, TokenRecord, create_token
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog, Registration
 from abflow.serving.http_errors import _STATUS
-from abflow.serving.openapi import ERRORS, install_openapi
+from abflow.serving.openapi import ERRORS, USES, install_openapi
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.spec import ExperimentSpec
 from abflow.store import EventStore
@@ -239,6 +239,7 @@ async def test_client_mistakes_get_declared_answers(gateways: Gateway, fast_path
     client = await gateways.start(predict_fast_path=fast_path)
     document = await document_of(client)
     assert {(method, path) for method, path, _ in operations(document)} == set(REQUIRED_ROLE)
+    assert set(USES) <= set(REQUIRED_ROLE), "USES names an operation that does not exist"
     probes = 0
     for method, path, _ in operations(document):
         url = concrete(path)
