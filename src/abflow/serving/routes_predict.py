@@ -39,11 +39,6 @@ _EXAMPLE = {
     },
     responses={
         200: {"description": "the variant, the prediction, the model version and a request id"},
-        401: {"description": "no valid token"},
-        403: {"description": "the token's role is not service (or admin)"},
-        404: {"description": "no such experiment"},
-        413: {"description": "body too large"},
-        422: {"description": "bad input; the detail names the field"},
     },
 )
 async def predict(request: Request) -> Response:
