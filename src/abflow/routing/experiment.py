@@ -267,13 +267,17 @@ def assign(
     """Assign one unit: ``attributes`` must hold ``experiment.unit`` (e.g. ``user_id``).
 
     ``saved_groups`` (group id -> list of members) is what the condition's ``$inGroup`` and
-    ``$notInGroup`` look up; without it a group is empty, as an unknown group is in
-    GrowthBook. Deterministic: the same spec, attributes and groups give the same assignment
-    in every process.
+    ``$notInGroup`` look up; without it, those a compiled experiment was given, else none (a
+    group not given is empty, as an unknown group is in GrowthBook). Deterministic: the same
+    spec, attributes and groups give the same assignment in every process.
     """
+    if saved_groups is None:  # the hot path: one argument fewer to pass on
+        entry = _CACHE.get(id(experiment))
+        if entry is not None and entry[0]() is experiment:
+            return entry[1].assign(attributes)
+        if isinstance(experiment, CompiledExperiment):
+            return experiment.assign(attributes)
+        return compile_experiment(experiment).assign(attributes)
     if isinstance(experiment, CompiledExperiment):
         return experiment.assign(attributes, saved_groups)
-    entry = _CACHE.get(id(experiment))
-    if entry is not None and entry[0]() is experiment:
-        return entry[1].assign(attributes, saved_groups)
     return compile_experiment(experiment).assign(attributes, saved_groups)
