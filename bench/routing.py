@@ -8,7 +8,8 @@ call) against the SDK's ``gbhash`` + ``getBucketRanges`` + ``chooseVariation``; 
 million units, ``abflow.assign_batch`` on a numpy string array (and on a Python list, which
 includes the conversion) against the same SDK calls in a Python loop. Inputs are realistic
 ids (``user-<number>`` and uuid4 hex) from a seeded generator; every abflow answer is first
-checked against the SDK's. Times are the best of ``--repeats`` runs, abflow and SDK
+checked against the SDK's, on those ids and on ids with characters outside the Basic
+Multilingual Plane (hashed as UTF-16 code units, surrogate pairs, as the SDKs do). Times are the best of ``--repeats`` runs, abflow and SDK
 alternating (the machine is shared: minima of interleaved runs are the least noisy); the
 ratio is SDK time over abflow time. Batch rows also give the rate by process CPU time, which
 other processes on a busy machine disturb much less than wall time.
@@ -69,6 +70,14 @@ def make_ids(count: int, seed: int = 20261126) -> list[str]:
     numbered = [f"user-{n}" for n in rng.integers(1, 10**9, size=half)]
     hexed = [uuid.UUID(bytes=rng.bytes(16), version=4).hex for _ in range(count - half)]
     return numbered + hexed
+
+
+def make_non_bmp_ids(count: int) -> list[str]:
+    """Ids with emoji and other characters above U+FFFF, for the agreement check."""
+    astral = "😀🎉👍🏽🚀𝄞𠀋"
+    return [
+        f"user-{n}-{astral[n % len(astral)]}{astral[n * 7 % len(astral)]}" for n in range(count)
+    ]
 
 
 def make_spec() -> ExperimentSpec:
@@ -182,7 +191,7 @@ def main() -> None:
 
     spec = make_spec()
     ids = make_ids(args.units)
-    check_agreement(spec, ids[:20_000])
+    check_agreement(spec, ids[:20_000] + make_non_bmp_ids(2_000))
     single = ids[: args.single // 2] + ids[-args.single // 2 :]
 
     print(
@@ -195,7 +204,8 @@ def main() -> None:
         print(line)
     print(
         f"\n{len(ids):,} ids (half `user-<n>`, half uuid4 hex); per-unit rows on "
-        f"{len(single):,} of them; every answer checked against the SDK on 20,000 ids first."
+        f"{len(single):,} of them; every answer checked against the SDK first on 20,000 of "
+        "them and 2,000 ids with emoji (UTF-16 surrogate pairs)."
     )
 
 
