@@ -265,6 +265,7 @@ def test_a_failing_challenger_costs_no_request_and_every_fallback_is_counted(
         "challenger failing 20 % and timing out 10 % of calls, fallback to control",
         requests=REQUESTS,
         client_failures=failures,
+        challenger_units=challenger,
         challenger_calls=model.calls,
         injected_errors=model.errors,
         injected_timeouts=model.delays,
@@ -274,9 +275,12 @@ def test_a_failing_challenger_costs_no_request_and_every_fallback_is_counted(
         fallbacks_logged=logged_fallbacks,
     )
     assert failures == 0, answers.statuses
-    assert model.calls == challenger  # every challenger unit called it: no open circuit
-    assert model.errors == pytest.approx(0.2 * challenger, abs=2)
-    assert model.delays == pytest.approx(0.1 * challenger, abs=2)
+    # Every challenger unit called the server (the circuit never opened), except calls the
+    # gateway gave up on before the server saw them: those fell back without being injected.
+    unseen = challenger - model.calls
+    assert 0 <= unseen <= answers.fallbacks - injected
+    assert model.errors == pytest.approx(0.2 * model.calls, abs=1)
+    assert model.delays == pytest.approx(0.1 * model.calls, abs=1)
     assert injected <= answers.fallbacks <= injected + TIMING_TOLERANCE * challenger
     assert counted == answers.fallbacks
     assert logged == REQUESTS
