@@ -279,6 +279,7 @@ def test_a_ten_second_store_outage_costs_no_prediction_and_no_event(
         readyz_degraded=probes.degraded_seen,
         metrics_200=f"{probes.metrics_statuses.count(200)}/{len(probes.metrics_statuses)}",
         slowest_probe_s=round(probes.slowest_seconds, 2),
+        follower_polls_failed=log.count("could not refresh experiments"),
     )
     assert tally.failed == [], f"{tally.failed[:5]}\n{log}"
     assert tally.answered_in_outage >= 50  # answered while the store was out, not after it
@@ -288,6 +289,9 @@ def test_a_ten_second_store_outage_costs_no_prediction_and_no_event(
     assert set(probes.ready_statuses) == {200}
     assert set(probes.metrics_statuses) == {200}
     assert probes.degraded_seen >= 1  # /readyz said the store was out
+    # The rollout follower's polls failed within the outage instead of hanging in it (in a
+    # black hole one poll takes up to the ping's 5 s and then the connect timeout's 5 s).
+    assert log.count("could not refresh experiments") >= 1
 
 
 def run_outage(

@@ -89,8 +89,8 @@ class GatewaySettings(BaseSettings):
     store_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
-        description="longest one PostgreSQL call of the gateway may take (statement_timeout, "
-        "and a watchdog for a connection that never answers)",
+        description="longest one PostgreSQL statement of the gateway may take "
+        "(statement_timeout, and a watchdog for a connection that never answers)",
     )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_rows: int = Field(default=1000, ge=1)
