@@ -31,7 +31,7 @@ from typing import Any
 from abflow.routing.js_regex import isolate_case
 from abflow.routing.js_regex import translate as translate_js_regex
 
-__all__ = ["SavedGroups", "eval_condition", "padded_version", "value_type"]
+__all__ = ["SavedGroups", "eval_condition", "padded_version", "saved_group_ids", "value_type"]
 
 SavedGroups = Mapping[str, Any]
 """Saved groups by id: a list of member values, or GrowthBook's typed ``list``/``condition``
@@ -46,6 +46,22 @@ _VERSION_STRIP = re.compile(r"^v|\+.*$")
 _VERSION_SPLIT = re.compile(r"[-.]")
 _DIGITS = re.compile(r"^[0-9]+\Z")
 _JS_SPACE = " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+
+def saved_group_ids(condition: Any) -> set[str]:
+    """The saved group ids that ``$inGroup`` / ``$notInGroup`` name anywhere in ``condition``:
+    a group nobody defined would silently match nobody, so callers check these exist."""
+    found: set[str] = set()
+    if isinstance(condition, Mapping):
+        for key, value in condition.items():
+            if key in ("$inGroup", "$notInGroup") and isinstance(value, str):
+                found.add(value)
+            else:
+                found |= saved_group_ids(value)
+    elif isinstance(condition, list):
+        for item in condition:
+            found |= saved_group_ids(item)
+    return found
 
 
 def eval_condition(

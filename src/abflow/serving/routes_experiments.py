@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from abflow.errors import InvalidSpecError
+from abflow.routing.conditions import saved_group_ids
 from abflow.security.roles import Role
 from abflow.security.tokens import TokenRecord
 from abflow.serving.auth import require
@@ -112,6 +113,13 @@ async def register_experiment(
         raise InvalidSpecError([f".: not valid JSON: {exc}"], "body") from None
     spec: ExperimentSpec = parse_experiment(data, "body")
     check_spec(spec, policy_for(services.settings, services.config))
+    undefined = sorted(saved_group_ids(spec.condition) - services.config.saved_groups.keys())
+    if undefined:
+        problem = (
+            f"condition: saved group {undefined[0]!r} is not defined in the gateway config's "
+            "saved_groups (it would match nobody)"
+        )
+        raise InvalidSpecError([problem], "body")
     live = await asyncio.to_thread(
         services.gateway.add_experiment,
         spec,

@@ -29,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from abflow.errors import ConfigError, InvalidSpecError
+from abflow.routing.conditions import saved_group_ids
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
 from abflow.serving.model_policy import parse_host_entry
@@ -213,6 +214,14 @@ def build_config(data: dict[str, Any], source: str = "config") -> GatewayConfig:
     if config.default_experiment is not None and config.default_experiment not in keys:
         msg = f"{source}: default_experiment {config.default_experiment!r} is not one of {keys}"
         raise ConfigError(msg)
+    for spec in config.experiments:
+        undefined = sorted(saved_group_ids(spec.condition) - config.saved_groups.keys())
+        if undefined:
+            msg = (
+                f"{source}: experiment {spec.key!r}: condition names saved group "
+                f"{undefined[0]!r}, which saved_groups does not define (it would match nobody)"
+            )
+            raise ConfigError(msg)
     for key, names in config.shadow.items():
         spec = next((s for s in config.experiments if s.key == key), None)
         if spec is None:
