@@ -214,11 +214,11 @@ def build_config(data: dict[str, Any], source: str = "config") -> GatewayConfig:
     if config.default_experiment is not None and config.default_experiment not in keys:
         msg = f"{source}: default_experiment {config.default_experiment!r} is not one of {keys}"
         raise ConfigError(msg)
-    for spec in config.experiments:
-        undefined = sorted(saved_group_ids(spec.condition) - config.saved_groups.keys())
+    for experiment in config.experiments:
+        undefined = sorted(saved_group_ids(experiment.condition) - config.saved_groups.keys())
         if undefined:
             msg = (
-                f"{source}: experiment {spec.key!r}: condition names saved group "
+                f"{source}: experiment {experiment.key!r}: condition names saved group "
                 f"{undefined[0]!r}, which saved_groups does not define (it would match nobody)"
             )
             raise ConfigError(msg)
