@@ -86,6 +86,9 @@ def test_one_unit_says_not_enough_data_everywhere(tmp_path: Path) -> None:
     markdown = _analyze(url, "markdown")
     assert "SRM **not enough data** (too_few_units)" in markdown
     assert "healthy" not in markdown
+    html = _analyze(url, "html")
+    assert "SRM check: not enough data yet to test the split." in html
+    assert "the split matches the weights" not in html
 
 
 def test_enough_units_keep_the_p_value_and_the_word_healthy(tmp_path: Path) -> None:

@@ -81,7 +81,7 @@ class _Report:
     reasons: list[str]
     warnings: list[str]
     assignment_chart: Markup
-    srm_mismatch: bool
+    srm_status: str
     srm_p: str
     srm_alpha: str
     progress: str
@@ -233,7 +233,7 @@ def render_html(result: ExperimentResult) -> str:
         reasons=list(d.reasons),
         warnings=list(result.warnings),
         assignment_chart=assignment,
-        srm_mismatch=result.srm.is_mismatch,
+        srm_status=result.srm.status,
         srm_p=f"{result.srm.p_value:.3g}",
         srm_alpha=f"{result.srm.alpha:g}",
         progress=progress_text(result),
