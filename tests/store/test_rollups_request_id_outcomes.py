@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from abflow.store import rollups
 from abflow.store.aggregates import GroupKey, Moments, OutcomeColumn, connect, unit_moments
 from abflow.store.rollups import refresh_rollup, rollup_moments
 from abflow.store.schema import UNRESOLVED_UNIT, exposures, metadata, outcomes, predictions
@@ -275,3 +276,23 @@ def test_a_rebuilt_rollup_counts_them_at_once(store_url: str) -> None:
     got = totals(folded[0])
     assert (got["control"]["buy_sum"], got["treatment"]["buy_sum"]) == (12.5, 7.0)
     assert (got["control"]["rows"], got["treatment"]["rows"]) == (8, 8)
+
+
+def test_a_rollup_folded_before_request_tables_counts_them_on_its_next_fold(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollup whose folds ignored these outcomes (no request table) catches up at once."""
+    engine = connect(store_url)
+    try:
+        for batch in BATCHES:
+            write(engine, batch)
+        with monkeypatch.context() as patched:
+            patched.setattr(rollups, "prepare_requests", lambda *args, **kwargs: None)
+            blind = totals(rollup_moments(engine, "e", 1, COLUMNS, PAIRS)[0])
+        folded = rollup_moments(engine, "e", 1, COLUMNS, PAIRS)  # no new event since
+        assert_same(folded, unit_moments(engine, "e", 1, COLUMNS, PAIRS))
+    finally:
+        engine.dispose()
+    assert (blind["control"]["buy_sum"], blind["treatment"]["buy_sum"]) == (1.0, 0.0)
+    got = totals(folded[0])
+    assert (got["control"]["buy_sum"], got["treatment"]["buy_sum"]) == (12.5, 7.0)

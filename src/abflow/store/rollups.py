@@ -9,13 +9,16 @@ folded event). :func:`refresh_rollup` folds the events in ``(watermark, until]``
 1. new exposures, grouped by unit: existing units have their counts (and a second variant,
    if one appears) updated; new units are inserted with their pre-exposure values read from
    the outcomes table (a CUPED covariate predates the unit's first exposure by definition);
-2. new outcomes after each unit's first exposure are summed per unit and added in place.
+2. new outcomes after each unit's first exposure are summed per unit and added in place;
+3. outcomes sent by request id alone are added to their unit once its prediction is in the
+   store, which may be folds later (:mod:`abflow.store.rollup_requests`).
 
 Everything is set-based SQL (temporary tables, ``UPDATE … FROM``), so a fold of a million
 events is a few statements. :func:`rollup_moments` then aggregates the unit rows exactly as
 :func:`abflow.store.aggregates.unit_moments` aggregates raw events, and returns the same
 :class:`Moments`. Events are assumed to arrive in time order: an event stamped before the
-watermark when it lands is missed until :func:`drop_rollup` and a rebuild.
+watermark when it lands is missed until :func:`drop_rollup` and a rebuild (a prediction
+that gives an outcome its unit is the exception: it may land late).
 """
 
 from __future__ import annotations
