@@ -12,6 +12,11 @@
    from the store, write the HTML report and print which model should win, and why.
 
 Time is simulated: the events carry the simulated clock, so the report shows days.
+
+Every run is independent of the ones before it in the same store: its experiment key and its
+users' ids carry a fresh run id. Outcomes are attributed to a unit by its id from the unit's
+first exposure on, so a second run that reused ``user-<n>`` on the same simulated week would
+count the first run's checkouts too (``checkout_value`` doubled).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from abflow.analysis.results import ExperimentResult
+from abflow.errors import InvalidArgumentError
 from abflow.spec import ExperimentSpec, parse_experiment
 
 __all__ = ["DemoOptions", "DemoOutcome", "run_demo"]
@@ -36,6 +44,7 @@ FEATURES = ("amount_z", "velocity", "account_age", "device_score", "geo_mismatch
             "basket_z", "merchant_risk")  # fmt: skip
 COUNTRIES = ("NL", "DE", "FR", "US")
 DEVICES = ("ios", "android", "web")
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,14 @@ class DemoOptions:
     use_registry: bool = True
     concurrency: int = 16
     samples: int = 24_000
+    run_id: str | None = None
+    """Prefix of this run's unit ids and suffix of its key; fresh when None. Runs that share
+    a ``seed`` and a ``run_id`` route every user alike (runs in one store need distinct ids)."""
+
+    def __post_init__(self) -> None:
+        if self.run_id is not None and not _RUN_ID.fullmatch(self.run_id):
+            msg = f"--run-id: {self.run_id!r} is not 1 to 16 letters, digits, '-' or '_'"
+            raise InvalidArgumentError(msg)
 
 
 @dataclass(slots=True)
@@ -162,8 +179,8 @@ def _spec(key: str, refs: dict[str, str], seed: int) -> ExperimentSpec:
     return parse_experiment(
         {
             "key": key,
-            # The key is unique per run; the hash seed is not, so a given --seed puts every
-            # simulated user in the same variant on every run.
+            # The key and the unit ids carry the run id; the hash seed does not, so a given
+            # --seed and --run-id put every simulated user in the same variant on every run.
             "seed": f"fraud-demo-{seed}",
             "name": "Fraud model: gradient boosting challenger vs logistic champion",
             "unit": "user_id",
@@ -256,7 +273,7 @@ class _Visit:
 
 
 def _day_visits(
-    rng: np.random.Generator, data: _Data, users: int, day: int, drift_day: int
+    rng: np.random.Generator, data: _Data, users: int, day: int, drift_day: int, run_id: str
 ) -> list[_Visit]:
     active = rng.random(users) < 0.45
     visits = []
@@ -272,12 +289,19 @@ def _day_visits(
             "device": DEVICES[(user // 7) % len(DEVICES)],
         }
         amount = float(np.exp(rng.normal(3.6, 0.7)))
-        visits.append(_Visit(f"user-{user}", attributes, [float(v) for v in row], is_fraud, amount))
+        unit = f"{run_id}-user-{user}"
+        visits.append(_Visit(unit, attributes, [float(v) for v in row], is_fraud, amount))
     return visits
 
 
 async def _traffic(
-    key: str, spec: ExperimentSpec, url: str, options: DemoOptions, start: float, progress: Any
+    key: str,
+    spec: ExperimentSpec,
+    url: str,
+    options: DemoOptions,
+    start: float,
+    progress: Any,
+    run_id: str,
 ) -> int:
     import httpx
 
@@ -321,7 +345,7 @@ async def _traffic(
                 return body
 
             for day in range(options.days):
-                visits = _day_visits(rng, data, options.users, day, options.drift_day)
+                visits = _day_visits(rng, data, options.users, day, options.drift_day, run_id)
                 outcomes: list[dict[str, Any]] = []
                 for hour in range(0, 24, 3):
                     chunk = visits[hour * len(visits) // 24 : (hour + 3) * len(visits) // 24]
@@ -372,7 +396,8 @@ def run_demo(options: DemoOptions, console: Any) -> DemoOutcome:
     url = resolve_url(options.store_url)
     options.workdir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    key = f"fraud-demo-{stamp}"
+    run_id = options.run_id or secrets.token_hex(2)
+    key = f"fraud-demo-{stamp}-{run_id}"
     now = time.time()
     start = math.floor(now / DAY) * DAY - options.days * DAY  # midnight, a week ago
     notes: list[str] = []
@@ -396,7 +421,7 @@ def run_demo(options: DemoOptions, console: Any) -> DemoOutcome:
             store.register_experiment(spec)
         finally:
             store.close()
-        requests = asyncio.run(_traffic(key, spec, url, options, start, progress))
+        requests = asyncio.run(_traffic(key, spec, url, options, start, progress, run_id))
         step = progress.add_task("analysing", total=1)
         result = analyze(
             url,

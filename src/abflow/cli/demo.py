@@ -21,6 +21,15 @@ def demo(
     users: Annotated[int, typer.Option(min=50, help="Simulated users.")] = 2500,
     days: Annotated[int, typer.Option(min=2, max=60, help="Simulated days.")] = 7,
     seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 20261126,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            "--run-id",
+            help="Prefix of the simulated users' ids (fresh by default, so that runs sharing a "
+            "store never count each other's outcomes); reuse it with --seed in a new store to "
+            "repeat a run exactly.",
+        ),
+    ] = None,
     no_registry: Annotated[
         bool, typer.Option("--no-registry", help="Serve pickled files instead of MLflow aliases.")
     ] = False,
@@ -39,6 +48,7 @@ def demo(
         days=days,
         seed=seed,
         output=output,
+        run_id=run_id,
         use_registry=not no_registry,
     )
     outcome = run_demo(options, out_console)
