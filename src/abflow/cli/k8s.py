@@ -25,6 +25,8 @@ Examples:
 
   [bold]abflow k8s render --config gateway.yaml --image IMG --namespace ml --replicas 3 --metrics-token-secret abflow-metrics -o abflow.yaml[/]
 
+  [bold]abflow k8s render --config gateway.yaml --image IMG --helm-values -o values.yaml && helm upgrade --install abflow-gateway deploy/helm/abflow -f values.yaml[/]
+
 Before applying, create the store secret (the URL holds credentials, so it is never rendered):
 
   kubectl create secret generic abflow-store --from-literal=url=postgresql+psycopg://USER:PASS@HOST/abflow
@@ -55,6 +57,13 @@ def render(
     rollout_schedule: Annotated[
         str, typer.Option(help="Cron schedule of 'abflow rollout tick' per rollout plan.")
     ] = "*/15 * * * *",
+    helm_values: Annotated[
+        bool,
+        typer.Option(
+            "--helm-values",
+            help="Print values for the Helm chart (deploy/helm/abflow) that render the same objects.",
+        ),
+    ] = False,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the manifests to this file.")
     ] = None,
@@ -79,7 +88,12 @@ def render(
         rollout_schedule=rollout_schedule,
     )
     try:
-        text = to_yaml(render_manifests(gateway_config, options))
+        if helm_values:
+            from abflow.deploy.helm import helm_values as make_values
+
+            text = to_yaml([make_values(gateway_config, options)])
+        else:
+            text = to_yaml(render_manifests(gateway_config, options))
     except InvalidArgumentError as exc:
         fail(str(exc))
     if output is None:

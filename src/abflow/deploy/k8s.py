@@ -10,7 +10,12 @@ experiment with a rollout plan gets a CronJob running ``abflow rollout tick`` wi
 
 The journal lives on an ``emptyDir``: it survives container restarts (a crash, an OOM kill)
 but not the loss of the pod's node; the gateway drains and ships it on a graceful stop,
-which ``terminationGracePeriodSeconds`` leaves time for.
+which ``terminationGracePeriodSeconds`` leaves time for. A ``preStop`` sleep keeps the pod
+serving while the endpoint controllers take it out of the Service, so that connections
+still sent to it during those seconds are answered instead of refused.
+
+The Helm chart in ``deploy/helm/abflow`` renders the same objects from the values that
+:func:`abflow.deploy.helm.helm_values` writes; a test holds the two together.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ import yaml
 from abflow.errors import InvalidArgumentError
 from abflow.serving.settings import GatewayConfig
 
-__all__ = ["K8sOptions", "render_manifests", "to_yaml"]
+__all__ = [
+    "K8sOptions",
+    "check_options",
+    "gateway_config_data", "render_manifests",
+    "to_yaml",
+]
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 CONFIG_PATH = "/etc/abflow/gateway.yaml"
@@ -33,6 +43,8 @@ JOURNAL_DIR = "/var/lib/abflow/journal"
 PORT = 8000
 MAX_NAME = 63 - len("-db-upgrade")
 """The longest ``--name``: the migration Job's name (a label value, 63 at most) adds a suffix."""
+GRACE_SECONDS = 30
+"""terminationGracePeriodSeconds: the preStop sleep, then the drain, then the kill."""
 CRON_NAME = 52
 """A CronJob's name is at most 52 characters (its Jobs add an 11-character suffix)."""
 
@@ -54,6 +66,11 @@ class K8sOptions:
     metrics_token_secret: str | None = None
     """With a name, a Prometheus Operator ServiceMonitor scrapes /metrics with that token."""
     rollout_schedule: str = "*/15 * * * *"
+    worker_start_timeout_seconds: int = 60
+    """uvicorn's limit on a worker's first answer (``abflow serve --worker-start-timeout``)."""
+    drain_timeout_seconds: int = 20
+    pre_stop_seconds: int = 5
+    """How long a stopping pod keeps serving before SIGTERM, while it leaves the Service."""
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -82,9 +99,24 @@ def _check(options: K8sOptions) -> None:
     if not 1 <= options.cpu_target_percent <= 100:
         msg = f"cpu_target_percent must be between 1 and 100, got {options.cpu_target_percent}"
         raise InvalidArgumentError(msg)
+    budget = options.pre_stop_seconds + options.drain_timeout_seconds
+    if min(options.pre_stop_seconds, options.drain_timeout_seconds) < 0 or budget >= GRACE_SECONDS:
+        msg = (
+            f"pre_stop_seconds + drain_timeout_seconds must be under the {GRACE_SECONDS} s "
+            f"grace period, got {budget}"
+        )
+        raise InvalidArgumentError(msg)
+    if options.worker_start_timeout_seconds < 1:
+        msg = f"worker_start_timeout_seconds must be at least 1, got {options.worker_start_timeout_seconds}"
+        raise InvalidArgumentError(msg)
     if not options.image.strip():
         msg = "image must not be empty"
         raise InvalidArgumentError(msg)
+
+
+def check_options(options: K8sOptions) -> None:
+    """Refuse options no cluster would accept, naming the option (also for Helm values)."""
+    _check(options)
 
 
 def render_manifests(config: GatewayConfig, options: K8sOptions) -> list[dict[str, Any]]:
@@ -139,13 +171,17 @@ def _meta(name: str, options: K8sOptions, labels: dict[str, str]) -> dict[str, A
     return {"name": name, "namespace": options.namespace, "labels": dict(labels)}
 
 
-def _gateway_config_text(config: GatewayConfig) -> str:
+def gateway_config_data(config: GatewayConfig) -> dict[str, Any]:
     """The config with specs inlined (no file references) and without the store URL."""
     data = config.model_dump(mode="json", exclude_none=True, exclude={"store_url"})
     data["experiments"] = [
         spec.model_dump(mode="json", exclude_defaults=True) for spec in config.experiments
     ]
-    return yaml.safe_dump(data, sort_keys=False, width=100)
+    return data
+
+
+def _gateway_config_text(config: GatewayConfig) -> str:
+    return yaml.safe_dump(gateway_config_data(config), sort_keys=False, width=100)
 
 
 def _config_map(
@@ -245,8 +281,15 @@ def _deployment(
     container["env"] = [
         *container["env"],
         {"name": "ABFLOW_JOURNAL_DIR", "value": JOURNAL_DIR},
-        {"name": "ABFLOW_DRAIN_TIMEOUT_SECONDS", "value": "20"},
+        {"name": "ABFLOW_DRAIN_TIMEOUT_SECONDS", "value": str(options.drain_timeout_seconds)},
+        {
+            "name": "ABFLOW_WORKER_START_TIMEOUT_SECONDS",
+            "value": str(options.worker_start_timeout_seconds),
+        },
     ]
+    container["lifecycle"] = {
+        "preStop": {"exec": {"command": ["sleep", str(options.pre_stop_seconds)]}}
+    }
     container["ports"] = [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
     container["volumeMounts"] += [
         {"name": "config", "mountPath": "/etc/abflow", "readOnly": True},
@@ -273,7 +316,7 @@ def _deployment(
             "template": {
                 "metadata": {"labels": dict(labels)},
                 "spec": {
-                    "terminationGracePeriodSeconds": 30,
+                    "terminationGracePeriodSeconds": GRACE_SECONDS,
                     "securityContext": _pod_security(),
                     "topologySpreadConstraints": [
                         {

@@ -23,7 +23,7 @@ import orjson
 
 from abflow.errors import BackendError, BackendTimeoutError, ConfigError
 
-__all__ = ["HeaderAuth", "HttpBackend", "Protocol", "infer_protocol"]
+__all__ = ["HeaderAuth", "HttpBackend", "Protocol", "infer_protocol", "redact_url"]
 
 Protocol = Literal["invocations", "v2"]
 
@@ -38,6 +38,17 @@ class HeaderAuth(httpx.Auth):
         headers = self._headers(request) if callable(self._headers) else self._headers
         request.headers.update(headers)
         yield request
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info, query or fragment: what may be logged, labelled and stored
+    (credentials and API keys ride in those parts)."""
+    try:
+        return str(
+            httpx.URL(url).copy_with(username=None, password=None, query=None, fragment=None)
+        )
+    except httpx.InvalidURL:
+        return "<invalid URL>"
 
 
 def infer_protocol(url: str) -> Protocol:
@@ -61,11 +72,12 @@ class HttpBackend:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url
+        self.shown_url = redact_url(url)
         self.protocol: Protocol = protocol or infer_protocol(url)
         if self.protocol == "v2" and "/v2/models/" not in url:
-            msg = f"a v2 backend URL must end in /v2/models/NAME/infer, got {url!r}"
+            msg = f"a v2 backend URL must end in /v2/models/NAME/infer, got {self.shown_url!r}"
             raise ConfigError(msg)
-        self._version = version or url
+        self._version = version or self.shown_url
         self._n_features = n_features
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
@@ -79,7 +91,7 @@ class HttpBackend:
 
     @property
     def reference(self) -> str:
-        return self.url
+        return self.shown_url
 
     @property
     def version(self) -> str:
@@ -98,25 +110,23 @@ class HttpBackend:
                 headers={"content-type": "application/json"},
             )
         except httpx.TimeoutException as exc:
-            msg = f"model server {self.url} did not answer in time"
+            msg = f"model server {self.shown_url} did not answer in time"
             raise BackendTimeoutError(msg) from exc
         except httpx.HTTPError as exc:
-            msg = f"cannot reach model server {self.url}: {exc}"
+            msg = f"cannot reach model server {self.shown_url}: {exc}"
             raise BackendError(msg) from exc
         if response.status_code != 200:
             body = response.text[:200]
-            msg = f"model server {self.url} answered {response.status_code}: {body}"
+            msg = f"model server {self.shown_url} answered {response.status_code}: {body}"
             raise BackendError(msg)
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
-            msg = f"model server {self.url} answered with invalid JSON"
+            msg = f"model server {self.shown_url} answered with invalid JSON"
             raise BackendError(msg) from exc
         outputs = self._outputs(data, rows.shape[0])
         if len(outputs) != rows.shape[0]:
-            msg = (
-                f"model server {self.url} returned {len(outputs)} outputs for {rows.shape[0]} rows"
-            )
+            msg = f"model server {self.shown_url} returned {len(outputs)} outputs for {rows.shape[0]} rows"
             raise BackendError(msg)
         return outputs
 
@@ -138,7 +148,7 @@ class HttpBackend:
         if self.protocol == "invocations":
             predictions = data.get("predictions") if isinstance(data, dict) else data
             if not isinstance(predictions, list):
-                msg = f"model server {self.url} answered without a 'predictions' list"
+                msg = f"model server {self.shown_url} answered without a 'predictions' list"
                 raise BackendError(msg)
             return predictions
         try:
@@ -146,7 +156,7 @@ class HttpBackend:
             flat = np.asarray(tensor["data"])
             shape = [int(s) for s in tensor.get("shape", [n_rows])]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
-            msg = f"model server {self.url} answered without a valid 'outputs' tensor"
+            msg = f"model server {self.shown_url} answered without a valid 'outputs' tensor"
             raise BackendError(msg) from exc
         values: list[Any]
         if len(shape) >= 2 and int(np.prod(shape[1:])) > 1:
