@@ -33,7 +33,8 @@ from abflow.serving.settings import GatewayConfig
 __all__ = [
     "K8sOptions",
     "check_options",
-    "gateway_config_data", "render_manifests",
+    "gateway_config_data",
+    "render_manifests",
     "to_yaml",
 ]
 
