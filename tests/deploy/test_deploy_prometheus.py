@@ -72,7 +72,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # generous: a loaded machine starts slowly
     while not server.started:
         assert time.monotonic() < deadline, "the gateway did not start in 30 s"
         time.sleep(0.05)
@@ -122,7 +122,7 @@ def query(prometheus: str, expr: str) -> dict[str, Any]:
 
 def test_every_panel_shows_data_from_a_live_gateway(gateway: str, prometheus: str) -> None:
     features = {"features": [0.1, -0.4, 1.2, 0.3, 0.0, 0.5, -1.0, 2.0]}
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # generous: a loaded machine scrapes late
     while True:
         for unit in range(40):
             response = httpx.post(

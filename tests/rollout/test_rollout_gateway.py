@@ -46,7 +46,7 @@ def running(app: Any) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # generous: a loaded machine starts slowly
         while not server.started:
             assert time.monotonic() < deadline, "the gateway did not start in 30 s"
             time.sleep(0.05)
@@ -89,7 +89,7 @@ def test_gateway_keeps_the_rollout_weights_and_follows_a_rollback(
         assert store.current_phase("ranker-v3").phase == started["phase"] == 2
         versions_before = store.get_experiment("ranker-v3").version
         rollback(store, "ranker-v3", actor="user:oncall", reason="alert")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # generous: a loaded machine refreshes late
     while [v["weight"] for v in live(base)["variants"]] != [1.0, 0.0]:
         assert time.monotonic() < deadline, "the gateway never picked up the rollback"
         time.sleep(0.1)

@@ -97,7 +97,7 @@ def running(app: Starlette) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # generous: a loaded machine starts slowly
         while not server.started:
             if time.monotonic() > deadline or not thread.is_alive():
                 msg = "model server did not start"

@@ -61,7 +61,7 @@ def start_gateway(tmp_path: Path, store_url: str) -> tuple[subprocess.Popen[byte
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=log)
     log.close()
     base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # generous: a loaded machine starts slowly
     while True:
         assert process.poll() is None, (tmp_path / f"gateway-{port}.log").read_text()
         assert time.monotonic() < deadline, "the gateway did not become ready"
@@ -109,7 +109,7 @@ def test_sigkill_of_the_gateway_loses_no_answered_request(tmp_path: Path) -> Non
     try:
         for client in clients:
             client.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # generous: a loaded machine answers slowly
         while len(answered) < ANSWERS_BEFORE_KILL:
             assert gateway.poll() is None
             assert time.monotonic() < deadline, f"only {len(answered)} answers"

@@ -68,7 +68,7 @@ def expected_order(ids: range) -> dict[str, list[str]]:
     return order
 
 
-def wait_until(condition: Callable[[], bool], timeout_seconds: float = 10.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout_seconds: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"

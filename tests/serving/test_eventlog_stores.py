@@ -91,7 +91,7 @@ def assert_stored_exactly(url: str, events: list[tuple[EventKind, dict[str, Any]
             assert {k: got[k] for k in sent} == sent
 
 
-def wait_until(condition: Callable[[], bool], timeout_seconds: float = 20.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout_seconds: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_seconds
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
