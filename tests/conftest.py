@@ -1,4 +1,9 @@
-"""Shared fixtures: a seeded random generator, and a real PostgreSQL server when one exists."""
+"""Shared fixtures: a seeded random generator, and a real PostgreSQL server when one exists.
+
+Also the Hypothesis profiles, chosen here once for the whole suite (HYPOTHESIS_PROFILE, else
+``ci`` when CI is set, else ``dev``). No profile has a deadline: Hypothesis' default fails an
+example that takes 200 ms, which a loaded 2-core machine misses on innocent code.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,28 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+HYPOTHESIS_PROFILES = {
+    # Every example a test asks for, no deadline: a busy machine is slow, not wrong.
+    "dev": settings(deadline=None),
+    # CI: tests that keep Hypothesis' default (100) run 40 examples, derandomized so that a
+    # failure reproduces; tests that set max_examples themselves keep their own figure.
+    "ci": settings(
+        deadline=None,
+        max_examples=40,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+        print_blob=True,
+    ),
+    # Before a release or after touching statistics: ten times the default.
+    "thorough": settings(deadline=None, max_examples=1000),
+}
+for _name, _profile in HYPOTHESIS_PROFILES.items():
+    settings.register_profile(_name, _profile)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+)
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
