@@ -18,10 +18,11 @@ The store URL reaches the child as the first message on its stdin, never on its 
 line: a URL may carry a database password, and every local user can read any process's
 arguments (``ps``, ``/proc/PID/cmdline``), while the pipe is private to the two processes.
 
-Protocol, both ways: a 4-byte little-endian length, then the message. To the child: first the
-store URL (UTF-8), then write requests: entries joined by newlines, each one byte of event kind and its orjson payload (orjson output never
-contains a raw newline). Back: an orjson object, ``{"rejected": [[index, message], ...]}``
-after a write, or ``{"unavailable": message}``.
+Protocol, both ways: a 4-byte little-endian length, then the message. To the child: first
+the store URL (UTF-8), then write requests: entries joined by newlines, each one byte of
+event kind and its orjson payload (orjson output never contains a raw newline). Back: an
+orjson object, ``{"rejected": [[index, message], ...]}`` after a write, or
+``{"unavailable": message}``.
 """
 
 from __future__ import annotations
