@@ -230,3 +230,29 @@ def test_worker_start_timeout_below_one_second_is_refused(
     assert result.exit_code != 0
     assert named in " ".join(result.output.split())  # Rich wraps long lines
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "source"),
+    [
+        ("ABFLOW_WORKER_START_TIMEOUT_SECONDS", "0", "--worker-start-timeout or "),
+        ("ABFLOW_REFRESH_SECONDS", "often", ""),  # a setting with no option of its own
+    ],
+)
+def test_a_bad_setting_names_the_option_and_variable_that_set_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, source: str
+) -> None:
+    import uvicorn
+
+    for name in SERVE_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    url = f"sqlite:///{tmp_path / 'abflow.db'}"
+    result = CliRunner().invoke(app, ["serve", "--no-auth", "--store", url])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert f"(from {source}{variable})" in said
+    assert "--worker_start_timeout" not in said
+    assert "--refresh_seconds" not in said

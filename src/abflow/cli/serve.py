@@ -71,17 +71,17 @@ def serve(
     Example: [bold]abflow serve --port 8000 --config gateway.yaml[/]  then open
     http://127.0.0.1:8000/docs
     """
-    overrides = {
-        "ABFLOW_HOST": host,
-        "ABFLOW_PORT": port,
-        "ABFLOW_CONFIG": str(config.resolve()) if config else None,
-        "ABFLOW_STORE_URL": store,
-        "ABFLOW_WORKERS": workers,
-        "ABFLOW_WORKER_START_TIMEOUT_SECONDS": worker_start_timeout,
-        "ABFLOW_AUTH_ENABLED": "false" if no_auth else None,
-        "ABFLOW_DRAIN_TIMEOUT_SECONDS": drain_seconds,
+    given: dict[str, tuple[str, object]] = {  # setting -> (the option that sets it, value)
+        "ABFLOW_HOST": ("--host", host),
+        "ABFLOW_PORT": ("--port", port),
+        "ABFLOW_CONFIG": ("--config", str(config.resolve()) if config else None),
+        "ABFLOW_STORE_URL": ("--store", store),
+        "ABFLOW_WORKERS": ("--workers", workers),
+        "ABFLOW_WORKER_START_TIMEOUT_SECONDS": ("--worker-start-timeout", worker_start_timeout),
+        "ABFLOW_AUTH_ENABLED": ("--no-auth", "false" if no_auth else None),
+        "ABFLOW_DRAIN_TIMEOUT_SECONDS": ("--drain-seconds", drain_seconds),
     }
-    for name, value in overrides.items():
+    for name, (_, value) in given.items():
         if value is not None:
             os.environ[name] = str(value)
 
@@ -98,7 +98,9 @@ def serve(
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
-        fail(f"{field}: {first['msg']} (from --{field} or ABFLOW_{field.upper()})")
+        variable = f"ABFLOW_{field.upper()}"
+        source = f"{given[variable][0]} or {variable}" if variable in given else variable
+        fail(f"{field}: {first['msg']} (from {source})")
     store_url = settings.store_url
     if store_url is None and settings.config is not None:
         store_url = load_config(settings.config).store_url
