@@ -222,6 +222,21 @@ def test_values_no_cluster_could_run_are_refused(helm: Path, args: list[str], me
     assert message in done.stderr
 
 
+def test_cli_writes_the_values(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from abflow.cli.main import app
+
+    out = tmp_path / "values.yaml"
+    args = ["k8s", "render", "--image", "reg.example.com/abflow:0.2.0", "--replicas", "3"]
+    written = CliRunner().invoke(app, [*args, "--helm-values", "-o", str(out)])
+    assert written.exit_code == 0, written.output
+    values = yaml.safe_load(out.read_text())
+    assert values["image"] == {"repository": "reg.example.com/abflow", "tag": "0.2.0"}
+    assert values["replicas"] == 3
+    assert [e["key"] for e in values["config"]["experiments"]] == ["demo"]
+
+
 @pytest.mark.parametrize(
     ("image", "expected"),
     [

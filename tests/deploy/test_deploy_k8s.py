@@ -98,6 +98,9 @@ def test_gateway_deployment_serves_the_mounted_config(tmp_path: Path) -> None:
         "name": "abflow-gateway-config"
     }
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ABFLOW_WORKER_START_TIMEOUT_SECONDS"] == "60"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["replicas"] == 3
     assert by_kind(manifests)["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 3
@@ -130,6 +133,7 @@ def test_one_rollout_cron_job_per_plan(tmp_path: Path) -> None:
         (K8sOptions(image="img", replicas=5, max_replicas=3), "replicas must be between"),
         (K8sOptions(image=" "), "image must not be empty"),
         (K8sOptions(image="img", cpu_target_percent=0), "cpu_target_percent"),
+        (K8sOptions(image="img", drain_timeout_seconds=26), "under the 30 s grace period"),
     ],
 )
 def test_bad_options_are_clear_errors(tmp_path: Path, options: K8sOptions, message: str) -> None:
