@@ -230,8 +230,11 @@ def _resolved_outcomes(
     conditions = [
         o.c.unit_id == UNRESOLVED_UNIT,
         o.c.name.in_(list(events)),
-        p.c.experiment_key == experiment_key,
-        p.c.phase == phase,
+        # Wrapped so that no index can serve them: each outcome must reach its prediction
+        # through ix_predictions_request. SQLite's planner, without statistics, preferred
+        # ix_predictions_experiment and scanned the experiment's predictions once per outcome.
+        sa.func.coalesce(p.c.experiment_key, "") == experiment_key,
+        p.c.phase + 0 == phase,
         ~p.c.is_shadow,
     ]
     if window.end is not None:
