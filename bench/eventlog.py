@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from abflow.serving.eventlog import EventLog
+from abflow.events.eventlog import EventLog
 from abflow.store import EventStore
 
 

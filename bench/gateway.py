@@ -194,7 +194,7 @@ class Server:
             child
             for worker in self.worker_pids()
             for child in _all_children(worker)
-            if "abflow.serving.shipper" in _cmdline(child)
+            if "abflow.events.shipper" in _cmdline(child)
         ]
 
     def peak_rss_mb(self, pids: list[int] | None = None) -> list[float]:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/store.py [--events 100000] [--batch 500 5000] [--rounds 3] [--quick]
 
-First, the batch size the gateway really uses: its event log (``serving.eventlog.EventLog``:
+First, the batch size the gateway really uses: its event log (``events.eventlog.EventLog``:
 journal, then a shipper thread that group-commits into the store) is fed as fast as one
 thread can append, and every store write it makes is recorded. The shipper wakes when 500
 events are queued and takes everything queued, up to ``MAX_BATCH_EVENTS`` (5,000): under
@@ -12,7 +12,7 @@ event stored, journal fsyncs included) is printed with the sizes of its batches.
 Then, for each backend, it writes the same exposure events (7 columns) in batches of each
 ``--batch`` size (500: a lightly loaded gateway; 5,000: one under load), with three id
 shapes: random ``uuid4`` hex (the worst case
-for the primary-key index), the gateway's own ids (``abflow.serving.events.new_id``: a random
+for the primary-key index), the gateway's own ids (``abflow.events.sink.new_id``: a random
 per-process prefix and a counter, so mostly sequential) and the store's time-ordered
 ``new_event_id``. The writers:
 
@@ -53,8 +53,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from abflow.serving.eventlog import MAX_BATCH_EVENTS, EventLog
-from abflow.serving.events import new_id
+from abflow.events.eventlog import MAX_BATCH_EVENTS, EventLog
+from abflow.events.sink import new_id
 from abflow.store import EventStore, new_event_id
 from abflow.store.schema import exposures
 from abflow.store.writer import layout_for

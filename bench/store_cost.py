@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from abflow.serving.events import new_id
+from abflow.events.sink import new_id
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 COLUMNS = ("event_id", "ts", "experiment_key", "phase", "unit_id", "variant", "attributes_json")

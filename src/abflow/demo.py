@@ -305,10 +305,10 @@ async def _traffic(
 ) -> int:
     import httpx
 
+    from abflow.events.eventlog import EventLog
     from abflow.security.roles import Role
     from abflow.security.tokens import InMemoryTokenStore, create_token
     from abflow.serving.app import create_app
-    from abflow.serving.eventlog import EventLog
     from abflow.serving.settings import GatewayConfig, GatewaySettings
 
     journal = options.workdir / "journal" / key

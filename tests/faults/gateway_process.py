@@ -149,8 +149,8 @@ def cmdline(pid: int) -> str:
 
 
 def shipper_pids(gateway: GatewayProcess) -> list[int]:
-    """The event shipper children (``python -m abflow.serving.shipper``) in the tree."""
-    return [pid for pid in gateway.tree() if "abflow.serving.shipper" in cmdline(pid)]
+    """The event shipper children (``python -m abflow.events.shipper``) in the tree."""
+    return [pid for pid in gateway.tree() if "abflow.events.shipper" in cmdline(pid)]
 
 
 def wait_ready(gateway: GatewayProcess, shippers: int = 0) -> None:

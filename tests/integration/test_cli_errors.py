@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from abflow.cli.main import main
-from abflow.serving.events import exposure_row
+from abflow.events.sink import exposure_row
 from abflow.spec import parse_experiment
 from abflow.store import EventStore
 

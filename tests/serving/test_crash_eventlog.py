@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from abflow.errors import StoreError
-from abflow.serving.eventlog import EventKind, EventLog
+from abflow.events.eventlog import EventKind, EventLog
 from abflow.store.schema import EVENT_TABLES
 
 KINDS: tuple[EventKind, ...] = ("exposure", "prediction", "outcome")

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from abflow.errors import InvalidArgumentError, JournalError, StoreError, StoreUnavailableError
-from abflow.serving.eventlog import EventKind, EventLog
-from abflow.serving.journal import encode_frame
+from abflow.events.eventlog import EventKind, EventLog
+from abflow.events.journal import encode_frame
 
 KINDS: tuple[EventKind, ...] = ("exposure", "prediction", "outcome")
 

@@ -8,8 +8,8 @@ import pytest
 from test_eventlog import MemoryStore, event, expected_order, fast_log, segments
 
 from abflow.errors import InvalidArgumentError
-from abflow.serving.eventlog import EventLog
-from abflow.serving.journal import Journal
+from abflow.events.eventlog import EventLog
+from abflow.events.journal import Journal
 
 
 def test_groups_reach_the_store_once_in_order(tmp_path: Path) -> None:

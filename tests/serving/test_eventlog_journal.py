@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from abflow.errors import JournalError
-from abflow.serving.journal import (
+from abflow.events.journal import (
     MAGIC,
     EventKind,
     Journal,
@@ -22,7 +22,7 @@ from abflow.serving.journal import (
     parse_frames,
     read_frames,
 )
-from abflow.serving.spool import Spool
+from abflow.events.spool import Spool
 
 KINDS: tuple[EventKind, ...] = ("exposure", "prediction", "outcome")
 

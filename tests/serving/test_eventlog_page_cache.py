@@ -6,8 +6,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from abflow.serving import eventlog
-from abflow.serving.shipper import SHIPPER_SQLITE_CACHE_KIB
+from abflow.events import eventlog
+from abflow.events.shipper import SHIPPER_SQLITE_CACHE_KIB
 from abflow.store import EventStore
 
 

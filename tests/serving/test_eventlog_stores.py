@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from abflow.errors import StoreUnavailableError
-from abflow.serving.eventlog import EventKind, EventLog
+from abflow.events.eventlog import EventKind, EventLog
 from abflow.store import EventStore, upgrade_store
 from abflow.store.schema import EVENT_TABLES
 

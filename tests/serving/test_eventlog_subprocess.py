@@ -16,8 +16,8 @@ from test_eventlog_stores import (
 )
 
 from abflow.errors import StoreError
-from abflow.serving.eventlog import EventLog
-from abflow.serving.shipper import SubprocessStore
+from abflow.events.eventlog import EventLog
+from abflow.events.shipper import SubprocessStore
 
 
 def _child_pid(log: EventLog) -> int | None:

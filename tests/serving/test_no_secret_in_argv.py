@@ -124,7 +124,7 @@ def test_the_store_password_is_in_no_command_line_and_no_output(
 
         def shippers() -> list[int]:
             lines = _cmdlines(gateway.pid)
-            return [pid for pid, line in lines.items() if "abflow.serving.shipper" in line]
+            return [pid for pid, line in lines.items() if "abflow.events.shipper" in line]
 
         _wait_for(lambda: len(shippers()) == WORKERS, f"{WORKERS} shipper processes", gateway, err)
         _wait_for(lambda: _ready(base), "200 from /readyz", gateway, err)

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from abflow.serving.eventlog import MAX_BATCH_EVENTS, EventKind, EventLog
+from abflow.events.eventlog import MAX_BATCH_EVENTS, EventKind, EventLog
 from abflow.store import EventStore
 
 

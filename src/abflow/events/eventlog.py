@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import orjson
 
 from abflow.errors import InvalidArgumentError, JournalError, StoreError, StoreUnavailableError
-from abflow.serving.journal import (
+from abflow.events.journal import (
     KIND_CODES,
     MAX_BODY_BYTES,
     Entry,
@@ -35,8 +35,8 @@ from abflow.serving.journal import (
     SyncStats,
     encode_frame,
 )
-from abflow.serving.shipper import SubprocessStore, open_shipper_store
-from abflow.serving.spool import Spool
+from abflow.events.shipper import SubprocessStore, open_shipper_store
+from abflow.events.spool import Spool
 
 __all__ = ["MAX_BATCH_EVENTS", "EventKind", "EventLog", "StoreWriter", "SyncStats"]
 
@@ -99,7 +99,7 @@ class EventLog:
     ``fsync_interval_seconds`` group fsync period (0: fsync every append, None: never);
     ``segment_bytes`` journal segment size; ``retry_*`` backoff while the store is down;
     ``ship_in_subprocess`` writes to ``store_url`` from a child process
-    (:mod:`abflow.serving.shipper`), so that store writes never hold this process's GIL.
+    (:mod:`abflow.events.shipper`), so that store writes never hold this process's GIL.
     """
 
     def __init__(

@@ -6,7 +6,7 @@ loop waits to answer requests (docs/durability.md measured appends stalling 10-1
 p99.9 with the shipper in the process, 3-6 ms without). With
 :class:`SubprocessStore` the thread only joins the payloads it already has into one message
 and passes it through a pipe (the GIL is released while it waits); a child process
-(``python -m abflow.serving.shipper``) decodes the rows and writes them.
+(``python -m abflow.events.shipper``) decodes the rows and writes them.
 
 Nothing about durability changes: the journal in the gateway process still holds every event
 until the child's answer confirms the write, and writes are idempotent by event id. If the
@@ -41,7 +41,7 @@ from typing import IO, Any, Final
 import orjson
 
 from abflow.errors import StoreError, StoreUnavailableError
-from abflow.serving.journal import KIND_CODES, Entry, EventKind
+from abflow.events.journal import KIND_CODES, Entry, EventKind
 
 __all__ = ["SHIPPER_SQLITE_CACHE_KIB", "SubprocessStore", "open_shipper_store"]
 
@@ -129,7 +129,7 @@ class SubprocessStore:
         return [(int(index), str(reason)) for index, reason in answer["rejected"]]
 
     def write_events(self, kind: EventKind, rows: list[dict[str, Any]]) -> int:
-        """The :class:`~abflow.serving.eventlog.StoreWriter` call, for callers with rows."""
+        """The :class:`~abflow.events.eventlog.StoreWriter` call, for callers with rows."""
         entries: list[Entry] = [(kind, orjson.dumps(row), 0, 0) for row in rows]
         rejected = self.write_entries(entries)
         if rejected:
@@ -150,7 +150,7 @@ class SubprocessStore:
             self._stop(child)  # died between batches: release its pipes
         try:
             child = subprocess.Popen(
-                [sys.executable, "-m", "abflow.serving.shipper"],
+                [sys.executable, "-m", "abflow.events.shipper"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args:
         print(
-            "usage: python -m abflow.serving.shipper (the store URL is the first message on "
+            "usage: python -m abflow.events.shipper (the store URL is the first message on "
             "stdin, never an argument)",
             file=sys.stderr,
         )

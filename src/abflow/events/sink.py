@@ -1,6 +1,6 @@
 """The gateway's side of event logging: the sink it writes to and the rows it writes.
 
-The sink is :class:`abflow.serving.eventlog.EventLog` in production (durable: ``append``
+The sink is :class:`abflow.events.eventlog.EventLog` in production (durable: ``append``
 returns once the event is in a local journal that survives a process kill); anything with
 the same methods works, which is how tests use an in-memory sink. Rows are dicts keyed by
 the columns of :mod:`abflow.store.schema`.

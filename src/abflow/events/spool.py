@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from abflow.errors import InvalidArgumentError, JournalError
-from abflow.serving.journal import (
+from abflow.events.journal import (
     Entry,
     EventKind,
     Position,

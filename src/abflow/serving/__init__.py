@@ -1,7 +1,8 @@
-"""The HTTP gateway: app factory, routers, model backends, batching, cache and event logging.
+"""The HTTP gateway: app factory, routers, model backends, batching, cache and shadow traffic.
 
-``create_app`` and ``GatewaySettings`` are loaded on first use, so that importing a light
-submodule (``abflow.serving.eventlog``) does not pull in FastAPI.
+Events go to :mod:`abflow.events` (the durable pipeline). ``create_app`` and
+``GatewaySettings`` are loaded on first use, so that importing a light submodule
+(``abflow.serving.backends``) does not pull in FastAPI.
 """
 
 from __future__ import annotations

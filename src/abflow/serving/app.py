@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from abflow import __version__, dashboard
 from abflow.errors import AbflowError
+from abflow.events.sink import EventSink
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
 from abflow.security.tokens import TokenAuthenticator, TokenStore
@@ -37,7 +38,6 @@ from abflow.serving import (
     routes_predict,
 )
 from abflow.serving.catalog import ExperimentCatalog, InMemoryCatalog
-from abflow.serving.events import EventSink
 from abflow.serving.fastpath import PREDICT_PATH, serve_predict
 from abflow.serving.gateway import BackendFactory, Gateway
 from abflow.serving.http_errors import install_error_handlers

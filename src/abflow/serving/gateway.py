@@ -26,6 +26,15 @@ from abflow.errors import (
     InvalidArgumentError,
     RegistryError,
 )
+from abflow.events.sink import (
+    DEFAULT_VARIANT,
+    EventKind,
+    EventSink,
+    append_events,
+    exposure_row,
+    new_id,
+    prediction_row,
+)
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
 from abflow.routing.experiment import CompiledExperiment, compile_experiment
@@ -38,15 +47,6 @@ from abflow.serving.backends import (
 )
 from abflow.serving.cache import MISSING, PredictionCache, row_key
 from abflow.serving.catalog import ExperimentCatalog
-from abflow.serving.events import (
-    DEFAULT_VARIANT,
-    EventKind,
-    EventSink,
-    append_events,
-    exposure_row,
-    new_id,
-    prediction_row,
-)
 from abflow.serving.inputs import (
     MAX_REQUEST_ID,
     MAX_UNIT_ID,

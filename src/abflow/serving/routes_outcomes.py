@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from abflow.errors import InvalidArgumentError
+from abflow.events.sink import UNRESOLVED_UNIT, append_events, outcome_row
 from abflow.security.roles import Role
 from abflow.security.tokens import TokenRecord
 from abflow.serving.auth import require
-from abflow.serving.events import UNRESOLVED_UNIT, append_events, outcome_row
 from abflow.serving.http_errors import read_body
 from abflow.serving.inputs import OutcomesIn, parse_body
 from abflow.serving.responses import json_response

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from abflow.events.sink import EventSink
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.security.tokens import TokenAuthenticator, TokenStore
-from abflow.serving.events import EventSink
 from abflow.serving.gateway import Gateway
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 

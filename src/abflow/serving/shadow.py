@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from abflow.serving.events import prediction_row
+from abflow.events.sink import prediction_row
 
 if TYPE_CHECKING:
     from abflow.serving.gateway import Gateway, LiveExperiment

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from abflow.errors import JournalError
+from abflow.events.eventlog import EventLog
 from abflow.security.roles import parse_role
 from abflow.security.tokens import InMemoryTokenStore, TokenRecord, TokenStore
 from abflow.serving.catalog import Registration
-from abflow.serving.eventlog import EventLog
 from abflow.serving.settings import TokenEntry
 from abflow.spec import ExperimentSpec
 from abflow.store import EventStore
