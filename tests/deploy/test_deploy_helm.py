@@ -281,9 +281,9 @@ def test_alerts_fire_on_their_conditions_and_only_then(helm: Path, tmp_path: Pat
         {"series": f'up{{{sel},pod="a"}}', "values": "1x10 _x20"},
         # 10 % of the requests are 5xx
         {"series": f'abflow_http_requests_total{{{sel},route="/v1/predict",status="200"}}',
-         "values": "0+540x30"},
+         "values": "0+540x60"},
         {"series": f'abflow_http_requests_total{{{sel},route="/v1/predict",status="503"}}',
-         "values": "0+60x30"},
+         "values": "0+60x60"},
         # 2 % of the challenger's predictions fall back; the control never
         {"series": f'abflow_predictions_total{{{sel},experiment="e",variant="challenger",model_version="2"}}',
          "values": "0+300x30"},
@@ -292,20 +292,26 @@ def test_alerts_fire_on_their_conditions_and_only_then(helm: Path, tmp_path: Pat
         {"series": f'abflow_fallbacks_total{{{sel},experiment="e",variant="challenger"}}',
          "values": "0+12x30"},
         # the store goes away at minute 2: the spool grows 4 KiB a minute
-        {"series": f'abflow_event_spool_bytes{{{sel},pod="a"}}', "values": "0 0 0+4096x28"},
-        {"series": f'abflow_event_queue_depth{{{sel},pod="a"}}', "values": "20x30"},
+        {"series": f'abflow_event_spool_bytes{{{sel},pod="a"}}', "values": "0 0 0+4096x58"},
+        # 20 events wait (normal), then 20,000 from minute 21
+        {"series": f'abflow_event_queue_depth{{{sel},pod="a"}}', "values": "20x20 20000x40"},
         {"series": 'kube_job_status_failed{namespace="default",job_name="abflow-gateway-rollout-e-29000000"}',
          "values": "0x3 1x5"},
     ]  # fmt: skip
     cases = [
         (4, "AbflowGatewayDown", []),
         (22, "AbflowGatewayDown", [{}]),  # gone at 10 m, stale at 15 m, then 5 m
+        (8, "AbflowHigh5xxRate", []),  # 5xx since minute 1: under its 10 minutes
         (16, "AbflowHigh5xxRate", [{}]),
+        (8, "AbflowFallbackRate", []),
         (16, "AbflowFallbackRate", [{"experiment": "e", "variant": "challenger"}]),
         (6, "AbflowStoreUnreachable", []),  # spooling for 4 minutes: not yet
         (8, "AbflowStoreUnreachable", [{}]),
         (20, "AbflowEventSpoolGrowing", []),  # growing for under 30 minutes
+        (50, "AbflowEventSpoolGrowing", [{}]),
         (20, "AbflowEventQueueBacklog", []),  # 20 waiting events are normal
+        (28, "AbflowEventQueueBacklog", []),  # 20,000 for 7 minutes: not yet
+        (40, "AbflowEventQueueBacklog", [{}]),
         (5, "AbflowRolloutRolledBack", [{"job_name": "abflow-gateway-rollout-e-29000000"}]),
         (2, "AbflowRolloutRolledBack", []),
     ]
