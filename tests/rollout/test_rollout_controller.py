@@ -190,7 +190,9 @@ def test_without_auto_promote_the_last_step_waits_for_a_person(
         ["looks good"],
     )
     with pytest.raises(InvalidArgumentError, match="already promoted"):
-        rollback(store, "ranker-v2", actor="user:bob")
+        promote(store, "ranker-v2", actor="user:bob")
+    assert rollback(store, "ranker-v2", actor="user:bob").action == "rolled_back"  # still open
+    assert weights(store) == [1.0, 0.0]
 
 
 def test_guardrail_failure_without_auto_rollback_holds_and_says_why(

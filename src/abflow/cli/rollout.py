@@ -2,6 +2,8 @@
 
 ``tick`` is the controller: run it on a schedule (cron, Airflow, an Argo CronWorkflow). Each
 move is a new spec version (so a new analysis phase) and an audit entry with its evidence.
+A promotion (by ``promote`` or ``tick``'s auto_promote) also moves the MLflow alias of a
+registry challenger, in the registry of ``--tracking-uri`` (default as ``abflow models``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ rollout_app = typer.Typer(
 ExperimentArgument = Annotated[str, typer.Argument(help="Experiment key.")]
 ReasonOption = Annotated[str, typer.Option(help="Why, for the audit trail.")]
 
+
+TrackingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow registry whose alias a promotion moves; default $ABFLOW_MLFLOW_TRACKING_URI, "
+        "$MLFLOW_TRACKING_URI, else sqlite:///.abflow/mlflow.db.",
+        show_default=False,
+    ),
+]
 
 ActorOption = Annotated[
     str | None,
@@ -95,6 +107,7 @@ def tick(
     output_format: Annotated[
         TickFormat, typer.Option("--format", "-f", help="text, or json (stable keys).")
     ] = TickFormat.text,
+    tracking_uri: TrackingOption = None,
 ) -> None:
     """Look once and take at most one step: start, advance, hold, roll back or promote.
 
@@ -102,12 +115,16 @@ def tick(
     alert), 2 when it could not look (no plan, unknown experiment, store unreachable).
     Example: [bold]abflow rollout tick fraud-model-v2[/]
     """
+    from abflow.registry.promotion import MlflowPromotionRegistry
     from abflow.rollout.controller import tick as run_tick
     from abflow.store import EventStore
 
+    registry = MlflowPromotionRegistry(tracking_uri)
     try:
         with EventStore.open(store) as opened:
-            result = run_tick(opened, experiment, actor=_actor(actor, "controller"))
+            result = run_tick(
+                opened, experiment, actor=_actor(actor, "controller"), registry=registry
+            )
     except AbflowError as exc:  # exit 1 means "rolled back": a failure to look is 2
         fail(str(exc), code=2)
     if output_format is TickFormat.json:
@@ -129,15 +146,35 @@ def tick(
 
 
 def _by_hand(
-    action: str, experiment: str, store: str | None, actor: str | None, reason: str
+    action: str,
+    experiment: str,
+    store: str | None,
+    actor: str | None,
+    reason: str,
+    tracking_uri: str | None = None,
 ) -> None:
-    """Run one of the controller's manual moves (promote, rollback, reset) by name."""
+    """Run one of the controller's manual moves (promote, rollback, reset) by name.
+
+    Prints the notes (which alias moved, or why none did); fails if the rollout moved
+    meanwhile and nothing was done (exit 2).
+    """
+    from abflow.registry.promotion import MlflowPromotionRegistry
     from abflow.rollout import controller
     from abflow.store import EventStore
 
     move = getattr(controller, action)
-    with EventStore.open(store) as opened:
-        move(opened, experiment, actor=_actor(actor), reason=reason)
+    extra = {} if action == "reset" else {"registry": MlflowPromotionRegistry(tracking_uri)}
+    try:
+        with EventStore.open(store) as opened:
+            result: controller.TickResult = move(
+                opened, experiment, actor=_actor(actor), reason=reason, **extra
+            )
+    except AbflowError as exc:  # nothing changed: the registry, the store or the input failed
+        fail(str(exc), code=2)
+    if result.action == "held":
+        fail(f"{experiment}: nothing done: {'; '.join(result.reasons)}", code=2)
+    for note in result.reasons[1:]:
+        out_console.print(f"  - {note}")
 
 
 @rollout_app.command("promote")
@@ -146,12 +183,15 @@ def promote(
     reason: ReasonOption = "",
     store: StoreOption = None,
     actor: ActorOption = None,
+    tracking_uri: TrackingOption = None,
 ) -> None:
-    """Send all traffic to the challenger and end the rollout (audited).
+    """Send all traffic to the challenger, move its registry alias, end the rollout (audited).
 
+    A challenger serving models:/NAME… gets the control's alias of NAME (champion unless the
+    control names another); if the registry or the store fails, nothing changes (exit 2).
     Example: [bold]abflow rollout promote fraud-model-v2 --reason "guardrails held for 7 days"[/]
     """
-    _by_hand("promote", experiment, store, actor, reason)
+    _by_hand("promote", experiment, store, actor, reason, tracking_uri)
     out_console.print(f"{experiment}: promoted; all traffic goes to the challenger")
 
 
@@ -161,12 +201,14 @@ def rollback(
     reason: ReasonOption = "",
     store: StoreOption = None,
     actor: ActorOption = None,
+    tracking_uri: TrackingOption = None,
 ) -> None:
     """Send all traffic back to the control and end the rollout (audited).
 
+    After a promotion, the alias it moved goes back to the version it left.
     Example: [bold]abflow rollout rollback fraud-model-v2 --reason "p95 latency alert"[/]
     """
-    _by_hand("rollback", experiment, store, actor, reason)
+    _by_hand("rollback", experiment, store, actor, reason, tracking_uri)
     out_console.print(f"{experiment}: rolled back; all traffic goes to the control")
 
 

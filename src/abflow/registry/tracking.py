@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from abflow.errors import InvalidArgumentError
-from abflow.registry.connection import client_for, get_or_create_experiment, mlflow_errors
+from abflow.registry.connection import (
+    client_for,
+    get_or_create_experiment,
+    mlflow_errors,
+    registry_location,
+)
 
 __all__ = [
     "REGISTRY_EXPERIMENT",
@@ -82,11 +87,13 @@ def log_run(
     tags: Mapping[str, str] | None = None,
     artifacts: Iterable[str | Path] = (),
     tracking_uri: str | None = None,
+    client: Any = None,
 ) -> str:
     """Create one finished MLflow run with params, metrics, tags and artifacts; return its id.
 
     Nested params and metrics are flattened to dotted keys; ``None`` and non-finite metrics
-    are left out (MLflow cannot plot them), a non-numeric metric is an error.
+    are left out (MLflow cannot plot them), a non-numeric metric is an error. ``client``
+    reuses an open MLflow client (for ``tracking_uri``) instead of opening one.
     """
     from mlflow.entities import Metric, Param
 
@@ -97,7 +104,10 @@ def log_run(
         if not file.exists():
             msg = f"artifact {file} does not exist"
             raise InvalidArgumentError(msg)
-    client, location = client_for(tracking_uri)
+    if client is None:
+        client, location = client_for(tracking_uri)
+    else:
+        location = registry_location(tracking_uri)
     experiment_id = get_or_create_experiment(client, location, mlflow_experiment)
     with mlflow_errors(f"cannot log run {run_name!r} to MLflow experiment {mlflow_experiment!r}"):
         run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags or {}))
@@ -157,8 +167,12 @@ def log_rollout_decision(
     metrics: Mapping[str, Any] | None = None,
     artifacts: Sequence[str | Path] = (),
     tracking_uri: str | None = None,
+    client: Any = None,
 ) -> str:
-    """Log a rollout decision (promote, rollback, ramp, hold) and why, as an MLflow run."""
+    """Log a rollout decision (promote, rollback, ramp, hold) and why, as an MLflow run.
+
+    The rollout controller calls it for every promotion and every rollback that undoes one.
+    """
     if not decision.strip():
         msg = "a rollout decision needs a name such as 'promote' or 'rollback'"
         raise InvalidArgumentError(msg)
@@ -180,6 +194,7 @@ def log_rollout_decision(
         tags=tags,
         artifacts=artifacts,
         tracking_uri=tracking_uri,
+        client=client,
     )
 
 

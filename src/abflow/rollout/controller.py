@@ -17,6 +17,14 @@ audit entry carrying the evidence: the analysed phase and window, spec hash, uni
 variant, each guardrail's effect and interval, and the abflow version. A gateway serving the
 experiment picks the new weights up from the store.
 
+Promotion is one act with the model registry: when the challenger serves a registry model
+(``models:/``) and a registry is given (the CLI always gives the configured one), the
+control's alias of that model (``champion`` unless the control names another) is moved to the
+challenger's version, the decision and its evidence are logged as an MLflow run, and the
+audit entry is written; if any of the three fails, the others are undone. A rollback of a
+promoted rollout puts the alias back where the promotion found it. Rollbacks during a ramp
+never touch the registry: an MLflow outage cannot hold back a safety move.
+
 It fails safe: a number the analysis cannot compute is recorded as null and never stops a
 tick; a guardrail whose control value is 0 is judged on the absolute difference (by analysis:
 the controller reads the status from the result), so harm seen in the challenger's arm only
@@ -29,10 +37,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
-from abflow.errors import InvalidArgumentError
+from abflow.errors import AbflowError, InvalidArgumentError, RegistryError
 from abflow.rollout.guardrails import GuardrailCheck, judge_guardrails
 from abflow.rollout.plan import (
     ROLLOUT_ACTIONS,
@@ -47,6 +55,9 @@ from abflow.rollout.plan import (
 from abflow.security.audit import json_safe
 from abflow.spec import ExperimentSpec, challenger_share
 from abflow.store import EventStore
+
+if TYPE_CHECKING:
+    from abflow.registry.promotion import AliasMove, MlflowPromotionRegistry
 
 __all__ = [
     "RolloutStatus",
@@ -116,8 +127,12 @@ def tick(
     actor: str = "rollout-controller",
     now: float | None = None,
     analyse: Analyse = _analyse,
+    registry: MlflowPromotionRegistry | None = None,
 ) -> TickResult:
-    """Look at experiment ``key`` once and take at most one step of its rollout."""
+    """Look at experiment ``key`` once and take at most one step of its rollout.
+
+    With ``registry``, an automatic promotion also moves the registry alias (see above).
+    """
     now = time.time() if now is None else now
     spec = store.get_experiment(key).spec
     plan = check_plan(spec)
@@ -149,7 +164,7 @@ def tick(
     failures = _failures(result, checks)
     if failures:
         if plan.auto_rollback:
-            return _finish(store, spec, state, "rolled_back", actor, failures, evidence)
+            return _finish(store, spec, state, "rolled_back", actor, failures, evidence, registry)
         return TickResult(
             key, "held", state.step, ["guardrails fail, auto_rollback is off", *failures], evidence
         )
@@ -166,7 +181,8 @@ def tick(
     if state.step + 1 < len(plan.steps):
         return _move(store, spec, state, state.step + 1, actor, "advanced", [reason], evidence)
     if plan.auto_promote:
-        return _finish(store, spec, state, "promoted", actor, [reason, "auto_promote"], evidence)
+        reasons = [reason, "auto_promote"]
+        return _finish(store, spec, state, "promoted", actor, reasons, evidence, registry)
     return TickResult(
         key,
         "held",
@@ -176,14 +192,34 @@ def tick(
     )
 
 
-def promote(store: EventStore, key: str, *, actor: str, reason: str = "") -> TickResult:
-    """Send all traffic to the challenger and end the rollout (audited)."""
-    return _end_by_hand(store, key, "promoted", actor, reason or "promoted by hand")
+def promote(
+    store: EventStore,
+    key: str,
+    *,
+    actor: str,
+    reason: str = "",
+    registry: MlflowPromotionRegistry | None = None,
+) -> TickResult:
+    """Send all traffic to the challenger and end the rollout (audited).
+
+    With ``registry``, the challenger's registry model alias moves too, all or nothing.
+    """
+    return _end_by_hand(store, key, "promoted", actor, reason or "promoted by hand", registry)
 
 
-def rollback(store: EventStore, key: str, *, actor: str, reason: str = "") -> TickResult:
-    """Send all traffic back to the control and end the rollout (audited)."""
-    return _end_by_hand(store, key, "rolled_back", actor, reason or "rolled back by hand")
+def rollback(
+    store: EventStore,
+    key: str,
+    *,
+    actor: str,
+    reason: str = "",
+    registry: MlflowPromotionRegistry | None = None,
+) -> TickResult:
+    """Send all traffic back to the control and end the rollout (audited).
+
+    Also after a promotion: then, with ``registry``, the alias the promotion moved goes back.
+    """
+    return _end_by_hand(store, key, "rolled_back", actor, reason or "rolled back by hand", registry)
 
 
 def reset(store: EventStore, key: str, *, actor: str, reason: str = "") -> TickResult:
@@ -213,16 +249,18 @@ def _end_by_hand(
     action: Literal["rolled_back", "promoted"],
     actor: str,
     reason: str,
+    registry: MlflowPromotionRegistry | None,
 ) -> TickResult:
     spec = store.get_experiment(key).spec
     plan_of(spec)
     state = state_from_audit(store.audit_entries(key))
-    if state.is_final:
+    undoes_promotion = action == "rolled_back" and state.stage == "promoted"
+    if state.is_final and not undoes_promotion:
         msg = f"the rollout of {key!r} is already {state.stage.replace('_', ' ')}"
         raise InvalidArgumentError(msg)
     if action == "promoted":  # rolling back stays possible whatever the coverage
         check_full_coverage(spec)
-    return _finish(store, spec, state, action, actor, [reason], {})
+    return _finish(store, spec, state, action, actor, [reason], {}, registry)
 
 
 def _with_share(spec: ExperimentSpec, share: float) -> ExperimentSpec:
@@ -312,13 +350,137 @@ def _finish(
     actor: str,
     reasons: list[str],
     evidence: dict[str, Any],
+    registry: MlflowPromotionRegistry | None = None,
 ) -> TickResult:
-    """End the rollout: all traffic to the control (rolled back) or the challenger."""
+    """End the rollout: all traffic to the control (rolled back) or the challenger.
+
+    With a registry, the alias move, the MLflow decision run and the audit entry happen
+    together: whatever fails after the alias moved puts it back and deletes the run.
+    """
     share = 1.0 if action == "promoted" else 0.0
+    move, notes = _move_alias(store, spec, seen, action, registry)
+    reasons = [*reasons, *notes]
     payload = _payload(seen.step, share, reasons, evidence)
-    if not _record(store, spec, seen, share, f"rollout.{action}", payload, actor):
+    if move is None or registry is None:
+        if not _record(store, spec, seen, share, f"rollout.{action}", payload, actor):
+            return _moved_meanwhile(spec, seen.step)
+        return TickResult(spec.key, action, seen.step, reasons, evidence)
+    run_id: str | None = None
+    try:
+        run_id = _log_decision(registry, spec, seen, action, actor, reasons, evidence, move)
+        payload["registry"] = {**move.as_payload(), "run_id": run_id}
+        recorded = _record(store, spec, seen, share, f"rollout.{action}", payload, actor)
+    except Exception as exc:
+        _undo(registry, move, run_id, exc)
+        raise
+    if not recorded:
+        _undo(registry, move, run_id, None)
         return _moved_meanwhile(spec, seen.step)
     return TickResult(spec.key, action, seen.step, reasons, evidence)
+
+
+def _move_alias(
+    store: EventStore,
+    spec: ExperimentSpec,
+    seen: RolloutState,
+    action: Literal["rolled_back", "promoted"],
+    registry: MlflowPromotionRegistry | None,
+) -> tuple[AliasMove | None, list[str]]:
+    """Move (promotion) or restore (rollback of a promotion) the registry alias, with notes."""
+    from abflow.registry.promotion import promotion_target
+
+    if registry is None:  # a library caller that passes no registry: traffic only
+        return None, []
+    if action == "rolled_back":
+        promoted = _promotion_entry(store, spec.key, seen)
+        if promoted is None:
+            return None, []
+        where = f"{promoted['name']}@{promoted['alias']}"
+        restored = registry.restore(promoted)
+        if restored is None:
+            return None, [f"{where} was moved since the promotion: left as it is"]
+        return restored, [f"{where}: version {restored.previous_version} → {_label(restored)}"]
+    control = spec.variants[0].model
+    challenger = spec.variants[challenger_index(spec)].model
+    target = promotion_target(control, challenger)
+    if target is None:
+        return None, [f"{challenger} is not a registry model (models:/): no alias moved"]
+    move = registry.promote(target, spec.key)
+    return move, [
+        f"{move.name}@{move.alias}: version {move.previous_version or 'none'} → {_label(move)}"
+    ]
+
+
+def _label(move: AliasMove) -> str:
+    return move.version or "none (alias removed)"
+
+
+def _promotion_entry(store: EventStore, key: str, seen: RolloutState) -> dict[str, Any] | None:
+    """The registry part of the promotion a rollback undoes, if it moved an alias."""
+    if seen.stage != "promoted":
+        return None
+    for entry in reversed(store.audit_entries(key)):
+        if entry.seq == seen.seq:
+            found = entry.payload.get("registry")
+            return dict(found) if isinstance(found, dict) else None
+    return None
+
+
+def _log_decision(
+    registry: MlflowPromotionRegistry,
+    spec: ExperimentSpec,
+    seen: RolloutState,
+    action: str,
+    actor: str,
+    reasons: list[str],
+    evidence: dict[str, Any],
+    move: AliasMove,
+) -> str:
+    guardrails = {
+        str(check["metric"]): {
+            "effect": check["effect"],
+            "ci_low": check["ci"][0],
+            "ci_high": check["ci"][1],
+        }
+        for check in evidence.get("guardrails", [])
+    }
+    params = {
+        "actor": actor,
+        "step": seen.step,
+        "challenger": spec.variant_names[challenger_index(spec)],
+        "registry": move.as_payload(),
+        "evidence": {k: v for k, v in evidence.items() if k not in ("units", "guardrails")},
+        "guardrail_status": {str(c["metric"]): c["status"] for c in evidence.get("guardrails", [])},
+    }
+    metrics = {"units": evidence.get("units", {}), "guardrail": guardrails}
+    return registry.log_decision(
+        spec.key,
+        action,
+        reason="; ".join(reasons),
+        phase=evidence.get("phase"),
+        params=params,
+        metrics=metrics,
+    )
+
+
+def _undo(
+    registry: MlflowPromotionRegistry,
+    move: AliasMove,
+    run_id: str | None,
+    cause: BaseException | None,
+) -> None:
+    """Put the alias back and drop the decision run after the store did not take the move."""
+    try:
+        registry.undo(move)
+        if run_id is not None:
+            registry.discard_decision(run_id)
+    except AbflowError as exc:
+        msg = (
+            f"the decision was not recorded, and {move.name}@{move.alias} could not be put "
+            f"back to version {move.previous_version or 'none'}: {exc}; set it by hand with "
+            "`abflow models promote`"
+        )
+        raise RegistryError(msg) from cause or exc
 
 
 def _failures(result: ExperimentResult, checks: list[GuardrailCheck]) -> list[str]:
