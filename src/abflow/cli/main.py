@@ -12,25 +12,32 @@ import typer
 
 from abflow.cli.console import ExitCode, err_console, policy_code, report_failure
 
-_app = typer.Typer(
-    name="abflow",
-    help=(
-        "A/B testing and progressive delivery for ML models.\n\n"
-        "Route traffic between model versions, serve and log predictions, analyse experiments "
-        "with trustworthy statistics, and promote or roll back with an audit trail.\n\n"
-        "Exit codes: 0 ok, 1 a negative answer (drift found, gate failed, rolled back, audit "
-        "broken, spec invalid), 2 could not answer (docs/cli.md)."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
+
+def _new_app() -> typer.Typer:
+    """The root app, no commands yet: ``build_app`` adds all, ``main`` only the one called."""
+    app = typer.Typer(
+        name="abflow",
+        help=(
+            "A/B testing and progressive delivery for ML models.\n\n"
+            "Route traffic between model versions, serve and log predictions, analyse experiments "
+            "with trustworthy statistics, and promote or roll back with an audit trail.\n\n"
+            "Exit codes: 0 ok, 1 a negative answer (drift found, gate failed, rolled back, audit "
+            "broken, spec invalid), 2 could not answer (docs/cli.md)."
+        ),
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode="rich",
+    )
+    app.callback()(_root)
+    return app
 
 
-@_app.callback()
 def _root() -> None:
     """A/B testing and progressive delivery for ML models."""
+
+
+_app = _new_app()
 
 
 COMMAND_MODULES = (
@@ -74,14 +81,25 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(msg)
 
 
+def _app_for(argv: Sequence[str]) -> typer.Typer:
+    """Only the command called (``abflow models list`` imports no statistics, drift or
+    gateway); every command for the root ``--help``, or a name that needs "no such command"."""
+    if argv and argv[0] in COMMAND_MODULES:
+        app = _new_app()
+        importlib.import_module(f"abflow.cli.{argv[0]}").register(app)
+        return app
+    return build_app()
+
+
 def main(args: Sequence[str] | None = None) -> NoReturn:
     """Run the CLI and exit by the policy in docs/cli.md: 0 ok, 1 a negative answer, 2 not.
 
     Commands exit 1 themselves, only for a negative answer; usage errors are Click's 2; any
     error that escapes a command is one sentence (traceback with ABFLOW_DEBUG=1) and 2.
     """
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        build_app()(args=args, prog_name="abflow")
+        _app_for(argv)(args=argv, prog_name="abflow")
     except SystemExit as exc:  # a library's own code (uvicorn's 3) is not ours to pass on
         sys.exit(policy_code(exc.code))
     except KeyboardInterrupt:

@@ -1,0 +1,57 @@
+"""What ``abflow`` imports before it prints: the command called, not every command's stack.
+
+``abflow models list`` took 30 s on a busy machine (issue #15, item 4): every command module
+was imported first, and with them scipy (power, drift), the gateway and the store. Each check
+runs in a fresh interpreter, since this one has imported everything already.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("mlflow", "sklearn", "pandas", "scipy", "fastapi", "sqlalchemy")
+
+
+def _loaded_by(argv: list[str], cwd: Path) -> tuple[str, list[str]]:
+    """The command's output and the top-level packages loaded when it exited."""
+    probe = (
+        "import json, sys, io, contextlib\n"
+        "from abflow.cli.main import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        f"        main({argv!r})\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, exc.code\n"
+        "print(json.dumps([out.getvalue(), sorted({m.split('.')[0] for m in sys.modules})]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    text, loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    return text, loaded
+
+
+@pytest.mark.parametrize(
+    "argv", [["models", "--help"], ["models", "list", "--help"], ["token", "--help"]]
+)
+def test_a_command_imports_only_its_own_module(argv: list[str], tmp_path: Path) -> None:
+    text, loaded = _loaded_by(argv, tmp_path)
+    assert [name for name in HEAVY if name in loaded] == []
+    assert f"abflow {' '.join(argv[:-1])}" in text  # the probe saw the real help
+    assert not (tmp_path / ".abflow").exists()  # help opens no registry
+
+
+def test_the_root_help_still_lists_every_command(tmp_path: Path) -> None:
+    from abflow.cli.main import COMMAND_MODULES
+
+    text, loaded = _loaded_by(["--help"], tmp_path)
+    assert [name for name in COMMAND_MODULES if name not in text] == []
+    assert len(COMMAND_MODULES) == 14
+    assert [name for name in ("mlflow", "sklearn", "pandas") if name in loaded] == []
