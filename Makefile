@@ -1,41 +1,63 @@
 # Two commands matter: `make demo` runs the main job, `make test` runs every check.
-# Both create .venv on first use and are fast when it is already set up.
+# Both create .venv on first use and are fast when it is already set up. `make demo` installs
+# abflow with its runtime dependencies only; `make test` adds the dev extras (Feast, selenium,
+# mypy, schemathesis, ...), which the demo never needs. With uv on the PATH, uv installs
+# (several times faster); otherwise pip. Both print what they install as they go.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH   := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+RUNTIME_STAMP := $(VENV)/.runtime-$(HASH)
+DEV_STAMP     := $(VENV)/.dev-$(HASH)
+UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: demo test check format lint types pytest bench clean install
+ifneq ($(UV),)
+MAKE_VENV := $(UV) venv --seed --python $(PYTHON) $(VENV)
+INSTALL   := $(UV) pip install --python $(BIN)/python
+else
+MAKE_VENV := $(PYTHON) -m venv $(VENV)
+INSTALL   := $(BIN)/python -m pip install --progress-bar on
+endif
 
-$(STAMP): pyproject.toml
+.PHONY: demo test check format lint types pytest bench clean install install-runtime
+
+$(RUNTIME_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "abflow needs Python 3.11 or newer; set PYTHON=python3.11")'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --no-deps 'gbstats==0.8.0'
-	@rm -f $(VENV)/.installed-*
-	@touch $(STAMP)
+	@test -x $(BIN)/python || $(MAKE_VENV)
+	@echo "installing abflow and its runtime dependencies into $(VENV) ($(if $(UV),uv,pip))"
+	$(INSTALL) -e .
+	@rm -f $(VENV)/.runtime-* $(VENV)/.installed-*
+	@touch $@
 
-install: $(STAMP)
+$(DEV_STAMP): $(RUNTIME_STAMP)
+	@echo "installing the test tools (dev extras) into $(VENV) ($(if $(UV),uv,pip))"
+	$(INSTALL) -e '.[dev]'
+	$(INSTALL) --no-deps 'gbstats==0.8.0'
+	@rm -f $(VENV)/.dev-*
+	@touch $@
 
-demo: $(STAMP)
+install-runtime: $(RUNTIME_STAMP)
+
+install: $(DEV_STAMP)
+
+demo: $(RUNTIME_STAMP)
 	$(BIN)/abflow demo
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(MAKE) check
 
-check: $(STAMP)
+check: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
