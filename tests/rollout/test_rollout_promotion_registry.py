@@ -255,5 +255,13 @@ def test_cli_promote_moves_the_alias_and_exits_2_when_the_registry_is_down(
         app, ["rollout", "promote", KEY, "--store", url, "--tracking-uri", tracking_uri], env=env
     )
     assert done.exit_code == 0, done.output
-    assert "ranker@champion: version 1 → 2" in done.output
+    assert done.output.splitlines() == [
+        f"{KEY}: promoted; all traffic goes to the challenger",
+        "  - ranker@champion: version 1 → 2",
+    ]
     assert champion(tracking_uri) == "2"
+    back = runner.invoke(
+        app, ["rollout", "rollback", KEY, "--store", url, "--tracking-uri", tracking_uri], env=env
+    )
+    assert back.output.splitlines()[1:] == ["  - ranker@champion: version 2 → 1"]
+    assert (back.exit_code, champion(tracking_uri)) == (0, "1")

@@ -152,10 +152,10 @@ def _by_hand(
     actor: str | None,
     reason: str,
     tracking_uri: str | None = None,
-) -> None:
+) -> list[str]:
     """Run one of the controller's manual moves (promote, rollback, reset) by name.
 
-    Prints the notes (which alias moved, or why none did); fails if the rollout moved
+    Returns the notes (which alias moved, or why none did); fails if the rollout moved
     meanwhile and nothing was done (exit 2).
     """
     from abflow.registry.promotion import MlflowPromotionRegistry
@@ -173,7 +173,11 @@ def _by_hand(
         fail(str(exc), code=2)
     if result.action == "held":
         fail(f"{experiment}: nothing done: {'; '.join(result.reasons)}", code=2)
-    for note in result.reasons[1:]:
+    return result.reasons[1:]
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
         out_console.print(f"  - {note}")
 
 
@@ -191,8 +195,9 @@ def promote(
     control names another); if the registry or the store fails, nothing changes (exit 2).
     Example: [bold]abflow rollout promote fraud-model-v2 --reason "guardrails held for 7 days"[/]
     """
-    _by_hand("promote", experiment, store, actor, reason, tracking_uri)
+    notes = _by_hand("promote", experiment, store, actor, reason, tracking_uri)
     out_console.print(f"{experiment}: promoted; all traffic goes to the challenger")
+    _print_notes(notes)
 
 
 @rollout_app.command("rollback")
@@ -208,8 +213,9 @@ def rollback(
     After a promotion, the alias it moved goes back to the version it left.
     Example: [bold]abflow rollout rollback fraud-model-v2 --reason "p95 latency alert"[/]
     """
-    _by_hand("rollback", experiment, store, actor, reason, tracking_uri)
+    notes = _by_hand("rollback", experiment, store, actor, reason, tracking_uri)
     out_console.print(f"{experiment}: rolled back; all traffic goes to the control")
+    _print_notes(notes)
 
 
 @rollout_app.command("reset")
