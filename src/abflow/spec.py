@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from abflow.errors import InvalidSpecError
+from abflow.targeting.validation import validate_condition
 
 __all__ = [
     "AnalysisSpec",
@@ -355,128 +356,6 @@ def _cross_field_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
         if challenger is not None and challenger == names[0]:
             problems.append(("rollout.challenger", "the control cannot be the challenger"))
     return problems
-
-
-# --- targeting conditions ------------------------------------------------------------------
-
-_LOGICAL_OPERATORS = {"$and", "$or", "$nor"}
-_VALUE_OPERATORS = {
-    "$eq",
-    "$ne",
-    "$lt",
-    "$lte",
-    "$gt",
-    "$gte",
-    "$in",
-    "$nin",
-    "$all",
-    "$elemMatch",
-    "$size",
-    "$exists",
-    "$type",
-    "$regex",
-    "$not",
-    "$veq",
-    "$vne",
-    "$vgt",
-    "$vgte",
-    "$vlt",
-    "$vlte",
-    "$inGroup",
-    "$notInGroup",
-    "$ini",
-    "$nini",
-    "$alli",
-    "$regexi",
-    "$notRegex",
-    "$notRegexi",
-}
-_LIST_OPERATORS = {"$in", "$nin", "$all", "$ini", "$nini", "$alli"}
-_REGEX_OPERATORS = {"$regex", "$regexi", "$notRegex", "$notRegexi"}
-_TYPES = {"string", "number", "boolean", "array", "object", "null", "undefined"}
-
-
-def validate_condition(condition: Any, path: str = "") -> list[tuple[str, str]]:
-    """Structural check of a GrowthBook/MongoDB-style condition: ``[(path, message), ...]``.
-
-    Evaluation lives in :mod:`abflow.routing`; this only rejects what could never be meant,
-    so that a typo (``$gte`` spelled ``$ge``) fails at validation, not silently at run time.
-    """
-    if not isinstance(condition, dict):
-        return [(path or ".", "a condition must be an object")]
-    problems: list[tuple[str, str]] = []
-    for key, value in condition.items():
-        where = f"{path}.{key}"
-        if key in _LOGICAL_OPERATORS:
-            if not isinstance(value, list):
-                problems.append((where, f"{key} takes a list of conditions"))
-                continue
-            for index, item in enumerate(value):
-                problems.extend(validate_condition(item, f"{where}[{index}]"))
-        elif key == "$not":
-            problems.extend(validate_condition(value, where))
-        elif key == "$savedGroup":
-            if not isinstance(value, dict) or not isinstance(value.get("id"), str):
-                problems.append((where, '$savedGroup takes {"id": GROUP_ID}'))
-        elif key.startswith("$"):
-            problems.append((where, f"unknown operator {key!r} at the top of a condition"))
-        else:
-            problems.extend(_validate_attribute_condition(value, where))
-    return problems
-
-
-def _js_regex_is_valid(pattern: str) -> bool:
-    """Whether JavaScript accepts ``pattern`` (targeting SDKs evaluate ``$regex`` there)."""
-    # Imported here: routing depends on spec, and only this check needs the translator.
-    from abflow.routing.js_regex import translate
-
-    translated = translate(pattern)
-    if translated is None:
-        return False
-    try:
-        re.compile(translated)
-    except re.error:  # unbalanced groups and the like, which JavaScript rejects too
-        return False
-    return True
-
-
-def _validate_attribute_condition(value: Any, path: str) -> list[tuple[str, str]]:
-    if not isinstance(value, dict) or not any(str(k).startswith("$") for k in value):
-        return []  # a literal to compare with, or a nested object compared whole
-    problems: list[tuple[str, str]] = []
-    for operator, argument in value.items():
-        where = f"{path}.{operator}"
-        if operator not in _VALUE_OPERATORS:
-            problems.append((where, f"unknown operator {operator!r}"))
-        elif operator in _LIST_OPERATORS and not isinstance(argument, list):
-            problems.append((where, f"{operator} takes a list"))
-        elif operator == "$size" and not isinstance(argument, int | dict):
-            problems.append((where, "$size takes a number or a condition"))
-        elif operator == "$exists" and not isinstance(argument, bool | int):
-            problems.append((where, "$exists takes true or false"))
-        elif operator == "$type" and argument not in _TYPES:
-            problems.append((where, f"$type must be one of {sorted(_TYPES)}"))
-        elif operator in _REGEX_OPERATORS:
-            if not isinstance(argument, str):
-                problems.append((where, f"{operator} takes a string"))
-            elif not _js_regex_is_valid(argument):
-                problems.append(
-                    (where, "invalid regular expression (read as JavaScript, as SDKs do)")
-                )
-        elif operator in ("$not", "$elemMatch"):
-            if not isinstance(argument, dict):
-                problems.append((where, f"{operator} takes a condition object"))
-            elif operator == "$not":
-                problems.extend(_validate_attribute_condition(argument, where))
-            else:
-                problems.extend(_validate_elem_match(argument, where))
-    return problems
-
-
-def _validate_elem_match(argument: dict[str, Any], path: str) -> list[tuple[str, str]]:
-    if any(str(k).startswith("$") for k in argument):
-        return _validate_attribute_condition(argument, path)
-    return validate_condition(argument, path)
 
 
 # --- loading --------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ import pytest
 from test_routing_saved_groups import _config_file, _Events
 
 from abflow.errors import ConfigError
-from abflow.routing.conditions import saved_group_ids
 from abflow.security.tokens import InMemoryTokenStore
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.settings import GatewaySettings, load_config
+from abflow.targeting.conditions import saved_group_ids
 
 
 def test_saved_group_ids_are_found_at_any_depth() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from abflow.routing import eval_condition
-from abflow.routing.js_regex import translate
+from abflow.targeting.js_regex import translate
 
 JS_ANSWERS: list[tuple[str, str, Any, bool]] = [
     ("ab\n", "$regex", "b$", False),

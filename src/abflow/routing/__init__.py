@@ -1,7 +1,7 @@
 """Routing: which variant each unit sees, deterministically and without shared state.
 
 GrowthBook-compatible hashing and bucket ranges (:mod:`abflow.routing.hashing`), targeting
-conditions (:mod:`abflow.routing.conditions`), the per-request :func:`assign`, canary ramps
+conditions (evaluated by :mod:`abflow.targeting`, re-exported here), the per-request :func:`assign`, canary ramps
 (:mod:`abflow.routing.ramp`), the vectorised :func:`assign_batch` and sticky bucketing
 (:mod:`abflow.routing.sticky`). Pure: no I/O.
 """
@@ -9,7 +9,6 @@ conditions (:mod:`abflow.routing.conditions`), the per-request :func:`assign`, c
 from __future__ import annotations
 
 from abflow.routing.batch import BatchAssignment, assign_batch, fnv1a32_array
-from abflow.routing.conditions import SavedGroups, eval_condition, padded_version, value_type
 from abflow.routing.experiment import (
     REASONS,
     Assignment,
@@ -37,6 +36,7 @@ from abflow.routing.sticky import (
     assign_sticky,
     sticky_key,
 )
+from abflow.targeting.conditions import SavedGroups, eval_condition, padded_version, value_type
 
 __all__ = [
     "REASONS",

@@ -21,7 +21,6 @@ import numpy as np
 import numpy.typing as npt
 
 from abflow.errors import InvalidArgumentError
-from abflow.routing.conditions import SavedGroups, eval_condition
 from abflow.routing.experiment import (
     REASONS,
     Assignment,
@@ -30,6 +29,7 @@ from abflow.routing.experiment import (
 )
 from abflow.routing.hashing import FNV_OFFSET, FNV_PRIME, _fnv1a32_python, utf16_units
 from abflow.spec import ExperimentSpec
+from abflow.targeting.conditions import SavedGroups, eval_condition
 
 __all__ = ["BatchAssignment", "assign_batch", "fnv1a32_array"]
 

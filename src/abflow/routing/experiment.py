@@ -39,9 +39,9 @@ from typing import Any, Final
 from fnv_hash_fast import fnv1a_32 as _fnv_bytes
 
 from abflow.errors import InvalidArgumentError
-from abflow.routing.conditions import SavedGroups, eval_condition
 from abflow.routing.hashing import Range, _fnv1a32_python, bucket_ranges, in_namespace
 from abflow.spec import ExperimentSpec
+from abflow.targeting.conditions import SavedGroups, eval_condition
 
 __all__ = [
     "REASONS",

@@ -27,10 +27,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from abflow.routing.conditions import SavedGroups, eval_condition
 from abflow.routing.experiment import Assignment, CompiledExperiment, compile_experiment, unit_text
 from abflow.routing.hashing import in_namespace
 from abflow.spec import ExperimentSpec
+from abflow.targeting.conditions import SavedGroups, eval_condition
 
 __all__ = [
     "InMemoryStickyBuckets",

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from abflow.errors import InvalidSpecError
-from abflow.routing.conditions import saved_group_ids
 from abflow.security.roles import Role
 from abflow.security.tokens import TokenRecord
 from abflow.serving.auth import require
@@ -20,6 +19,7 @@ from abflow.serving.model_policy import check_spec, policy_for
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
 from abflow.spec import ExperimentSpec, parse_experiment
+from abflow.targeting.conditions import saved_group_ids
 
 __all__ = ["describe", "router"]
 

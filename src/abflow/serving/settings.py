@@ -29,11 +29,11 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from abflow.errors import ConfigError, InvalidSpecError
-from abflow.routing.conditions import saved_group_ids
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
 from abflow.serving.model_policy import parse_host_entry
 from abflow.spec import ExperimentSpec, load_experiment, parse_experiment
+from abflow.targeting.conditions import saved_group_ids
 
 __all__ = ["GatewayConfig", "GatewaySettings", "TokenEntry", "demo_config", "load_config"]
 

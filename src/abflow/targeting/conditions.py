@@ -15,7 +15,11 @@ targeted, JavaScript's type coercions included:
   numbers (``"8" > 5`` holds, ``null`` counts as 0, and what is not a number never compares);
 - ``$eq``, ``$ne``, ``$in`` and ``$nin`` are strict (``1`` is not ``true`` nor ``"1"``);
 - an operator abflow does not know is false (so ``$not`` of it is true, as in the SDK);
-  :func:`abflow.spec.validate_condition` rejects unknown operators before they get here.
+  :func:`abflow.targeting.validate_condition` rejects unknown operators before they get here.
+
+:data:`OPERATORS` is the one table of operators: evaluation dispatches through it and
+validation (:mod:`abflow.targeting.validation`) checks arguments by its ``argument`` kinds,
+so an operator is added in one place.
 """
 
 from __future__ import annotations
@@ -25,19 +29,34 @@ import math
 import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
-from abflow.routing.js_regex import isolate_case
-from abflow.routing.js_regex import translate as translate_js_regex
+from abflow.targeting.js_regex import isolate_case
+from abflow.targeting.js_regex import translate as translate_js_regex
 
-__all__ = ["SavedGroups", "eval_condition", "padded_version", "saved_group_ids", "value_type"]
+__all__ = [
+    "LOGICAL_OPERATORS",
+    "OPERATORS",
+    "ArgumentKind",
+    "Operator",
+    "SavedGroups",
+    "eval_condition",
+    "padded_version",
+    "saved_group_ids",
+    "value_type",
+]
 
 SavedGroups = Mapping[str, Any]
 """Saved groups by id: a list of member values, or GrowthBook's typed ``list``/``condition``
 entries (``{"type": "list", "values": [...], "attributeKey": ...}``)."""
 
 Groups = SavedGroups | None
+Seen = frozenset[str]
+Evaluator = Callable[[Any, Any, Mapping[str, Any], Seen], bool]
+"""``evaluate(actual, expected, saved_groups, groups_seen) -> bool``."""
 
 _NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 _RADIX = {"0x": 16, "0o": 8, "0b": 2}
@@ -445,59 +464,135 @@ def _contains_all(
     )
 
 
-_ORDERED: dict[str, Callable[[int], bool]] = {
-    "$lt": lambda c: c < 0,
-    "$lte": lambda c: c <= 0,
-    "$gt": lambda c: c > 0,
-    "$gte": lambda c: c >= 0,
-}
-_VERSIONED: dict[str, Callable[[str, str], bool]] = {
-    "$veq": lambda a, b: a == b,
-    "$vne": lambda a, b: a != b,
-    "$vlt": lambda a, b: a < b,
-    "$vlte": lambda a, b: a <= b,
-    "$vgt": lambda a, b: a > b,
-    "$vgte": lambda a, b: a >= b,
-}
+def _ordered(test: Callable[[int], bool]) -> Evaluator:
+    def evaluate(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
+        order = _order(actual, expected)
+        return order is not None and test(order)
+
+    return evaluate
+
+
+def _versioned(test: Callable[[str, str], bool]) -> Evaluator:
+    def evaluate(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
+        return test(padded_version(actual), padded_version(expected))
+
+    return evaluate
+
+
+def _membership(*, negated: bool, insensitive: bool = False) -> Evaluator:
+    def evaluate(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
+        if not isinstance(expected, list):
+            return False
+        return _is_in(actual, expected, insensitive=insensitive) != negated
+
+    return evaluate
+
+
+def _group(*, negated: bool) -> Evaluator:
+    def evaluate(actual: Any, expected: Any, groups: Mapping[str, Any], _seen: Seen) -> bool:
+        members = _group_members(groups, expected)
+        return members is not None and _is_in(actual, members) != negated
+
+    return evaluate
+
+
+def _matches(*, negated: bool, insensitive: bool) -> Evaluator:
+    def evaluate(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
+        return _regex(expected, actual, insensitive=insensitive) != negated
+
+    return evaluate
+
+
+def _all(*, insensitive: bool) -> Evaluator:
+    def evaluate(actual: Any, expected: Any, groups: Mapping[str, Any], seen: Seen) -> bool:
+        return _contains_all(expected, actual, groups, seen, insensitive=insensitive)
+
+    return evaluate
+
+
+def _eq(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
+    return _strict_equal(actual, expected)
+
+
+def _ne(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
+    return not _strict_equal(actual, expected)
+
+
+def _exists(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
+    return actual is not None if _truthy(expected) else actual is None
+
+
+def _type(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
+    return bool(value_type(actual) == expected)
+
+
+def _not(actual: Any, expected: Any, groups: Mapping[str, Any], seen: Seen) -> bool:
+    return not _value(expected, actual, groups, seen)
+
+
+def _size(actual: Any, expected: Any, groups: Mapping[str, Any], seen: Seen) -> bool:
+    return isinstance(actual, list | tuple) and _value(expected, len(actual), groups, seen)
+
+
+def _elem(actual: Any, expected: Any, groups: Mapping[str, Any], seen: Seen) -> bool:
+    return _elem_match(expected, actual, groups, seen)
+
+
+ArgumentKind = Literal["value", "list", "size", "flag", "type", "regex", "not", "elem_match"]
+"""What an operator takes, as validation checks it: any value, a list, a number or condition
+(``$size``), true/false (``$exists``), a JSON type name, a JavaScript regex, an operator
+object (``$not``), a condition on array items (``$elemMatch``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """One attribute operator: the argument validation accepts and how it evaluates."""
+
+    argument: ArgumentKind
+    evaluate: Evaluator
+
+
+LOGICAL_OPERATORS = frozenset({"$and", "$or", "$nor", "$not", "$savedGroup"})
+"""Operators at the top of a condition (combining conditions), evaluated by ``_condition``."""
+
+OPERATORS: Mapping[str, Operator] = MappingProxyType(
+    {
+        "$eq": Operator("value", _eq),
+        "$ne": Operator("value", _ne),
+        "$lt": Operator("value", _ordered(lambda c: c < 0)),
+        "$lte": Operator("value", _ordered(lambda c: c <= 0)),
+        "$gt": Operator("value", _ordered(lambda c: c > 0)),
+        "$gte": Operator("value", _ordered(lambda c: c >= 0)),
+        "$veq": Operator("value", _versioned(lambda a, b: a == b)),
+        "$vne": Operator("value", _versioned(lambda a, b: a != b)),
+        "$vlt": Operator("value", _versioned(lambda a, b: a < b)),
+        "$vlte": Operator("value", _versioned(lambda a, b: a <= b)),
+        "$vgt": Operator("value", _versioned(lambda a, b: a > b)),
+        "$vgte": Operator("value", _versioned(lambda a, b: a >= b)),
+        "$in": Operator("list", _membership(negated=False)),
+        "$nin": Operator("list", _membership(negated=True)),
+        "$ini": Operator("list", _membership(negated=False, insensitive=True)),
+        "$nini": Operator("list", _membership(negated=True, insensitive=True)),
+        "$all": Operator("list", _all(insensitive=False)),
+        "$alli": Operator("list", _all(insensitive=True)),
+        "$inGroup": Operator("value", _group(negated=False)),
+        "$notInGroup": Operator("value", _group(negated=True)),
+        "$regex": Operator("regex", _matches(negated=False, insensitive=False)),
+        "$regexi": Operator("regex", _matches(negated=False, insensitive=True)),
+        "$notRegex": Operator("regex", _matches(negated=True, insensitive=False)),
+        "$notRegexi": Operator("regex", _matches(negated=True, insensitive=True)),
+        "$exists": Operator("flag", _exists),
+        "$type": Operator("type", _type),
+        "$not": Operator("not", _not),
+        "$size": Operator("size", _size),
+        "$elemMatch": Operator("elem_match", _elem),
+    }
+)
+"""Every attribute operator (``{"age": {"$gte": 18}}``), for evaluation and validation."""
 
 
 def _operator(
-    operator: str, actual: Any, expected: Any, groups: Mapping[str, Any], seen: frozenset[str]
+    operator: str, actual: Any, expected: Any, groups: Mapping[str, Any], seen: Seen
 ) -> bool:
-    if operator in _ORDERED:
-        order = _order(actual, expected)
-        return order is not None and _ORDERED[operator](order)
-    if operator in _VERSIONED:
-        return _VERSIONED[operator](padded_version(actual), padded_version(expected))
-    if operator == "$eq":
-        return _strict_equal(actual, expected)
-    if operator == "$ne":
-        return not _strict_equal(actual, expected)
-    if operator in ("$in", "$nin", "$ini", "$nini"):
-        if not isinstance(expected, list):
-            return False
-        found = _is_in(actual, expected, insensitive=operator.endswith("i"))
-        return found if operator in ("$in", "$ini") else not found
-    if operator in ("$inGroup", "$notInGroup"):
-        members = _group_members(groups, expected)
-        if members is None:
-            return False
-        found = _is_in(actual, members)
-        return found if operator == "$inGroup" else not found
-    if operator in ("$regex", "$regexi"):
-        return _regex(expected, actual, insensitive=operator == "$regexi")
-    if operator in ("$notRegex", "$notRegexi"):
-        return not _regex(expected, actual, insensitive=operator == "$notRegexi")
-    if operator == "$exists":
-        return actual is not None if _truthy(expected) else actual is None
-    if operator == "$type":
-        return bool(value_type(actual) == expected)
-    if operator == "$not":
-        return not _value(expected, actual, groups, seen)
-    if operator == "$size":
-        return isinstance(actual, list | tuple) and _value(expected, len(actual), groups, seen)
-    if operator == "$elemMatch":
-        return _elem_match(expected, actual, groups, seen)
-    if operator in ("$all", "$alli"):
-        return _contains_all(expected, actual, groups, seen, insensitive=operator == "$alli")
-    return False
+    entry = OPERATORS.get(operator)
+    return entry is not None and entry.evaluate(actual, expected, groups, seen)

@@ -1,0 +1,37 @@
+"""The targeting-condition language: who an experiment applies to.
+
+MongoDB-style JSON conditions with GrowthBook's semantics: evaluation
+(:mod:`~abflow.targeting.conditions`), validation (:mod:`~abflow.targeting.validation`),
+both reading one operator table (:data:`OPERATORS`), and the JavaScript-regex translator
+(:mod:`~abflow.targeting.js_regex`) that ``$regex`` goes through. A leaf: it imports only
+:mod:`abflow.errors` and the standard library, so spec and routing can both depend on it.
+"""
+
+from __future__ import annotations
+
+from abflow.targeting.conditions import (
+    LOGICAL_OPERATORS,
+    OPERATORS,
+    ArgumentKind,
+    Operator,
+    SavedGroups,
+    eval_condition,
+    padded_version,
+    saved_group_ids,
+    value_type,
+)
+from abflow.targeting.validation import JSON_TYPES, validate_condition
+
+__all__ = [
+    "JSON_TYPES",
+    "LOGICAL_OPERATORS",
+    "OPERATORS",
+    "ArgumentKind",
+    "Operator",
+    "SavedGroups",
+    "eval_condition",
+    "padded_version",
+    "saved_group_ids",
+    "validate_condition",
+    "value_type",
+]
