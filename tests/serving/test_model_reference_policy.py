@@ -27,8 +27,8 @@ from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore
 from abflow.serving.app import create_app
 from abflow.serving.backends import BackendOptions
-from abflow.serving.model_policy import RULES, ModelPolicy, parse_host_entry, policy_for
-from abflow.serving.settings import GatewayConfig, GatewaySettings, load_config
+from abflow.serving.model_policy import RULES, ModelPolicy, parse_host_entry
+from abflow.serving.settings import GatewayConfig, GatewaySettings, load_config, policy_for
 from abflow.store import EventStore
 
 ROW = [0.1] * gwmodels.N_FEATURES

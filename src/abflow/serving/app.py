@@ -41,11 +41,16 @@ from abflow.serving.catalog import ExperimentCatalog, InMemoryCatalog
 from abflow.serving.fastpath import PREDICT_PATH, serve_predict
 from abflow.serving.gateway import BackendFactory, Gateway
 from abflow.serving.http_errors import install_error_handlers
-from abflow.serving.model_policy import policy_for
 from abflow.serving.openapi import install_openapi
 from abflow.serving.refresh import StoreFollower, with_rollout_weights
 from abflow.serving.services import Services
-from abflow.serving.settings import GatewayConfig, GatewaySettings, demo_config, load_config
+from abflow.serving.settings import (
+    GatewayConfig,
+    GatewaySettings,
+    demo_config,
+    load_config,
+    policy_for,
+)
 
 __all__ = ["create_app"]
 

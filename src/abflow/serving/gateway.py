@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from abflow.events.sink import (
 )
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
-from abflow.routing.experiment import CompiledExperiment, compile_experiment
+from abflow.routing.experiment import compile_experiment
 from abflow.serving.backends import (
     BackendOptions,
     CircuitBreaker,
@@ -55,34 +54,17 @@ from abflow.serving.inputs import (
     check_text,
     feature_matrix,
 )
+from abflow.serving.live import LiveExperiment
 from abflow.serving.recent import RecentRequests
 from abflow.serving.settings import GatewaySettings
 from abflow.serving.shadow import ShadowMirror
 from abflow.spec import ExperimentSpec
 
-__all__ = ["Gateway", "LiveExperiment"]
+__all__ = ["Gateway"]
 
 logger = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str, BackendOptions | None], GuardedBackend]
-
-
-@dataclass(slots=True)
-class LiveExperiment:
-    """An experiment being served: routing, one backend per variant, and its phase."""
-
-    spec: ExperimentSpec
-    compiled: CompiledExperiment
-    version: int
-    phase: int
-    backends: tuple[GuardedBackend, ...]
-    shadow: frozenset[int]
-    n_features: int | None
-    latency_children: dict[tuple[str, str], Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return self.spec.key
 
 
 class Gateway:

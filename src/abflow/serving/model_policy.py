@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Literal
 from abflow.errors import InvalidArgumentError, PermissionDeniedError
 
 if TYPE_CHECKING:
-    from abflow.serving.settings import GatewayConfig, GatewaySettings
     from abflow.spec import ExperimentSpec
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "ModelPolicy",
     "check_spec",
     "parse_host_entry",
-    "policy_for",
     "refusal",
 ]
 
@@ -154,12 +152,3 @@ def check_spec(spec: ExperimentSpec, policy: ModelPolicy) -> None:
     if problems:
         msg = "; ".join(problems)
         raise PermissionDeniedError(msg)
-
-
-def policy_for(settings: GatewaySettings, config: GatewayConfig) -> ModelPolicy:
-    """The policy of a gateway: hosts from ``ABFLOW_ALLOWED_MODEL_HOSTS`` and the config
-    file, references from the config file's experiments and ``backends`` keys."""
-    references = {v.model for spec in config.experiments for v in spec.variants}
-    references.update(config.backends)
-    hosts = [*settings.allowed_model_hosts, *config.allowed_model_hosts]
-    return ModelPolicy.build(hosts, references)

@@ -13,11 +13,13 @@ from abflow.errors import InvalidSpecError
 from abflow.security.roles import Role
 from abflow.security.tokens import TokenRecord
 from abflow.serving.auth import require
-from abflow.serving.gateway import Gateway, LiveExperiment
+from abflow.serving.gateway import Gateway
 from abflow.serving.http_errors import read_body
-from abflow.serving.model_policy import check_spec, policy_for
+from abflow.serving.live import LiveExperiment
+from abflow.serving.model_policy import check_spec
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
+from abflow.serving.settings import policy_for
 from abflow.spec import ExperimentSpec, parse_experiment
 from abflow.targeting.conditions import saved_group_ids
 

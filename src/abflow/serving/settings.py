@@ -31,11 +31,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from abflow.errors import ConfigError, InvalidSpecError
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
-from abflow.serving.model_policy import parse_host_entry
+from abflow.serving.model_policy import ModelPolicy, parse_host_entry
 from abflow.spec import ExperimentSpec, load_experiment, parse_experiment
 from abflow.targeting.conditions import saved_group_ids
 
-__all__ = ["GatewayConfig", "GatewaySettings", "TokenEntry", "demo_config", "load_config"]
+__all__ = [
+    "GatewayConfig",
+    "GatewaySettings",
+    "TokenEntry",
+    "demo_config",
+    "load_config",
+    "policy_for",
+]
 
 
 def _host_entry(entry: str) -> str:
@@ -258,3 +265,12 @@ def demo_config() -> GatewayConfig:
         "demo",
     )
     return GatewayConfig(experiments=[spec], default_experiment="demo")
+
+
+def policy_for(settings: GatewaySettings, config: GatewayConfig) -> ModelPolicy:
+    """The policy of a gateway: hosts from ``ABFLOW_ALLOWED_MODEL_HOSTS`` and the config
+    file, references from the config file's experiments and ``backends`` keys."""
+    references = {v.model for spec in config.experiments for v in spec.variants}
+    references.update(config.backends)
+    hosts = [*settings.allowed_model_hosts, *config.allowed_model_hosts]
+    return ModelPolicy.build(hosts, references)

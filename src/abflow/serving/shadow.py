@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
-from abflow.events.sink import prediction_row
+from abflow.events.sink import EventSink, prediction_row
+from abflow.monitoring.metrics import GatewayMetrics
+from abflow.serving.live import LiveExperiment
 
-if TYPE_CHECKING:
-    from abflow.serving.gateway import Gateway, LiveExperiment
+__all__ = ["MirrorHost", "ShadowMirror"]
 
-__all__ = ["ShadowMirror"]
+
+class MirrorHost(Protocol):
+    """What the mirror reads from its gateway, at each copy (the app swaps the event sink
+    in once the durable log is open, so it is not captured at construction)."""
+
+    @property
+    def metrics(self) -> GatewayMetrics: ...
+
+    @property
+    def events(self) -> EventSink: ...
 
 
 class ShadowMirror:
     """Runs shadow predictions in the background and logs them."""
 
-    def __init__(self, gateway: Gateway, *, max_in_flight: int = 256) -> None:
+    def __init__(self, gateway: MirrorHost, *, max_in_flight: int = 256) -> None:
         self._gateway = gateway
         self.max_in_flight = max_in_flight
         self._tasks: set[asyncio.Task[None]] = set()
