@@ -82,6 +82,9 @@ def prefect(tmp_path_factory: pytest.TempPathFactory) -> Prefect:
         "PREFECT_HOME": str(home),
         "PREFECT_MEMO_STORE_PATH": str(home / "memo_store.toml"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The temporary server gets 20 s to start by default; it took 11-18 s on an idle
+        # 2-core machine, and timed out while another orchestrator test ran beside it.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
         "DO_NOT_TRACK": "1",
         "ABFLOW_BIN": str(abflow_bin()),
         "ABFLOW_STORE_URL": build_store(tmp_path_factory.mktemp("abflow-store")),
