@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
-from abflow.errors import RegistryError
+from abflow.errors import RegistryError, StoreUnavailableError
 from abflow.registry.promotion import PREVIOUS_VERSION_TAG, MlflowPromotionRegistry
 from abflow.rollout.controller import promote, rollback, tick
 from abflow.spec import parse_experiment
@@ -265,3 +265,39 @@ def test_cli_promote_moves_the_alias_and_exits_2_when_the_registry_is_down(
     )
     assert back.output.splitlines()[1:] == ["  - ranker@champion: version 2 → 1"]
     assert (back.exit_code, champion(tracking_uri)) == (0, "1")
+
+
+class UnreachableStore:
+    """The real store, except that its compare-and-set write finds the server gone."""
+
+    def __init__(self, real: EventStore) -> None:
+        self._real = real
+        self.attempts = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def register_if_unchanged(self, *args: Any, **kwargs: Any) -> bool:
+        self.attempts += 1
+        msg = "connection refused (injected)"
+        raise StoreUnavailableError(msg)
+
+
+def test_a_store_failure_after_the_alias_moved_puts_it_back(
+    ramp_store: EventStore, tracking_uri: str
+) -> None:
+    started(ramp_store)
+    entries = len(ramp_store.audit_entries(KEY))
+    store = UnreachableStore(ramp_store)
+    registry = MlflowPromotionRegistry(tracking_uri)
+
+    with pytest.raises(StoreUnavailableError, match="connection refused"):
+        promote(store, KEY, actor="user:alice", registry=registry)  # type: ignore[arg-type]
+
+    assert store.attempts == 1
+    assert champion(tracking_uri) == "1"
+    assert (len(ramp_store.audit_entries(KEY)), weights(ramp_store)) == (entries, [0.5, 0.5])
+    assert (len(decision_runs(tracking_uri)), len(decision_runs(tracking_uri, deleted=True))) == (
+        0,
+        1,
+    )
