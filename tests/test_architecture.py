@@ -10,6 +10,7 @@ package as well. docs/architecture.md explains the layers for contributors.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,3 +284,21 @@ def test_the_checks_find_what_they_look_for(tmp_path: Path) -> None:
     assert upward_imports(found, graph) == ["abflow.spec -> abflow.routing"]
     assert misplaced_libraries(found) == ["abflow.serving.app imports mlflow.pyfunc"]
     assert impure_modules(found) == ["abflow.routing.experiment imports os"]
+
+
+DOC = SRC.parent / "docs" / "architecture.md"
+
+
+def test_the_doc_places_every_part_and_its_example_prints_what_it_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| (.+?) \|", text, flags=re.MULTILINE)
+    documented = {int(level): sorted(re.findall(r"`(\w+)`", parts)) for level, parts in rows}
+    assert documented == {level: sorted(parts) for level, parts in enumerate(LAYERS)}
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    shown = re.findall(r"prints\n\n```text\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == len(shown) == 1
+    exec(compile(blocks[0], DOC.name, "exec"), {})
+    assert capsys.readouterr().out == shown[0]
+    assert shown[0].splitlines()[0] == "29 list"
