@@ -72,18 +72,21 @@ class FailingClient:
 
     def __init__(self, uri: str, method: str, before: Callable[[], None]) -> None:
         self._real = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        self._before = {method: before}
         self._method = method
-        self._before = before
         self.calls = 0
+
+    def also(self, method: str, before: Callable[[], None]) -> None:
+        self._before[method] = before
 
     def __getattr__(self, name: str) -> Any:
         real = getattr(self._real, name)
-        if name != self._method:
+        if name not in self._before:
             return real
 
         def wrapped(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            self._before()
+            self.calls += name == self._method
+            self._before[name]()
             return real(*args, **kwargs)
 
         return wrapped
@@ -119,6 +122,32 @@ def started(store: EventStore, spec: dict[str, Any] | None = None) -> None:
 
 def weights(store: EventStore) -> list[float]:
     return store.get_experiment(KEY).spec.effective_weights
+
+
+def test_an_alias_that_cannot_be_put_back_is_named_in_the_error(
+    ramp_store: EventStore, tracking_uri: str
+) -> None:
+    started(ramp_store)
+    client = FailingClient(tracking_uri, "create_run", mlflow_down)
+    moves = 0
+
+    def second_move_fails() -> None:  # the promotion's move works, the undo does not
+        nonlocal moves
+        moves += 1
+        if moves == 2:
+            mlflow_down()
+
+    client.also("set_registered_model_alias", second_move_fails)
+    registry = MlflowPromotionRegistry(tracking_uri, client=client)
+    with pytest.raises(RegistryError) as raised:
+        promote(ramp_store, KEY, actor="user:alice", registry=registry)
+
+    assert str(raised.value).startswith(
+        "the decision was not recorded, and ranker@champion could not be put back to version 1"
+    )
+    assert "cannot log run" in str(raised.value.__cause__)  # the first failure is kept
+    assert (moves, champion(tracking_uri), weights(ramp_store)) == (2, "2", [0.5, 0.5])
+    assert [e.action for e in ramp_store.audit_entries(KEY)][-1] == "rollout.step"
 
 
 def test_promotion_moves_the_alias_logs_the_run_and_a_rollback_restores_it(

@@ -472,13 +472,22 @@ def _undo(
     """Put the alias back and drop the decision run after the store did not take the move."""
     try:
         registry.undo(move)
-        if run_id is not None:
-            registry.discard_decision(run_id)
     except AbflowError as exc:
         msg = (
             f"the decision was not recorded, and {move.name}@{move.alias} could not be put "
             f"back to version {move.previous_version or 'none'}: {exc}; set it by hand with "
             "`abflow models promote`"
+        )
+        raise RegistryError(msg) from cause or exc
+    if run_id is None:
+        return
+    try:
+        registry.discard_decision(run_id)
+    except AbflowError as exc:
+        msg = (
+            f"the decision was not recorded and {move.name}@{move.alias} is back at version "
+            f"{move.previous_version or 'none'}, but its MLflow run {run_id} could not be "
+            f"deleted: {exc}"
         )
         raise RegistryError(msg) from cause or exc
 
