@@ -17,7 +17,9 @@ MAKE_VENV := $(UV) venv --seed --python $(PYTHON) $(VENV)
 INSTALL   := $(UV) pip install --python $(BIN)/python
 else
 MAKE_VENV := $(PYTHON) -m venv $(VENV)
-INSTALL   := $(BIN)/python -m pip install --progress-bar on
+# --no-compile: byte-compiling every installed module (all of MLflow, SciPy, pandas) cost
+# 40 s of CPU; Python compiles the modules a command imports, once, when it first runs.
+INSTALL   := $(BIN)/python -m pip install --progress-bar on --no-compile
 endif
 
 .PHONY: demo test check format lint types pytest bench clean install install-runtime
