@@ -17,12 +17,8 @@ import pytest
 
 from abflow.routing import eval_condition as routing_eval_condition
 from abflow.spec import validate_condition as spec_validate_condition
-from abflow.targeting import (
-    LOGICAL_OPERATORS,
-    OPERATORS,
-    eval_condition,
-    validate_condition,
-)
+from abflow.targeting import OPERATORS, eval_condition, validate_condition
+from abflow.targeting.conditions import LOGICAL_OPERATORS
 
 GROUPS = {"g": ["u1"], "h": ["u2"]}
 

@@ -36,7 +36,7 @@ from abflow.routing.sticky import (
     assign_sticky,
     sticky_key,
 )
-from abflow.targeting.conditions import SavedGroups, eval_condition, padded_version, value_type
+from abflow.targeting import SavedGroups, eval_condition, padded_version, value_type
 
 __all__ = [
     "REASONS",

@@ -2,7 +2,8 @@
 
 MongoDB-style JSON conditions with GrowthBook's semantics: evaluation
 (:mod:`~abflow.targeting.conditions`), validation (:mod:`~abflow.targeting.validation`),
-both reading one operator table (:data:`OPERATORS`), and the JavaScript-regex translator
+both reading one operator table (:data:`OPERATORS`), JavaScript's value conversions
+(:mod:`~abflow.targeting.js_values`) and the JavaScript-regex translator
 (:mod:`~abflow.targeting.js_regex`) that ``$regex`` goes through. A leaf: it imports only
 :mod:`abflow.errors` and the standard library, so spec and routing can both depend on it.
 """
@@ -10,23 +11,18 @@ both reading one operator table (:data:`OPERATORS`), and the JavaScript-regex tr
 from __future__ import annotations
 
 from abflow.targeting.conditions import (
-    LOGICAL_OPERATORS,
     OPERATORS,
-    ArgumentKind,
     Operator,
     SavedGroups,
     eval_condition,
-    padded_version,
     saved_group_ids,
-    value_type,
 )
+from abflow.targeting.js_values import padded_version, value_type
 from abflow.targeting.validation import JSON_TYPES, validate_condition
 
 __all__ = [
     "JSON_TYPES",
-    "LOGICAL_OPERATORS",
     "OPERATORS",
-    "ArgumentKind",
     "Operator",
     "SavedGroups",
     "eval_condition",
