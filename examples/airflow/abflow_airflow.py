@@ -30,10 +30,14 @@ from typing import Any
 from airflow.exceptions import AirflowException, AirflowFailException
 
 try:  # Airflow 3 moved the base classes to the task SDK.
-    from airflow.sdk import BaseOperator, BaseSensorOperator  # type: ignore[attr-defined]
-except ImportError:  # Airflow 2
+    from airflow.sdk import (  # type: ignore[attr-defined]
+        BaseOperator,
+        BaseSensorOperator,
+        PokeReturnValue,
+    )
+except ImportError:  # Airflow 2.3 and later
     from airflow.models.baseoperator import BaseOperator
-    from airflow.sensors.base import BaseSensorOperator
+    from airflow.sensors.base import BaseSensorOperator, PokeReturnValue
 
 __all__ = [
     "AbflowAnalyzeOperator",
@@ -311,7 +315,7 @@ class AbflowVerdictSensor(BaseSensorOperator):
         self.abflow_bin = abflow_bin
         self.command_timeout_seconds = timeout_seconds
 
-    def poke(self, context: Any) -> Any:
+    def poke(self, context: Any) -> bool | PokeReturnValue:
         summary = analyze(
             self.experiment, self.phase, self.store, self.abflow_bin, self.command_timeout_seconds
         )
@@ -319,8 +323,4 @@ class AbflowVerdictSensor(BaseSensorOperator):
         self.log.info("verdict for %s: %s", self.experiment, verdict)
         if verdict not in self.verdicts:
             return False
-        try:  # Airflow >= 2.3 passes the value on as XCom
-            from airflow.sensors.base import PokeReturnValue
-        except ImportError:
-            return True
         return PokeReturnValue(is_done=True, xcom_value=summary)

@@ -121,3 +121,12 @@ def test_a_tick_starts_the_ramp(prefect: Prefect) -> None:
     assert run.exit_code == 0, run.output[-3000:]
     assert run.task_states == {"abflow rollout tick": ("COMPLETED", 1)}
     assert '"action": "started", "step": 0' in run.output
+
+
+def test_an_unknown_experiment_fails_as_could_not_answer(prefect: Prefect) -> None:
+    run = prefect.run("gate", "no-such-experiment")
+    assert run.exit_code == 1
+    assert run.flow_state == "FAILED"
+    assert run.task_states == {"abflow analyze": ("FAILED", 1)}  # nothing ran after it
+    assert "AbflowCouldNotAnswer: abflow could not answer (exit 2):" in run.output
+    assert "no-such-experiment" in run.output
