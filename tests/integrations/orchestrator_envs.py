@@ -32,9 +32,9 @@ def envs_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "abflow-test-envs"
 
 
-def env_path(name: str) -> Path:
-    """The folder of environment ``name`` for its current requirements file."""
-    requirements = HERE / f"requirements-{name}.txt"
+def env_path(name: str, folder: Path = HERE) -> Path:
+    """The folder of environment ``name`` for its requirements file in ``folder``."""
+    requirements = folder / f"requirements-{name}.txt"
     digest = hashlib.sha256(requirements.read_bytes())
     digest.update(f"{sys.version_info.major}.{sys.version_info.minor}".encode())
     return envs_root() / f"{name}-{digest.hexdigest()[:12]}"
@@ -59,9 +59,9 @@ def _build_commands(target: Path, requirements: Path) -> list[list[str]]:
     ]
 
 
-def ensure_env(name: str) -> Path:
+def ensure_env(name: str, folder: Path = HERE) -> Path:
     """The built environment ``name``; builds it under a lock when it is not there yet."""
-    target = env_path(name)
+    target = env_path(name, folder)
     if (target / STAMP).exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def ensure_env(name: str) -> Path:
             return target
         shutil.rmtree(target, ignore_errors=True)  # a half-built one from an interrupted run
         started = time.monotonic()
-        for command in _build_commands(target, HERE / f"requirements-{name}.txt"):
+        for command in _build_commands(target, folder / f"requirements-{name}.txt"):
             try:
                 done = subprocess.run(
                     command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS
