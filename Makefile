@@ -22,7 +22,7 @@ MAKE_VENV := $(PYTHON) -m venv $(VENV)
 INSTALL   := $(BIN)/python -m pip install --progress-bar on --no-compile
 endif
 
-.PHONY: demo test check format lint types pytest bench clean install install-runtime
+.PHONY: demo test test-fast check format lint types pytest bench clean install install-runtime
 
 $(RUNTIME_STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "abflow needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -48,6 +48,11 @@ demo: $(RUNTIME_STAMP)
 
 test: $(DEV_STAMP)
 	$(MAKE) check
+
+# Everything but the tests marked slow (fuzzing, subprocess fleets): for the edit-test loop.
+# make test and .ci/run always run the whole suite.
+test-fast: $(DEV_STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 check: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench

@@ -234,6 +234,7 @@ def test_schema_lists_every_fuzzed_operation(gateway: Gateway) -> None:
     assert found == set(OPERATIONS)
 
 
+@pytest.mark.slow  # 210 s for POST /v1/experiments negative at load 10
 @pytest.mark.parametrize(("method", "path", "mode"), FUZZ_CASES)
 def test_generated_requests_conform_to_the_document(
     gateway: Gateway, method: str, path: str, mode: GenerationMode

@@ -142,6 +142,7 @@ def test_embedded_default_lives_under_dot_abflow(
     assert registry_location().artifact_root is None
 
 
+@pytest.mark.slow  # 20 s at load 10: fresh interpreters that import MLflow
 def test_mlflow_telemetry_is_off_unless_asked_for() -> None:
     import os
     import subprocess

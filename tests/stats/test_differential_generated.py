@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -153,6 +154,7 @@ P_VALUES = st.one_of(
 )
 
 
+@pytest.mark.slow  # 46 s at load 10
 @settings(max_examples=100, deadline=None)
 @given(
     p=st.lists(P_VALUES, min_size=1, max_size=40),
