@@ -170,15 +170,15 @@ def case(
 IN_PROCESS = [
     # validate: a file it cannot use is its answer "this spec has problems" (1)
     case("validate", mentions=("spec file",)),
-    case("validate", "missing.yaml", mentions=("missing.yaml", "No such file"), code=1),
+    case("validate", "missing.yaml", mentions=("missing.yaml", "no such file"), code=2),
     case("validate", "bad.yaml", mentions=("bad.yaml", "not valid yaml"), code=1),
     case("validate", "bad.json", mentions=("bad.json", "not valid json"), code=1),
     case("validate", "list.yaml", mentions=("mapping",), code=1),
     case("validate", "partial.yaml", mentions=("variants",), code=1),
     case("validate", "empty.yaml", mentions=("empty.yaml",), code=1),
-    case("validate", ".", mentions=("directory",), code=1),
+    case("validate", ".", mentions=("directory",), code=2),
     case("validate", "latin1.yaml", mentions=("latin1.yaml", "UTF-8"), code=1),
-    case("validate", "[/]x.yaml", mentions=("[/]x.yaml",), code=1),
+    case("validate", "[/]x.yaml", mentions=("[/]x.yaml",), code=2),
     # power
     case("power", mentions=("--baseline",)),
     case("power", "--baseline", "2", "--mde", "0.05", mentions=("baseline",)),

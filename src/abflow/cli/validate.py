@@ -40,8 +40,14 @@ def validate(
     for file in files:
         if not (file.is_file() and os.access(file, os.R_OK)):
             unreadable += 1  # no answer about this file: exit 2, not "invalid" (1)
-            reason = "no such file" if not file.exists() else "not a readable file"
-            err_console.print(f"error: {escape(str(file))}: {reason}")
+            reason = (
+                "no such file"
+                if not file.exists()
+                else "is a directory"
+                if file.is_dir()
+                else "not a readable file"
+            )
+            err_console.print(f"error: {file}: {reason}")
             continue
         try:
             # A file is what gets registered: under a rollout plan its weights must be the

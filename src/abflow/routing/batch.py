@@ -260,7 +260,6 @@ def assign_batch(
         experiment if isinstance(experiment, CompiledExperiment) else compile_experiment(experiment)
     )
     ids, originals, true_lengths = _as_unicode(unit_ids)
-    count = ids.shape[0]
     rows_attributes = None if attributes is None else list(attributes)
 
     keys, spots, lengths = _hashes(compiled, ids)
