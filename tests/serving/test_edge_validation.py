@@ -40,7 +40,7 @@ ABSENT = object()
 
 # Text: mostly ordinary, sometimes with NUL, surrogates or beyond a column's width.
 _nasty = st.characters(codec=None, categories=None)
-_plain = st.characters(min_codepoint=0x20, max_codepoint=0x2FFF)
+_plain = st.characters(min_codepoint=0x20, max_codepoint=0x2FFF, exclude_characters="\x7f")
 text = st.one_of(
     st.text(_plain, min_size=1, max_size=12),
     st.text(_nasty, min_size=0, max_size=12),
