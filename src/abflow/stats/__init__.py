@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from abflow.stats.compare import compare, compare_many
 from abflow.stats.corrections import adjust_comparisons, adjust_mapping, adjust_p_values
+from abflow.stats.paired import (
+    McNemarResult,
+    PairedDifference,
+    mcnemar,
+    paired_mean_difference,
+)
 from abflow.stats.power import (
     MdeResult,
     PowerResult,
@@ -34,7 +40,9 @@ __all__ = [
     "Comparison",
     "CupedStats",
     "GaussianPrior",
+    "McNemarResult",
     "MdeResult",
+    "PairedDifference",
     "PowerResult",
     "QuantileStats",
     "RatioCupedStats",
@@ -50,7 +58,9 @@ __all__ = [
     "compare_quantile_stats",
     "compare_quantiles",
     "duration_days",
+    "mcnemar",
     "mde",
+    "paired_mean_difference",
     "power",
     "quantile_probabilities",
     "quantile_stats",
