@@ -150,7 +150,8 @@ def _root_help_app() -> typer.Typer:
 def _app_for(argv: Sequence[str]) -> typer.Typer:
     """Only the command called (``abflow models list`` imports no statistics, drift or
     gateway); every command for the root ``--help``, or a name that needs "no such command"."""
-    if list(argv) in ([], ["--help"]):
+    # A command not in ROOT_HELP yet is listed by the real app: slower, never wrong.
+    if list(argv) in ([], ["--help"]) and set(COMMAND_MODULES) <= ROOT_HELP.keys():
         return _root_help_app()
     if argv and argv[0] in COMMAND_MODULES:
         app = _new_app()
