@@ -30,7 +30,7 @@ def verify(store: StoreOption = None) -> None:
     from abflow.security.audit import verify_chain
     from abflow.store import EventStore
 
-    with EventStore.open(store) as opened:
+    with EventStore.open(store, must_exist=True) as opened:
         entries = opened.audit_entries()
         where = opened.url
     problems = verify_chain(entries)

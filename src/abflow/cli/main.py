@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
@@ -59,6 +60,61 @@ COMMAND_MODULES = (
 """Modules under ``abflow.cli``, one per command, registered in this order (``--help``'s)."""
 
 
+READ_ONLY_COMMANDS: dict[str, frozenset[str] | None] = {
+    "analyze": None,
+    "gate": None,
+    "rollout": frozenset({"status"}),
+    "audit": frozenset({"verify", "log"}),
+    "experiments": frozenset({"list", "show"}),
+    "token": frozenset({"list"}),
+}
+"""Commands that only read the store (None: the command itself; else these subcommands).
+
+They must never create one: opening a missing SQLite file creates it, so ``abflow analyze``
+in the wrong directory left an empty ``.abflow/abflow.db`` behind and blamed its schema."""
+
+
+def _refusing_missing_store(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """``callback``, first refusing a ``--store`` (or default) SQLite file that does not exist."""
+    if getattr(callback, "_abflow_read_only", False):
+        return callback
+
+    @functools.wraps(callback)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        from abflow.store.engine import require_existing_store
+
+        require_existing_store(kwargs.get("store"))
+        return callback(*args, **kwargs)
+
+    guarded._abflow_read_only = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def _guard_read_only(app: typer.Typer, name: str) -> None:
+    """Wrap the read-only commands of module ``name`` (see READ_ONLY_COMMANDS) in ``app``."""
+    if name not in READ_ONLY_COMMANDS:
+        return
+    subcommands = READ_ONLY_COMMANDS[name]
+    if subcommands is None:
+        for info in app.registered_commands:
+            if info.callback is not None and (info.name or info.callback.__name__) == name:
+                info.callback = _refusing_missing_store(info.callback)
+        return
+    for group in app.registered_groups:
+        instance = group.typer_instance
+        if instance is None or (group.name or instance.info.name) != name:
+            continue
+        for info in instance.registered_commands:
+            if info.callback is not None and info.name in subcommands:
+                info.callback = _refusing_missing_store(info.callback)
+
+
+def _register(app: typer.Typer, name: str) -> None:
+    """Add command module ``name`` to ``app``, read-only commands guarded."""
+    importlib.import_module(f"abflow.cli.{name}").register(app)
+    _guard_read_only(app, name)
+
+
 @cache
 def build_app() -> typer.Typer:
     """The app with every command registered; the command modules are imported here.
@@ -69,7 +125,7 @@ def build_app() -> typer.Typer:
     machine, long enough for uvicorn to kill the workers (docs/gateway.md, "Start it").
     """
     for name in COMMAND_MODULES:
-        importlib.import_module(f"abflow.cli.{name}").register(_app)
+        _register(_app, name)
     return _app
 
 
@@ -155,7 +211,7 @@ def _app_for(argv: Sequence[str]) -> typer.Typer:
         return _root_help_app()
     if argv and argv[0] in COMMAND_MODULES:
         app = _new_app()
-        importlib.import_module(f"abflow.cli.{argv[0]}").register(app)
+        _register(app, argv[0])
         return app
     return build_app()
 

@@ -91,7 +91,7 @@ def list_tokens(store: StoreOption = None) -> None:
             return ""
         return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
 
-    with EventStore.open(store) as opened:
+    with EventStore.open(store, must_exist=True) as opened:
         records = opened.list_tokens()
     table = Table()
     table.add_column("id", no_wrap=True, min_width=32)

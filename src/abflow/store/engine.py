@@ -46,12 +46,14 @@ from abflow.security.secrets import is_secret_reference, resolve_secret
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "NO_STORE_HINT",
     "STORE_URL_ENV",
     "StoreTimeouts",
     "create_store_engine",
     "display_url",
     "is_unavailable",
     "raise_store_error",
+    "require_existing_store",
     "resolve_url",
     "translating",
     "write_transaction",
@@ -135,6 +137,31 @@ def _resolved_secret(reference: str) -> str:
         return resolve_secret(reference)
     except ConfigError as exc:
         raise StoreError(str(exc)) from None
+
+
+NO_STORE_HINT = "pass --store or set ABFLOW_STORE_URL"
+
+
+def require_existing_store(url: str | None = None) -> str:
+    """The resolved URL, refusing a SQLite file that does not exist (read-only callers).
+
+    Opening a missing SQLite file creates it, folder and all: a read-only command run in the
+    wrong directory would leave an empty store behind and then blame its schema.
+    """
+    resolved = resolve_url(url)
+    try:
+        parsed = make_url(resolved)
+    except sa.exc.ArgumentError:
+        return resolved  # create_store_engine reports the malformed URL
+    if parsed.get_backend_name() != "sqlite":
+        return resolved
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return resolved
+    if not Path(database).expanduser().is_file():
+        msg = f"no store here ({database} does not exist); {NO_STORE_HINT}"
+        raise StoreError(msg)
+    return resolved
 
 
 def display_url(url: str | URL) -> str:

@@ -32,6 +32,7 @@ from abflow.store.engine import (
     StoreTimeouts,
     create_store_engine,
     display_url,
+    require_existing_store,
     translating,
     write_transaction,
 )
@@ -80,6 +81,7 @@ class EventStore:
         clock: Callable[[], float] = time.time,
         sqlite_cache_kib: int = SQLITE_CACHE_KIB,
         timeouts: StoreTimeouts | None = None,
+        must_exist: bool = False,
     ) -> EventStore:
         """Open the store at ``url`` (default ``$ABFLOW_STORE_URL``, else ``.abflow/abflow.db``).
 
@@ -87,8 +89,11 @@ class EventStore:
         docstring); True or False force the choice. Raises StoreUnavailableError when the
         server cannot be reached, StoreError when the schema does not match this abflow.
         ``sqlite_cache_kib`` sizes each SQLite connection's page cache; ``timeouts`` bound
-        every PostgreSQL call (:class:`abflow.store.engine.StoreTimeouts`).
+        every PostgreSQL call (:class:`abflow.store.engine.StoreTimeouts`). ``must_exist``
+        refuses a SQLite file that does not exist instead of creating it (read-only commands).
         """
+        if must_exist:
+            url = require_existing_store(url)
         engine = create_store_engine(url, sqlite_cache_kib=sqlite_cache_kib, timeouts=timeouts)
         try:
             version = migrations.read_version(engine)
