@@ -20,7 +20,7 @@ def exposed_sample_names() -> set[str]:
     metrics.predictions.labels("exp", "control", "1").inc()
     metrics.prediction_latency.labels("exp", "control", "1").observe(0.002)
     metrics.errors.labels("exp", "control", "timeout").inc()
-    metrics.fallbacks.labels("exp", "challenger").inc()
+    metrics.fallbacks.labels("exp", "challenger", "timeout").inc()
     metrics.shadow.labels("exp", "challenger", "ok").inc()
     metrics.batch_size.labels("models:/m/1").observe(8)
     metrics.cache_hits.inc()

@@ -40,7 +40,7 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
         (f"sum by (experiment, variant, kind) (rate(abflow_prediction_errors_total{{{_EXP}}}{_RATE}))", "{{experiment}} {{variant}} {{kind}}"),
     ]),
     ("Fallbacks to the control per second", "ops", "timeseries", [
-        (f"sum by (experiment, variant) (rate(abflow_fallbacks_total{{{_EXP}}}{_RATE}))", "{{experiment}} {{variant}}"),
+        (f"sum by (experiment, variant, reason) (rate(abflow_fallbacks_total{{{_EXP}}}{_RATE}))", "{{experiment}} {{variant}} {{reason}}"),
     ]),
     ("Shadow predictions by outcome", "ops", "timeseries", [
         (f"sum by (experiment, variant, outcome) (rate(abflow_shadow_predictions_total{{{_EXP}}}{_RATE}))", "{{experiment}} {{variant}} {{outcome}}"),

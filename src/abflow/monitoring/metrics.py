@@ -95,7 +95,14 @@ class _Families:
         )
         self.fallbacks = Counter(
             "abflow_fallbacks",
-            "Requests answered by the control model after the chosen one failed",
+            "Requests answered by the control model after the chosen one failed, by reason "
+            "(timeout, connect, status_4xx, status_5xx, bad_output, circuit_open, error)",
+            ["experiment", "variant", "reason"],
+            registry=r,
+        )
+        self.unscored = Counter(
+            "abflow_unscored_predictions",
+            "Single-row answers that gave no numeric score (quality metrics stay empty)",
             ["experiment", "variant"],
             registry=r,
         )
@@ -185,6 +192,7 @@ class GatewayMetrics:
         self.prediction_latency = families.prediction_latency
         self.errors = families.errors
         self.fallbacks = families.fallbacks
+        self.unscored = families.unscored
         self.shadow = families.shadow
         self.batch_size = families.batch_size
         self.cache_hits = families.cache_hits

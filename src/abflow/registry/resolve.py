@@ -10,6 +10,7 @@ keeps ``predict_proba``); anything else loads as an MLflow pyfunc.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "describe_version",
+    "input_columns",
     "load_predictor",
     "local_artifacts",
     "lookup_version",
@@ -176,3 +178,30 @@ def resolve_model(
         aliases=info.aliases,
         tags=info.tags,
     )
+
+
+def input_columns(reference: str, *, tracking_uri: str | None = None) -> tuple[str, ...] | None:
+    """The column names of the model's input signature (None when it has no named columns):
+    what a scoring server enforcing that signature must receive, e.g. as ``dataframe_split``.
+    Reads the MLmodel file only; nothing is unpickled."""
+    ref = parse_reference(reference)
+    client, location = client_for(tracking_uri)
+    with mlflow_errors(f"cannot read the signature of {reference}"):
+        if ref.kind == "run":
+            run = client.get_run(str(ref.run_id))
+            artifact_uri = f"{run.info.artifact_uri}/{ref.path}"
+        else:
+            info = version_info(lookup_version(client, ref))
+            artifact_uri = client.get_model_version_download_uri(info.name, info.version)
+        path = local_artifacts(str(artifact_uri), location)
+    try:
+        with (path / "MLmodel").open() as fh:
+            mlmodel = yaml.safe_load(fh) or {}
+        inputs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "[]")
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        msg = f"cannot read the signature of {reference}: {exc}"
+        raise RegistryError(msg) from exc
+    names = tuple(
+        str(item["name"]) for item in inputs if isinstance(item, dict) and item.get("name")
+    )
+    return names if names and len(names) == len(inputs) else None

@@ -44,6 +44,7 @@ from abflow.serving.backends import (
     RefusedBackend,
     build_backend,
 )
+from abflow.serving.backends.failure import FailureLog, error_text, failure_reason
 from abflow.serving.cache import MISSING, PredictionCache, row_key
 from abflow.serving.catalog import ExperimentCatalog
 from abflow.serving.inputs import (
@@ -99,6 +100,8 @@ class Gateway:
             else None
         )
         self.shadow = ShadowMirror(self, max_in_flight=settings.shadow_max_in_flight)
+        self._failure_log = FailureLog(logger)
+        self._unscored: set[tuple[str, str]] = set()  # (experiment, variant) already flagged
         self._recent = (
             RecentRequests(settings.recent_requests) if settings.recent_requests > 0 else None
         )
@@ -238,6 +241,7 @@ class Gateway:
         ):
             backend = live.backends[served]
             is_fallback = False
+            error: str | None = None
             started = time.perf_counter()
             try:
                 outputs, keys = await self._predict(backend, rows)
@@ -245,7 +249,9 @@ class Gateway:
                 self.metrics.errors.labels(spec.key, variant, type(exc).__name__).inc()
                 if served == 0:
                     raise
-                self.metrics.fallbacks.labels(spec.key, variant).inc()
+                self.metrics.fallbacks.labels(spec.key, variant, failure_reason(exc)).inc()
+                self._failure_log.failed(spec.key, variant, exc)
+                error = error_text(exc)
                 backend = live.backends[0]
                 is_fallback = True
                 outputs, keys = await self._predict(backend, rows)
@@ -281,9 +287,12 @@ class Gateway:
                     outputs=outputs,
                     features_hash=features_hash,
                     is_fallback=is_fallback,
+                    error=error,
                 ),
             )
         )
+        if len(outputs) == 1 and events[-1][1]["score"] is None:
+            self._flag_unscored(spec.key, variant, backend.version, outputs[0])
         append_events(self.events, events)  # one journal write: durable before the answer
         self._remember(request_id, unit_id, spec.key)
         for shadow_index in live.shadow:
@@ -299,6 +308,22 @@ class Gateway:
             "is_fallback": is_fallback,
             "prediction": outputs[0] if single else outputs,
         }
+
+    def _flag_unscored(self, experiment: str, variant: str, version: str, output: Any) -> None:
+        """Count an answer that gave no score; warn once per variant, since its quality
+        metrics (recall, FPR, …) will stay empty until its output option is fixed."""
+        self.metrics.unscored.labels(experiment, variant).inc()
+        if (experiment, variant) in self._unscored:
+            return
+        self._unscored.add((experiment, variant))
+        logger.warning(
+            "experiment %s variant %s (model %s) answered %s, which is not a score: set the "
+            "backend's output option (output: proba with class_index, or output_path)",
+            experiment,
+            variant,
+            version,
+            str(output)[:200],
+        )
 
     async def _predict(
         self, backend: GuardedBackend, rows: np.ndarray

@@ -18,6 +18,7 @@ from abflow.errors import ConfigError
 from abflow.serving.backends.base import ModelBackend
 from abflow.serving.backends.http import HeaderAuth, HttpBackend
 from abflow.serving.backends.local import InProcessBackend, OutputKind, load_model
+from abflow.serving.backends.remote_io import OutputReader, TensorSpec, parse_json_path
 from abflow.serving.backends.resilience import CircuitBreaker, GuardedBackend, RefusedBackend
 from abflow.serving.batching import Execution
 
@@ -42,8 +43,37 @@ class BackendOptions(BaseModel):
     timeout_ms: float | None = Field(default=None, gt=0, description="default: gateway setting")
     failure_threshold: int | None = Field(default=None, ge=1)
     reset_seconds: float | None = Field(default=None, gt=0)
-    output: OutputKind = "auto"
-    protocol: Literal["invocations", "v2"] | None = None
+    output: OutputKind = Field(
+        default="auto",
+        description="how an answer becomes the score: 'proba' (a class probability, see "
+        "class_index), 'predict' (the answer as is), 'auto' (P(positive) of a two-class answer)",
+    )
+    class_index: int | None = Field(
+        default=None, ge=0, description="output: proba: the class whose probability is the score"
+    )
+    output_name: str | None = Field(
+        default=None, description="remote v2: the output tensor to request and read"
+    )
+    output_path: str | None = Field(
+        default=None,
+        description="remote: JSON path to the per-row list in a custom server's answer, "
+        "e.g. '$.result.scores'",
+    )
+    protocol: Literal["invocations", "v2", "vertex"] | None = None
+    columns: list[str] | None = Field(
+        default=None,
+        description="remote invocations/vertex: feature column names (sent as dataframe_split "
+        "or named instances)",
+    )
+    signature_from: str | None = Field(
+        default=None,
+        description="remote: a models:/ or runs:/ reference whose MLflow signature names "
+        "the columns",
+    )
+    input_name: str | None = Field(default=None, description="remote v2: input tensor name")
+    datatype: Literal["FP32", "FP64", "INT64"] | None = Field(
+        default=None, description="remote v2: input tensor datatype"
+    )
     version: str | None = Field(default=None, description="remote models: the version to log")
     n_features: int | None = Field(default=None, ge=1, description="remote models: row width")
     headers: dict[str, str] = Field(default_factory=dict, description="remote: static headers")
@@ -83,6 +113,15 @@ def build_backend(
         backend = HttpBackend(
             reference,
             protocol=opts.protocol,
+            columns=_columns(opts),
+            tensor=(
+                TensorSpec(opts.input_name or "input-0", opts.datatype or "FP64", opts.n_features)
+                if opts.input_name or opts.datatype
+                else None
+            ),
+            output=OutputReader(opts.output, opts.class_index),
+            output_name=opts.output_name,
+            output_path=parse_json_path(opts.output_path) if opts.output_path else None,
             version=opts.version,
             n_features=opts.n_features,
             timeout_seconds=(opts.timeout_ms / 1000.0) if opts.timeout_ms else timeout_seconds,
@@ -93,6 +132,7 @@ def build_backend(
         backend = InProcessBackend(
             load_model(reference, expected_checksum=opts.checksum),
             output=opts.output,
+            class_index=opts.class_index,
             max_rows=max_batch_rows,
             max_wait_seconds=max_batch_wait_seconds,
             execution=execution,
@@ -103,6 +143,20 @@ def build_backend(
     )
     timeout = (opts.timeout_ms / 1000.0) if opts.timeout_ms else timeout_seconds
     return GuardedBackend(backend, timeout_seconds=timeout, breaker=breaker)
+
+
+def _columns(opts: BackendOptions) -> tuple[str, ...] | None:
+    if opts.columns:
+        return tuple(opts.columns)
+    if opts.signature_from:
+        try:
+            registry = importlib.import_module("abflow.registry.resolve")
+        except ImportError as exc:
+            msg = f"cannot read the signature of {opts.signature_from!r}: {exc}"
+            raise ConfigError(msg) from exc
+        columns: tuple[str, ...] | None = registry.input_columns(opts.signature_from)
+        return columns
+    return None
 
 
 def _auth(opts: BackendOptions) -> httpx.Auth | None:

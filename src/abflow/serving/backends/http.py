@@ -1,31 +1,36 @@
-"""Remote model servers over HTTP, in the two protocols most platforms speak.
+"""Remote model servers over HTTP: MLflow/SageMaker ``invocations``, Open Inference
+Protocol ``v2`` (KServe, Triton, Seldon MLServer) and Vertex-style endpoints.
 
-- ``invocations``: MLflow's scoring server and SageMaker-style endpoints, ``POST
-  /invocations`` with ``{"inputs": [[...], ...]}``, answering ``{"predictions": [...]}`` (or
-  a bare list).
-- ``v2``: the Open Inference Protocol of KServe, Triton, Seldon MLServer, ``POST
-  /v2/models/{name}/infer`` with one FP64 input tensor, answering ``outputs``.
-
-One pooled :class:`httpx.AsyncClient` per backend keeps connections warm. Endpoints that
-need credentials or request signing (SageMaker SigV4, Vertex bearer tokens) take any
-:class:`httpx.Auth`: httpx calls it on every request with the final body, which is what a
-signer needs. :class:`HeaderAuth` covers the common case of headers from a function.
+What each protocol sends and how answers are read lives in :mod:`remote_io`; this module
+owns the connection. One pooled :class:`httpx.AsyncClient` per backend keeps connections
+warm. Endpoints that need credentials or request signing (SageMaker SigV4, Vertex bearer
+tokens) take any :class:`httpx.Auth`: httpx calls it on every request with the final body,
+which is what a signer needs. :class:`HeaderAuth` covers the common case of headers from a
+function. A v2 backend reads the model's metadata (``GET /v2/models/{name}``) before its
+first call, for the input tensor's name, datatype and width, unless the config gives them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Generator, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import numpy as np
 import orjson
 
-from abflow.errors import BackendError, BackendTimeoutError, ConfigError
+from abflow.errors import BackendTimeoutError, ConfigError
+from abflow.serving.backends.failure import MAX_ERROR_BODY, RemoteModelError
+from abflow.serving.backends.remote_io import (
+    OutputReader,
+    Protocol,
+    TensorSpec,
+    encode_rows,
+    read_predictions,
+)
 
 __all__ = ["HeaderAuth", "HttpBackend", "Protocol", "infer_protocol", "redact_url"]
-
-Protocol = Literal["invocations", "v2"]
 
 
 class HeaderAuth(httpx.Auth):
@@ -70,6 +75,11 @@ class HttpBackend:
         auth: httpx.Auth | None = None,
         max_connections: int = 64,
         transport: httpx.AsyncBaseTransport | None = None,
+        columns: tuple[str, ...] | None = None,
+        tensor: TensorSpec | None = None,
+        output: OutputReader | None = None,
+        output_name: str | None = None,
+        output_path: tuple[str | int, ...] | None = None,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
@@ -78,7 +88,13 @@ class HttpBackend:
             msg = f"a v2 backend URL must end in /v2/models/NAME/infer, got {self.shown_url!r}"
             raise ConfigError(msg)
         self._version = version or self.shown_url
-        self._n_features = n_features
+        self._columns = tuple(columns) if columns else None
+        self._n_features = n_features or (len(self._columns) if self._columns else None)
+        self._tensor = tensor
+        self._tensor_lock = asyncio.Lock()
+        self._reader = output or OutputReader()
+        self._output_name = output_name
+        self._output_path = output_path
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
@@ -101,69 +117,86 @@ class HttpBackend:
     def n_features(self) -> int | None:
         return self._n_features
 
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        return self._columns
+
     async def predict(self, rows: np.ndarray) -> list[Any]:
-        payload = self._payload(rows)
+        tensor = await self._input_tensor() if self.protocol == "v2" else None
+        payload = encode_rows(
+            rows,
+            self.protocol,
+            columns=self._columns,
+            tensor=tensor,
+            output_names=(self._output_name,) if self._output_name else (),
+        )
+        response = await self._send("POST", self.url, orjson.dumps(payload))
+        if response.status_code != 200:
+            raise self._status_error(response)
+        data = self._json(response)
         try:
-            response = await self._client.post(
-                self.url,
-                content=orjson.dumps(payload),
-                headers={"content-type": "application/json"},
+            values = read_predictions(
+                data,
+                self.protocol,
+                rows.shape[0],
+                output_name=self._output_name,
+                json_path=self._output_path,
+            )
+            return self._reader.read(values)
+        except RemoteModelError as exc:
+            msg = f"model server {self.shown_url}: {exc}"
+            raise RemoteModelError(msg, exc.reason) from exc
+
+    async def _send(self, method: str, url: str, content: bytes | None = None) -> httpx.Response:
+        try:
+            return await self._client.request(
+                method,
+                url,
+                content=content,
+                headers={"content-type": "application/json"} if content is not None else None,
             )
         except httpx.TimeoutException as exc:
             msg = f"model server {self.shown_url} did not answer in time"
             raise BackendTimeoutError(msg) from exc
         except httpx.HTTPError as exc:
-            msg = f"cannot reach model server {self.shown_url}: {exc}"
-            raise BackendError(msg) from exc
-        if response.status_code != 200:
-            body = response.text[:200]
-            msg = f"model server {self.shown_url} answered {response.status_code}: {body}"
-            raise BackendError(msg)
+            msg = f"cannot reach model server {self.shown_url}: {type(exc).__name__}"
+            raise RemoteModelError(msg, "connect") from exc
+
+    def _status_error(self, response: httpx.Response) -> RemoteModelError:
+        body = response.text[:MAX_ERROR_BODY]
+        status = response.status_code
+        msg = f"model server {self.shown_url} answered {status}: {body}"
+        return RemoteModelError(msg, "status_4xx" if status < 500 else "status_5xx")
+
+    def _json(self, response: httpx.Response) -> Any:
         try:
-            data = orjson.loads(response.content)
+            return orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
             msg = f"model server {self.shown_url} answered with invalid JSON"
-            raise BackendError(msg) from exc
-        outputs = self._outputs(data, rows.shape[0])
-        if len(outputs) != rows.shape[0]:
-            msg = f"model server {self.shown_url} returned {len(outputs)} outputs for {rows.shape[0]} rows"
-            raise BackendError(msg)
-        return outputs
+            raise RemoteModelError(msg, "bad_output") from exc
 
-    def _payload(self, rows: np.ndarray) -> dict[str, Any]:
-        if self.protocol == "invocations":
-            return {"inputs": rows.tolist()}
-        return {
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "shape": list(rows.shape),
-                    "datatype": "FP64",
-                    "data": rows.ravel().tolist(),
-                }
-            ]
-        }
-
-    def _outputs(self, data: Any, n_rows: int) -> list[Any]:
-        if self.protocol == "invocations":
-            predictions = data.get("predictions") if isinstance(data, dict) else data
-            if not isinstance(predictions, list):
-                msg = f"model server {self.shown_url} answered without a 'predictions' list"
-                raise BackendError(msg)
-            return predictions
-        try:
-            tensor = data["outputs"][0]
-            flat = np.asarray(tensor["data"])
-            shape = [int(s) for s in tensor.get("shape", [n_rows])]
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            msg = f"model server {self.shown_url} answered without a valid 'outputs' tensor"
-            raise BackendError(msg) from exc
-        values: list[Any]
-        if len(shape) >= 2 and int(np.prod(shape[1:])) > 1:
-            values = flat.reshape(shape).tolist()
-        else:
-            values = flat.ravel().tolist()
-        return values
+    async def _input_tensor(self) -> TensorSpec:
+        """The v2 input tensor: configured, else read once from the model's metadata."""
+        if self._tensor is not None:
+            return self._tensor
+        async with self._tensor_lock:
+            if self._tensor is None:
+                url = httpx.URL(self.url)
+                metadata_url = url.copy_with(path=url.path.removesuffix("/infer"))
+                response = await self._send("GET", str(metadata_url))
+                if response.status_code == 404:  # publishes no metadata: the old default
+                    self._tensor = TensorSpec()
+                    return self._tensor
+                if response.status_code != 200:
+                    raise self._status_error(response)
+                try:
+                    self._tensor = TensorSpec.from_metadata(self._json(response))
+                except ConfigError as exc:
+                    msg = f"model server {self.shown_url}: {exc}"
+                    raise RemoteModelError(msg, "bad_output") from exc
+                if self._n_features is None:
+                    self._n_features = self._tensor.width
+            return self._tensor
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -118,11 +118,23 @@ def _require_predict(predictor: Any, reference: str) -> None:
         raise ConfigError(msg)
 
 
-def predict_outputs(predictor: Any, rows: np.ndarray, output: OutputKind = "auto") -> list[Any]:
-    """One output per row: P(positive) for binary classifiers, class probabilities for
-    multi-class ones, else ``predict``'s value. Plain Python values, ready for JSON."""
+def predict_outputs(
+    predictor: Any,
+    rows: np.ndarray,
+    output: OutputKind = "auto",
+    class_index: int | None = None,
+) -> list[Any]:
+    """One output per row: P(positive) for binary classifiers (P(``class_index``) when
+    given), class probabilities for multi-class ones, else ``predict``'s value. Plain
+    Python values, ready for JSON."""
     if output != "predict" and hasattr(predictor, "predict_proba"):
         proba = np.asarray(predictor.predict_proba(rows))
+        if class_index is not None:
+            if proba.ndim != 2 or not 0 <= class_index < proba.shape[1]:
+                msg = f"class_index {class_index} is out of range for probabilities {proba.shape}"
+                raise BackendError(msg)
+            by_class: list[Any] = proba[:, class_index].tolist()
+            return by_class
         values: list[Any] = (
             proba[:, 1].tolist() if proba.ndim == 2 and proba.shape[1] == 2 else proba.tolist()
         )
@@ -142,6 +154,7 @@ class InProcessBackend:
         model: LoadedModel,
         *,
         output: OutputKind = "auto",
+        class_index: int | None = None,
         max_rows: int = 64,
         max_wait_seconds: float = 0.002,
         execution: Execution = "auto",
@@ -149,6 +162,7 @@ class InProcessBackend:
     ) -> None:
         self.model = model
         self._output: OutputKind = output
+        self._class_index = class_index
         n_features = getattr(model.predictor, "n_features_in_", None)
         self._n_features = int(n_features) if isinstance(n_features, int | np.integer) else None
         self.batcher = MicroBatcher(
@@ -173,7 +187,7 @@ class InProcessBackend:
         return self._n_features
 
     def _predict_rows(self, rows: np.ndarray) -> list[Any]:
-        return predict_outputs(self.model.predictor, rows, self._output)
+        return predict_outputs(self.model.predictor, rows, self._output, self._class_index)
 
     async def predict(self, rows: np.ndarray) -> list[Any]:
         return await self.batcher.predict(rows)
