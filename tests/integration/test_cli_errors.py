@@ -373,7 +373,7 @@ IN_PROCESS = [
         "exp",
         "--store",
         "sqlite:///fresh.db",
-        mentions=("db upgrade",),
+        mentions=("no store here (fresh.db does not exist)", "pass --store"),
     ),
     case(
         "analyze",
