@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 from analysis_support import SPEC
 
-from abflow.analysis.decision import decide, guardrail_status, outcome_of
+from abflow.analysis.decision import decide, guardrail_status, outcome_of, underpowered
+from abflow.analysis.guardrails import judge_guardrail
 from abflow.analysis.results import ComparisonResult, MetricResult, SrmSummary, VariantValue
 from abflow.spec import parse_experiment
+from abflow.stats import SampleStats, compare
 
 
 def _comparison(effect: float, low: float, high: float, p: float = 0.01) -> ComparisonResult:
@@ -93,3 +97,93 @@ def test_verdicts() -> None:
     assert wait.verdict == "keep_running"
     broken = SrmSummary(p_value=1e-6, alpha=0.001, is_mismatch=True)
     assert decide(spec, [_metric("m", "primary", better)], broken, "control").verdict == "invalid"
+
+
+def _generated(name: str, role: str, control: np.ndarray, treatment: np.ndarray) -> MetricResult:
+    """A metric judged as analysis judges it, from generated per-unit values."""
+    kind, direction = ("latency", "decrease") if role == "guardrail" else ("conversion", "increase")
+    stats = [SampleStats(len(a), float(a.sum()), float((a**2).sum())) for a in (control, treatment)]
+    cmp = compare(stats[0], stats[1], relative=True)
+    p = cmp.p_value
+    base = ComparisonResult(
+        "treatment", cmp.effect, cmp.ci_low, cmp.ci_high, p, p, None, None, False, "inconclusive"
+    )
+    metric = MetricResult(
+        name=name,
+        kind=kind,
+        role=role,
+        direction=direction,
+        relative=True,
+        method="frequentist",
+        margin=0.05 if role == "guardrail" else None,
+        values=[
+            VariantValue("control", len(control), float(control.mean())),
+            VariantValue("treatment", len(treatment), float(treatment.mean())),
+        ],
+        comparisons=[base],
+    )
+    if role == "guardrail":
+        status, evidence = judge_guardrail(metric, base, 0.05)
+        judged = dataclasses.replace(base, guardrail=status, guardrail_evidence=evidence)
+    else:
+        outcome, significant = outcome_of(base, direction, 0.05)
+        judged = dataclasses.replace(base, outcome=outcome, is_significant=significant)
+    return dataclasses.replace(metric, comparisons=[judged])
+
+
+def _latency(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.lognormal(mean=4.0, sigma=1.6, size=n)  # heavy-tailed milliseconds
+
+
+def test_wide_guardrail_interval_is_underpowered_never_holds(rng: np.random.Generator) -> None:
+    spec = parse_experiment(SPEC)
+    healthy = SrmSummary(p_value=0.5, alpha=0.001, is_mismatch=False)
+    primary = _generated(
+        "converted", "primary", rng.binomial(1, 0.10, 20_000), rng.binomial(1, 0.14, 20_000)
+    )
+    assert primary.comparisons[0].outcome == "better"
+    narrow = _generated("latency", "guardrail", _latency(rng, 12), _latency(rng, 12))
+    judged = narrow.comparisons[0]
+    half_width = (judged.ci_high - judged.ci_low) / 2
+    assert judged.guardrail == "inconclusive"
+    assert half_width > 0.5  # ten times the 5 % margin: 12 units per arm see almost nothing
+
+    decision = decide(spec, [primary, narrow], healthy, "control")
+
+    assert (decision.verdict, decision.winner) == ("keep_running", None)
+    expected = f"cannot tell yet: guardrail latency is underpowered (±{half_width * 100:.3g}%"
+    assert expected in decision.summary
+    assert "for treatment, margin 5%)" in decision.summary
+    assert "holds" not in decision.summary
+    assert not any("holds" in reason for reason in decision.reasons)
+    assert sum("underpowered" in reason for reason in decision.reasons) == 1
+
+
+def test_powered_guardrail_holds(rng: np.random.Generator) -> None:
+    spec = parse_experiment(SPEC)
+    healthy = SrmSummary(p_value=0.5, alpha=0.001, is_mismatch=False)
+    primary = _generated(
+        "converted", "primary", rng.binomial(1, 0.10, 20_000), rng.binomial(1, 0.14, 20_000)
+    )
+    same = rng.lognormal(mean=4.0, sigma=0.3, size=40_000)
+    wide = _generated("latency", "guardrail", same[:20_000], same[20_000:])
+    judged = wide.comparisons[0]
+    assert judged.guardrail == "pass"
+    assert (judged.ci_high - judged.ci_low) / 2 < 0.05
+    decision = decide(spec, [primary, wide], healthy, "control")
+    assert decision.verdict == "ship"
+    assert (
+        decision.summary
+        == "Ship treatment: it beats control on converted and every guardrail holds."
+    )
+    assert underpowered(wide, judged) is None
+
+
+def test_underpowered_needs_half_width_beyond_margin() -> None:
+    inside = dataclasses.replace(_comparison(0.03, 0.01, 0.08), guardrail="inconclusive")
+    metric = _metric("g", "guardrail", inside)  # margin 5 %, half-width 3.5 %
+    assert underpowered(metric, inside) is None
+    wide = dataclasses.replace(_comparison(0.0, -0.65, 0.65), guardrail="inconclusive")
+    assert underpowered(metric, wide) == (
+        "guardrail g is underpowered (±65% for treatment, margin 5%)"
+    )

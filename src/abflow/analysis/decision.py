@@ -21,7 +21,7 @@ from abflow.analysis.results import (
 )
 from abflow.spec import ExperimentSpec
 
-__all__ = ["decide", "guardrail_status", "outcome_of"]
+__all__ = ["decide", "guardrail_status", "outcome_of", "underpowered"]
 
 
 def outcome_of(comparison: ComparisonResult, direction: str, alpha: float) -> tuple[Outcome, bool]:
@@ -59,6 +59,40 @@ def guardrail_status(
     return "inconclusive"
 
 
+def underpowered(metric: MetricResult, comparison: ComparisonResult) -> str | None:
+    """Why an inconclusive guardrail cannot tell harm within its margin from none, or None.
+
+    A guardrail is underpowered when its interval's half-width exceeds the margin: even an
+    effect of exactly zero would leave harm beyond the margin inside the interval, so
+    "no failure" says nothing yet. The phrase names the half-width and the margin.
+    """
+    # Imported here: guardrails imports this module for guardrail_status.
+    from abflow.analysis.guardrails import margin_on_effect_scale
+
+    if comparison.guardrail != "inconclusive":
+        return None
+    evidence = comparison.guardrail_evidence
+    relative = metric.relative if evidence is None else evidence.relative
+    low = comparison.ci_low if evidence is None else evidence.ci_low
+    high = comparison.ci_high if evidence is None else evidence.ci_high
+    if evidence is not None and evidence.basis.startswith("exact"):
+        return None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return None
+    half_width = (high - low) / 2
+    margin = margin_on_effect_scale(metric, relative)
+    if half_width <= margin:
+        return None
+    if relative:
+        spread, allowed = f"±{half_width * 100:.3g}%", f"{margin * 100:.3g}%"
+    else:
+        spread, allowed = f"±{half_width:.4g}", f"{margin:.4g}"
+    return (
+        f"guardrail {metric.name} is underpowered ({spread} for {comparison.variant}, "
+        f"margin {allowed})"
+    )
+
+
 def _describe(metric: MetricResult, comparison: ComparisonResult) -> str:
     evidence = comparison.guardrail_evidence
     if evidence is not None and evidence.basis != "analysis":
@@ -87,15 +121,23 @@ def decide(
         )
     reasons: list[str] = []
     failed: dict[str, list[str]] = {}
+    unsure: dict[str, list[str]] = {}  # variant -> underpowered guardrail phrases
+    not_passed: dict[str, list[str]] = {}  # variant -> guardrails that did not pass
     for metric in metrics:
         if metric.role != "guardrail":
             continue
         for comparison in metric.comparisons:
+            if comparison.guardrail != "pass":
+                not_passed.setdefault(comparison.variant, []).append(metric.name)
             if comparison.guardrail == "fail":
                 failed.setdefault(comparison.variant, []).append(metric.name)
                 reasons.append(
                     f"guardrail failed for {comparison.variant}: {_describe(metric, comparison)}"
                 )
+            weak = underpowered(metric, comparison)
+            if weak is not None:
+                unsure.setdefault(comparison.variant, []).append(weak)
+                reasons.append(f"cannot tell yet: {weak}: {_describe(metric, comparison)}")
     primary = next((m for m in metrics if m.role == "primary"), None)
     if primary is None:
         primary = next((m for m in metrics if m.role == "secondary"), None)
@@ -107,17 +149,32 @@ def decide(
             )
             if comparison.outcome == "better" and comparison.variant not in failed:
                 winners.append(comparison)
-    if winners:
+    primary_name = primary.name if primary else "the primary metric"
+    sure = [c for c in winners if c.variant not in unsure]
+    if sure:
         best = max(
-            winners,
+            sure,
             key=lambda c: c.effect * (1 if primary and primary.direction == "increase" else -1),
         )
-        summary = f"Ship {best.variant}: it beats {control} on {primary.name if primary else 'the primary metric'} and every guardrail holds."
+        open_ = not_passed.get(best.variant, [])
+        guardrails = (
+            "every guardrail holds"
+            if not open_
+            else f"no guardrail fails, though {', '.join(open_)} is not yet shown within its margin"
+        )
+        summary = f"Ship {best.variant}: it beats {control} on {primary_name} and {guardrails}."
         return Decision("ship", best.variant, summary, reasons)
     if failed:
         names = ", ".join(f"{v} ({', '.join(ms)})" for v, ms in failed.items())
         summary = f"Keep {control}: guardrails fail for {names}."
         return Decision("keep_control", control, summary, reasons)
+    if winners:
+        variant = winners[0].variant
+        summary = (
+            f"Keep running: {variant} beats {control} on {primary_name}, but cannot tell yet: "
+            f"{'; '.join(unsure[variant])}."
+        )
+        return Decision("keep_running", None, summary, reasons)
     if (
         primary is not None
         and primary.comparisons
@@ -126,4 +183,10 @@ def decide(
         summary = f"Keep {control}: every treatment is significantly worse on {primary.name}."
         return Decision("keep_control", control, summary, reasons)
     summary = "Keep running: no treatment is significantly better yet and no guardrail has failed."
+    if unsure:
+        phrases = [phrase for group in unsure.values() for phrase in group]
+        summary = (
+            "Keep running: no treatment is significantly better yet and no guardrail has "
+            f"failed, but cannot tell yet: {'; '.join(phrases)}."
+        )
     return Decision("keep_running", None, summary, reasons)
