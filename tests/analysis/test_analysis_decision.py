@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
-from analysis_support import SPEC
+from analysis_support import SPEC, START, register, simulate, write
 
+from abflow.analysis import analyze, render_markdown
 from abflow.analysis.decision import decide, guardrail_status, outcome_of, underpowered
 from abflow.analysis.guardrails import judge_guardrail
 from abflow.analysis.results import ComparisonResult, MetricResult, SrmSummary, VariantValue
@@ -187,3 +189,18 @@ def test_underpowered_needs_half_width_beyond_margin() -> None:
     assert underpowered(metric, wide) == (
         "guardrail g is underpowered (±65% for treatment, margin 5%)"
     )
+
+
+def test_markdown_footer_counts_rows_in_words(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    write(url, simulate(np.random.default_rng(9), units=400))
+    phases = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": START}]
+    register(url, parse_experiment(SPEC), phases)
+    result = analyze(url, "checkout")
+    footer = next(line for line in render_markdown(result).splitlines() if "<sub>" in line)
+    rows = result.provenance.rows
+    assert rows["units"] == 400
+    assert f"· 400 units · {rows['unit_event_rows']:,} unit event rows · " in footer
+    assert f"{rows['prediction_event_rows']:,} prediction event rows · " in footer
+    assert "{" not in footer
+    assert "_" not in footer
