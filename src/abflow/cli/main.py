@@ -7,7 +7,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -34,7 +34,26 @@ def _new_app() -> typer.Typer:
     return app
 
 
-def _root() -> None:
+def _print_version(value: bool) -> None:
+    """``--version``: print abflow's version and exit, before any command is looked up."""
+    if value:
+        from abflow import __version__
+
+        typer.echo(f"abflow {__version__}")
+        raise typer.Exit(ExitCode.OK)
+
+
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print abflow's version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
     """A/B testing and progressive delivery for ML models."""
 
 
@@ -207,7 +226,7 @@ def _app_for(argv: Sequence[str]) -> typer.Typer:
     """Only the command called (``abflow models list`` imports no statistics, drift or
     gateway); every command for the root ``--help``, or a name that needs "no such command"."""
     # A command not in ROOT_HELP yet is listed by the real app: slower, never wrong.
-    if list(argv) in ([], ["--help"]) and set(COMMAND_MODULES) <= ROOT_HELP.keys():
+    if list(argv) in ([], ["--help"], ["--version"]) and set(COMMAND_MODULES) <= ROOT_HELP.keys():
         return _root_help_app()
     if argv and argv[0] in COMMAND_MODULES:
         app = _new_app()
