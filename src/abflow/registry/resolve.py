@@ -184,23 +184,24 @@ def input_columns(reference: str, *, tracking_uri: str | None = None) -> tuple[s
     """The column names of the model's input signature (None when it has no named columns):
     what a scoring server enforcing that signature must receive, e.g. as ``dataframe_split``.
     Reads the MLmodel file only; nothing is unpickled."""
-    ref = parse_reference(reference)
-    client, location = client_for(tracking_uri)
-    with mlflow_errors(f"cannot read the signature of {reference}"):
-        if ref.kind == "run":
-            run = client.get_run(str(ref.run_id))
-            artifact_uri = f"{run.info.artifact_uri}/{ref.path}"
-        else:
-            info = version_info(lookup_version(client, ref))
-            artifact_uri = client.get_model_version_download_uri(info.name, info.version)
-        path = local_artifacts(str(artifact_uri), location)
-    try:
-        with (path / "MLmodel").open() as fh:
-            mlmodel = yaml.safe_load(fh) or {}
-        inputs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "[]")
-    except (OSError, yaml.YAMLError, ValueError) as exc:
-        msg = f"cannot read the signature of {reference}: {exc}"
-        raise RegistryError(msg) from exc
+    parse_reference(reference)  # a clear error for what is not a registry reference
+    _, location = client_for(tracking_uri)
+    with (
+        tempfile.TemporaryDirectory(prefix="abflow-signature-") as folder,
+        mlflow_errors(f"cannot read the signature of {reference}"),
+    ):
+        import mlflow.artifacts
+
+        # MLflow resolves runs:/ (logged models included) and models:/ itself.
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=reference, dst_path=folder, tracking_uri=location.tracking_uri
+        )
+        try:
+            mlmodel = yaml.safe_load((Path(local) / "MLmodel").read_text(encoding="utf-8")) or {}
+            inputs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "[]")
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            msg = f"cannot read the signature of {reference}: {exc}"
+            raise RegistryError(msg) from exc
     names = tuple(
         str(item["name"]) for item in inputs if isinstance(item, dict) and item.get("name")
     )

@@ -1,0 +1,140 @@
+"""The gateway in front of MLflow's real scoring server (``mlflow models serve``).
+
+The served model has a DataFrame signature (columns f0..f3), the common case, and was
+logged with ``pyfunc_predict_fn="predict_proba"``, so the server answers ``[[p0, p1]]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from gateway_support import AppFactory, MemoryEvents, auth, experiment
+from mlflow_server import COLUMNS, ServedModel, mlflow_scoring_server
+from prometheus_client.parser import text_string_to_metric_families
+
+from abflow.registry.resolve import input_columns
+from abflow.security.roles import Role
+from abflow.serving.backends import BackendOptions
+from abflow.spec import ExperimentSpec
+
+# slow: the scoring server takes 15-30 s to start on a busy machine (once per module).
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+N_REQUESTS = 12
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
+    with mlflow_scoring_server(tmp_path_factory.mktemp("mlflow")) as model:
+        yield model
+
+
+def _spec(url: str) -> ExperimentSpec:
+    return experiment(
+        variants=[
+            {"name": "control", "model": "python:gwmodels:control"},
+            {"name": "remote", "model": url},
+        ],
+        weights=[0.0, 1.0],
+    )
+
+
+async def _send(client: httpx.AsyncClient, token: str, rows: np.ndarray) -> list[dict[str, Any]]:
+    bodies = []
+    for i, row in enumerate(rows):
+        response = await client.post(
+            "/v1/predict",
+            json={"unit_id": f"u{i}", "features": row.tolist()},
+            headers=auth(token),
+        )
+        assert response.status_code == 200, response.text
+        bodies.append(response.json())
+    return bodies
+
+
+def _fallback_counts(text: str) -> dict[str, float]:
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "abflow_fallbacks_total"
+    }
+
+
+def test_signature_columns_are_read_from_the_run(
+    served: ServedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
+    assert input_columns(served.reference) == COLUMNS
+
+
+@pytest.mark.parametrize("source", ["columns", "signature_from"])
+async def test_dataframe_signature_model_answers_like_its_own_predict_proba(
+    served: ServedModel,
+    source: str,
+    make_client: AppFactory,
+    tokens: dict[Role, str],
+    events: MemoryEvents,
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
+    options = (
+        BackendOptions(columns=list(COLUMNS), output="proba", class_index=1)
+        if source == "columns"
+        else BackendOptions(signature_from=served.reference, output="proba", class_index=1)
+    )
+    client = await make_client(_spec(served.url), backends={served.url: options})
+    rows = rng.normal(size=(N_REQUESTS, len(COLUMNS)))
+    bodies = await _send(client, tokens[Role.SERVICE], rows)
+
+    model = joblib.load(served.pickle_path)
+    # One request, one row, one frame built from lists, as the server builds it: BLAS rounds
+    # a 12-row or C-ordered call differently (by 1 ulp) from the call the server makes.
+    expected = [
+        float(model.predict_proba(pd.DataFrame([row], columns=list(COLUMNS)))[0, 1])
+        for row in rows.tolist()
+    ]
+    assert [b["is_fallback"] for b in bodies] == [False] * N_REQUESTS
+    assert [b["variant"] for b in bodies] == ["remote"] * N_REQUESTS
+    assert [b["prediction"] for b in bodies] == expected  # bit for bit
+    predictions = events.rows["prediction"]
+    assert [p["score"] for p in predictions] == expected
+    assert [p["error"] for p in predictions] == [None] * N_REQUESTS
+
+
+async def test_a_refused_payload_falls_back_and_says_why(
+    served: ServedModel,
+    make_client: AppFactory,
+    tokens: dict[Role, str],
+    events: MemoryEvents,
+    rng: np.random.Generator,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # No columns: abflow sends {"inputs": rows}, which the signature refuses (HTTP 400).
+    options = BackendOptions(failure_threshold=1000)  # keep the circuit closed: one reason
+    client = await make_client(_spec(served.url), backends={served.url: options})
+    with caplog.at_level(logging.WARNING, logger="abflow.serving.gateway"):
+        bodies = await _send(client, tokens[Role.SERVICE], rng.normal(size=(N_REQUESTS, 4)))
+
+    assert [b["is_fallback"] for b in bodies] == [True] * N_REQUESTS
+    errors = [p["error"] for p in events.rows["prediction"]]
+    assert len(errors) == N_REQUESTS
+    prefix = f"status_4xx: model server {served.url} answered 400: "
+    for error in errors:
+        assert error.startswith(prefix)
+        assert "Model is missing inputs ['f0', 'f1', 'f2', 'f3']" in error
+        assert len(error) - len(prefix) == 500  # MLflow's body is longer: its first 500 kept
+    metrics = (await client.get("/metrics", headers=auth(tokens[Role.VIEWER]))).text
+    assert _fallback_counts(metrics) == {"status_4xx": float(N_REQUESTS)}
+    # Rate-limited: the twelve failures within seconds give one log line.
+    lines = [r for r in caplog.records if "fell back to control" in r.getMessage()]
+    assert len(lines) == 1
+    assert "status_4xx" in lines[0].getMessage()
