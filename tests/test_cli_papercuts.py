@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import orjson
 import pytest
 
 import abflow
 from abflow.cli.main import main
+from abflow.store import EventStore
 
 
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,3 +34,165 @@ def test_version_imports_no_command() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
     assert done.stdout.splitlines()[-1] == "0 []"
+
+
+SPEC_YAML = """\
+# the operator's own spec: python: models are allowed from the command line
+key: checkout-ranker
+unit: user_id
+variants:
+  - name: control
+    model: python:abflow.serving.demo_models:champion
+  - name: treatment
+    model: python:abflow.serving.demo_models:challenger
+weights: [0.5, 0.5]
+"""
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    captured = capsys.readouterr()
+    code = exited.value.code
+    assert isinstance(code, int)
+    return code, captured.out, " ".join(captured.err.split())
+
+
+@pytest.fixture
+def registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> str:
+    monkeypatch.delenv("ABFLOW_STORE_URL", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC_YAML, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    code, out, _ = _run(["experiments", "register", str(spec), "--store", url], capsys)
+    assert (code, out) == (0, "checkout-ranker: registered version 1 (new phase 1)\n")
+    return url
+
+
+def test_experiments_register_is_idempotent_and_audited(
+    registered: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    code, out, _ = _run(["experiments", "register", str(spec), "--store", registered], capsys)
+    assert (code, out) == (0, "checkout-ranker: unchanged, version 1\n")
+    spec.write_text(SPEC_YAML.replace("[0.5, 0.5]", "[0.8, 0.2]"), encoding="utf-8")
+    argv = ["experiments", "register", str(spec), "--store", registered, "--actor", "ops:ana"]
+    code, out, _ = _run(argv, capsys)
+    assert (code, out) == (0, "checkout-ranker: registered version 2 (new phase 2)\n")
+    with EventStore.open(registered) as opened:
+        entries = opened.audit_entries("checkout-ranker")
+        phases = opened.phases("checkout-ranker")
+    assert [(e.action, e.payload["version"]) for e in entries] == [
+        ("experiment.registered", 1),
+        ("experiment.registered", 2),
+    ]
+    assert entries[1].actor == "ops:ana"
+    assert [p.weights for p in phases] == [(0.5, 0.5), (0.8, 0.2)]
+
+
+def test_experiments_list_and_show(registered: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["experiments", "list", "--store", registered, "-f", "json"], capsys)
+    assert code == 0
+    [row] = orjson.loads(out)
+    assert (row["key"], row["version"], row["phase"]) == ("checkout-ranker", 1, 1)
+    assert row["variants"] == ["control", "treatment"]
+    code, out, _ = _run(["experiments", "show", "checkout-ranker", "--store", registered], capsys)
+    assert code == 0
+    assert "checkout-ranker: version 1" in out
+    assert "50% / 50%" in out
+    assert "model: python:abflow.serving.demo_models:challenger" in out
+    code, out, _ = _run(
+        ["experiments", "show", "checkout-ranker", "--store", registered, "-f", "json"], capsys
+    )
+    data = orjson.loads(out)
+    assert [p["weights"] for p in data["phases"]] == [[0.5, 0.5]]
+    assert data["spec"]["key"] == "checkout-ranker"
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["analyze", "checkout-rankr"], " (or pass --spec FILE)"),
+        (["gate", "chekout-ranker"], ""),
+        (["rollout", "status", "checkout-ranker2"], ""),
+        (["rollout", "tick", "checkout_ranker"], ""),
+        (["experiments", "show", "checkout-rnker"], None),
+    ],
+    ids=lambda a: a[0] if isinstance(a, list) else "",
+)
+def test_mistyped_key_suggests_the_stored_one(
+    registered: str, argv: list[str], extra: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run([*argv, "--store", registered], capsys)
+    assert (code, out) == (2, "")
+    typo = argv[-1]
+    expected = f"error: no experiment {typo!r} in the store (did you mean 'checkout-ranker'?)"
+    if extra is not None:
+        expected += f"; register its spec with `abflow experiments register FILE`{extra}"
+    assert err == expected
+    assert "--spec" not in err or argv[0] == "analyze"  # gate has no --spec option
+
+
+def test_unknown_key_without_a_close_match_suggests_nothing(
+    registered: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["gate", "zzz", "--store", registered], capsys)
+    assert code == 2
+    assert err == (
+        "error: no experiment 'zzz' in the store; register its spec with "
+        "`abflow experiments register FILE`"
+    )
+
+
+def test_experiments_register_help_says_code_references_are_allowed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(["experiments", "register", "--help"], capsys)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "file: and python: references are allowed here" in flat
+
+
+def test_audit_log_newest_last_with_short_payloads(
+    registered: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC_YAML.replace("[0.5, 0.5]", "[0.8, 0.2]"), encoding="utf-8")
+    argv = ["experiments", "register", str(spec), "--store", registered, "--actor", "ops:ana"]
+    assert _run(argv, capsys)[0] == 0
+    with EventStore.open(registered) as opened:
+        opened.append_audit("ops:bo", "note", {"why": "x" * 200})
+
+    code, out, _ = _run(["audit", "log", "--store", registered, "-f", "json"], capsys)
+    assert code == 0
+    rows = orjson.loads(out)
+    assert [(r["seq"], r["actor"], r["action"]) for r in rows] == [
+        (1, rows[0]["actor"], "experiment.registered"),
+        (2, "ops:ana", "experiment.registered"),
+        (3, "ops:bo", "note"),
+    ]
+    assert rows[0]["ts"] <= rows[1]["ts"] <= rows[2]["ts"]
+    assert rows[2]["payload"] == {"why": "x" * 200}  # json keeps the payload whole
+
+    code, out, _ = _run(["audit", "log", "checkout-ranker", "--store", registered], capsys)
+    assert code == 0
+    flat = " ".join(out.split())
+    assert flat.index("version=1") < flat.index("version=2")  # newest last
+    assert "ops:bo" not in out  # only this experiment's entries
+    code, out, _ = _run(["audit", "log", "--store", registered, "--last", "1"], capsys)
+    assert "ops:bo" in out
+    assert "x" * 24 not in out  # the table cuts long values
+    assert "ops:ana" not in out
+
+
+def test_short_payload_drops_empty_values_and_cuts_long_ones() -> None:
+    from abflow.cli.audit import short_payload
+
+    payload = {"reason": "", "phase": 2, "spec_hash": "ab" * 32, "steps": [1, 2]}
+    assert short_payload(payload) == "phase=2, spec_hash=abababababababababababa…, steps=[1,2]"
+    many = {key: key * 20 for key in "abcde"}  # 5 x 22 characters and 4 separators: 118
+    cut = short_payload(many)
+    assert (len(cut), cut[-1]) == (80, "…")

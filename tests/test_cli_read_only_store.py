@@ -19,6 +19,9 @@ READ_ONLY = [
     ["gate", "exp", "--require", "no-harm"],
     ["rollout", "status", "exp"],
     ["audit", "verify"],
+    ["audit", "log"],
+    ["experiments", "list"],
+    ["experiments", "show", "exp"],
     ["token", "list"],
 ]
 

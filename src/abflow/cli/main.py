@@ -62,6 +62,7 @@ _app = _new_app()
 
 COMMAND_MODULES = (
     "validate",
+    "experiments",
     "db",
     "audit",
     "power",
@@ -92,46 +93,84 @@ READ_ONLY_COMMANDS: dict[str, frozenset[str] | None] = {
 They must never create one: opening a missing SQLite file creates it, so ``abflow analyze``
 in the wrong directory left an empty ``.abflow/abflow.db`` behind and blamed its schema."""
 
+KEYED_COMMANDS: dict[str, frozenset[str] | None] = {
+    "analyze": None,
+    "gate": None,
+    "rollout": frozenset({"status", "tick", "promote", "rollback", "reset"}),
+}
+"""Commands whose ``experiment`` argument must name a registered experiment: a key that
+does not is refused before the command runs, with the stored keys closest to it."""
 
-def _refusing_missing_store(callback: Callable[..., Any]) -> Callable[..., Any]:
-    """``callback``, first refusing a ``--store`` (or default) SQLite file that does not exist."""
-    if getattr(callback, "_abflow_read_only", False):
+
+def _check_store_and_key(kwargs: dict[str, Any], *, read_only: bool, keyed: bool) -> None:
+    """Refuse a missing store (read-only commands) and an unknown experiment key."""
+    from abflow.store.engine import require_existing_store
+
+    store = kwargs.get("store")
+    if read_only:
+        require_existing_store(store)
+    key = kwargs.get("experiment")
+    if not keyed or not isinstance(key, str) or kwargs.get("spec_file") is not None:
+        return
+    from abflow.cli.experiments import did_you_mean
+    from abflow.errors import ExperimentNotFoundError
+    from abflow.store import EventStore
+
+    with EventStore.open(store, must_exist=read_only) as opened:
+        known = [version.key for version in opened.list_experiments()]
+    if key not in known:
+        alternative = " (or pass --spec FILE)" if "spec_file" in kwargs else ""
+        msg = (
+            f"no experiment {key!r} in the store{did_you_mean(key, known)}; register its spec "
+            f"with `abflow experiments register FILE`{alternative}"
+        )
+        raise ExperimentNotFoundError(msg)
+
+
+def _guarded(callback: Callable[..., Any], *, read_only: bool, keyed: bool) -> Callable[..., Any]:
+    """``callback``, first running :func:`_check_store_and_key` on its arguments."""
+    if getattr(callback, "_abflow_guarded", False):
         return callback
 
     @functools.wraps(callback)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        from abflow.store.engine import require_existing_store
-
-        require_existing_store(kwargs.get("store"))
+        _check_store_and_key(kwargs, read_only=read_only, keyed=keyed)
         return callback(*args, **kwargs)
 
-    guarded._abflow_read_only = True  # type: ignore[attr-defined]
+    guarded._abflow_guarded = True  # type: ignore[attr-defined]
     return guarded
 
 
-def _guard_read_only(app: typer.Typer, name: str) -> None:
-    """Wrap the read-only commands of module ``name`` (see READ_ONLY_COMMANDS) in ``app``."""
-    if name not in READ_ONLY_COMMANDS:
-        return
-    subcommands = READ_ONLY_COMMANDS[name]
-    if subcommands is None:
-        for info in app.registered_commands:
-            if info.callback is not None and (info.name or info.callback.__name__) == name:
-                info.callback = _refusing_missing_store(info.callback)
-        return
+def _listed(table: dict[str, frozenset[str] | None], name: str, sub: str | None) -> bool:
+    if name not in table:
+        return False
+    subcommands = table[name]
+    return subcommands is None if sub is None else subcommands is not None and sub in subcommands
+
+
+def _guard(app: typer.Typer, name: str) -> None:
+    """Wrap module ``name``'s commands in ``app`` listed in READ_ONLY or KEYED_COMMANDS."""
+
+    def wrap(info: Any, sub: str | None) -> None:
+        read_only = _listed(READ_ONLY_COMMANDS, name, sub)
+        keyed = _listed(KEYED_COMMANDS, name, sub)
+        if info.callback is not None and (read_only or keyed):
+            info.callback = _guarded(info.callback, read_only=read_only, keyed=keyed)
+
+    for info in app.registered_commands:
+        if info.callback is not None and (info.name or info.callback.__name__) == name:
+            wrap(info, None)
     for group in app.registered_groups:
         instance = group.typer_instance
-        if instance is None or (group.name or instance.info.name) != name:
-            continue
-        for info in instance.registered_commands:
-            if info.callback is not None and info.name in subcommands:
-                info.callback = _refusing_missing_store(info.callback)
+        if instance is not None and (group.name or instance.info.name) == name:
+            for info in instance.registered_commands:
+                wrap(info, info.name)
 
 
 def _register(app: typer.Typer, name: str) -> None:
-    """Add command module ``name`` to ``app``, read-only commands guarded."""
+    """Add command module ``name`` to ``app``, its read-only and keyed commands guarded."""
     importlib.import_module(f"abflow.cli.{name}").register(app)
-    _guard_read_only(app, name)
+    _guard(app, name)
 
 
 @cache
@@ -162,10 +201,14 @@ ROOT_HELP: dict[str, tuple[bool, str]] = {
         "Check experiment specs; print every problem with its path and exit 1 if any\n"
         "(2 if a file cannot be read).",
     ),
+    "experiments": (
+        True,
+        "Register, list and show experiment specs in the store, without a gateway.",
+    ),
     "db": (True, "Manage the event store's schema."),
     "audit": (
         True,
-        "Verify the hash-chained audit trail of experiment versions and token changes.",
+        "Read and verify the hash-chained audit trail: experiment versions, rollouts, tokens.",
     ),
     "power": (False, "Sample size, minimum detectable effect or power of an A/B test."),
     "assign": (
