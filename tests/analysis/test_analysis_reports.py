@@ -30,7 +30,7 @@ from abflow.spec import parse_experiment
 TOP_LEVEL_KEYS = {
     "alpha", "breakdowns", "correction", "decision", "experiment_key", "latency", "method",
     "metrics", "mixed_units", "name", "phase", "phases", "progress", "provenance",
-    "schema_version", "srm", "variants", "warnings",
+    "schema_version", "shadow", "srm", "variants", "warnings",
 }  # fmt: skip
 
 

@@ -220,4 +220,5 @@ def _analyze(
         breakdowns=breakdowns,
         mixed_units=run.mixed,
         warnings=warnings,
+        shadow=run.shadow(),
     )

@@ -24,6 +24,8 @@ __all__ = [
     "MetricResult",
     "Progress",
     "Provenance",
+    "ShadowMeasure",
+    "ShadowResult",
     "SrmSummary",
     "TimelinePoint",
     "VariantCount",
@@ -176,6 +178,63 @@ class LatencySummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ShadowMeasure:
+    """One measure of a shadow model against the served model on the same requests.
+
+    ``difference`` is shadow minus served, with a paired interval (``ci_low``, ``ci_high``)
+    over ``n`` pairs; ``test`` names how ``p_value`` was computed (``paired t``, ``McNemar
+    exact`` or ``McNemar chi-square``; empty when the measure is descriptive only).
+    ``harmful`` is the direction of the difference that would hurt, when a risk team cares.
+    """
+
+    name: str
+    n: int
+    served: float
+    shadow: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float | None
+    test: str
+    harmful: Literal["increase", "decrease", ""] = ""
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowResult:
+    """A shadow variant judged on the requests it shared with the served model.
+
+    Decisions are ``score >= threshold``; labels are outcomes named ``label_event`` carrying
+    the request id. ``score_difference_quantiles`` maps P5…P95 of shadow minus served score
+    (read off ``score_difference_histogram``, bins of ``bin_width``); latencies are
+    ``[P50, P95, P99]`` in milliseconds for each model on the same requests.
+    """
+
+    variant: str
+    model_version: str
+    threshold: float
+    label_event: str
+    pairs: int
+    scored_pairs: int
+    labeled_pairs: int
+    agreement_rate: float
+    measures: list[ShadowMeasure]
+    score_difference_quantiles: dict[str, float]
+    score_difference_histogram: list[tuple[float, int]]
+    bin_width: float
+    served_latency_ms: list[float]
+    shadow_latency_ms: list[float]
+
+    def measure(self, name: str) -> ShadowMeasure:
+        """The measure called ``name``."""
+        for measure in self.measures:
+            if measure.name == name:
+                return measure
+        msg = f"no shadow measure {name!r} for {self.variant!r}"
+        raise KeyError(msg)
+
+
+@dataclass(frozen=True, slots=True)
 class Progress:
     """How far the experiment is toward the sample its primary metric needs."""
 
@@ -234,6 +293,7 @@ class ExperimentResult:
     breakdowns: list[BreakdownRow] = field(default_factory=list)
     mixed_units: int = 0
     warnings: list[str] = field(default_factory=list)
+    shadow: list[ShadowResult] = field(default_factory=list)
 
     @property
     def control(self) -> str:

@@ -15,16 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from abflow.analysis.guardrails import absolute_evidence
-from abflow.analysis.metrics import AnyStats, MetricPlan, display_value, plan_metric, stats_for
+from abflow.analysis.metrics import (
+    DEFAULT_LABEL_EVENT,
+    AnyStats,
+    MetricPlan,
+    display_value,
+    plan_metric,
+    stats_for,
+)
 from abflow.analysis.results import (
     BreakdownRow,
     ComparisonResult,
     GuardrailEvidence,
     LatencySummary,
     MetricResult,
+    ShadowResult,
     TimelinePoint,
     VariantValue,
 )
+from abflow.analysis.shadow import shadow_results
 from abflow.spec import ExperimentSpec
 from abflow.stats import Comparison, compare, compare_many
 from abflow.stats.quantile import QuantileStats, compare_quantile_stats, quantile_stats_from_bins
@@ -45,6 +54,10 @@ __all__ = ["AnalysisOptions", "MetricRun", "totals_by_variant"]
 LATENCY_BIN_MS = 0.25
 OUTCOME_BIN_WIDTH = 0.01
 SECONDS_PER_DAY = 86400.0
+LABELED_KINDS = frozenset(
+    {"accuracy", "precision", "recall", "false_positive_rate", "calibration_error", "mae", "rmse"}
+)
+"""Metric kinds that read a label outcome: the first names the shadow section's labels."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +370,25 @@ class MetricRun:
             ]
             out.append(LatencySummary(name, n, q[0], q[1], q[2], q[3], list(bins)))
         return out
+
+    # --- shadow ----------------------------------------------------------------------------
+
+    def shadow(self) -> list[ShadowResult]:
+        """Each shadow variant against the served model; labels are read from the outcome
+        the spec's first prediction-quality metric names (default ``label``)."""
+        label_event = next(
+            (p.label_event for p in self.plans if p.metric.kind in LABELED_KINDS),
+            DEFAULT_LABEL_EVENT,
+        )
+        return shadow_results(
+            self.target,
+            self.spec.key,
+            self.phase.phase,
+            threshold=self.options.threshold,
+            label_event=label_event,
+            alpha=self.alpha,
+            window=self.window,
+        )
 
     # --- breakdowns ------------------------------------------------------------------------
 

@@ -6,7 +6,10 @@ The rules are printed with the verdict so that a failed pipeline explains itself
 * each arm needs ``min_units`` units (not enough data is a failure, not a pass);
 * no guardrail may fail; with ``non-inferior`` each must positively pass (its interval rules
   out harm beyond the margin), which is what a cautious deploy wants;
-* the primary metric must not be significantly worse; with ``win`` it must be better.
+* the primary metric must not be significantly worse; with ``win`` it must be better;
+* ``shadow-no-harm`` judges shadow variants instead (:func:`shadow_checks`): on the
+  requests both models answered, the bound of each guardrail's paired difference in the
+  harmful direction must stay within its margin.
 
 A comparison abflow could not compute (an ``error_code``) fails the check it belongs to:
 a gate that cannot see must not open.
@@ -20,10 +23,39 @@ from enum import StrEnum
 from typing import Any
 
 from abflow.analysis.formatting import format_effect, format_interval
-from abflow.analysis.results import ComparisonResult, ExperimentResult, MetricResult
+from abflow.analysis.results import (
+    ComparisonResult,
+    ExperimentResult,
+    MetricResult,
+    ShadowMeasure,
+    ShadowResult,
+)
 from abflow.errors import InvalidArgumentError
 
-__all__ = ["GateCheck", "GatePolicy", "GateResult", "Requirement", "evaluate_gate"]
+__all__ = [
+    "SHADOW_MEASURES",
+    "SHADOW_UNOBSERVABLE",
+    "GateCheck",
+    "GatePolicy",
+    "GateResult",
+    "Requirement",
+    "evaluate_gate",
+    "shadow_checks",
+]
+
+SHADOW_MEASURES = {
+    "false_positive_rate": "false_positive_rate",
+    "recall": "recall",
+    "accuracy": "accuracy",
+    "error_rate": "error_rate",
+    "latency": "latency",
+}
+"""Guardrail kind → the paired shadow measure that judges it (latency: the paired mean)."""
+
+SHADOW_UNOBSERVABLE = frozenset(
+    {"conversion", "mean", "sum", "ratio", "quantile", "fallback_rate", "cost"}
+)
+"""Guardrail kinds a shadow model cannot move (its answers reach no one) or does not have."""
 
 
 class Requirement(StrEnum):
@@ -35,6 +67,8 @@ class Requirement(StrEnum):
     """Every guardrail passes its non-inferiority margin; primary not significantly worse."""
     win = "win"
     """Non-inferior on guardrails and significantly better on the primary metric."""
+    shadow_no_harm = "shadow-no-harm"
+    """Each shadow model is paired non-inferior to the served model on every guardrail."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +147,9 @@ def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) ->
         raise InvalidArgumentError(msg)
     candidates = list(dict.fromkeys(policy.variants)) or treatments
     gate = GateResult(result.experiment_key, result.phase, policy.require)
+    if policy.require is Requirement.shadow_no_harm:
+        gate.checks.extend(shadow_checks(result, list(policy.variants), policy.min_units))
+        return gate
     srm = result.srm
     gate.checks.append(
         GateCheck(
@@ -237,3 +274,74 @@ def _primary_checks(
         detail = f"{outcome}: {_effect(metric, comparison)}, {metric.direction} is good"
         checks.append(GateCheck(check, comparison.variant, passed, detail))
     return checks
+
+
+def shadow_checks(
+    result: ExperimentResult, variants: list[str], min_units: int = 0
+) -> list[GateCheck]:
+    """Paired non-inferiority of each shadow variant on each guardrail.
+
+    A guardrail passes when the ``1 - alpha`` paired interval's bound in the harmful
+    direction is at most ``margin`` times the served model's value (margin 0 when unset).
+    No shadow predictions, too few pairs, a measure that cannot be computed, or a guardrail
+    kind without a paired measure fail: a gate that cannot see stays closed.
+    """
+    shadows = [s for s in result.shadow if not variants or s.variant in variants]
+    seen = {s.variant for s in shadows}
+    checks = [
+        GateCheck("shadow predictions", name, False, "no shadow predictions in this phase")
+        for name in variants
+        if name not in seen
+    ]
+    if not shadows and not variants:
+        checks.append(
+            GateCheck("shadow predictions", None, False, "no shadow predictions in this phase")
+        )
+    guardrails = [m for m in result.metrics if m.role == "guardrail"]
+    for shadow in shadows:
+        enough = shadow.pairs >= max(min_units, 2)
+        checks.append(
+            GateCheck(
+                "shadow pairs",
+                shadow.variant,
+                enough,
+                f"{shadow.pairs:,} requests answered by both models (need {max(min_units, 2):,})",
+            )
+        )
+        checks.extend(_shadow_guardrail(metric, shadow) for metric in guardrails)
+    return checks
+
+
+def _shadow_guardrail(metric: MetricResult, shadow: ShadowResult) -> GateCheck:
+    check = f"shadow guardrail {metric.name}"
+    if metric.kind in SHADOW_UNOBSERVABLE:
+        detail = f"{metric.kind}: not moved by a shadow model (its answers reach no one)"
+        return GateCheck(check, shadow.variant, True, detail)
+    name = SHADOW_MEASURES.get(metric.kind)
+    if name is None:
+        detail = f"not computable (no paired shadow measure for {metric.kind})"
+        return GateCheck(check, shadow.variant, False, detail)
+    measure = shadow.measure(name)
+    harm = "increase" if metric.direction == "decrease" else "decrease"
+    bound = _harm_bound(measure, harm)
+    allowed = (metric.margin or 0.0) * abs(measure.served)
+    figures = (
+        f"served {measure.served:.4g}, shadow {measure.shadow:.4g}, difference "
+        f"{measure.difference:+.4g} [{measure.ci_low:+.4g}, {measure.ci_high:+.4g}] on "
+        f"{measure.n:,} paired requests"
+    )
+    if measure.error_code is not None or not math.isfinite(bound) or not math.isfinite(allowed):
+        reason = measure.error_code or "interval is not a number"
+        return GateCheck(check, shadow.variant, False, f"not computable ({reason}): {figures}")
+    passed = bool(bound <= allowed)
+    verdict = "within" if passed else "beyond"
+    detail = (
+        f"{figures}; worst plausible {harm} {bound:.4g} {verdict} the margin "
+        f"{allowed:.4g} ({(metric.margin or 0.0) * 100:g}% of served)"
+    )
+    return GateCheck(check, shadow.variant, passed, detail)
+
+
+def _harm_bound(measure: ShadowMeasure, harm: str) -> float:
+    """How far in the harmful direction the interval reaches (negative: it rules harm out)."""
+    return measure.ci_high if harm == "increase" else -measure.ci_low

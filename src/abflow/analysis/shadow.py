@@ -1,0 +1,250 @@
+"""Shadow evaluation: a shadow model against the served model, request by request.
+
+The shadow variant saw a copy of each request and its answer was never shown, so the two
+models are compared on exactly the same traffic. Every interval here uses that pairing:
+score, Brier and latency differences get a paired t interval, and rates of binary events
+(positive decisions, errors, correctness, recall, false positives) get the same interval on
+per-request differences of -1, 0 or 1 with McNemar's test on the discordant requests.
+Precision and calibration bias are shown per model without a test (their denominators
+differ between the models).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+from abflow.analysis.results import ShadowMeasure, ShadowResult
+from abflow.stats.paired import mcnemar, paired_mean_difference
+from abflow.stats.quantile import quantile_stats_from_bins
+from abflow.store.aggregates import Window
+from abflow.store.shadow_pairs import ShadowPairTotals, shadow_pair_totals
+
+__all__ = [
+    "DIFF_BIN_WIDTH",
+    "QUANTILES",
+    "shadow_result",
+    "shadow_results",
+]
+
+DIFF_BIN_WIDTH = 0.01
+LATENCY_BIN_MS = 0.25
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+Harm = Literal["increase", "decrease", ""]
+
+
+def _ratio(top: float, bottom: float) -> float:
+    return top / bottom if bottom else math.nan
+
+
+def _binary(
+    name: str,
+    n: int,
+    served_count: int,
+    shadow_count: int,
+    served_only: int,
+    shadow_only: int,
+    harmful: Harm,
+    alpha: float,
+) -> ShadowMeasure:
+    """A rate on ``n`` paired requests: shadow minus served, McNemar on the discordant."""
+    difference = paired_mean_difference(
+        n, float(shadow_only - served_only), float(shadow_only + served_only), alpha=alpha
+    )
+    test = mcnemar(served_only, shadow_only)
+    return ShadowMeasure(
+        name=name,
+        n=n,
+        served=_ratio(served_count, n),
+        shadow=_ratio(shadow_count, n),
+        difference=difference.mean,
+        ci_low=difference.ci_low,
+        ci_high=difference.ci_high,
+        p_value=test.p_value if n else None,
+        test=("McNemar exact" if test.is_exact else "McNemar chi-square") if n else "",
+        harmful=harmful,
+        error_code="too_few_pairs" if n < 2 else None,
+    )
+
+
+def _continuous(
+    name: str,
+    n: int,
+    served_sum: float,
+    total: float,
+    squares: float,
+    harmful: Harm,
+    alpha: float,
+) -> ShadowMeasure:
+    difference = paired_mean_difference(n, total, squares, alpha=alpha)
+    served = _ratio(served_sum, n)
+    error = difference.error_code if difference.error_code == "too_few_pairs" else None
+    return ShadowMeasure(
+        name=name,
+        n=n,
+        served=served,
+        shadow=served + difference.mean if n else math.nan,
+        difference=difference.mean,
+        ci_low=difference.ci_low,
+        ci_high=difference.ci_high,
+        p_value=difference.p_value,
+        test="paired t",
+        harmful=harmful,
+        error_code=error,
+    )
+
+
+def _descriptive(name: str, n: int, served: float, shadow: float) -> ShadowMeasure:
+    nan = math.nan
+    return ShadowMeasure(name, n, served, shadow, shadow - served, nan, nan, None, "")
+
+
+def _quantiles(bins: Sequence[tuple[float, int]], width: float, qs: Sequence[float]) -> list[float]:
+    if not any(count for _, count in bins):
+        return [math.nan for _ in qs]
+    return [quantile_stats_from_bins(bins, width, q).quantile for q in qs]
+
+
+def shadow_result(
+    totals: ShadowPairTotals, *, threshold: float, label_event: str, alpha: float
+) -> ShadowResult:
+    """The paired comparison of one shadow variant from its SQL totals."""
+    t = totals
+    tp_served, tp_shadow = t.served_tp, t.shadow_tp
+    measures = [
+        _continuous("score", t.scored, t.served_score_sum, t.diff_sum, t.diff_squares, "", alpha),
+        _binary(
+            "positive_rate",
+            t.scored,
+            t.both_positive + t.served_only_positive,
+            t.both_positive + t.shadow_only_positive,
+            t.served_only_positive,
+            t.shadow_only_positive,
+            "",
+            alpha,
+        ),
+        _binary(
+            "error_rate",
+            t.pairs,
+            t.served_errors,
+            t.shadow_errors,
+            t.served_only_errors,
+            t.shadow_only_errors,
+            "increase",
+            alpha,
+        ),
+        _descriptive(
+            "timeout_rate",
+            t.pairs,
+            _ratio(t.served_timeouts, t.pairs),
+            _ratio(t.shadow_timeouts, t.pairs),
+        ),
+        _continuous(
+            "latency",
+            t.pairs,
+            t.served_latency_sum,
+            t.latency_diff_sum,
+            t.latency_diff_squares,
+            "increase",
+            alpha,
+        ),
+        _binary(
+            "accuracy",
+            t.labeled,
+            t.served_correct,
+            t.shadow_correct,
+            t.served_only_correct,
+            t.shadow_only_correct,
+            "decrease",
+            alpha,
+        ),
+        _binary(
+            "recall",
+            t.positives,
+            tp_served,
+            tp_shadow,
+            t.served_only_tp,
+            t.shadow_only_tp,
+            "decrease",
+            alpha,
+        ),
+        _binary(
+            "false_positive_rate",
+            t.negatives,
+            t.served_fp,
+            t.shadow_fp,
+            t.served_only_fp,
+            t.shadow_only_fp,
+            "increase",
+            alpha,
+        ),
+        _descriptive(
+            "precision",
+            t.labeled,
+            _ratio(tp_served, t.served_predicted_positive),
+            _ratio(tp_shadow, t.shadow_predicted_positive),
+        ),
+        _descriptive(
+            "calibration_error",
+            t.labeled,
+            _ratio(t.served_bias, t.labeled),
+            _ratio(t.shadow_bias, t.labeled),
+        ),
+        _continuous(
+            "brier_score",
+            t.labeled,
+            t.served_brier_sum,
+            t.brier_diff_sum,
+            t.brier_diff_squares,
+            "increase",
+            alpha,
+        ),
+    ]
+    quantiles = _quantiles(t.diff_bins, DIFF_BIN_WIDTH, QUANTILES)
+    latency_qs = (0.5, 0.95, 0.99)
+    return ShadowResult(
+        variant=t.variant,
+        model_version=t.model_version,
+        threshold=threshold,
+        label_event=label_event,
+        pairs=t.pairs,
+        scored_pairs=t.scored,
+        labeled_pairs=t.labeled,
+        agreement_rate=_ratio(t.scored - t.served_only_positive - t.shadow_only_positive, t.scored),
+        measures=measures,
+        score_difference_quantiles={
+            f"p{round(q * 100)}": value for q, value in zip(QUANTILES, quantiles, strict=True)
+        },
+        score_difference_histogram=list(t.diff_bins),
+        bin_width=DIFF_BIN_WIDTH,
+        served_latency_ms=_quantiles(t.served_latency_bins, LATENCY_BIN_MS, latency_qs),
+        shadow_latency_ms=_quantiles(t.shadow_latency_bins, LATENCY_BIN_MS, latency_qs),
+    )
+
+
+def shadow_results(
+    target: object,
+    experiment_key: str,
+    phase: int,
+    *,
+    threshold: float,
+    label_event: str,
+    alpha: float,
+    window: Window | None = None,
+) -> list[ShadowResult]:
+    """One :class:`ShadowResult` per shadow variant with predictions in the phase."""
+    totals = shadow_pair_totals(
+        target,
+        experiment_key,
+        phase,
+        threshold=threshold,
+        label_event=label_event,
+        window=window,
+        diff_bin_width=DIFF_BIN_WIDTH,
+        latency_bin_ms=LATENCY_BIN_MS,
+    )
+    return [
+        shadow_result(t, threshold=threshold, label_event=label_event, alpha=alpha) for t in totals
+    ]
