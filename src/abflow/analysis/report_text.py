@@ -22,6 +22,7 @@ from abflow.analysis.formatting import (
     verdict_label,
 )
 from abflow.analysis.results import ExperimentResult, SrmSummary
+from abflow.analysis.shadow import SHADOW_COLUMNS, shadow_rows, shadow_summary
 
 __all__ = [
     "progress_text",
@@ -161,6 +162,15 @@ def table_renderable(result: ExperimentResult) -> Group:
         Text(progress_line),
         verdict,
     ]
+    for shadow in result.shadow:
+        table = Table(
+            title=f"Shadow {shadow.variant} vs served, paired", title_justify="left", expand=False
+        )
+        for column in SHADOW_COLUMNS:
+            table.add_column(column, justify="left" if column == "measure" else "right")
+        for row in shadow_rows(shadow):
+            table.add_row(*row)
+        parts.extend([Text(shadow_summary(shadow)), table])
     parts.extend(Text(f"warning: {w}", style="yellow") for w in result.warnings)
     parts.append(footer)
     return Group(*parts)  # type: ignore[arg-type]
@@ -218,6 +228,17 @@ def render_markdown(result: ExperimentResult) -> str:
                 f"{format_effect(metric, c.effect)} | {format_interval(metric, c)} | "
                 f"{format_p(c)} | {verdict_label(c)} |"
             )
+    for shadow in result.shadow:
+        lines += [
+            "",
+            f"### Shadow {_md_escape(shadow.variant)} vs served (paired)",
+            "",
+            _md_escape(shadow_summary(shadow)),
+            "",
+            "| " + " | ".join(SHADOW_COLUMNS) + " |",
+            "|---|" + "---:|" * (len(SHADOW_COLUMNS) - 1),
+            *["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in shadow_rows(shadow)],
+        ]
     p = result.provenance
     lines += [
         "",

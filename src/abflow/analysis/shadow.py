@@ -24,8 +24,11 @@ from abflow.store.shadow_pairs import ShadowPairTotals, shadow_pair_totals
 __all__ = [
     "DIFF_BIN_WIDTH",
     "QUANTILES",
+    "SHADOW_COLUMNS",
     "shadow_result",
     "shadow_results",
+    "shadow_rows",
+    "shadow_summary",
 ]
 
 DIFF_BIN_WIDTH = 0.01
@@ -33,6 +36,14 @@ LATENCY_BIN_MS = 0.25
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 Harm = Literal["increase", "decrease", ""]
+
+RATES = frozenset(
+    {"positive_rate", "error_rate", "timeout_rate", "accuracy", "recall"}
+    | {"false_positive_rate", "precision"}
+)
+"""Measures shown as percentages (their differences in percentage points)."""
+
+SHADOW_COLUMNS = ("measure", "n", "served", "shadow", "difference", "95% interval", "p (test)")
 
 
 def _ratio(top: float, bottom: float) -> float:
@@ -248,3 +259,52 @@ def shadow_results(
     return [
         shadow_result(t, threshold=threshold, label_event=label_event, alpha=alpha) for t in totals
     ]
+
+
+def _number(name: str, value: float, *, signed: bool = False) -> str:
+    if value != value:  # NaN
+        return "—"
+    if name in RATES:
+        return f"{value * 100:+.2f} pp" if signed else f"{value:.2%}"
+    suffix = " ms" if name == "latency" else ""
+    return f"{value:+.4g}{suffix}" if signed else f"{value:.4g}{suffix}"
+
+
+def shadow_rows(shadow: ShadowResult) -> list[list[str]]:
+    """The measures of one shadow variant as text cells, in :data:`SHADOW_COLUMNS` order."""
+    rows = []
+    for m in shadow.measures:
+        interval = (
+            f"[{_number(m.name, m.ci_low, signed=True)}, {_number(m.name, m.ci_high, signed=True)}]"
+            if math.isfinite(m.ci_low)
+            else "—"
+        )
+        p_value = "—" if m.p_value is None else f"{m.p_value:.3g} ({m.test})"
+        rows.append(
+            [
+                m.name,
+                f"{m.n:,}",
+                _number(m.name, m.served),
+                _number(m.name, m.shadow),
+                _number(m.name, m.difference, signed=True),
+                interval,
+                p_value,
+            ]
+        )
+    return rows
+
+
+def shadow_summary(shadow: ShadowResult) -> str:
+    """One paragraph: pairs, agreement, score-difference quantiles and latencies."""
+    quantiles = ", ".join(
+        f"{name.upper()} {value:+.3f}" for name, value in shadow.score_difference_quantiles.items()
+    )
+    served = "/".join(f"{v:.1f}" for v in shadow.served_latency_ms)
+    mirrored = "/".join(f"{v:.1f}" for v in shadow.shadow_latency_ms)
+    return (
+        f"Shadow {shadow.variant} ({shadow.model_version}): {shadow.pairs:,} requests answered "
+        f"by both models, {shadow.scored_pairs:,} scored by both, {shadow.labeled_pairs:,} "
+        f"labelled ({shadow.label_event!r}). Decisions (score >= {shadow.threshold:g}) agree "
+        f"on {_number('positive_rate', shadow.agreement_rate)}. Score difference (shadow - "
+        f"served): {quantiles}. Latency P50/P95/P99 ms: served {served}, shadow {mirrored}."
+    )
