@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from abflow.cli.console import ExitCode, err_console, policy_code, report_failure
+from abflow.cli.console import ExitCode, err_console, fail, policy_code, report_failure
 
 
 def _new_app() -> typer.Typer:
@@ -134,7 +134,12 @@ def _guarded(callback: Callable[..., Any], *, read_only: bool, keyed: bool) -> C
 
     @functools.wraps(callback)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        _check_store_and_key(kwargs, read_only=read_only, keyed=keyed)
+        from abflow.errors import AbflowError
+
+        try:
+            _check_store_and_key(kwargs, read_only=read_only, keyed=keyed)
+        except AbflowError as exc:  # as report_failure would, also for an app run directly
+            fail(str(exc))
         return callback(*args, **kwargs)
 
     guarded._abflow_guarded = True  # type: ignore[attr-defined]
