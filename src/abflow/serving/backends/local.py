@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from abflow.errors import ArtifactChecksumError, BackendError, ConfigError
+from abflow.serving.backends.remote_io import OutputReader
 from abflow.serving.batching import Execution, MicroBatcher
 
 __all__ = ["InProcessBackend", "LoadedModel", "OutputKind", "load_model", "predict_outputs"]
@@ -139,11 +140,13 @@ def predict_outputs(
             proba[:, 1].tolist() if proba.ndim == 2 and proba.shape[1] == 2 else proba.tolist()
         )
         return values
-    if output == "proba":
-        msg = f"{type(predictor).__name__} has no predict_proba"
-        raise BackendError(msg)
     predicted: list[Any] = np.asarray(predictor.predict(rows)).tolist()
-    return predicted
+    if output == "proba" and predicted and not isinstance(predicted[0], list):
+        msg = f"{type(predictor).__name__} has no predict_proba and predicts no probabilities"
+        raise BackendError(msg)
+    # An MLflow pyfunc logged with predict_fn="predict_proba" answers [[p0, p1], ...] from
+    # predict: read it as a remote answer is read, so the score is the class probability.
+    return OutputReader(output, class_index).read(predicted)
 
 
 class InProcessBackend:
