@@ -136,7 +136,7 @@ def _reference(events: Events) -> pd.DataFrame:
     return pairs.join(labels.rename("y"))
 
 
-def _store(url: str, events: Events) -> None:
+def store_events(url: str, events: Events) -> None:
     write(url, events)
     register(url, parse_experiment(SHADOW_SPEC), PHASES)
 
@@ -155,7 +155,7 @@ def test_paired_figures_match_an_independent_computation(
         if backend == "sqlite"
         else str(request.getfixturevalue("pg_url"))
     )
-    _store(url, harmful)
+    store_events(url, harmful)
     result = analyze(url, "fraud")
     assert [s.variant for s in result.shadow] == ["challenger"]
     shadow = result.shadow[0]
@@ -235,14 +235,14 @@ def test_gate_fails_a_harmful_shadow_and_passes_a_harmless_one(
     """Same seed, same requests: only the US false positives differ between the two."""
     policy = GatePolicy(require=Requirement.shadow_no_harm)
     bad_url = f"sqlite:///{tmp_path / 'bad.db'}"
-    _store(bad_url, simulate_shadow(np.random.default_rng(18), shadow_error_rate=0.0))
+    store_events(bad_url, simulate_shadow(np.random.default_rng(18), shadow_error_rate=0.0))
     bad = evaluate_gate(analyze(bad_url, "fraud"), policy)
     failed = {(c.check, c.variant) for c in bad.failures}
     assert failed == {("shadow guardrail fpr", "challenger")}
     assert not bad.passed
     # a shadow that also fails 2 % of its calls fails the error guardrail too (margin 0)
     errors_url = f"sqlite:///{tmp_path / 'errors.db'}"
-    _store(errors_url, harmful)
+    store_events(errors_url, harmful)
     failed = {c.check for c in evaluate_gate(analyze(errors_url, "fraud"), policy).failures}
     assert failed == {"shadow guardrail fpr", "shadow guardrail errors"}
 
@@ -250,7 +250,7 @@ def test_gate_fails_a_harmful_shadow_and_passes_a_harmless_one(
     harmless = simulate_shadow(
         np.random.default_rng(18), us_shift=0.0, shadow_error_rate=0.0, shadow_noise=0.01
     )
-    _store(good_url, harmless)
+    store_events(good_url, harmless)
     good = evaluate_gate(analyze(good_url, "fraud"), policy)
     assert good.passed, good.failures
     checks = {c.check: c.passed for c in good.checks}
@@ -269,7 +269,7 @@ def test_no_shadow_predictions_leave_the_gate_closed(harmful: Events, tmp_path: 
         predictions=[p for p in harmful.predictions if not p["is_shadow"]],
     )
     url = f"sqlite:///{tmp_path / 'served.db'}"
-    _store(url, served_only)
+    store_events(url, served_only)
     result = analyze(url, "fraud")
     assert result.shadow == []
     gate = evaluate_gate(result, GatePolicy(require=Requirement.shadow_no_harm))

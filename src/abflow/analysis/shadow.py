@@ -115,7 +115,7 @@ def _descriptive(name: str, n: int, served: float, shadow: float) -> ShadowMeasu
 def _quantiles(bins: Sequence[tuple[float, int]], width: float, qs: Sequence[float]) -> list[float]:
     if not any(count for _, count in bins):
         return [math.nan for _ in qs]
-    return [quantile_stats_from_bins(bins, width, q).quantile for q in qs]
+    return [float(quantile_stats_from_bins(bins, width, q).quantile) for q in qs]
 
 
 def shadow_result(

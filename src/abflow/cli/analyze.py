@@ -39,6 +39,15 @@ def analyze(
         list[str] | None,
         typer.Option("--by", help="Break down by this exposure attribute (repeatable)."),
     ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Score at or above which a prediction counts as positive (quality metrics, shadow).",
+        ),
+    ] = 0.5,
     rollups: Annotated[
         bool,
         typer.Option(
@@ -68,7 +77,11 @@ def analyze(
     url = resolve_url(store)
     target = load_experiment(spec_file) if spec_file is not None else experiment
     options = AnalysisOptions(
-        phase=phase, dimensions=tuple(by or ()), store_label=display_url(url), rollups=rollups
+        phase=phase,
+        dimensions=tuple(by or ()),
+        store_label=display_url(url),
+        rollups=rollups,
+        threshold=threshold,
     )
     result = run_analysis(url, target, options)
     if output_format is ReportFormat.table and output is None:

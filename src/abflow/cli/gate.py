@@ -37,6 +37,10 @@ Examples:
   [bold]abflow gate fraud-model-v2 --require win --format json[/]
     only pass a challenger that significantly beats the control
 
+  [bold]abflow gate fraud-model-v2 --require shadow-no-harm --min-units 2000[/]
+    start a ramp only if each shadow model, on 2,000+ requests it shared with the served
+    model, is within every guardrail's margin (paired non-inferiority)
+
 In GitHub Actions the check table is appended to the job summary ($GITHUB_STEP_SUMMARY).
 
 Exit codes: 0 pass, 1 fail, 2 the analysis cannot run or the arguments are invalid.
@@ -93,10 +97,17 @@ def gate(
     store: StoreOption = None,
     require: Annotated[
         Requirement,
-        typer.Option(help="no-harm, non-inferior (guardrails must pass) or win."),
+        typer.Option(
+            help="no-harm, non-inferior (guardrails must pass), win, or shadow-no-harm "
+            "(each shadow model paired non-inferior on the guardrails)."
+        ),
     ] = Requirement.no_harm,
     min_units: Annotated[
-        int, typer.Option("--min-units", help="Units each arm needs before the gate can pass.")
+        int,
+        typer.Option(
+            "--min-units",
+            help="Units each arm (shadow-no-harm: paired requests) needs before the gate can pass.",
+        ),
     ] = 0,
     variant: Annotated[
         list[str] | None,
@@ -105,6 +116,15 @@ def gate(
     phase: Annotated[
         int | None, typer.Option("--phase", help="Phase to judge (default: the latest).")
     ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Score at or above which a prediction is positive.",
+        ),
+    ] = 0.5,
     output_format: Annotated[
         GateFormat, typer.Option("--format", "-f", help="table, json (stable keys) or markdown.")
     ] = GateFormat.table,
@@ -123,7 +143,9 @@ def gate(
     if summary_path is not None:
         check_output_path(summary_path)
     url = resolve_url(store)
-    options = AnalysisOptions(phase=phase, store_label=display_url(url), timeline=False)
+    options = AnalysisOptions(
+        phase=phase, store_label=display_url(url), timeline=False, threshold=threshold
+    )
     analysed = analyze(url, experiment, options)
     policy = GatePolicy(require=require, min_units=min_units, variants=tuple(variant or ()))
     try:

@@ -82,7 +82,7 @@ def paired_mean_difference(
     if std_error == 0.0:
         p_value = 1.0 if mean == 0.0 else 0.0
         return PairedDifference(n, mean, 0.0, mean, mean, p_value, "zero_variance")
-    t = sps.t.ppf(1.0 - alpha / 2.0, n - 1)
+    t = float(sps.t.ppf(1.0 - alpha / 2.0, n - 1))
     p_value = float(2.0 * sps.t.sf(abs(mean / std_error), n - 1))
     return PairedDifference(n, mean, std_error, mean - t * std_error, mean + t * std_error, p_value)
 
