@@ -82,6 +82,11 @@ def test_analyze_formats_carry_the_shadow_section(stores: dict[str, str]) -> Non
     assert "### Shadow challenger vs served (paired)" in output
     assert "| false_positive_rate | 2," in output
 
+    code, output = _run("analyze", "fraud", "--store", stores["harmful"], "--format", "html")
+    assert code == 0, output
+    assert "<h2>Shadow challenger vs served (paired)</h2>" in output
+    assert output.count("McNemar") >= 4  # positive rate, accuracy, recall, FPR
+
     # a higher threshold moves both models' decisions: fewer positives for the served one
     low = orjson.loads(_run("analyze", "fraud", "--store", stores["harmful"], "-f", "json")[1])
     high = orjson.loads(

@@ -29,6 +29,7 @@ from abflow.analysis.formatting import (
 )
 from abflow.analysis.report_text import progress_text
 from abflow.analysis.results import ExperimentResult, MetricResult
+from abflow.analysis.shadow import SHADOW_COLUMNS, shadow_rows, shadow_summary
 from abflow.analysis.svg import (
     Band,
     Bar,
@@ -93,6 +94,8 @@ class _Report:
     latency_rows: list[list[str]]
     latency_chart: Markup
     breakdown_rows: list[list[str]]
+    shadow_columns: list[str]
+    shadow: list[tuple[str, str, list[list[str]]]]  # variant, summary, measure rows
     provenance: list[tuple[str, str, bool]]  # field, value, shown as code
     abflow_version: str
 
@@ -254,6 +257,8 @@ def render_html(result: ExperimentResult) -> str:
         latency_rows=latency_rows,
         latency_chart=latency_chart,
         breakdown_rows=_breakdowns(result),
+        shadow_columns=list(SHADOW_COLUMNS),
+        shadow=[(s.variant, shadow_summary(s), shadow_rows(s)) for s in result.shadow],
         provenance=[
             ("experiment", p.experiment_key, False),
             ("spec version", str(p.spec_version), False),
