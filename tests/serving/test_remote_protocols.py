@@ -197,3 +197,73 @@ async def test_an_answer_without_predictions_falls_back_as_bad_output(
         (*base[:1], ("reason", "bad_output"), base[1]): 3.0,
         (*base[:1], ("reason", "circuit_open"), base[1]): 7.0,
     }
+
+
+async def test_each_failure_gets_its_reason_and_no_credentials(
+    rng: np.random.Generator,
+) -> None:
+    from model_server import free_port
+
+    from abflow.serving.backends import HttpBackend
+    from abflow.serving.backends.failure import error_text, failure_reason
+
+    def answer(status: int, body: bytes) -> httpx.MockTransport:
+        return httpx.MockTransport(lambda request: httpx.Response(status, content=body))
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        msg = "read timed out"
+        raise httpx.ReadTimeout(msg, request=request)
+
+    secret_url = "https://user:hunter2@models.example/invocations?api_key=s3cr3t"
+    cases = [
+        (HttpBackend(secret_url, transport=answer(503, b"x" * 2000)), "status_5xx"),
+        (HttpBackend(secret_url, transport=answer(422, b'{"detail": "bad"}')), "status_4xx"),
+        (HttpBackend(secret_url, transport=answer(200, b"<html>")), "bad_output"),
+        (HttpBackend(secret_url, transport=answer(200, b'{"predictions": [1, 2]}')), "bad_output"),
+        (HttpBackend(secret_url, transport=httpx.MockTransport(slow)), "timeout"),
+        (HttpBackend(f"http://u:pw@127.0.0.1:{free_port()}/invocations?k=s3cr3t"), "connect"),
+    ]
+    seen = []
+    for backend, reason in cases:
+        try:
+            with pytest.raises(BackendError) as caught:
+                await backend.predict(rng.normal(size=(1, WIDTH)))
+        finally:
+            await backend.aclose()
+        text = error_text(caught.value)
+        seen.append(failure_reason(caught.value))
+        assert text.startswith(f"{reason}: ")
+        assert "hunter2" not in text
+        assert "s3cr3t" not in text
+        assert "pw@" not in text
+        if reason == "status_5xx":  # status and the first 500 characters of the body
+            assert text.endswith("answered 503: " + "x" * 500)
+    assert seen == [reason for _, reason in cases]
+
+
+def test_failure_log_lines_are_rate_limited_per_variant() -> None:
+    from abflow.errors import BackendTimeoutError
+    from abflow.serving.backends.failure import FailureLog
+
+    now = [0.0]
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    log = logging.getLogger("test.failure_log")
+    log.addHandler(handler := Collect())
+    try:
+        failures = FailureLog(log, interval_seconds=10.0, clock=lambda: now[0])
+        error = BackendTimeoutError("model m did not answer within 0.2 s")
+        logged = []
+        for step in range(25):  # one failure a second on each of two variants
+            now[0] = float(step)
+            logged.append(failures.failed("exp", "a", error))
+            failures.failed("exp", "b", error)
+    finally:
+        log.removeHandler(handler)
+    assert [i for i, was in enumerate(logged) if was] == [0, 10, 20]
+    assert len(records) == 6  # three per variant
+    assert "(timeout, 9 more since last line)" in records[2]
