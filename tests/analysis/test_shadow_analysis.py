@@ -146,15 +146,17 @@ def harmful() -> Events:
     return simulate_shadow(np.random.default_rng(18))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", "duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
 def test_paired_figures_match_an_independent_computation(
     backend: str, harmful: Events, request: pytest.FixtureRequest, tmp_path: Any
 ) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'shadow.db'}"
-        if backend == "sqlite"
-        else str(request.getfixturevalue("pg_url"))
-    )
+    urls = {
+        "sqlite": f"sqlite:///{tmp_path / 'shadow.db'}",
+        "duckdb": f"duckdb:///{tmp_path / 'shadow.duckdb'}",
+    }
+    url = urls.get(backend) or str(request.getfixturevalue("pg_url"))
     store_events(url, harmful)
     result = analyze(url, "fraud")
     assert [s.variant for s in result.shadow] == ["challenger"]
