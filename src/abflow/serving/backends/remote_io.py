@@ -53,7 +53,10 @@ class TensorSpec:
 
     @classmethod
     def from_metadata(cls, metadata: Any) -> TensorSpec:
-        """From ``GET /v2/models/{name}``: its first declared input."""
+        """From ``GET /v2/models/{name}``: its first declared input (the defaults when the
+        model declares none, as MLServer models without ``inputs`` in their settings do)."""
+        if isinstance(metadata, dict) and not metadata.get("inputs"):
+            return cls()
         try:
             first = metadata["inputs"][0]
             name = str(first["name"])
