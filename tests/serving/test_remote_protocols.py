@@ -102,12 +102,14 @@ async def test_v2_int64_input_from_metadata_and_the_first_output_by_default(
 ) -> None:
     backend = build_backend(f"{int64_server}/v2/models/fraud/infer")
     try:
+        # Read when the backend is built (registration), before any call: the gateway then
+        # checks a request's row width at the edge.
+        assert backend.n_features == WIDTH
         rows = rng.integers(-3, 4, size=(6, WIDTH)).astype(float)
         outputs = await backend.predict(rows)
         # No output named: the server sends all, label first; that is what is read.
         expected = gwmodels.challenger().predict(rows).tolist()
         assert outputs == expected
-        assert backend.n_features == WIDTH  # learnt from the metadata's shape [-1, 4]
     finally:
         await backend.aclose()
 

@@ -110,7 +110,7 @@ def build_backend(
     opts = options or BackendOptions()
     backend: ModelBackend
     if reference.startswith(("http://", "https://")):
-        backend = HttpBackend(
+        remote = HttpBackend(
             reference,
             protocol=opts.protocol,
             columns=_columns(opts),
@@ -128,6 +128,8 @@ def build_backend(
             auth=_auth(opts),
             max_connections=opts.max_connections,
         )
+        remote.read_metadata()
+        backend = remote
     else:
         backend = InProcessBackend(
             load_model(reference, expected_checksum=opts.checksum),

@@ -98,6 +98,7 @@ class HttpBackend:
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
+        self._auth = auth
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_seconds),
             limits=limits,
@@ -174,6 +175,22 @@ class HttpBackend:
         except orjson.JSONDecodeError as exc:
             msg = f"model server {self.shown_url} answered with invalid JSON"
             raise RemoteModelError(msg, "bad_output") from exc
+
+    def read_metadata(self) -> None:
+        """Read a v2 model's input tensor now (blocking; at registration, so that the row
+        width is checked at the edge). Any failure leaves it to the first call."""
+        if self.protocol != "v2" or self._tensor is not None:
+            return
+        url = httpx.URL(self.url)
+        metadata_url = url.copy_with(path=url.path.removesuffix("/infer"))
+        try:
+            with httpx.Client(timeout=self._client.timeout, auth=self._auth) as client:
+                response = client.get(metadata_url)
+            if response.status_code == 200:
+                self._tensor = TensorSpec.from_metadata(orjson.loads(response.content))
+                self._n_features = self._n_features or self._tensor.width
+        except (httpx.HTTPError, orjson.JSONDecodeError, ConfigError):
+            return
 
     async def _input_tensor(self) -> TensorSpec:
         """The v2 input tensor: configured, else read once from the model's metadata."""
