@@ -1,9 +1,10 @@
 """A real abflow store for the orchestration tests, written with the main environment's abflow.
 
 Three experiments, each 300 units per arm routed by the registered spec:
-- ``gate-pass``: the challenger converts 40 % against 20 %, complaints 5 % in both arms: the
-  gate passes and the verdict is ``ship``.
-- ``gate-fail``: the same conversions, complaints 30 % against 5 %: the guardrail fails, the
+- ``gate-pass``: the challenger converts 40 % against 20 %, complaints 30 % in both arms (a
+  guardrail with a 30 % margin that 300 units per arm can judge, so it is not underpowered):
+  the gate passes and the verdict is ``ship``.
+- ``gate-fail``: the same conversions, complaints 60 % against 30 %: the guardrail fails, the
   gate fails and the verdict is ``keep_control``.
 - ``ramp``: a rollout plan and no events yet; the first tick starts the ramp.
 """
@@ -20,7 +21,7 @@ from abflow.store import EventStore
 
 PER_ARM = 300
 PURCHASES = {"control": 60, "challenger": 120}
-COMPLAINTS = {"gate-pass": {"control": 15, "challenger": 15}, "gate-fail": {"control": 15, "challenger": 90}}  # fmt: skip
+COMPLAINTS = {"gate-pass": {"control": 90, "challenger": 90}, "gate-fail": {"control": 90, "challenger": 180}}  # fmt: skip
 NOW = 1_790_000_000.0
 
 
@@ -35,7 +36,7 @@ def _spec(key: str, *, rollout: bool) -> dict[str, Any]:
         "metrics": [
             {"name": "purchase", "kind": "conversion", "event": "purchase", "role": "primary"},
             {"name": "complaints", "kind": "conversion", "event": "complaint",
-             "role": "guardrail", "direction": "decrease", "margin": 0.10},
+             "role": "guardrail", "direction": "decrease", "margin": 0.30},
         ],
     }  # fmt: skip
     if rollout:

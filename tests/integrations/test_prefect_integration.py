@@ -23,7 +23,7 @@ from orchestrator_envs import abflow_bin, ensure_env
 pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "prefect"
-RUN_TIMEOUT_SECONDS = 900
+RUN_TIMEOUT_SECONDS = 300
 
 
 @dataclass(frozen=True)
