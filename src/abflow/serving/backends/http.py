@@ -61,6 +61,11 @@ def infer_protocol(url: str) -> Protocol:
     return "v2" if "/v2/models/" in url else "invocations"
 
 
+_NO_METADATA = frozenset({404, 405, 501})
+"""Answers to ``GET /v2/models/NAME`` from a server that serves inference but no metadata
+(no such route, or no GET on it): the input is sent as ``input-0`` FP64, as before."""
+
+
 class HttpBackend:
     """A model served elsewhere, called over pooled HTTP connections."""
 
@@ -201,7 +206,7 @@ class HttpBackend:
                 url = httpx.URL(self.url)
                 metadata_url = url.copy_with(path=url.path.removesuffix("/infer"))
                 response = await self._send("GET", str(metadata_url))
-                if response.status_code == 404:  # publishes no metadata: the old default
+                if response.status_code in _NO_METADATA:  # publishes none: the old default
                     self._tensor = TensorSpec()
                     return self._tensor
                 if response.status_code != 200:
