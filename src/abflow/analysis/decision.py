@@ -21,7 +21,7 @@ from abflow.analysis.results import (
 )
 from abflow.spec import ExperimentSpec
 
-__all__ = ["decide", "guardrail_status", "outcome_of", "underpowered"]
+__all__ = ["decide", "guardrail_status", "margin_on_effect_scale", "outcome_of", "underpowered"]
 
 
 def outcome_of(comparison: ComparisonResult, direction: str, alpha: float) -> tuple[Outcome, bool]:
@@ -59,6 +59,15 @@ def guardrail_status(
     return "inconclusive"
 
 
+def margin_on_effect_scale(metric: MetricResult, relative: bool) -> float:
+    """The spec's margin is relative; an absolute effect compares with margin x control value."""
+    margin = metric.margin or 0.0
+    if relative or not metric.values:
+        return margin
+    control = metric.values[0].value
+    return margin * abs(control) if math.isfinite(control) else margin
+
+
 def underpowered(metric: MetricResult, comparison: ComparisonResult) -> str | None:
     """Why an inconclusive guardrail cannot tell harm within its margin from none, or None.
 
@@ -66,9 +75,6 @@ def underpowered(metric: MetricResult, comparison: ComparisonResult) -> str | No
     effect of exactly zero would leave harm beyond the margin inside the interval, so
     "no failure" says nothing yet. The phrase names the half-width and the margin.
     """
-    # Imported here: guardrails imports this module for guardrail_status.
-    from abflow.analysis.guardrails import margin_on_effect_scale
-
     if comparison.guardrail != "inconclusive":
         return None
     evidence = comparison.guardrail_evidence

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from abflow.analysis.decision import guardrail_status
+from abflow.analysis.decision import guardrail_status, margin_on_effect_scale
 from abflow.analysis.results import (
     ComparisonResult,
     GuardrailEvidence,
@@ -34,7 +34,6 @@ __all__ = [
     "EXACT_BASIS",
     "absolute_evidence",
     "judge_guardrail",
-    "margin_on_effect_scale",
     "reported_evidence",
 ]
 
@@ -65,15 +64,6 @@ def absolute_evidence(
 ) -> GuardrailEvidence:
     """The absolute comparison that stands in for an undefined relative one."""
     return GuardrailEvidence(ABSOLUTE_BASIS, effect, ci_low, ci_high, False, p_value, error_code)
-
-
-def margin_on_effect_scale(metric: MetricResult, relative: bool) -> float:
-    """The spec's margin is relative; an absolute effect compares with margin x control value."""
-    margin = metric.margin or 0.0
-    if relative or not metric.values:
-        return margin
-    control = metric.values[0].value
-    return margin * abs(control) if math.isfinite(control) else margin
 
 
 def judge_guardrail(
