@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from abflow.cli.console import check_output_path, out_console, write_output
-from abflow.cli.options import StoreOption
+from abflow.cli.options import StoreOption, ThresholdOption
 
 
 class ReportFormat(StrEnum):
@@ -39,15 +39,7 @@ def analyze(
         list[str] | None,
         typer.Option("--by", help="Break down by this exposure attribute (repeatable)."),
     ] = None,
-    threshold: Annotated[
-        float,
-        typer.Option(
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Score at or above which a prediction counts as positive (quality metrics, shadow).",
-        ),
-    ] = 0.5,
+    threshold: ThresholdOption = 0.5,
     rollups: Annotated[
         bool,
         typer.Option(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import getpass
-import os
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -22,7 +20,7 @@ import orjson
 import typer
 
 from abflow.cli.console import out_console
-from abflow.cli.options import StoreOption
+from abflow.cli.options import StoreOption, actor_name
 
 if TYPE_CHECKING:
     from abflow.store.experiments import ExperimentVersion
@@ -59,16 +57,6 @@ def _when(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _actor(given: str | None) -> str:
-    if given:
-        return given
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = os.environ.get("USER", "unknown")
-    return f"user:{name}"
-
-
 @experiments_app.command("register")
 def register_spec(
     file: Annotated[Path, typer.Argument(help="Spec file (.yaml, .yml or .json).")],
@@ -96,7 +84,7 @@ def register_spec(
 
     spec = load_experiment(file)
     with EventStore.open(store) as opened:
-        stored = opened.register_experiment(spec, reason=reason, actor=_actor(actor))
+        stored = opened.register_experiment(spec, reason=reason, actor=actor_name(actor))
     if not stored.is_new_version:
         out_console.print(f"{stored.key}: unchanged, version {stored.version}")
         return

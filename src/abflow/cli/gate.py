@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from abflow.cli.console import ExitCode, check_output_path, fail, out_console
-from abflow.cli.options import StoreOption
+from abflow.cli.options import StoreOption, ThresholdOption
 from abflow.errors import InvalidArgumentError
 from abflow.rollout import GatePolicy, GateResult, Requirement, evaluate_gate
 
@@ -116,15 +116,7 @@ def gate(
     phase: Annotated[
         int | None, typer.Option("--phase", help="Phase to judge (default: the latest).")
     ] = None,
-    threshold: Annotated[
-        float,
-        typer.Option(
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Score at or above which a prediction is positive.",
-        ),
-    ] = 0.5,
+    threshold: ThresholdOption = 0.5,
     output_format: Annotated[
         GateFormat, typer.Option("--format", "-f", help="table, json (stable keys) or markdown.")
     ] = GateFormat.table,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from typing import Annotated
 
 import typer
 
-__all__ = ["StoreOption"]
+__all__ = ["StoreOption", "ThresholdOption", "actor_name"]
 
 StoreOption = Annotated[
     str | None,
@@ -19,3 +21,24 @@ StoreOption = Annotated[
         show_default=False,
     ),
 ]
+
+ThresholdOption = Annotated[
+    float,
+    typer.Option(
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Score at or above which a prediction counts as positive (quality metrics, shadow).",
+    ),
+]
+
+
+def actor_name(given: str | None, default_prefix: str = "user") -> str:
+    """Who the audit trail names: ``--actor`` when given, else ``PREFIX:$USER``."""
+    if given:
+        return given
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = os.environ.get("USER", "unknown")
+    return f"{default_prefix}:{name}"

@@ -9,8 +9,6 @@ registry challenger, in the registry of ``--tracking-uri`` (default as ``abflow 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
-import os
 from enum import StrEnum
 from typing import Annotated
 
@@ -19,7 +17,7 @@ import typer
 from rich.table import Table
 
 from abflow.cli.console import fail, out_console
-from abflow.cli.options import StoreOption
+from abflow.cli.options import StoreOption, actor_name
 from abflow.errors import AbflowError
 
 __all__ = ["register"]
@@ -54,16 +52,6 @@ ActorOption = Annotated[
 class TickFormat(StrEnum):
     text = "text"
     json = "json"
-
-
-def _actor(given: str | None, default_prefix: str = "user") -> str:
-    if given:
-        return given
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = os.environ.get("USER", "unknown")
-    return f"{default_prefix}:{name}"
 
 
 def _when(ts: float | None) -> str:
@@ -123,7 +111,7 @@ def tick(
     try:
         with EventStore.open(store) as opened:
             result = run_tick(
-                opened, experiment, actor=_actor(actor, "controller"), registry=registry
+                opened, experiment, actor=actor_name(actor, "controller"), registry=registry
             )
     except AbflowError as exc:  # exit 1 means "rolled back": a failure to look is 2
         fail(str(exc), code=2)
@@ -167,7 +155,7 @@ def _by_hand(
     try:
         with EventStore.open(store) as opened:
             result: controller.TickResult = move(
-                opened, experiment, actor=_actor(actor), reason=reason, **extra
+                opened, experiment, actor=actor_name(actor), reason=reason, **extra
             )
     except AbflowError as exc:  # nothing changed: the registry, the store or the input failed
         fail(str(exc), code=2)
