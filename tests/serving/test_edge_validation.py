@@ -31,6 +31,7 @@ from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore, create_token
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog
+from abflow.serving.inputs import attribute_path
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.store import EventStore
 
@@ -142,7 +143,7 @@ def predict_requests(draw: st.DrawFn) -> tuple[dict[str, Any], str | None, set[s
         if attribute_bad(key):
             bad.add(f"attributes key {key[:40]!r}")
         elif attribute_bad(attributes[key]):
-            bad.add(f"attributes.{key}")
+            bad.add(attribute_path("attributes", key))
     unit = draw(st.one_of(text, not_text, st.just(ABSENT)))
     if unit is ABSENT:
         attributes["user_id"] = draw(text)
@@ -295,6 +296,14 @@ def test_every_acknowledged_prediction_is_stored_and_every_refusal_names_a_bad_f
     )
     @example(
         request=({"unit_id": "u", "features": [0, 0, 0, 0]}, "r\x00", {"x-request-id"}),
+        raw_utf8=False,
+    )
+    @example(  # a key holding a newline: the field is named on one line
+        request=(
+            {"unit_id": "u", "attributes": {"a\nb": math.inf}, "features": [0] * 4},
+            None,
+            {"attributes['a\\nb']"},
+        ),
         raw_utf8=False,
     )
     @example(  # uvicorn cannot echo it in x-request-id: the answer failed after the events

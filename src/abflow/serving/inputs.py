@@ -33,6 +33,7 @@ __all__ = [
     "OutcomeIn",
     "OutcomesIn",
     "PredictIn",
+    "attribute_path",
     "check_attributes",
     "check_text",
     "feature_matrix",
@@ -215,6 +216,16 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(messages)
 
 
+def attribute_path(where: str, key: str) -> str:
+    """How an error names the value under ``key``: ``attributes.country``, or
+    ``attributes['a.b\\n']`` when the key would not read as one plain name on one line."""
+    return (
+        f"{where}.{key}"
+        if key.isprintable() and not set(key) & set(".[] ")
+        else f"{where}[{key!r}]"
+    )
+
+
 def check_attributes(attributes: dict[str, Any]) -> None:
     """Check that the attributes can be journaled and stored as JSON text (the exposure's
     ``attributes_json``); InvalidArgumentError naming a key or value that cannot
@@ -226,8 +237,8 @@ def check_attributes(attributes: dict[str, Any]) -> None:
             check_text(value, where)
         elif isinstance(value, dict):
             for key, item in value.items():
-                path = f"{where}.{check_text(key, f'{where} key {key[:40]!r}')}"
-                stack.append((path, item))
+                check_text(key, f"{where} key {key[:40]!r}")
+                stack.append((attribute_path(where, key), item))
         elif isinstance(value, list):
             stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
