@@ -39,6 +39,7 @@ from gateway_process import (
     wait_ready,
     write_config,
 )
+from store_counts import duplicated, missing, read_store
 from tcp_proxy import Mode, TcpProxy
 
 from abflow.security.roles import Role
@@ -151,43 +152,6 @@ def probe_until_stopped(base_url: str, token: str, probes: Probes, stop: threadi
             probes.metrics_statuses.append(metrics.status_code)
 
 
-@dataclass(frozen=True)
-class Stored:
-    predictions: dict[str, int]  # request id -> rows
-    exposures: dict[str, int]  # unit id -> rows
-    outcomes: dict[str, int]  # event id -> rows
-
-
-def read_store(url: str) -> Stored:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-
-            def counts(sql: str) -> dict[str, int]:
-                return {str(k): int(n) for k, n in connection.execute(sa.text(sql)).all()}
-
-            return Stored(
-                counts("SELECT request_id, COUNT(*) FROM predictions GROUP BY request_id"),
-                counts("SELECT unit_id, COUNT(*) FROM exposures GROUP BY unit_id"),
-                counts("SELECT event_id, COUNT(*) FROM outcomes GROUP BY event_id"),
-            )
-    finally:
-        engine.dispose()
-
-
-def lost(tally: Tally, stored: Stored) -> int:
-    return (
-        sum(1 for r in tally.predictions if r not in stored.predictions)
-        + sum(1 for r in tally.predictions if f"unit-{r}" not in stored.exposures)
-        + sum(1 for e in tally.outcomes if e not in stored.outcomes)
-    )
-
-
-def duplicated(stored: Stored) -> int:
-    tables = (stored.predictions, stored.exposures, stored.outcomes)
-    return sum(n - 1 for table in tables for n in table.values() if n > 1)
-
-
 @contextmanager
 def authenticated_gateway(workdir: Path, config: Path) -> Iterator[GatewayProcess]:
     """``abflow serve`` with authentication on (gateway_process starts it with --no-auth)."""
@@ -257,7 +221,10 @@ def test_a_ten_second_store_outage_costs_no_prediction_and_no_event(
         with authenticated_gateway(tmp_path, config) as gateway:
             tally, probes = run_outage(gateway, proxy, mode, service, viewer)
             deadline = time.monotonic() + BACKLOG_TIMEOUT_SECONDS
-            while lost(tally, read_store(pg_url)) and time.monotonic() < deadline:
+            while (
+                missing(tally.predictions, tally.outcomes, read_store(pg_url))
+                and time.monotonic() < deadline
+            ):
                 assert gateway.process.poll() is None, gateway.log
                 time.sleep(0.5)
             stored = read_store(pg_url)  # while the gateway still runs: shipped, not drained
@@ -265,7 +232,8 @@ def test_a_ten_second_store_outage_costs_no_prediction_and_no_event(
     finally:
         proxy.close()
 
-    missing, doubled = lost(tally, stored), duplicated(stored)
+    lost = missing(tally.predictions, tally.outcomes, stored)
+    doubled = duplicated(stored)
     fault_figure(
         f"store {'refusing connections' if mode == 'refuse' else 'black-holed'} "
         f"{OUTAGE_SECONDS:g} s under load, PostgreSQL, auth on",
@@ -273,7 +241,7 @@ def test_a_ten_second_store_outage_costs_no_prediction_and_no_event(
         failed=len(tally.failed),
         answered_during_outage=tally.answered_in_outage,
         events_acknowledged=2 * len(tally.predictions) + len(tally.outcomes),
-        events_lost=missing,
+        events_lost=lost,
         events_duplicated=doubled,
         readyz_200=f"{probes.ready_statuses.count(200)}/{len(probes.ready_statuses)}",
         readyz_degraded=probes.degraded_seen,
@@ -284,7 +252,7 @@ def test_a_ten_second_store_outage_costs_no_prediction_and_no_event(
     assert tally.failed == [], f"{tally.failed[:5]}\n{log}"
     assert tally.answered_in_outage >= 50  # answered while the store was out, not after it
     assert len(tally.outcomes) >= 10
-    assert missing == 0
+    assert lost == 0
     assert doubled == 0
     assert set(probes.ready_statuses) == {200}
     assert set(probes.metrics_statuses) == {200}
