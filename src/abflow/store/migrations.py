@@ -14,6 +14,7 @@ the table, since SQLite cannot alter most column definitions in place.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from abflow.errors import StoreUnavailableError
 from abflow.store.engine import translating, write_transaction
 
 if TYPE_CHECKING:
@@ -107,8 +109,25 @@ def read_version(engine: Engine) -> int:
         return current_version(connection)
 
 
+_LOCKED_ATTEMPTS = 5
+"""SQLite answers "database is locked" at once, without waiting out its busy timeout, when
+two connections race on a brand-new file (one switching it to WAL while another starts its
+write transaction). Nothing was written then, so the upgrade simply tries again."""
+
+
 def upgrade(engine: Engine, *, target: int = SCHEMA_VERSION) -> UpgradeResult:
     """Apply every revision above the current version up to ``target``; idempotent."""
+    for attempt in range(1, _LOCKED_ATTEMPTS):
+        try:
+            return _upgrade_once(engine, target)
+        except StoreUnavailableError as exc:
+            if engine.dialect.name != "sqlite" or "locked" not in str(exc):
+                raise
+            time.sleep(0.1 * attempt)
+    return _upgrade_once(engine, target)
+
+
+def _upgrade_once(engine: Engine, target: int) -> UpgradeResult:
     with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_POSTGRES_LOCK_KEY)))
