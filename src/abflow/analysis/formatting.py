@@ -1,23 +1,31 @@
 """How numbers read in every report: rates as percentages, latency in ms, effects signed.
 
-Shared by the terminal table, Markdown and HTML so a number looks the same everywhere.
+Shared by the terminal table, Markdown, HTML and the dashboard so a number looks the same
+everywhere: no bare fractions, no exponent notation, no duration in fractions of a day.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
-from abflow.analysis.results import ComparisonResult, MetricResult
+from abflow.analysis.results import ComparisonResult, ExperimentResult, MetricResult, SrmSummary
 
 __all__ = [
     "RATE_KINDS",
+    "MetricRow",
     "effect_scale",
+    "format_duration",
     "format_effect",
     "format_interval",
     "format_p",
+    "format_p_value",
+    "format_share",
+    "format_srm",
     "format_timestamp",
     "format_value",
+    "metric_rows",
     "verdict_label",
 ]
 
@@ -103,6 +111,46 @@ def _p(value: float) -> str:
     return "<0.0001" if value < 1e-4 else f"{value:.4f}"
 
 
+def format_p_value(value: float | None) -> str:
+    """A p-value with four decimals; below 0.0001 it reads ``<0.0001`` (never ``8.65e-38``)."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return _p(value)
+
+
+def format_share(value: float) -> str:
+    """A share of units (0.4955 → ``49.55%``)."""
+    return f"{value:.2%}" if math.isfinite(value) else "—"
+
+
+def format_srm(srm: SrmSummary) -> str:
+    """The sample-ratio check in one sentence, the same in every report."""
+    if srm.status == "not_enough_data":
+        return "Split not checked yet: not enough units for the sample-ratio test."
+    p = format_p_value(srm.p_value)
+    if srm.is_mismatch:
+        return (
+            f"Sample ratio mismatch (p = {p}, threshold {srm.alpha:g}): the split is broken, "
+            "do not trust the metrics."
+        )
+    return f"Split as expected (SRM p = {p}, threshold {srm.alpha:g})."
+
+
+def format_duration(days: float) -> str:
+    """A duration in the unit a person would say: minutes, hours or days."""
+    if not math.isfinite(days) or days < 0:
+        return "—"
+    minutes = days * 24 * 60
+    if minutes < 1.5:
+        return "under a minute"
+    if minutes < 90:
+        return f"{minutes:.0f} minutes"
+    hours = minutes / 60
+    if hours < 36:
+        return f"{hours:.0f} hours"
+    return f"{days:.1f} days" if days < 10 else f"{days:,.0f} days"
+
+
 def format_timestamp(ts: float | None) -> str:
     if ts is None or not math.isfinite(ts):
         return "—"
@@ -114,3 +162,47 @@ def verdict_label(comparison: ComparisonResult) -> str:
     if comparison.guardrail is not None:
         return comparison.guardrail
     return comparison.outcome
+
+
+@dataclass(frozen=True, slots=True)
+class MetricRow:
+    """One comparison of one metric as text cells: what every metrics table shows."""
+
+    name: str
+    kind: str
+    role: str
+    cuped: bool
+    variant: str
+    values: list[str]  # each variant's value, control first
+    effect: str
+    interval: str
+    p: str  # adjusted p-value, or P(win)
+    raw_p: str  # the uncorrected p-value when a correction changed it, else ""
+    status: str  # pass / fail / inconclusive for guardrails, else the outcome
+    is_first: bool  # the first comparison of its metric (tables show values once)
+
+
+def metric_rows(result: ExperimentResult) -> list[MetricRow]:
+    """Every comparison of every metric, formatted once for all reports and the dashboard."""
+    rows = []
+    for metric in result.metrics:
+        values = [format_value(metric, v.value) for v in metric.values]
+        for index, c in enumerate(metric.comparisons):
+            p, _, raw = format_p(c).partition(" (")
+            rows.append(
+                MetricRow(
+                    name=metric.name,
+                    kind=metric.kind,
+                    role=metric.role,
+                    cuped=metric.cuped,
+                    variant=c.variant,
+                    values=values,
+                    effect=format_effect(metric, c.effect),
+                    interval=format_interval(metric, c),
+                    p=p,
+                    raw_p=raw.removesuffix(" raw)"),
+                    status=verdict_label(c),
+                    is_first=index == 0,
+                )
+            )
+    return rows

@@ -8,17 +8,23 @@ from __future__ import annotations
 import io
 
 import orjson
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from abflow.analysis.formatting import (
+    MetricRow,
+    format_duration,
     format_effect,
     format_interval,
     format_p,
+    format_p_value,
+    format_share,
     format_timestamp,
     format_value,
+    metric_rows,
     verdict_label,
 )
 from abflow.analysis.results import ExperimentResult, SrmSummary
@@ -59,7 +65,7 @@ def progress_text(result: ExperimentResult) -> str:
             f"needed ({progress.note})."
         )
     remaining = (
-        f", about {progress.remaining_days:.1f} more days at the current rate"
+        f", about {format_duration(progress.remaining_days)} more at the current rate"
         if progress.remaining_days is not None
         else ""
     )
@@ -91,8 +97,8 @@ def srm_text(srm: SrmSummary) -> str:
     if srm.status == "not_enough_data":
         return f"SRM not enough data ({srm.error_code or 'undefined test'}): split not checked yet"
     if srm.is_mismatch:
-        return f"SRM p-value {srm.p_value:.3g} MISMATCH: do not trust these results"
-    return f"SRM p-value {srm.p_value:.3g} (split healthy)"
+        return f"SRM p-value {format_p_value(srm.p_value)} MISMATCH: do not trust these results"
+    return f"SRM p-value {format_p_value(srm.p_value)} (split healthy)"
 
 
 def srm_markdown(srm: SrmSummary) -> str:
@@ -100,8 +106,77 @@ def srm_markdown(srm: SrmSummary) -> str:
     if srm.status == "not_enough_data":
         return f"SRM **not enough data** ({srm.error_code or 'undefined test'})"
     if srm.is_mismatch:
-        return f"SRM p-value **{srm.p_value:.3g}** — **sample ratio mismatch**"
-    return f"SRM p-value **{srm.p_value:.3g}** (healthy)"
+        return f"SRM p-value **{format_p_value(srm.p_value)}** — **sample ratio mismatch**"
+    return f"SRM p-value **{format_p_value(srm.p_value)}** (healthy)"
+
+
+class MetricsTable:
+    """The metrics table, laid out for the width it is printed at.
+
+    Wide enough: one table (values per variant, then effect, interval, p and verdict). Too
+    narrow (80 columns, or many variants): the values and the effects as two tables, the
+    interval wrapping between its bounds; a number is never cut to ``0.…``.
+    """
+
+    def __init__(self, result: ExperimentResult) -> None:
+        self.result = result
+        self.rows = metric_rows(result)
+        self.several = len(result.variants) > 2
+        self.p_header = "p adj." if result.method != "bayesian" else "P(win)"
+
+    def _name(self, row: MetricRow) -> str:
+        role = {"primary": " P", "guardrail": " G"}.get(row.role, "")
+        return row.name + role if row.is_first else ""
+
+    def _add_values(self, table: Table) -> None:
+        table.add_column("metric", overflow="fold")
+        for v in self.result.variants:
+            table.add_column(v.variant, justify="right", no_wrap=True)
+
+    def _add_effects(self, table: Table, *, with_vs: bool) -> None:
+        if with_vs:
+            table.add_column("vs", no_wrap=True)
+        table.add_column("effect", justify="right", no_wrap=True)
+        table.add_column("95% interval", justify="right", min_width=10)
+        table.add_column(self.p_header, justify="right", no_wrap=True)
+        table.add_column("verdict", no_wrap=True)
+
+    def _effect_cells(self, row: MetricRow, *, with_vs: bool) -> list[str | Text]:
+        return [
+            *([row.variant] if with_vs else []),
+            row.effect,
+            row.interval,
+            row.p,
+            Text(row.status, style=_STYLE.get(row.status, "")),
+        ]
+
+    def wide(self) -> Table:
+        table = Table(title="Metrics (P primary, G guardrail)", title_justify="left")
+        self._add_values(table)
+        self._add_effects(table, with_vs=self.several)
+        for row in self.rows:
+            values = row.values if row.is_first else [""] * len(row.values)
+            cells = self._effect_cells(row, with_vs=self.several)
+            table.add_row(self._name(row), *values, *cells)
+        return table
+
+    def narrow(self) -> Group:
+        values = Table(title="Metrics (P primary, G guardrail)", title_justify="left")
+        self._add_values(values)
+        for row in self.rows:
+            if row.is_first:
+                values.add_row(self._name(row), *row.values)
+        effects = Table(title=f"Effects vs {self.result.control}", title_justify="left")
+        effects.add_column("metric", overflow="fold")
+        self._add_effects(effects, with_vs=self.several)
+        for row in self.rows:
+            effects.add_row(self._name(row), *self._effect_cells(row, with_vs=self.several))
+        return Group(values, effects)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        wide = self.wide()
+        natural = Measurement.get(console, options.update_width(10_000), wide).maximum
+        yield wide if natural <= options.max_width else self.narrow()
 
 
 def table_renderable(result: ExperimentResult) -> Group:
@@ -111,34 +186,14 @@ def table_renderable(result: ExperimentResult) -> Group:
         variants.add_column(column, justify="right" if column != "variant" else "left")
     for v in result.variants:
         variants.add_row(
-            v.variant, f"{v.units:,}", f"{v.observed_share:.2%}", f"{v.expected_share:.2%}"
+            v.variant,
+            f"{v.units:,}",
+            format_share(v.observed_share),
+            format_share(v.expected_share),
         )
     srm_style = {"mismatch": "bold red", "healthy": "green"}.get(result.srm.status, "yellow")
     srm = Text(srm_text(result.srm), style=srm_style)
-    metrics = Table(title="Metrics (P primary, G guardrail)", title_justify="left", expand=False)
-    metrics.add_column("metric", no_wrap=True)
-    for v in result.variants:
-        metrics.add_column(v.variant, justify="right", no_wrap=True)
-    several = len(result.variants) > 2
-    if several:
-        metrics.add_column("vs", no_wrap=True)
-    for column in ("effect", "95% interval", "p adj." if result.method != "bayesian" else "P(win)"):
-        metrics.add_column(column, justify="right", no_wrap=True)
-    metrics.add_column("verdict", no_wrap=True)
-    for metric in result.metrics:
-        values = [format_value(metric, v.value) for v in metric.values]
-        role = {"primary": " P", "guardrail": " G"}.get(metric.role, "")
-        for index, c in enumerate(metric.comparisons):
-            label = verdict_label(c)
-            metrics.add_row(
-                metric.name + role if index == 0 else "",
-                *(values if index == 0 else [""] * len(values)),
-                *([c.variant] if several else []),
-                format_effect(metric, c.effect),
-                format_interval(metric, c),
-                format_p(c).split(" (")[0],
-                Text(label, style=_STYLE.get(label, "")),
-            )
+    metrics = MetricsTable(result)
     progress_line = "Progress: " + progress_text(result)
     decision = result.decision
     verdict = Panel(

@@ -148,14 +148,21 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def line_chart(bands: Sequence[Band], title: str, y_label: str, zero_line: bool = True) -> Markup:
-    """Lines over categorical x (days) with shaded intervals: cumulative effect over time."""
+    """Lines over categorical x (days) with shaded intervals: cumulative effect over time.
+
+    A single x (every unit exposed on one day) has no line to draw: each band is then a dot
+    with its interval as a whisker, at the middle of the chart, so the chart is never empty.
+    """
     width, height, left, bottom, top, right = 760, 240, 60, 40, 20, 20
     xs = sorted({p[0] for band in bands for p in band.points})
     values = [v for band in bands for p in band.points for v in p[1:]]
     low, high = _span(values, include_zero=zero_line)
     n = max(len(xs) - 1, 1)
+    is_single = len(xs) == 1
 
     def px(label: str) -> float:
+        if is_single:
+            return left + (width - left - right) / 2
         return left + xs.index(label) / n * (width - left - right)
 
     def py(value: float) -> float:
@@ -172,11 +179,20 @@ def line_chart(bands: Sequence[Band], title: str, y_label: str, zero_line: bool 
         pts = [p for p in band.points if _finite(p[1], p[2], p[3])]
         if not pts:
             continue
-        upper = " ".join(f"{px(p[0]):.1f},{py(p[3]):.1f}" for p in pts)
-        lower = " ".join(f"{px(p[0]):.1f},{py(p[2]):.1f}" for p in reversed(pts))
-        line = " ".join(f"{px(p[0]):.1f},{py(p[1]):.1f}" for p in pts)
-        body.append(f'<polygon points="{upper} {lower}" fill="{colour}" fill-opacity="0.18"/>')
-        body.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        if is_single:
+            body.append(
+                _whisker(
+                    px(pts[0][0]) + 14 * i, py(pts[0][1]), py(pts[0][2]), py(pts[0][3]), colour
+                )
+            )
+        else:
+            upper = " ".join(f"{px(p[0]):.1f},{py(p[3]):.1f}" for p in pts)
+            lower = " ".join(f"{px(p[0]):.1f},{py(p[2]):.1f}" for p in reversed(pts))
+            line = " ".join(f"{px(p[0]):.1f},{py(p[1]):.1f}" for p in pts)
+            body.append(
+                f'<polygon points="{upper} {lower}" fill="{colour}" fill-opacity="0.18"/>'
+                f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            )
         body.append(
             f'<text x="{left + 8}" y="{top + 14 + 14 * i}" font-size="11" fill="{colour}">'
             f"{escape(band.name)}</text>"
@@ -197,6 +213,20 @@ def line_chart(bands: Sequence[Band], title: str, y_label: str, zero_line: bool 
         f"{escape(y_label)}</text>"
     )
     return _svg(width, height, body, title)
+
+
+def _whisker(x: float, y: float, y_low: float, y_high: float, colour: str) -> str:
+    """A dot at ``y`` with a vertical interval from ``y_low`` to ``y_high`` and end caps."""
+    caps = "".join(
+        f'<line x1="{x - 6:.1f}" y1="{end:.1f}" x2="{x + 6:.1f}" y2="{end:.1f}" '
+        f'stroke="{colour}" stroke-width="2"/>'
+        for end in (y_low, y_high)
+    )
+    return (
+        f'<line x1="{x:.1f}" y1="{y_low:.1f}" x2="{x:.1f}" y2="{y_high:.1f}" '
+        f'stroke="{colour}" stroke-width="2"/>{caps}'
+        f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"/>'
+    )
 
 
 def step_chart(series: Sequence[Series], title: str, x_label: str) -> Markup:
