@@ -113,6 +113,60 @@ def test_retire_rewrites_the_experiments_that_serve_it(cli_registry: str, tmp_pa
     assert retired.tags["abflow.retired_reason"] == "leaks labels"
 
 
+SPEC_WITH_COMMENTS = """\
+# Fraud model: three-way test, ramped as a canary.
+key: fraud-v8
+unit: user_id  # hashed for the split
+variants:
+  - name: control
+    model: models:/fraud@champion
+  - name: legacy  # retired below
+    model: models:/fraud/2
+  - name: challenger
+    model: models:/fraud/1
+weights: [0.5, 0.25, 0.25]
+metrics:
+  - {name: caught, kind: recall, role: primary}
+rollout:
+  challenger: challenger
+  steps:
+    - {traffic: 0.05, min_duration_hours: 24}  # canary
+"""
+
+
+def test_retire_write_keeps_comments_order_and_rollout(cli_registry: str, tmp_path: Path) -> None:
+    spec_path = tmp_path / "fraud.yaml"
+    spec_path.write_text(SPEC_WITH_COMMENTS)
+    result = _run(
+        cli_registry, "retire", "fraud", "2", "-r", "stale data", "-e", str(spec_path), "--write"
+    )
+    assert result.exit_code == 0, result.output
+    assert "(weights; comments kept)" in result.output
+    expected = SPEC_WITH_COMMENTS.replace("[0.5, 0.25, 0.25]", "[0.75, 0.0, 0.25]")
+    assert spec_path.read_text() == expected  # one line changed, everything else byte-equal
+
+
+def test_retire_write_touches_no_file_when_it_exits_1(cli_registry: str, tmp_path: Path) -> None:
+    spec_path = tmp_path / "fraud.json"
+    original = json.dumps(
+        {
+            "key": "fraud-v9",
+            "variants": [
+                {"name": "control", "model": "models:/fraud/2"},
+                {"name": "treatment", "model": "models:/fraud@champion"},
+            ],
+        },
+        indent=4,
+    )
+    spec_path.write_text(original)
+    result = _run(
+        cli_registry, "retire", "fraud", "2", "-r", "stale data", "-e", str(spec_path), "--write"
+    )
+    assert result.exit_code == 1, result.output
+    assert "spec files left as they were" in result.output
+    assert spec_path.read_text() == original
+
+
 def test_errors_are_one_sentence_and_exit_2(
     tracking_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

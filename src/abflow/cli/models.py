@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
 from abflow.cli.console import ExitCode, err_console, fail, out_console
+
+if TYPE_CHECKING:
+    from abflow.spec import ExperimentSpec
 
 __all__ = ["register"]
 
@@ -333,8 +336,7 @@ def retire_command(
 
     Example: [bold]abflow models retire fraud 3 -r "label leak" -e experiments/fraud.yaml --write[/]
     """
-    import yaml
-
+    from abflow.cli.spec_files import rewrite_spec_file
     from abflow.registry import retire_model
     from abflow.spec import load_experiment
 
@@ -345,25 +347,23 @@ def retire_command(
     )
     archived = ", ".join(f"{a}→{b}" for a, b in record.archived_aliases.items()) or "none"
     out_console.print(f"retired models:/{name}/{record.version} (aliases archived: {archived})")
-    final: dict[str, Any] = {}
+    final: dict[str, ExperimentSpec] = {}
     for change in record.changes:
         out_console.print(
             f"  {change.experiment_key}/{change.variant} ({change.reference}): {change.note}"
         )
         if change.updated_spec is not None:
             final[change.experiment_key] = change.updated_spec
+    if record.needs_manual_change:
+        if write:
+            err_console.print("spec files left as they were: finish the control change first")
+        msg = "a control serves this version: choose a new control for the experiments above"
+        fail(msg, code=ExitCode.NEGATIVE)  # retired, but a person must finish the job
     if write:
         for path, spec in zip(paths, specs, strict=True):
             if spec.key in final:
-                data = final[spec.key].model_dump(mode="json", exclude_none=True)
-                if path.suffix == ".json":
-                    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-                else:
-                    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-                out_console.print(f"  wrote {path}")
-    if record.needs_manual_change:
-        msg = "a control serves this version: choose a new control for the experiments above"
-        fail(msg, code=ExitCode.NEGATIVE)  # retired, but a person must finish the job
+                fields = rewrite_spec_file(path, final[spec.key])
+                out_console.print(f"  wrote {path} ({', '.join(fields)}; comments kept)")
 
 
 def register(app: typer.Typer) -> None:
