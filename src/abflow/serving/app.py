@@ -113,7 +113,7 @@ def create_app(
         catalog = StoreCatalog(store) if store is not None else InMemoryCatalog()
     tokens = tokens if tokens is not None else _default_tokens(store, config)
     metrics = GatewayMetrics()
-    tracer = Tracer(enabled=settings.tracing_enabled, provider=tracer_provider)
+    tracer = Tracer.from_environment(enabled=settings.tracing_enabled, provider=tracer_provider)
     gateway = Gateway(
         settings,
         events=_LazySink(),
@@ -171,6 +171,7 @@ def create_app(
             services.is_ready = False
             await gateway.aclose()
             await asyncio.to_thread(services.events.close, settings.drain_timeout_seconds)
+            await asyncio.to_thread(tracer.shutdown)  # flushes the spans still batched
             if store is not None:
                 store.close()
 

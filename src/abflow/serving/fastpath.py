@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
 from abflow.errors import AbflowError, InvalidSpecError
+from abflow.monitoring.tracing import TRACE_HEADERS
 from abflow.security.roles import Role
 from abflow.serving.http_errors import status_for
 from abflow.serving.inputs import PredictIn, header_text, parse_body
@@ -28,16 +30,27 @@ logger = logging.getLogger(__name__)
 
 PREDICT_PATH = "/v1/predict"
 _JSON = (b"content-type", b"application/json")
+_TRACE_HEADERS = frozenset(name.encode() for name in TRACE_HEADERS)
 
 
 async def predict_document(
-    services: Services, authorization: str | None, body: bytes, request_id: str | None
+    services: Services,
+    authorization: str | None,
+    body: bytes,
+    request_id: str | None,
+    trace_carrier: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Authorise, parse and predict: the one implementation behind both ways in."""
+    """Authorise, parse and predict: the one implementation behind both ways in.
+    ``trace_carrier`` holds the caller's ``traceparent`` (and friends): the prediction
+    span joins that trace."""
     if services.settings.auth_enabled:
         await services.authenticator.authorize_async(authorization, Role.SERVICE)
     payload = parse_body(PredictIn, body, max_bytes=services.settings.max_body_bytes)
-    return await services.gateway.predict(payload, request_id)
+    gateway = services.gateway
+    if trace_carrier:
+        with gateway.tracer.joined(trace_carrier):
+            return await gateway.predict(payload, request_id)
+    return await gateway.predict(payload, request_id)
 
 
 class _TooLarge(Exception):
@@ -71,6 +84,7 @@ async def serve_predict(services: Services, scope: Scope, receive: Receive, send
     authorization: str | None = None
     raw_request_id: bytes | None = None
     declared: int | None = None
+    carrier: dict[str, str] | None = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorization = value.decode("latin-1")
@@ -78,12 +92,15 @@ async def serve_predict(services: Services, scope: Scope, receive: Receive, send
             declared = int(value) if value.isdigit() else None
         elif name == b"x-request-id":
             raw_request_id = value
+        elif name in _TRACE_HEADERS:
+            carrier = carrier or {}
+            carrier[name.decode()] = value.decode("latin-1")
     max_bytes = services.settings.max_body_bytes
     headers = [_JSON]
     try:
         body = await _read(receive, declared, max_bytes)
         request_id = None if raw_request_id is None else header_text(raw_request_id, "x-request-id")
-        document = await predict_document(services, authorization, body, request_id)
+        document = await predict_document(services, authorization, body, request_id, carrier)
         status = 200
         headers.append((b"x-request-id", document["request_id"].encode()))
     except _TooLarge as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from abflow.monitoring.tracing import TRACE_HEADERS
 from abflow.serving.fastpath import predict_document
 from abflow.serving.http_errors import read_body
 from abflow.serving.inputs import header_text
@@ -51,8 +52,9 @@ async def predict(request: Request) -> Response:
     header = request.headers.get("x-request-id")
     # Starlette decodes headers as Latin-1: take the bytes back, then read them as UTF-8.
     request_id = None if header is None else header_text(header.encode("latin-1"), "x-request-id")
+    carrier = {name: request.headers[name] for name in TRACE_HEADERS if name in request.headers}
     result = await predict_document(
-        services, request.headers.get("authorization"), body, request_id
+        services, request.headers.get("authorization"), body, request_id, carrier
     )
     response = json_response(result)
     response.raw_headers.append((b"x-request-id", result["request_id"].encode()))
