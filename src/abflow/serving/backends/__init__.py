@@ -74,6 +74,12 @@ class BackendOptions(BaseModel):
     datatype: Literal["FP32", "FP64", "INT64"] | None = Field(
         default=None, description="remote v2: input tensor datatype"
     )
+    example: list[float] | dict[str, float] | None = Field(
+        default=None,
+        min_length=1,
+        description="remote: one feature row (in column order, or column -> value) sent to "
+        "the server at registration and by /readyz's probes; default: zeros of the row width",
+    )
     version: str | None = Field(default=None, description="remote models: the version to log")
     n_features: int | None = Field(default=None, ge=1, description="remote models: row width")
     headers: dict[str, str] = Field(default_factory=dict, description="remote: static headers")

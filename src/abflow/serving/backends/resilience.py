@@ -59,6 +59,11 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
+    @property
+    def consecutive_failures(self) -> int:
+        """Failures since the last success: 0 when the last call (or probe) went through."""
+        return self._failures
+
     def allow(self) -> bool:
         """Whether a call may go through now (in half-open state, only one trial at a time)."""
         state = self.state
