@@ -147,10 +147,30 @@ def test_non_mapping_and_unreadable(tmp_path: Path) -> None:
     assert problems_of([1, 2]) == [".: a spec must be a mapping of fields"]
     broken = tmp_path / "broken.yaml"
     broken.write_text("key: [unclosed")
-    with pytest.raises(InvalidSpecError, match="not valid yaml"):
+    with pytest.raises(InvalidSpecError, match="not valid YAML"):
         load_experiment(broken)
-    with pytest.raises(InvalidSpecError, match="cannot read file"):
+    with pytest.raises(InvalidSpecError) as missing:
         load_experiment(tmp_path / "missing.yaml")
+    assert missing.value.problems == ["file: cannot read it: No such file or directory"]
+
+
+def test_syntax_errors_point_at_line_and_column_with_a_caret(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("key: fraud\nvariants:\n  - name: a\n    model: models:/m/1: x\n")
+    with pytest.raises(InvalidSpecError) as yaml_error:
+        load_experiment(broken)
+    (problem,) = yaml_error.value.problems
+    head, shown, caret = problem.split("\n")
+    assert head == "line 4, column 23: not valid YAML: mapping values are not allowed here"
+    assert shown.strip() == "model: models:/m/1: x"
+    assert caret.index("^") == shown.index(": x")
+    as_json = tmp_path / "broken.json"
+    as_json.write_text('{"key": "a",\n "variants": [}\n')
+    with pytest.raises(InvalidSpecError) as json_error:
+        load_experiment(as_json)
+    head, shown, caret = json_error.value.problems[0].split("\n")
+    assert head.startswith("line 2, column 15: not valid JSON: ")
+    assert caret.index("^") == shown.index("}")
 
 
 def test_json_schema_names_the_fields() -> None:

@@ -171,8 +171,8 @@ IN_PROCESS = [
     # validate: a file it cannot use is its answer "this spec has problems" (1)
     case("validate", mentions=("spec file",)),
     case("validate", "missing.yaml", mentions=("missing.yaml", "no such file"), code=2),
-    case("validate", "bad.yaml", mentions=("bad.yaml", "not valid yaml"), code=1),
-    case("validate", "bad.json", mentions=("bad.json", "not valid json"), code=1),
+    case("validate", "bad.yaml", mentions=("bad.yaml", "not valid YAML"), code=1),
+    case("validate", "bad.json", mentions=("bad.json", "not valid JSON"), code=1),
     case("validate", "list.yaml", mentions=("mapping",), code=1),
     case("validate", "partial.yaml", mentions=("variants",), code=1),
     case("validate", "empty.yaml", mentions=("empty.yaml",), code=1),
