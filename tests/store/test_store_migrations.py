@@ -28,6 +28,8 @@ SCHEMA_TABLES = {
     "outcomes",
     "audit_log",
     "api_tokens",
+    "feature_samples",
+    "monitor_results",
 }
 
 
@@ -203,7 +205,9 @@ def test_a_store_from_the_hand_written_runner_is_adopted(store_url: str, version
     assert read_store_version(store_url) == version
     assert alembic_revision(store_url) is None
     result = upgrade_store(store_url)
-    assert result == UpgradeResult(version, SCHEMA_VERSION, tuple(range(version + 1, 3)))
+    assert result == UpgradeResult(
+        version, SCHEMA_VERSION, tuple(range(version + 1, SCHEMA_VERSION + 1))
+    )
     assert alembic_revision(store_url) == f"{SCHEMA_VERSION:04d}"
     assert upgrade_store(store_url) == UpgradeResult(SCHEMA_VERSION, SCHEMA_VERSION, ())
     with EventStore.open(store_url, upgrade=False) as opened:
@@ -223,7 +227,8 @@ def test_db_upgrade_and_status_on_a_store_from_the_hand_written_runner(store_url
     assert f"schema version 1, this abflow needs {SCHEMA_VERSION}" in status.output
     upgraded = runner.invoke(app, ["db", "upgrade", "--store", store_url])
     assert upgraded.exit_code == 0, upgraded.output
-    assert f"from schema version 1 to {SCHEMA_VERSION} (applied 2)" in upgraded.output
+    steps = ", ".join(str(version) for version in range(2, SCHEMA_VERSION + 1))
+    assert f"from schema version 1 to {SCHEMA_VERSION} (applied {steps})" in upgraded.output
     status = runner.invoke(app, ["db", "status", "--store", store_url])
     assert f"schema version {SCHEMA_VERSION}, this abflow needs {SCHEMA_VERSION}" in status.output
 
@@ -252,8 +257,8 @@ BATCH_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "{next:04d}"
+down_revision = "{head:04d}"
 
 
 def upgrade() -> None:
@@ -272,7 +277,10 @@ def test_a_later_revision_can_rewrite_a_sqlite_table_in_batch_mode(
 
     scripts = tmp_path / "scripts"
     shutil.copytree(migrations.SCRIPTS, scripts)
-    (scripts / "versions" / "v0003_batch.py").write_text(BATCH_REVISION, encoding="utf-8")
+    revision = BATCH_REVISION.format(next=SCHEMA_VERSION + 1, head=SCHEMA_VERSION)
+    (scripts / "versions" / f"v{SCHEMA_VERSION + 1:04d}_batch.py").write_text(
+        revision, encoding="utf-8"
+    )
     monkeypatch.setattr(migrations, "SCRIPTS", scripts)
     url = f"sqlite:///{tmp_path / 'store.db'}"
     upgrade_store(url)
@@ -284,7 +292,8 @@ def test_a_later_revision_can_rewrite_a_sqlite_table_in_batch_mode(
                     token_id="t1", token_hash="h", name="ci", role="viewer", created_at=1.0
                 )
             )
-        assert upgrade(engine, target=3) == UpgradeResult(2, 3, (3,))
+        target = SCHEMA_VERSION + 1
+        assert upgrade(engine, target=target) == UpgradeResult(SCHEMA_VERSION, target, (target,))
         columns = {c["name"]: c for c in sa.inspect(engine).get_columns("api_tokens")}
         with engine.connect() as connection:
             names = connection.execute(sa.text("SELECT name FROM api_tokens")).scalars().all()

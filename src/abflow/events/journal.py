@@ -50,7 +50,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-EventKind = Literal["exposure", "prediction", "outcome"]
+EventKind = Literal["exposure", "prediction", "outcome", "sample"]
 Position = tuple[int, int]
 """(segment number, byte offset): a place in a sequence of numbered files."""
 Entry = tuple[EventKind, bytes, int, int]
@@ -64,6 +64,7 @@ KIND_CODES: Final[dict[EventKind, bytes]] = {
     "exposure": b"E",
     "prediction": b"P",
     "outcome": b"O",
+    "sample": b"S",
 }
 _KIND_BY_CODE: Final[dict[int, EventKind]] = {code[0]: kind for kind, code in KIND_CODES.items()}
 _SUFFIX: Final = ".journal"

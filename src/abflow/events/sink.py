@@ -29,7 +29,7 @@ __all__ = [
     "prediction_row",
 ]
 
-EventKind = Literal["exposure", "prediction", "outcome"]
+EventKind = Literal["exposure", "prediction", "outcome", "sample"]
 
 DEFAULT_VARIANT = "_default"
 """``variant`` of predictions for units outside the experiment (served by the control model,

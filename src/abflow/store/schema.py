@@ -38,7 +38,9 @@ __all__ = [
     "audit_log",
     "experiment_versions",
     "exposures",
+    "feature_samples",
     "metadata",
+    "monitor_results",
     "outcomes",
     "phases",
     "predictions",
@@ -157,5 +159,53 @@ api_tokens = Table(
     Column("revoked_at", Double),
 )
 
-EVENT_TABLES = {"exposure": exposures, "prediction": predictions, "outcome": outcomes}
+feature_samples = Table(
+    "feature_samples",
+    metadata,
+    Column("event_id", EVENT_ID, primary_key=True),
+    Column("ts", Double, nullable=False),
+    Column("request_id", ID, nullable=False),
+    Column("experiment_key", KEY, nullable=False),
+    Column("phase", Integer, nullable=False),
+    Column("variant", KEY, nullable=False),
+    Column("model_version", String(256), nullable=False),
+    Column("window_start", Double, nullable=False),
+    Column("priority", Double, nullable=False),
+    Column("features_json", Text, nullable=False),
+    Column("score", Double),
+    Index("ix_feature_samples_window", "experiment_key", "window_start", "variant", "priority"),
+)
+"""A monitoring sample of one served row: its features and score (see
+:mod:`abflow.events.sampling`). ``priority`` is the row's uniform draw: a window's sample is
+its rows of lowest priority, however many replicas wrote them."""
+
+monitor_results = Table(
+    "monitor_results",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("experiment_key", KEY, nullable=False),
+    Column("window_start", Double, nullable=False),
+    Column("window_end", Double, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("variant", KEY, nullable=False, default=""),
+    Column("feature", KEY, nullable=False, default=""),
+    Column("method", String(32), nullable=False, default=""),
+    Column("value", Double),
+    Column("p_value", Double),
+    Column("threshold", Double),
+    Column("is_alarm", Boolean, nullable=False, default=False),
+    Column("n_reference", Integer, nullable=False, default=0),
+    Column("n_current", Integer, nullable=False, default=0),
+    Column("computed_at", Double, nullable=False),
+    Index("ix_monitor_results_window", "experiment_key", "window_start"),
+)
+"""The monitor's history: one row per measure, variant, feature and window (the latest
+computation of a window replaces the earlier ones)."""
+
+EVENT_TABLES = {
+    "exposure": exposures,
+    "prediction": predictions,
+    "outcome": outcomes,
+    "sample": feature_samples,
+}
 """Event kind → table: every event the gateway logs lands in one of these."""

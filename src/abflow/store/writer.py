@@ -53,7 +53,7 @@ __all__ = [
     "write_batch",
 ]
 
-EventKind = Literal["exposure", "prediction", "outcome"]
+EventKind = Literal["exposure", "prediction", "outcome", "sample"]
 
 _POSTGRES_TYPES: tuple[tuple[type[sa.types.TypeEngine[Any]], str], ...] = (
     (sa.Boolean, "bool"),

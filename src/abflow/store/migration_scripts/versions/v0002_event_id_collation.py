@@ -20,7 +20,8 @@ def upgrade() -> None:
     connection = op.get_bind()
     if connection.dialect.name != "postgresql":
         return
-    for table in schema.EVENT_TABLES.values():
+    # The tables of revision 0001; later event tables are created with the C collation.
+    for table in (schema.exposures, schema.predictions, schema.outcomes):
         collation = connection.execute(
             sa.text(
                 "SELECT c.collname FROM pg_attribute a JOIN pg_collation c "
