@@ -196,3 +196,26 @@ def test_short_payload_drops_empty_values_and_cuts_long_ones() -> None:
     many = {key: key * 20 for key in "abcde"}  # 5 x 22 characters and 4 separators: 118
     cut = short_payload(many)
     assert (len(cut), cut[-1]) == (80, "…")
+
+
+def test_tick_help_states_the_actor_tick_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("USER", "ana")
+    monkeypatch.setenv("LOGNAME", "ana")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        SPEC_YAML.replace("[0.5, 0.5]", "[1.0, 0.0]")
+        + "rollout:\n  steps:\n    - {traffic: 0.5, min_duration_hours: 1}\n",
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    assert _run(["experiments", "register", str(spec), "--store", url], capsys)[0] == 0
+    code, out, err = _run(["rollout", "tick", "checkout-ranker", "--store", url], capsys)
+    assert code == 0, (out, err)
+    with EventStore.open(url) as opened:
+        actors = {e.actor for e in opened.audit_entries("checkout-ranker") if "rollout" in e.action}
+    assert actors == {"controller:ana"}
+    code, out, _ = _run(["rollout", "tick", "--help"], capsys)
+    assert "(default: controller:$USER)" in " ".join(out.split())

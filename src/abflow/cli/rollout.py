@@ -91,7 +91,10 @@ def status(
 def tick(
     experiment: ExperimentArgument,
     store: StoreOption = None,
-    actor: ActorOption = None,
+    actor: Annotated[
+        str | None,
+        typer.Option("--actor", help="Who acts, for the audit trail (default: controller:$USER)."),
+    ] = None,
     output_format: Annotated[
         TickFormat, typer.Option("--format", "-f", help="text, or json (stable keys).")
     ] = TickFormat.text,
