@@ -76,6 +76,7 @@ COMMAND_MODULES = (
     "gate",
     "rollout",
     "k8s",
+    "ingest",
 )
 """Modules under ``abflow.cli``, one per command, registered in this order (``--help``'s)."""
 
@@ -247,6 +248,11 @@ ROOT_HELP: dict[str, tuple[bool, str]] = {
         "Progressive delivery: status, tick (the controller), promote, rollback, reset.",
     ),
     "k8s": (True, "Kubernetes manifests for the gateway and the rollout controller."),
+    "ingest": (
+        False,
+        "Load events from Kafka into the store: idempotent group commits, offsets committed\n"
+        "only after the store committed, so a crash loses and doubles nothing.",
+    ),
 }
 """Per command: whether it is a group, and its help's first paragraph, for the root ``--help``.
 

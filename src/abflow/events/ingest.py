@@ -1,0 +1,457 @@
+"""The loader: events from Kafka into the store, idempotently, offsets committed after the store.
+
+``abflow ingest --from kafka://… --store URL`` runs a :class:`Loader`. It reads the event
+topics of one prefix as a member of a consumer group (run several for more partitions'
+throughput: the group spreads the partitions), gathers messages into a group commit of up to
+``batch_events`` events or ``batch_seconds``, writes each kind's rows with the store's
+idempotent writer, and only then commits the batch's offsets, synchronously.
+
+Why nothing is lost or doubled after a crash: an offset is committed only after the store
+committed every message before it, so a loader killed at any point resumes from a committed
+offset whose messages are all stored; whatever it had read past that point is read again, and
+the store keeps one row per event id, so the second copy stores nothing. The same holds for
+the gateway's repeats (a batch sent again after a broker timeout) and for a rebalance: a
+partition taken away mid-batch is written and committed on the way out when the store
+answers, else left uncommitted for its next owner.
+
+A message the store can never take (not JSON, a wrong field, an unknown schema version) goes
+to the dead-letter topic ``<prefix>.dead-letter`` with the reason in its headers, so that it
+never blocks the partition behind it. A store outage is waited out: the batch in hand is
+retried with backoff, and nothing is committed meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from abflow.errors import ConfigError, StoreError, StoreUnavailableError
+from abflow.events.kafka import (
+    SCHEMA_HEADER,
+    SCHEMA_VERSION,
+    KafkaTarget,
+    ensure_topics,
+    require_confluent_kafka,
+)
+from abflow.store.schema import EVENT_TABLES
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+__all__ = ["IngestProgress", "Loader", "RowWriter", "summary_line"]
+
+logger = logging.getLogger(__name__)
+
+
+class RowWriter(Protocol):
+    """The store side: :class:`abflow.store.EventStore` or anything that writes alike."""
+
+    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
+        """Store ``rows`` idempotently by event id; return how many were new."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IngestProgress:
+    """What the loader has done so far; ``lag`` is None until the group assigned partitions."""
+
+    consumed: int = 0
+    stored: int = 0
+    """Rows new to the store."""
+    repeated: int = 0
+    """Messages whose event id the store already held (redelivery, gateway repeats)."""
+    dead_lettered: int = 0
+    commits: int = 0
+    seconds: float = 0.0
+    lag: int | None = None
+    partitions: int = 0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.consumed / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Batch:
+    messages: list[Message] = field(default_factory=list)
+    started: float = 0.0
+
+
+class Loader:
+    """One consumer-group member that loads events into a store; see the module docstring.
+
+    ``kinds`` limits the topics read (default: every event kind). ``retry_max_seconds``
+    caps the backoff while the store is down.
+    """
+
+    def __init__(
+        self,
+        target: KafkaTarget,
+        store: RowWriter,
+        *,
+        group_id: str = "abflow-ingest",
+        kinds: Iterable[str] | None = None,
+        batch_events: int = 20_000,
+        batch_seconds: float = 0.5,
+        retry_max_seconds: float = 5.0,
+        create_topics: bool = True,
+    ) -> None:
+        if batch_events < 1:
+            msg = f"batch_events must be at least 1, got {batch_events}"
+            raise ConfigError(msg)
+        if batch_seconds <= 0:
+            msg = f"batch_seconds must be > 0, got {batch_seconds}"
+            raise ConfigError(msg)
+        self.kinds = list(kinds) if kinds is not None else list(EVENT_TABLES)
+        unknown = [kind for kind in self.kinds if kind not in EVENT_TABLES]
+        if unknown:
+            msg = f"unknown event kind {unknown[0]!r}; kinds are {', '.join(EVENT_TABLES)}"
+            raise ConfigError(msg)
+        self.target = target
+        self.store = store
+        self.group_id = group_id
+        self.batch_events = batch_events
+        self.batch_seconds = batch_seconds
+        self.retry_max_seconds = retry_max_seconds
+        self.create_topics = create_topics
+        self._kafka = require_confluent_kafka()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._assigned: set[tuple[str, int]] = set()
+        self._has_assignment = False
+        self._at_end: set[tuple[str, int]] = set()
+        self._batch = _Batch()
+        self._progress = IngestProgress()
+        self._stop = threading.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish its batch, commit and return (thread- and signal-safe)."""
+        self._stop.set()
+
+    def run(
+        self,
+        *,
+        until_caught_up: bool = False,
+        max_seconds: float | None = None,
+        progress: Callable[[IngestProgress], None] | None = None,
+        progress_seconds: float = 2.0,
+    ) -> IngestProgress:
+        """Load until stopped, ``max_seconds`` passed, or (``until_caught_up``) every assigned
+        partition is read to its end and stored; return the totals."""
+        started = time.monotonic()
+        consumer = self._open()
+        next_report = started + progress_seconds
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if max_seconds is not None and now - started >= max_seconds:
+                    break
+                room = self.batch_events - len(self._batch.messages)
+                messages = consumer.consume(min(room, 10_000), timeout=0.1)
+                self._take(messages)
+                batch = self._batch
+                now = time.monotonic()
+                if batch.messages and (
+                    len(batch.messages) >= self.batch_events
+                    or now - batch.started >= self.batch_seconds
+                    or not messages
+                ):
+                    self._flush()
+                if until_caught_up and self._is_caught_up():
+                    break
+                if progress is not None and now >= next_report:
+                    next_report = now + progress_seconds
+                    progress(self._snapshot(started, with_lag=True))
+            if self._batch.messages:
+                self._flush()
+        finally:
+            self._close()
+        return self._snapshot(started, with_lag=False)
+
+    def _open(self) -> Consumer:
+        if self.create_topics:
+            ensure_topics(self.target, self.kinds)
+        config = self.target.client_config(
+            **{
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            }
+        )
+        try:
+            consumer = self._kafka.Consumer(config)
+        except self._kafka.KafkaException as exc:
+            msg = f"cannot configure the Kafka consumer for {self.target.display}: {exc}"
+            raise ConfigError(msg) from exc
+        consumer.subscribe(
+            [self.target.topic(kind) for kind in self.kinds],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._consumer = consumer
+        return consumer  # type: ignore[no-any-return]
+
+    def _close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.close()  # leaves the group at once: its partitions move without waiting
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(10.0)
+
+    # -- the group ---------------------------------------------------------------------------
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned = {(tp.topic, tp.partition) for tp in partitions}
+        self._at_end.clear()
+        self._has_assignment = True
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Store and commit what was read from these partitions before they move."""
+        if self._batch.messages:
+            try:
+                self._flush(retry=False)
+            except StoreUnavailableError as exc:
+                logger.warning(
+                    "store unavailable during a rebalance; batch left to re-read: %s", exc
+                )
+                self._batch = _Batch()
+        self._assigned.clear()
+        self._has_assignment = False
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The partitions are already someone else's: committing now would be refused."""
+        self._batch = _Batch()
+        self._assigned.clear()
+        self._has_assignment = False
+
+    def _take(self, messages: Sequence[Message]) -> None:
+        partition_eof = self._kafka.KafkaError._PARTITION_EOF
+        for message in messages:
+            error = message.error()
+            place = (message.topic() or "", message.partition() or 0)
+            if error is None:
+                if not self._batch.messages:
+                    self._batch.started = time.monotonic()
+                self._batch.messages.append(message)
+                self._at_end.discard(place)
+            elif error.code() == partition_eof:
+                self._at_end.add(place)
+            elif error.fatal():
+                msg = f"Kafka consumer failed: {error.str()}"
+                raise StoreUnavailableError(msg)
+            else:
+                logger.warning("Kafka consumer: %s", error.str())
+
+    def _is_caught_up(self) -> bool:
+        return self._has_assignment and not self._batch.messages and self._assigned <= self._at_end
+
+    # -- the group commit --------------------------------------------------------------------
+
+    def _flush(self, *, retry: bool = True) -> None:
+        """Store the batch, then commit its offsets; while the store is down, wait and retry."""
+        batch = self._batch
+        groups, rejected = _decode(self.target, batch.messages)
+        backoff = 0.1
+        while True:
+            try:
+                stored = self._write(groups, rejected)
+                break
+            except StoreUnavailableError as exc:
+                if not retry or self._stop.is_set():
+                    raise
+                logger.warning("store unavailable, retrying in %.1f s: %s", backoff, exc)
+                self._stop.wait(backoff)
+                if self._stop.is_set():
+                    raise
+                backoff = min(2 * backoff, self.retry_max_seconds)
+        self._dead_letter(rejected)
+        committed = self._commit(batch.messages)
+        p = self._progress
+        self._progress = replace(
+            p,
+            consumed=p.consumed + len(batch.messages),
+            stored=p.stored + stored,
+            repeated=p.repeated + len(batch.messages) - len(rejected) - stored,
+            dead_lettered=p.dead_lettered + len(rejected),
+            commits=p.commits + committed,
+        )
+        self._batch = _Batch()
+
+    def _write(
+        self,
+        groups: dict[str, list[tuple[Message, dict[str, Any]]]],
+        rejected: list[tuple[Message, str]],
+    ) -> int:
+        """Each kind's rows in one idempotent write; a refused write is retried row by row
+        so that only the rows at fault are set aside (added to ``rejected``)."""
+        stored = 0
+        for kind, items in groups.items():
+            rows = [row for _, row in items]
+            try:
+                stored += self.store.write_events(kind, rows)
+            except StoreUnavailableError:
+                raise
+            except StoreError:
+                for message, row in items:
+                    try:
+                        stored += self.store.write_events(kind, [row])
+                    except StoreUnavailableError:
+                        raise
+                    except StoreError as exc:
+                        rejected.append((message, str(exc)))
+        return stored
+
+    def _dead_letter(self, rejected: list[tuple[Message, str]]) -> None:
+        """Send refused messages to the dead-letter topic, acknowledged before the commit."""
+        if not rejected:
+            return
+        if self._producer is None:
+            config = self.target.client_config(**{"enable.idempotence": True, "acks": "all"})
+            self._producer = self._kafka.Producer(config)
+        producer = self._producer
+        failures: list[Any] = []
+
+        def on_delivery(error: Any, _message: Any) -> None:
+            if error is not None:
+                failures.append(error)
+
+        for message, reason in rejected:
+            logger.error(
+                "event at %s[%s]@%s set aside in %s: %s",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                self.target.dead_letter_topic,
+                reason,
+            )
+            headers = [
+                ("abflow-error", reason.encode()[:1000]),
+                (
+                    "abflow-source",
+                    f"{message.topic()}/{message.partition()}/{message.offset()}".encode(),
+                ),
+                *(message.headers() or []),
+            ]
+            producer.produce(
+                self.target.dead_letter_topic,
+                message.value(),
+                message.key(),
+                headers=headers,
+                on_delivery=on_delivery,
+            )
+        if producer.flush(30.0) or failures:
+            msg = f"cannot write to the dead-letter topic {self.target.dead_letter_topic}"
+            raise StoreUnavailableError(msg)
+
+    def _commit(self, messages: Sequence[Message]) -> int:
+        """Commit, synchronously, the offset after the last message of each partition."""
+        ends: dict[tuple[str, int], int] = {}
+        for message in messages:
+            place = (message.topic() or "", message.partition() or 0)
+            offset = message.offset() or 0
+            if offset + 1 > ends.get(place, -1):
+                ends[place] = offset + 1
+        consumer = self._consumer
+        if consumer is None or not ends:
+            return 0
+        offsets = [
+            self._kafka.TopicPartition(topic, partition, offset)
+            for (topic, partition), offset in ends.items()
+        ]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except self._kafka.KafkaException as exc:
+            # The rows are stored; the next owner reads them again and stores nothing twice.
+            logger.warning("offset commit refused (rows are stored; they will be re-read): %s", exc)
+            return 0
+        return 1
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def _snapshot(self, started: float, *, with_lag: bool) -> IngestProgress:
+        lag = self._lag() if with_lag else None
+        return replace(
+            self._progress,
+            seconds=time.monotonic() - started,
+            lag=lag,
+            partitions=len(self._assigned),
+        )
+
+    def _lag(self) -> int | None:
+        """Messages in the assigned partitions not yet read (high watermark minus position)."""
+        consumer = self._consumer
+        if consumer is None or not self._has_assignment:
+            return None
+        places = [self._kafka.TopicPartition(t, p) for t, p in sorted(self._assigned)]
+        total = 0
+        try:
+            for tp in consumer.position(places):
+                _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                position = tp.offset if tp.offset >= 0 else 0
+                total += max(0, high - position)
+        except self._kafka.KafkaException:
+            return None
+        return total
+
+
+def _decode(
+    target: KafkaTarget, messages: Sequence[Message]
+) -> tuple[dict[str, list[tuple[Message, dict[str, Any]]]], list[tuple[Message, str]]]:
+    """Messages as rows by kind, and the ones that are not events of a known schema."""
+    groups: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
+    rejected: list[tuple[Message, str]] = []
+    loads = orjson.loads
+    for message in messages:
+        kind = target.kind_of(message.topic() or "")
+        reason = _schema_problem(kind, message.headers())
+        if kind is None or reason is not None:
+            rejected.append((message, reason or f"topic {message.topic()} holds no event kind"))
+            continue
+        try:
+            row = loads(message.value() or b"")
+        except orjson.JSONDecodeError as exc:
+            rejected.append((message, f"not JSON: {exc}"))
+            continue
+        if not isinstance(row, dict):
+            rejected.append((message, "not a JSON object"))
+            continue
+        groups.setdefault(kind, []).append((message, row))
+    return groups, rejected
+
+
+def _schema_problem(kind: str | None, headers: Any) -> str | None:
+    """None if the schema header (when present) names this kind at a version we read."""
+    if not headers:
+        return None  # a producer that sets no header writes the current layout
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    for name, value in pairs:
+        if name == SCHEMA_HEADER:
+            raw = value.encode() if isinstance(value, str) else (value or b"")
+            text = raw.decode("utf-8", "replace")
+            expected = f"{kind}/{SCHEMA_VERSION}"
+            if text != expected:
+                return f"schema header {text!r}; this loader reads {expected!r}"
+    return None
+
+
+def summary_line(progress: IngestProgress) -> str:
+    """One line for a terminal or a log: counts, rate and lag."""
+    lag = "?" if progress.lag is None else f"{progress.lag:,}"
+    return (
+        f"{progress.consumed:,} read, {progress.stored:,} new, {progress.repeated:,} already "
+        f"stored, {progress.dead_lettered:,} dead-lettered; {progress.events_per_second:,.0f} "
+        f"events/s; lag {lag} over {progress.partitions} partitions"
+    )

@@ -1,0 +1,381 @@
+"""Events to Kafka: the message layout, the ``kafka://`` URL, and the gateway's Kafka writer.
+
+:class:`KafkaEventWriter` has the store writer's one method (``write_events``), so the event
+log ships to Kafka exactly as it ships to the store: the journal keeps every event until
+``write_events`` returns, and ``write_events`` returns only when the broker has acknowledged
+every message of the batch (``acks=all``), so an event leaves the journal only once Kafka
+holds it. A broker that cannot take a batch raises StoreUnavailableError: the event log
+spools the batch and sends it again, and a repeat is harmless because the loader
+(:mod:`abflow.events.ingest`) writes by event id.
+
+Message layout, schema version :data:`SCHEMA_VERSION` (docs/kafka.md has the fields):
+
+- **topic**: one per event kind, ``<prefix>.<kind>`` (``abflow.exposure``,
+  ``abflow.prediction``, ``abflow.outcome``, ``abflow.sample``);
+- **key**: the unit id (UTF-8), so that one unit's events stay in order on one partition; an
+  event without one (an outcome known only by its request, a feature sample) is keyed by its
+  request id;
+- **value**: one JSON object whose fields are the columns of the kind's store table
+  (:mod:`abflow.store.schema`), ``event_id`` included; :func:`event_json_schema` gives its
+  JSON Schema;
+- **header** ``abflow-schema``: ``<kind>/<version>``, e.g. ``exposure/1``. A change that a
+  reader of version 1 could misread gets a new version.
+
+The producer is confluent-kafka's (librdkafka) with ``enable.idempotence=true`` and
+``acks=all``: its own retries never write a message twice or out of order within a
+partition. confluent-kafka is an optional extra (``pip install abflow[kafka]``), imported
+when a writer or loader is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from abflow.errors import ConfigError, StoreError, StoreUnavailableError
+from abflow.store.schema import EVENT_TABLES, UNRESOLVED_UNIT
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError, Message, Producer
+
+__all__ = [
+    "DEFAULT_TOPIC_PREFIX",
+    "SCHEMA_HEADER",
+    "SCHEMA_VERSION",
+    "KafkaEventWriter",
+    "KafkaTarget",
+    "ensure_topics",
+    "event_json_schema",
+    "message_key",
+    "parse_kafka_url",
+    "require_confluent_kafka",
+    "schema_header_value",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+"""Version of the message layout above; readers check it in the ``abflow-schema`` header."""
+SCHEMA_HEADER: Final = "abflow-schema"
+DEFAULT_TOPIC_PREFIX: Final = "abflow"
+FIXED_PRODUCER_SETTINGS: Final[dict[str, Any]] = {"enable.idempotence": True, "acks": "all"}
+"""What makes the journal's promise hold through Kafka: no URL option may change these."""
+
+_REJECTED_CODES: Final = frozenset(
+    {"MSG_SIZE_TOO_LARGE", "INVALID_RECORD", "INVALID_MSG", "INVALID_MSG_SIZE", "CORRUPT_MESSAGE"}
+)
+"""Delivery errors that are about the message, not the broker: sending it again cannot help."""
+
+_JSON_TYPES: Final = {"Boolean": "boolean", "Integer": "integer", "Double": "number"}
+
+
+def require_confluent_kafka() -> Any:
+    """The confluent_kafka module, or a ConfigError that says how to install it."""
+    try:
+        import confluent_kafka
+    except ImportError as exc:
+        msg = "Kafka needs the confluent-kafka package: pip install 'abflow[kafka]'"
+        raise ConfigError(msg) from exc
+    return confluent_kafka
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaTarget:
+    """Where events go in Kafka: brokers, topic prefix, and extra librdkafka settings.
+
+    Parsed from ``kafka://host:port[,host:port…]/prefix?setting=value&…``; each query
+    parameter is a librdkafka setting (``security.protocol``, ``sasl.mechanism``,
+    ``compression.type``, ``session.timeout.ms``, …) given to the producer and the consumer.
+    """
+
+    bootstrap_servers: str
+    topic_prefix: str = DEFAULT_TOPIC_PREFIX
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def topic(self, kind: str) -> str:
+        """The topic of one event kind."""
+        return f"{self.topic_prefix}.{kind}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """Where the loader puts messages the store can never take (with the reason)."""
+        return f"{self.topic_prefix}.dead-letter"
+
+    def kind_of(self, topic: str) -> str | None:
+        """The event kind a topic holds, or None if it is not one of this prefix's."""
+        head, _, kind = topic.rpartition(".")
+        return kind if head == self.topic_prefix and kind in EVENT_TABLES else None
+
+    def client_config(self, **settings: Any) -> dict[str, Any]:
+        """librdkafka settings: the brokers, the URL's options, then ``settings``."""
+        return {"bootstrap.servers": self.bootstrap_servers, **self.options, **settings}
+
+    @property
+    def display(self) -> str:
+        """The URL without its options (they may hold a SASL password)."""
+        return f"kafka://{self.bootstrap_servers}/{self.topic_prefix}"
+
+
+def parse_kafka_url(url: str) -> KafkaTarget:
+    """A :class:`KafkaTarget` from ``kafka://host:port[,…]/prefix?setting=value``.
+
+    ConfigError names what is wrong: another scheme, no broker, a broker without a port, a
+    prefix Kafka cannot name topics with, or an option that would weaken the producer's
+    guarantees (``acks``, ``enable.idempotence``).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "kafka":
+        msg = f"a Kafka URL starts with kafka://, got {url.split('://')[0]!r}"
+        raise ConfigError(msg)
+    # urlsplit cannot read several host:port pairs, so split the network part by hand.
+    servers = [server.strip() for server in parts.netloc.split(",") if server.strip()]
+    if not servers:
+        msg = "the Kafka URL names no broker: kafka://host:port/prefix"
+        raise ConfigError(msg)
+    for server in servers:
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            msg = f"Kafka broker {server!r} needs a host and a port (host:9092)"
+            raise ConfigError(msg)
+    prefix = parts.path.strip("/") or DEFAULT_TOPIC_PREFIX
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if not set(prefix) <= allowed or len(prefix) > 200:
+        msg = (
+            f"Kafka topic prefix {prefix!r} may hold only letters, digits, '.', '_' and '-' "
+            "(at most 200 of them)"
+        )
+        raise ConfigError(msg)
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for name in FIXED_PRODUCER_SETTINGS:
+        if name in options:
+            msg = f"the Kafka URL may not set {name}: abflow always uses acks=all with idempotence"
+            raise ConfigError(msg)
+    return KafkaTarget(",".join(servers), prefix, options)
+
+
+def message_key(row: Mapping[str, Any]) -> bytes:
+    """The partitioning key of an event: its unit id, else its request id, else its id."""
+    unit = row.get("unit_id")
+    if isinstance(unit, str) and unit != UNRESOLVED_UNIT:
+        return unit.encode()
+    request = row.get("request_id")
+    if isinstance(request, str) and request:
+        return request.encode()
+    return str(row.get("event_id", "")).encode()
+
+
+def schema_header_value(kind: str) -> bytes:
+    """The ``abflow-schema`` header of a message of ``kind``: ``b"exposure/1"``."""
+    return f"{kind}/{SCHEMA_VERSION}".encode()
+
+
+def event_json_schema(kind: str) -> dict[str, Any]:
+    """JSON Schema of the message value of one event kind, read from its store table."""
+    table = EVENT_TABLES.get(kind)
+    if table is None:
+        msg = f"unknown event kind {kind!r}; kinds are {', '.join(EVENT_TABLES)}"
+        raise ConfigError(msg)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for column in table.columns:
+        json_type = _JSON_TYPES.get(type(column.type).__name__, "string")
+        spec: dict[str, Any] = {"type": json_type}
+        length = getattr(column.type, "length", None)
+        if json_type == "string" and length is not None:
+            spec["maxLength"] = length
+        if column.nullable:
+            spec["type"] = [json_type, "null"]
+        elif column.default is None:
+            required.append(column.name)
+        properties[column.name] = spec
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"abflow:event:{kind}:{SCHEMA_VERSION}",
+        "title": f"abflow {kind} event, schema version {SCHEMA_VERSION}",
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def ensure_topics(
+    target: KafkaTarget,
+    kinds: Iterable[str],
+    *,
+    partitions: int | None = None,
+    timeout_seconds: float = 10.0,
+) -> list[str]:
+    """Create the topics of ``kinds`` that do not exist yet; return the ones created.
+
+    ``partitions`` None takes the broker's default (``num.partitions``). Clusters that
+    manage topics themselves (and refuse CreateTopics) are fine: a refusal is logged and
+    the topics are expected to exist.
+    """
+    kafka = require_confluent_kafka()
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient(target.client_config())
+    wanted = [target.topic(kind) for kind in kinds]
+    try:
+        existing = set(admin.list_topics(timeout=timeout_seconds).topics)
+    except kafka.KafkaException as exc:
+        msg = f"Kafka at {target.display} is not reachable: {exc}"
+        raise StoreUnavailableError(msg) from exc
+    missing = [topic for topic in wanted if topic not in existing]
+    if not missing:
+        return []
+    count = -1 if partitions is None else partitions
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=count) for topic in missing],
+        operation_timeout=timeout_seconds,
+    )
+    created: list[str] = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout_seconds)
+            created.append(topic)
+        except Exception as exc:  # the admin client's futures raise KafkaException or their own
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                logger.warning("cannot create Kafka topic %s: %s", topic, exc)
+    return created
+
+
+class KafkaEventWriter:
+    """Writes events to Kafka and returns once the broker acknowledged all of them.
+
+    The event log's store writer for a ``kafka://`` sink. Used by one shipper thread at a
+    time. ``delivery_timeout_seconds`` bounds how long a batch waits for the broker
+    (librdkafka's ``message.timeout.ms``) before the batch counts as an outage.
+    """
+
+    def __init__(
+        self,
+        target: KafkaTarget,
+        *,
+        delivery_timeout_seconds: float = 30.0,
+        create_topics: bool = True,
+        partitions: int | None = None,
+    ) -> None:
+        if delivery_timeout_seconds <= 0:
+            msg = f"delivery_timeout_seconds must be > 0, got {delivery_timeout_seconds}"
+            raise ConfigError(msg)
+        self.target = target
+        self.delivery_timeout_seconds = delivery_timeout_seconds
+        self.create_topics = create_topics
+        self.partitions = partitions
+        self._kafka = require_confluent_kafka()
+        self._producer: Producer | None = None
+        self._has_topics = not create_topics
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> KafkaEventWriter:
+        """A writer for ``kafka://host:port/prefix?…`` (see :func:`parse_kafka_url`)."""
+        return cls(parse_kafka_url(url), **options)
+
+    def _client(self) -> Producer:
+        if self._producer is None:
+            config = self.target.client_config(
+                **{
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "queue.buffering.max.messages": 1_000_000,
+                    "message.timeout.ms": int(self.delivery_timeout_seconds * 1000),
+                },
+            )
+            config.update(FIXED_PRODUCER_SETTINGS)
+            try:
+                self._producer = self._kafka.Producer(config)
+            except self._kafka.KafkaException as exc:
+                msg = f"cannot configure the Kafka producer for {self.target.display}: {exc}"
+                raise ConfigError(msg) from exc
+        assert self._producer is not None
+        return self._producer
+
+    def write_events(self, kind: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Send ``rows`` to ``kind``'s topic and wait until the broker acknowledged each.
+
+        Returns how many were sent. StoreUnavailableError if the broker did not take them
+        all (the caller keeps the batch and sends it again); StoreError if a message can
+        never be taken (too large), so that the caller can set that one row aside.
+        """
+        if kind not in EVENT_TABLES:
+            msg = f"unknown event kind {kind!r}; kinds are {', '.join(EVENT_TABLES)}"
+            raise StoreError(msg)
+        if not rows:
+            return 0
+        with self._lock:
+            if not self._has_topics:
+                ensure_topics(self.target, EVENT_TABLES, partitions=self.partitions)
+                self._has_topics = True
+            producer = self._client()
+            failures: list[KafkaError] = []
+
+            def on_delivery(error: KafkaError | None, _message: Message) -> None:
+                if error is not None:
+                    failures.append(error)
+
+            self._produce(producer, kind, rows, on_delivery)
+            left = producer.flush(self.delivery_timeout_seconds + 5.0)
+            if left:
+                msg = f"Kafka at {self.target.display} did not acknowledge {left} events in time"
+                raise StoreUnavailableError(msg)
+            if failures:
+                self._raise_for(failures)
+        return len(rows)
+
+    def _produce(
+        self, producer: Producer, kind: str, rows: Sequence[Mapping[str, Any]], callback: Any
+    ) -> None:
+        topic = self.target.topic(kind)
+        headers: list[tuple[str, str | bytes | None]] = [(SCHEMA_HEADER, schema_header_value(kind))]
+        dumps = orjson.dumps
+        produce = producer.produce
+        for row in rows:
+            try:
+                value = dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+            except TypeError as exc:
+                msg = f"{kind} event cannot be serialised as JSON: {exc}"
+                raise StoreError(msg) from exc
+            key = message_key(row)
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=callback, headers=headers)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.05)
+                except self._kafka.KafkaException as exc:
+                    self._raise_for([exc.args[0]])
+
+    def _raise_for(self, failures: Sequence[KafkaError]) -> None:
+        first = failures[0]
+        if any(error.fatal() for error in failures):
+            # An idempotent producer that hit a fatal error must be replaced.
+            logger.warning("Kafka producer failed fatally (%s); starting a new one", first)
+            self._close_producer()
+        if all(error.name() in _REJECTED_CODES for error in failures):
+            msg = f"Kafka refused {len(failures)} event(s): {first.str()}"
+            raise StoreError(msg)
+        msg = f"Kafka at {self.target.display} did not take {len(failures)} event(s): {first.str()}"
+        raise StoreUnavailableError(msg)
+
+    def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.flush(0)
+
+    def close(self, timeout_seconds: float = 10.0) -> None:
+        """Wait up to ``timeout_seconds`` for messages in flight, then let the producer go."""
+        with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            deadline = time.monotonic() + timeout_seconds
+            producer.flush(max(0.0, deadline - time.monotonic()))
