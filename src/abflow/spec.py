@@ -20,8 +20,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -32,6 +34,7 @@ __all__ = [
     "AnalysisSpec",
     "ExperimentSpec",
     "MetricSpec",
+    "MonitoringSpec",
     "NamespaceSpec",
     "RampStepSpec",
     "RolloutSpec",
@@ -220,6 +223,29 @@ class RolloutSpec(_Spec):
         return steps
 
 
+class MonitoringSpec(_Spec):
+    """Live monitoring: the share of each variant's served rows whose features and score are
+    kept (a reservoir per window), the window, and how drift is judged (``abflow monitor``)."""
+
+    sample_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="share of served rows sampled; 0 turns it off"
+    )
+    window_hours: float = Field(default=1.0, gt=0.0, le=168.0, allow_inf_nan=False)
+    max_samples_per_window: int = Field(
+        default=1000, ge=10, le=100_000, description="reservoir size per variant and window"
+    )
+    features: list[str] = Field(
+        default_factory=list, description="names of the feature positions (default f0, f1, …)"
+    )
+    drift_method: Literal["psi", "ks", "wasserstein", "js", "chi2", "auto"] = "psi"
+    drift_threshold: float | None = Field(
+        default=None, gt=0.0, description="default: the method's (PSI 0.2 in drift's table)"
+    )
+    min_samples: int = Field(
+        default=100, ge=1, description="fewer sampled rows in a window or reference: no verdict"
+    )
+
+
 class ExperimentSpec(_Spec):
     """An experiment: who is in it, which variant each unit sees, and how it is judged."""
 
@@ -237,6 +263,16 @@ class ExperimentSpec(_Spec):
     metrics: list[MetricSpec] = Field(default_factory=list)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     rollout: RolloutSpec | None = None
+    monitoring: MonitoringSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``monitoring`` came later: left out when unset, so that a spec written before it
+        keeps its canonical JSON and :func:`spec_hash`."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("monitoring") is None:
+            data.pop("monitoring", None)
+        return data
 
     @property
     def hash_seed(self) -> str:
