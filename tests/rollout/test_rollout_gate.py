@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from abflow.analysis.decision import underpowered
 from abflow.analysis.results import (
     ComparisonResult,
     Decision,
@@ -113,6 +116,19 @@ def test_guardrail_status_by_requirement(status: str, no_harm: bool, non_inferio
     assert evaluate_gate(analysed).passed is no_harm
     strict = GatePolicy(require=Requirement.non_inferior)
     assert evaluate_gate(analysed, strict).passed is non_inferior
+
+
+@pytest.mark.parametrize(("half_width", "passes"), [(0.049, True), (0.3, False)])
+def test_no_harm_refuses_a_guardrail_too_wide_to_see_harm(half_width: float, passes: bool) -> None:
+    wide = replace(comparison(guardrail="inconclusive"), ci_low=-half_width, ci_high=half_width)
+    guardrail = metric("fpr", "guardrail", wide)  # margin 5 %
+    got = evaluate_gate(result(guardrail))
+    assert got.passed is passes
+    assert (underpowered(guardrail, wide) is None) is passes  # the verdict's own rule
+    if not passes:
+        assert failed(got) == [("guardrail fpr", "challenger")]
+        (check,) = [c for c in got.checks if not c.passed]
+        assert check.detail.startswith("underpowered, cannot rule out harm: ")
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,9 @@ The rules are printed with the verdict so that a failed pipeline explains itself
 
 * the split must be trustworthy: a sample ratio mismatch fails the gate, whatever else;
 * each arm needs ``min_units`` units (not enough data is a failure, not a pass);
-* no guardrail may fail; with ``non-inferior`` each must positively pass (its interval rules
-  out harm beyond the margin), which is what a cautious deploy wants;
+* no guardrail may fail, nor be underpowered (its interval wider than the margin both ways:
+  the verdict says "cannot tell yet" then, and the gate agrees); with ``non-inferior`` each
+  must positively pass (its interval rules out harm beyond the margin);
 * the primary metric must not be significantly worse; with ``win`` it must be better;
 * ``shadow-no-harm`` judges shadow variants instead (:func:`shadow_checks`): on the
   requests both models answered, the bound of each guardrail's paired difference in the
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from abflow.analysis.decision import underpowered
 from abflow.analysis.formatting import format_effect, format_interval
 from abflow.analysis.results import (
     ComparisonResult,
@@ -249,7 +251,10 @@ def _guardrail_checks(
         if blind is not None:
             passed, status = False, f"not computable ({blind})"
         elif require is Requirement.no_harm:
-            passed = status != "fail"
+            weak = underpowered(metric, comparison)
+            passed = status != "fail" and weak is None
+            if weak is not None:
+                status = "underpowered, cannot rule out harm"
         else:
             passed = status == "pass"
         detail = f"{status}: {_guardrail_effect(metric, comparison)}, {margin}, {metric.direction} is good"
