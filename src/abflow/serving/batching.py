@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,12 +34,13 @@ import numpy as np
 
 from abflow.errors import InvalidArgumentError
 
-__all__ = ["Execution", "MicroBatcher"]
+__all__ = ["Execution", "MicroBatcher", "RemoteBatcher"]
 
 Execution = Literal["auto", "thread", "loop"]
 _LEARNING_CALLS = 32
 
 PredictRows = Callable[[np.ndarray], Sequence[Any]]
+SendRows = Callable[[np.ndarray], Awaitable[list[Any]]]
 
 
 @dataclass(slots=True)
@@ -62,12 +63,7 @@ class MicroBatcher:
         on_batch: Callable[[int], None] | None = None,
         name: str = "model",
     ) -> None:
-        if max_rows < 1:
-            msg = f"max_rows must be at least 1, got {max_rows}"
-            raise InvalidArgumentError(msg)
-        if max_wait_seconds < 0:
-            msg = f"max_wait_seconds must not be negative, got {max_wait_seconds}"
-            raise InvalidArgumentError(msg)
+        _check_limits(max_rows, max_wait_seconds)
         self._predict_rows = predict_rows
         self.max_rows = max_rows
         self.max_wait_seconds = max_wait_seconds
@@ -105,34 +101,9 @@ class MicroBatcher:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                await self._gather(loop)
-                jobs = self._take()
+                await _gather(self._pending, self.max_rows, self.max_wait_seconds, loop)
+                jobs = _take(self._pending, self.max_rows)
                 await self._execute(loop, jobs)
-
-    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        deadline = loop.time() + self.max_wait_seconds
-        while self._queued_rows() < self.max_rows and loop.time() < deadline:
-            before = len(self._pending)
-            await asyncio.sleep(0)
-            if len(self._pending) == before:
-                return
-
-    def _queued_rows(self) -> int:
-        return sum(job.rows.shape[0] for job in self._pending)
-
-    def _take(self) -> list[_Job]:
-        jobs: list[_Job] = []
-        rows = 0
-        while self._pending:
-            size = self._pending[0].rows.shape[0]
-            if jobs and rows + size > self.max_rows:
-                break
-            job = self._pending.popleft()
-            if job.future.done():  # the caller gave up (timeout): skip its rows
-                continue
-            jobs.append(job)
-            rows += size
-        return jobs
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
         if not jobs:
@@ -205,3 +176,175 @@ def _settle(future: asyncio.Future[list[Any]], outcome: list[Any] | BaseExceptio
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+def _check_limits(max_rows: int, max_wait_seconds: float) -> None:
+    if max_rows < 1:
+        msg = f"max_rows must be at least 1, got {max_rows}"
+        raise InvalidArgumentError(msg)
+    if max_wait_seconds < 0:
+        msg = f"max_wait_seconds must not be negative, got {max_wait_seconds}"
+        raise InvalidArgumentError(msg)
+
+
+class RemoteBatcher:
+    """Coalesces concurrent ``predict`` calls into ``send_rows`` calls (one request each),
+    at most ``max_in_flight`` at a time.
+
+    Batches grow with the load by themselves: while every slot is busy, arriving requests
+    queue, and the next free slot takes them all (up to ``max_rows`` rows). An idle backend
+    sends a lone request after one event-loop turn. When a batch fails, ``split(exc)``
+    decides whether each request is retried on its own (an error that one request's rows
+    may have caused, such as a 4xx) or every request fails with the batch's error (a
+    timeout, a refused connection, a 5xx: the server is the problem, and retrying each
+    request would multiply the load on it). Either way each caller gets its own outcome, so
+    its fallback and the reason in its event are its own.
+    """
+
+    def __init__(
+        self,
+        send_rows: SendRows,
+        *,
+        max_rows: int = 64,
+        max_wait_seconds: float = 0.002,
+        max_in_flight: int = 4,
+        split: Callable[[BaseException], bool] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        _check_limits(max_rows, max_wait_seconds)
+        if max_in_flight < 1:
+            msg = f"max_in_flight must be at least 1, got {max_in_flight}"
+            raise InvalidArgumentError(msg)
+        self._send_rows = send_rows
+        self.max_rows = max_rows
+        self.max_wait_seconds = max_wait_seconds
+        self.max_in_flight = max_in_flight
+        self._split = split
+        self._on_batch = on_batch
+        self._pending: deque[_Job] = deque()
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.batches = 0
+        """Requests sent so far (tests and benchmarks read it)."""
+
+    async def predict(self, rows: np.ndarray) -> list[Any]:
+        """Outputs for ``rows`` (2-D), sent together with concurrent callers' rows."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append(_Job(rows, future))
+        if self._worker is None or self._worker.done():
+            self._wake = asyncio.Event()
+            self._worker = loop.create_task(self._run(), name="abflow-remote-batcher")
+        assert self._wake is not None
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending and len(self._in_flight) < self.max_in_flight:
+                await _gather(self._pending, self.max_rows, self.max_wait_seconds, loop)
+                jobs = _take(self._pending, self.max_rows)
+                if not jobs:
+                    continue
+                task = loop.create_task(self._execute(jobs))
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._pending and self._wake is not None:
+            self._wake.set()  # a slot is free: send what queued meanwhile
+
+    async def _execute(self, jobs: list[_Job]) -> None:
+        matrix = jobs[0].rows if len(jobs) == 1 else np.concatenate([j.rows for j in jobs])
+        try:
+            outputs = await self._send(matrix)
+        except asyncio.CancelledError:
+            for job in jobs:
+                job.future.cancel()
+            raise
+        except Exception as exc:
+            if len(jobs) > 1 and self._split is not None and self._split(exc):
+                await asyncio.gather(*(self._alone(job) for job in jobs))
+            else:
+                for job in jobs:
+                    _settle(job.future, exc)
+            return
+        start = 0
+        for job in jobs:
+            end = start + job.rows.shape[0]
+            _settle(job.future, outputs[start:end])
+            start = end
+
+    async def _alone(self, job: _Job) -> None:
+        if job.future.done():
+            return
+        try:
+            _settle(job.future, await self._send(job.rows))
+        except asyncio.CancelledError:
+            job.future.cancel()
+            raise
+        except Exception as exc:
+            _settle(job.future, exc)
+
+    async def _send(self, matrix: np.ndarray) -> list[Any]:
+        self.batches += 1
+        if self._on_batch is not None:
+            self._on_batch(matrix.shape[0])
+        outputs = await self._send_rows(matrix)
+        if len(outputs) != matrix.shape[0]:
+            msg = f"model returned {len(outputs)} outputs for {matrix.shape[0]} rows"
+            raise ValueError(msg)
+        return outputs
+
+    async def aclose(self) -> None:
+        """Stop the worker and the requests in flight; pending callers get cancelled."""
+        tasks = [t for t in (self._worker, *self._in_flight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._worker = None
+        for job in self._pending:
+            job.future.cancel()
+        self._pending.clear()
+
+
+async def _gather(
+    pending: deque[_Job], max_rows: int, max_wait_seconds: float, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Let requests arriving in the same instant join: loop turns until one brings nothing
+    new, the queue holds ``max_rows`` rows, or ``max_wait_seconds`` has passed."""
+    deadline = loop.time() + max_wait_seconds
+    while _queued_rows(pending) < max_rows and loop.time() < deadline:
+        before = len(pending)
+        await asyncio.sleep(0)
+        if len(pending) == before:
+            return
+
+
+def _queued_rows(pending: deque[_Job]) -> int:
+    return sum(job.rows.shape[0] for job in pending)
+
+
+def _take(pending: deque[_Job], max_rows: int) -> list[_Job]:
+    """The next batch: queued jobs up to ``max_rows`` rows (at least one job), skipping
+    callers that gave up (timeout)."""
+    jobs: list[_Job] = []
+    rows = 0
+    while pending:
+        size = pending[0].rows.shape[0]
+        if jobs and rows + size > max_rows:
+            break
+        job = pending.popleft()
+        if job.future.done():
+            continue
+        jobs.append(job)
+        rows += size
+    return jobs

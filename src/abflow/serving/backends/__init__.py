@@ -92,6 +92,14 @@ class BackendOptions(BaseModel):
         "(request) -> headers, for signed endpoints (SageMaker, Vertex)",
     )
     max_connections: int = Field(default=64, ge=1)
+    batch: bool = Field(
+        default=True,
+        description="remote: send the rows of concurrent requests as one request (up to the "
+        "gateway's batch_max_rows); false for servers that take one instance per call",
+    )
+    max_batches_in_flight: int = Field(
+        default=4, ge=1, description="remote, batching on: requests outstanding at once"
+    )
     checksum: str | None = Field(
         default=None,
         description="in-process models: SHA-256 of the artifacts recorded when the model "
@@ -133,6 +141,11 @@ def build_backend(
             timeout_seconds=(opts.timeout_ms / 1000.0) if opts.timeout_ms else timeout_seconds,
             auth=_auth(opts),
             max_connections=opts.max_connections,
+            batch=opts.batch,
+            max_batch_rows=max_batch_rows,
+            max_batch_wait_seconds=max_batch_wait_seconds,
+            max_batches_in_flight=opts.max_batches_in_flight,
+            on_batch=on_batch,
         )
         remote.read_metadata()
         backend = remote

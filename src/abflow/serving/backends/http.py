@@ -2,26 +2,33 @@
 Protocol ``v2`` (KServe, Triton, Seldon MLServer) and Vertex-style endpoints.
 
 What each protocol sends and how answers are read lives in :mod:`remote_io`; this module
-owns the connection. One pooled :class:`httpx.AsyncClient` per backend keeps connections
-warm. Endpoints that need credentials or request signing (SageMaker SigV4, Vertex bearer
-tokens) take any :class:`httpx.Auth`: httpx calls it on every request with the final body,
-which is what a signer needs. :class:`HeaderAuth` covers the common case of headers from a
-function. A v2 backend reads the model's metadata (``GET /v2/models/{name}``) before its
-first call, for the input tensor's name, datatype and width, unless the config gives them.
+owns the connection. Concurrent calls are micro-batched (:class:`RemoteBatcher`): the rows
+of requests that arrive together go to the server as one request, and each caller gets its
+own rows' answers (or its own error) back. Connections are kept alive in a pool per
+backend: the lean client of :mod:`h1client` when the backend needs nothing more than
+static headers, else an :class:`httpx.AsyncClient`. Endpoints that need credentials or
+request signing (SageMaker SigV4, Vertex bearer tokens) take any :class:`httpx.Auth`: httpx
+calls it on every request with the final body, which is what a signer needs.
+:class:`HeaderAuth` covers the common case of headers from a function. A v2 backend reads
+the model's metadata (``GET /v2/models/{name}``) before its first call, for the input
+tensor's name, datatype and width, unless the config gives them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
+from typing import Protocol as TypingProtocol
 
 import httpx
 import numpy as np
 import orjson
 
 from abflow.errors import BackendTimeoutError, ConfigError
-from abflow.serving.backends.failure import MAX_ERROR_BODY, RemoteModelError
+from abflow.serving.backends.failure import MAX_ERROR_BODY, RemoteModelError, failure_reason
+from abflow.serving.backends.h1client import H1Pool
 from abflow.serving.backends.remote_io import (
     OutputReader,
     Protocol,
@@ -29,6 +36,7 @@ from abflow.serving.backends.remote_io import (
     encode_rows,
     read_predictions,
 )
+from abflow.serving.batching import RemoteBatcher
 
 __all__ = ["HeaderAuth", "HttpBackend", "Protocol", "infer_protocol", "redact_url"]
 
@@ -43,6 +51,22 @@ class HeaderAuth(httpx.Auth):
         headers = self._headers(request) if callable(self._headers) else self._headers
         request.headers.update(headers)
         yield request
+
+    @property
+    def static_headers(self) -> Mapping[str, str] | None:
+        """The headers, when they are the same on every request (None: computed per request)."""
+        return None if callable(self._headers) else self._headers
+
+
+class _Answer(TypingProtocol):
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def text(self) -> str: ...
 
 
 def redact_url(url: str) -> str:
@@ -60,6 +84,10 @@ def infer_protocol(url: str) -> Protocol:
     """``v2`` for ``…/v2/models/NAME/infer`` URLs, ``invocations`` otherwise."""
     return "v2" if "/v2/models/" in url else "invocations"
 
+
+_SPLIT_REASONS = frozenset({"status_4xx", "bad_output"})
+"""Failures of a batch that one request's rows may have caused: each request is then sent
+again on its own, so that its neighbours do not fall back with it."""
 
 _NO_METADATA = frozenset({404, 405, 501})
 """Answers to ``GET /v2/models/NAME`` from a server that serves inference but no metadata
@@ -85,6 +113,11 @@ class HttpBackend:
         output: OutputReader | None = None,
         output_name: str | None = None,
         output_path: tuple[str | int, ...] | None = None,
+        batch: bool = True,
+        max_batch_rows: int = 64,
+        max_batch_wait_seconds: float = 0.002,
+        max_batches_in_flight: int = 4,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
@@ -104,12 +137,48 @@ class HttpBackend:
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         self._auth = auth
+        self._timeout_seconds = timeout_seconds
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_seconds),
             limits=limits,
             auth=auth,
             transport=transport,
         )
+        self._pool = self._lean_pool(transport, auth, max_connections)
+        self._target = httpx.URL(url).raw_path.decode("ascii")  # path and query, as sent
+        self._batcher = (
+            RemoteBatcher(
+                self._predict_rows,
+                max_rows=max_batch_rows,
+                max_wait_seconds=max_batch_wait_seconds,
+                max_in_flight=max_batches_in_flight,
+                split=lambda exc: failure_reason(exc) in _SPLIT_REASONS,
+                on_batch=on_batch,
+            )
+            if batch
+            else None
+        )
+
+    def _lean_pool(
+        self,
+        transport: httpx.AsyncBaseTransport | None,
+        auth: httpx.Auth | None,
+        max_connections: int,
+    ) -> H1Pool | None:
+        """The lean client when it can do all this backend needs: no injected transport,
+        no auth beyond static headers, no proxy configured for the URL (else httpx)."""
+        headers = auth.static_headers if isinstance(auth, HeaderAuth) else None
+        if transport is not None or (auth is not None and headers is None):
+            return None
+        url = httpx.URL(self.url)
+        if url.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(url.host):
+            return None
+        return H1Pool(self.url, max_connections=max_connections, headers=headers)
+
+    @property
+    def client_name(self) -> str:
+        """Which HTTP client carries this backend's calls: ``lean`` or ``httpx``."""
+        return "httpx" if self._pool is None else "lean"
 
     @property
     def reference(self) -> str:
@@ -127,7 +196,18 @@ class HttpBackend:
     def columns(self) -> tuple[str, ...] | None:
         return self._columns
 
+    @property
+    def batches(self) -> int:
+        """Requests sent to the model server so far, batched (0 with batching off)."""
+        return self._batcher.batches if self._batcher is not None else 0
+
     async def predict(self, rows: np.ndarray) -> list[Any]:
+        if self._batcher is not None:
+            return await self._batcher.predict(rows)
+        return await self._predict_rows(rows)
+
+    async def _predict_rows(self, rows: np.ndarray) -> list[Any]:
+        """One request to the model server for ``rows``."""
         tensor = await self._input_tensor() if self.protocol == "v2" else None
         payload = encode_rows(
             rows,
@@ -153,7 +233,9 @@ class HttpBackend:
             msg = f"model server {self.shown_url}: {exc}"
             raise RemoteModelError(msg, exc.reason) from exc
 
-    async def _send(self, method: str, url: str, content: bytes | None = None) -> httpx.Response:
+    async def _send(self, method: str, url: str, content: bytes | None = None) -> _Answer:
+        if self._pool is not None:
+            return await self._send_lean(method, url, content)
         try:
             return await self._client.request(
                 method,
@@ -168,13 +250,26 @@ class HttpBackend:
             msg = f"cannot reach model server {self.shown_url}: {type(exc).__name__}"
             raise RemoteModelError(msg, "connect") from exc
 
-    def _status_error(self, response: httpx.Response) -> RemoteModelError:
+    async def _send_lean(self, method: str, url: str, content: bytes | None) -> _Answer:
+        assert self._pool is not None
+        target = self._target if url == self.url else httpx.URL(url).raw_path.decode("ascii")
+        try:
+            async with asyncio.timeout(self._timeout_seconds):
+                return await self._pool.request(method, target, content)
+        except TimeoutError as exc:
+            msg = f"model server {self.shown_url} did not answer in time"
+            raise BackendTimeoutError(msg) from exc
+        except OSError as exc:
+            msg = f"cannot reach model server {self.shown_url}: {type(exc).__name__}"
+            raise RemoteModelError(msg, "connect") from exc
+
+    def _status_error(self, response: _Answer) -> RemoteModelError:
         body = response.text[:MAX_ERROR_BODY]
         status = response.status_code
         msg = f"model server {self.shown_url} answered {status}: {body}"
         return RemoteModelError(msg, "status_4xx" if status < 500 else "status_5xx")
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _json(self, response: _Answer) -> Any:
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
@@ -221,4 +316,8 @@ class HttpBackend:
             return self._tensor
 
     async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
         await self._client.aclose()
