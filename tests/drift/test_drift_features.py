@@ -102,6 +102,7 @@ def test_report_as_dict_is_stable() -> None:
         "n_current",
         "missing_reference",
         "missing_current",
+        "js_base",
     ]
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from abflow.errors import InvalidArgumentError
 
-__all__ = ["bin_counts", "category_counts", "quantile_edges"]
+__all__ = ["bin_counts", "category_counts", "quantile_edges", "sorted_bin_counts"]
 
 
 def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:
@@ -37,6 +37,13 @@ def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """How many values fall in each bin; bin i holds edges[i-1] <= x < edges[i] (open ends)."""
     index = np.searchsorted(edges, values, side="right")
     return np.bincount(index, minlength=len(edges) + 1).astype(np.float64)
+
+
+def sorted_bin_counts(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """:func:`bin_counts` of values sorted ascending: a binary search per edge, not per value."""
+    below = np.searchsorted(sorted_values, edges, side="left")  # values < each edge
+    bounds = np.concatenate([[0], below, [sorted_values.size]])
+    return np.diff(bounds).astype(np.float64)
 
 
 def category_counts(

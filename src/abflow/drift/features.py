@@ -3,26 +3,24 @@
 Used for data drift (training data vs what is served now) and for skew between variants
 (the features control saw vs those a challenger saw: with random assignment they should
 match, so a difference points at a pipeline, not at the population).
+
+Each sample is read once (:mod:`abflow.drift.columns`); the measures and their thresholds
+come from one table (:data:`abflow.drift.methods.MEASURES`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from abflow.drift.binning import bin_counts, category_counts, quantile_edges
-from abflow.drift.measures import (
-    chi_square_test,
-    jensen_shannon,
-    ks_test,
-    population_stability_index,
-    wasserstein_normed,
-)
+from abflow.drift.binning import quantile_edges, sorted_bin_counts
+from abflow.drift.columns import Column, categorical_counts, scan, sorted_numbers
+from abflow.drift.measures import JsBase
+from abflow.drift.measures import js_base as read_js_base
+from abflow.drift.methods import MEASURES, DriftMethod, Evidence, FeatureKind, Measure
 from abflow.errors import InvalidArgumentError
 
 __all__ = [
@@ -37,26 +35,8 @@ __all__ = [
     "detect_drift",
 ]
 
-FeatureKind = Literal["numeric", "categorical"]
-
-
-class DriftMethod(StrEnum):
-    """What decides whether a feature drifted."""
-
-    auto = "auto"
-    psi = "psi"
-    ks = "ks"
-    chi2 = "chi2"
-    js = "js"
-    wasserstein = "wasserstein"
-
-
 DEFAULT_THRESHOLDS: dict[DriftMethod, float] = {
-    DriftMethod.psi: 0.2,
-    DriftMethod.ks: 0.05,
-    DriftMethod.chi2: 0.05,
-    DriftMethod.js: 0.1,
-    DriftMethod.wasserstein: 0.1,
+    method: measure.default_threshold for method, measure in MEASURES.items()
 }
 """Distances drift at or above the threshold; tests (ks, chi2) when p is below it (alpha)."""
 
@@ -67,10 +47,6 @@ AUTO_MIN_PER_CATEGORY = 100
 """... and on a categorical feature only with this many values per category: the
 Jensen-Shannon distance of two samples of one distribution grows with categories per value
 (200 categories, 2,000 values a side: ~0.2, over the 0.1 threshold every time)."""
-
-_TESTS = {DriftMethod.ks, DriftMethod.chi2}
-_CATEGORICAL_TWIN = {DriftMethod.ks: DriftMethod.chi2, DriftMethod.wasserstein: DriftMethod.js}
-"""A test stays a test and a distance a distance when a feature turns out categorical."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +69,8 @@ class FeatureDrift:
     missing_reference: float
     """Share of missing values (None, NaN, empty), left out of every measure."""
     missing_current: float
+    js_base: JsBase = JsBase.two
+    """Logarithm base of the Jensen-Shannon distance (when ``js`` decides)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +86,7 @@ class FeatureDrift:
             "n_current": self.n_current,
             "missing_reference": self.missing_reference,
             "missing_current": self.missing_current,
+            "js_base": self.js_base.value,
         }
 
 
@@ -133,44 +112,6 @@ class DriftReport:
         }
 
 
-def _looks_categorical(*samples: Sequence[Any]) -> bool:
-    """Text or booleans anywhere make a feature categorical (numbers read from text are not)."""
-    return any(isinstance(v, str | bool) and v != "" for sample in samples for v in sample)
-
-
-def _is_missing(value: object) -> bool:
-    if isinstance(value, float | np.floating):
-        return math.isnan(value)
-    return value is None or (isinstance(value, str) and value == "")
-
-
-def _numeric(name: str, values: Sequence[Any], role: str) -> tuple[np.ndarray, float]:
-    present = [v for v in values if not _is_missing(v)]
-    try:
-        array = np.asarray(present, dtype=np.float64)
-    except (TypeError, ValueError):
-        array = np.empty((0, 0))
-    if array.ndim != 1:  # lists or objects (JSON arrays) that numpy would read as a matrix
-        msg = (
-            f"feature {name!r} in the {role} sample holds values that are not numbers; "
-            "declare it categorical"
-        )
-        raise InvalidArgumentError(msg)
-    if array.size and not np.all(np.isfinite(array)):
-        msg = f"feature {name!r} in the {role} sample holds infinite values"
-        raise InvalidArgumentError(msg)
-    return array, _missing_share(len(values), array.size)
-
-
-def _categorical(values: Sequence[Any]) -> tuple[list[str], float]:
-    present = [str(v) for v in values if not _is_missing(v)]
-    return present, _missing_share(len(values), len(present))
-
-
-def _missing_share(total: int, present: int) -> float:
-    return (total - present) / total if total else 0.0
-
-
 def _require_values(name: str, n_reference: int, n_current: int) -> None:
     for role, n in (("reference", n_reference), ("current", n_current)):
         if n == 0:
@@ -178,17 +119,78 @@ def _require_values(name: str, n_reference: int, n_current: int) -> None:
             raise InvalidArgumentError(msg)
 
 
-def _resolve(method: DriftMethod, kind: FeatureKind, smaller: int, bins: int) -> DriftMethod:
-    """The method that applies; numeric-only methods give way to their categorical twin."""
+def _resolve(method: DriftMethod, kind: FeatureKind, smaller: int, bins: int) -> Measure:
+    """The measure that applies; numeric-only ones give way to their categorical twin."""
     if method is DriftMethod.auto:
         small = smaller <= AUTO_TEST_MAX_SAMPLE
         if kind == "numeric":
-            return DriftMethod.ks if small else DriftMethod.wasserstein
-        sparse = smaller < AUTO_MIN_PER_CATEGORY * bins
-        return DriftMethod.chi2 if small or sparse else DriftMethod.js
+            method = DriftMethod.ks if small else DriftMethod.wasserstein
+        else:
+            sparse = smaller < AUTO_MIN_PER_CATEGORY * bins
+            method = DriftMethod.chi2 if small or sparse else DriftMethod.js
+    measure = MEASURES[method]
+    if kind not in measure.applies_to and measure.categorical_twin is not None:
+        measure = MEASURES[measure.categorical_twin]
+    return measure
+
+
+def _evidence(
+    name: str, reference: Column, current: Column, kind: FeatureKind, bins: int, base: JsBase
+) -> tuple[Evidence, float, float]:
+    """Counts (and sorted values for numbers) of both samples, and their missing shares."""
+    if kind == "numeric":
+        ref, missing_ref = sorted_numbers(name, reference, "reference")
+        cur, missing_cur = sorted_numbers(name, current, "current")
+        _require_values(name, ref.size, cur.size)
+        edges = quantile_edges(ref, bins)
+        ref_counts, cur_counts = sorted_bin_counts(ref, edges), sorted_bin_counts(cur, edges)
+        return Evidence(ref_counts, cur_counts, ref, cur, base), missing_ref, missing_cur
     if kind == "categorical":
-        return _CATEGORICAL_TWIN.get(method, method)
-    return method
+        ref_found, missing_ref = categorical_counts(reference)
+        cur_found, missing_cur = categorical_counts(current)
+        _require_values(name, ref_found.total(), cur_found.total())
+        categories = sorted(ref_found.keys() | cur_found.keys())
+        ref_counts = np.array([ref_found[c] for c in categories], dtype=np.float64)
+        cur_counts = np.array([cur_found[c] for c in categories], dtype=np.float64)
+        return Evidence(ref_counts, cur_counts, js_base=base), missing_ref, missing_cur
+    msg = f"feature {name!r}: kind must be 'numeric' or 'categorical', got {kind!r}"
+    raise InvalidArgumentError(msg)
+
+
+def _compare(
+    name: str,
+    reference: Column,
+    current: Column,
+    *,
+    kind: FeatureKind,
+    method: DriftMethod,
+    threshold: float | None,
+    bins: int,
+    base: JsBase,
+) -> FeatureDrift:
+    evidence, missing_ref, missing_cur = _evidence(name, reference, current, kind, bins, base)
+    n_ref = int(evidence.reference_counts.sum())
+    n_cur = int(evidence.current_counts.sum())
+    measure = _resolve(method, kind, min(n_ref, n_cur), len(evidence.reference_counts))
+    limit = measure.default_threshold if threshold is None else threshold
+    measure.check_threshold(name, limit)
+    psi, _ = MEASURES[DriftMethod.psi].compute(evidence)
+    statistic, p_value = measure.compute(evidence)
+    return FeatureDrift(
+        feature=name,
+        kind=kind,
+        method=measure.method,
+        statistic=statistic,
+        p_value=p_value,
+        threshold=limit,
+        drifted=measure.decides((statistic, p_value), limit),
+        psi=psi,
+        n_reference=n_ref,
+        n_current=n_cur,
+        missing_reference=missing_ref,
+        missing_current=missing_cur,
+        js_base=base,
+    )
 
 
 def compare_feature(
@@ -200,64 +202,18 @@ def compare_feature(
     method: DriftMethod | str = DriftMethod.auto,
     threshold: float | None = None,
     bins: int = 10,
+    js_base: JsBase | str | int = JsBase.two,
 ) -> FeatureDrift:
     """Measure one feature's drift; ``threshold`` defaults to the method's (see the table)."""
-    method = _method(method)
-    if kind == "numeric":
-        ref, missing_ref = _numeric(name, reference, "reference")
-        cur, missing_cur = _numeric(name, current, "current")
-        _require_values(name, ref.size, cur.size)
-        edges = quantile_edges(ref, bins)
-        ref_counts, cur_counts = bin_counts(ref, edges), bin_counts(cur, edges)
-        n_ref, n_cur = ref.size, cur.size
-    elif kind == "categorical":
-        ref_values, missing_ref = _categorical(reference)
-        cur_values, missing_cur = _categorical(current)
-        _require_values(name, len(ref_values), len(cur_values))
-        _, ref_counts, cur_counts = category_counts(ref_values, cur_values)
-        n_ref, n_cur = len(ref_values), len(cur_values)
-    else:
-        msg = f"feature {name!r}: kind must be 'numeric' or 'categorical', got {kind!r}"
-        raise InvalidArgumentError(msg)
-    chosen = _resolve(method, kind, min(n_ref, n_cur), len(ref_counts))
-    limit = DEFAULT_THRESHOLDS[chosen] if threshold is None else threshold
-    if not math.isfinite(limit) or limit < 0:
-        msg = f"threshold must be a finite number >= 0, got {limit}"
-        raise InvalidArgumentError(msg)
-    if chosen in _TESTS and not 0 < limit < 1:
-        msg = (
-            f"feature {name!r} is decided by the {chosen.value} test, whose threshold is a "
-            f"significance level between 0 and 1 (exclusive), got {limit}"
-        )
-        raise InvalidArgumentError(msg)
-    psi = population_stability_index(ref_counts, cur_counts)
-    p_value: float | None = None
-    if chosen is DriftMethod.psi:
-        statistic = psi
-    elif chosen is DriftMethod.js:
-        statistic = jensen_shannon(ref_counts, cur_counts)
-    elif chosen is DriftMethod.chi2:
-        test = chi_square_test(ref_counts, cur_counts)
-        statistic, p_value = test.statistic, test.p_value
-    elif chosen is DriftMethod.ks:
-        test = ks_test(ref, cur)
-        statistic, p_value = test.statistic, test.p_value
-    else:
-        statistic = wasserstein_normed(ref, cur)
-    drifted = p_value < limit if chosen in _TESTS and p_value is not None else statistic >= limit
-    return FeatureDrift(
-        feature=name,
+    return _compare(
+        name,
+        scan(reference),
+        scan(current),
         kind=kind,
-        method=chosen,
-        statistic=statistic,
-        p_value=p_value,
-        threshold=limit,
-        drifted=bool(drifted),
-        psi=psi,
-        n_reference=int(n_ref),
-        n_current=int(n_cur),
-        missing_reference=missing_ref,
-        missing_current=missing_cur,
+        method=_method(method),
+        threshold=threshold,
+        bins=bins,
+        base=read_js_base(js_base),
     )
 
 
@@ -279,10 +235,12 @@ def detect_drift(
     method: DriftMethod | str = DriftMethod.auto,
     threshold: float | None = None,
     bins: int = 10,
+    js_base: JsBase | str | int = JsBase.two,
 ) -> DriftReport:
     """Compare every feature (default: those in both samples, reference order).
 
     Features holding text or booleans are categorical without being named in ``categorical``.
+    ``js_base="e"`` measures Jensen-Shannon in natural log, as Evidently does.
     """
     if features is None:
         features = [name for name in reference if name in current]
@@ -298,20 +256,18 @@ def detect_drift(
     if unknown:
         msg = f"categorical feature {unknown[0]!r} is not among the compared features"
         raise InvalidArgumentError(msg)
-    wanted = set(categorical) | {
-        name for name in features if _looks_categorical(reference[name], current[name])
-    }
-    return DriftReport(
-        tuple(
-            compare_feature(
-                name,
-                reference[name],
-                current[name],
-                kind="categorical" if name in wanted else "numeric",
-                method=method,
-                threshold=threshold,
-                bins=bins,
-            )
-            for name in features
+    chosen, base = _method(method), read_js_base(js_base)
+    verdicts = []
+    for name in features:
+        ref, cur = scan(reference[name]), scan(current[name])
+        kind: FeatureKind = (
+            "categorical"
+            if name in categorical or ref.looks_categorical or cur.looks_categorical
+            else "numeric"
         )
-    )
+        verdicts.append(
+            _compare(
+                name, ref, cur, kind=kind, method=chosen, threshold=threshold, bins=bins, base=base
+            )
+        )
+    return DriftReport(tuple(verdicts))
