@@ -219,3 +219,43 @@ def test_tick_help_states_the_actor_tick_records(
     assert actors == {"controller:ana"}
     code, out, _ = _run(["rollout", "tick", "--help"], capsys)
     assert "(default: controller:$USER)" in " ".join(out.split())
+
+
+STAGED = """\
+key: staged
+variants:
+  - {name: control, model: "models:/m/1"}
+  - {name: treatment, model: "models:/m/2"}
+weights: [0.5, 0.5]
+coverage: 2
+metrics:
+  - {name: caught, kind: recall, role: primary}
+  - {name: fpr, kind: false_positive_rate, role: guardrail}
+rollout:
+  guardrails: [fpr, latency]
+  steps:
+    - {traffic: 0.5, min_duration_hours: 1}
+"""
+
+
+def _problems(path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    with pytest.raises(SystemExit) as exited:
+        main(["validate", str(path)])
+    assert exited.value.code == 1
+    lines = capsys.readouterr().err.splitlines()[1:]
+    return [line.strip().split(":")[0] for line in lines]
+
+
+def test_validate_lists_every_problem_in_one_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "2000")
+    spec = tmp_path / "staged.yaml"
+    spec.write_text(STAGED, encoding="utf-8")
+    # a field error, a cross-field error and what registration would refuse, all at once
+    assert _problems(spec, capsys) == ["coverage", "rollout.guardrails[1]", "weights"]
+    # a broken metrics list hides no other problem and invents none about guardrails
+    spec.write_text(STAGED.replace("kind: false_positive_rate", "kind: fpr"), encoding="utf-8")
+    assert _problems(spec, capsys) == ["coverage", "metrics[1].kind", "weights"]
+    spec.write_text(STAGED.replace("coverage: 2", "coverage: 1"), encoding="utf-8")
+    assert _problems(spec, capsys) == ["rollout.guardrails[1]", "weights"]

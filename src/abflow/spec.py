@@ -412,8 +412,19 @@ def parse_experiment(data: Any, source: str | None = None) -> ExperimentSpec:
     try:
         ExperimentSpec.model_validate(rest)
     except ValidationError as exc:
-        problems.extend(p for p in _describe(exc, only_cross_field=True) if p not in problems)
+        # A rule that reads a broken field would judge it by its default (no metrics, say)
+        # and report a problem that is not there.
+        misleading = tuple(p for f in first_error_fields for p in _READS.get(str(f), ()))
+        problems.extend(
+            p
+            for p in _describe(exc, only_cross_field=True)
+            if p not in problems and not p.startswith(misleading)
+        )
     raise InvalidSpecError(problems, source)
+
+
+_READS = {"metrics": ("rollout.guardrails",)}
+"""Top-level field → the paths of cross-field rules that read it."""
 
 
 def _describe(exc: ValidationError, *, only_cross_field: bool = False) -> list[str]:

@@ -8,11 +8,17 @@ from typing import Annotated
 
 import orjson
 import typer
+import yaml
 from rich.markup import escape
 
 from abflow.cli.console import err_console, out_console
 from abflow.errors import InvalidSpecError
-from abflow.spec import experiment_json_schema, load_experiment, rollout_registration
+from abflow.spec import (
+    experiment_json_schema,
+    load_experiment,
+    parse_experiment,
+    rollout_registration,
+)
 
 
 def validate(
@@ -55,7 +61,8 @@ def validate(
             spec = rollout_registration(load_experiment(file), None)
         except InvalidSpecError as exc:
             failed += 1
-            named = InvalidSpecError(exc.problems, str(file))
+            problems = [*exc.problems, *_registration_problems(file, exc.problems)]
+            named = InvalidSpecError(problems, str(file))
             err_console.print(f"[red]✗[/] {escape(str(named))}", markup=True)
             continue
         out_console.print(
@@ -67,6 +74,25 @@ def validate(
         raise typer.Exit(2)
     if failed:
         raise typer.Exit(1)
+
+
+def _registration_problems(file: Path, problems: list[str]) -> list[str]:
+    """What registering the file would refuse besides ``problems`` (its weights under a
+    rollout plan), judged on the fields that rule reads, so one run lists every problem."""
+    try:
+        text = file.read_text(encoding="utf-8")
+        data = orjson.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+        plan = data["rollout"]
+        read = {k: data[k] for k in ("key", "variants", "weights") if k in data}
+        read["rollout"] = {k: v for k, v in plan.items() if k != "guardrails"}
+        sound = parse_experiment(read)
+    except (InvalidSpecError, OSError, ValueError, LookupError, TypeError, yaml.YAMLError):
+        return []  # the file's own problems are all there is to say
+    try:
+        rollout_registration(sound, None)
+    except InvalidSpecError as refused:
+        return [p for p in refused.problems if p not in problems]
+    return []
 
 
 def register(app: typer.Typer) -> None:
