@@ -21,6 +21,7 @@ class MemoryEvents:
             "exposure": [],
             "prediction": [],
             "outcome": [],
+            "sample": [],
         }
         self._lock = threading.Lock()
         self.started = False

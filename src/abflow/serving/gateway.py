@@ -2,10 +2,10 @@
 
 Per request: assign the unit (precompiled routing), check the features, answer from the
 cache or the chosen variant's backend, fall back to the control model if that backend fails
-or its circuit is open, append the exposure and prediction events (durable before the
-answer leaves), and mirror the request to shadow variants in the background. Everything
-that depends only on the spec (routing tables, backends, metric label children) is built
-once, when an experiment is added.
+or its circuit is open, append the exposure and prediction events and any monitoring sample
+(durable before the answer leaves), and mirror the request to shadow variants in the
+background. Everything that depends only on the spec (routing tables, backends, metric
+label children) is built once, when an experiment is added.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from abflow.errors import (
     InvalidArgumentError,
     RegistryError,
 )
+from abflow.events.sampling import FeatureSampler
 from abflow.events.sink import (
     DEFAULT_VARIANT,
     EventKind,
@@ -101,6 +102,7 @@ class Gateway:
         )
         self.shadow = ShadowMirror(self, max_in_flight=settings.shadow_max_in_flight)
         self._failure_log = FailureLog(logger)
+        self.sampler = FeatureSampler()
         self._unscored: set[tuple[str, str]] = set()  # (experiment, variant) already flagged
         self._recent = (
             RecentRequests(settings.recent_requests) if settings.recent_requests > 0 else None
@@ -293,6 +295,18 @@ class Gateway:
         )
         if len(outputs) == 1 and events[-1][1]["score"] is None:
             self._flag_unscored(spec.key, variant, backend.version, outputs[0])
+        if in_experiment and not is_fallback:  # the variant's own model answered
+            samples = self.sampler.offer(
+                config=spec.monitoring,
+                experiment_key=spec.key,
+                phase=live.phase,
+                variant=variant,
+                model_version=backend.version,
+                request_id=request_id,
+                rows=rows,
+                outputs=outputs,
+            )
+            events.extend(("sample", row) for row in samples)
         append_events(self.events, events)  # one journal write: durable before the answer
         self._remember(request_id, unit_id, spec.key)
         for shadow_index in live.shadow:
