@@ -32,22 +32,26 @@ from abflow.targeting.validation import validate_condition
 
 __all__ = [
     "AnalysisSpec",
+    "ConversionWindowSpec",
     "ExperimentSpec",
     "MetricSpec",
     "MonitoringSpec",
     "NamespaceSpec",
     "RampStepSpec",
     "RolloutSpec",
+    "ShadowSpec",
     "VariantSpec",
     "canonical_json",
     "challenger_share",
     "experiment_json_schema",
+    "is_mirrored",
     "load_experiment",
     "parse_experiment",
     "rollout_registration",
     "spec_hash",
     "traffic_fields",
     "validate_condition",
+    "with_mirrored",
 ]
 
 WEIGHT_TOLERANCE = 1e-6
@@ -138,6 +142,20 @@ class NamespaceSpec(_Spec):
         return (self.name, self.start, self.end)
 
 
+UNIT_KINDS = ("conversion", "mean", "sum", "ratio")
+"""Metric kinds read from each unit's outcomes: the ones a window or post-stratification fits."""
+
+_ATTRIBUTE_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
+
+
+class ConversionWindowSpec(_Spec):
+    """Which outcomes count: from ``delay_hours`` after the unit's first exposure, for
+    ``length_hours`` (None: to the end of the analysis), as GrowthBook's conversion windows."""
+
+    delay_hours: float = Field(default=0.0, ge=0.0, allow_inf_nan=False)
+    length_hours: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+
+
 class MetricSpec(_Spec):
     """A metric computed from the event log, with the direction that counts as better."""
 
@@ -160,6 +178,28 @@ class MetricSpec(_Spec):
     cost_per_second: float | None = Field(
         default=None, ge=0.0, description="cost metrics: compute price per second of latency"
     )
+    window: ConversionWindowSpec | None = Field(
+        default=None,
+        description="conversion window: count outcomes from delay_hours after the unit's "
+        "first exposure, for length_hours (conversion, mean, sum, ratio)",
+    )
+    post_stratify: list[Annotated[str, Field(pattern=_ATTRIBUTE_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=4,
+        description="exposure attributes whose cells post-stratify the comparison, e.g. "
+        "[country, platform] (conversion, mean, sum, ratio; frequentist analysis)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``window`` and ``post_stratify`` came later: left out when unset, so that a spec
+        written before them keeps its canonical JSON and :func:`spec_hash`."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in ("window", "post_stratify"):
+                if not data.get(name):
+                    data.pop(name, None)
+        return data
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> MetricSpec:
@@ -170,6 +210,11 @@ class MetricSpec(_Spec):
             problems.append("a ratio metric needs 'numerator' and 'denominator'")
         if self.kind == "quantile" and self.quantile is None:
             problems.append("a quantile metric needs 'quantile' (e.g. 0.95)")
+        for name in ("window", "post_stratify"):
+            if getattr(self, name) and self.kind not in UNIT_KINDS:
+                problems.append(f"'{name}' applies to {', '.join(UNIT_KINDS)} metrics only")
+        if len(set(self.post_stratify)) != len(self.post_stratify):
+            problems.append("post_stratify names an attribute twice")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -194,11 +239,38 @@ class AnalysisSpec(_Spec):
 
 
 class RampStepSpec(_Spec):
-    """One step of a canary ramp: the challenger's share and how long to hold it."""
+    """One step of a canary ramp: the challenger's share and how long to hold it.
 
-    traffic: float = Field(gt=0.0, le=1.0, description="challenger share of covered traffic")
+    A plan's first step may be a shadow step (``shadow: true``, no traffic): the challenger
+    serves no one and gets copies of the requests, and the controller moves on only when
+    it is paired non-inferior on the guardrails (``min_samples`` counts paired requests).
+    """
+
+    traffic: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="challenger share of covered traffic"
+    )
+    shadow: bool = Field(default=False, description="mirror requests to the challenger only")
     min_duration_hours: float = Field(default=24.0, ge=0.0)
     min_samples: int = Field(default=1000, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_shadow(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``shadow`` came later: left out when false, so that a plan written before it
+        keeps its canonical JSON and :func:`spec_hash`."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("shadow"):
+            data.pop("shadow", None)
+        return data
+
+    @model_validator(mode="after")
+    def _traffic_or_shadow(self) -> RampStepSpec:
+        if self.shadow and self.traffic > 0:
+            msg = f"a shadow step serves no traffic; leave 'traffic' ({self.traffic}) out"
+            raise ValueError(msg)
+        if not self.shadow and self.traffic <= 0:
+            msg = "traffic must be above 0 (or the step must be a shadow step: shadow: true)"
+            raise ValueError(msg)
+        return self
 
 
 class RolloutSpec(_Spec):
@@ -213,6 +285,13 @@ class RolloutSpec(_Spec):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: list[RampStepSpec]) -> list[RampStepSpec]:
+        for index, step in enumerate(steps):
+            if step.shadow and index > 0:
+                msg = f"steps[{index}] is a shadow step: only the first step can be one"
+                raise ValueError(msg)
+        if steps[0].shadow and len(steps) == 1:
+            msg = "a shadow step must be followed by a ramp step (with traffic)"
+            raise ValueError(msg)
         for index in range(1, len(steps)):
             if steps[index].traffic <= steps[index - 1].traffic:
                 msg = (
@@ -221,6 +300,21 @@ class RolloutSpec(_Spec):
                 )
                 raise ValueError(msg)
         return steps
+
+
+class ShadowSpec(_Spec):
+    """Shadow traffic: which challengers get a copy of requests, and of what share.
+
+    The gateway's config may name more mirrored variants; ``share`` applies to all of them.
+    Sampling is deterministic (a hash of the request id, or of the unit id with
+    ``by: unit``), so every replica mirrors the same requests.
+    """
+
+    variants: list[str] = Field(default_factory=list, description="challengers to mirror")
+    share: float = Field(default=1.0, gt=0.0, le=1.0, description="fraction of requests mirrored")
+    by: Literal["request", "unit"] = Field(
+        default="request", description="what the sample is drawn on: request ids or unit ids"
+    )
 
 
 class MonitoringSpec(_Spec):
@@ -264,14 +358,17 @@ class ExperimentSpec(_Spec):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     rollout: RolloutSpec | None = None
     monitoring: MonitoringSpec | None = None
+    shadow: ShadowSpec | None = None
 
     @model_serializer(mode="wrap")
-    def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """``monitoring`` came later: left out when unset, so that a spec written before it
-        keeps its canonical JSON and :func:`spec_hash`."""
+    def _leave_out_unset_shadow(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``shadow`` and ``monitoring`` came later: left out when unset (as for
+        :class:`RampStepSpec`)."""
         data = handler(self)
-        if isinstance(data, dict) and data.get("monitoring") is None:
-            data.pop("monitoring", None)
+        if isinstance(data, dict):
+            for name in ("shadow", "monitoring"):
+                if data.get(name) is None:
+                    data.pop(name, None)
         return data
 
     @property
@@ -373,6 +470,14 @@ def _cross_field_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
         if metric.name in metric_names:
             problems.append((f"metrics[{index}].name", f"duplicate metric name {metric.name!r}"))
         metric_names.setdefault(metric.name, index)
+        if metric.post_stratify and spec.analysis.method != "frequentist":
+            problems.append(
+                (
+                    f"metrics[{index}].post_stratify",
+                    f"post-stratification is a fixed-horizon frequentist test; analysis.method "
+                    f"is {spec.analysis.method!r}",
+                )
+            )
     primaries = [i for i, m in enumerate(spec.metrics) if m.role == "primary"]
     if len(primaries) > 1:
         problems.append((f"metrics[{primaries[1]}].role", "only one metric can be primary"))
@@ -391,6 +496,15 @@ def _cross_field_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
             problems.append(("rollout.challenger", f"unknown variant {challenger!r}"))
         if challenger is not None and challenger == names[0]:
             problems.append(("rollout.challenger", "the control cannot be the challenger"))
+    if spec.shadow is not None:
+        for index, name in enumerate(spec.shadow.variants):
+            if name not in seen or name == names[0]:
+                problems.append(
+                    (
+                        f"shadow.variants[{index}]",
+                        f"{name!r} is not a challenger; variants are {names}",
+                    )
+                )
     return problems
 
 
@@ -576,7 +690,12 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
         )
         raise InvalidSpecError([f"weights: {problem}"], new.key)
     if new.weights is None:
-        return new if stored.weights is None else new.model_copy(update={"weights": stored.weights})
+        # The stored split, and whether the plan's shadow step mirrors the challenger now.
+        kept: dict[str, Any] = {} if stored.weights is None else {"weights": stored.weights}
+        challenger = new.variant_names[new.challenger_index]
+        if is_mirrored(stored, challenger) != is_mirrored(new, challenger):
+            kept["shadow"] = with_mirrored(new, challenger, on=is_mirrored(stored, challenger))
+        return new.model_copy(update=kept) if kept else new
     positions = sorted({0.0, 1.0, *(step.traffic for step in plan.steps)})
     before = challenger_share(stored)
     if share is None or all(abs(share - p) > WEIGHT_TOLERANCE for p in positions):
@@ -593,6 +712,21 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
         )
         raise InvalidSpecError([f"weights: {problem}"], new.key)
     return new
+
+
+def is_mirrored(spec: ExperimentSpec, variant: str) -> bool:
+    """Whether the spec asks for shadow copies of requests to ``variant``."""
+    return spec.shadow is not None and variant in spec.shadow.variants
+
+
+def with_mirrored(spec: ExperimentSpec, variant: str, *, on: bool) -> ShadowSpec | None:
+    """The spec's shadow section with ``variant`` mirrored (``on``) or not; None when it
+    would then mirror nothing and set nothing else."""
+    current = spec.shadow or ShadowSpec()
+    names = [name for name in current.variants if name != variant] + ([variant] if on else [])
+    if not names and current.model_fields_set <= {"variants"}:
+        return None
+    return current.model_copy(update={"variants": names})
 
 
 def _live_challenger_share(new: ExperimentSpec, stored: ExperimentSpec | None) -> float:
