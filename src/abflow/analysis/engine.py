@@ -5,7 +5,9 @@ from the store, fetch moments per (variant, cohort day) for the phase only, sum 
 per-variant statistics, compare each treatment with control, correct p-values across the
 non-guardrail metrics, check guardrails against their margins, test the sample ratio, and
 estimate progress toward the planned sample. Breakdowns by an exposure attribute are
-exploratory (uncorrected) and computed on request.
+exploratory (uncorrected) and computed on request. A metric with ``post_stratify`` has its
+comparisons replaced by the post-stratified ones, computed on per-cell moments, before the
+correction.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import orjson
 
 from abflow.analysis.decision import decide, outcome_of
 from abflow.analysis.guardrails import judge_guardrail
+from abflow.analysis.metrics import MetricPlan, cell_stats
 from abflow.analysis.progress import estimate_progress, srm_check
 from abflow.analysis.results import (
     BreakdownRow,
@@ -32,8 +35,11 @@ from abflow.analysis.run import AnalysisOptions, MetricRun, totals_by_variant
 from abflow.errors import ExperimentNotFoundError, InvalidArgumentError
 from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
 from abflow.stats.corrections import adjust_p_values
+from abflow.stats.poststrat import compare_post_stratified
 from abflow.store.aggregates import (
     Catalog,
+    GroupKey,
+    Moments,
     PhaseInfo,
     connect,
     experiment_catalog,
@@ -85,6 +91,66 @@ def _finalise(run: MetricRun, metrics: list[MetricResult]) -> list[MetricResult]
             comparisons.append(updated)
         out.append(_replace(metric, comparisons=comparisons))
     return out
+
+
+def _post_stratify(run: MetricRun, metrics: list[MetricResult]) -> list[MetricResult]:
+    """Metrics with ``post_stratify``: comparisons from the per-cell moments (one query per
+    set of attributes), with the single-cell fallback; the rest are returned unchanged."""
+    fetched: dict[tuple[str, ...], dict[GroupKey, Moments]] = {}
+    out = []
+    for plan, metric in zip(run.plans, metrics, strict=True):
+        if not plan.cells:
+            out.append(metric)
+            continue
+        if plan.cells not in fetched:
+            columns, products = run.unit_columns()
+            fetched[plan.cells], _ = run.unit_source(
+                run.target,
+                run.spec.key,
+                run.phase.phase,
+                columns,
+                products,
+                window=run.window,
+                dimension=plan.cells,
+            )
+        out.append(_stratified(run, plan, metric, fetched[plan.cells]))
+    return out
+
+
+def _stratified(
+    run: MetricRun, plan: MetricPlan, metric: MetricResult, groups: dict[GroupKey, Moments]
+) -> MetricResult:
+    comparisons = []
+    methods = []
+    notes = []
+    for comparison in metric.comparisons:
+        split = cell_stats(plan, groups, run.control, comparison.variant)
+        result = compare_post_stratified(
+            split.controls, split.treatments, relative=run.relative(plan), alpha=run.alpha
+        )
+        methods.append(result.method)
+        pooled = f", {split.pooled} thin cells pooled" if split.pooled else ""
+        notes.append(f"{comparison.variant}: {split.cells} cells{pooled}")
+        comparisons.append(
+            _replace(
+                comparison,
+                effect=result.effect,
+                ci_low=result.ci_low,
+                ci_high=result.ci_high,
+                p_value=result.p_value,
+                adjusted_p_value=result.p_value,
+                outcome="error" if result.error_code else "inconclusive",
+                error_code=result.error_code,
+            )
+        )
+    note = f"post-stratified on cells of {', '.join(plan.cells)} ({'; '.join(notes)})"
+    method = methods[0] if len(set(methods)) == 1 else "post-stratified (some fallbacks)"
+    return dataclasses.replace(
+        metric,
+        comparisons=comparisons,
+        method=method,
+        note="; ".join(filter(None, [metric.note, note])),
+    )
 
 
 def _replace(record: Any, **changes: Any) -> Any:
@@ -140,9 +206,16 @@ def _analyze(
     given = None if isinstance(experiment, str) else experiment
     spec, catalog = _load(engine, key, given)
     phase = _pick_phase(catalog, options.phase, key)
+    windowed = [m.name for m in spec.metrics if m.window is not None]
+    if options.rollups and windowed:
+        # A rollup folds every outcome after first exposure; windows need the raw events.
+        note = f"conversion windows ({', '.join(windowed)}): read from raw events, not rollups"
+        options = dataclasses.replace(
+            options, rollups=False, extra_warnings=[*options.extra_warnings, note]
+        )
     run = MetricRun(engine, spec, phase, options)
     run.fetch()
-    metrics = _finalise(run, [run.metric_result(plan) for plan in run.plans])
+    metrics = _finalise(run, _post_stratify(run, [run.metric_result(plan) for plan in run.plans]))
 
     totals = totals_by_variant(run.unit_groups, run.variants)
     counts = [totals[name].n for name in run.variants]

@@ -314,12 +314,7 @@ class KafkaEventWriter:
             return 0
         with self._lock:
             if not self._has_topics:
-                ensure_topics(
-                    self.target,
-                    EVENT_TABLES,
-                    partitions=self.partitions,
-                    timeout_seconds=min(10.0, self.delivery_timeout_seconds),
-                )
+                ensure_topics(self.target, EVENT_TABLES, partitions=self.partitions)
                 self._has_topics = True
             producer = self._client()
             failures: list[KafkaError] = []

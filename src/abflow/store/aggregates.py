@@ -41,6 +41,7 @@ from abflow.store.schema import (
 )
 
 __all__ = [
+    "CELL_SEPARATOR",
     "PREDICTION_COLUMNS",
     "Catalog",
     "Moments",
@@ -54,6 +55,7 @@ __all__ = [
     "experiment_catalog",
     "histogram",
     "moment_select",
+    "outcome_timing",
     "prediction_moments",
     "unit_moments",
 ]
@@ -80,13 +82,23 @@ class OutcomeColumn:
 
     ``reduce``: ``sum`` of values, ``count`` of events, or ``any`` (1 if some value > 0).
     ``period``: ``post`` reads outcomes from the unit's first exposure on; ``pre`` reads the
-    ones before it (the CUPED covariate).
+    ones before it (the CUPED covariate). A post column with a conversion window reads only
+    ``first + delay_seconds <= ts <= first + delay_seconds + length_seconds`` (``first``: the
+    unit's first exposure in the phase; no length: to the end of the analysis window).
     """
 
     name: str
     event: str
     reduce: Literal["sum", "count", "any"] = "sum"
     period: Literal["post", "pre"] = "post"
+    delay_seconds: float = 0.0
+    length_seconds: float | None = None
+
+    @property
+    def has_window(self) -> bool:
+        return self.period == "post" and (
+            self.delay_seconds != 0 or self.length_seconds is not None
+        )
 
 
 @dataclass(slots=True)
@@ -153,10 +165,30 @@ def day_of(ts: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     return ts // float(SECONDS_PER_DAY)
 
 
+CELL_SEPARATOR = "\x1f"
+"""Between the attribute values of a cell key (ASCII unit separator: not in real values)."""
+
+
 def attribute_expression(
-    engine: Engine, column: sa.ColumnElement[Any], key: str
+    engine: Engine, column: sa.ColumnElement[Any], key: str | Sequence[str]
 ) -> sa.ColumnElement[Any]:
-    """``attributes_json ->> key`` in the engine's dialect (the one non-portable expression)."""
+    """``attributes_json ->> key`` in the engine's dialect (the one non-portable expression).
+
+    Several keys give one cell key: their values as text joined by :data:`CELL_SEPARATOR`
+    (a missing attribute is the empty string), so units group by the cross of attributes.
+    """
+    if not isinstance(key, str):
+        keys = list(key)
+        if len(keys) == 1:
+            return attribute_expression(engine, column, keys[0])
+        parts = [
+            sa.func.coalesce(sa.cast(attribute_expression(engine, column, k), sa.String), "")
+            for k in keys
+        ]
+        joined: sa.ColumnElement[Any] = parts[0]
+        for part in parts[1:]:
+            joined = joined.concat(CELL_SEPARATOR).concat(part)
+        return joined
     if not key.replace("_", "").isalnum():
         msg = f"breakdown attribute {key!r} must be letters, digits and underscores"
         raise InvalidArgumentError(msg)
@@ -177,7 +209,7 @@ def _units(
     experiment_key: str,
     phase: int,
     window: Window,
-    dimension: str | None,
+    dimension: str | Sequence[str] | None,
     *,
     shared: bool = False,
 ) -> sa.Subquery | sa.CTE:
@@ -280,12 +312,23 @@ def _with_late(
     return value + extra
 
 
+def outcome_timing(
+    column: OutcomeColumn, ts: sa.ColumnElement[Any], first_ts: sa.ColumnElement[Any]
+) -> sa.ColumnElement[bool]:
+    """Whether an outcome at ``ts`` counts for a unit first exposed at ``first_ts``."""
+    if column.period == "pre":
+        return ts < first_ts
+    start = first_ts + column.delay_seconds if column.delay_seconds else first_ts
+    if column.length_seconds is None:
+        return ts >= start
+    return sa.and_(ts >= start, ts <= first_ts + (column.delay_seconds + column.length_seconds))
+
+
 def _outcome_value(
     column: OutcomeColumn, units: sa.Subquery | sa.CTE, source: sa.FromClause | None = None
 ) -> sa.ColumnElement[Any]:
     o = outcomes if source is None else source
-    timing = o.c.ts >= units.c.first_ts if column.period == "post" else o.c.ts < units.c.first_ts
-    match = sa.and_(o.c.name == column.event, timing)
+    match = sa.and_(o.c.name == column.event, outcome_timing(column, o.c.ts, units.c.first_ts))
     if column.reduce == "sum":
         return sa.func.coalesce(sa.func.sum(sa.case((match, o.c.value), else_=0.0)), 0.0)
     if column.reduce == "count":
@@ -365,9 +408,11 @@ def unit_moments(
     products: Iterable[tuple[str, str]] = (),
     *,
     window: Window | None = None,
-    dimension: str | None = None,
+    dimension: str | Sequence[str] | None = None,
 ) -> tuple[dict[GroupKey, Moments], int]:
     """Moments of per-unit outcome values, grouped by (variant, cohort day | attribute).
+
+    Several attributes as ``dimension`` group by their cells (see :func:`attribute_expression`).
 
     Units seen in more than one variant within the phase are left out (their outcomes cannot
     be attributed); their count is the second item returned. Outcomes count from the unit's
