@@ -127,16 +127,30 @@ def forest_plot(rows: Sequence[ForestRow], title: str, axis_label: str) -> Marku
             f'<text x="{width - right + 8}" y="{y + 4:.1f}" font-size="11" fill="{colour}">'
             f"{escape(row.text)}</text>"
         )
-    for tick in _ticks(low, high):
+    for tick, text in _tick_labels(_ticks(low, high)):
         body.append(
             f'<text x="{x(tick):.1f}" y="{height - 14}" font-size="10" text-anchor="middle" '
-            f'fill="#666">{tick:.3g}</text>'
+            f'fill="#666">{text}</text>'
         )
     body.append(
         f'<text x="{(left + width - right) / 2:.1f}" y="{height - 1}" font-size="11" '
         f'text-anchor="middle" fill="#444">{escape(axis_label)}</text>'
     )
     return _svg(width, height, body, title)
+
+
+def _tick_labels(ticks: list[float]) -> list[tuple[float, str]]:
+    """Each tick with its label, written with the decimals its step needs (``0.25``,
+    ``1,000``): no exponent notation, no float noise like ``0.30000000000000004``."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    if round(step * 10**decimals, 6) % 1:  # a step of 0.25 needs two decimals, not one
+        decimals += 1
+    labels = []
+    for tick in ticks:
+        value = 0.0 if abs(tick) < step / 2 else tick
+        labels.append((tick, f"{value:,.{decimals}f}"))
+    return labels
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -202,10 +216,10 @@ def line_chart(bands: Sequence[Band], title: str, y_label: str, zero_line: bool 
             f'<text x="{px(label):.1f}" y="{height - bottom + 16}" font-size="10" '
             f'text-anchor="middle" fill="#666">{escape(label[5:])}</text>'
         )
-    for tick in _ticks(low, high):
+    for tick, text in _tick_labels(_ticks(low, high)):
         body.append(
             f'<text x="{left - 6}" y="{py(tick) + 3:.1f}" font-size="10" text-anchor="end" '
-            f'fill="#666">{tick:.3g}</text>'
+            f'fill="#666">{text}</text>'
         )
     body.append(
         f'<text x="12" y="{(top + height - bottom) / 2:.0f}" font-size="11" fill="#444" '
@@ -254,10 +268,10 @@ def step_chart(series: Sequence[Series], title: str, x_label: str) -> Markup:
             f'<text x="{width - right - 4}" y="{top + 12 + 14 * i}" font-size="11" '
             f'text-anchor="end" fill="{colour}">{escape(s.name)}</text>'
         )
-    for tick in _ticks(x_low, x_high):
+    for tick, text in _tick_labels(_ticks(x_low, x_high)):
         body.append(
             f'<text x="{px(tick):.1f}" y="{height - bottom + 14}" font-size="10" '
-            f'text-anchor="middle" fill="#666">{tick:.3g}</text>'
+            f'text-anchor="middle" fill="#666">{text}</text>'
         )
     body.append(
         f'<text x="{(left + width - right) / 2:.0f}" y="{height - 6}" font-size="11" '

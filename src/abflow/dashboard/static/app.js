@@ -1,6 +1,8 @@
 "use strict";
-// abflow dashboard: reads the gateway's JSON API with a bearer token kept in sessionStorage.
-// Everything is written with textContent (never innerHTML), so names in specs stay text.
+// abflow dashboard: reads /ui/api/* with a bearer token kept in sessionStorage.
+// The server sends finished text (formatted by abflow.analysis.formatting, as in the HTML
+// report) and finished SVG charts; text is written with textContent (never innerHTML), and
+// charts are parsed as SVG documents, so names in specs stay text.
 
 const TOKEN_KEY = "abflow-token";
 const $ = (id) => document.getElementById(id);
@@ -17,127 +19,183 @@ async function api(path) {
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
-    throw new Error(detail);
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
   }
   return response.json();
 }
 
-function cell(row, text, className) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  row.appendChild(td);
-  return td;
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = text;
+  if (className) node.className = className;
+  return node;
 }
 
-function clear(tbody) { while (tbody.firstChild) tbody.removeChild(tbody.firstChild); }
+function cell(row, text, className) { return row.appendChild(element("td", text, className)); }
 
-function show(id) {
+function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); return node; }
+
+function svg(markup) {
+  if (!markup) return document.createTextNode("");
+  const parsed = new DOMParser().parseFromString(markup, "image/svg+xml");
+  const root = parsed.documentElement;
+  if (root.nodeName !== "svg") return document.createTextNode("");
+  return document.importNode(root, true);
+}
+
+function show(ids) {
   for (const name of ["login", "experiments", "result"]) $(name).hidden = true;
-  for (const name of id) $(name).hidden = false;
+  for (const name of ids) $(name).hidden = false;
   $("sign-out").hidden = !token();
 }
 
-function fmt(value, digits = 4) {
-  if (value === null || value === undefined || Number.isNaN(value)) return "—";
-  return String(Number.parseFloat(Number(value).toPrecision(digits)));
-}
-
-function signed(value) {
-  if (value === null || value === undefined || !Number.isFinite(value)) return "—";
-  return (value >= 0 ? "+" : "") + fmt(value);
-}
-
-function pct(value) { return (100 * value).toFixed(1) + "%"; }
-
-function effectPlot(comparison, scale) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("class", "effect");
-  svg.setAttribute("viewBox", "0 0 160 18");
-  const x = (v) => 80 + (scale > 0 ? (v / scale) * 70 : 0);
-  const axis = document.createElementNS(ns, "line");
-  for (const [k, v] of [["x1", 80], ["x2", 80], ["y1", 0], ["y2", 18], ["stroke", "#bbb"]]) axis.setAttribute(k, v);
-  svg.appendChild(axis);
-  if (Number.isFinite(comparison.ci_low) && Number.isFinite(comparison.ci_high)) {
-    const bar = document.createElementNS(ns, "line");
-    const colour = comparison.outcome === "better" ? "#176b31" : comparison.outcome === "worse" ? "#a11" : "#555";
-    for (const [k, v] of [["x1", x(comparison.ci_low)], ["x2", x(comparison.ci_high)], ["y1", 9], ["y2", 9], ["stroke", colour], ["stroke-width", 3]]) bar.setAttribute(k, v);
-    svg.appendChild(bar);
-    const dot = document.createElementNS(ns, "circle");
-    for (const [k, v] of [["cx", x(comparison.effect)], ["cy", 9], ["r", 3.5], ["fill", colour]]) dot.setAttribute(k, v);
-    svg.appendChild(dot);
-  }
-  return svg;
-}
+function pill(text, tone) { return element("span", text, "pill " + (tone || "neutral")); }
 
 async function loadExperiments() {
   $("status").textContent = "loading experiments…";
-  const data = await api("/v1/experiments");
-  const tbody = $("experiment-table").querySelector("tbody");
-  clear(tbody);
+  const data = await api("/ui/api/experiments");
+  const tbody = clear($("experiment-table").querySelector("tbody"));
   for (const experiment of data.experiments) {
-    const row = document.createElement("tr");
-    row.className = "clickable";
+    const row = element("tr", null, "clickable");
     row.dataset.key = experiment.key;
-    cell(row, experiment.key + (experiment.name ? " — " + experiment.name : ""));
-    cell(row, experiment.variants.map((v) => v.name + " (" + fmt(v.weight, 3) + ")" + (v.is_shadow ? " shadow" : "")).join(", "));
-    cell(row, String(experiment.phase), "num");
-    cell(row, String(experiment.version), "num");
+    const name = cell(row, experiment.key);
+    if (experiment.name) name.appendChild(element("div", experiment.name, "meta"));
+    cell(row).appendChild(pill(experiment.status, experiment.status_tone));
+    cell(row, experiment.stage, "tone-" + experiment.stage_tone);
+    cell(row, experiment.variants);
+    cell(row, experiment.phase);
+    cell(row, experiment.since);
+    cell(row, "v" + experiment.version, "num");
     row.addEventListener("click", () => { location.hash = "#/experiments/" + encodeURIComponent(experiment.key); });
     tbody.appendChild(row);
   }
-  $("status").textContent = data.experiments.length + " live experiment(s)";
+  const n = data.experiments.length;
+  $("status").textContent = n + (n === 1 ? " experiment" : " experiments");
   show(["experiments"]);
+}
+
+function fillTable(tbody, rows, numericFrom) {
+  clear(tbody);
+  for (const values of rows) {
+    const row = element("tr");
+    values.forEach((value, index) => cell(row, value, index >= numericFrom ? "num" : ""));
+    tbody.appendChild(row);
+  }
+}
+
+function renderMetrics(view) {
+  const head = clear($("metric-table").querySelector("thead"));
+  const header = element("tr");
+  header.appendChild(element("th", "metric"));
+  for (const name of view.variant_names) header.appendChild(element("th", name, "num"));
+  if (view.has_vs) header.appendChild(element("th", "vs"));
+  for (const name of ["effect", "95% interval", "p / P(win)"]) header.appendChild(element("th", name, "num"));
+  header.appendChild(element("th", "verdict"));
+  head.appendChild(header);
+  const body = clear($("metric-table").querySelector("tbody"));
+  for (const m of view.metrics) {
+    const row = element("tr");
+    row.dataset.metric = m.name;
+    row.dataset.variant = m.variant;
+    const name = cell(row, m.is_first ? m.name : "", "name");
+    if (m.is_first) name.appendChild(element("div", m.kind + " · " + m.role, "meta"));
+    for (const value of m.values) cell(row, value, "num value");
+    if (view.has_vs) cell(row, m.variant);
+    cell(row, m.effect, "num effect");
+    const interval = cell(row, "", "num interval");
+    const bounds = m.interval.split(", ");
+    if (bounds.length === 2) {
+      interval.appendChild(element("span", bounds[0] + ","));
+      interval.appendChild(document.createTextNode(" "));
+      interval.appendChild(element("span", bounds[1]));
+    } else interval.textContent = m.interval;
+    const p = cell(row, m.p, "num p");
+    if (m.raw_p) p.appendChild(element("div", m.raw_p + " raw", "meta"));
+    cell(row, "", "status").appendChild(pill(m.status, m.tone));
+    body.appendChild(row);
+  }
+  const notes = clear($("notes"));
+  for (const note of view.notes) notes.appendChild(element("li", note));
+  const charts = clear($("effect-charts"));
+  for (const chart of view.charts.effects) charts.appendChild(svg(chart));
+}
+
+function renderRollout(rollout) {
+  $("rollout-stage").textContent = "";
+  $("rollout-stage").appendChild(pill(rollout.stage, rollout.stage_tone));
+  $("rollout-stage").appendChild(document.createTextNode(rollout.has_plan
+    ? " challenger " + rollout.challenger
+    : " add a rollout section to the spec to ramp the challenger step by step"));
+  const steps = clear($("rollout-steps"));
+  for (const step of rollout.steps) {
+    const item = element("li", step.label, "step " + step.state);
+    item.title = step.detail;
+    steps.appendChild(item);
+  }
+  const history = clear($("rollout-history").querySelector("tbody"));
+  $("rollout-history").hidden = rollout.history.length === 0;
+  for (const entry of rollout.history) {
+    const row = element("tr");
+    cell(row, entry.when); cell(row, entry.what, "text tone-" + entry.tone); cell(row, entry.actor); cell(row, entry.detail, "text");
+    history.appendChild(row);
+  }
+}
+
+function renderShadow(shadows) {
+  $("shadow").hidden = shadows.length === 0;
+  const body = clear($("shadow-body"));
+  for (const s of shadows) {
+    body.appendChild(element("h4", "Shadow " + s.variant + " vs served"));
+    body.appendChild(element("p", s.summary, "meta"));
+    const table = element("table");
+    const head = table.appendChild(element("thead")).appendChild(element("tr"));
+    s.columns.forEach((c, i) => head.appendChild(element("th", c, i ? "num" : "")));
+    const tbody = table.appendChild(element("tbody"));
+    fillTable(tbody, s.rows, 1);
+    const wrap = element("div", null, "wide");
+    wrap.appendChild(table);
+    body.appendChild(wrap);
+  }
 }
 
 async function loadResult(key) {
   $("status").textContent = "analysing " + key + "…";
-  const result = await api("/v1/experiments/" + encodeURIComponent(key) + "/results");
-  $("result-title").textContent = result.experiment_key + " — phase " + result.phase;
-  const verdict = $("verdict");
-  verdict.className = "verdict " + result.decision.verdict;
-  verdict.textContent = result.decision.summary;
-  const p = result.provenance;
-  $("meta").textContent = "method " + result.method + ", correction " + result.correction + ", spec v" + p.spec_version + " (" + p.spec_hash.slice(0, 12) + "), abflow " + p.abflow_version;
-  const variants = $("variant-table").querySelector("tbody");
-  clear(variants);
-  for (const v of result.variants) {
-    const row = document.createElement("tr");
-    cell(row, v.variant); cell(row, v.units.toLocaleString("en"), "num");
-    cell(row, pct(v.observed_share), "num"); cell(row, pct(v.expected_share), "num");
-    variants.appendChild(row);
+  const view = await api("/ui/api/experiments/" + encodeURIComponent(key));
+  $("result-title").textContent = view.title;
+  $("meta").textContent = view.meta;
+  $("verdict").className = "verdict " + view.verdict.tone;
+  $("verdict-summary").textContent = view.verdict.summary;
+  const reasons = clear($("verdict-reasons"));
+  for (const reason of view.verdict.reasons) reasons.appendChild(element("li", reason));
+  const warnings = clear($("warnings"));
+  for (const warning of view.warnings) warnings.appendChild(element("p", "⚠ " + warning, "warn"));
+  fillTable($("variant-table").querySelector("tbody"), view.variants.map((v) => [v.variant, v.units, v.observed, v.expected]), 1);
+  $("srm").textContent = view.srm.text;
+  $("srm").className = "tone-" + view.srm.tone;
+  $("progress").textContent = "Progress: " + view.progress;
+  renderMetrics(view);
+  const timeline = clear($("timeline-charts"));
+  $("timeline").hidden = view.charts.timeline.length === 0;
+  for (const chart of view.charts.timeline) {
+    timeline.appendChild(element("h4", chart.metric));
+    timeline.appendChild(svg(chart.svg));
   }
-  const srm = $("srm");
-  const unchecked = result.srm.status === "not_enough_data";
-  srm.textContent = unchecked ? "Split not checked yet: not enough data for the SRM test"
-    : (result.srm.is_mismatch ? "Sample ratio mismatch" : "Split as expected") + " (SRM p = " + fmt(result.srm.p_value, 3) + ")";
-  srm.className = unchecked ? "" : (result.srm.is_mismatch ? "bad" : "good");
-  const metrics = $("metric-table").querySelector("tbody");
-  clear(metrics);
-  for (const m of result.metrics) {
-    const control = m.values[0];
-    const scale = Math.max(1e-12, ...m.comparisons.map((c) => Math.max(Math.abs(c.ci_low || 0), Math.abs(c.ci_high || 0))));
-    for (const c of m.comparisons) {
-      const treatment = m.values.find((v) => v.variant === c.variant);
-      const row = document.createElement("tr");
-      row.dataset.metric = m.name;
-      cell(row, m.name); cell(row, m.role); cell(row, c.variant);
-      cell(row, control ? fmt(control.value) : "—", "num");
-      cell(row, treatment ? fmt(treatment.value) : "—", "num");
-      cell(row, signed(c.effect) + " [" + signed(c.ci_low) + ", " + signed(c.ci_high) + "]" + (m.relative ? " (relative)" : ""), "num");
-      cell(row, c.adjusted_p_value === null ? (c.chance_to_win === null ? "—" : "P(win) " + pct(c.chance_to_win)) : fmt(c.adjusted_p_value, 3), "num");
-      const status = m.role === "guardrail" ? (c.guardrail || "inconclusive") : c.outcome;
-      cell(row, status, status === "fail" || status === "worse" ? "bad" : status === "pass" || status === "better" ? "good" : "");
-      row.appendChild(document.createElement("td")).appendChild(effectPlot(c, scale));
-      metrics.appendChild(row);
-    }
+  renderRollout(view.rollout);
+  renderShadow(view.shadow);
+  $("monitoring-message").textContent = view.monitoring.message;
+  const monitoring = clear($("monitoring-charts"));
+  for (const chart of view.monitoring.charts) monitoring.appendChild(svg(chart.svg));
+  $("latency").hidden = view.latency.length === 0;
+  fillTable($("latency-table").querySelector("tbody"), view.latency, 1);
+  clear($("latency-chart")).appendChild(svg(view.charts.latency));
+  const audit = clear($("audit-table").querySelector("tbody"));
+  for (const entry of view.audit) {
+    const row = element("tr");
+    cell(row, entry.seq, "num"); cell(row, entry.when); cell(row, entry.actor); cell(row, entry.what); cell(row, entry.detail, "text");
+    audit.appendChild(row);
   }
-  const progress = result.progress;
-  $("progress").textContent = progress.units.toLocaleString("en") + " units" +
-    (progress.required_units ? " of " + progress.required_units.toLocaleString("en") + " planned" : "") +
-    (progress.remaining_days !== null ? ", about " + fmt(progress.remaining_days, 2) + " days to go" : "");
-  $("status").textContent = "analysed " + new Date(p.generated_at * 1000).toISOString();
+  $("footer").textContent = "The same analysis as a report: " + view.command;
+  $("status").textContent = "analysed " + view.generated;
   show(["result"]);
 }
 
