@@ -62,6 +62,11 @@ class StoreWriter(Protocol):
 
 
 def _open_store(url: str, *, in_subprocess: bool = False) -> StoreWriter:
+    # Events to Kafka (docs/kafka.md): in this process, as librdkafka has threads of its own.
+    if url.startswith("kafka://"):
+        from abflow.events.kafka import KafkaEventWriter
+
+        return KafkaEventWriter.from_url(url)
     if in_subprocess:
         sink = SubprocessStore(url)
         try:

@@ -29,6 +29,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from abflow.errors import ConfigError, InvalidSpecError
+from abflow.events.kafka import parse_kafka_url
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
 from abflow.serving.model_policy import ModelPolicy, parse_host_entry
@@ -48,6 +49,12 @@ __all__ = [
 def _host_entry(entry: str) -> str:
     parse_host_entry(entry)  # refuse a bad entry when settings are read, not at first use
     return entry.strip()
+
+
+def _events_url(url: str | None) -> str | None:
+    if url is not None:
+        parse_kafka_url(url)  # Kafka is the one other sink: refuse anything else at start
+    return url
 
 
 def _host_list(value: Any) -> Any:
@@ -82,6 +89,11 @@ class GatewaySettings(BaseSettings):
     config: Path | None = Field(default=None, description="gateway config file (YAML/JSON)")
     store_url: str | None = Field(default=None, description="default: embedded SQLite")
     journal_dir: Path = Path(".abflow/journal")
+    events_url: Annotated[str | None, AfterValidator(_events_url)] = Field(
+        default=None,
+        description="where the event log ships events: kafka://host:port/topic-prefix sends them "
+        "to Kafka (load them with abflow ingest, docs/kafka.md); default: the store",
+    )
     auth_enabled: bool = True
     token_cache_seconds: float = Field(
         default=5.0,
