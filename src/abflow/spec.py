@@ -39,16 +39,19 @@ __all__ = [
     "NamespaceSpec",
     "RampStepSpec",
     "RolloutSpec",
+    "ShadowSpec",
     "VariantSpec",
     "canonical_json",
     "challenger_share",
     "experiment_json_schema",
+    "is_mirrored",
     "load_experiment",
     "parse_experiment",
     "rollout_registration",
     "spec_hash",
     "traffic_fields",
     "validate_condition",
+    "with_mirrored",
 ]
 
 WEIGHT_TOLERANCE = 1e-6
@@ -236,11 +239,38 @@ class AnalysisSpec(_Spec):
 
 
 class RampStepSpec(_Spec):
-    """One step of a canary ramp: the challenger's share and how long to hold it."""
+    """One step of a canary ramp: the challenger's share and how long to hold it.
 
-    traffic: float = Field(gt=0.0, le=1.0, description="challenger share of covered traffic")
+    A plan's first step may be a shadow step (``shadow: true``, no traffic): the challenger
+    serves no one and gets copies of the requests, and the controller moves on only when
+    it is paired non-inferior on the guardrails (``min_samples`` counts paired requests).
+    """
+
+    traffic: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="challenger share of covered traffic"
+    )
+    shadow: bool = Field(default=False, description="mirror requests to the challenger only")
     min_duration_hours: float = Field(default=24.0, ge=0.0)
     min_samples: int = Field(default=1000, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_shadow(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``shadow`` came later: left out when false, so that a plan written before it
+        keeps its canonical JSON and :func:`spec_hash`."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("shadow"):
+            data.pop("shadow", None)
+        return data
+
+    @model_validator(mode="after")
+    def _traffic_or_shadow(self) -> RampStepSpec:
+        if self.shadow and self.traffic > 0:
+            msg = f"a shadow step serves no traffic; leave 'traffic' ({self.traffic}) out"
+            raise ValueError(msg)
+        if not self.shadow and self.traffic <= 0:
+            msg = "traffic must be above 0 (or the step must be a shadow step: shadow: true)"
+            raise ValueError(msg)
+        return self
 
 
 class RolloutSpec(_Spec):
@@ -255,6 +285,13 @@ class RolloutSpec(_Spec):
     @field_validator("steps")
     @classmethod
     def _increasing(cls, steps: list[RampStepSpec]) -> list[RampStepSpec]:
+        for index, step in enumerate(steps):
+            if step.shadow and index > 0:
+                msg = f"steps[{index}] is a shadow step: only the first step can be one"
+                raise ValueError(msg)
+        if steps[0].shadow and len(steps) == 1:
+            msg = "a shadow step must be followed by a ramp step (with traffic)"
+            raise ValueError(msg)
         for index in range(1, len(steps)):
             if steps[index].traffic <= steps[index - 1].traffic:
                 msg = (
@@ -263,6 +300,21 @@ class RolloutSpec(_Spec):
                 )
                 raise ValueError(msg)
         return steps
+
+
+class ShadowSpec(_Spec):
+    """Shadow traffic: which challengers get a copy of requests, and of what share.
+
+    The gateway's config may name more mirrored variants; ``share`` applies to all of them.
+    Sampling is deterministic (a hash of the request id, or of the unit id with
+    ``by: unit``), so every replica mirrors the same requests.
+    """
+
+    variants: list[str] = Field(default_factory=list, description="challengers to mirror")
+    share: float = Field(default=1.0, gt=0.0, le=1.0, description="fraction of requests mirrored")
+    by: Literal["request", "unit"] = Field(
+        default="request", description="what the sample is drawn on: request ids or unit ids"
+    )
 
 
 class MonitoringSpec(_Spec):
@@ -306,14 +358,17 @@ class ExperimentSpec(_Spec):
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     rollout: RolloutSpec | None = None
     monitoring: MonitoringSpec | None = None
+    shadow: ShadowSpec | None = None
 
     @model_serializer(mode="wrap")
-    def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """``monitoring`` came later: left out when unset, so that a spec written before it
-        keeps its canonical JSON and :func:`spec_hash`."""
+    def _leave_out_unset_shadow(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``shadow`` and ``monitoring`` came later: left out when unset (as for
+        :class:`RampStepSpec`)."""
         data = handler(self)
-        if isinstance(data, dict) and data.get("monitoring") is None:
-            data.pop("monitoring", None)
+        if isinstance(data, dict):
+            for name in ("shadow", "monitoring"):
+                if data.get(name) is None:
+                    data.pop(name, None)
         return data
 
     @property
@@ -441,6 +496,15 @@ def _cross_field_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
             problems.append(("rollout.challenger", f"unknown variant {challenger!r}"))
         if challenger is not None and challenger == names[0]:
             problems.append(("rollout.challenger", "the control cannot be the challenger"))
+    if spec.shadow is not None:
+        for index, name in enumerate(spec.shadow.variants):
+            if name not in seen or name == names[0]:
+                problems.append(
+                    (
+                        f"shadow.variants[{index}]",
+                        f"{name!r} is not a challenger; variants are {names}",
+                    )
+                )
     return problems
 
 
@@ -626,7 +690,12 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
         )
         raise InvalidSpecError([f"weights: {problem}"], new.key)
     if new.weights is None:
-        return new if stored.weights is None else new.model_copy(update={"weights": stored.weights})
+        # The stored split, and whether the plan's shadow step mirrors the challenger now.
+        kept: dict[str, Any] = {} if stored.weights is None else {"weights": stored.weights}
+        challenger = new.variant_names[new.challenger_index]
+        if is_mirrored(stored, challenger) != is_mirrored(new, challenger):
+            kept["shadow"] = with_mirrored(new, challenger, on=is_mirrored(stored, challenger))
+        return new.model_copy(update=kept) if kept else new
     positions = sorted({0.0, 1.0, *(step.traffic for step in plan.steps)})
     before = challenger_share(stored)
     if share is None or all(abs(share - p) > WEIGHT_TOLERANCE for p in positions):
@@ -643,6 +712,21 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
         )
         raise InvalidSpecError([f"weights: {problem}"], new.key)
     return new
+
+
+def is_mirrored(spec: ExperimentSpec, variant: str) -> bool:
+    """Whether the spec asks for shadow copies of requests to ``variant``."""
+    return spec.shadow is not None and variant in spec.shadow.variants
+
+
+def with_mirrored(spec: ExperimentSpec, variant: str, *, on: bool) -> ShadowSpec | None:
+    """The spec's shadow section with ``variant`` mirrored (``on``) or not; None when it
+    would then mirror nothing and set nothing else."""
+    current = spec.shadow or ShadowSpec()
+    names = [name for name in current.variants if name != variant] + ([variant] if on else [])
+    if not names and current.model_fields_set <= {"variants"}:
+        return None
+    return current.model_copy(update={"variants": names})
 
 
 def _live_challenger_share(new: ExperimentSpec, stored: ExperimentSpec | None) -> float:

@@ -130,6 +130,11 @@ class Loader:
         self._progress = IngestProgress()
         self._stop = threading.Event()
 
+    @property
+    def assigned_partitions(self) -> int:
+        """How many partitions the group has given this loader now."""
+        return len(self._assigned)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stop(self) -> None:

@@ -314,7 +314,12 @@ class KafkaEventWriter:
             return 0
         with self._lock:
             if not self._has_topics:
-                ensure_topics(self.target, EVENT_TABLES, partitions=self.partitions)
+                ensure_topics(
+                    self.target,
+                    EVENT_TABLES,
+                    partitions=self.partitions,
+                    timeout_seconds=min(10.0, self.delivery_timeout_seconds),
+                )
                 self._has_topics = True
             producer = self._client()
             failures: list[KafkaError] = []

@@ -12,6 +12,13 @@ looks once and acts at most once:
   ``abflow rollout promote``;
 * otherwise hold, saying what it waits for.
 
+A plan may begin with a shadow step: the challenger serves no one and the spec asks the
+gateways to mirror requests to it (``shadow.variants``, sampled by ``shadow.share``). The
+tick moves past it only when the ``shadow-no-harm`` gate passes (paired non-inferiority on
+the guardrails, :func:`abflow.rollout.gate.shadow_checks`) on at least ``min_samples``
+paired requests after ``min_duration_hours``; a shadow worse beyond a margin with
+confidence is rolled back (``auto_rollback``), which also stops the copies.
+
 Every move writes a new spec version (so a new phase: analysis never pools two steps) and an
 audit entry carrying the evidence: the analysed phase and window, spec hash, units per
 variant, each guardrail's effect and interval, and the abflow version. A gateway serving the
@@ -41,6 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
 from abflow.errors import AbflowError, InvalidArgumentError, RegistryError
+from abflow.rollout.gate import GatePolicy, Requirement, evaluate_gate, shadow_harms
 from abflow.rollout.guardrails import GuardrailCheck, judge_guardrails
 from abflow.rollout.plan import (
     ROLLOUT_ACTIONS,
@@ -53,7 +61,7 @@ from abflow.rollout.plan import (
     step_weights,
 )
 from abflow.security.audit import json_safe
-from abflow.spec import ExperimentSpec, challenger_share
+from abflow.spec import ExperimentSpec, challenger_share, is_mirrored, with_mirrored
 from abflow.store import EventStore
 
 if TYPE_CHECKING:
@@ -149,6 +157,8 @@ def tick(
             f"{count} step{'s' if count != 1 else ''}; promote or roll back by hand"
         )
         raise InvalidArgumentError(msg)
+    if plan.steps[state.step].shadow:
+        return _shadow_tick(store, spec, state, actor, now, analyse, registry)
     if challenger_share(spec) == 0.0:
         stopped = (
             "the challenger's traffic was set to 0 % outside the rollout; the controller will "
@@ -190,6 +200,66 @@ def tick(
         [reason, "last step done: waiting for `abflow rollout promote`"],
         evidence,
     )
+
+
+def _shadow_tick(
+    store: EventStore,
+    spec: ExperimentSpec,
+    state: RolloutState,
+    actor: str,
+    now: float,
+    analyse: Analyse,
+    registry: MlflowPromotionRegistry | None,
+) -> TickResult:
+    """The shadow step: advance when the shadow-no-harm gate passes on enough pairs."""
+    plan = plan_of(spec)
+    step = plan.steps[state.step or 0]
+    challenger = spec.variant_names[challenger_index(spec)]
+    if not is_mirrored(spec, challenger) or challenger_share(spec) != 0.0:
+        stopped = (
+            "the shadow step's copies or split were changed outside the rollout; "
+            "`abflow rollout rollback` ends the rollout"
+        )
+        return TickResult(spec.key, "held", state.step, [stopped])
+    phase = store.current_phase(spec.key)
+    result = analyse(store, spec, phase.phase)
+    gate = evaluate_gate(
+        result, GatePolicy(require=Requirement.shadow_no_harm, variants=(challenger,))
+    )
+    pairs = next((s.pairs for s in result.shadow if s.variant == challenger), 0)
+    evidence = _evidence(result, [], challenger)
+    evidence["shadow_pairs"] = pairs
+    evidence["shadow_gate"] = [
+        {"check": c.check, "passed": c.passed, "detail": c.detail} for c in gate.checks
+    ]
+    harms = shadow_harms(result, challenger)
+    if harms:
+        if plan.auto_rollback:
+            return _finish(store, spec, state, "rolled_back", actor, harms, evidence, registry)
+        return TickResult(
+            spec.key, "held", state.step, ["shadow harms, auto_rollback is off", *harms], evidence
+        )
+    since = max(phase.started_at, state.since if state.since is not None else phase.started_at)
+    elapsed_hours = (now - since) / HOUR
+    waiting = []
+    if elapsed_hours < step.min_duration_hours:
+        waiting.append(
+            f"shadow step has run {elapsed_hours:.1f} of {step.min_duration_hours:g} hours"
+        )
+    if pairs < step.min_samples:
+        waiting.append(f"shadow has {pairs:,} of {step.min_samples:,} paired requests")
+    if waiting:
+        return TickResult(spec.key, "held", state.step, waiting, evidence)
+    if not gate.passed:
+        failed = [f"{c.check}: {c.detail}" for c in gate.failures]
+        return TickResult(
+            spec.key, "held", state.step, ["shadow-no-harm does not hold yet", *failed], evidence
+        )
+    reason = (
+        f"shadow step held for {elapsed_hours:.1f} h with {pairs:,} paired requests; "
+        "shadow-no-harm holds"
+    )
+    return _move(store, spec, state, (state.step or 0) + 1, actor, "advanced", [reason], evidence)
 
 
 def promote(
@@ -263,9 +333,12 @@ def _end_by_hand(
     return _finish(store, spec, state, action, actor, [reason], {}, registry)
 
 
-def _with_share(spec: ExperimentSpec, share: float) -> ExperimentSpec:
+def _with_share(spec: ExperimentSpec, share: float, *, mirrored: bool) -> ExperimentSpec:
+    """The spec with the challenger at ``share``, and mirrored only during a shadow step."""
     weights = step_weights(spec, share) if 0 < share < 1 else _endpoint(spec, share)
-    return spec.model_copy(update={"weights": weights})
+    challenger = spec.variant_names[challenger_index(spec)]
+    shadow = with_mirrored(spec, challenger, on=mirrored)
+    return spec.model_copy(update={"weights": weights, "shadow": shadow})
 
 
 def _endpoint(spec: ExperimentSpec, share: float) -> list[float]:
@@ -282,6 +355,8 @@ def _record(
     action: str,
     payload: dict[str, Any],
     actor: str,
+    *,
+    mirrored: bool = False,
 ) -> bool:
     """Register the new weights and audit the move; False if the rollout moved meanwhile.
 
@@ -290,7 +365,7 @@ def _record(
     """
     reason = f"{action.removeprefix('rollout.').replace('_', ' ')}: {share:.0%} to the challenger"
     return store.register_if_unchanged(
-        _with_share(spec, share),
+        _with_share(spec, share, mirrored=mirrored),
         actions=ROLLOUT_ACTIONS,
         last_seq=seen.seq,
         action=action,
@@ -325,7 +400,7 @@ def _move(
 ) -> TickResult:
     """Open ramp step ``step``, unless that would lower the challenger's share."""
     steps = plan_of(spec).steps
-    share = steps[step].traffic
+    share, mirrored = steps[step].traffic, steps[step].shadow
     current = challenger_share(spec)
     if current is None or share < current - 1e-9:
         now = "a split of other variants" if current is None else f"{current:.0%}"
@@ -336,9 +411,11 @@ def _move(
         )
         return TickResult(spec.key, "held", seen.step, [*reasons, refusal], evidence)
     payload = _payload(step, share, reasons, evidence)
-    if not _record(store, spec, seen, share, "rollout.step", payload, actor):
+    if not _record(store, spec, seen, share, "rollout.step", payload, actor, mirrored=mirrored):
         return _moved_meanwhile(spec, step)
     label = f"step {step + 1} of {len(steps)}: {share:.0%} to the challenger"
+    if mirrored:
+        label += ", shadow copies of requests"
     return TickResult(spec.key, action, step, [*reasons, label], evidence)
 
 

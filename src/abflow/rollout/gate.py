@@ -43,6 +43,7 @@ __all__ = [
     "Requirement",
     "evaluate_gate",
     "shadow_checks",
+    "shadow_harms",
 ]
 
 SHADOW_MEASURES = {
@@ -345,6 +346,31 @@ def _shadow_guardrail(metric: MetricResult, shadow: ShadowResult) -> GateCheck:
         f"{allowed:.4g} ({(metric.margin or 0.0) * 100:g}% of served)"
     )
     return GateCheck(check, shadow.variant, passed, detail)
+
+
+def shadow_harms(result: ExperimentResult, variant: str) -> list[str]:
+    """Guardrails on which shadow ``variant`` is worse beyond the margin with confidence:
+    the whole paired interval lies past it (the gate only asks that the interval rule harm
+    out, so an undecided gate is not harm)."""
+    shadow = next((s for s in result.shadow if s.variant == variant), None)
+    if shadow is None:
+        return []
+    harms = []
+    for metric in result.metrics:
+        name = SHADOW_MEASURES.get(metric.kind)
+        if metric.role != "guardrail" or name is None:
+            continue
+        measure = shadow.measure(name)
+        harm = "increase" if metric.direction == "decrease" else "decrease"
+        best = measure.ci_low if harm == "increase" else -measure.ci_high
+        allowed = (metric.margin or 0.0) * abs(measure.served)
+        if measure.error_code is None and math.isfinite(best) and best > allowed:
+            harms.append(
+                f"shadow guardrail {metric.name} fails: {name} difference "
+                f"{measure.difference:+.4g} [{measure.ci_low:+.4g}, {measure.ci_high:+.4g}] on "
+                f"{measure.n:,} paired requests, all of it beyond the margin {allowed:.4g}"
+            )
+    return harms
 
 
 def _harm_bound(measure: ShadowMeasure, harm: str) -> float:

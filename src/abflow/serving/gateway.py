@@ -59,7 +59,7 @@ from abflow.serving.inputs import (
 from abflow.serving.live import LiveExperiment
 from abflow.serving.recent import RecentRequests
 from abflow.serving.settings import GatewaySettings
-from abflow.serving.shadow import ShadowMirror
+from abflow.serving.shadow import ShadowMirror, mirrored_variants
 from abflow.spec import ExperimentSpec
 
 __all__ = ["Gateway"]
@@ -180,8 +180,9 @@ class Gateway:
             version=registration.version,
             phase=registration.phase,
             backends=backends,
-            shadow=frozenset(names.index(n) for n in shadow),
+            shadow=mirrored_variants(spec, shadow),
             n_features=next((b.n_features for b in backends if b.n_features), None),
+            configured_shadow=shadow,
         )
         self.experiments[spec.key] = live
         if default or self.default_key is None:
@@ -309,8 +310,7 @@ class Gateway:
             events.extend(("sample", row) for row in samples)
         append_events(self.events, events)  # one journal write: durable before the answer
         self._remember(request_id, unit_id, spec.key)
-        for shadow_index in live.shadow:
-            self.shadow.mirror(live, shadow_index, rows, request_id, unit_id)
+        self.shadow.mirror_request(live, rows, request_id, unit_id)
         single = not isinstance(body.features[0], list)
         return {
             "request_id": request_id,

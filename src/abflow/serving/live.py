@@ -26,8 +26,11 @@ class LiveExperiment:
     phase: int
     backends: tuple[GuardedBackend, ...]
     shadow: frozenset[int]
+    """Variants mirrored: the config's and the spec's ``shadow.variants``."""
     n_features: int | None
     latency_children: dict[tuple[str, str], Any] = field(default_factory=dict)
+    configured_shadow: tuple[str, ...] = ()
+    """Variants the gateway config mirrors (kept when a newer spec version is swapped in)."""
 
     @property
     def key(self) -> str:

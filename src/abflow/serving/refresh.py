@@ -77,11 +77,8 @@ class StoreFollower:
             stored = self._store.get_experiment(key)
             if stored.spec_hash == spec_hash(live.spec):
                 continue
-            names = live.spec.variant_names
             shadow = tuple(
-                names[index]
-                for index in sorted(live.shadow)
-                if names[index] in stored.spec.variant_names[1:]
+                name for name in live.configured_shadow if name in stored.spec.variant_names[1:]
             )
             try:
                 check_spec(stored.spec, self._policy)

@@ -5,6 +5,12 @@ the response; its prediction and latency are logged with ``is_shadow`` (errors t
 the error text), which is how a challenger is judged on live traffic before it serves any.
 At most ``max_in_flight`` copies run at once; beyond that copies are dropped and counted,
 so a slow challenger can never exhaust the gateway's memory.
+
+Which variants are mirrored is the union of the gateway config's ``shadow`` entry and the
+spec's ``shadow.variants`` (a rollout's shadow step writes the challenger there); the spec's
+``shadow.share`` samples the requests copied, by a hash of the request id (or of the unit id
+with ``by: unit``) under the experiment's seed, so replicas agree on the sample and the
+paired analysis, which reads only requests both models answered, sees an unbiased subset.
 """
 
 from __future__ import annotations
@@ -17,9 +23,31 @@ import numpy as np
 
 from abflow.events.sink import EventSink, prediction_row
 from abflow.monitoring.metrics import GatewayMetrics
+from abflow.routing.hashing import bucket_hash
 from abflow.serving.live import LiveExperiment
+from abflow.spec import ExperimentSpec
 
-__all__ = ["MirrorHost", "ShadowMirror"]
+__all__ = ["MirrorHost", "ShadowMirror", "is_sampled", "mirrored_variants"]
+
+SAMPLE_SEED_PREFIX = "__shadow__"
+"""Prefixed to the experiment's seed: the sample is independent of the variant assignment."""
+
+
+def mirrored_variants(spec: ExperimentSpec, configured: tuple[str, ...] = ()) -> frozenset[int]:
+    """Indices of the variants that get shadow copies: the config's and the spec's."""
+    names = spec.variant_names
+    listed = [*configured, *(spec.shadow.variants if spec.shadow is not None else ())]
+    return frozenset(names.index(name) for name in listed if name in names[1:])
+
+
+def is_sampled(spec: ExperimentSpec, request_id: str, unit_id: str) -> bool:
+    """Whether this request is among the ``shadow.share`` that are mirrored (deterministic)."""
+    shadow = spec.shadow
+    if shadow is None or shadow.share >= 1.0:
+        return True
+    value = unit_id if shadow.by == "unit" else request_id
+    bucket = bucket_hash(SAMPLE_SEED_PREFIX + spec.hash_seed, value)
+    return bucket is not None and bucket < shadow.share
 
 
 class MirrorHost(Protocol):
@@ -44,6 +72,15 @@ class ShadowMirror:
     @property
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    def mirror_request(
+        self, live: LiveExperiment, rows: np.ndarray, request_id: str, unit_id: str
+    ) -> None:
+        """Schedule copies for every mirrored variant, if the request is in the sample."""
+        if not live.shadow or not is_sampled(live.spec, request_id, unit_id):
+            return
+        for index in sorted(live.shadow):
+            self.mirror(live, index, rows, request_id, unit_id)
 
     def mirror(
         self,

@@ -1,0 +1,122 @@
+"""The Kafka message layout and URL, without a broker: URL parsing, keys, and the JSON Schema
+of each kind checked by an independent validator (jsonschema) against the rows the gateway
+makes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import jsonschema
+import pytest
+
+from abflow.errors import ConfigError
+from abflow.events.kafka import (
+    DEFAULT_TOPIC_PREFIX,
+    event_json_schema,
+    message_key,
+    parse_kafka_url,
+    schema_header_value,
+)
+from abflow.events.sink import exposure_row, outcome_row, prediction_row
+from abflow.store.schema import UNRESOLVED_UNIT
+
+
+def test_a_url_names_brokers_prefix_and_client_settings() -> None:
+    target = parse_kafka_url(
+        "kafka://k0:9092,k1:9093/acme.events?security.protocol=SASL_SSL&sasl.password=s3cret"
+    )
+    assert target.bootstrap_servers == "k0:9092,k1:9093"
+    assert target.topic_prefix == "acme.events"
+    assert target.topic("exposure") == "acme.events.exposure"
+    assert target.kind_of("acme.events.outcome") == "outcome"
+    assert target.kind_of("acme.events.dead-letter") is None
+    assert target.kind_of("other.outcome") is None
+    assert dict(target.options) == {"security.protocol": "SASL_SSL", "sasl.password": "s3cret"}
+    assert "s3cret" not in target.display
+    assert parse_kafka_url("kafka://k0:9092").topic_prefix == DEFAULT_TOPIC_PREFIX
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://k0:9092/x", "kafka://"),
+        ("kafka:///abflow", "no broker"),
+        ("kafka://k0/abflow", "port"),
+        ("kafka://k0:99999/abflow", "port"),
+        ("kafka://k0:9092/a b", "prefix"),
+        ("kafka://k0:9092/abflow?acks=1", "acks"),
+        ("kafka://k0:9092/abflow?enable.idempotence=false", "idempotence"),
+    ],
+)
+def test_a_bad_url_is_refused_with_the_reason(url: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        parse_kafka_url(url)
+
+
+def test_events_are_keyed_by_unit_then_request() -> None:
+    exposure = exposure_row(
+        experiment_key="e", phase=1, unit_id="user-7", variant="a", attributes=None
+    )
+    assert message_key(exposure) == b"user-7"
+    unresolved = outcome_row(
+        unit_id=UNRESOLVED_UNIT, name="click", value=1.0, request_id="req-9", experiment_key=None
+    )
+    assert message_key(unresolved) == b"req-9"
+    assert schema_header_value("outcome") == b"outcome/1"
+
+
+def _rows() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (
+            "exposure",
+            exposure_row(
+                experiment_key="fraud", phase=2, unit_id="u1", variant="b", attributes={"c": "de"}
+            ),
+        ),
+        (
+            "prediction",
+            prediction_row(
+                request_id="r1",
+                experiment_key="fraud",
+                phase=2,
+                unit_id="u1",
+                variant="b",
+                model_version="7",
+                latency_ms=3.5,
+                outputs=[0.25],
+                features_hash=None,
+            ),
+        ),
+        (
+            "outcome",
+            outcome_row(
+                unit_id="u1", name="fraud", value=1.0, request_id="r1", experiment_key=None
+            ),
+        ),
+    ]
+
+
+def test_the_gateways_rows_match_their_json_schema() -> None:
+    for kind, row in _rows():
+        validator = jsonschema.Draft202012Validator(event_json_schema(kind))
+        assert list(validator.iter_errors(row)) == [], kind
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate({**row, "surprise": 1})
+        with pytest.raises(jsonschema.ValidationError):
+            validator.validate({k: v for k, v in row.items() if k != "event_id"})
+    with pytest.raises(ConfigError, match="unknown event kind"):
+        event_json_schema("click")
+
+
+def test_abflow_ingest_refuses_a_bad_url_with_exit_code_2(tmp_path: Any) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "abflow.cli.main", "ingest", "--from", "kafka://k0/x",
+         "--store", f"sqlite:///{tmp_path}/s.db"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--from" in result.stderr
+    assert "needs a host and a port" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,347 @@
+"""The Kafka pipeline against a real Kafka-API broker (Tansu, tests/kafka_broker.py).
+
+Covered: idempotent produce (librdkafka's own statistics say the broker assigned a producer
+id), the message layout as a plain consumer reads it, consumer groups, committed offsets,
+resume after SIGKILL of the loader, a broker outage waited out in the journal, and journal →
+Kafka → loader → store with every event stored exactly once (rows counted by event id in
+SQL, not by the loader's own counters).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from abflow.events.eventlog import EventLog
+from abflow.events.ingest import IngestProgress, Loader
+from abflow.events.kafka import KafkaEventWriter, KafkaTarget, ensure_topics, message_key
+from abflow.events.sink import exposure_row, outcome_row, prediction_row
+from abflow.store import EventStore
+from kafka_broker import TansuBroker, free_port
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+
+GROUP_OPTIONS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+"""Tansu holds a group join for about half the session timeout: 6 s (Kafka's minimum) keeps
+each join near 3 s instead of the default's 22 s."""
+
+TABLES = {"exposure": "exposures", "prediction": "predictions", "outcome": "outcomes"}
+
+
+def _target(broker: TansuBroker, prefix: str, **options: Any) -> KafkaTarget:
+    return KafkaTarget(broker.bootstrap, prefix, {**GROUP_OPTIONS, **options})
+
+
+def _events(n: int, seed: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """n requests' events as the gateway makes them: exposure, prediction, every third an
+    outcome (every ninth known only by its request id)."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    for i in range(n):
+        unit = f"user-{seed}-{i % 97}"
+        request = f"req-{seed}-{i}"
+        events.append(
+            ("exposure", exposure_row(experiment_key="fraud", phase=1, unit_id=unit,
+                                      variant="ab"[i % 2], attributes={"i": i}))
+        )  # fmt: skip
+        events.append(
+            ("prediction", prediction_row(request_id=request, experiment_key="fraud", phase=1,
+                                          unit_id=unit, variant="ab"[i % 2], model_version="3",
+                                          latency_ms=1.5, outputs=[i / n], features_hash=None))
+        )  # fmt: skip
+        if i % 3 == 0:
+            events.append(
+                ("outcome", outcome_row(unit_id="" if i % 9 == 0 else unit, name="fraud",
+                                        value=float(i % 2), request_id=request,
+                                        experiment_key="fraud"))
+            )  # fmt: skip
+    return events
+
+
+def _by_kind(events: list[tuple[str, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for kind, row in events:
+        groups.setdefault(kind, []).append(row)
+    return groups
+
+
+def _stored_ids(url: str) -> dict[str, Counter[str]]:
+    """Rows per event id in each event table, straight from SQL."""
+    engine = sa.create_engine(url)
+    found: dict[str, Counter[str]] = {}
+    try:
+        with engine.connect() as connection:
+            for kind, table in TABLES.items():
+                query = sa.text(f"SELECT event_id, COUNT(*) FROM {table} GROUP BY event_id")
+                found[kind] = Counter(dict(connection.execute(query).all()))
+    finally:
+        engine.dispose()
+    return found
+
+
+def _assert_exactly_once(url: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+    stored = _stored_ids(url)
+    for kind, rows in _by_kind(events).items():
+        wanted = {row["event_id"] for row in rows}
+        lost = wanted - stored[kind].keys()
+        extra = stored[kind].keys() - wanted
+        doubled = [key for key, count in stored[kind].items() if count > 1]
+        assert (len(lost), len(extra), len(doubled)) == (0, 0, 0), kind
+
+
+def _read_all(target: KafkaTarget, kinds: list[str]) -> list[Any]:
+    """Every message of the kinds' topics, read by a plain consumer without a group."""
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": target.bootstrap_servers, "group.id": "reader",
+         "enable.partition.eof": True, "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        partitions = [
+            confluent_kafka.TopicPartition(target.topic(kind), p, 0)
+            for kind in kinds
+            for p in metadata.topics[target.topic(kind)].partitions
+        ]
+        consumer.assign(partitions)
+        at_end: set[tuple[str, int]] = set()
+        messages: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(at_end) < len(partitions) and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is None:
+                    messages.append(message)
+                elif message.error().code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                    at_end.add((message.topic(), message.partition()))
+        return messages
+    finally:
+        consumer.close()
+
+
+def test_the_writer_returns_once_an_idempotent_producer_had_every_event_acknowledged(
+    kafka_broker: TansuBroker, topic_prefix: str
+) -> None:
+    stats: list[dict[str, Any]] = []
+    target = _target(
+        kafka_broker,
+        topic_prefix,
+        **{"statistics.interval.ms": "100", "stats_cb": lambda s: stats.append(orjson.loads(s))},
+    )
+    events = _events(300)
+    writer = KafkaEventWriter(target, partitions=3)
+    try:
+        for kind, rows in _by_kind(events).items():
+            assert writer.write_events(kind, rows) == len(rows)
+        stats.clear()  # from here on, statistics taken after every acknowledgement
+        deadline = time.monotonic() + 30
+        while not stats and time.monotonic() < deadline:
+            writer._client().poll(0.1)
+    finally:
+        writer.close()
+    eos = stats[-1]["eos"]
+    assert eos["idemp_state"] == "Assigned"
+    assert eos["producer_id"] >= 0
+    messages = _read_all(target, list(TABLES))
+    sent = {row["event_id"]: (kind, row) for kind, row in events}
+    assert len(messages) == len(sent)
+    for message in messages:
+        row = orjson.loads(message.value())
+        kind, original = sent[row["event_id"]]
+        assert row == original
+        assert message.topic() == f"{topic_prefix}.{kind}"
+        assert message.key() == message_key(original)
+        assert dict(message.headers()) == {"abflow-schema": f"{kind}/1".encode()}
+    # One unit's events share a partition (ordered per unit).
+    partitions: dict[tuple[str, bytes], set[int]] = {}
+    for message in messages:
+        partitions.setdefault((message.topic(), message.key()), set()).add(message.partition())
+    assert all(len(found) == 1 for found in partitions.values())
+
+
+def test_a_repeated_batch_is_stored_once_and_offsets_are_committed_to_the_end(
+    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    target = _target(kafka_broker, topic_prefix)
+    events = _events(400)
+    writer = KafkaEventWriter(target, partitions=2)
+    try:
+        for _ in range(2):  # the gateway sends a batch again after a lost acknowledgement
+            for kind, rows in _by_kind(events).items():
+                writer.write_events(kind, rows)
+    finally:
+        writer.close()
+    url = f"sqlite:///{tmp_path}/store.db"
+    with EventStore.open(url) as store:
+        totals = Loader(target, store, group_id="g1", batch_events=500).run(until_caught_up=True)
+    assert (totals.consumed, totals.stored, totals.repeated) == (
+        2 * len(events),
+        len(events),
+        len(events),
+    )
+    _assert_exactly_once(url, events)
+
+    # Where each partition ends, as a reader sees it (Tansu 0.6.0's ListOffsets answers a
+    # wrong high watermark, so the watermark is not the reference here; docs/kafka.md).
+    ends: dict[tuple[str, int], int] = {}
+    for message in _read_all(target, list(TABLES)):
+        place = (message.topic(), message.partition())
+        ends[place] = max(ends.get(place, 0), message.offset() + 1)
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka_broker.bootstrap,
+                                         "group.id": "g1"})  # fmt: skip
+    try:
+        places = [confluent_kafka.TopicPartition(t, p) for t, p in sorted(ends)]
+        committed = consumer.committed(places, timeout=10)
+    finally:
+        consumer.close()
+    assert len(ends) == 6
+    assert {(tp.topic, tp.partition): tp.offset for tp in committed} == ends
+    assert sum(ends.values()) == 2 * len(events)
+    with EventStore.open(url) as store:  # the group has nothing left to read
+        again = Loader(target, store, group_id="g1").run(until_caught_up=True)
+    assert again.consumed == 0
+
+
+def test_two_loaders_in_one_group_split_the_partitions(
+    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    target = _target(kafka_broker, topic_prefix)
+    ensure_topics(target, ["prediction"], partitions=4)
+    url = f"sqlite:///{tmp_path}/store.db"
+    stores = [EventStore.open(url), EventStore.open(url)]
+    loaders = [
+        Loader(target, store, group_id="pair", kinds=["prediction"], batch_events=200)
+        for store in stores
+    ]
+    results: list[IngestProgress] = []
+    threads = [
+        threading.Thread(target=lambda lo=lo: results.append(lo.run(max_seconds=90)))
+        for lo in loaders
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            all(lo.assigned_partitions for lo in loaders)
+            and sum(lo.assigned_partitions for lo in loaders) == 4
+        ):
+            time.sleep(0.1)
+        shares = [lo.assigned_partitions for lo in loaders]
+        events = [e for e in _events(600, seed=1) if e[0] == "prediction"]
+        writer = KafkaEventWriter(target)
+        writer.write_events("prediction", [row for _, row in events])
+        writer.close()
+        while time.monotonic() < deadline and sum(_stored_ids(url)["prediction"].values()) < 600:
+            time.sleep(0.1)
+    finally:
+        for loader in loaders:
+            loader.stop()
+        for thread in threads:
+            thread.join(60)
+        for store in stores:
+            store.close()
+    assert shares == [2, 2]
+    assert sorted(r.consumed > 0 for r in results) == [True, True]
+    assert sum(r.consumed for r in results) == 600  # no message read by both
+    _assert_exactly_once(url, events)
+
+
+def _committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        places = [confluent_kafka.TopicPartition(topic, p) for p in range(partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(places, timeout=10))
+    finally:
+        consumer.close()
+
+
+@pytest.mark.slow
+def test_a_loader_killed_with_sigkill_resumes_and_loses_or_doubles_nothing(
+    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    target = _target(kafka_broker, topic_prefix)
+    ensure_topics(target, ["prediction"], partitions=3)
+    events = [e for e in _events(30_000, seed=2) if e[0] == "prediction"]
+    writer = KafkaEventWriter(target)
+    writer.write_events("prediction", [row for _, row in events])
+    writer.close()
+    url = f"sqlite:///{tmp_path}/store.db"
+    source = f"kafka://{kafka_broker.bootstrap}/{topic_prefix}?session.timeout.ms=6000&heartbeat.interval.ms=500"
+    command = [sys.executable, "-m", "abflow.cli.main", "ingest", "--from", source,
+               "--store", url, "--group", "crash", "--kind", "prediction", "--quiet"]  # fmt: skip
+    log = tmp_path / "ingest.log"
+    with log.open("wb") as stderr:
+        first = subprocess.Popen([*command, "--batch-events", "500"], stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if sum(_stored_ids(url)["prediction"].values()) >= 2_000:
+                    break
+            except sa.exc.OperationalError:  # the loader has not made the tables yet
+                pass
+            assert first.poll() is None, log.read_text()
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.kill()
+        first.wait()
+    stored_at_kill = sum(_stored_ids(url)["prediction"].values())
+    committed = _committed_total(kafka_broker.bootstrap, "crash", target.topic("prediction"), 3)
+    assert 0 < stored_at_kill < len(events), "the kill must land mid-stream"
+    assert committed <= stored_at_kill  # no offset ahead of the store
+
+    second = subprocess.run(
+        [*command, "--once", "--json"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert second.returncode == 0, second.stderr
+    totals = orjson.loads(second.stdout.strip().splitlines()[-1])
+    assert totals["consumed"] == len(events) - committed  # resumed at the committed offsets
+    assert totals["stored"] == len(events) - stored_at_kill
+    _assert_exactly_once(url, events)
+
+
+def test_journal_to_kafka_to_store_loses_and_doubles_nothing_across_a_broker_outage(
+    tmp_path: Path, topic_prefix: str
+) -> None:
+    """The broker is down while the gateway logs: events wait in the journal and spool, and
+    reach the store once a broker listens on that address."""
+    port = free_port()
+    target = KafkaTarget(f"127.0.0.1:{port}", topic_prefix, GROUP_OPTIONS)
+    events = _events(1_000, seed=3)
+    journal = tmp_path / "journal"
+    down = EventLog(
+        None,
+        journal,
+        store=KafkaEventWriter(target, delivery_timeout_seconds=1.0, partitions=2),
+        retry_max_seconds=0.5,
+    )
+    down.start()
+    for start in range(0, len(events), 50):
+        down.append_many(events[start : start + 50])  # type: ignore[arg-type]
+    time.sleep(1.5)
+    assert not down.is_store_reachable
+    down.close(timeout_seconds=1.0)
+
+    with TansuBroker(log_path=tmp_path / "tansu.log", port=port):
+        writer = KafkaEventWriter(target, partitions=2)
+        with EventLog(None, journal, store=writer) as up:
+            more = _events(500, seed=4)
+            for start in range(0, len(more), 50):
+                up.append_many(more[start : start + 50])  # type: ignore[arg-type]
+        assert up.queue_depth == 0
+        assert up.spool_bytes == 0
+        writer.close()
+        url = f"sqlite:///{tmp_path}/store.db"
+        with EventStore.open(url) as store:
+            totals = Loader(target, store, group_id="g").run(until_caught_up=True)
+    assert totals.dead_lettered == 0
+    _assert_exactly_once(url, events + more)
