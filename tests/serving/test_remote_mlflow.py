@@ -138,3 +138,57 @@ async def test_a_refused_payload_falls_back_and_says_why(
     lines = [r for r in caplog.records if "fell back to control" in r.getMessage()]
     assert len(lines) == 1
     assert "status_4xx" in lines[0].getMessage()
+
+
+def _registration(url: str) -> dict[str, Any]:
+    return {
+        "key": "probed",
+        "unit": "user_id",
+        "variants": [
+            {"name": "control", "model": "python:gwmodels:control"},
+            {"name": "remote", "model": url},
+        ],
+        "weights": [0.5, 0.5],
+    }
+
+
+async def test_registering_a_challenger_with_the_wrong_columns_is_a_422_quoting_mlflow(
+    served: ServedModel, make_client: AppFactory, tokens: dict[Role, str]
+) -> None:
+    wrong = ["a", "b", "c", "d"]
+    client = await make_client(backends={served.url: BackendOptions(columns=wrong)})
+    response = await client.post(
+        "/v1/experiments",
+        json=_registration(served.url),
+        headers=auth(tokens[Role.EXPERIMENTER]),
+    )
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["problems"]
+    # What MLflow's server answers to the same frame, sent to it directly.
+    direct = httpx.post(
+        served.url, json={"dataframe_split": {"columns": wrong, "data": [[0.0] * 4]}}, timeout=60
+    )
+    assert direct.status_code == 400
+    assert "Model is missing inputs ['f0', 'f1', 'f2', 'f3']" in direct.text
+    assert problem == (
+        "variants[1].model: the probe row (a row of 4 zeros) was refused: "
+        f"model server {served.url} answered 400: {direct.text[:500]}"
+    )
+
+
+async def test_registering_with_the_signature_columns_probes_and_serves(
+    served: ServedModel,
+    make_client: AppFactory,
+    tokens: dict[Role, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
+    options = BackendOptions(signature_from=served.reference, output="proba", class_index=1)
+    client = await make_client(backends={served.url: options})
+    response = await client.post(
+        "/v1/experiments",
+        json=_registration(served.url),
+        headers=auth(tokens[Role.EXPERIMENTER]),
+    )
+    assert response.status_code == 201, response.text
+    assert (await client.get("/readyz")).json()["failing_backends"] == []

@@ -169,6 +169,7 @@ def create_app(
                 following.cancel()
             services.is_draining = True
             services.is_ready = False
+            await services.remote_health.aclose()
             await gateway.aclose()
             await asyncio.to_thread(services.events.close, settings.drain_timeout_seconds)
             await asyncio.to_thread(tracer.shutdown)  # flushes the spans still batched

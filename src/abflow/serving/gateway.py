@@ -67,6 +67,8 @@ __all__ = ["Gateway"]
 logger = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str, BackendOptions | None], GuardedBackend]
+BackendCheck = Callable[[tuple[GuardedBackend, ...], frozenset[int]], None]
+"""Run on a spec's backends and the indices of those it brought in, before it registers."""
 
 
 class Gateway:
@@ -160,9 +162,13 @@ class Gateway:
         shadow: tuple[str, ...] = (),
         default: bool = False,
         actor: str = "system",
+        check: BackendCheck | None = None,
     ) -> LiveExperiment:
         """Load the spec's models (blocking: call from a thread when the loop is running),
-        register it, and start serving it; replaces a live experiment with the same key."""
+        register it, and start serving it; replaces a live experiment with the same key.
+        ``check`` may refuse the backends new to this gateway (the registration probe):
+        they are then forgotten and nothing is registered."""
+        known = set(self._backends)
         backends = tuple(
             self._variant_backend(index, variant.model)
             for index, variant in enumerate(spec.variants)
@@ -172,6 +178,8 @@ class Gateway:
         if unknown:
             msg = f"shadow variants {unknown} are not challengers of {spec.key!r}"
             raise InvalidArgumentError(msg)
+        if check is not None:
+            self._check_new(spec, backends, known, check)
         registration = self.catalog.register(spec, actor)
         spec = registration.spec or spec  # a rollout's weights, kept by the catalog
         live = LiveExperiment(
@@ -188,6 +196,27 @@ class Gateway:
         if default or self.default_key is None:
             self.default_key = spec.key
         return live
+
+    def _check_new(
+        self,
+        spec: ExperimentSpec,
+        backends: tuple[GuardedBackend, ...],
+        known: set[str],
+        check: BackendCheck,
+    ) -> None:
+        new = frozenset(
+            i
+            for i, variant in enumerate(spec.variants)
+            if variant.model not in known and variant.model in self._backends
+        )
+        if not new:
+            return
+        try:
+            check(backends, new)
+        except BaseException:
+            for i in new:
+                self._backends.pop(spec.variants[i].model, None)
+            raise
 
     def get(self, key: str | None) -> LiveExperiment:
         """The live experiment ``key`` (or the default one); ExperimentNotFoundError if none."""
@@ -240,14 +269,19 @@ class Gateway:
         variant = spec.variants[served].name if in_experiment else DEFAULT_VARIANT
 
         with self.tracer.span(
-            "abflow.predict", {"abflow.experiment": spec.key, "abflow.variant": variant}
-        ):
+            "abflow.predict",
+            {
+                "abflow.request_id": request_id,
+                "abflow.experiment": spec.key,
+                "abflow.variant": variant,
+            },
+        ) as span:
             backend = live.backends[served]
             is_fallback = False
             error: str | None = None
             started = time.perf_counter()
             try:
-                outputs, keys = await self._predict(backend, rows)
+                outputs, keys, hits = await self._predict(backend, rows)
             except BackendError as exc:
                 self.metrics.errors.labels(spec.key, variant, type(exc).__name__).inc()
                 if served == 0:
@@ -257,8 +291,18 @@ class Gateway:
                 error = error_text(exc)
                 backend = live.backends[0]
                 is_fallback = True
-                outputs, keys = await self._predict(backend, rows)
+                outputs, keys, hits = await self._predict(backend, rows)
             latency = time.perf_counter() - started
+            if span is not None:
+                span.set_attributes(
+                    {
+                        "abflow.model_version": backend.version,
+                        "abflow.is_fallback": is_fallback,
+                        "abflow.cache_hit": hits == rows.shape[0],
+                    }
+                )
+                if error is not None:
+                    span.set_attribute("abflow.fallback_reason", error.split(":", 1)[0])
 
         self._observe(live, variant, backend.version, latency, rows.shape[0])
         features_hash = keys[0].hex() if keys is not None and len(keys) == 1 else None
@@ -341,11 +385,12 @@ class Gateway:
 
     async def _predict(
         self, backend: GuardedBackend, rows: np.ndarray
-    ) -> tuple[list[Any], list[bytes] | None]:
-        """Outputs for ``rows``, reading and filling the cache when it is on."""
+    ) -> tuple[list[Any], list[bytes] | None, int]:
+        """Outputs for ``rows``, reading and filling the cache when it is on (with the
+        keys, and how many rows the cache answered)."""
         cache = self.cache
         if cache is None:
-            return await backend.predict(rows), None
+            return await backend.predict(rows), None, 0
         version = backend.version
         keys = [row_key(version, row) for row in rows]
         outputs = [cache.get(key) for key in keys]
@@ -359,7 +404,7 @@ class Gateway:
             for i, value in zip(missing, fresh, strict=True):
                 outputs[i] = value
                 cache.put(keys[i], value)
-        return outputs, keys
+        return outputs, keys, hits
 
     def _observe(
         self, live: LiveExperiment, variant: str, version: str, latency: float, n_rows: int

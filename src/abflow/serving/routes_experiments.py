@@ -106,7 +106,9 @@ async def register_experiment(
     """Every problem in the spec is reported at once (422, ``problems``). Registering an
     existing key replaces it; a change of weights, coverage or variants opens a new phase.
     A model the caller may not name (see :mod:`abflow.serving.model_policy`) is a 403,
-    before anything is loaded: the API never runs code the operator did not configure."""
+    before anything is loaded: the API never runs code the operator did not configure.
+    Each remote model server the spec brings in is sent one probe row first; a server that
+    refuses it makes a 422 naming the variant and quoting the server's answer."""
     services = services_of(request)
     body = await read_body(request, services.settings.max_body_bytes)
     try:
@@ -122,11 +124,15 @@ async def register_experiment(
             "saved_groups (it would match nobody)"
         )
         raise InvalidSpecError([problem], "body")
+    check = services.remote_health.registration_check(
+        spec, services.config.backends, asyncio.get_running_loop()
+    )
     live = await asyncio.to_thread(
         services.gateway.add_experiment,
         spec,
         shadow=tuple(shadow or ()),
         default=default,
         actor=f"token:{token.name}" if token is not None else "anonymous",
+        check=check,
     )
     return json_response(describe(services.gateway, live, with_spec=True), status=201)

@@ -5,7 +5,9 @@ A store outage does not make a gateway unready: predictions need only the models
 seen before are checked from memory, events go to the local journal and spool), and a pod
 taken out of the Service for it would only move its traffic to pods that have the same
 outage. ``/readyz`` stays 200 and says what is degraded, in ``degraded``. Neither endpoint
-touches the store, so neither can hang on it.
+touches the store, so neither can hang on it. Remote model servers that fail now are listed
+in ``failing_backends`` from memory (see :mod:`abflow.serving.remote_health`): their
+variants fall back to the control, so they do not make the gateway unready either.
 """
 
 from __future__ import annotations
@@ -39,5 +41,8 @@ async def readyz(request: Request) -> Response:
             "experiments": sorted(services.gateway.experiments),
             "event_queue_depth": services.events.queue_depth,
             "degraded": services.degraded(),
+            "failing_backends": services.remote_health.failing(
+                services.gateway, services.config.backends
+            ),
         }
     )

@@ -11,6 +11,7 @@ from abflow.events.sink import EventSink
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.security.tokens import TokenAuthenticator, TokenStore
 from abflow.serving.gateway import Gateway
+from abflow.serving.remote_health import RemoteHealth
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 
 __all__ = ["Services", "services_of"]
@@ -32,6 +33,8 @@ class Services:
     problems: list[str] = field(default_factory=list)
     startup_error: Exception | None = None
     """An abflow error that stopped startup: reported as one sentence, not a traceback."""
+    remote_health: RemoteHealth = field(default_factory=RemoteHealth)
+    """Which remote model servers fail now (``/readyz``), and the registration probe."""
 
     def degraded(self) -> list[str]:
         """What works less well than usual while predictions are still served (``/readyz``)."""
