@@ -26,6 +26,7 @@ __all__ = [
     "Provenance",
     "ShadowMeasure",
     "ShadowResult",
+    "ShadowSegment",
     "SrmSummary",
     "TimelinePoint",
     "VariantCount",
@@ -198,6 +199,19 @@ class ShadowMeasure:
     test: str
     harmful: Literal["increase", "decrease", ""] = ""
     error_code: str | None = None
+    p_adjusted: float | None = None
+    """In a segment breakdown: ``p_value`` corrected across the segments (spec's correction)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowSegment:
+    """The paired measures of one shadow variant on the requests of one segment: units
+    whose exposure attribute ``attribute`` is ``value`` (None: no exposure or no value)."""
+
+    attribute: str
+    value: str | None
+    pairs: int
+    measures: list[ShadowMeasure]
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +238,11 @@ class ShadowResult:
     bin_width: float
     served_latency_ms: list[float]
     shadow_latency_ms: list[float]
+    share: float = 1.0
+    """The spec's ``shadow.share``: the fraction of requests meant to be mirrored."""
+    served_requests: int = 0
+    """Requests the served model answered in the window (``pairs`` of them were mirrored)."""
+    segments: list[ShadowSegment] = field(default_factory=list)
 
     def measure(self, name: str) -> ShadowMeasure:
         """The measure called ``name``."""

@@ -73,6 +73,8 @@ class AnalysisOptions:
     store_label: str = ""
     rollups: bool = False
     extra_warnings: list[str] = field(default_factory=list)
+    shadow_segment: str | None = None
+    """Exposure attribute the shadow section is broken down by (``--segment``)."""
 
 
 def totals_by_variant(
@@ -388,6 +390,9 @@ class MetricRun:
             label_event=label_event,
             alpha=self.alpha,
             window=self.window,
+            share=self.spec.shadow.share if self.spec.shadow is not None else 1.0,
+            segment=self.options.shadow_segment,
+            correction=self.spec.analysis.correction,
         )
 
     # --- breakdowns ------------------------------------------------------------------------

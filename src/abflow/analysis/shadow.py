@@ -7,27 +7,45 @@ score, Brier and latency differences get a paired t interval, and rates of binar
 per-request differences of -1, 0 or 1 with McNemar's test on the discordant requests.
 Precision and calibration bias are shown per model without a test (their denominators
 differ between the models).
+
+Only requests both models answered are paired, so with a shadow ``share`` below 1 the
+figures are those of the sampled requests (an unbiased sample: it is drawn on a hash of the
+request or unit id, which knows nothing of the scores); the result carries the share and
+the served request count so that a reader sees how much was mirrored. A breakdown by an
+exposure attribute repeats the tested measures per segment, with p-values corrected across
+the segments by the spec's correction (Holm by default): a model worse only in one country
+shows there, and the number of segments looked at is paid for.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
-from abflow.analysis.results import ShadowMeasure, ShadowResult
+from abflow.analysis.results import ShadowMeasure, ShadowResult, ShadowSegment
+from abflow.errors import InvalidArgumentError
+from abflow.stats.corrections import CorrectionMethod, adjust_p_values
 from abflow.stats.paired import mcnemar, paired_mean_difference
 from abflow.stats.quantile import quantile_stats_from_bins
 from abflow.store.aggregates import Window
-from abflow.store.shadow_pairs import ShadowPairTotals, shadow_pair_totals
+from abflow.store.shadow_pairs import (
+    ShadowPairTotals,
+    served_request_count,
+    shadow_pair_totals,
+    shadow_segment_totals,
+)
 
 __all__ = [
     "DIFF_BIN_WIDTH",
     "QUANTILES",
+    "SEGMENT_MEASURES",
     "SHADOW_COLUMNS",
     "shadow_result",
     "shadow_results",
     "shadow_rows",
+    "shadow_segments",
     "shadow_summary",
 ]
 
@@ -42,6 +60,16 @@ RATES = frozenset(
     | {"false_positive_rate", "precision"}
 )
 """Measures shown as percentages (their differences in percentage points)."""
+
+SEGMENT_MEASURES = (
+    "score",
+    "positive_rate",
+    "error_rate",
+    "accuracy",
+    "recall",
+    "false_positive_rate",
+)
+"""Measures repeated per segment (those with a paired test that a guardrail can read)."""
 
 SHADOW_COLUMNS = ("measure", "n", "served", "shadow", "difference", "95% interval", "p (test)")
 
@@ -118,13 +146,9 @@ def _quantiles(bins: Sequence[tuple[float, int]], width: float, qs: Sequence[flo
     return [float(quantile_stats_from_bins(bins, width, q).quantile) for q in qs]
 
 
-def shadow_result(
-    totals: ShadowPairTotals, *, threshold: float, label_event: str, alpha: float
-) -> ShadowResult:
-    """The paired comparison of one shadow variant from its SQL totals."""
-    t = totals
+def _measures(t: ShadowPairTotals, alpha: float) -> list[ShadowMeasure]:
     tp_served, tp_shadow = t.served_tp, t.shadow_tp
-    measures = [
+    return [
         _continuous("score", t.scored, t.served_score_sum, t.diff_sum, t.diff_squares, "", alpha),
         _binary(
             "positive_rate",
@@ -213,6 +237,21 @@ def shadow_result(
             alpha,
         ),
     ]
+
+
+def shadow_result(
+    totals: ShadowPairTotals,
+    *,
+    threshold: float,
+    label_event: str,
+    alpha: float,
+    share: float = 1.0,
+    served_requests: int = 0,
+    segments: Sequence[ShadowSegment] = (),
+) -> ShadowResult:
+    """The paired comparison of one shadow variant from its SQL totals."""
+    t = totals
+    measures = _measures(t, alpha)
     quantiles = _quantiles(t.diff_bins, DIFF_BIN_WIDTH, QUANTILES)
     latency_qs = (0.5, 0.95, 0.99)
     return ShadowResult(
@@ -232,7 +271,33 @@ def shadow_result(
         bin_width=DIFF_BIN_WIDTH,
         served_latency_ms=_quantiles(t.served_latency_bins, LATENCY_BIN_MS, latency_qs),
         shadow_latency_ms=_quantiles(t.shadow_latency_bins, LATENCY_BIN_MS, latency_qs),
+        share=share,
+        served_requests=served_requests,
+        segments=list(segments),
     )
+
+
+def shadow_segments(
+    segments: Sequence[tuple[str | None, ShadowPairTotals]],
+    attribute: str,
+    *,
+    alpha: float,
+    correction: CorrectionMethod = "holm",
+) -> list[ShadowSegment]:
+    """Per segment, the :data:`SEGMENT_MEASURES`; each measure's p-values adjusted across
+    the segments (one family per measure: the question is "is it worse anywhere?")."""
+    chosen = [
+        [m for m in _measures(totals, alpha) if m.name in SEGMENT_MEASURES]
+        for _, totals in segments
+    ]
+    for index in range(len(SEGMENT_MEASURES)):
+        adjusted = adjust_p_values([row[index].p_value for row in chosen], correction)
+        for row, p in zip(chosen, adjusted, strict=True):
+            row[index] = replace(row[index], p_adjusted=p)
+    return [
+        ShadowSegment(attribute, value, totals.pairs, measures)
+        for (value, totals), measures in zip(segments, chosen, strict=True)
+    ]
 
 
 def shadow_results(
@@ -244,8 +309,15 @@ def shadow_results(
     label_event: str,
     alpha: float,
     window: Window | None = None,
+    share: float = 1.0,
+    segment: str | None = None,
+    correction: CorrectionMethod = "holm",
 ) -> list[ShadowResult]:
-    """One :class:`ShadowResult` per shadow variant with predictions in the phase."""
+    """One :class:`ShadowResult` per shadow variant with predictions in the phase; with
+    ``segment``, broken down by that exposure attribute."""
+    if segment is not None and not (segment.replace("_", "").isalnum() and segment.isascii()):
+        msg = f"segment: {segment!r} is not an attribute name (letters, digits, underscores)"
+        raise InvalidArgumentError(msg)
     totals = shadow_pair_totals(
         target,
         experiment_key,
@@ -256,8 +328,35 @@ def shadow_results(
         diff_bin_width=DIFF_BIN_WIDTH,
         latency_bin_ms=LATENCY_BIN_MS,
     )
+    if not totals:
+        return []
+    served = served_request_count(target, experiment_key, phase, window)
+    by_segment = (
+        shadow_segment_totals(
+            target,
+            experiment_key,
+            phase,
+            segment,
+            threshold=threshold,
+            label_event=label_event,
+            window=window,
+        )
+        if segment is not None
+        else {}
+    )
     return [
-        shadow_result(t, threshold=threshold, label_event=label_event, alpha=alpha) for t in totals
+        shadow_result(
+            t,
+            threshold=threshold,
+            label_event=label_event,
+            alpha=alpha,
+            share=share,
+            served_requests=served,
+            segments=shadow_segments(
+                by_segment.get(t.variant, []), segment or "", alpha=alpha, correction=correction
+            ),
+        )
+        for t in totals
     ]
 
 
@@ -270,27 +369,33 @@ def _number(name: str, value: float, *, signed: bool = False) -> str:
     return f"{value:+.4g}{suffix}" if signed else f"{value:.4g}{suffix}"
 
 
+def _row(m: ShadowMeasure, label: str) -> list[str]:
+    interval = (
+        f"[{_number(m.name, m.ci_low, signed=True)}, {_number(m.name, m.ci_high, signed=True)}]"
+        if math.isfinite(m.ci_low)
+        else "—"
+    )
+    p_value = "—" if m.p_value is None else f"{m.p_value:.3g} ({m.test})"
+    if m.p_adjusted is not None:
+        p_value += f"; adjusted {m.p_adjusted:.3g}"
+    return [
+        label,
+        f"{m.n:,}",
+        _number(m.name, m.served),
+        _number(m.name, m.shadow),
+        _number(m.name, m.difference, signed=True),
+        interval,
+        p_value,
+    ]
+
+
 def shadow_rows(shadow: ShadowResult) -> list[list[str]]:
-    """The measures of one shadow variant as text cells, in :data:`SHADOW_COLUMNS` order."""
-    rows = []
-    for m in shadow.measures:
-        interval = (
-            f"[{_number(m.name, m.ci_low, signed=True)}, {_number(m.name, m.ci_high, signed=True)}]"
-            if math.isfinite(m.ci_low)
-            else "—"
-        )
-        p_value = "—" if m.p_value is None else f"{m.p_value:.3g} ({m.test})"
-        rows.append(
-            [
-                m.name,
-                f"{m.n:,}",
-                _number(m.name, m.served),
-                _number(m.name, m.shadow),
-                _number(m.name, m.difference, signed=True),
-                interval,
-                p_value,
-            ]
-        )
+    """The measures of one shadow variant as text cells, in :data:`SHADOW_COLUMNS` order,
+    then each segment's (``measure · attribute=value``, p-values with the adjusted one)."""
+    rows = [_row(m, m.name) for m in shadow.measures]
+    for segment in shadow.segments:
+        value = "(none)" if segment.value is None else segment.value
+        rows.extend(_row(m, f"{m.name} · {segment.attribute}={value}") for m in segment.measures)
     return rows
 
 
@@ -300,11 +405,15 @@ def shadow_summary(shadow: ShadowResult) -> str:
         f"{name.upper()} {value:+.3f}" for name, value in shadow.score_difference_quantiles.items()
     )
     served = "/".join(f"{v:.1f}" for v in shadow.served_latency_ms)
-    mirrored = "/".join(f"{v:.1f}" for v in shadow.shadow_latency_ms)
+    copied = "/".join(f"{v:.1f}" for v in shadow.shadow_latency_ms)
+    mirrored = ""
+    if shadow.served_requests:
+        observed = _number("positive_rate", shadow.pairs / shadow.served_requests)
+        mirrored = f" of {shadow.served_requests:,} served ({observed}; share {shadow.share:g})"
     return (
-        f"Shadow {shadow.variant} ({shadow.model_version}): {shadow.pairs:,} requests answered "
-        f"by both models, {shadow.scored_pairs:,} scored by both, {shadow.labeled_pairs:,} "
+        f"Shadow {shadow.variant} ({shadow.model_version}): {shadow.pairs:,} requests{mirrored} "
+        f"answered by both models, {shadow.scored_pairs:,} scored by both, {shadow.labeled_pairs:,} "
         f"labelled ({shadow.label_event!r}). Decisions (score >= {shadow.threshold:g}) agree "
         f"on {_number('positive_rate', shadow.agreement_rate)}. Score difference (shadow - "
-        f"served): {quantiles}. Latency P50/P95/P99 ms: served {served}, shadow {mirrored}."
+        f"served): {quantiles}. Latency P50/P95/P99 ms: served {served}, shadow {copied}."
     )

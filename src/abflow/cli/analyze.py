@@ -40,6 +40,14 @@ def analyze(
         typer.Option("--by", help="Break down by this exposure attribute (repeatable)."),
     ] = None,
     threshold: ThresholdOption = 0.5,
+    segment: Annotated[
+        str | None,
+        typer.Option(
+            "--segment",
+            help="Break the shadow section down by this exposure attribute (paired tests per "
+            "segment, p-values corrected across segments).",
+        ),
+    ] = None,
     rollups: Annotated[
         bool,
         typer.Option(
@@ -74,6 +82,7 @@ def analyze(
         store_label=display_url(url),
         rollups=rollups,
         threshold=threshold,
+        shadow_segment=segment,
     )
     result = run_analysis(url, target, options)
     if output_format is ReportFormat.table and output is None:

@@ -8,10 +8,17 @@ error and timeout counts) and bins score differences and both latencies, so a fe
 leave the database whatever the traffic. Labels are outcomes named ``label_event`` with
 the request's id (the largest value when one was sent twice). SQLAlchemy Core only: the
 same queries run on SQLite, PostgreSQL and DuckDB.
+
+:func:`shadow_segment_totals` groups the same sums by an exposure attribute of the served
+request's unit (its first value in the phase), so that a shadow model worse on one segment
+only is seen there; requests whose unit has no exposure in the phase form the ``None``
+segment. :func:`served_request_count` counts the requests the served model answered, the
+denominator of the share that was mirrored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -19,11 +26,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from abflow.errors import InvalidArgumentError
-from abflow.store.aggregates import Window, connect
+from abflow.store.aggregates import Window, attribute_expression, connect
 from abflow.store.engine import raise_store_error
-from abflow.store.schema import outcomes, predictions
+from abflow.store.schema import exposures, outcomes, predictions
 
-__all__ = ["ShadowPairTotals", "shadow_pair_totals"]
+__all__ = [
+    "ShadowPairTotals",
+    "served_request_count",
+    "shadow_pair_totals",
+    "shadow_segment_totals",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +102,15 @@ _NUMBERS = {
 """Summed columns and the type each is read as (PostgreSQL sums come back as Decimal)."""
 
 
-def _pairs(experiment_key: str, phase: int, label_event: str, window: Window) -> sa.Subquery:
+def _pairs(
+    experiment_key: str,
+    phase: int,
+    label_event: str,
+    window: Window,
+    segment: Callable[[Any], sa.ColumnElement[Any]] | None = None,
+) -> sa.Subquery:
+    """One row per request both models answered; ``segment`` builds a column from the
+    served prediction's alias (:func:`shadow_segment_totals`)."""
     served = predictions.alias("served")
     shadow = predictions.alias("shadow")
     # A correlated lookup (indexed by request id), not a grouped subquery: SQLite would
@@ -130,6 +150,7 @@ def _pairs(experiment_key: str, phase: int, label_event: str, window: Window) ->
             served.c.error.label("e0"),
             shadow.c.error.label("e1"),
             label.label("y"),
+            *([] if segment is None else [segment(served).label("seg")]),
         )
         .select_from(shadow.join(served, join_on))
         .where(*conditions)
@@ -137,7 +158,9 @@ def _pairs(experiment_key: str, phase: int, label_event: str, window: Window) ->
     )
 
 
-def _totals_query(pairs: sa.Subquery, threshold: float) -> sa.Select[Any]:
+def _totals_query(
+    pairs: sa.Subquery, threshold: float, *, by_segment: bool = False
+) -> sa.Select[Any]:
     c = pairs.c
 
     def count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
@@ -198,14 +221,15 @@ def _totals_query(pairs: sa.Subquery, threshold: float) -> sa.Select[Any]:
         "brier_diff_sum": total(labeled, brier),
         "brier_diff_squares": total(labeled, brier * brier),
     }
+    keys = [c.variant, c.seg] if by_segment else [c.variant]
     return (
         sa.select(
-            c.variant,
+            *keys,
             sa.func.max(c.model_version).label("model_version"),
             *(value.label(name) for name, value in columns.items()),
         )
-        .group_by(c.variant)
-        .order_by(c.variant)
+        .group_by(*keys)
+        .order_by(*keys)
     )
 
 
@@ -264,7 +288,7 @@ def shadow_pair_totals(
     for row in rows:
         m = row._mapping
         variant = str(m["variant"])
-        values: dict[str, Any] = {name: kind(m[name] or 0) for name, kind in _NUMBERS.items()}
+        values = _values(m)
         for name, (bin_rows, width) in binned.items():
             values[name] = [
                 (float(b.bucket) * width, int(b.n)) for b in bin_rows if str(b.variant) == variant
@@ -273,3 +297,75 @@ def shadow_pair_totals(
             ShadowPairTotals(variant=variant, model_version=str(m["model_version"]), **values)
         )
     return out
+
+
+def _values(m: Any) -> dict[str, Any]:
+    return {name: kind(m[name] or 0) for name, kind in _NUMBERS.items()}
+
+
+def shadow_segment_totals(
+    target: Any,
+    experiment_key: str,
+    phase: int,
+    attribute: str,
+    *,
+    threshold: float = 0.5,
+    label_event: str = "label",
+    window: Window | None = None,
+) -> dict[str, list[tuple[str | None, ShadowPairTotals]]]:
+    """Per shadow variant, ``(segment value, sums)`` for each value of exposure attribute
+    ``attribute`` (None: no exposure or no such attribute), sorted; no bins."""
+    engine = connect(target)
+    e = exposures
+    value = attribute_expression(engine, e.c.attributes_json, attribute)
+
+    def segment(served: Any) -> sa.ColumnElement[Any]:
+        # The unit's first value in the phase, looked up per pair (a unit has few exposures).
+        return (
+            sa.select(sa.func.min(value))
+            .where(
+                e.c.experiment_key == experiment_key,
+                e.c.phase == phase,
+                e.c.unit_id == served.c.unit_id,
+            )
+            .scalar_subquery()
+        )
+
+    pairs = _pairs(experiment_key, phase, label_event, window or Window(), segment)
+    query = _totals_query(pairs, threshold, by_segment=True)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    except SQLAlchemyError as exc:
+        raise_store_error(exc, "aggregate shadow predictions by segment")
+    out: dict[str, list[tuple[str | None, ShadowPairTotals]]] = {}
+    for row in rows:
+        m = row._mapping
+        variant = str(m["variant"])
+        segment_value = None if m["seg"] is None else str(m["seg"])
+        totals = ShadowPairTotals(
+            variant=variant, model_version=str(m["model_version"]), **_values(m)
+        )
+        out.setdefault(variant, []).append((segment_value, totals))
+    for segments in out.values():
+        segments.sort(key=lambda item: (item[0] is None, item[0] or ""))
+    return out
+
+
+def served_request_count(
+    target: Any, experiment_key: str, phase: int, window: Window | None = None
+) -> int:
+    """Requests the served model answered in the phase (and window)."""
+    p = predictions
+    conditions = [p.c.experiment_key == experiment_key, p.c.phase == phase, ~p.c.is_shadow]
+    window = window or Window()
+    if window.start is not None:
+        conditions.append(p.c.ts >= window.start)
+    if window.end is not None:
+        conditions.append(p.c.ts < window.end)
+    try:
+        with connect(target).connect() as connection:
+            count = connection.execute(sa.select(sa.func.count()).where(*conditions)).scalar()
+    except SQLAlchemyError as exc:
+        raise_store_error(exc, "count served predictions")
+    return int(count or 0)
