@@ -197,3 +197,17 @@ def test_a_parquet_file_past_the_row_limit_is_refused_like_csv(tmp_path: Path) -
     pq.write_table(pa.table({"x": np.zeros(MAX_ROWS + 1, dtype=np.int8)}), path)
     with pytest.raises(InvalidArgumentError, match="sample the file first"):
         read_columns(path)
+
+
+def test_js_base_e_gives_evidentlys_distance(files: tuple[Path, Path]) -> None:
+    ref, cur = files
+    args = [str(ref), str(cur), "--feature", "country", "--method", "js", "-f", "json"]
+    _, two = invoke(*args)
+    code, e = invoke(*args, "--js-base", "e", "--workers", "2")
+    got_two, got_e = orjson.loads(two)[0]["features"][0], orjson.loads(e)[0]["features"][0]
+    assert code == (1 if got_e["statistic"] >= 0.1 else 0)
+    assert (got_two["js_base"], got_e["js_base"]) == ("2", "e")
+    assert got_two["statistic"] / got_e["statistic"] == pytest.approx(1.2011224, rel=1e-6)
+    code, output = invoke(str(ref), str(cur), "--js-base", "10")
+    assert code == 2
+    assert "--js-base" in output

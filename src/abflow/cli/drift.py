@@ -18,13 +18,15 @@ from rich.console import Console
 from rich.table import Table
 
 from abflow.cli.console import ExitCode, check_output_path, fail, out_console, write_output
-from abflow.drift import DriftMethod, DriftReport, detect_drift
+from abflow.drift import MEASURES, DriftMethod, DriftReport, JsBase, detect_drift
 from abflow.errors import InvalidArgumentError
 from abflow.monitoring.feature_files import read_columns, split_by
 
 __all__ = ["drift", "register"]
 
-EXAMPLES = """
+_METHODS = "\n".join(f"  {measure.describe()}" for measure in MEASURES.values())
+
+EXAMPLES = f"""
 Examples:
 
   [bold]abflow drift train.csv serving.parquet[/]
@@ -38,11 +40,18 @@ Examples:
 
   [bold]abflow drift ref.csv cur.csv --method psi --threshold 0.25 --format json -o drift.json[/]
 
-Methods (threshold default): psi (0.2), js Jensen-Shannon distance (0.1), wasserstein in
-reference standard deviations (0.1), ks and chi2 tests (p below 0.05). auto: ks / chi2 up to
-1,000 values in the smaller sample, wasserstein / js above (tests flag negligible shifts on
-large samples; js only with 100 values per category). On categorical features ks becomes chi2 and wasserstein becomes js; columns
-holding text are categorical without --categorical. Missing values (empty, null, NaN) are left out and their shares reported.
+  [bold]abflow drift ref.csv cur.csv --js-base e[/]
+    Jensen-Shannon in natural log, as Evidently measures it (keeps its thresholds)
+
+Methods (threshold default):
+
+{_METHODS}
+
+auto: ks / chi2 up to 1,000 values in the smaller sample, wasserstein / js above (tests flag
+negligible shifts on large samples; js only with 100 values per category). On categorical
+features ks becomes chi2 and wasserstein becomes js; columns holding text are categorical
+without --categorical. Missing values (empty, null, NaN) are left out and their shares
+reported.
 
 Exit codes: 0 no drift, 1 drift in at least one feature, 2 invalid input or any other error.
 """
@@ -154,6 +163,15 @@ def drift(
         float | None, typer.Option(help="Drift threshold (default depends on the method).")
     ] = None,
     bins: Annotated[int, typer.Option(help="Reference-quantile bins for numeric PSI / JS.")] = 10,
+    js_base: Annotated[
+        JsBase,
+        typer.Option(
+            "--js-base", help="Jensen-Shannon log base: 2 (0 to 1) or e (Evidently's, 1.201x less)."
+        ),
+    ] = JsBase.two,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Features compared at once on threads (0: one per CPU).")
+    ] = 1,
     output_format: Annotated[
         DriftFormat, typer.Option("--format", "-f", help="table, json (stable keys) or markdown.")
     ] = DriftFormat.table,
@@ -177,6 +195,8 @@ def drift(
                     method=method,
                     threshold=threshold,
                     bins=bins,
+                    js_base=js_base,
+                    workers=workers,
                 ),
             )
             for title, ref, cur in comparisons

@@ -115,10 +115,12 @@ class Measure:
         return statistic >= threshold
 
     def describe(self) -> str:
-        """``psi: population stability index over bins, drift at >= 0.2`` (help text)."""
-        rule = "p below" if self.is_test else "at or above"
-        kinds = "" if len(self.applies_to) == 2 else f" ({'/'.join(sorted(self.applies_to))})"
-        return f"{self.method.value}: {self.label}{kinds}, drift {rule} {self.default_threshold:g}"
+        """``ks: two-sample Kolmogorov-Smirnov test (numeric; chi2 on categories), drift when
+        p < 0.05`` (help text and docs)."""
+        rule = "p <" if self.is_test else ">="
+        twin = self.categorical_twin
+        kinds = f" (numeric; {twin.value} on categories)" if twin is not None else ""
+        return f"{self.method.value}: {self.label}{kinds}, drift when {rule} {self.default_threshold:g}"
 
 
 def _psi(evidence: Evidence) -> Outcome:
