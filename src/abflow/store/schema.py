@@ -44,6 +44,7 @@ __all__ = [
     "outcomes",
     "phases",
     "predictions",
+    "sticky_buckets",
 ]
 
 metadata = MetaData()
@@ -201,6 +202,17 @@ monitor_results = Table(
 )
 """The monitor's history: one row per measure, variant, feature and window (the latest
 computation of a window replaces the earlier ones)."""
+
+sticky_buckets = Table(
+    "sticky_buckets",
+    metadata,
+    Column("attribute", KEY, primary_key=True),
+    Column("value", String(256), primary_key=True),
+    Column("assignments_json", Text, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+"""Sticky bucketing: per (attribute, value) the variants it was given, as GrowthBook's
+assignment documents (``{"<experiment>__<bucket version>": variant}``)."""
 
 EVENT_TABLES = {
     "exposure": exposures,
