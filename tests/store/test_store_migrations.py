@@ -30,6 +30,7 @@ SCHEMA_TABLES = {
     "api_tokens",
     "feature_samples",
     "monitor_results",
+    "sticky_buckets",
 }
 
 
