@@ -40,6 +40,7 @@ __all__ = [
     "RampStepSpec",
     "RolloutSpec",
     "ShadowSpec",
+    "StickySpec",
     "VariantSpec",
     "canonical_json",
     "challenger_share",
@@ -340,6 +341,29 @@ class MonitoringSpec(_Spec):
     )
 
 
+class StickySpec(_Spec):
+    """Sticky bucketing as GrowthBook does it: a unit keeps the variant it was first given
+    while weights and coverage change (see :mod:`abflow.routing.sticky`)."""
+
+    bucket_version: int = Field(default=0, ge=0, description="raise to assign everyone afresh")
+    min_bucket_version: int = Field(
+        default=0, ge=0, description="units holding an older version's bucket are left out"
+    )
+    fallback_attribute: str | None = Field(
+        default=None, min_length=1, description="hashed when the unit attribute is missing"
+    )
+
+    @model_validator(mode="after")
+    def _versions(self) -> StickySpec:
+        if self.min_bucket_version > self.bucket_version:
+            msg = (
+                f"min_bucket_version {self.min_bucket_version} is above bucket_version "
+                f"{self.bucket_version}: every unit would be blocked"
+            )
+            raise ValueError(msg)
+        return self
+
+
 class ExperimentSpec(_Spec):
     """An experiment: who is in it, which variant each unit sees, and how it is judged."""
 
@@ -359,14 +383,19 @@ class ExperimentSpec(_Spec):
     rollout: RolloutSpec | None = None
     monitoring: MonitoringSpec | None = None
     shadow: ShadowSpec | None = None
+    sticky: StickySpec | None = Field(
+        default=None,
+        description="sticky bucketing: exposed units keep their variant when weights or "
+        "coverage change (a rollout may then ramp below full coverage)",
+    )
 
     @model_serializer(mode="wrap")
     def _leave_out_unset_shadow(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """``shadow`` and ``monitoring`` came later: left out when unset (as for
+        """``shadow``, ``monitoring`` and ``sticky`` came later: left out when unset (as for
         :class:`RampStepSpec`)."""
         data = handler(self)
         if isinstance(data, dict):
-            for name in ("shadow", "monitoring"):
+            for name in ("shadow", "monitoring", "sticky"):
                 if data.get(name) is None:
                     data.pop(name, None)
         return data
@@ -640,6 +669,7 @@ def traffic_fields(spec: ExperimentSpec) -> dict[str, Any]:
         "seed": spec.hash_seed,
         "hash_version": spec.hash_version,
         "namespace": spec.namespace.as_tuple() if spec.namespace else None,
+        "sticky": spec.sticky.model_dump() if spec.sticky else None,
     }
 
 
