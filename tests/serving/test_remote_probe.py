@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gwmodels
 import httpx
+import orjson
 import pytest
 from gateway_support import AppFactory, auth, experiment
 from model_server import free_port, running
@@ -190,3 +192,61 @@ async def test_readyz_probes_configured_backends_in_the_background(
     assert failing["variants"] == ["exp/remote"]
     assert failing["reason"] == "status_4xx"
     assert failing["error"].endswith(expected)
+
+
+def _register(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from abflow.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["experiments", "register", *argv])
+    captured = capsys.readouterr()
+    assert isinstance(exited.value.code, int)
+    return exited.value.code, captured.out, " ".join(captured.err.split())
+
+
+def test_the_command_line_probes_before_it_registers(
+    narrow_server: str,
+    fitting_server: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.delenv("ABFLOW_CONFIG", raising=False)
+    narrow, fitting = narrow_server + VERTEX, fitting_server + VERTEX
+    config = tmp_path / "gateway.yaml"
+    vertex = {"protocol": "vertex", "n_features": WIDTH}
+    config.write_text(orjson.dumps({"backends": {narrow: vertex, fitting: vertex}}).decode())
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    spec = tmp_path / "spec.json"
+    spec.write_bytes(orjson.dumps(_spec(narrow)))
+
+    code, out, err = _register([str(spec), "--store", store, "--config", str(config)], capsys)
+    expected = httpx.post(narrow, json={"instances": [[0.0] * WIDTH]}).text
+    assert code == 2
+    assert "variants[1].model: the probe row (a row of 4 zeros) was refused:" in err
+    assert f"model server {narrow} answered 400: {expected}" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "store.db").exists()  # the probe came first: nothing was written
+
+    spec.write_bytes(orjson.dumps(_spec(fitting)))
+    code, out, err = _register([str(spec), "--store", store, "--config", str(config)], capsys)
+    assert code == 0, err
+    assert "probed: registered version 1" in out
+    assert [e["key"] for e in _register_list(store, capsys)] == ["probed"]
+
+    # No row width known for this server: a warning, and the spec registers unprobed.
+    spec.write_bytes(orjson.dumps(_spec(f"http://127.0.0.1:{free_port()}/invocations")))
+    code, out, err = _register([str(spec), "--store", store, "--config", str(config)], capsys)
+    assert code == 0, err
+    assert "not probed: the row width is unknown" in err
+
+
+def _register_list(store: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    from abflow.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["experiments", "list", "--store", store, "--format", "json"])
+    assert exited.value.code == 0
+    document = orjson.loads(capsys.readouterr().out)
+    return list(document["experiments"] if isinstance(document, dict) else document)

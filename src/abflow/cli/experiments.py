@@ -19,10 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from abflow.cli.console import out_console
+from abflow.cli.console import err_console, out_console
 from abflow.cli.options import StoreOption, actor_name
 
 if TYPE_CHECKING:
+    from abflow.spec import ExperimentSpec
     from abflow.store.experiments import ExperimentVersion
 
 __all__ = ["did_you_mean", "register"]
@@ -69,6 +70,23 @@ def register_spec(
         str | None,
         typer.Option("--actor", help="Who registers, for the audit trail (default: user:$USER)."),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="ABFLOW_CONFIG",
+            help="Gateway config whose backends: options (protocol, columns, example, ...) "
+            "the probe of remote model servers uses.",
+        ),
+    ] = None,
+    probe: Annotated[
+        bool,
+        typer.Option(
+            "--probe/--no-probe",
+            help="Send one row to each http(s) model server of the spec first; a server that "
+            "refuses it stops the registration (exit 2).",
+        ),
+    ] = True,
 ) -> None:
     """Register a spec file in the store: a new version if it changed, a new phase if its
     traffic did; an unchanged spec writes nothing.
@@ -77,12 +95,18 @@ def register_spec(
     models: file: and python: references are allowed here, because registering from the
     command line is the operator's own act (the API refuses them to its callers).
 
+    Each http(s) model server of the spec is sent one probe row first, as the gateway does
+    on POST /v1/experiments: a refusal exits 2 naming the variant and quoting the server; a
+    server that cannot be reached from here is a warning (--no-probe skips the probe).
+
     Example: [bold]abflow experiments register docs/examples/fraud.yaml[/]
     """
     from abflow.spec import load_experiment
     from abflow.store import EventStore
 
     spec = load_experiment(file)
+    if probe:
+        _probe(spec, config, str(file))
     with EventStore.open(store) as opened:
         stored = opened.register_experiment(spec, reason=reason, actor=actor_name(actor))
     if not stored.is_new_version:
@@ -90,6 +114,17 @@ def register_spec(
         return
     phase = f"new phase {stored.phase}" if stored.is_new_phase else f"phase {stored.phase}"
     out_console.print(f"{stored.key}: registered version {stored.version} ({phase})")
+
+
+def _probe(spec: ExperimentSpec, config: Path | None, source: str) -> None:
+    if not any(v.model.startswith(("http://", "https://")) for v in spec.variants):
+        return
+    from abflow.serving.backends.probe import probe_spec
+    from abflow.serving.settings import load_config
+
+    options = load_config(config).backends if config is not None else {}
+    for warning in probe_spec(spec, options, source=source):
+        err_console.print(f"warning: {warning}", markup=False)
 
 
 def _summary(version: ExperimentVersion) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,12 +27,17 @@ from abflow.errors import BackendError, ConfigError, InvalidSpecError
 from abflow.serving.backends.failure import FailureReason, failure_reason
 from abflow.serving.backends.resilience import GuardedBackend
 
+if TYPE_CHECKING:
+    from abflow.serving.backends import BackendOptions
+    from abflow.spec import ExperimentSpec
+
 __all__ = [
     "REFUSALS",
     "ProbeResult",
     "is_remote",
     "probe",
     "probe_row",
+    "probe_spec",
     "refusal",
 ]
 
@@ -126,7 +132,9 @@ async def probe(backend: GuardedBackend, row: np.ndarray, row_source: str) -> Pr
     return ProbeResult(backend.reference, row_source, checked_at=time.time())
 
 
-def refusal(variant_results: Sequence[tuple[int, ProbeResult]]) -> InvalidSpecError | None:
+def refusal(
+    variant_results: Sequence[tuple[int, ProbeResult]], source: str = "body"
+) -> InvalidSpecError | None:
     """The 422 for the probes whose server refused the row (``(variant index, result)``
     pairs), naming each variant's model field; None when none did."""
     problems = [
@@ -134,4 +142,64 @@ def refusal(variant_results: Sequence[tuple[int, ProbeResult]]) -> InvalidSpecEr
         for index, result in variant_results
         if result.is_refusal
     ]
-    return InvalidSpecError(problems, "body") if problems else None
+    return InvalidSpecError(problems, source) if problems else None
+
+
+def probe_spec(
+    spec: ExperimentSpec,
+    options: Mapping[str, BackendOptions],
+    *,
+    source: str,
+    timeout_seconds: float = 5.0,
+) -> list[str]:
+    """Probe every remote backend of ``spec`` from here, as registration from the command
+    line does (no gateway, so the row width comes from the remote backends' own options
+    and metadata). Raises the InvalidSpecError of a refusal; returns warnings for servers
+    that could not be reached or not be probed."""
+    return asyncio.run(_probe_spec(spec, options, source, timeout_seconds))
+
+
+async def _probe_spec(
+    spec: ExperimentSpec,
+    options: Mapping[str, BackendOptions],
+    source: str,
+    timeout_seconds: float,
+) -> list[str]:
+    from abflow.serving.backends import build_backend
+
+    remote = [(i, v.model) for i, v in enumerate(spec.variants) if is_remote(v.model)]
+    backends: dict[str, GuardedBackend] = {}
+    try:
+        for _, reference in remote:
+            if reference not in backends:
+                backends[reference] = build_backend(
+                    reference, options.get(reference), timeout_seconds=timeout_seconds
+                )
+        width = next((b.n_features for b in backends.values() if b.n_features), None)
+        warnings: list[str] = []
+        jobs: list[tuple[int, str, tuple[np.ndarray, str]]] = []
+        for index, reference in remote:
+            opts = options.get(reference)
+            chosen = probe_row(opts.example if opts else None, backends[reference], width)
+            if chosen is None:
+                warnings.append(
+                    f"variants[{index}].model: not probed: the row width is unknown "
+                    "(give the backend example:, columns: or n_features: in the gateway config)"
+                )
+                continue
+            jobs.append((index, reference, chosen))
+        results = await asyncio.gather(*(probe(backends[ref], *row) for _, ref, row in jobs))
+        pairs = [(index, result) for (index, _, _), result in zip(jobs, results, strict=True)]
+        error = refusal(pairs, source)
+        if error is not None:
+            raise error
+        warnings.extend(
+            f"variants[{index}].model: the model server failed the probe ({result.reason}): "
+            f"{result.error}"
+            for index, result in pairs
+            if not result.is_ok
+        )
+        return warnings
+    finally:
+        for backend in backends.values():
+            await backend.aclose()
