@@ -3,6 +3,7 @@
     .venv/bin/python bench/gateway.py [--seconds 8] [--connections 32] [--workers 1 2]
     .venv/bin/python bench/gateway.py --soak-seconds 60 [--soak-rate 1000] [--workers 1]
     .venv/bin/python bench/gateway.py --workers 1 --variant ABFLOW_SHIP_IN_SUBPROCESS=false
+    .venv/bin/python bench/gateway.py --workers 1 --shadow 1.0 [--shadow 0.2]
 
 Two servers, each started with uvicorn (uvloop + httptools) on 127.0.0.1:
 
@@ -23,6 +24,11 @@ Peak memory (VmHWM) per worker, and per event shipper process when shipping runs
 child, is read from /proc. After (b) stops gracefully, the prediction events in its store
 are counted against the 2xx answers the client received. The load average is printed at
 the start and the end: the machine may be shared, numbers are noisy, ratios less so.
+
+With ``--shadow SHARE`` (repeatable), (bs…) is (b) with a third variant mirrored (a shadow
+copy of ``SHARE`` of the requests to the challenger's model, logged with its own prediction
+event): its latency beside (b)'s in the same rounds is what shadow traffic costs the
+served answer.
 
 With ``--soak-seconds`` only (b) runs, paced at ``--soak-rate`` for that long, while each
 worker's (and shipper's) resident memory (VmRSS) is sampled every few seconds: a leak shows
@@ -81,6 +87,21 @@ experiments:
       - {name: control, model: "python:abflow.serving.demo_models:champion"}
       - {name: challenger, model: "python:abflow.serving.demo_models:challenger"}
     weights: [0.5, 0.5]
+tokens:
+  - {name: bench, role: service, token_hash: "%s"}
+"""
+
+SHADOW_CONFIG = """
+default_experiment: bench
+experiments:
+  - key: bench
+    unit: user_id
+    variants:
+      - {name: control, model: "python:abflow.serving.demo_models:champion"}
+      - {name: challenger, model: "python:abflow.serving.demo_models:challenger"}
+      - {name: shadow, model: "python:abflow.serving.demo_models:challenger"}
+    weights: [0.5, 0.5, 0.0]
+    shadow: {variants: [shadow], share: %s}
 tokens:
   - {name: bench, role: service, token_hash: "%s"}
 """
@@ -518,6 +539,14 @@ def main() -> None:
         metavar="NAME=VALUE[,NAME=VALUE]",
         help="also measure (b) with these environment settings, in the same interleaved rounds",
     )
+    parser.add_argument(
+        "--shadow",
+        type=float,
+        action="append",
+        default=[],
+        metavar="SHARE",
+        help="also measure (b) with a shadow variant mirrored on this share of requests",
+    )
     args = parser.parse_args()
     use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
     load: LoadFn = run_wrk if use_wrk else run_python
@@ -582,6 +611,19 @@ def main() -> None:
                         "ABFLOW_STORE_URL": f"sqlite:///{work / f'abflow-{workers}-{i}.db'}",
                         "ABFLOW_JOURNAL_DIR": str(work / f"journal-{workers}-{i}"),
                         **_parse_env(extra),
+                    },
+                )
+            for i, share in enumerate(args.shadow, 1):  # (b) with a mirrored variant
+                config = work / f"gateway-shadow-{i}.yaml"
+                config.write_text(SHADOW_CONFIG % (share, hash_token(token)))
+                command, b_env = specs["b"]
+                specs[f"bs{i}"] = (
+                    command,
+                    {
+                        **b_env,
+                        "ABFLOW_CONFIG": str(config),
+                        "ABFLOW_STORE_URL": f"sqlite:///{work / f'abflow-{workers}-s{i}.db'}",
+                        "ABFLOW_JOURNAL_DIR": str(work / f"journal-{workers}-s{i}"),
                     },
                 )
             if args.soak_seconds > 0:
@@ -657,6 +699,9 @@ def main() -> None:
         base_peak = results["a"][0]
         labels = {"a": "(a) bare FastAPI + model", "b": "(b) abflow /v1/predict"}
         labels.update({f"b{i}": f"(b{i}) {extra}"[:26] for i, extra in enumerate(args.variant, 1)})
+        labels.update(
+            {f"bs{i}": f"(bs{i}) shadow share {x:g}" for i, x in enumerate(args.shadow, 1)}
+        )
         for name, label in labels.items():
             peak, paced, rss, shipper_rss = results[name]
             memory = "/".join(f"{m:.0f}" for m in rss)
@@ -673,6 +718,15 @@ def main() -> None:
                 print(
                     f"{'':>7}  ({name}) adds at half of (a)'s peak: p50 "
                     f"{b.p50_ms - a.p50_ms:+.2f} ms, p99 {b.p99_ms - a.p99_ms:+.2f} ms"
+                )
+        plain = results["b"][1]
+        for name in labels:
+            if name.startswith("bs"):
+                mirrored = results[name][1]
+                print(
+                    f"{'':>7}  ({name}) vs (b), shadow copies' cost to the served answer: p50 "
+                    f"{mirrored.p50_ms - plain.p50_ms:+.2f} ms, p99 "
+                    f"{mirrored.p99_ms - plain.p99_ms:+.2f} ms"
                 )
     print(
         f"\nmedians of {args.rounds} interleaved rounds; rate/p50/p95/p99: paced at half of "
