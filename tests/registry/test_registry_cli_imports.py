@@ -54,7 +54,7 @@ def test_the_root_help_lists_every_command_and_imports_none(tmp_path: Path) -> N
 
     text, loaded = _loaded_by(["--help"], tmp_path)
     assert [name for name in COMMAND_MODULES if name not in text] == []
-    assert len(COMMAND_MODULES) == 16  # experiments joined (issue #15), ingest (issue #17)
+    assert len(COMMAND_MODULES) == 17  # experiments (#15), ingest (#17), monitor (#13)
     assert [name for name in (*HEAVY, "numpy") if name in loaded] == []
 
 

@@ -73,6 +73,7 @@ COMMAND_MODULES = (
     "demo",
     "models",
     "drift",
+    "monitor",
     "gate",
     "rollout",
     "k8s",
@@ -238,6 +239,10 @@ ROOT_HELP: dict[str, tuple[bool, str]] = {
     "drift": (
         False,
         "Per-feature drift between two samples, or feature skew between variants (--by).",
+    ),
+    "monitor": (
+        False,
+        "Feature drift, prediction drift, skew between variants and quality, per window.",
     ),
     "gate": (
         False,

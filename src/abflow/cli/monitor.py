@@ -1,0 +1,192 @@
+"""``abflow monitor``: drift, skew and quality of live experiments, window by window.
+
+``--once`` makes one pass and exits (a Kubernetes CronJob); without it the command loops
+every ``--interval`` seconds and serves its Prometheus gauges on ``--metrics-port``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from abflow.cli.console import fail, out_console
+from abflow.cli.options import StoreOption
+
+if TYPE_CHECKING:
+    from abflow.monitoring.monitor import WindowReport
+
+__all__ = ["register"]
+
+
+class MonitorFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _parse_when(value: str) -> float:
+    """Epoch seconds, or an ISO 8601 time (UTC unless it says otherwise)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        fail(
+            f"--reference-window: {value!r} is neither epoch seconds nor an ISO time "
+            "such as 2026-12-01T00:00",
+            code=2,
+        )
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
+
+
+def _when(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _print(key: str, reports: list[WindowReport], output: MonitorFormat) -> None:
+    if output is MonitorFormat.json:
+        document = {
+            "experiment": key,
+            "windows": [
+                {
+                    "window_start": report.window_start,
+                    "window_end": report.window_end,
+                    "alarms": len(report.alarms),
+                    "records": [
+                        {
+                            "kind": r.kind,
+                            "variant": r.variant,
+                            "feature": r.feature,
+                            "method": r.method,
+                            "value": r.value,
+                            "p_value": r.p_value,
+                            "threshold": r.threshold,
+                            "is_alarm": r.is_alarm,
+                            "n_reference": r.n_reference,
+                            "n_current": r.n_current,
+                        }
+                        for r in report.records
+                    ],
+                }
+                for report in reports
+            ],
+        }
+        out_console.print_json(orjson.dumps(document).decode())
+        return
+    table = Table(title=f"monitor of {key}", title_justify="left")
+    for column in ("window (UTC)", "prediction drift", "max feature drift", "skew", "alarms"):
+        table.add_column(column)
+    for report in reports:
+        by_kind: dict[str, list[str]] = {}
+        for r in report.records:
+            if r.value is None or r.kind == "quality":
+                continue
+            label = r.variant or r.feature
+            if r.kind == "prediction_drift":
+                by_kind.setdefault(r.kind, []).append(f"{label} {r.value:.3f}")
+        drift = [r for r in report.records if r.kind == "feature_drift" and r.value is not None]
+        skew = [r for r in report.records if r.kind == "variant_skew" and r.value is not None]
+        top = max(drift, key=lambda r: r.value or 0.0, default=None)
+        top_skew = max(skew, key=lambda r: r.value or 0.0, default=None)
+        alarms = sorted({f"{r.kind}:{r.variant or r.feature}" for r in report.alarms})
+        table.add_row(
+            _when(report.window_start),
+            ", ".join(by_kind.get("prediction_drift", [])) or "-",
+            f"{top.variant}/{top.feature} {top.value:.3f}"
+            if top and top.value is not None
+            else "-",
+            f"{top_skew.feature} {top_skew.value:.3f}"
+            if top_skew and top_skew.value is not None
+            else "-",
+            ", ".join(alarms) or "none",
+        )
+    out_console.print(table)
+
+
+def monitor(
+    experiments: Annotated[
+        list[str] | None,
+        typer.Argument(help="Experiment keys (default: every experiment in the store)."),
+    ] = None,
+    store: StoreOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="One pass, then exit (for a CronJob).")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between passes in the loop mode.", min=1.0)
+    ] = 300.0,
+    reference_window: Annotated[
+        str | None,
+        typer.Option(
+            help="Start of the reference window (epoch seconds or ISO time); default the "
+            "first sampled window.",
+            show_default=False,
+        ),
+    ] = None,
+    lookback: Annotated[
+        int, typer.Option(help="Windows recomputed per pass (labels arrive late).", min=1)
+    ] = 48,
+    label_event: Annotated[
+        str, typer.Option(help="Outcome name of the labels (quality).")
+    ] = "label",
+    threshold: Annotated[
+        float, typer.Option(help="Score at or above which a prediction is positive.")
+    ] = 0.5,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve the gauges on this port (loop mode).", show_default=False),
+    ] = None,
+    output: Annotated[
+        MonitorFormat, typer.Option("--format", help="Output format.")
+    ] = MonitorFormat.table,
+) -> None:
+    """Feature drift, prediction drift, skew between variants and quality, per window.
+
+    Results go to the store (history for the dashboard and reports) and to Prometheus gauges.
+    Exit 1 with --once when the latest window of an experiment raised an alarm.
+    Example: [bold]abflow monitor fraud-model-v2 --once[/]
+    """
+    from abflow.monitoring.monitor import MonitorOptions, monitor_experiment
+    from abflow.monitoring.monitor_metrics import MonitorMetrics
+    from abflow.store import EventStore
+
+    options = MonitorOptions(
+        reference_window=None if reference_window is None else _parse_when(reference_window),
+        lookback_windows=lookback,
+        label_event=label_event,
+        threshold=threshold,
+    )
+    metrics = MonitorMetrics()
+    if metrics_port is not None and not once:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, registry=metrics.registry)
+    with EventStore.open(store) as opened:
+        keys = experiments or [stored.spec.key for stored in opened.list_experiments()]
+        while True:
+            alarmed = False
+            for key in keys:
+                spec = opened.get_experiment(key).spec
+                now = time.time()
+                reports = monitor_experiment(opened, spec, options, now=now)
+                metrics.publish(key, (r for report in reports for r in report.records), now)
+                _print(key, reports[-1:] if not once else reports, output)
+                alarmed = alarmed or bool(reports and reports[-1].alarms)
+            if once:
+                if alarmed:
+                    raise typer.Exit(1)
+                return
+            time.sleep(interval)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)
