@@ -180,6 +180,7 @@ class MetricRow:
     raw_p: str  # the uncorrected p-value when a correction changed it, else ""
     status: str  # pass / fail / inconclusive for guardrails, else the outcome
     is_first: bool  # the first comparison of its metric (tables show values once)
+    comparisons: int  # how many comparisons its metric has (rows a value cell spans)
 
 
 def metric_rows(result: ExperimentResult) -> list[MetricRow]:
@@ -203,6 +204,7 @@ def metric_rows(result: ExperimentResult) -> list[MetricRow]:
                     raw_p=raw.removesuffix(" raw)"),
                     status=verdict_label(c),
                     is_first=index == 0,
+                    comparisons=len(metric.comparisons),
                 )
             )
     return rows

@@ -97,7 +97,9 @@ def _svg(width: int, height: int, body: list[str], title: str) -> Markup:
 
 def forest_plot(rows: Sequence[ForestRow], title: str, axis_label: str) -> Markup:
     """Effects as dots with interval whiskers around a zero line, one row per comparison."""
-    width, left, right, row_h, top = 760, 230, 150, 28, 30
+    longest = max((len(r.label) for r in rows), default=0)
+    left = max(230, min(420, 16 + round(6.8 * longest)))  # room for the labels, 12 px text
+    width, right, row_h, top = 530 + left, 150, 28, 30
     height = top + row_h * max(len(rows), 1) + 34
     low, high = _span([v for r in rows for v in (r.low, r.high, r.effect)])
 
