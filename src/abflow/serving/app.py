@@ -29,6 +29,7 @@ from abflow.errors import AbflowError
 from abflow.events.sink import EventSink
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
+from abflow.routing.sticky import StickyBucketStore
 from abflow.security.tokens import TokenAuthenticator, TokenStore
 from abflow.serving import (
     routes_experiments,
@@ -88,6 +89,15 @@ class GatewayApp(FastAPI):
         return reporting
 
 
+def _sticky_buckets(store: Any) -> StickyBucketStore | None:
+    """The store's sticky_buckets table, shared by every replica (None: in memory)."""
+    if store is None:
+        return None
+    from abflow.store.sticky_buckets import StoreStickyBuckets
+
+    return StoreStickyBuckets(store)
+
+
 def create_app(
     settings: GatewaySettings | None = None,
     *,
@@ -123,6 +133,7 @@ def create_app(
         backend_options=config.backends,
         backend_factory=backend_factory,
         saved_groups=config.saved_groups,
+        sticky_buckets=_sticky_buckets(store),
     )
 
     @asynccontextmanager

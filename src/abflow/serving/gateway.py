@@ -10,7 +10,9 @@ label children) is built once, when an experiment is added.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from abflow.errors import (
+    AbflowError,
     ArtifactChecksumError,
     BackendError,
     ConfigError,
@@ -37,7 +40,13 @@ from abflow.events.sink import (
 )
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
-from abflow.routing.experiment import compile_experiment
+from abflow.routing.experiment import Assignment, compile_experiment
+from abflow.routing.sticky import (
+    InMemoryStickyBuckets,
+    StickyBucketStore,
+    StickySettings,
+    assign_sticky,
+)
 from abflow.serving.backends import (
     BackendOptions,
     CircuitBreaker,
@@ -85,8 +94,12 @@ class Gateway:
         backend_options: Mapping[str, BackendOptions] | None = None,
         backend_factory: BackendFactory | None = None,
         saved_groups: Mapping[str, list[Any]] | None = None,
+        sticky_buckets: StickyBucketStore | None = None,
     ) -> None:
         self.settings = settings
+        # for specs with 'sticky' (the store's table in production; memory: one replica)
+        self.sticky_buckets = sticky_buckets or InMemoryStickyBuckets()
+        self._sticky_warned_at = -math.inf
         self.saved_groups = dict(saved_groups or {})  # the config's, for $inGroup conditions
         self.events = events
         self.catalog = catalog
@@ -262,7 +275,7 @@ class Gateway:
                 raise InvalidArgumentError(msg)
             check_text(request_id, "x-request-id", is_request_id=True)
         request_id = body.request_id or request_id or new_id()
-        assignment = live.compiled.assign(attributes)
+        assignment = await self._assign(live, attributes)
         index = assignment.index
         in_experiment = assignment.in_experiment and index not in live.shadow
         served = index if in_experiment else 0
@@ -366,6 +379,36 @@ class Gateway:
             "is_fallback": is_fallback,
             "prediction": outputs[0] if single else outputs,
         }
+
+    async def _assign(self, live: LiveExperiment, attributes: Mapping[str, Any]) -> Assignment:
+        """Route by hash, or by sticky bucket when the spec has ``sticky``. A bucket store
+        that fails or takes longer than ``store_timeout_seconds`` costs no prediction: the
+        unit is routed by hash (its stored variant, if any, is then not used) and a warning
+        is logged at most every 10 s."""
+        sticky = live.spec.sticky
+        if sticky is None:
+            return live.compiled.assign(attributes)
+        settings = StickySettings(
+            sticky.bucket_version, sticky.min_bucket_version, sticky.fallback_attribute
+        )
+        store = self.sticky_buckets
+        if isinstance(store, InMemoryStickyBuckets):
+            return assign_sticky(live.compiled, attributes, store, settings).assignment
+        try:
+            result = await asyncio.wait_for(
+                asyncio.to_thread(assign_sticky, live.compiled, attributes, store, settings),
+                timeout=self.settings.store_timeout_seconds,
+            )
+        except (AbflowError, TimeoutError) as exc:
+            now = time.monotonic()
+            if now - self._sticky_warned_at >= 10.0:
+                self._sticky_warned_at = now
+                reason = str(exc) or type(exc).__name__
+                logger.warning(
+                    "sticky buckets of %r unavailable, routing by hash: %s", live.spec.key, reason
+                )
+            return live.compiled.assign(attributes)
+        return result.assignment
 
     def _flag_unscored(self, experiment: str, variant: str, version: str, output: Any) -> None:
         """Count an answer that gave no score; warn once per variant, since its quality
