@@ -404,7 +404,8 @@ class Loader:
         total = 0
         try:
             for tp in consumer.position(places):
-                _, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+                # The high watermark of the last fetch: no request to the broker per tick.
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
                 position = tp.offset if tp.offset >= 0 else 0
                 total += max(0, high - position)
         except self._kafka.KafkaException:
@@ -419,11 +420,20 @@ def _decode(
     groups: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
     rejected: list[tuple[Message, str]] = []
     loads = orjson.loads
+    kinds: dict[str, str | None] = {}
+    expected: dict[str | None, list[tuple[str, bytes]]] = {}
     for message in messages:
-        kind = target.kind_of(message.topic() or "")
-        reason = _schema_problem(kind, message.headers())
+        topic = message.topic() or ""
+        kind = kinds.get(topic, "")
+        if kind == "":
+            kind = kinds[topic] = target.kind_of(topic)
+        headers = message.headers()
+        if kind not in expected:
+            expected[kind] = [(SCHEMA_HEADER, f"{kind}/{SCHEMA_VERSION}".encode())]
+        # The common case, exactly the writer's one header, costs one comparison.
+        reason = None if headers == expected[kind] else _schema_problem(kind, headers)
         if kind is None or reason is not None:
-            rejected.append((message, reason or f"topic {message.topic()} holds no event kind"))
+            rejected.append((message, reason or f"topic {topic} holds no event kind"))
             continue
         try:
             row = loads(message.value() or b"")

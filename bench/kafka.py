@@ -1,0 +1,248 @@
+"""Benchmark of the Kafka event pipeline: journal → Kafka → loader → store, events per second.
+
+    .venv/bin/python bench/kafka.py [--events 400000] [--bootstrap host:port]
+
+Each request logs an exposure and a prediction shaped like the gateway's (``append_many``
+of the two, as the gateway does). Stages, on fresh SQLite stores, in one run:
+
+1. **Baseline**: the same rows written straight to the store with
+   ``EventStore.write_events`` in batches of 5,000 (no journal, no Kafka).
+2. **Journal → Kafka**: ``EventLog`` with the Kafka writer (group fsync every 50 ms,
+   ``acks=all``, idempotent producer, lz4); from the first append until ``close()`` returns
+   with every event acknowledged by the broker.
+3. **Kafka → store**: ``abflow ingest``'s loader alone, reading what stage 2 wrote, from its
+   first message to the last commit (the group join is excluded and reported apart).
+4. **End to end**: stages 2 and 3 at once, the loader in a child process that joined the
+   group before the first append; from the first append until the store holds every event.
+
+Without ``--bootstrap`` the broker is Tansu 0.6.0 with memory storage on a free loopback
+port (tests/kafka_broker.py fetches it). Everything shares this machine's cores (2 here):
+the gateway's side, the broker and the loader compete for them, as they would not in a
+deployment. Figures are noisy on a shared machine; the ratio to the same-run baseline less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from abflow.events.eventlog import EventLog
+from abflow.events.ingest import IngestProgress, Loader
+from abflow.events.kafka import KafkaEventWriter, KafkaTarget, ensure_topics
+from abflow.store import EventStore
+
+GROUP_OPTIONS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+PARTITIONS = 6
+
+
+def requests(n_requests: int) -> list[list[tuple[Any, dict[str, Any]]]]:
+    """Per request, its exposure and prediction rows (gateway-shaped, uuid4 ids)."""
+    out: list[list[tuple[Any, dict[str, Any]]]] = []
+    now = time.time()
+    for i in range(n_requests):
+        unit = f"user-{i % 100_000}"
+        variant = ("control", "challenger")[i % 2]
+        exposure = {
+            "event_id": uuid.uuid4().hex,
+            "ts": now,
+            "experiment_key": "fraud-model-v2",
+            "phase": 3,
+            "unit_id": unit,
+            "variant": variant,
+            "attributes_json": None,
+        }
+        prediction = {
+            "event_id": uuid.uuid4().hex,
+            "ts": now,
+            "request_id": uuid.uuid4().hex,
+            "experiment_key": "fraud-model-v2",
+            "phase": 3,
+            "unit_id": unit,
+            "variant": variant,
+            "model_version": ("7", "8")[i % 2],
+            "latency_ms": 3.25 + (i % 17) / 10,
+            "is_fallback": False,
+            "is_shadow": False,
+            "score": (i % 1000) / 1000,
+            "output_json": None,
+            "features_hash": "9f2c" * 16,
+            "error": None,
+        }
+        out.append([("exposure", exposure), ("prediction", prediction)])
+    return out
+
+
+def stored_rows(url: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return sum(
+                int(connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+                for table in ("exposures", "predictions")
+            )
+    except sa.exc.OperationalError:  # the tables are not there yet
+        return 0
+    finally:
+        engine.dispose()
+
+
+def baseline(url: str, reqs: list[list[tuple[Any, dict[str, Any]]]]) -> float:
+    exposures = [r[0][1] for r in reqs]
+    predictions = [r[1][1] for r in reqs]
+    with EventStore.open(url) as store:
+        started = time.perf_counter()
+        for start in range(0, len(reqs), 2_500):
+            store.write_events("exposure", exposures[start : start + 2_500])
+            store.write_events("prediction", predictions[start : start + 2_500])
+        return time.perf_counter() - started
+
+
+def journal_to_kafka(
+    target: KafkaTarget, journal: Path, reqs: list[list[tuple[Any, dict[str, Any]]]]
+) -> float:
+    log = EventLog(None, journal, store=KafkaEventWriter(target))
+    log.start()
+    started = time.perf_counter()
+    for events in reqs:
+        log.append_many(events)
+    log.close(timeout_seconds=600)
+    elapsed = time.perf_counter() - started
+    if log.queue_depth or log.spool_bytes:
+        sys.exit(f"events left behind: {log.queue_depth} queued, {log.spool_bytes} spooled")
+    return elapsed
+
+
+def kafka_to_store(target: KafkaTarget, url: str, group: str) -> tuple[float, float, int]:
+    """(seconds from the first message to the last commit, join seconds, events read)."""
+    first: list[float] = []
+
+    with EventStore.open(url) as store:
+        loader = Loader(target, store, group_id=group, batch_events=20_000)
+        joined = time.perf_counter()
+        original = loader._take
+
+        def take(messages: Any) -> None:
+            if messages and not first and any(m.error() is None for m in messages):
+                first.append(time.perf_counter())
+            original(messages)
+
+        loader._take = take  # type: ignore[method-assign]
+        totals = loader.run(until_caught_up=True)
+        ended = time.perf_counter()
+    return ended - first[0], first[0] - joined, totals.consumed
+
+
+def loader_child(source: str, url: str, total: int) -> None:
+    """``--loader-child``: load until ``total`` events are read; say 'ready' once assigned."""
+    from abflow.events.kafka import parse_kafka_url
+
+    target = parse_kafka_url(source)
+    with EventStore.open(url) as store:
+        loader = Loader(target, store, group_id="e2e", batch_events=20_000)
+        said = False
+
+        def progress(p: IngestProgress) -> None:
+            nonlocal said
+            if not said and loader.assigned_partitions:
+                print("ready", flush=True)
+                said = True
+            if p.consumed >= total:
+                loader.stop()
+
+        loader.run(progress=progress, progress_seconds=0.05)
+
+
+def end_to_end(
+    target: KafkaTarget, journal: Path, url: str, reqs: list[list[tuple[Any, dict[str, Any]]]]
+) -> float:
+    total = 2 * len(reqs)
+    source = f"kafka://{target.bootstrap_servers}/{target.topic_prefix}?" + "&".join(
+        f"{k}={v}" for k, v in GROUP_OPTIONS.items()
+    )
+    EventStore.open(url).close()  # schema first, so that counting never races its creation
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--loader-child", source, url, str(total)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    if child.stdout.readline().strip() != "ready":
+        sys.exit("the loader child did not join the group")
+    started = time.perf_counter()
+    log = EventLog(None, journal, store=KafkaEventWriter(target))
+    log.start()
+    for events in reqs:
+        log.append_many(events)
+    log.close(timeout_seconds=600)
+    deadline = time.perf_counter() + 600
+    while (stored := stored_rows(url)) < total and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    child.wait(timeout=600)
+    if stored != total:
+        sys.exit(f"end to end stored {stored} of {total} events")
+    return elapsed
+
+
+@contextmanager
+def broker(bootstrap: str | None) -> Iterator[str]:
+    if bootstrap:
+        yield bootstrap
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from kafka_broker import TansuBroker
+
+    with TansuBroker() as tansu:
+        yield tansu.bootstrap
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--loader-child":
+        loader_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=400_000, help="events (2 per request)")
+    parser.add_argument("--bootstrap", help="an existing Kafka cluster (default: start Tansu)")
+    args = parser.parse_args()
+    reqs = requests(args.events // 2)
+    n = 2 * len(reqs)
+    with tempfile.TemporaryDirectory() as tmp, broker(args.bootstrap) as bootstrap:
+        root = Path(tmp)
+        prefix = f"bench{os.getpid()}"
+        target = KafkaTarget(bootstrap, prefix, GROUP_OPTIONS)
+        ensure_topics(target, ["exposure", "prediction"], partitions=PARTITIONS)
+        direct = baseline(f"sqlite:///{root}/direct.db", reqs)
+        to_kafka = journal_to_kafka(target, root / "journal-a", reqs)
+        load, join, read = kafka_to_store(target, f"sqlite:///{root}/loaded.db", "bench")
+        if read != n:
+            sys.exit(f"the loader read {read} of {n} events")
+        e2e_target = KafkaTarget(bootstrap, prefix + "e2e", GROUP_OPTIONS)
+        ensure_topics(e2e_target, ["exposure", "prediction"], partitions=PARTITIONS)
+        whole = end_to_end(e2e_target, root / "journal-b", f"sqlite:///{root}/e2e.db", reqs)
+    load_average = os.getloadavg()[0]
+    print(f"{n:,} events (exposure + prediction per request), {PARTITIONS} partitions, "
+          f"SQLite store, load average {load_average:.1f}")  # fmt: skip
+    print(f"{'stage':<48} {'seconds':>8} {'events/s':>10} {'vs direct':>10}")
+    rows = [
+        ("direct to the store (baseline)", direct),
+        ("journal -> Kafka (acks=all, idempotent)", to_kafka),
+        (f"Kafka -> loader -> store (join {join:.1f} s apart)", load),
+        ("end to end: journal -> Kafka -> loader -> store", whole),
+    ]
+    for name, seconds in rows:
+        print(f"{name:<48} {seconds:>8.2f} {n / seconds:>10,.0f} {direct / seconds:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main()
