@@ -208,11 +208,14 @@ sticky_buckets = Table(
     metadata,
     Column("attribute", KEY, primary_key=True),
     Column("value", String(256), primary_key=True),
-    Column("assignments_json", Text, nullable=False),
+    Column("bucket_key", String(160), primary_key=True),
+    Column("variant", KEY, nullable=False),
     Column("updated_at", Double, nullable=False),
 )
-"""Sticky bucketing: per (attribute, value) the variants it was given, as GrowthBook's
-assignment documents (``{"<experiment>__<bucket version>": variant}``)."""
+"""Sticky bucketing: the variant an attribute value was given, per ``bucket_key``
+(``"<experiment>__<bucket version>"``); the rows of one (attribute, value) are GrowthBook's
+assignment document. One row per entry, so replicas saving two experiments' entries for the
+same unit at once never overwrite each other."""
 
 EVENT_TABLES = {
     "exposure": exposures,
