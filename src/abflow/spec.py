@@ -282,6 +282,20 @@ class RolloutSpec(_Spec):
     guardrails: list[str] = Field(default_factory=list, description="metric names")
     auto_promote: bool = False
     auto_rollback: bool = True
+    on_monitor_alarm: Literal["hold", "rollback", "ignore"] = Field(
+        default="hold",
+        description="what a tick does while the live monitor raises an alarm on the "
+        "challenger (drift, skew or quality, see abflow monitor)",
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_alarm_action(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``on_monitor_alarm`` came later: left out when unset, so that a plan written
+        before it keeps its canonical JSON and :func:`spec_hash`."""
+        data = handler(self)
+        if isinstance(data, dict) and "on_monitor_alarm" not in self.model_fields_set:
+            data.pop("on_monitor_alarm", None)
+        return data
 
     @field_validator("steps")
     @classmethod
