@@ -87,11 +87,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(app: Starlette) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port; always stopped afterwards."""
+def running(app: Starlette, **options: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port; always stopped afterwards.
+    ``options`` go to ``uvicorn.Config`` (e.g. ``timeout_keep_alive``)."""
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none"
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none", **options
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
