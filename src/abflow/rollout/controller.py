@@ -7,6 +7,9 @@ looks once and acts at most once:
   then a registered plan sends it nothing);
 * a guardrail of the plan fails, or the split is broken (SRM): roll back (all traffic to the
   control) when ``auto_rollback``, else hold and say so;
+* the live monitor (``abflow monitor``) raises an alarm on the challenger in the current or
+  the previous window (drift, skew between variants, quality): hold, or roll back, as the
+  plan's ``on_monitor_alarm`` says (``ignore`` to look past it);
 * the step has lasted ``min_duration_hours`` and the challenger has ``min_samples`` units:
   open the next step; after the last one, promote when ``auto_promote``, else wait for
   ``abflow rollout promote``;
@@ -48,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
 from abflow.errors import AbflowError, InvalidArgumentError, RegistryError
+from abflow.monitoring.monitor import challenger_alarms
 from abflow.rollout.gate import GatePolicy, Requirement, evaluate_gate, shadow_harms
 from abflow.rollout.guardrails import GuardrailCheck, judge_guardrails
 from abflow.rollout.plan import (
@@ -147,7 +151,8 @@ def tick(
     state = state_from_audit(store.audit_entries(key))
     if state.is_final:
         return TickResult(key, "finished", state.step, [f"the rollout was {state.stage}"])
-    check_full_coverage(spec)
+    if spec.sticky is None:  # sticky buckets keep exposed units in place at any coverage
+        check_full_coverage(spec)
     if state.stage == "not_started" or state.step is None:
         return _move(store, spec, state, 0, actor, "started", ["rollout started"], {})
     if state.step >= len(plan.steps):
@@ -177,6 +182,16 @@ def tick(
             return _finish(store, spec, state, "rolled_back", actor, failures, evidence, registry)
         return TickResult(
             key, "held", state.step, ["guardrails fail, auto_rollback is off", *failures], evidence
+        )
+    alarms = (
+        [] if plan.on_monitor_alarm == "ignore" else challenger_alarms(store, spec, challenger, now)
+    )
+    if alarms:
+        evidence["monitor_alarms"] = alarms
+        if plan.on_monitor_alarm == "rollback":
+            return _finish(store, spec, state, "rolled_back", actor, alarms, evidence, registry)
+        return TickResult(
+            key, "held", state.step, ["the live monitor raises an alarm", *alarms], evidence
         )
     elapsed_hours = (now - phase.started_at) / HOUR
     units = evidence["units"].get(evidence["challenger"], 0)
