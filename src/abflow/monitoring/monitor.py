@@ -23,6 +23,7 @@ Prometheus gauges (:mod:`abflow.monitoring.monitor_metrics`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from abflow.store.monitoring import (
     MonitorRecord,
     QualityCounts,
     WindowSample,
+    latest_alarms,
     quality_counts,
     sample_windows,
     save_monitor_results,
@@ -46,6 +48,7 @@ __all__ = [
     "QUALITY_ALPHA",
     "MonitorOptions",
     "WindowReport",
+    "challenger_alarms",
     "evaluate_window",
     "feature_names",
     "monitor_experiment",
@@ -363,3 +366,26 @@ def monitor_experiment(
         save_monitor_results(store, spec.key, start, report.records, now=now)
         reports.append(report)
     return reports
+
+
+def challenger_alarms(store: Any, spec: ExperimentSpec, variant: str, now: float) -> list[str]:
+    """The monitor's alarms on ``variant`` in the current and the previous window, as
+    sentences for a rollout's reasons (none: the monitor sees nothing wrong, or has not run).
+    """
+    config = spec.monitoring or MonitoringSpec()
+    width = config.window_hours * 3600.0
+    since = math.floor(now / width) * width - width
+    found = []
+    for r in latest_alarms(store, spec.key, since=since):
+        if r.variant != variant or r.window_start > now:
+            continue
+        what = {
+            "feature_drift": f"feature {r.feature!r} drifted",
+            "prediction_drift": "its scores drifted",
+            "variant_skew": f"its inputs differ from the control's on {r.feature!r}",
+            "quality": f"its {r.method} is worse than the control's",
+        }.get(r.kind, r.kind)
+        value = "" if r.value is None else f" ({r.method} {r.value:.3g})"
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r.window_start))
+        found.append(f"monitor: {variant} {what}{value} in the window from {when}")
+    return found
