@@ -170,6 +170,12 @@ def wasserstein_normed(reference: np.ndarray, current: np.ndarray) -> float:
     return wasserstein_sorted_normed(np.sort(ref), np.sort(cur))
 
 
+_MERGE_BLOCK = 8192
+"""Merged values per step of the Wasserstein walk: the step's temporaries stay in cache and
+below the allocator's mmap threshold (temporaries of the whole 2M-value merge cost a third
+more CPU, mostly faulting in fresh pages)."""
+
+
 def wasserstein_sorted_normed(reference: np.ndarray, current: np.ndarray) -> float:
     """:func:`wasserstein_normed` of samples already sorted ascending (finite, non-empty).
 
@@ -180,12 +186,17 @@ def wasserstein_sorted_normed(reference: np.ndarray, current: np.ndarray) -> flo
     n_ref, n_cur = reference.size, current.size
     pooled = np.concatenate([reference, current])
     order = np.argsort(pooled, kind="stable")
-    ref_at_or_below = np.cumsum(order < n_ref)
-    cur_at_or_below = np.arange(1, n_ref + n_cur + 1) - ref_at_or_below
-    # Among tied values only the last one's gap to the next value is non-zero, and there
-    # both counts include every tied value, as SciPy's searchsorted(side="right") does.
-    gaps = np.abs(ref_at_or_below[:-1] / n_ref - cur_at_or_below[:-1] / n_cur)
-    distance = float(np.sum(gaps * np.diff(pooled[order])))
+    distance, ref_so_far = 0.0, 0
+    for start in range(0, pooled.size - 1, _MERGE_BLOCK):
+        index = order[start : start + _MERGE_BLOCK + 1]
+        # Values of each sample at or below each merged value. Among tied values only the
+        # last one's gap to the next value is non-zero, and there both counts include every
+        # tied value, as SciPy's searchsorted(side="right") does.
+        ref_at_or_below = np.cumsum(index[:-1] < n_ref) + ref_so_far
+        ref_so_far = int(ref_at_or_below[-1])
+        cur_at_or_below = np.arange(start + 1, start + index.size) - ref_at_or_below
+        gaps = np.abs(ref_at_or_below / n_ref - cur_at_or_below / n_cur)
+        distance += float(np.dot(gaps, np.diff(pooled[index])))
     scale = float(np.std(reference))
     if scale == 0.0:
         scale = float(np.std(pooled))
