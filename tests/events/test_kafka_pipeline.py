@@ -345,3 +345,47 @@ def test_journal_to_kafka_to_store_loses_and_doubles_nothing_across_a_broker_out
             totals = Loader(target, store, group_id="g").run(until_caught_up=True)
     assert totals.dead_lettered == 0
     _assert_exactly_once(url, events + more)
+
+
+def test_messages_the_store_cannot_take_go_to_the_dead_letter_topic(
+    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    target = _target(kafka_broker, topic_prefix)
+    ensure_topics(target, ["exposure"], partitions=1)
+    good = [row for kind, row in _events(2, seed=5) if kind == "exposure"]
+    header = [("abflow-schema", b"exposure/1")]
+    bad = [
+        (b"not json", header, "not JSON"),
+        (orjson.dumps(good[0] | {"event_id": "v2"}), [("abflow-schema", b"exposure/2")], "schema"),
+        (orjson.dumps(good[0] | {"event_id": "x", "surprise": 1}), header, "surprise"),
+    ]
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_broker.bootstrap})
+    topic = target.topic("exposure")
+    producer.produce(topic, orjson.dumps(good[0]), b"u", headers=header)
+    for value, headers, _ in bad:
+        producer.produce(topic, value, b"u", headers=headers)
+    producer.produce(topic, orjson.dumps(good[1]), b"u", headers=header)
+    assert producer.flush(30) == 0
+    url = f"sqlite:///{tmp_path}/store.db"
+    with EventStore.open(url) as store:
+        totals = Loader(target, store, group_id="dlq").run(until_caught_up=True)
+        again = Loader(target, store, group_id="dlq").run(until_caught_up=True)
+    assert (totals.consumed, totals.stored, totals.dead_lettered) == (5, 2, 3)
+    assert again.consumed == 0
+    assert _stored_ids(url)["exposure"] == Counter({row["event_id"]: 1 for row in good})
+
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": kafka_broker.bootstrap, "group.id": "dlq-reader",
+         "enable.partition.eof": True}
+    )  # fmt: skip
+    consumer.assign([confluent_kafka.TopicPartition(target.dead_letter_topic, 0, 0)])
+    letters: list[Any] = []
+    deadline = time.monotonic() + 30
+    while len(letters) < 3 and time.monotonic() < deadline:
+        letters += [m for m in consumer.consume(10, 0.5) if m.error() is None]
+    consumer.close()
+    assert [m.value() for m in letters] == [value for value, _, _ in bad]
+    for message, (_, _, reason) in zip(letters, bad, strict=True):
+        headers = dict(message.headers())
+        assert reason in headers["abflow-error"].decode()
+        assert headers["abflow-source"].decode().startswith(f"{topic}/0/")

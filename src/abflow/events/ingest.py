@@ -183,7 +183,7 @@ class Loader:
 
     def _open(self) -> Consumer:
         if self.create_topics:
-            ensure_topics(self.target, self.kinds)
+            ensure_topics(self.target, self.kinds, extra_topics=[self.target.dead_letter_topic])
         config = self.target.client_config(
             **{
                 "group.id": self.group_id,

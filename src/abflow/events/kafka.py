@@ -212,8 +212,10 @@ def ensure_topics(
     *,
     partitions: int | None = None,
     timeout_seconds: float = 10.0,
+    extra_topics: Iterable[str] = (),
 ) -> list[str]:
-    """Create the topics of ``kinds`` that do not exist yet; return the ones created.
+    """Create the topics of ``kinds`` (and ``extra_topics``) that do not exist yet; return
+    the ones created.
 
     ``partitions`` None takes the broker's default (``num.partitions``). Clusters that
     manage topics themselves (and refuse CreateTopics) are fine: a refusal is logged and
@@ -223,7 +225,7 @@ def ensure_topics(
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient(target.client_config())
-    wanted = [target.topic(kind) for kind in kinds]
+    wanted = [target.topic(kind) for kind in kinds] + list(extra_topics)
     try:
         existing = set(admin.list_topics(timeout=timeout_seconds).topics)
     except kafka.KafkaException as exc:
