@@ -17,12 +17,20 @@ import gwmodels
 import httpx
 import orjson
 import pytest
-from gateway_support import AppFactory, auth, experiment
+from gateway_support import AppFactory, MemoryEvents, auth, experiment, serve
 from model_server import free_port, running
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 from strict_servers import strict_app
 
 from abflow.security.roles import Role
+from abflow.security.tokens import InMemoryTokenStore
+from abflow.serving.app import create_app
 from abflow.serving.backends import BackendOptions
+from abflow.serving.catalog import InMemoryCatalog
+from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.spec import ExperimentSpec
 
 pytestmark = pytest.mark.anyio
@@ -250,3 +258,36 @@ def _register_list(store: str, capsys: pytest.CaptureFixture[str]) -> list[dict[
     assert exited.value.code == 0
     document = orjson.loads(capsys.readouterr().out)
     return list(document["experiments"] if isinstance(document, dict) else document)
+
+
+async def test_a_backend_that_recovers_leaves_the_list(
+    tmp_path: Path, events: MemoryEvents, token_store: InMemoryTokenStore
+) -> None:
+    refusing = {"now": True}
+
+    async def invocations(request: Request) -> JSONResponse:
+        rows = orjson.loads(await request.body())["inputs"]
+        if refusing["now"]:
+            return JSONResponse({"message": "model not loaded yet"}, status_code=400)
+        return JSONResponse({"predictions": [0.5 for _ in rows]})
+
+    server = Starlette(routes=[Route("/invocations", invocations, methods=["POST"])])
+    with running(server) as base:
+        url = base + "/invocations"
+        app = create_app(
+            GatewaySettings(journal_dir=tmp_path, store_url=None),
+            config=GatewayConfig(experiments=[_config_spec(url)], backends={url: BackendOptions()}),
+            events=events,
+            tokens=token_store,
+            catalog=InMemoryCatalog(),
+        )
+        app.state.abflow.remote_health.interval_seconds = 0.05  # re-probe at once
+        async with serve(app) as client:
+            [failing] = await _failing(client, 1)
+            assert failing["reason"] == "status_4xx"
+            assert "model not loaded yet" in failing["error"]
+            refusing["now"] = False
+            deadline = asyncio.get_running_loop().time() + 60
+            while (await client.get("/readyz")).json()["failing_backends"]:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
