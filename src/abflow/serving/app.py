@@ -144,7 +144,7 @@ def create_app(
 
             services.events = await asyncio.to_thread(
                 claim_event_log,
-                store_url or _default_url(),
+                settings.events_url or store_url or _default_url(),
                 settings.journal_dir,
                 ship_in_subprocess=settings.ship_in_subprocess,
             )
