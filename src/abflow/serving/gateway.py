@@ -292,6 +292,7 @@ class Gateway:
             backend = live.backends[served]
             is_fallback = False
             error: str | None = None
+            reason: str | None = None
             started = time.perf_counter()
             try:
                 outputs, keys, hits = await self._predict(backend, rows)
@@ -299,7 +300,8 @@ class Gateway:
                 self.metrics.errors.labels(spec.key, variant, type(exc).__name__).inc()
                 if served == 0:
                     raise
-                self.metrics.fallbacks.labels(spec.key, variant, failure_reason(exc)).inc()
+                reason = failure_reason(exc)
+                self.metrics.fallbacks.labels(spec.key, variant, reason).inc()
                 self._failure_log.failed(spec.key, variant, exc)
                 error = error_text(exc)
                 backend = live.backends[0]
@@ -314,8 +316,8 @@ class Gateway:
                         "abflow.cache_hit": hits == rows.shape[0],
                     }
                 )
-                if error is not None:
-                    span.set_attribute("abflow.fallback_reason", error.split(":", 1)[0])
+                if reason is not None:
+                    span.set_attribute("abflow.fallback_reason", reason)
 
         self._observe(live, variant, backend.version, latency, rows.shape[0])
         features_hash = keys[0].hex() if keys is not None and len(keys) == 1 else None
