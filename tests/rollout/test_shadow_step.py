@@ -10,6 +10,7 @@ confidence. The gate's verdict is checked against a paired interval computed wit
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,3 +178,16 @@ def test_a_shadow_step_must_come_first_and_lead_somewhere() -> None:
     ):
         with pytest.raises(InvalidSpecError, match=problem):
             parse_experiment({**SPEC, "rollout": {"steps": steps}})
+
+
+def test_rollout_status_names_the_shadow_step(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from abflow.cli.main import app
+
+    url = f"sqlite:///{tmp_path / 'status.db'}"
+    with EventStore.open(url, upgrade=True) as store:
+        store.register_experiment(parse_experiment(SPEC))
+    done = CliRunner().invoke(app, ["rollout", "status", KEY, "--store", url])
+    assert done.exit_code == 0, done.output
+    assert "shadow → 10%" in done.output

@@ -79,7 +79,9 @@ def status(
     table = Table(title=f"rollout of {experiment}", title_justify="left", show_header=False)
     table.add_row("stage", state.stage.replace("_", " "))
     table.add_row("step", step)
-    table.add_row("plan", " → ".join(f"{share:.0%}" for share in got.steps))
+    # a 0 % step can only be a shadow step (the spec refuses any other)
+    plan = [f"{share:.0%}" if share else "shadow" for share in got.steps]
+    table.add_row("plan", " → ".join(plan))
     table.add_row("challenger", got.challenger)
     table.add_row("weights now", ", ".join(f"{w:g}" for w in got.weights))
     table.add_row("phase", f"{got.phase} since {_when(got.phase_started_at)}")
