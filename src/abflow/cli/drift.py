@@ -8,6 +8,7 @@ Exit codes make it a CI or cron check: 0 nothing drifted, 1 at least one feature
 from __future__ import annotations
 
 import io
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -196,7 +197,7 @@ def drift(
                     threshold=threshold,
                     bins=bins,
                     js_base=js_base,
-                    workers=workers,
+                    workers=workers or os.cpu_count() or 1,
                 ),
             )
             for title, ref, cur in comparisons

@@ -10,7 +10,6 @@ come from one table (:data:`abflow.drift.methods.MEASURES`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -244,12 +243,12 @@ def detect_drift(
 
     Features holding text or booleans are categorical without being named in ``categorical``.
     ``js_base="e"`` measures Jensen-Shannon in natural log, as Evidently does. ``workers``
-    compares that many features at once on threads (0: one per CPU): numpy sorts and
-    merges without holding the interpreter lock, so large numeric samples gain from it; the
-    report is the same whatever the number.
+    compares that many features at once on threads (up to one per CPU is useful): numpy
+    sorts and merges without holding the interpreter lock, so large numeric samples gain
+    from it; the report is the same whatever the number.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        msg = f"workers must be a whole number >= 0 (0: one per CPU), got {workers!r}"
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        msg = f"workers must be a whole number >= 1, got {workers!r}"
         raise InvalidArgumentError(msg)
     if features is None:
         features = [name for name in reference if name in current]
@@ -278,7 +277,7 @@ def detect_drift(
             name, ref, cur, kind=kind, method=chosen, threshold=threshold, bins=bins, base=base
         )
 
-    threads = min(workers or os.cpu_count() or 1, len(features))
+    threads = min(workers, len(features))
     if threads <= 1:
         return DriftReport(tuple(verdict(name) for name in features))
     with ThreadPoolExecutor(threads, thread_name_prefix="abflow-drift") as pool:
