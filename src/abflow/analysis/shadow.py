@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Literal
 
+from abflow.analysis.formatting import format_p_value
 from abflow.analysis.results import ShadowMeasure, ShadowResult, ShadowSegment
 from abflow.errors import InvalidArgumentError
 from abflow.stats.corrections import CorrectionMethod, adjust_p_values
@@ -375,9 +376,9 @@ def _row(m: ShadowMeasure, label: str) -> list[str]:
         if math.isfinite(m.ci_low)
         else "—"
     )
-    p_value = "—" if m.p_value is None else f"{m.p_value:.3g} ({m.test})"
+    p_value = "—" if m.p_value is None else f"{format_p_value(m.p_value)} ({m.test})"
     if m.p_adjusted is not None:
-        p_value += f"; adjusted {m.p_adjusted:.3g}"
+        p_value += f"; adjusted {format_p_value(m.p_adjusted)}"
     return [
         label,
         f"{m.n:,}",
