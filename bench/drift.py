@@ -186,8 +186,8 @@ def main() -> None:
 
     task = f"{columns} columns x {rows:,} rows"
     print()
-    print("| task | abflow | wall | CPU | baseline | wall | CPU | ratio (wall) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | abflow | wall | CPU | baseline | wall | CPU | ratio (wall) | ratio (CPU) |")
+    print("|---|---|---:|---:|---|---:|---:|---:|---:|")
     for label, ours in (
         ("numpy columns", t_arrays),
         (f"numpy columns, `workers={cpus}`", t_threads),
@@ -196,25 +196,30 @@ def main() -> None:
         print(
             f"| {task} | `detect_drift`, {label} | {ours[0]:.2f} s | {ours[1]:.2f} s "
             f"| SciPy column by column | {t_scipy[0]:.2f} s | {t_scipy[1]:.2f} s "
-            f"| {t_scipy[0] / ours[0]:.1f}x |"
+            f"| {t_scipy[0] / ours[0]:.1f}x | {t_scipy[1] / ours[1]:.1f}x |"
         )
     if isinstance(evidently, str):
-        print(f"| {task} | | | | Evidently DataDriftPreset | {evidently} | | |")
+        print(f"| {task} | | | | Evidently DataDriftPreset | {evidently} | | | |")
     else:
         drifted_e: set[str] = set()
 
         def run_evidently() -> None:
             drifted_e.update(evidently())
 
-        t_evidently = best(1, run_evidently)
-        print(
-            f"| {task} | `detect_drift`, numpy columns | {t_arrays[0]:.2f} s | {t_arrays[1]:.2f} s "
-            f"| Evidently DataDriftPreset | {t_evidently[0]:.2f} s | {t_evidently[1]:.2f} s "
-            f"| {t_evidently[0] / t_arrays[0]:.1f}x |"
-        )
-        ours_e = set(detect_drift(reference, current, js_base="e").drifted)
-        agreed = columns - len(ours_e ^ drifted_e)
-        print(f"\nverdicts agreeing with Evidently (js_base=e): {agreed} of {columns}")
+        try:
+            t_evidently = best(1, run_evidently)
+        except Exception as exc:  # an Evidently API this script does not know: say so
+            print(f"| {task} | | | | Evidently DataDriftPreset | failed: {exc!r} | | | |")
+        else:
+            print(
+                f"| {task} | `detect_drift`, numpy columns | {t_arrays[0]:.2f} s "
+                f"| {t_arrays[1]:.2f} s | Evidently DataDriftPreset | {t_evidently[0]:.2f} s "
+                f"| {t_evidently[1]:.2f} s | {t_evidently[0] / t_arrays[0]:.1f}x "
+                f"| {t_evidently[1] / t_arrays[1]:.1f}x |"
+            )
+            ours_e = set(detect_drift(reference, current, js_base="e").drifted)
+            agreed = columns - len(ours_e ^ drifted_e)
+            print(f"\nverdicts agreeing with Evidently (js_base=e): {agreed} of {columns}")
     print()
     print(
         f"drifted ({len(report.drifted)} of {columns}): {', '.join(report.drifted)}; "
