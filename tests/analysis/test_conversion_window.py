@@ -18,7 +18,7 @@ from scipy import stats
 
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
 from abflow.errors import InvalidSpecError
-from abflow.spec import parse_experiment
+from abflow.spec import experiment_json_schema, parse_experiment
 
 HOUR = 3600.0
 UNTIL = START + 4 * DAY  # windows of units exposed late are cut by the end of the analysis
@@ -219,3 +219,7 @@ def test_window_is_validated() -> None:
         parse_experiment(base | {"metrics": [negative]})
     spec = parse_experiment(SPEC)
     assert parse_experiment(spec.model_dump(mode="json")) == spec
+    metric = experiment_json_schema()["$defs"]["MetricSpec"]["properties"]
+    assert {"window", "post_stratify"} <= set(metric)
+    window = experiment_json_schema()["$defs"]["ConversionWindowSpec"]["properties"]
+    assert set(window) == {"delay_hours", "length_hours"}

@@ -157,6 +157,28 @@ def test_the_gateway_moves_no_exposed_unit(store: EventStore, tmp_path: Path) ->
     assert moved["plain"] >= 40  # without sticky buckets most exposed units move
 
 
+def test_an_unreachable_bucket_store_costs_no_prediction(tmp_path: Path) -> None:
+    """Nothing listens on port 1: every bucket read fails at once, and the unit is routed
+    by hash instead."""
+    settings = GatewaySettings(auth_enabled=False, journal_dir=tmp_path / "journal")
+    gateway = Gateway(
+        settings,
+        events=_Events(),  # type: ignore[arg-type]
+        catalog=InMemoryCatalog(),
+        metrics=GatewayMetrics(),
+        sticky_buckets=StoreStickyBuckets("postgresql+psycopg://postgres@127.0.0.1:1/none"),
+    )
+    spec = _spec("sticky", [0.5, 0.5], 1.0, sticky=True)
+    gateway.add_experiment(spec)
+    for unit in ("a", "b", "c"):
+        request = PredictIn(experiment="sticky", unit_id=unit, features=ROW)
+        answer = asyncio.run(gateway.predict(request))
+        assert (answer["variant"], answer["reason"]) == (
+            assign(spec, {"user_id": unit}).variant,
+            "assigned",
+        )
+
+
 def test_a_sticky_rollout_ticks_below_full_coverage(store: EventStore) -> None:
     spec = {
         "key": "ranker",
