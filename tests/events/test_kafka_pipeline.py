@@ -389,3 +389,56 @@ def test_messages_the_store_cannot_take_go_to_the_dead_letter_topic(
         headers = dict(message.headers())
         assert reason in headers["abflow-error"].decode()
         assert headers["abflow-source"].decode().startswith(f"{topic}/0/")
+
+
+@pytest.mark.slow
+def test_a_gateway_with_abflow_events_url_logs_to_kafka(
+    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    """ABFLOW_EVENTS_URL sends the gateway's events to Kafka; abflow ingest loads them."""
+    import anyio
+    import httpx
+
+    from abflow.serving import GatewaySettings, create_app
+    from abflow.serving.demo_models import N_FEATURES
+
+    options = "&".join(f"{k}={v}" for k, v in GROUP_OPTIONS.items())
+    source = f"kafka://{kafka_broker.bootstrap}/{topic_prefix}?{options}"
+    gateway_store = f"sqlite:///{tmp_path}/gateway.db"
+    settings = GatewaySettings(
+        store_url=gateway_store,
+        events_url=source,
+        journal_dir=tmp_path / "journal",
+        auth_enabled=False,
+        ship_in_subprocess=False,
+    )
+    request_ids: list[str] = []
+
+    async def predict() -> None:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                for i in range(20):
+                    response = await client.post(
+                        "/v1/predict",
+                        json={"unit_id": f"user-{i}", "features": [0.5] * N_FEATURES},
+                    )
+                    assert response.status_code == 200, response.text
+                    request_ids.append(response.json()["request_id"])
+
+    anyio.run(predict)
+    assert sum(_stored_ids(gateway_store)[kind].total() for kind in TABLES) == 0
+
+    loaded = f"sqlite:///{tmp_path}/loaded.db"
+    target = _target(kafka_broker, topic_prefix)
+    with EventStore.open(loaded) as store:
+        totals = Loader(target, store, group_id="gw").run(until_caught_up=True)
+    assert totals.consumed == totals.stored >= 40  # and the monitoring samples, if any
+    engine = sa.create_engine(loaded)
+    with engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT request_id FROM predictions")).scalars().all()
+        units = connection.execute(sa.text("SELECT unit_id FROM exposures")).scalars().all()
+    engine.dispose()
+    assert sorted(stored) == sorted(request_ids)
+    assert sorted(units) == sorted(f"user-{i}" for i in range(20))
