@@ -40,7 +40,8 @@ def ingest(
         str,
         typer.Option(
             "--from",
-            help="Kafka URL: kafka://host:port[,host:port…]/topic-prefix[?librdkafka.setting=value…]",
+            help="Kafka URL: kafka://host:port[,host:port…]/topic-prefix[?librdkafka.setting=value…], "
+            "or a secret reference holding one (env:…, file:…, vault:…).",
             show_default=False,
         ),
     ],
@@ -75,11 +76,13 @@ def ingest(
     from abflow.errors import ConfigError
     from abflow.events.ingest import IngestProgress, Loader, summary_line
     from abflow.events.kafka import parse_kafka_url
+    from abflow.security.secrets import is_secret_reference, resolve_secret
     from abflow.store import EventStore
     from abflow.store.engine import display_url, resolve_url
 
-    try:
-        target = parse_kafka_url(source)
+    try:  # a URL holding a SASL password can come from a secret, not the command line
+        url = resolve_secret(source) if is_secret_reference(source) else source
+        target = parse_kafka_url(url)
     except ConfigError as exc:
         fail(f"--from: {exc}")
     opened = EventStore.open(store)
