@@ -442,3 +442,22 @@ def test_a_gateway_with_abflow_events_url_logs_to_kafka(
     engine.dispose()
     assert sorted(stored) == sorted(request_ids)
     assert sorted(units) == sorted(f"user-{i}" for i in range(20))
+
+
+def test_an_event_kafka_refuses_as_too_large_is_set_aside_and_the_rest_shipped(
+    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    target = _target(kafka_broker, topic_prefix, **{"message.max.bytes": "4000"})
+    events = _events(30, seed=6)
+    huge = exposure_row(
+        experiment_key="fraud", phase=1, unit_id="u", variant="a", attributes={"x": "y" * 5000}
+    )
+    writer = KafkaEventWriter(target)
+    with EventLog(None, tmp_path / "journal", store=writer) as log:
+        log.append_many([*events[:10], ("exposure", huge), *events[10:]])  # type: ignore[list-item]
+    writer.close()
+    assert log.rejected_events == 1
+    assert log.queue_depth == 0
+    read = {orjson.loads(m.value())["event_id"] for m in _read_all(target, list(TABLES))}
+    assert huge["event_id"] not in read
+    assert {row["event_id"] for _, row in events} <= read
