@@ -16,8 +16,9 @@ NEEDS_CHROMIUM = pytest.mark.skipif(
     reason="needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)",
 )
 
-RAW_NUMBER = re.compile(r"(?<![\w.])(?:\d+\.\d{5,}|\d(?:\.\d+)?e[-+]?\d+)(?![\w%])", re.IGNORECASE)
-"""What a person should never read: 5+ decimals (``0.39681``) or exponents (``8.65e-38``)."""
+RAW_NUMBER = re.compile(r"(?<![\w.])(?:\d+\.\d{6,}|\d(?:\.\d+)?e[-+]?\d+)(?![\w%])", re.IGNORECASE)
+"""What a person should never read: float noise (``0.3968127``) or exponents (``8.65e-38``).
+Rates are checked where they are shown: a percentage, never a bare fraction."""
 
 
 def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = 60) -> Any:

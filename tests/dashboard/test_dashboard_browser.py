@@ -67,6 +67,15 @@ RAMP = {
         "guardrails": ["complaints"],
     },
 }
+SHADOW = {
+    "key": "fraud-shadow",
+    "variants": [
+        {"name": "champion", "model": "models:/fraud@champion"},
+        {"name": "challenger", "model": "models:/fraud@challenger"},
+    ],
+    "weights": [1.0, 0.0],
+    "metrics": [{"name": "recall", "kind": "recall", "role": "primary"}],
+}
 UNITS = 4000
 RATES = {"control": (0.10, 0.30), "treatment": (0.14, 0.30)}  # purchase, complaint
 
@@ -105,6 +114,35 @@ def simulate(store: EventStore) -> dict[str, dict[str, np.ndarray]]:
     return {v: {k: np.array(x) for k, x in by.items()} for v, by in seen.items()}
 
 
+def simulate_shadow(store: EventStore) -> dict[str, np.ndarray]:
+    """400 requests answered by the champion with a shadow copy to the challenger, which
+    scores 0.1 higher; returns both scores per request."""
+    rng = np.random.default_rng(12)
+    start = store.current_phase(SHADOW["key"]).started_at + 1
+    served = np.clip(rng.uniform(0, 1, 400), 0, 1)
+    shadow = np.clip(served + 0.1 + rng.normal(0, 0.05, 400), 0, 1)
+    rows = []
+    for i, scores in enumerate(zip(served, shadow, strict=True)):
+        for is_shadow, variant, score in zip(
+            (False, True), ("champion", "challenger"), scores, strict=True
+        ):
+            rows.append(
+                {"event_id": f"s{i}{variant}", "ts": start + i, "request_id": f"r{i}",
+                 "experiment_key": SHADOW["key"], "phase": 1, "unit_id": f"u{i}",
+                 "variant": variant, "model_version": f"{variant}-v1",
+                 "latency_ms": 4.0 + float(is_shadow), "is_fallback": False,
+                 "is_shadow": is_shadow, "score": float(score), "output_json": None,
+                 "features_hash": None, "error": None}
+            )  # fmt: skip
+    store.write_events("exposure", [
+        {"event_id": f"sx{i}", "ts": start + i, "experiment_key": SHADOW["key"], "phase": 1,
+         "unit_id": f"u{i}", "variant": "champion", "attributes_json": None}
+        for i in range(400)
+    ])  # fmt: skip
+    store.write_events("prediction", rows)
+    return {"served": served, "shadow": shadow}
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("ui")
@@ -113,7 +151,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     with EventStore.open(url) as store:
         store.register_experiment(spec)
         store.register_experiment(parse_experiment(RAMP))
+        store.register_experiment(parse_experiment(SHADOW))
         units = simulate(store)
+        shadow = simulate_shadow(store)
         started = tick(store, RAMP["key"], actor="ramp-test")
         viewer, _ = create_token(StoreTokenStore(store), "dashboard-test", Role.VIEWER)
         service, _ = create_token(StoreTokenStore(store), "service-test", Role.SERVICE)
@@ -138,6 +178,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "viewer": viewer,
         "service": service,
         "units": units,
+        "shadow": shadow,
         "audit": audit,
     }
     server.should_exit = True
@@ -203,7 +244,7 @@ def test_the_list_shows_status_and_rollout_stage(
 
     sign_in(browser, gateway["base"], gateway["viewer"])
     wait_for(
-        browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#experiment-table tbody tr")) == 2
+        browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#experiment-table tbody tr")) == 3
     )
     rows = {
         row.get_attribute("data-key"): [c.text for c in row.find_elements(By.TAG_NAME, "td")]
@@ -253,6 +294,8 @@ def test_the_page_shows_the_analysis_of_the_store(
     }
     values = [c.text for c in rows[0].find_elements(By.CSS_SELECTOR, "td.value")]
     control, treatment = units["control"]["purchase"], units["treatment"]["purchase"]
+    assert [v[-1] for v in values] == ["%", "%"]  # a rate reads as a percentage, not 0.0972
+    assert cells["effect"].endswith("%")
     assert number(values[0]) == pytest.approx(control.mean(), abs=5e-5)
     assert number(values[1]) == pytest.approx(treatment.mean(), abs=5e-5)
     lift = treatment.mean() / control.mean() - 1
@@ -336,6 +379,46 @@ def test_the_rollout_and_its_audit_trail(
     )
     assert "{" not in browser.find_element(By.ID, "audit-table").text  # no Python dicts
     screenshot("dashboard-rollout")
+
+
+def test_the_shadow_comparison(
+    gateway: dict[str, Any], browser: Any, screenshot: Callable[[str], Path]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    sign_in(browser, gateway["base"], gateway["viewer"])
+    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#experiment-table tbody tr"))
+    open_experiment(browser, gateway["base"], "fraud-shadow")
+    assert browser.find_element(By.ID, "shadow").is_displayed()
+    assert browser.find_element(By.CSS_SELECTOR, "#shadow-body h4").text == (
+        "Shadow challenger vs served"
+    )
+    rows = {
+        cells[0]: cells
+        for cells in (
+            [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+            for row in browser.find_elements(By.CSS_SELECTOR, "#shadow-body tbody tr")
+        )
+    }
+    served, shadow = gateway["shadow"]["served"], gateway["shadow"]["shadow"]
+    score = rows["score"]
+    assert number(score[1]) == len(served) == 400  # every request paired
+    assert float(score[2]) == pytest.approx(served.mean(), rel=5e-4)
+    assert float(score[3]) == pytest.approx(shadow.mean(), rel=5e-4)
+    diff = shadow - served
+    low, high = stats.t.interval(0.95, len(diff) - 1, diff.mean(), stats.sem(diff))
+    assert [float(x) for x in re.findall(r"[-+][\d.]+", score[5])] == pytest.approx(
+        [low, high], rel=1e-3
+    )
+    positive = rows["positive_rate"]
+    assert number(positive[2]) == pytest.approx((served >= 0.5).mean(), abs=5e-5)
+    assert number(positive[3]) == pytest.approx((shadow >= 0.5).mean(), abs=5e-5)
+    assert score[6] == "<0.0001 (paired t)"  # not 1.71e-135
+    assert RAW_NUMBER.findall(browser.find_element(By.TAG_NAME, "main").text) == []
+    # every latency falls in one bin: the histogram is a spike per variant, not nothing
+    spikes = browser.find_elements(By.CSS_SELECTOR, "#latency-chart svg circle")
+    assert len(spikes) == 1  # the served variant (shadow calls are not served latency)
+    screenshot("dashboard-shadow")
 
 
 def test_the_views_need_a_viewer_token(gateway: dict[str, Any]) -> None:

@@ -246,13 +246,17 @@ def _whisker(x: float, y: float, y_low: float, y_high: float, colour: str) -> st
 
 
 def step_chart(series: Sequence[Series], title: str, x_label: str) -> Markup:
-    """Overlaid step lines (histograms) on a shared numeric x axis."""
+    """Overlaid step lines (histograms) on a shared numeric x axis.
+
+    A series of one point (every value in one bin) is drawn as a spike with a dot, since a
+    one-point line shows nothing.
+    """
     width, height, left, bottom, top, right = 760, 220, 50, 40, 16, 20
     xs = [x for s in series for x, _ in s.points]
     ys = [y for s in series for _, y in s.points]
     x_low, x_high = (min(xs), max(xs)) if xs else (0.0, 1.0)
     if x_high == x_low:
-        x_high = x_low + 1.0
+        x_low, x_high = x_low - 0.5, x_high + 0.5
     y_high = max(ys, default=1.0) or 1.0
 
     def px(value: float) -> float:
@@ -266,6 +270,13 @@ def step_chart(series: Sequence[Series], title: str, x_label: str) -> Markup:
         colour = PALETTE[i % len(PALETTE)]
         pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in s.points)
         body.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+        if len(s.points) == 1:
+            (x, y), base = s.points[0], py(0.0)
+            body.append(
+                f'<line x1="{px(x):.1f}" y1="{base:.1f}" x2="{px(x):.1f}" y2="{py(y):.1f}" '
+                f'stroke="{colour}" stroke-width="3"/>'
+                f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="4" fill="{colour}"/>'
+            )
         body.append(
             f'<text x="{width - right - 4}" y="{top + 12 + 14 * i}" font-size="11" '
             f'text-anchor="end" fill="{colour}">{escape(s.name)}</text>'
