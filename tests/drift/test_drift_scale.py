@@ -242,3 +242,11 @@ def test_the_callers_arrays_are_not_reordered(rng: np.random.Generator) -> None:
 def test_bad_workers_are_refused(workers: Any) -> None:
     with pytest.raises(InvalidArgumentError, match="workers must be"):
         detect_drift({"x": [1.0]}, {"x": [1.0]}, workers=workers)
+
+
+def test_pandas_columns_are_read_as_arrays(rng: np.random.Generator) -> None:
+    pd = pytest.importorskip("pandas")
+    reference, current = _samples(rng)
+    frames = pd.DataFrame(reference), pd.DataFrame(current)
+    got = detect_drift({k: frames[0][k] for k in reference}, {k: frames[1][k] for k in current})
+    assert got == detect_drift(reference, current)

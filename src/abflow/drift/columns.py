@@ -53,6 +53,8 @@ def is_missing(value: object) -> bool:
 
 def scan(values: Sequence[Any] | np.ndarray) -> Column:
     """Read a sample's types once (the kind decision and the conversions reuse them)."""
+    if not isinstance(values, list | np.ndarray) and hasattr(values, "__array__"):
+        values = np.asarray(values)  # a pandas Series or an Arrow array: numbers stay an array
     if isinstance(values, np.ndarray) and values.ndim == 1:
         if values.dtype.kind in _NUMBER_DTYPES:
             return Column(values, frozenset(), looks_categorical=False)
