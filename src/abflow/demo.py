@@ -465,3 +465,278 @@ def run_demo(options: DemoOptions, console: Any) -> DemoOutcome:
         result=result,
         notes=notes,
     )
+
+
+# --- the drift scenario (abflow demo --scenario drift) ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DriftOptions:
+    """The fraud case of issue #13 on a simulated clock: inputs drift on ``drift_day``."""
+
+    store_url: str | None = None
+    users: int = 8000
+    days: int = 6
+    drift_day: int = 3
+    drift_size: float = 1.2
+    """How far ``merchant_risk`` of legitimate shoppers moves (in its standard deviations)."""
+    window_hours: float = 6.0
+    label_delay_days: float = 7.0
+    """Chargebacks take about a week: no label arrives before the drift is detected."""
+    seed: int = 20261126
+    samples: int = 24_000
+    workdir: Path = Path(".abflow/demo")
+    stop_at_rollback: bool = True
+
+
+@dataclass(slots=True)
+class DriftOutcome:
+    """When the drift started, when the monitor saw it, and what the rollout did."""
+
+    experiment_key: str
+    store_url: str
+    drift_start: float
+    window_hours: float
+    alarm_at: float | None
+    """End of the first window whose prediction-drift alarm on the challenger fired."""
+    false_alarms: int
+    """Prediction-drift alarms on the challenger in windows before the drift started."""
+    rolled_back_at: float | None
+    labels_at_alarm: int
+    """Labels in the store when the alarm fired (the point: none yet)."""
+    requests: int
+    seconds: float
+    timeline: list[str] = field(default_factory=list)
+
+    @property
+    def detection_delay_hours(self) -> float | None:
+        return None if self.alarm_at is None else (self.alarm_at - self.drift_start) / 3600.0
+
+
+class _BufferedEvents:
+    """An event sink that stamps the simulated time and keeps rows until the next flush."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pending: dict[str, list[dict[str, Any]]] = {}
+
+    def start(self) -> None:
+        """Nothing to start."""
+
+    def append(self, kind: Any, row: dict[str, Any]) -> None:
+        row["ts"] = self.now
+        self.pending.setdefault(str(kind), []).append(row)
+
+    def close(self, timeout_seconds: float = 10.0) -> None:
+        """Nothing to close."""
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(map(len, self.pending.values()))
+
+    @property
+    def spool_bytes(self) -> int:
+        return 0
+
+    def flush(self, store: Any) -> None:
+        for kind, rows in self.pending.items():
+            store.write_events(kind, rows)
+        self.pending = {}
+
+
+def _drift_spec(key: str, refs: dict[str, str], options: DriftOptions) -> ExperimentSpec:
+    return parse_experiment(
+        {
+            "key": key,
+            "name": "Fraud challenger retrained on last month's data",
+            "variants": [
+                {"name": "champion", "model": refs["champion"]},
+                {"name": "challenger", "model": refs["challenger"]},
+            ],
+            "metrics": [
+                {
+                    "name": "false_positive_rate",
+                    "kind": "false_positive_rate",
+                    "role": "guardrail",
+                    "direction": "decrease",
+                    "margin": 0.1,
+                }
+            ],
+            "monitoring": {
+                "sample_rate": 1.0,
+                "window_hours": options.window_hours,
+                "max_samples_per_window": 1000,
+                "min_samples": 300,
+                "features": list(FEATURES),
+            },
+            "rollout": {
+                "steps": [
+                    {"traffic": 0.5, "min_duration_hours": 24.0 * 28, "min_samples": 0},
+                    {"traffic": 1.0},
+                ],
+                "guardrails": ["false_positive_rate"],
+                "on_monitor_alarm": "rollback",
+            },
+        }
+    )
+
+
+def _hour_visits(
+    rng: np.random.Generator, data: _Data, users: int, shift: float, run_id: str
+) -> list[_Visit]:
+    """One simulated hour: each user visits with probability 0.45 / 24."""
+    visits = []
+    for user in np.flatnonzero(rng.random(users) < 0.45 / 24):
+        index = int(rng.integers(data.y_pool.size))
+        row = data.x_pool[index].copy()
+        is_fraud = bool(data.y_pool[index])
+        if not is_fraud:
+            row[-1] += shift
+        unit = f"{run_id}-user-{user}"
+        visits.append(_Visit(unit, {}, [float(v) for v in row], is_fraud, 0.0))
+    return visits
+
+
+async def _drift_traffic(
+    spec: ExperimentSpec, options: DriftOptions, start: float, store: Any, outcome: DriftOutcome
+) -> None:
+    import httpx
+
+    from abflow.events.sink import outcome_row
+    from abflow.monitoring.monitor import MonitorOptions, monitor_experiment
+    from abflow.rollout.controller import tick
+    from abflow.security.roles import Role
+    from abflow.security.tokens import InMemoryTokenStore, create_token
+    from abflow.serving.app import create_app
+    from abflow.serving.catalog import InMemoryCatalog
+    from abflow.serving.settings import GatewayConfig, GatewaySettings
+    from abflow.store.monitoring import quality_counts
+
+    sink = _BufferedEvents()
+    tokens = InMemoryTokenStore()
+    token, _ = create_token(tokens, "demo", Role.ADMIN)
+    settings = GatewaySettings(store_url=None, journal_dir=options.workdir / "journal")
+    config = GatewayConfig(experiments=[spec], default_experiment=spec.key)
+    app = create_app(settings, config=config, events=sink, tokens=tokens, catalog=InMemoryCatalog())
+    rng = np.random.default_rng(options.seed)
+    data = _make_data(options.seed, options.samples)
+    labels: list[dict[str, Any]] = []
+    window_steps = max(1, round(options.window_hours))
+    monitor_options = MonitorOptions(lookback_windows=2)
+    async with app.router.lifespan_context(app):
+        gateway = app.state.abflow.gateway
+        gateway.sampler.clock = lambda: sink.now
+
+        async def follow(now: float) -> str:
+            """Tick the rollout; a move reaches the gateway as a store follower's would."""
+            result = tick(store, spec.key, now=now)
+            if result.action in ("started", "advanced", "rolled_back"):
+                moved = store.get_experiment(spec.key).spec
+                await asyncio.to_thread(gateway.add_experiment, moved)
+                reason = f" ({result.reasons[0]})" if result.action == "rolled_back" else ""
+                outcome.timeline.append(
+                    f"{_hours(now - start)}: rollout {result.action.replace('_', ' ')}{reason}"
+                )
+            return result.action
+
+        await follow(start)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://gateway",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        ) as client:
+            for hour in range(options.days * 24):
+                sink.now = start + hour * 3600.0
+                shift = options.drift_size if sink.now >= outcome.drift_start else 0.0
+                for visit in _hour_visits(rng, data, options.users, shift, spec.key[-4:]):
+                    response = await client.post(
+                        "/v1/predict", json={"unit_id": visit.unit, "features": visit.features}
+                    )
+                    response.raise_for_status()
+                    labels.append(
+                        outcome_row(
+                            unit_id=visit.unit,
+                            name="label",
+                            value=float(visit.is_fraud),
+                            request_id=response.json()["request_id"],
+                            experiment_key=spec.key,
+                            ts=sink.now + options.label_delay_days * DAY,
+                        )
+                    )
+                    outcome.requests += 1
+                if (hour + 1) % window_steps:
+                    continue
+                now = start + (hour + 1) * 3600.0
+                sink.flush(store)
+                arrived = [row for row in labels if row["ts"] <= now]
+                labels = [row for row in labels if row["ts"] > now]
+                if arrived:
+                    store.write_events("outcome", arrived)
+                reports = monitor_experiment(store, spec, monitor_options, now=now)
+                drifted = [
+                    r
+                    for report in reports[-1:]
+                    for r in report.alarms
+                    if r.kind == "prediction_drift" and r.variant == "challenger"
+                ]
+                if drifted and reports[-1].window_start < outcome.drift_start:
+                    outcome.false_alarms += 1
+                elif drifted and outcome.alarm_at is None:
+                    outcome.alarm_at = now
+                    counts = quality_counts(store, spec.key, start, now)
+                    outcome.labels_at_alarm = sum(c.n_labelled for c in counts.values())
+                    outcome.timeline.append(
+                        f"{_hours(now - start)}: prediction-drift alarm on the challenger "
+                        f"(PSI {drifted[0].value:.2f}), {outcome.labels_at_alarm} labels so far"
+                    )
+                if await follow(now) == "rolled_back":
+                    outcome.rolled_back_at = now
+                    if options.stop_at_rollback:
+                        return
+
+
+def _hours(seconds: float) -> str:
+    return f"day {int(seconds // DAY)} {seconds % DAY / 3600:04.1f} h"
+
+
+def run_drift_scenario(options: DriftOptions) -> DriftOutcome:
+    """Serve the fraud case through a real gateway and store, monitor each window, tick the
+    rollout; return when the drift was seen and what the rollout did."""
+    from abflow.store import EventStore, resolve_url
+    from abflow.store.engine import display_url
+
+    began = time.perf_counter()
+    url = resolve_url(options.store_url)
+    options.workdir.mkdir(parents=True, exist_ok=True)
+    key = f"fraud-drift-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
+    start = math.floor(time.time() / DAY) * DAY - options.days * DAY
+    data = _make_data(options.seed, options.samples)
+    champion, challenger, _ = _train(data)
+    refs, _ = _register(
+        champion, challenger, DemoOptions(use_registry=False, workdir=options.workdir)
+    )
+    spec = _drift_spec(key, refs, options)
+    outcome = DriftOutcome(
+        experiment_key=key,
+        store_url=display_url(url),
+        drift_start=start + options.drift_day * DAY,
+        window_hours=options.window_hours,
+        alarm_at=None,
+        false_alarms=0,
+        rolled_back_at=None,
+        labels_at_alarm=0,
+        requests=0,
+        seconds=0.0,
+    )
+    store = EventStore.open(url, clock=lambda: start)
+    try:
+        store.register_experiment(spec)
+        asyncio.run(_drift_traffic(spec, options, start, store, outcome))
+    finally:
+        store.close()
+    outcome.timeline.insert(0, f"{_hours(outcome.drift_start - start)}: input drift starts")
+    outcome.timeline.sort()
+    outcome.seconds = time.perf_counter() - began
+    return outcome

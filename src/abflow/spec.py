@@ -351,7 +351,10 @@ class MonitoringSpec(_Spec):
         default=None, gt=0.0, description="default: the method's (PSI 0.2 in drift's table)"
     )
     min_samples: int = Field(
-        default=100, ge=1, description="fewer sampled rows in a window or reference: no verdict"
+        default=300,
+        ge=1,
+        description="fewer sampled rows in a window or reference: no verdict (PSI over 10 bins "
+        "of two samples of 300 from one distribution averages 0.06, a third of its threshold)",
     )
 
 

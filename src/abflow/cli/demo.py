@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,11 @@ from rich.text import Text
 
 from abflow.cli.console import check_output_path, out_console
 from abflow.cli.options import StoreOption
+
+
+class Scenario(StrEnum):
+    ab = "ab"
+    drift = "drift"
 
 
 def demo(
@@ -33,6 +39,13 @@ def demo(
     no_registry: Annotated[
         bool, typer.Option("--no-registry", help="Serve pickled files instead of MLflow aliases.")
     ] = False,
+    scenario: Annotated[
+        Scenario,
+        typer.Option(
+            help="ab: the A/B test and its verdict; drift: the live monitor catches an input "
+            "drift before any label and the rollout rolls the challenger back."
+        ),
+    ] = Scenario.ab,
 ) -> None:
     """Train two fraud models, serve a simulated week through the gateway, analyse, decide.
 
@@ -41,6 +54,9 @@ def demo(
     from abflow.analysis.report_text import table_renderable
     from abflow.demo import DemoOptions, run_demo
 
+    if scenario is Scenario.drift:
+        _drift(store, users, seed)
+        return
     check_output_path(output)
     options = DemoOptions(
         store_url=store,
@@ -70,6 +86,37 @@ def demo(
             Text("\n".join(lines)),
             title="abflow demo",
             border_style=style.get(outcome.verdict, "red"),
+            expand=False,
+        ),
+        soft_wrap=False,
+    )
+
+
+def _drift(store: str | None, users: int, seed: int) -> None:
+    from abflow.demo import DriftOptions, run_drift_scenario
+
+    with out_console.status("serving the fraud case: drift on day 3, monitor every 6 h"):
+        outcome = run_drift_scenario(
+            DriftOptions(store_url=store, users=max(users, 8000), seed=seed)
+        )
+    delay = outcome.detection_delay_hours
+    lines = [
+        *outcome.timeline,
+        "",
+        "Detection delay: "
+        + ("not detected" if delay is None else f"{delay:.1f} h after the drift started")
+        + f" (windows of {outcome.window_hours:g} h), {outcome.labels_at_alarm} labels by then,"
+        + f" {outcome.false_alarms} false alarms before it.",
+        f"{outcome.requests:,} predictions through the gateway in {outcome.seconds:.0f} s; "
+        f"events in {outcome.store_url}.",
+        f"History: abflow monitor {outcome.experiment_key} --once --store {outcome.store_url}",
+    ]
+    caught = outcome.rolled_back_at is not None
+    out_console.print(
+        Panel(
+            Text("\n".join(lines)),
+            title="abflow demo --scenario drift",
+            border_style="green" if caught else "red",
             expand=False,
         ),
         soft_wrap=False,
