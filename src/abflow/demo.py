@@ -325,6 +325,7 @@ async def _traffic(
     requests = 0
     task = progress.add_task("serving a week of traffic", total=options.days)
     async with app.router.lifespan_context(app):
+        app.state.abflow.gateway.sampler.clock = lambda: sink.now  # samples' windows too
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://gateway", headers=headers, timeout=60
