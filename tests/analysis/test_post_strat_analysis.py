@@ -192,35 +192,36 @@ def test_post_stratified_metrics_match_references(
     stratified = metrics["revenue"].comparisons[0]
     assert stratified.ci_high - stratified.ci_low < 0.8 * (plain.ci_high - plain.ci_low)
 
-    # ratios: weighted within-cell ratios, delta-method variance per cell and arm
-    weights = units.cell.value_counts(normalize=True)
-    effect = variance = 0.0
-    means = {"control": 0.0, "treatment": 0.0}
-    variances = {"control": 0.0, "treatment": 0.0}
-    for cell, w in weights.items():
-        sign = {"control": -1.0, "treatment": 1.0}
-        for arm in ("control", "treatment"):
+    # ratios as gbstats computes them: per arm, numerator and denominator cell means weighted
+    # by the cells' shares of all units, then divided; their covariance adds the variance of
+    # the estimated shares (multinomial) to the cells' sampling variance
+    cells = sorted(units.cell.unique())
+    shares = units.cell.value_counts(normalize=True)[cells].to_numpy()
+    means = np.zeros((4, len(cells)))  # rows: control m, d; treatment m, d
+    covariance = np.zeros((4, 4))
+    for k, cell in enumerate(cells):
+        for offset, arm in ((0, "control"), (2, "treatment")):
             rows = units[(units.cell == cell) & (units.variant == arm)]
-            m, d = rows.purchase.to_numpy(), rows.visit.to_numpy()
-            r = m.sum() / d.sum()
-            cov = np.cov(m, d, ddof=1)
-            unit_var = (cov[0, 0] - 2 * r * cov[0, 1] + r**2 * cov[1, 1]) / d.mean() ** 2
-            effect += sign[arm] * w * r
-            variance += w**2 * unit_var / len(rows)
-            means[arm] += w * r
-            variances[arm] += w**2 * unit_var / len(rows)
+            values = rows[["purchase", "visit"]].to_numpy(dtype=float)
+            means[offset : offset + 2, k] = values.mean(axis=0)
+            block = np.cov(values, rowvar=False, ddof=1) / len(rows)
+            covariance[offset : offset + 2, offset : offset + 2] += shares[k] ** 2 * block
+    multinomial = (np.diag(shares) - np.outer(shares, shares)) / len(units)
+    covariance += means @ multinomial @ means.T
+    mu = means @ shares
+    ratio_c, ratio_t = mu[0] / mu[1], mu[2] / mu[3]
+    d_ratio = np.array([1 / mu[1], -mu[0] / mu[1] ** 2, 1 / mu[3], -mu[2] / mu[3] ** 2])
     got = metrics["per_visit"].comparisons[0]
-    assert got.effect == pytest.approx(effect, rel=1e-9)
-    half_width = -special.ndtri(0.025) * math.sqrt(variance)
+    assert got.effect == pytest.approx(ratio_t - ratio_c, rel=1e-9)
+    gradient = d_ratio * np.array([-1, -1, 1, 1])
+    half_width = -special.ndtri(0.025) * math.sqrt(gradient @ covariance @ gradient)
     assert got.ci_high - got.effect == pytest.approx(half_width, rel=1e-9)
 
-    # relative effects: ratio of the weighted means, delta method
+    # relative effects: the same means, delta method on ratio_t / ratio_c - 1
     got_relative = {m.name: m for m in relative.metrics}["per_visit"].comparisons[0]
-    lift = means["treatment"] / means["control"] - 1
-    se = math.sqrt(
-        variances["treatment"] / means["control"] ** 2
-        + means["treatment"] ** 2 * variances["control"] / means["control"] ** 4
-    )
+    lift = ratio_t / ratio_c - 1
+    gradient = d_ratio * np.array([-ratio_t / ratio_c**2] * 2 + [1 / ratio_c] * 2)
+    se = math.sqrt(gradient @ covariance @ gradient)
     assert got_relative.effect == pytest.approx(lift, rel=1e-9)
     assert got_relative.p_value == pytest.approx(2 * special.ndtr(-abs(lift) / se), rel=1e-9)
 

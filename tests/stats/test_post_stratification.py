@@ -1,7 +1,9 @@
-"""Post-stratification (issue #14, item 9) against independent references: statsmodels' OLS
-with cell indicators and their interaction with the arm (Lin's regression adjustment, HC2
-standard errors), the weighted cell means written out here, and a simulation of the
-variance it removes."""
+"""Post-stratification (issue #14, item 9) against independent references: gbstats' own
+post-stratification test numbers (GrowthBook's packages/stats/tests/frequentist/
+test_post_strat.py: five cells of means and of ratios, absolute and relative), statsmodels'
+OLS with cell indicators and their interaction with the arm (Lin's regression adjustment,
+HC2 standard errors), the weighted cell means and their variance written out here, and a
+simulation of the variance it removes."""
 
 from __future__ import annotations
 
@@ -68,8 +70,14 @@ def test_relative_effect_of_weighted_cell_means(rng: np.random.Generator) -> Non
         )
         for arm in (0, 1)
     }
-    se = math.sqrt(var[1] / mean_c**2 + mean_t**2 * var[0] / mean_c**4)
-    assert got.standard_error == pytest.approx(se, rel=1e-9)
+    # the estimated cell shares vary too (multinomial): Cov(M_c, M_t) gets that term
+    means = np.array(
+        [[y[(cell == k) & (treated == arm)].mean() for k in range(3)] for arm in (0, 1)]
+    )
+    shares = (np.diag(weights) - np.outer(weights, weights)) / len(y)
+    cov = means @ shares @ means.T + np.diag([var[0], var[1]])
+    gradient = np.array([-mean_t / mean_c**2, 1 / mean_c])
+    assert got.standard_error == pytest.approx(math.sqrt(gradient @ cov @ gradient), rel=1e-9)
 
 
 def test_it_removes_the_variance_the_cells_explain(rng: np.random.Generator) -> None:
@@ -95,8 +103,14 @@ def test_ratio_cells_and_the_single_cell_fallback(rng: np.random.Generator) -> N
     clicks = [rng.binomial(s, p) for s, p in zip(sessions, (0.1, 0.1, 0.3, 0.32), strict=True)]
     arms = [RatioStats.from_values(c, s) for c, s in zip(clicks, sessions, strict=True)]
     got = compare_post_stratified([arms[0], arms[2]], [arms[1], arms[3]], relative=False)
-    ratio = [c.sum() / s.sum() for c, s in zip(clicks, sessions, strict=True)]
-    assert got.effect == pytest.approx(0.5 * (ratio[1] - ratio[0]) + 0.5 * (ratio[3] - ratio[2]))
+    # numerator and denominator means are weighted separately (as gbstats does), then divided
+    w = [(sessions[0].size + sessions[1].size) / 2000, (sessions[2].size + sessions[3].size) / 2000]
+
+    def arm(i: int, j: int) -> float:
+        top = w[0] * clicks[i].mean() + w[1] * clicks[j].mean()
+        return top / (w[0] * sessions[i].mean() + w[1] * sessions[j].mean())
+
+    assert got.effect == pytest.approx(arm(1, 3) - arm(0, 2), rel=1e-12)
 
     one = compare_post_stratified([arms[0]], [arms[1]])
     assert one.method == "frequentist (single-cell fallback)"
@@ -111,3 +125,46 @@ def test_ratio_cells_and_the_single_cell_fallback(rng: np.random.Generator) -> N
     )
     with pytest.raises(InvalidArgumentError, match="one control and one treatment"):
         compare_post_stratified([arms[0]], [])
+
+
+# gbstats' test cells: (n, sum, sum of squares) of the numerator, then of the denominator and
+# the sum of products for ratios; control first. Means use the numerator alone.
+GBSTATS_CONTROL = [
+    (21, 330.0696210595999, 5377.811252605509, 890.9766550739607, 38220.95223835553, 14263.937571840695),
+    (65, 1391.96628040659, 30546.63404187155, 2769.8126179473184, 118719.96077578884, 59924.702385890436),
+    (102, 2916.824124651419, 86396.06886690554, 4445.780384331884, 195387.7733842407, 129041.55268673625),
+    (151, 5172.587929941052, 182453.04528037464, 6510.170220892494, 283094.7243365024, 226127.20135744457),
+    (160, 6539.348445231273, 274981.98909352464, 6906.305872710853, 300900.3106781779, 286483.9732935189),
+]  # fmt: skip
+GBSTATS_TREATMENT = [
+    (42, 708.1220000911836, 12249.255519049513, 1745.9858250014954, 73194.53424221886, 29826.620793423102),
+    (75, 1807.4703052657744, 45000.287664918586, 3184.8395612061063, 136710.92474497214, 78119.14871556411),
+    (101, 3104.5399914554023, 98365.40553530994, 4235.277718489282, 179690.4720421368, 132444.36911739354),
+    (121, 4613.696610070716, 180520.64781229294, 5079.943060454901, 215529.32009367683, 196562.8269130501),
+    (162, 7431.953259880505, 349244.6690736718, 6899.004661928157, 296839.44355002965, 321057.8410309036),
+]  # fmt: skip
+GBSTATS_EXPECTED = {  # (kind, relative) -> (point estimate, standard error)
+    ("mean", False): (3.548094377986586, 0.37634374823059685),
+    ("mean", True): (0.10994584851937336, 0.012225394656480164),
+    ("ratio", False): (0.10008903417216031, 0.005071004003792392),
+    ("ratio", True): (0.13371299783026003, 0.007131233706378072),
+}
+
+
+def _gbstats_cells(kind: str) -> tuple[list[SampleStats | RatioStats], ...]:
+    def cell(row: tuple[float, ...]) -> SampleStats | RatioStats:
+        if kind == "mean":
+            return SampleStats(row[0], row[1], row[2])
+        return RatioStats(row[0], row[1], row[2], row[3], row[4], row[5])
+
+    return [cell(r) for r in GBSTATS_CONTROL], [cell(r) for r in GBSTATS_TREATMENT]
+
+
+@pytest.mark.parametrize(("kind", "relative"), list(GBSTATS_EXPECTED))
+def test_gbstats_post_stratification_numbers(kind: str, relative: bool) -> None:
+    controls, treatments = _gbstats_cells(kind)
+    got = compare_post_stratified(controls, treatments, relative=relative)
+    effect, se = GBSTATS_EXPECTED[(kind, relative)]
+    assert got.method == "post-stratified"
+    assert got.effect == pytest.approx(effect, rel=1e-12)
+    assert got.standard_error == pytest.approx(se, rel=1e-12)
