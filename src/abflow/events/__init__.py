@@ -4,8 +4,10 @@ Its parts, in the order an event travels:
 :mod:`~abflow.events.sink` (the rows the gateway writes and the sink protocol),
 :mod:`~abflow.events.eventlog` (append, then group commit),
 :mod:`~abflow.events.journal` (the local append-only journal),
-:mod:`~abflow.events.shipper` (store writes in a child process) and
-:mod:`~abflow.events.spool` (what waits out a store outage).
+:mod:`~abflow.events.shipper` (store writes in a child process),
+:mod:`~abflow.events.spool` (what waits out a store outage), and for a Kafka pipeline
+:mod:`~abflow.events.kafka` (the writer the event log ships to instead of the store) and
+:mod:`~abflow.events.ingest` (the loader from Kafka into the store).
 It depends on :mod:`abflow.store` (and :mod:`abflow.errors`) only, never on serving.
 
 The invariants, stated here once; every part keeps them:
