@@ -25,7 +25,7 @@ from browser_support import NEEDS_CHROMIUM, RAW_NUMBER, number, wait_for
 from scipy import stats
 
 from abflow.analysis import analyze
-from abflow.dashboard.monitoring import NO_DATA, _history_function
+from abflow.dashboard.monitoring import NO_DATA
 from abflow.rollout.controller import tick
 from abflow.routing import assign
 from abflow.security.roles import Role
@@ -35,6 +35,7 @@ from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.serving.wiring import StoreTokenStore
 from abflow.spec import parse_experiment
 from abflow.store import EventStore
+from abflow.store.monitoring import MonitorRecord, save_monitor_results
 
 pytestmark = NEEDS_CHROMIUM
 
@@ -143,6 +144,28 @@ def simulate_shadow(store: EventStore) -> dict[str, np.ndarray]:
     return {"served": served, "shadow": shadow}
 
 
+def monitor(store: EventStore) -> list[MonitorRecord]:
+    """Three hourly windows of prediction drift per variant (the last an alarm on the
+    treatment) and the treatment's false-positive rate, as ``abflow monitor`` stores them."""
+    start = store.current_phase(SPEC["key"]).started_at
+    psi = {"control": (0.01, 0.02, 0.015), "treatment": (0.02, 0.08, 0.31)}
+    records = []
+    for index in range(3):
+        window = start + 3600.0 * index
+        rows = [
+            MonitorRecord(SPEC["key"], window, window + 3600, "prediction_drift", variant, "",
+                          "psi", values[index], None, 0.2, values[index] > 0.2, 500, 480)
+            for variant, values in psi.items()
+        ]  # fmt: skip
+        rows.append(
+            MonitorRecord(SPEC["key"], window, window + 3600, "quality", "treatment", "", "fpr",
+                          0.05 + 0.01 * index, 0.3, None, False, 200, 210)
+        )  # fmt: skip
+        save_monitor_results(store.engine, SPEC["key"], window, rows)
+        records += rows
+    return records
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     folder = tmp_path_factory.mktemp("ui")
@@ -154,6 +177,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         store.register_experiment(parse_experiment(SHADOW))
         units = simulate(store)
         shadow = simulate_shadow(store)
+        monitored = monitor(store)
         started = tick(store, RAMP["key"], actor="ramp-test")
         viewer, _ = create_token(StoreTokenStore(store), "dashboard-test", Role.VIEWER)
         service, _ = create_token(StoreTokenStore(store), "service-test", Role.SERVICE)
@@ -179,6 +203,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         "service": service,
         "units": units,
         "shadow": shadow,
+        "monitored": monitored,
         "audit": audit,
     }
     server.should_exit = True
@@ -339,11 +364,17 @@ def test_the_page_shows_the_analysis_of_the_store(
     assert not re.search(r"\b0\.\d+ days", page)
     assert "Progress: " in page
 
-    # monitoring: charts once the monitor has run, else a clear empty panel
-    message = browser.find_element(By.ID, "monitoring-message").text
-    if _history_function() is None:
-        assert message == NO_DATA
-    assert message
+    # drift over time per variant, from the monitor's history, and its alarm
+    charts = browser.find_elements(By.CSS_SELECTOR, "#monitoring-charts svg")
+    titles = [c.find_element(By.TAG_NAME, "title").get_attribute("textContent") for c in charts]
+    assert titles == ["prediction drift (psi)", "quality (fpr)"]
+    lines = charts[0].find_elements(By.TAG_NAME, "polyline")
+    assert [len(line.get_attribute("points").split()) for line in lines] == [3, 3]  # windows
+    alarms = [a for a in gateway["monitored"] if a.is_alarm]
+    shown = texts(browser, "#monitoring-alarms tbody tr")
+    assert len(shown) == len(alarms) == 1
+    assert f"treatment prediction drift (psi) {alarms[0].value:.4f} 0.2" in shown[0]
+    assert browser.find_element(By.ID, "monitoring-message").text.startswith("3 monitoring windows")
     assert browser.title == "abflow"
     screenshot("dashboard-experiment")
 
@@ -415,6 +446,7 @@ def test_the_shadow_comparison(
     assert number(positive[3]) == pytest.approx((shadow >= 0.5).mean(), abs=5e-5)
     assert score[6] == "<0.0001 (paired t)"  # not 1.71e-135
     assert RAW_NUMBER.findall(browser.find_element(By.TAG_NAME, "main").text) == []
+    assert browser.find_element(By.ID, "monitoring-message").text == NO_DATA  # never monitored
     # every latency falls in one bin: the histogram is a spike per variant, not nothing
     spikes = browser.find_elements(By.CSS_SELECTOR, "#latency-chart svg circle")
     assert len(spikes) == 1  # the served variant (shadow calls are not served latency)

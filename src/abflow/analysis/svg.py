@@ -214,9 +214,10 @@ def line_chart(bands: Sequence[Band], title: str, y_label: str, zero_line: bool 
             f"{escape(band.name)}</text>"
         )
     for label in xs if len(xs) <= 10 else xs[:: math.ceil(len(xs) / 10)]:
+        anchor = "end" if label == xs[-1] and not is_single else "middle"  # stays in view
         body.append(
             f'<text x="{px(label):.1f}" y="{height - bottom + 16}" font-size="10" '
-            f'text-anchor="middle" fill="#666">{escape(label[5:])}</text>'
+            f'text-anchor="{anchor}" fill="#666">{escape(label[5:])}</text>'
         )
     for tick, text in _tick_labels(_ticks(low, high)):
         body.append(

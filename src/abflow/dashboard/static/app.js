@@ -184,7 +184,13 @@ async function loadResult(key) {
   renderShadow(view.shadow);
   $("monitoring-message").textContent = view.monitoring.message;
   const monitoring = clear($("monitoring-charts"));
-  for (const chart of view.monitoring.charts) monitoring.appendChild(svg(chart.svg));
+  for (const chart of view.monitoring.charts) {
+    monitoring.appendChild(element("h4", chart.title));
+    monitoring.appendChild(svg(chart.svg));
+  }
+  $("monitoring-alarms").hidden = view.monitoring.alarms.length === 0;
+  fillTable($("monitoring-alarms").querySelector("tbody"),
+    view.monitoring.alarms.map((a) => [a.window, a.variant, a.measure, a.value, a.threshold, a.p]), 3);
   $("latency").hidden = view.latency.length === 0;
   fillTable($("latency-table").querySelector("tbody"), view.latency, 1);
   clear($("latency-chart")).appendChild(svg(view.charts.latency));
