@@ -14,15 +14,31 @@ prior ``N(m0, v0)`` on the same scale gives precision ``1/v + 1/v0`` and mean
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import numpy.typing as npt
 from scipy import special
 
 from abflow.stats.records import GaussianPrior
 
-__all__ = ["gaussian_posterior"]
+__all__ = ["Posterior", "gaussian_posterior"]
 
 Array = npt.NDArray[np.float64]
+
+
+class Posterior(NamedTuple):
+    """The posterior of each effect, one array entry per comparison."""
+
+    mean: Array
+    sd: Array
+    low: Array
+    high: Array
+    chance_to_win: Array
+    loss_treatment: Array
+    """Expected loss of shipping treatment (of its effect's wrong sign)."""
+    loss_control: Array
+    """Expected loss of keeping control."""
 
 
 def gaussian_posterior(
@@ -33,7 +49,7 @@ def gaussian_posterior(
     alpha: float,
     lower_is_better: bool,
     threshold: float,
-) -> tuple[Array, Array, Array, Array, Array, Array, Array]:
+) -> Posterior:
     """Posterior mean, sd, credible bounds, chance to win, loss of treatment, loss of control.
 
     ``threshold`` moves the winning line: treatment "wins" when ``effect > threshold``
@@ -57,4 +73,4 @@ def gaussian_posterior(
     if lower_is_better:
         win = 1.0 - win
         loss_control, loss_treatment = loss_treatment, loss_control
-    return mean, sd, low, high, win, loss_treatment, loss_control
+    return Posterior(mean, sd, low, high, win, loss_treatment, loss_control)

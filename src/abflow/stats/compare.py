@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,7 @@ import numpy.typing as npt
 from abflow.errors import InvalidArgumentError
 from abflow.stats.bayesian import gaussian_posterior
 from abflow.stats.frequentist import effect_and_variance, fixed_test, welch_df
-from abflow.stats.moments import Stats, summarize
+from abflow.stats.moments import ArmSummary, Stats, summarize
 from abflow.stats.records import Comparison, GaussianPrior
 from abflow.stats.scalar import compare_scalar
 from abflow.stats.sequential import confidence_sequence
@@ -189,6 +189,20 @@ def compare_many(
         )
 
 
+class _Columns(NamedTuple):
+    """One method's numbers for every comparison; None where the method has no such number."""
+
+    estimate: Array
+    standard_error: Array
+    low: Array
+    high: Array
+    df: Array
+    p_value: Array | None = None
+    chance_to_win: Array | None = None
+    loss_treatment: Array | None = None
+    loss_control: Array | None = None
+
+
 def _compute(
     controls: Sequence[Stats],
     treatments: Sequence[Stats],
@@ -204,25 +218,82 @@ def _compute(
     control, treatment, theta = summarize(controls, treatments)
     effect, variance = effect_and_variance(control, treatment, relative=relative)
     standard_error = np.sqrt(variance)
-    df = welch_df(control, treatment)
-    null_value = _null_value(alternative, margin)
-
     arms_ok = np.isfinite(control.unadjusted_mean) & np.isfinite(treatment.unadjusted_mean)
     zero_mean = (control.unadjusted_mean == 0.0) if relative else np.zeros(effect.size, bool)
     bad_variance = ~(np.isfinite(standard_error) & (standard_error > 0.0))
     codes = _error_codes(control.n, treatment.n, arms_ok, zero_mean, bad_variance)
+    columns = _method_columns(
+        method,
+        effect,
+        variance,
+        control,
+        treatment,
+        alpha=alpha,
+        alternative=alternative,
+        null_value=_null_value(alternative, margin),
+        prior=prior,
+        tuning_sample_size=tuning_sample_size,
+    )
+    reduction: Array | None = None
+    if theta is not None:
+        raw = treatment.unadjusted_variance / treatment.n + control.unadjusted_variance / control.n
+        adjusted = treatment.variance / treatment.n + control.variance / control.n
+        reduction = 1.0 - adjusted / raw
+    common = {"method": method, "relative": relative, "alpha": alpha}
+    common |= {"alternative": alternative, "margin": margin}
+    bayes = method == "bayesian"
+    return [
+        _failed(code, mean_c, mean_t, bayes=bayes, common=common)
+        if code is not None
+        else Comparison(
+            effect=eff,
+            ci_low=lo,
+            ci_high=hi,
+            p_value=p,
+            chance_to_win=win,
+            expected_loss=loss_t,
+            expected_loss_control=loss_c,
+            standard_error=se,
+            degrees_of_freedom=dof,
+            variance_reduction=red,
+            control_mean=mean_c,
+            treatment_mean=mean_t,
+            **common,  # type: ignore[arg-type]
+        )
+        for code, eff, lo, hi, p, win, loss_t, loss_c, se, dof, red, mean_c, mean_t in zip(
+            codes,
+            *_as_lists(columns, len(codes)),
+            _as_list(reduction, len(codes)),
+            control.unadjusted_mean.tolist(),
+            treatment.unadjusted_mean.tolist(),
+            strict=True,
+        )
+    ]
 
+
+def _method_columns(
+    method: str,
+    effect: Array,
+    variance: Array,
+    control: ArmSummary,
+    treatment: ArmSummary,
+    *,
+    alpha: float,
+    alternative: str,
+    null_value: float,
+    prior: GaussianPrior | None,
+    tuning_sample_size: float,
+) -> _Columns:
+    """The chosen method's estimate, interval and evidence for every comparison."""
     nan = np.full(effect.shape, np.nan)
-    p_value: Array | None = None
-    chance: Array | None = None
-    loss_t: Array | None = None
-    loss_c: Array | None = None
-    estimate = effect
+    standard_error = np.sqrt(variance)
     if method == "frequentist":
+        df = welch_df(control, treatment)
         low, high, p_value = fixed_test(
             effect, standard_error, df, alpha=alpha, alternative=alternative, null_value=null_value
         )
-    elif method == "sequential":
+        return _Columns(effect, standard_error, low, high, df, p_value=p_value)
+    if method == "sequential":
         low, high, p_value = confidence_sequence(
             effect,
             variance,
@@ -232,88 +303,64 @@ def _compute(
             null_value=null_value,
             tuning_sample_size=tuning_sample_size,
         )
-        df = nan  # the sequence is normal-theory: no t distribution behind it
-    else:
-        estimate, standard_error, low, high, chance, loss_t, loss_c = gaussian_posterior(
-            effect,
-            variance,
-            prior=prior,
-            alpha=alpha,
-            lower_is_better=alternative == "less",
-            threshold=null_value,
-        )
-        df = nan
-
-    reduction: Array | None = None
-    if theta is not None:
-        raw = treatment.unadjusted_variance / treatment.n + control.unadjusted_variance / control.n
-        adjusted = treatment.variance / treatment.n + control.variance / control.n
-        reduction = 1.0 - adjusted / raw
-
-    def column(values: Array | None) -> list[float] | list[None]:
-        return [None] * len(codes) if values is None else values.tolist()
-
-    columns = zip(
-        codes,
-        estimate.tolist(),
-        low.tolist(),
-        high.tolist(),
-        column(p_value),
-        column(chance),
-        column(loss_t),
-        column(loss_c),
-        standard_error.tolist(),
-        df.tolist(),
-        column(reduction),
-        control.unadjusted_mean.tolist(),
-        treatment.unadjusted_mean.tolist(),
-        strict=True,
+        # The sequence is normal-theory: no t distribution (no degrees of freedom) behind it.
+        return _Columns(effect, standard_error, low, high, nan, p_value=p_value)
+    post = gaussian_posterior(
+        effect,
+        variance,
+        prior=prior,
+        alpha=alpha,
+        lower_is_better=alternative == "less",
+        threshold=null_value,
     )
-    bayes = method == "bayesian"
+    return _Columns(
+        post.mean,
+        post.sd,
+        post.low,
+        post.high,
+        nan,
+        chance_to_win=post.chance_to_win,
+        loss_treatment=post.loss_treatment,
+        loss_control=post.loss_control,
+    )
+
+
+def _as_list(values: Array | None, count: int) -> list[float] | list[None]:
+    return [None] * count if values is None else values.tolist()
+
+
+def _as_lists(columns: _Columns, count: int) -> list[list[float] | list[None]]:
+    """The columns in the order the comparison is built from (see ``_compute``)."""
+    order = (
+        columns.estimate,
+        columns.low,
+        columns.high,
+        columns.p_value,
+        columns.chance_to_win,
+        columns.loss_treatment,
+        columns.loss_control,
+        columns.standard_error,
+        columns.df,
+    )
+    return [_as_list(values, count) for values in order]
+
+
+def _failed(
+    code: str, mean_c: float, mean_t: float, *, bayes: bool, common: dict[str, object]
+) -> Comparison:
+    """A comparison the data cannot support: NaN numbers and the reason."""
     missing = math.nan if bayes else None
-    results: list[Comparison] = []
-    for code, eff, lo, hi, p, win, lt, lc, se, dof, red, mean_c, mean_t in columns:
-        if code is not None:
-            results.append(
-                Comparison(
-                    effect=math.nan,
-                    ci_low=math.nan,
-                    ci_high=math.nan,
-                    p_value=None if bayes else math.nan,
-                    method=method,
-                    relative=relative,
-                    alpha=alpha,
-                    chance_to_win=missing,
-                    expected_loss=missing,
-                    control_mean=mean_c,
-                    treatment_mean=mean_t,
-                    error_code=code,
-                    error_message=ERROR_MESSAGES[code],
-                    alternative=alternative,
-                    margin=margin,
-                    expected_loss_control=missing,
-                )
-            )
-            continue
-        results.append(
-            Comparison(
-                effect=eff,
-                ci_low=lo,
-                ci_high=hi,
-                p_value=p,
-                method=method,
-                relative=relative,
-                alpha=alpha,
-                chance_to_win=win,
-                expected_loss=lt,
-                control_mean=mean_c,
-                treatment_mean=mean_t,
-                standard_error=se,
-                alternative=alternative,
-                margin=margin,
-                degrees_of_freedom=dof,
-                expected_loss_control=lc,
-                variance_reduction=red,
-            )
-        )
-    return results
+    return Comparison(
+        effect=math.nan,
+        ci_low=math.nan,
+        ci_high=math.nan,
+        p_value=None if bayes else math.nan,
+        chance_to_win=missing,
+        expected_loss=missing,
+        expected_loss_control=missing,
+        control_mean=mean_c,
+        treatment_mean=mean_t,
+        error_code=code,
+        error_message=ERROR_MESSAGES[code],
+        **common,  # type: ignore[arg-type]
+    )
