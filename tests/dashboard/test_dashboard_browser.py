@@ -278,9 +278,10 @@ def test_the_list_shows_status_and_rollout_stage(
     ranker, ramp = rows["checkout-ranker"], rows["fraud-ramp"]
     assert ranker[0] == f"checkout-ranker\n{HOSTILE_NAME}"  # shown as text, never run
     assert browser.title == "abflow"
-    assert ranker[1:3] == ["running", "no rollout plan"]
+    assert ranker[1:3] == ["running\nserved here", "no rollout plan"]  # in the gateway's config
     assert ranker[3] == "control 50%, treatment 50%"
-    assert ramp[1:4] == ["ramping", "step 1 of 2: 10% to treatment", "control 90%, treatment 10%"]
+    assert ramp[1].split("\n")[0] == "ramping"
+    assert ramp[2:4] == ["step 1 of 2: 10% to treatment", "control 90%, treatment 10%"]
     assert ramp[4] == "2"  # the first step opened a new phase
     screenshot("dashboard-list")
 

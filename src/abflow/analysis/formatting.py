@@ -201,7 +201,7 @@ def metric_rows(result: ExperimentResult) -> list[MetricRow]:
                     effect=format_effect(metric, c.effect),
                     interval=format_interval(metric, c),
                     p=p,
-                    raw_p=raw.removesuffix(" raw)"),
+                    raw_p="" if raw.removesuffix(" raw)") == p else raw.removesuffix(" raw)"),
                     status=verdict_label(c),
                     is_first=index == 0,
                     comparisons=len(metric.comparisons),

@@ -60,7 +60,9 @@ async function loadExperiments() {
     row.dataset.key = experiment.key;
     const name = cell(row, experiment.key);
     if (experiment.name) name.appendChild(element("div", experiment.name, "meta"));
-    cell(row).appendChild(pill(experiment.status, experiment.status_tone));
+    const status = cell(row);
+    status.appendChild(pill(experiment.status, experiment.status_tone));
+    if (experiment.is_served_here) status.appendChild(element("div", "served here", "meta"));
     cell(row, experiment.stage, "tone-" + experiment.stage_tone);
     cell(row, experiment.variants);
     cell(row, experiment.phase);
