@@ -44,6 +44,7 @@ from abflow.store.aggregates import (
     connect,
     experiment_catalog,
 )
+from abflow.store.early_outcomes import early_outcomes
 
 __all__ = ["AnalysisOptions", "analyze"]
 
@@ -157,6 +158,25 @@ def _replace(record: Any, **changes: Any) -> Any:
     return dataclasses.replace(record, **changes)
 
 
+def _early_outcome_warnings(
+    engine: Any, spec: ExperimentSpec, catalog: Catalog, phase: PhaseInfo
+) -> list[str]:
+    """A warning when outcomes sent for this experiment are dated before it began: they never
+    count, but they mean reused unit ids or a sender's clock is off."""
+    began = catalog.phases[0].started_at if catalog.phases else None
+    if began is None:
+        return []
+    early = early_outcomes(engine, spec.key, phase.phase, began)
+    if not early.rows:
+        return []
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(began))
+    return [
+        f"{early.rows:,} outcomes sent for this experiment ({early.units:,} units) are dated "
+        f"before it began ({when}) and were not counted: are unit ids reused from an earlier "
+        "run, or is the sender's clock off?"
+    ]
+
+
 def _pick_phase(catalog: Catalog, phase: int | None, key: str) -> PhaseInfo:
     """The phase asked for (default: the latest); an open phase ends where the next begins."""
     index = len(catalog.phases) - 1
@@ -255,6 +275,7 @@ def _analyze(
         warnings.append(
             f"{run.mixed} units saw more than one variant in this phase and were left out"
         )
+    warnings.extend(_early_outcome_warnings(engine, spec, catalog, phase))
     decision = decide(spec, metrics, srm, run.control)
     rows = {
         "units": total_units,
