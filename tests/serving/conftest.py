@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx
 import pytest
 from gateway_support import AppFactory, MemoryEvents, experiment, serve
+from mlflow_server import ServedModel, mlflow_scoring_server
 
 from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore, create_token
@@ -17,6 +18,14 @@ from abflow.serving.backends import BackendOptions
 from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.spec import ExperimentSpec
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
+    """MLflow's real scoring server on a DataFrame-signature model (mlflow_server.py): one
+    per session, since it takes 15-30 s to start and every test only reads from it."""
+    with mlflow_scoring_server(tmp_path_factory.mktemp("mlflow")) as model:
+        yield model
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ logged with ``pyfunc_predict_fn="predict_proba"``, so the server answers ``[[p0,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from gateway_support import AppFactory, MemoryEvents, auth, experiment
-from mlflow_server import COLUMNS, ServedModel, mlflow_scoring_server
+from mlflow_server import COLUMNS, ServedModel
 from prometheus_client.parser import text_string_to_metric_families
 
 from abflow.registry.resolve import input_columns
@@ -24,16 +23,11 @@ from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
 from abflow.spec import ExperimentSpec
 
-# slow: the scoring server takes 15-30 s to start on a busy machine (once per module).
+# slow: the scoring server takes 15-30 s to start on a busy machine (once per session: the
+# `served` fixture of conftest.py).
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 N_REQUESTS = 12
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
-    with mlflow_scoring_server(tmp_path_factory.mktemp("mlflow")) as model:
-        yield model
 
 
 def _spec(url: str) -> ExperimentSpec:
