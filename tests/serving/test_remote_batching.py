@@ -27,6 +27,7 @@ from abflow.serving.backends.http import HeaderAuth, HttpBackend
 pytestmark = pytest.mark.anyio
 
 N_CONCURRENT = 40
+LOADED_MACHINE_S = 60.0  # a timeout that only a hung server reaches
 
 
 class Seen:
@@ -114,7 +115,7 @@ def _reset(seen: Seen) -> None:
 async def test_concurrent_calls_become_few_requests_with_each_callers_answers(
     model_url: str, rng: np.random.Generator
 ) -> None:
-    backend = HttpBackend(f"{model_url}/invocations")
+    backend = HttpBackend(f"{model_url}/invocations", timeout_seconds=LOADED_MACHINE_S)
     assert backend.client_name == "lean"
     sizes = rng.integers(1, 4, size=N_CONCURRENT)
     requests = [rng.normal(size=(int(n), gwmodels.N_FEATURES)) for n in sizes]
@@ -132,7 +133,7 @@ async def test_a_batch_refused_for_one_request_fails_only_that_request(
     odd_url: str, seen: Seen, rng: np.random.Generator
 ) -> None:
     _reset(seen)
-    backend = HttpBackend(f"{odd_url}/invocations")
+    backend = HttpBackend(f"{odd_url}/invocations", timeout_seconds=LOADED_MACHINE_S)
     requests = [np.abs(rng.normal(size=(1, 3))) for _ in range(N_CONCURRENT)]
     requests[7] = -requests[7]
     try:
@@ -156,7 +157,7 @@ async def test_a_failing_server_fails_every_caller_without_a_retry_storm(
     odd_url: str, seen: Seen, rng: np.random.Generator
 ) -> None:
     _reset(seen)
-    backend = HttpBackend(f"{odd_url}/fail")
+    backend = HttpBackend(f"{odd_url}/fail", timeout_seconds=LOADED_MACHINE_S)
     requests = [rng.normal(size=(1, 3)) for _ in range(N_CONCURRENT)]
     try:
         answers = await asyncio.gather(
@@ -171,7 +172,9 @@ async def test_a_failing_server_fails_every_caller_without_a_retry_storm(
 
 
 async def test_a_refused_connection_fails_every_caller_as_connect() -> None:
-    backend = HttpBackend(f"http://127.0.0.1:{free_port()}/invocations")
+    backend = HttpBackend(
+        f"http://127.0.0.1:{free_port()}/invocations", timeout_seconds=LOADED_MACHINE_S
+    )
     try:
         answers = await asyncio.gather(
             *(backend.predict(np.ones((1, 3))) for _ in range(10)), return_exceptions=True
@@ -186,7 +189,10 @@ async def test_lean_client_keeps_one_connection_alive_and_sends_static_headers(
 ) -> None:
     _reset(seen)
     backend = HttpBackend(
-        f"{odd_url}/invocations", auth=HeaderAuth({"x-api-key": "k1"}), batch=False
+        f"{odd_url}/invocations",
+        auth=HeaderAuth({"x-api-key": "k1"}),
+        batch=False,
+        timeout_seconds=LOADED_MACHINE_S,
     )
     assert backend.client_name == "lean"
     try:
