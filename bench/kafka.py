@@ -1,6 +1,6 @@
 """Benchmark of the Kafka event pipeline: journal → Kafka → loader → store, events per second.
 
-    .venv/bin/python bench/kafka.py [--events 400000] [--bootstrap host:port]
+    .venv/bin/python bench/kafka.py [--events 400000] [--bootstrap host:port] [--postgres URL]
 
 Each request logs an exposure and a prediction shaped like the gateway's (``append_many``
 of the two, as the gateway does). Stages, on fresh SQLite stores, in one run:
@@ -15,7 +15,8 @@ of the two, as the gateway does). Stages, on fresh SQLite stores, in one run:
 4. **End to end**: stages 2 and 3 at once, the loader in a child process that joined the
    group before the first append; from the first append until the store holds every event.
 
-Without ``--bootstrap`` the broker is Tansu 0.6.0 with memory storage on a free loopback
+The stores are SQLite files, or with ``--postgres URL`` a fresh schema per stage on that
+server (dropped afterwards). Without ``--bootstrap`` the broker is Tansu 0.6.0 with memory storage on a free loopback
 port (tests/kafka_broker.py fetches it). Everything shares this machine's cores (2 here):
 the gateway's side, the broker and the loader compete for them, as they would not in a
 deployment. Figures are noisy on a shared machine; the ratio to the same-run baseline less.
@@ -196,6 +197,36 @@ def end_to_end(
 
 
 @contextmanager
+def store_urls(root: Path, postgres: str | None) -> Iterator[dict[str, str]]:
+    """A fresh, upgraded store per stage: SQLite files, or PostgreSQL schemas."""
+    names = ("direct", "loaded", "e2e")
+    if postgres is None:
+        yield {name: f"sqlite:///{root}/{name}.db" for name in names}
+        return
+    from abflow.store import upgrade_store
+
+    admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
+    schemas = {name: f"bench_kafka_{name}_{uuid.uuid4().hex[:8]}" for name in names}
+    separator = "&" if "?" in postgres else "?"
+    urls = {
+        name: f"{postgres}{separator}options=-csearch_path%3D{schema}"
+        for name, schema in schemas.items()
+    }
+    try:
+        with admin.connect() as connection:
+            for schema in schemas.values():
+                connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        for url in urls.values():
+            upgrade_store(url)
+        yield urls
+    finally:
+        with admin.connect() as connection:
+            for schema in schemas.values():
+                connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@contextmanager
 def broker(bootstrap: str | None) -> Iterator[str]:
     if bootstrap:
         yield bootstrap
@@ -214,25 +245,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=400_000, help="events (2 per request)")
     parser.add_argument("--bootstrap", help="an existing Kafka cluster (default: start Tansu)")
+    parser.add_argument("--postgres", help="PostgreSQL URL for the stores (default: SQLite)")
     args = parser.parse_args()
     reqs = requests(args.events // 2)
     n = 2 * len(reqs)
-    with tempfile.TemporaryDirectory() as tmp, broker(args.bootstrap) as bootstrap:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        broker(args.bootstrap) as bootstrap,
+        store_urls(Path(tmp), args.postgres) as urls,
+    ):
         root = Path(tmp)
         prefix = f"bench{os.getpid()}"
         target = KafkaTarget(bootstrap, prefix, GROUP_OPTIONS)
         ensure_topics(target, ["exposure", "prediction"], partitions=PARTITIONS)
-        direct = baseline(f"sqlite:///{root}/direct.db", reqs)
+        direct = baseline(urls["direct"], reqs)
         to_kafka = journal_to_kafka(target, root / "journal-a", reqs)
-        load, join, read = kafka_to_store(target, f"sqlite:///{root}/loaded.db", "bench")
+        load, join, read = kafka_to_store(target, urls["loaded"], "bench")
         if read != n:
             sys.exit(f"the loader read {read} of {n} events")
         e2e_target = KafkaTarget(bootstrap, prefix + "e2e", GROUP_OPTIONS)
         ensure_topics(e2e_target, ["exposure", "prediction"], partitions=PARTITIONS)
-        whole = end_to_end(e2e_target, root / "journal-b", f"sqlite:///{root}/e2e.db", reqs)
+        whole = end_to_end(e2e_target, root / "journal-b", urls["e2e"], reqs)
     load_average = os.getloadavg()[0]
     print(f"{n:,} events (exposure + prediction per request), {PARTITIONS} partitions, "
-          f"SQLite store, load average {load_average:.1f}")  # fmt: skip
+          f"{'PostgreSQL' if args.postgres else 'SQLite'} store, load average {load_average:.1f}")  # fmt: skip
     print(f"{'stage':<48} {'seconds':>8} {'events/s':>10} {'vs direct':>10}")
     rows = [
         ("direct to the store (baseline)", direct),
