@@ -124,16 +124,16 @@ def format_share(value: float) -> str:
 
 
 def format_srm(srm: SrmSummary) -> str:
-    """The sample-ratio check in one sentence, the same in every report."""
+    """The sample-ratio check in one sentence, the same in the HTML report and dashboard."""
     if srm.status == "not_enough_data":
-        return "Split not checked yet: not enough units for the sample-ratio test."
+        return "SRM check: not enough data yet to test the split."
     p = format_p_value(srm.p_value)
     if srm.is_mismatch:
         return (
-            f"Sample ratio mismatch (p = {p}, threshold {srm.alpha:g}): the split is broken, "
-            "do not trust the metrics."
+            f"SRM check: p = {p} (threshold {srm.alpha:g}): sample ratio mismatch, the split "
+            "is broken: do not trust the metrics."
         )
-    return f"Split as expected (SRM p = {p}, threshold {srm.alpha:g})."
+    return f"SRM check: p = {p} (threshold {srm.alpha:g}): the split matches the weights."
 
 
 def format_duration(days: float) -> str:
