@@ -4,7 +4,10 @@ The request carries the entity key (``{"user_id": 42}``); the store's online sto
 with the latest materialised values. A value Feast does not have (an unknown entity, a
 feature never materialised, one past its TTL) comes back as None: it is filled from the
 declared default or raised as FeatureError naming the feature and the entity, never passed
-on as NaN. Feast is imported only when a FeastFeatures is built (it is slow to import).
+on as NaN. An entity key of the wrong kind (``"abc"`` for an integer join key) is a
+FeatureError too; a store that cannot be read raises FeatureError chained to the store's own
+exception (``__cause__`` set), so that a server can tell its own outage from bad input.
+Feast is imported only when a FeastFeatures is built (it is slow to import).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class FeastFeatures:
             msg = f"defaults for undeclared features {unknown}; features are {list(self._names)}"
             raise InvalidArgumentError(msg)
         self._store = store if store is not None else self._open(self.repo_path)
+        self._is_integer_key = _is_integer_key(self._store, entity_key)
 
     @staticmethod
     def _open(repo_path: Path) -> Any:
@@ -96,7 +100,7 @@ class FeastFeatures:
                 where = f"request {index}" if len(requests) > 1 else "the request"
                 msg = f"{where} has no {self.request_key!r}, the entity key for Feast features"
                 raise FeatureError(msg)
-            keys.append(key)
+            keys.append(self._entity_value(key))
         if not keys:
             return []
         try:
@@ -111,6 +115,16 @@ class FeastFeatures:
             )
             raise FeatureError(msg) from exc
         return [self._vector(response, row, key) for row, key in enumerate(keys)]
+
+    def _entity_value(self, key: Any) -> Any:
+        """An integer join key from text (a unit id ``"17"``), else FeatureError naming it."""
+        if not self._is_integer_key or not isinstance(key, str):
+            return key
+        try:
+            return int(key)
+        except ValueError:
+            msg = f"{self.request_key}={key!r} is not an integer, which Feast's {self.entity_key!r} is"
+            raise FeatureError(msg) from None
 
     def _vector(self, response: Mapping[str, list[Any]], row: int, key: Any) -> FeatureVector:
         values: list[FeatureValue] = []
@@ -131,6 +145,18 @@ class FeastFeatures:
                 defaulted.append(name)
             values.append(value)
         return FeatureVector(self._names, tuple(values), defaulted=tuple(defaulted))
+
+
+def _is_integer_key(store: Any, join_key: str) -> bool:
+    """Whether the Feast entity with ``join_key`` is keyed by integers (False if unknown)."""
+    try:
+        entities = store.list_entities()
+    except Exception:  # a store without a registry to ask: keys pass through as given
+        return False
+    for entity in entities:
+        if getattr(entity, "join_key", None) == join_key:
+            return str(getattr(entity, "value_type", "")).rsplit(".", 1)[-1] in {"INT32", "INT64"}
+    return False
 
 
 def _first_line(exc: BaseException) -> str:

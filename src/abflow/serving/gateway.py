@@ -57,13 +57,13 @@ from abflow.serving.backends import (
 from abflow.serving.backends.failure import FailureLog, error_text, failure_reason
 from abflow.serving.cache import MISSING, PredictionCache, row_key
 from abflow.serving.catalog import ExperimentCatalog
+from abflow.serving.features import GatewayFeatures
 from abflow.serving.inputs import (
     MAX_REQUEST_ID,
     MAX_UNIT_ID,
     PredictIn,
     check_attributes,
     check_text,
-    feature_matrix,
 )
 from abflow.serving.live import LiveExperiment
 from abflow.serving.recent import RecentRequests
@@ -118,6 +118,7 @@ class Gateway:
         self.shadow = ShadowMirror(self, max_in_flight=settings.shadow_max_in_flight)
         self._failure_log = FailureLog(logger)
         self.sampler = FeatureSampler()
+        self.features = GatewayFeatures()  # the config's sources, set when the app starts
         self._unscored: set[tuple[str, str]] = set()  # (experiment, variant) already flagged
         self._recent = (
             RecentRequests(settings.recent_requests) if settings.recent_requests > 0 else None
@@ -264,9 +265,14 @@ class Gateway:
             if len(unit_id) > MAX_UNIT_ID:
                 msg = f"attributes.{spec.unit}: at most {MAX_UNIT_ID} characters"
                 raise InvalidArgumentError(msg)
-        rows = feature_matrix(
-            body.features, n_features=live.n_features, max_rows=self.settings.max_rows
+        prepared = await self.features.prepare(
+            spec.key,
+            body.features,
+            attributes,
+            n_features=live.n_features,
+            max_rows=self.settings.max_rows,
         )
+        rows = prepared.rows  # one vector for every variant: served, fallback and shadow
         if request_id is not None:
             if not 0 < len(request_id) <= MAX_REQUEST_ID:
                 msg = (
@@ -295,7 +301,7 @@ class Gateway:
             reason: str | None = None
             started = time.perf_counter()
             try:
-                outputs, keys, hits = await self._predict(backend, rows)
+                outputs, _, hits = await self._predict(backend, rows)
             except BackendError as exc:
                 self.metrics.errors.labels(spec.key, variant, type(exc).__name__).inc()
                 if served == 0:
@@ -306,7 +312,7 @@ class Gateway:
                 error = error_text(exc)
                 backend = live.backends[0]
                 is_fallback = True
-                outputs, keys, hits = await self._predict(backend, rows)
+                outputs, _, hits = await self._predict(backend, rows)
             latency = time.perf_counter() - started
             if span is not None:
                 span.set_attributes(
@@ -320,7 +326,7 @@ class Gateway:
                     span.set_attribute("abflow.fallback_reason", reason)
 
         self._observe(live, variant, backend.version, latency, rows.shape[0])
-        features_hash = keys[0].hex() if keys is not None and len(keys) == 1 else None
+        features_hash = prepared.features_hash  # of the vector alone, not of the model
         events: list[tuple[EventKind, dict[str, Any]]] = []
         if in_experiment:
             events.append(
@@ -369,8 +375,8 @@ class Gateway:
             events.extend(("sample", row) for row in samples)
         append_events(self.events, events)  # one journal write: durable before the answer
         self._remember(request_id, unit_id, spec.key)
-        self.shadow.mirror_request(live, rows, request_id, unit_id)
-        single = not isinstance(body.features[0], list)
+        self.shadow.mirror_request(live, rows, request_id, unit_id, features_hash)
+        single = prepared.single
         return {
             "request_id": request_id,
             "experiment": spec.key,

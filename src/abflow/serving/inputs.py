@@ -142,7 +142,9 @@ class PredictIn(_Body):
         default_factory=dict, description="targeting attributes (country, device, ...)"
     )
     features: list[Any] = Field(
-        min_length=1, description="one row [x1, x2, ...] or a batch [[...], [...]]"
+        default_factory=list,
+        description="one row [x1, x2, ...] or a batch [[...], [...]]; with an inline feature "
+        "source also [{name: value}]; none when the experiment's features come from Feast",
     )
     request_id: RequestId | None = None
 

@@ -74,13 +74,19 @@ class ShadowMirror:
         return len(self._tasks)
 
     def mirror_request(
-        self, live: LiveExperiment, rows: np.ndarray, request_id: str, unit_id: str
+        self,
+        live: LiveExperiment,
+        rows: np.ndarray,
+        request_id: str,
+        unit_id: str,
+        features_hash: str | None = None,
     ) -> None:
-        """Schedule copies for every mirrored variant, if the request is in the sample."""
+        """Schedule copies for every mirrored variant, if the request is in the sample; each
+        scores the served rows and logs their ``features_hash``."""
         if not live.shadow or not is_sampled(live.spec, request_id, unit_id):
             return
         for index in sorted(live.shadow):
-            self.mirror(live, index, rows, request_id, unit_id)
+            self.mirror(live, index, rows, request_id, unit_id, features_hash)
 
     def mirror(
         self,
@@ -89,6 +95,7 @@ class ShadowMirror:
         rows: np.ndarray,
         request_id: str,
         unit_id: str,
+        features_hash: str | None = None,
     ) -> None:
         """Schedule a copy of the request for variant ``index``; returns at once."""
         variant = live.spec.variants[index].name
@@ -96,7 +103,7 @@ class ShadowMirror:
             self._gateway.metrics.shadow.labels(live.key, variant, "dropped").inc()
             return
         task = asyncio.get_running_loop().create_task(
-            self._run(live, index, rows, request_id, unit_id)
+            self._run(live, index, rows, request_id, unit_id, features_hash)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -108,6 +115,7 @@ class ShadowMirror:
         rows: np.ndarray,
         request_id: str,
         unit_id: str,
+        features_hash: str | None,
     ) -> None:
         gateway = self._gateway
         backend = live.backends[index]
@@ -134,7 +142,7 @@ class ShadowMirror:
                     model_version=backend.version,
                     latency_ms=latency * 1000.0,
                     outputs=outputs,
-                    features_hash=None,
+                    features_hash=features_hash,
                     is_shadow=True,
                     error=error,
                 ),
