@@ -21,6 +21,7 @@ __all__ = [
     "format_interval",
     "format_p",
     "format_p_value",
+    "format_rows",
     "format_share",
     "format_srm",
     "format_timestamp",
@@ -116,6 +117,11 @@ def format_p_value(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "—"
     return _p(value)
+
+
+def format_rows(rows: dict[str, int]) -> str:
+    """The provenance's row counts in words (``1,200 units · 3,400 unit event rows``)."""
+    return " · ".join(f"{count:,} {name.replace('_', ' ')}" for name, count in rows.items())
 
 
 def format_share(value: float) -> str:

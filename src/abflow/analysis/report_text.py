@@ -21,6 +21,7 @@ from abflow.analysis.formatting import (
     format_interval,
     format_p,
     format_p_value,
+    format_rows,
     format_share,
     format_timestamp,
     format_value,
@@ -242,11 +243,6 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _rows_text(rows: dict[str, int]) -> str:
-    """The provenance's row counts in words (``1,200 units · 3,400 unit event rows``)."""
-    return " · ".join(f"{count:,} {name.replace('_', ' ')}" for name, count in rows.items())
-
-
 def render_markdown(result: ExperimentResult) -> str:
     """GitHub-flavoured Markdown for a pull-request comment or a CI job summary."""
     icon = {"ship": "✅", "keep_control": "⛔", "keep_running": "⏳", "invalid": "⚠️"}
@@ -298,7 +294,7 @@ def render_markdown(result: ExperimentResult) -> str:
     lines += [
         "",
         *[f"> warning: {_md_escape(w)}" for w in result.warnings],
-        f"<sub>spec v{p.spec_version} sha256:{p.spec_hash[:12]} · {_rows_text(p.rows)} · "
+        f"<sub>spec v{p.spec_version} sha256:{p.spec_hash[:12]} · {format_rows(p.rows)} · "
         f"abflow {p.abflow_version} · generated {format_timestamp(p.generated_at)}</sub>",
         "",
     ]
