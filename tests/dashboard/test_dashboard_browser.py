@@ -283,6 +283,8 @@ def test_the_list_shows_status_and_rollout_stage(
     assert ramp[1].split("\n")[0] == "ramping"
     assert ramp[2:4] == ["step 1 of 2: 10% to treatment", "control 90%, treatment 10%"]
     assert ramp[4] == "2"  # the first step opened a new phase
+    scroll = "const e = document.querySelector('#experiments .wide'); return e.scrollWidth - e.clientWidth"
+    assert browser.execute_script(scroll) == 0  # the list fits a 1280 px window
     screenshot("dashboard-list")
 
 

@@ -58,7 +58,7 @@ async function loadExperiments() {
   for (const experiment of data.experiments) {
     const row = element("tr", null, "clickable");
     row.dataset.key = experiment.key;
-    const name = cell(row, experiment.key);
+    const name = cell(row, experiment.key, "name");
     if (experiment.name) name.appendChild(element("div", experiment.name, "meta"));
     const status = cell(row);
     status.appendChild(pill(experiment.status, experiment.status_tone));
