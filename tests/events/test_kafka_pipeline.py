@@ -301,14 +301,27 @@ def test_a_loader_killed_with_sigkill_resumes_and_loses_or_doubles_nothing(
     assert 0 < stored_at_kill < len(events), "the kill must land mid-stream"
     assert committed <= stored_at_kill  # no offset ahead of the store
 
-    second = subprocess.run(
-        [*command, "--once", "--json"], capture_output=True, text=True, timeout=300, check=False
-    )
-    assert second.returncode == 0, second.stderr
-    totals = orjson.loads(second.stdout.strip().splitlines()[-1])
+    # The second loader runs until it has stored everything, then gets SIGTERM (a rollout
+    # or a scale-down): it finishes its batch, commits, prints its totals and exits 0.
+    second = subprocess.Popen([*command, "--json"], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while sum(_stored_ids(url)["prediction"].values()) < len(events):
+            assert second.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        second.send_signal(signal.SIGTERM)
+        out, _ = second.communicate(timeout=120)
+    finally:
+        second.kill()
+        second.wait()
+    assert second.returncode == 0
+    totals = orjson.loads(out.strip().splitlines()[-1])
     assert totals["consumed"] == len(events) - committed  # resumed at the committed offsets
     assert totals["stored"] == len(events) - stored_at_kill
     _assert_exactly_once(url, events)
+    final = _committed_total(kafka_broker.bootstrap, "crash", target.topic("prediction"), 3)
+    assert final == len(events)  # a stop commits what was stored
 
 
 def test_journal_to_kafka_to_store_loses_and_doubles_nothing_across_a_broker_outage(
