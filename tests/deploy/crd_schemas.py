@@ -1,6 +1,6 @@
 """Minimal JSON Schemas, written by hand, for the custom resources abflow ships.
 
-``kubernetes-validate`` knows only the core API, so ServiceMonitor, PrometheusRule (Prometheus
+``kubernetes-validate`` knows only the core API, so ServiceMonitor, PodMonitor, PrometheusRule (Prometheus
 Operator), ScaledObject (KEDA), AnalysisTemplate (Argo Rollouts) and CronWorkflow (Argo
 Workflows) are checked here against the fields abflow uses, with their types and required
 fields as the projects' CRDs declare them. Every object is closed (``additionalProperties:
@@ -67,6 +67,20 @@ SERVICE_MONITOR = resource(
                     credentials=obj(["name", "key"], name=STR, key=STR),
                 ),
             ),
+        },
+    ),
+)
+
+POD_MONITOR = resource(
+    "monitoring.coreos.com/v1",
+    "PodMonitor",
+    obj(
+        ["selector", "podMetricsEndpoints"],
+        selector=SELECTOR,
+        podMetricsEndpoints={
+            "type": "array",
+            "minItems": 1,
+            "items": obj(["port"], port=STR, path=STR, interval=DURATION),
         },
     ),
 )
@@ -211,6 +225,7 @@ CRON_WORKFLOW = resource(
 
 SCHEMAS: dict[str, Schema] = {
     "ServiceMonitor": SERVICE_MONITOR,
+    "PodMonitor": POD_MONITOR,
     "PrometheusRule": PROMETHEUS_RULE,
     "ScaledObject": SCALED_OBJECT,
     "AnalysisTemplate": ANALYSIS_TEMPLATE,

@@ -127,3 +127,12 @@ def test_the_operator_resource_holds_the_same_rules() -> None:
     assert resource["spec"] == yaml.safe_load(alert_rules_yaml())
     names = [rule["alert"] for rule in resource["spec"]["groups"][0]["rules"]]
     assert names == [alert[0] for alert in ALERTS]
+
+
+def test_the_helm_chart_holds_the_generated_rules() -> None:
+    """The chart's template is written by helm_template(); the chart test renders it and
+    compares it with abflow k8s render's PrometheusRule."""
+    from abflow.deploy.alerts import HELM_TEMPLATE, helm_template
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / HELM_TEMPLATE).read_text(encoding="utf-8") == helm_template()

@@ -82,15 +82,17 @@ def example_config() -> Any:
 
 
 VALUE_SETS = {
-    "defaults": ([], ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job",
-                      "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceMonitor"]),
+    "defaults": ([], ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "Job",
+                      "PodDisruptionBudget", "PodMonitor", "PrometheusRule", "PrometheusRule",
+                      "Service", "ServiceMonitor"]),
     "keda": (["--set", "keda.enabled=true"],
-             ["ConfigMap", "Deployment", "Job", "PodDisruptionBudget", "PrometheusRule",
-              "ScaledObject", "Service", "ServiceMonitor"]),
+             ["ConfigMap", "Deployment", "Deployment", "Job", "PodDisruptionBudget",
+              "PodMonitor", "PrometheusRule", "PrometheusRule", "ScaledObject", "Service",
+              "ServiceMonitor"]),
     "no-service-monitor": (["--set", "serviceMonitor.enabled=false",
                             "--set", "prometheusRule.enabled=false"],
-                           ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job",
-                            "PodDisruptionBudget", "Service"]),
+                           ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler",
+                            "Job", "PodDisruptionBudget", "Service"]),
 }  # fmt: skip
 
 
@@ -116,7 +118,7 @@ def test_monitoring_objects_only_where_the_cluster_has_the_operator(helm: Path) 
     manifests = template(helm)
     assert "ServiceMonitor" not in kinds(manifests)
     assert "PrometheusRule" not in kinds(manifests)
-    assert len(manifests) == 6
+    assert len(manifests) == 7  # the gateway's six and the live monitor's Deployment
 
 
 def test_keda_scales_on_the_request_rate_instead_of_the_hpa(helm: Path) -> None:
@@ -152,7 +154,9 @@ def test_the_chart_renders_what_k8s_render_renders(helm: Path, tmp_path: Path) -
         for m in template(helm, "-f", str(values), "--namespace", "ml", *MONITORING)
     }
     rendered = render_manifests(config, options)
-    assert len(rendered) == 10  # ConfigMap, Job, Deployment, Service, HPA, PDB, SM, 3 CronJobs
+    # ConfigMap, Job, 2 Deployments (monitor, gateway), Service, HPA, PDB, SM, PodMonitor,
+    # PrometheusRule (the monitor's alerts), 3 CronJobs
+    assert len(rendered) == 13
     for expected in rendered:
         key = (expected["kind"], expected["metadata"]["name"])
         assert key in charted, f"the chart has no {key}"
@@ -203,8 +207,8 @@ def test_no_secret_value_in_the_values_or_the_objects(helm: Path, tmp_path: Path
         for env in container["env"]
         if "valueFrom" in env
     ]
-    # the Deployment, the migration Job and the three rollout CronJobs
-    assert refs == [{"name": "abflow-store", "key": "url"}] * 5
+    # the two Deployments (gateway, monitor), the migration Job and the three CronJobs
+    assert refs == [{"name": "abflow-store", "key": "url"}] * 6
 
 
 @pytest.mark.parametrize(
@@ -260,7 +264,11 @@ def test_a_digest_image_renders_unchanged(helm: Path) -> None:
 
 
 def prometheus_rule_groups(helm: Path) -> list[dict[str, Any]]:
-    rule = next(m for m in template(helm, *MONITORING) if m["kind"] == "PrometheusRule")
+    rule = next(  # the gateway's rules; "<name>-alerts" holds the monitor's (alerts.py)
+        m
+        for m in template(helm, *MONITORING)
+        if m["kind"] == "PrometheusRule" and not m["metadata"]["name"].endswith("-alerts")
+    )
     groups: list[dict[str, Any]] = rule["spec"]["groups"]
     return groups
 

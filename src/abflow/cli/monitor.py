@@ -171,8 +171,10 @@ def monitor(
 
         start_http_server(metrics_port, registry=metrics.registry)
     with EventStore.open(store) as opened:
-        keys = experiments or [stored.spec.key for stored in opened.list_experiments()]
         while True:
+            # Every registered experiment unless named: re-read each pass, so that the loop
+            # watches experiments registered after it started.
+            keys = experiments or [stored.spec.key for stored in opened.list_experiments()]
             alarmed = False
             for key in keys:
                 spec = opened.get_experiment(key).spec

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ALERTS", "alert_rules", "alert_rules_yaml", "prometheus_rule"]
+__all__ = ["ALERTS", "alert_rules", "alert_rules_yaml", "helm_template", "prometheus_rule"]
 
 STALE_SECONDS = 3 * 3600
 """A monitor that has not finished a pass for this long is reported (3 hourly windows)."""
@@ -103,3 +103,28 @@ def prometheus_rule(name: str, namespace: str, labels: dict[str, str]) -> dict[s
         },
         "spec": alert_rules(),
     }
+
+
+HELM_TEMPLATE = "deploy/helm/abflow/templates/monitor-prometheusrule.yaml"
+"""The chart's copy of the rules, written by :func:`helm_template` (a test keeps them equal)."""
+
+
+def helm_template() -> str:
+    """The Helm chart's template of :func:`prometheus_rule` (rules escaped from Helm)."""
+    rules = yaml.safe_dump({"spec": alert_rules()}, sort_keys=False, width=100)
+    escaped = rules.replace("{{", '{{ "{{" }}')
+    return (
+        "{{- /* Written by abflow.deploy.alerts.helm_template(): edit alerts.py, not this. */ -}}\n"
+        "{{- if and .Values.serviceMonitor.enabled .Values.prometheusRule.enabled "
+        '(.Capabilities.APIVersions.Has "monitoring.coreos.com/v1") }}\n'
+        "apiVersion: monitoring.coreos.com/v1\n"
+        "kind: PrometheusRule\n"
+        "metadata:\n"
+        '  name: {{ include "abflow.fullname" . }}-alerts\n'
+        "  namespace: {{ .Release.Namespace }}\n"
+        "  labels:\n"
+        '    {{- include "abflow.baseLabels" . | nindent 4 }}\n'
+        "    app.kubernetes.io/component: monitor\n"
+        f"{escaped}"
+        "{{- end }}\n"
+    )

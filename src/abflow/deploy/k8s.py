@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from abflow.deploy.alerts import prometheus_rule
 from abflow.errors import InvalidArgumentError
 from abflow.serving.settings import GatewayConfig
 
@@ -136,6 +137,7 @@ def render_manifests(config: GatewayConfig, options: K8sOptions) -> list[dict[st
     manifests = [
         _config_map(config, options, labels),
         _migration_job(options, labels),
+        _monitor_deployment(options, labels),
         _deployment(options, labels, selector),
         _service(options, labels, selector),
         _autoscaler(options, labels),
@@ -143,6 +145,8 @@ def render_manifests(config: GatewayConfig, options: K8sOptions) -> list[dict[st
     ]
     if options.metrics_token_secret is not None:
         manifests.append(_service_monitor(options, labels, selector))
+        manifests.append(_monitor_pod_monitor(options, labels))
+        manifests.append(prometheus_rule(options.name, options.namespace, labels))
     manifests += [
         _rollout_cron_job(spec.key, options, labels)
         for spec in config.experiments
@@ -410,6 +414,61 @@ def _service_monitor(
                     },
                 }
             ],
+        },
+    }
+
+
+MONITOR_PORT = 9108
+"""Where ``abflow monitor`` serves its gauges (the drift, skew and quality alerts read them)."""
+
+
+def _monitor_selector(options: K8sOptions) -> dict[str, str]:
+    return {"app.kubernetes.io/instance": options.name, "app.kubernetes.io/component": "monitor"}
+
+
+def _monitor_deployment(options: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+    """One ``abflow monitor`` loop for every experiment: drift, skew and quality per window."""
+    container = _cli_container(
+        "monitor",
+        options,
+        ["monitor", "--interval", "300", "--metrics-port", str(MONITOR_PORT)],
+    )
+    container["ports"] = [{"name": "metrics", "containerPort": MONITOR_PORT, "protocol": "TCP"}]
+    container["resources"] = {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"memory": "1Gi"},
+    }
+    monitor_labels = {**labels, "app.kubernetes.io/component": "monitor"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(f"{options.name}-monitor", options, monitor_labels),
+        "spec": {
+            "replicas": 1,  # one figure per experiment and window, not one per replica
+            "selector": {"matchLabels": _monitor_selector(options)},
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {"labels": monitor_labels},
+                "spec": {
+                    "securityContext": _pod_security(),
+                    "containers": [container],
+                    "volumes": [TMP_VOLUME],
+                },
+            },
+        },
+    }
+
+
+def _monitor_pod_monitor(options: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _meta(
+            f"{options.name}-monitor", options, {**labels, "app.kubernetes.io/component": "monitor"}
+        ),
+        "spec": {
+            "selector": {"matchLabels": _monitor_selector(options)},
+            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "interval": "60s"}],
         },
     }
 
