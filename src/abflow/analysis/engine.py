@@ -32,6 +32,7 @@ from abflow.analysis.results import (
     VariantCount,
 )
 from abflow.analysis.run import AnalysisOptions, MetricRun, totals_by_variant
+from abflow.analysis.shadow import feature_identity_warnings
 from abflow.errors import ExperimentNotFoundError, InvalidArgumentError
 from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
 from abflow.stats.corrections import adjust_p_values
@@ -276,6 +277,8 @@ def _analyze(
             f"{run.mixed} units saw more than one variant in this phase and were left out"
         )
     warnings.extend(_early_outcome_warnings(engine, spec, catalog, phase))
+    shadow = run.shadow()
+    warnings.extend(feature_identity_warnings(shadow))
     decision = decide(spec, metrics, srm, run.control)
     rows = {
         "units": total_units,
@@ -314,5 +317,5 @@ def _analyze(
         breakdowns=breakdowns,
         mixed_units=run.mixed,
         warnings=warnings,
-        shadow=run.shadow(),
+        shadow=shadow,
     )

@@ -243,6 +243,10 @@ class ShadowResult:
     served_requests: int = 0
     """Requests the served model answered in the window (``pairs`` of them were mirrored)."""
     segments: list[ShadowSegment] = field(default_factory=list)
+    feature_pairs: int = 0
+    """Pairs where both predictions logged a features hash (store/feature_identity.py)."""
+    identical_feature_pairs: int = 0
+    """Of ``feature_pairs``, those whose two models saw the same feature vector."""
 
     def measure(self, name: str) -> ShadowMeasure:
         """The measure called ``name``."""

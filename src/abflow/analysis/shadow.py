@@ -31,6 +31,7 @@ from abflow.stats.corrections import CorrectionMethod, adjust_p_values
 from abflow.stats.paired import mcnemar, paired_mean_difference
 from abflow.stats.quantile import quantile_stats_from_bins
 from abflow.store.aggregates import Window
+from abflow.store.feature_identity import feature_identity
 from abflow.store.shadow_pairs import (
     ShadowPairTotals,
     served_request_count,
@@ -43,6 +44,7 @@ __all__ = [
     "QUANTILES",
     "SEGMENT_MEASURES",
     "SHADOW_COLUMNS",
+    "feature_identity_warnings",
     "shadow_result",
     "shadow_results",
     "shadow_rows",
@@ -332,6 +334,7 @@ def shadow_results(
     if not totals:
         return []
     served = served_request_count(target, experiment_key, phase, window)
+    identity = feature_identity(target, experiment_key, phase, window=window)
     by_segment = (
         shadow_segment_totals(
             target,
@@ -346,18 +349,35 @@ def shadow_results(
         else {}
     )
     return [
-        shadow_result(
-            t,
-            threshold=threshold,
-            label_event=label_event,
-            alpha=alpha,
-            share=share,
-            served_requests=served,
-            segments=shadow_segments(
-                by_segment.get(t.variant, []), segment or "", alpha=alpha, correction=correction
+        replace(
+            shadow_result(
+                t,
+                threshold=threshold,
+                label_event=label_event,
+                alpha=alpha,
+                share=share,
+                served_requests=served,
+                segments=shadow_segments(
+                    by_segment.get(t.variant, []), segment or "", alpha=alpha, correction=correction
+                ),
             ),
+            feature_pairs=identity[t.variant].compared if t.variant in identity else 0,
+            identical_feature_pairs=identity[t.variant].identical if t.variant in identity else 0,
         )
         for t in totals
+    ]
+
+
+def feature_identity_warnings(shadows: Sequence[ShadowResult]) -> list[str]:
+    """A warning per shadow variant whose requests did not all reach both models with the
+    same feature vector (the paired comparison then mixes model and input differences)."""
+    return [
+        f"shadow {s.variant}: features differed between the served and the shadow model on "
+        f"{s.feature_pairs - s.identical_feature_pairs:,} of {s.feature_pairs:,} requests "
+        f"(identical on {_number('positive_rate', s.identical_feature_pairs / s.feature_pairs)}"
+        "): a cache, a feature pipeline or the client gave them different inputs"
+        for s in shadows
+        if s.identical_feature_pairs < s.feature_pairs
     ]
 
 
@@ -411,10 +431,18 @@ def shadow_summary(shadow: ShadowResult) -> str:
     if shadow.served_requests:
         observed = _number("positive_rate", shadow.pairs / shadow.served_requests)
         mirrored = f" of {shadow.served_requests:,} served ({observed}; share {shadow.share:g})"
+    features = ""
+    if shadow.feature_pairs:
+        identical = shadow.identical_feature_pairs / shadow.feature_pairs
+        features = (
+            f" Identical features on {_number('positive_rate', identical)} of "
+            f"{shadow.feature_pairs:,} requests with a features hash."
+        )
     return (
         f"Shadow {shadow.variant} ({shadow.model_version}): {shadow.pairs:,} requests{mirrored} "
         f"answered by both models, {shadow.scored_pairs:,} scored by both, {shadow.labeled_pairs:,} "
         f"labelled ({shadow.label_event!r}). Decisions (score >= {shadow.threshold:g}) agree "
         f"on {_number('positive_rate', shadow.agreement_rate)}. Score difference (shadow - "
         f"served): {quantiles}. Latency P50/P95/P99 ms: served {served}, shadow {copied}."
+        f"{features}"
     )
