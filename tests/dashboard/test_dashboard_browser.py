@@ -381,6 +381,17 @@ def test_the_page_shows_the_analysis_of_the_store(
     assert browser.title == "abflow"
     screenshot("dashboard-experiment")
 
+    # at 1,000 px every verdict still ends inside the metrics card
+    browser.set_window_size(1000, 900)
+    edges = browser.execute_script(
+        "const card = document.querySelector('#metric-table').closest('.card');"
+        "const right = card.getBoundingClientRect().right;"
+        "return [...document.querySelectorAll('#metric-table td.status')]"
+        ".map(td => right - td.getBoundingClientRect().right);"
+    )
+    assert len(edges) == 2
+    assert min(edges) >= 0
+
 
 def test_the_rollout_and_its_audit_trail(
     gateway: dict[str, Any], browser: Any, screenshot: Callable[[str], Path]
