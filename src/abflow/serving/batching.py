@@ -192,8 +192,9 @@ class RemoteBatcher:
     at most ``max_in_flight`` at a time.
 
     Batches grow with the load by themselves: while every slot is busy, arriving requests
-    queue, and the next free slot takes them all (up to ``max_rows`` rows). An idle backend
-    sends a lone request after one event-loop turn. When a batch fails, ``split(exc)``
+    queue, and the next free slot takes them all (up to ``max_rows`` rows). A call that
+    finds the backend idle (nothing queued, nothing in flight) is sent at once from the
+    caller's own task, without the hand-off to the worker. When a batch fails, ``split(exc)``
     decides whether each request is retried on its own (an error that one request's rows
     may have caused, such as a 4xx) or every request fails with the batch's error (a
     timeout, a refused connection, a 5xx: the server is the problem, and retrying each
@@ -225,11 +226,24 @@ class RemoteBatcher:
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._direct = 0  # calls sent from their caller's task (the idle path)
         self.batches = 0
         """Requests sent so far (tests and benchmarks read it)."""
 
+    @property
+    def _busy(self) -> int:
+        return len(self._in_flight) + self._direct
+
     async def predict(self, rows: np.ndarray) -> list[Any]:
         """Outputs for ``rows`` (2-D), sent together with concurrent callers' rows."""
+        if not self._pending and not self._busy:
+            self._direct += 1
+            try:
+                return await self._send(rows)
+            finally:
+                self._direct -= 1
+                if self._pending and self._wake is not None:
+                    self._wake.set()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._pending.append(_Job(rows, future))
@@ -246,7 +260,7 @@ class RemoteBatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending and len(self._in_flight) < self.max_in_flight:
+            while self._pending and self._busy < self.max_in_flight:
                 await _gather(self._pending, self.max_rows, self.max_wait_seconds, loop)
                 jobs = _take(self._pending, self.max_rows)
                 if not jobs:
