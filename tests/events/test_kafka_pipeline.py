@@ -22,6 +22,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from abflow.errors import StoreUnavailableError
 from abflow.events.eventlog import EventLog
 from abflow.events.ingest import IngestProgress, Loader
 from abflow.events.kafka import KafkaEventWriter, KafkaTarget, ensure_topics, message_key
@@ -476,3 +477,57 @@ def test_an_event_kafka_refuses_as_too_large_is_set_aside_and_the_rest_shipped(
     read = {orjson.loads(m.value())["event_id"] for m in _read_all(target, list(TABLES))}
     assert huge["event_id"] not in read
     assert {row["event_id"] for _, row in events} <= read
+
+
+class _StoreDownFor:
+    """The real store behind an outage: its first ``failures`` writes are refused as a store
+    outage is (StoreUnavailableError), the rest go through."""
+
+    def __init__(self, store: EventStore, failures: int) -> None:
+        self.store = store
+        self.failures = failures
+        self.calls = 0
+
+    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            msg = "store down (test)"
+            raise StoreUnavailableError(msg)
+        return self.store.write_events(kind, rows)
+
+
+def test_nothing_is_committed_while_the_store_is_down(
+    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    target = _target(kafka_broker, topic_prefix)
+    ensure_topics(target, ["prediction"], partitions=2)
+    events = [e for e in _events(500, seed=7) if e[0] == "prediction"]
+    writer = KafkaEventWriter(target)
+    writer.write_events("prediction", [row for _, row in events])
+    writer.close()
+    url = f"sqlite:///{tmp_path}/store.db"
+    with EventStore.open(url) as store:
+        down = _StoreDownFor(store, failures=10**9)
+        loader = Loader(
+            target, down, group_id="outage", kinds=["prediction"], retry_max_seconds=0.2
+        )
+        thread = threading.Thread(target=loader.run)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while down.calls < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        loader.stop()  # a stop during the outage returns without committing
+        thread.join(60)
+        assert not thread.is_alive()
+        assert down.calls >= 3
+        topic = target.topic("prediction")
+        assert _committed_total(kafka_broker.bootstrap, "outage", topic, 2) == 0
+
+        flaky = _StoreDownFor(store, failures=2)
+        totals = Loader(
+            target, flaky, group_id="outage", kinds=["prediction"], retry_max_seconds=0.2
+        ).run(until_caught_up=True)
+    assert flaky.calls > 2
+    assert totals.consumed == totals.stored == len(events)
+    assert _committed_total(kafka_broker.bootstrap, "outage", topic, 2) == len(events)
+    _assert_exactly_once(url, events)

@@ -177,6 +177,16 @@ class Loader:
                     progress(self._snapshot(started, with_lag=True))
             if self._batch.messages:
                 self._flush()
+        except StoreUnavailableError as exc:
+            if not self._stop.is_set():
+                raise
+            # Stopped while the store was down: nothing of this batch was committed, so the
+            # group reads it again; leaving now loses nothing.
+            logger.warning(
+                "stopped with %d events not stored (they will be read again): %s",
+                len(self._batch.messages),
+                exc,
+            )
         finally:
             self._close()
         return self._snapshot(started, with_lag=False)
