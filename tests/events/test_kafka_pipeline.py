@@ -282,7 +282,7 @@ def test_a_loader_killed_with_sigkill_resumes_and_loses_or_doubles_nothing(
                "--store", url, "--group", "crash", "--kind", "prediction", "--quiet"]  # fmt: skip
     log = tmp_path / "ingest.log"
     with log.open("wb") as stderr:
-        first = subprocess.Popen([*command, "--batch-events", "500"], stderr=stderr)
+        first = subprocess.Popen([*command, "--batch-events", "200"], stderr=stderr)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
