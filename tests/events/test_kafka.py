@@ -120,3 +120,12 @@ def test_abflow_ingest_refuses_a_bad_url_with_exit_code_2(tmp_path: Any) -> None
     assert "--from" in result.stderr
     assert "needs a host and a port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_guide_names_every_event_topic() -> None:
+    from pathlib import Path
+
+    from abflow.store.schema import EVENT_TABLES
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "kafka.md").read_text("utf-8")
+    assert [kind for kind in EVENT_TABLES if f"`<prefix>.{kind}`" not in guide] == []
