@@ -170,7 +170,8 @@ def monitor(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, registry=metrics.registry)
-    with EventStore.open(store) as opened:
+    # must_exist: a monitor pointed at the wrong place says so instead of creating a store.
+    with EventStore.open(store, must_exist=True) as opened:
         while True:
             # Every registered experiment unless named: re-read each pass, so that the loop
             # watches experiments registered after it started.
