@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,3 +88,23 @@ def pg_url(postgres_url: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A copy of examples/feast built by its own script (data, feast apply, materialize), and
+    the pandas frame it materialised; one per session (it takes seconds). Skipped without
+    Feast."""
+    pytest.importorskip("feast")
+    import importlib.util
+    import shutil
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "feast"
+    repo = tmp_path_factory.mktemp("feast") / "repo"
+    shutil.copytree(example, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    spec = importlib.util.spec_from_file_location("example_make_data", repo / "make_data.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return repo, module.build(repo)

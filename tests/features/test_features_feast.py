@@ -1,9 +1,8 @@
-"""FeastFeatures against the real example repo: apply, materialise, read the online store."""
+"""FeastFeatures against the real example repo, read through its online store (the session's
+``feast_repo`` fixture applies and materialises examples/feast; tests/conftest.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,22 +14,7 @@ from abflow.features import FeastFeatures, FeatureSource, feature_vector_hash
 
 pytest.importorskip("feast")
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "feast"
 REFS = ["user_stats:txn_count_7d", "user_stats:avg_amount_7d", "user_stats:country"]
-
-
-@pytest.fixture(scope="module")
-def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
-    """A copy of examples/feast, built by its own script (data, feast apply, materialize)."""
-    repo = tmp_path_factory.mktemp("feast") / "repo"
-    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    spec = importlib.util.spec_from_file_location("example_make_data", repo / "make_data.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    frame = module.build(repo)
-    return repo, frame
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +102,15 @@ def test_feast_source_from_config_resolves_the_repo_against_base_dir(
     )
     assert isinstance(built, FeastFeatures)
     assert built.get({"user_id": 5}).values == (int(_latest(frame, 5)["txn_count_7d"]),)
+
+
+def test_a_text_entity_key_is_read_as_the_integer_join_key(
+    source: FeastFeatures, feast_repo: tuple[Path, pd.DataFrame]
+) -> None:
+    """A unit id arrives as text; the example's join key is INT64."""
+    _, frame = feast_repo
+    assert source.get({"user_id": "17"}) == source.get({"user_id": 17})
+    assert source.get({"user_id": "17"}).values[0] == int(_latest(frame, 17)["txn_count_7d"])
+    with pytest.raises(FeatureError, match=r"user_id='abc' is not an integer") as caught:
+        source.get({"user_id": "abc"})
+    assert caught.value.__cause__ is None  # bad input, not a store failure
