@@ -11,6 +11,7 @@ boundary that meets them, with ``raise ... from exc``.
     ├── InvalidArgumentError (ValueError)      a function was called with an impossible value
     ├── InvalidSpecError (ValueError)          a spec file or object breaks the rules; .problems
     ├── ConfigError (ValueError)               settings or a config file cannot be used
+    │   └── DocumentError                      a YAML/JSON file cannot be read; .problem
     ├── ExperimentNotFoundError (LookupError)  no experiment with that key
     ├── StoreError (RuntimeError)              the event store failed
     │   ├── StoreUnavailableError              it cannot be reached now (spool and retry)
@@ -29,6 +30,11 @@ boundary that meets them, with ``raise ... from exc``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = [
     "AbflowError",
     "ArtifactChecksumError",
@@ -38,6 +44,7 @@ __all__ = [
     "BackendTimeoutError",
     "CircuitOpenError",
     "ConfigError",
+    "DocumentError",
     "ExperimentNotFoundError",
     "FeatureError",
     "InvalidArgumentError",
@@ -73,6 +80,15 @@ class InvalidSpecError(AbflowError, ValueError):
 
 class ConfigError(AbflowError, ValueError):
     """Settings or a config file cannot be used as given."""
+
+
+class DocumentError(ConfigError):
+    """A YAML or JSON file cannot be read or decoded; ``problem`` says where and why."""
+
+    def __init__(self, problem: str, path: Path | str) -> None:
+        self.problem = problem
+        self.path = str(path)
+        super().__init__(f"{self.path}: {problem}")
 
 
 class ExperimentNotFoundError(AbflowError, LookupError):

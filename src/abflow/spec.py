@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import orjson
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from abflow.errors import InvalidSpecError
+from abflow.errors import DocumentError, InvalidSpecError
+from abflow.settings import read_document
 from abflow.targeting.validation import validate_condition
 
 __all__ = [
@@ -623,43 +622,11 @@ def _join(prefix: str, path: str) -> str:
 
 def load_experiment(path: str | Path) -> ExperimentSpec:
     """Read a spec from a ``.yaml``/``.yml`` or ``.json`` file."""
-    file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise InvalidSpecError([f"file: cannot read it: {reason}"], str(file)) from None
-    except UnicodeDecodeError as exc:
-        problem = f"file: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
-        raise InvalidSpecError([problem], str(file)) from None
-    try:
-        data = orjson.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except orjson.JSONDecodeError as exc:
-        problem = _pointing_at(text, exc.lineno, exc.colno, f"not valid JSON: {exc.msg}")
-        raise InvalidSpecError([problem], str(file)) from None
-    except yaml.YAMLError as exc:
-        raise InvalidSpecError([_yaml_problem(text, exc)], str(file)) from None
-    return parse_experiment(data, str(file))
-
-
-def _yaml_problem(text: str, exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    context = getattr(exc, "context", None)
-    message = f"not valid YAML: {problem} ({context})" if context else f"not valid YAML: {problem}"
-    if mark is None:
-        return f"file: {message}"
-    return _pointing_at(text, mark.line + 1, mark.column + 1, message)
-
-
-def _pointing_at(text: str, line: int, column: int, message: str) -> str:
-    """``line L, column C: message``, then that line of the file with a caret under column C."""
-    lines = text.splitlines()
-    head = f"line {line}, column {column}: {message}"
-    if not 1 <= line <= len(lines):
-        return head
-    shown = lines[line - 1].expandtabs(1)
-    return f"{head}\n      {shown}\n      {' ' * (column - 1)}^"
+        data = read_document(Path(path))
+    except DocumentError as exc:
+        raise InvalidSpecError([exc.problem], str(path)) from None
+    return parse_experiment(data, str(path))
 
 
 def canonical_json(spec: ExperimentSpec) -> str:

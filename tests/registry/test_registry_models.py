@@ -143,21 +143,26 @@ def test_embedded_default_lives_under_dot_abflow(
 
 
 @pytest.mark.slow  # 20 s at load 10: fresh interpreters that import MLflow
-def test_mlflow_telemetry_is_off_unless_asked_for() -> None:
+def test_mlflow_telemetry_is_off_unless_asked_for(tmp_path: Path) -> None:
     import os
     import subprocess
     import sys
 
-    code = "import abflow.registry, mlflow.telemetry.utils as u; print(u.is_telemetry_disabled())"
+    # Importing abflow changes no environment; its first registry call sets MLflow's defaults.
+    code = (
+        "import os, abflow.registry.connection as r; before = 'MLFLOW_DISABLE_TELEMETRY' in os.environ; "
+        f"r.client_for('sqlite:///{tmp_path}/mlflow.db'); "
+        "import mlflow.telemetry.utils as u; print(before, u.is_telemetry_disabled())"
+    )
     # Outside pytest and CI, where MLflow would switch its telemetry on by itself.
     env = {k: v for k, v in os.environ.items() if k not in {"PYTEST_CURRENT_TEST", "CI"}}
     env.pop("MLFLOW_DISABLE_TELEMETRY", None)
     default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert default.stdout.strip() == "True", default.stderr
+    assert default.stdout.strip() == "False True", default.stderr
     opted_in = subprocess.run(
         [sys.executable, "-c", code],
         env={**env, "MLFLOW_DISABLE_TELEMETRY": "false"},
         capture_output=True,
         text=True,
     )
-    assert opted_in.stdout.strip() == "False", opted_in.stderr
+    assert opted_in.stdout.strip() == "True False", opted_in.stderr

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import orjson
 import typer
-import yaml
 from rich.markup import escape
 
 from abflow.cli.console import err_console, out_console
-from abflow.errors import InvalidSpecError
+from abflow.errors import AbflowError, InvalidSpecError
+from abflow.settings import read_document
 from abflow.spec import (
     experiment_json_schema,
     load_experiment,
@@ -80,13 +80,12 @@ def _registration_problems(file: Path, problems: list[str]) -> list[str]:
     """What registering the file would refuse besides ``problems`` (its weights under a
     rollout plan), judged on the fields that rule reads, so one run lists every problem."""
     try:
-        text = file.read_text(encoding="utf-8")
-        data = orjson.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+        data = read_document(file)
         plan = data["rollout"]
         read = {k: data[k] for k in ("key", "variants", "weights") if k in data}
         read["rollout"] = {k: v for k, v in plan.items() if k != "guardrails"}
         sound = parse_experiment(read)
-    except (InvalidSpecError, OSError, ValueError, LookupError, TypeError, yaml.YAMLError):
+    except (AbflowError, LookupError, TypeError):
         return []  # the file's own problems are all there is to say
     try:
         rollout_registration(sound, None)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from abflow.errors import ModelNotFoundError, RegistryError
+from abflow.settings import apply_mlflow_defaults, settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,18 +44,6 @@ TRACKING_URI_ENV = ("ABFLOW_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
 
 ARTIFACT_ROOT_ENV = "ABFLOW_MLFLOW_ARTIFACT_ROOT"
 
-# MLflow 3 sends usage telemetry to its vendor's servers unless told not to. A registry that
-# abflow opens for you should not call anywhere you did not configure: telemetry stays off
-# unless MLFLOW_DISABLE_TELEMETRY is set explicitly (to "false" to opt in).
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-# MLflow retries an unreachable tracking server for minutes by default (7 retries, backoff
-# factor 2, 120 s timeout): a CLI call or a gateway start would hang that long before saying
-# the registry is down. Fail within seconds unless the user chose otherwise.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-
 # MLflow error codes that mean "there is no such thing" rather than "the registry broke".
 _NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
 
@@ -74,9 +63,10 @@ def registry_location(tracking_uri: str | None = None) -> RegistryLocation:
     (``<dir>/mlartifacts``), so a registry is one self-contained folder; a remote server
     keeps its own artifact store.
     """
-    uri = tracking_uri or next((os.environ[k] for k in TRACKING_URI_ENV if os.environ.get(k)), "")
+    shared = settings()
+    uri = tracking_uri or shared.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     uri = uri or DEFAULT_TRACKING_URI
-    root = os.environ.get(ARTIFACT_ROOT_ENV) or None
+    root = shared.mlflow_artifact_root or None
     if uri.startswith("sqlite:///"):
         # Absolute, so that MLflow's per-URI store cache never mixes up two working folders.
         db_path = Path(uri.removeprefix("sqlite:///")).resolve()
@@ -94,6 +84,7 @@ def registry_location(tracking_uri: str | None = None) -> RegistryLocation:
 def client_for(tracking_uri: str | None = None) -> tuple[MlflowClient, RegistryLocation]:
     """An MLflow client bound to one registry (tracking and model registry share the URI)."""
     location = registry_location(tracking_uri)
+    apply_mlflow_defaults()
     with mlflow_errors(f"cannot open the MLflow registry at {location.tracking_uri}"):
         from mlflow import MlflowClient
 

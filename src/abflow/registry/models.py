@@ -33,6 +33,7 @@ from abflow.registry.connection import (
 from abflow.registry.records import AliasChange, ModelVersionInfo, RegisteredModelInfo
 from abflow.registry.resolve import local_artifacts, version_info
 from abflow.registry.tracking import log_registry_event
+from abflow.settings import apply_mlflow_defaults
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -58,6 +59,8 @@ def _save_model(
     """
     import mlflow.pyfunc
     from sklearn.base import BaseEstimator
+
+    apply_mlflow_defaults()
 
     if isinstance(model, BaseEstimator):
         import mlflow.sklearn

@@ -27,6 +27,7 @@ from abflow.registry.records import (
     ResolvedModel,
     parse_reference,
 )
+from abflow.settings import apply_mlflow_defaults
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -117,6 +118,7 @@ def model_flavors(path: Path) -> dict[str, Any]:
 def load_predictor(path: Path) -> tuple[Predictor, str]:
     """Load an MLflow model folder: sklearn flavour when present, else pyfunc."""
     flavors = model_flavors(path)
+    apply_mlflow_defaults()
     with mlflow_errors(f"cannot load the model in {path}"):
         if "sklearn" in flavors:
             import mlflow.sklearn

@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import orjson
-import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from abflow.errors import ConfigError, InvalidSpecError
+from abflow.errors import ConfigError, DocumentError, InvalidSpecError
 from abflow.events.kafka import parse_kafka_url
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
 from abflow.serving.model_policy import ModelPolicy, parse_host_entry
+from abflow.settings import Settings, read_document
 from abflow.spec import ExperimentSpec, load_experiment, parse_experiment
 from abflow.targeting.conditions import saved_group_ids
 
@@ -71,8 +71,11 @@ ModelHosts = Annotated[list[Annotated[str, AfterValidator(_host_entry)]], NoDeco
 """Model endpoint hosts that specs from outside the config file may name (model_policy)."""
 
 
-class GatewaySettings(BaseSettings):
-    """Process settings; every field can be set as ``ABFLOW_<FIELD>`` in the environment."""
+class GatewaySettings(Settings):
+    """Process settings; every field can be set as ``ABFLOW_<FIELD>`` in the environment.
+
+    The store and registry settings every part shares come from :class:`abflow.settings.Settings`.
+    """
 
     model_config = SettingsConfigDict(env_prefix="ABFLOW_", frozen=True, extra="ignore")
 
@@ -87,7 +90,6 @@ class GatewaySettings(BaseSettings):
         "start on a busy machine); also how long a hung worker goes unnoticed",
     )
     config: Path | None = Field(default=None, description="gateway config file (YAML/JSON)")
-    store_url: str | None = Field(default=None, description="default: embedded SQLite")
     journal_dir: Path = Path(".abflow/journal")
     events_url: Annotated[str | None, AfterValidator(_events_url)] = Field(
         default=None,
@@ -187,17 +189,9 @@ class GatewayConfig(BaseModel):
 def load_config(path: Path) -> GatewayConfig:
     """Read a config file; spec paths in ``experiments`` are relative to the file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        msg = f"cannot read config {str(path)!r}: {exc.strerror}"
-        raise ConfigError(msg) from None
-    except UnicodeDecodeError as exc:
-        msg = f"config {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
-        raise ConfigError(msg) from None
-    try:
-        data = orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
-        msg = f"config {str(path)!r} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}"
+        data = read_document(path)
+    except DocumentError as exc:
+        msg = f"config {str(path)!r}: {exc.problem}"
         raise ConfigError(msg) from None
     if data is None:
         data = {}

@@ -43,6 +43,7 @@ from sqlalchemy.pool import StaticPool
 
 from abflow.errors import ConfigError, StoreError, StoreUnavailableError
 from abflow.security.secrets import is_secret_reference, resolve_secret
+from abflow.settings import settings
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -61,6 +62,7 @@ __all__ = [
 
 DEFAULT_STORE_URL = "sqlite:///.abflow/abflow.db"
 STORE_URL_ENV = "ABFLOW_STORE_URL"
+"""Read through :class:`abflow.settings.Settings` (its ``store_url``), named here for messages."""
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_MIN_VERSION = (3, 24, 0)
 """The first SQLite with ``ON CONFLICT … DO NOTHING``, which the event writer relies on."""
@@ -121,7 +123,7 @@ def resolve_url(url: str | None = None) -> str:
     Either may be a secret reference (``vault:secret/abflow/db#url``, ``env:NAME``,
     ``file:PATH``; see :mod:`abflow.security.secrets`), resolved once per process.
     """
-    chosen = url or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+    chosen = url or settings().store_url or DEFAULT_STORE_URL
     if is_secret_reference(chosen):
         chosen = _resolved_secret(chosen)
     for prefix in ("postgres://", "postgresql://"):
@@ -187,7 +189,7 @@ def create_store_engine(
     try:
         parsed = make_url(resolved)
     except sa.exc.ArgumentError as exc:
-        given = url or os.environ.get(STORE_URL_ENV) or ""
+        given = url or settings().store_url or ""
         shown = given if is_secret_reference(given) else resolved  # never print a secret
         msg = f"{shown!r} is not a store URL; use sqlite:///PATH or postgresql+psycopg://…"
         raise StoreError(msg) from exc
