@@ -15,7 +15,6 @@ from typing import Any
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
 from abflow.analysis.charts import assignment_chart, effect_charts, latency_chart, timeline_charts
 from abflow.analysis.formatting import (
-    format_p_value,
     format_share,
     format_srm,
     format_timestamp,
@@ -285,7 +284,6 @@ def _result(result: ExperimentResult) -> dict[str, Any]:
         ],
         "generated": format_timestamp(p.generated_at),
         "command": f"abflow analyze {result.experiment_key} --format html",
-        "srm_p": format_p_value(result.srm.p_value),
     }
 
 
