@@ -6,13 +6,16 @@ httpx reading the same endpoints."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import gwmodels
 import httpx
 import numpy as np
 import orjson
 import pytest
+import yaml
 from model_server import free_port, model_app, running
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from abflow.errors import BackendTimeoutError
+from abflow.serving.backends import BackendOptions
 from abflow.serving.backends.failure import RemoteModelError
 from abflow.serving.backends.h1client import H1Pool
 from abflow.serving.backends.http import HeaderAuth, HttpBackend
@@ -261,3 +265,15 @@ async def test_a_slow_answer_is_a_timeout_and_the_next_call_still_works(odd_url:
     finally:
         await pool.aclose()
     assert orjson.loads(answer.content) == {"predictions": [3]}
+
+
+def test_the_documented_batching_options_parse() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "gateway.md").read_text(encoding="utf-8")
+    section = text.split("## Micro-batching and caching", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    backends = yaml.safe_load(block.group(1))["backends"]
+    mlflow, legacy = (BackendOptions(**value) for value in backends.values())
+    assert (mlflow.batch, mlflow.max_batches_in_flight) == (True, 2)
+    assert legacy.batch is False
+    assert BackendOptions().batch is True  # on unless said otherwise
