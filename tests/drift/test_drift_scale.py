@@ -224,6 +224,11 @@ def test_column_reading_edge_cases() -> None:
     )
     kinds = {f.feature: (f.kind, f.n_current) for f in report.features}
     assert kinds == {"s": ("categorical", 5), "b": ("numeric", 10)}
+    # dates are read as numpy reads them (days since 1970), as a list of their values would be
+    days = np.array(["2024-01-01", "2024-01-03"], dtype="datetime64[D]")
+    as_array = compare_feature("d", days, days + 1, method="wasserstein")
+    assert as_array == compare_feature("d", list(days), list(days + 1), method="wasserstein")
+    assert as_array.statistic == pytest.approx(sps.wasserstein_distance([0, 2], [1, 3]) / 1.0)
     # Python booleans are categorical
     assert detect_drift({"b": [True, False]}, {"b": [True, None]}).features[0].kind == (
         "categorical"

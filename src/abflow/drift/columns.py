@@ -58,7 +58,9 @@ def scan(values: Sequence[Any] | np.ndarray) -> Column:
     if isinstance(values, np.ndarray) and values.ndim == 1:
         if values.dtype.kind in _NUMBER_DTYPES:
             return Column(values, frozenset(), looks_categorical=False)
-        items: list[Any] = values.tolist()
+        # Text and objects as Python objects (faster to count); other dtypes (dates, bytes)
+        # as numpy scalars, which keep their own conversions to float and to text.
+        items: list[Any] = values.tolist() if values.dtype.kind in "OU" else list(values)
     elif isinstance(values, np.ndarray):
         items = list(values)
     else:
