@@ -1,6 +1,6 @@
 """Benchmark of drift detection on 25 columns x 1M rows, against SciPy and Evidently, in one run.
 
-    .venv/bin/python bench/drift.py [--rows 1000000] [--repeats 3] [--quick]
+    .venv/bin/python bench/drift.py [--rows 1000000] [--repeats 2] [--quick]
 
 The inputs are generated (seeded): a reference and a current sample of ``--rows`` rows each,
 15 numeric columns (normal, log-normal, exponential, uniform and rounded integers, 1-5 %
@@ -163,7 +163,7 @@ def evidently_drifted(reference: Columns, current: Columns) -> Callable[[], set[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per sample")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (best)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs per measurement (best)")
     parser.add_argument("--quick", action="store_true", help="100,000 rows, 2 repeats")
     args = parser.parse_args()
     rows, repeats = (100_000, 2) if args.quick else (args.rows, args.repeats)
