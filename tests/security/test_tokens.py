@@ -212,3 +212,44 @@ def test_revocation_bites_after_the_ttl_and_after_an_outage() -> None:
 
     admitted = asyncio.run(scenario())
     assert 31 <= admitted <= 35  # 30 during the outage, then until the first probe answered
+
+
+def test_an_outage_trusts_a_token_from_memory_only_for_max_stale_seconds() -> None:
+    now = [1000.0]
+    store = OutageStore()
+    token, record = create_token(store, "svc", Role.SERVICE)
+    authenticator = TokenAuthenticator(
+        store, cache_ttl_seconds=5.0, max_stale_seconds=600.0, clock=lambda: now[0]
+    )
+
+    async def scenario() -> None:
+        assert (await authenticator.authenticate_async(f"Bearer {token}")) == record  # t=0
+        store.mode = "refuse"
+        store.revoke_token(record.token_id)  # unreadable until the store is back
+        now[0] += 599.0
+        assert (await authenticator.authenticate_async(f"Bearer {token}")) == record
+        now[0] += 2.0  # 601 s after the last verification
+        with pytest.raises(StoreUnavailableError, match="last verified 601 s ago"):
+            await authenticator.authenticate_async(f"Bearer {token}")
+        # The blocking form (CLI, scripts) keeps the same bound.
+        with pytest.raises(StoreUnavailableError, match="more than the 600 s"):
+            authenticator.authenticate(f"Bearer {token}")
+        store.mode = "up"
+        now[0] += 2.0  # the next probe is due: it reads the revocation, and nothing passes
+        refusal = ""
+        for _ in range(500):  # bounded: the probe runs on a look-up thread
+            try:
+                await authenticator.authenticate_async(f"Bearer {token}")
+            except AuthenticationError as exc:
+                refusal = str(exc)
+                break
+            except StoreUnavailableError:
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("a token last verified 603 s ago passed during the outage")
+        assert "revoked" in refusal
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        authenticator.close()

@@ -17,9 +17,11 @@ for longer than ``lookup_timeout_seconds``.
 
 How long a revocation takes to bite: with the store reachable, a revoked token stops
 working ``cache_ttl_seconds`` after it was last verified. While the store is unreachable the
-revocation cannot be read, so a token verified before the outage keeps working until the
-store answers again: the first look-up after the outage reads the revocation (the request
-that started it is still admitted), and the next request is refused.
+revocation cannot be read, so a token verified before the outage keeps working, but for at
+most ``max_stale_seconds`` after it was last verified (default one hour): a long outage
+must not turn a revoked token back into a valid one indefinitely. After that the token gets
+StoreUnavailableError (HTTP 503) until the store answers; the first look-up after the
+outage reads the revocation and the next request is refused.
 """
 
 from __future__ import annotations
@@ -172,10 +174,12 @@ class TokenAuthenticator:
         *,
         cache_ttl_seconds: float = 5.0,
         lookup_timeout_seconds: float = 2.0,
+        max_stale_seconds: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._ttl = cache_ttl_seconds
+        self._max_stale = max_stale_seconds
         self._lookup_timeout = lookup_timeout_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -209,7 +213,7 @@ class TokenAuthenticator:
         except StoreUnavailableError:
             if known is None:
                 raise
-            return known.record
+            return self._from_memory(known)
         return _admit(record)
 
     def authorize(self, authorization: str | None, required: Role) -> TokenRecord:
@@ -228,13 +232,15 @@ class TokenAuthenticator:
             # Known tokens never wait during an outage; new ones wait only for a due probe.
             lookup = self._start_lookup(digest)
             if known is not None:
-                return known.record
+                return self._from_memory(known)
             if lookup is None:
                 raise _unreachable_error(self._unreachable_since)
         else:
             lookup = self._start_lookup(digest)
         if lookup is None:  # an outage was noted meanwhile
-            return _known_or_raise(known, self._unreachable_since)
+            if known is None:
+                raise _unreachable_error(self._unreachable_since or time.time())
+            return self._from_memory(known)
         waiting = asyncio.wrap_future(lookup)
         waiting.add_done_callback(_consume)  # an abandoned look-up's error is not "unretrieved"
         try:
@@ -243,7 +249,7 @@ class TokenAuthenticator:
         except TimeoutError:
             self._note_outage()
             if known is not None:
-                return known.record
+                return self._from_memory(known)
             msg = (
                 f"cannot verify this token: the store did not answer within "
                 f"{self._lookup_timeout:g} s (tokens verified before still work)"
@@ -251,13 +257,26 @@ class TokenAuthenticator:
             raise StoreUnavailableError(msg) from None
         except StoreUnavailableError:
             if known is not None:
-                return known.record
+                return self._from_memory(known)
             raise
         return _admit(record)
 
     async def authorize_async(self, authorization: str | None, required: Role) -> TokenRecord:
         """:meth:`authenticate_async`, then the role check."""
         return _check_role(await self.authenticate_async(authorization), required)
+
+    def _from_memory(self, known: _Verified) -> TokenRecord:
+        """The token as last verified, while the store cannot say otherwise: refused once
+        that was more than ``max_stale_seconds`` ago (its revocation may be unread)."""
+        age = self._clock() - known.verified_at
+        if age <= self._max_stale:
+            return known.record
+        msg = (
+            f"cannot verify this token: the store is unreachable and the token was last "
+            f"verified {age:.0f} s ago, more than the {self._max_stale:g} s a token is trusted "
+            "from memory"
+        )
+        raise StoreUnavailableError(msg)
 
     def close(self) -> None:
         """Stop the look-up threads (a look-up still waiting on the store is abandoned)."""
@@ -352,12 +371,6 @@ def _digest_of(authorization: str | None) -> str:
 def _consume(future: asyncio.Future[TokenRecord | None]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-def _known_or_raise(known: _Verified | None, since: float | None) -> TokenRecord:
-    if known is None:
-        raise _unreachable_error(since or time.time())
-    return known.record
 
 
 def _admit(record: TokenRecord | None) -> TokenRecord:

@@ -203,6 +203,7 @@ def create_app(
             tokens,
             cache_ttl_seconds=settings.token_cache_seconds,
             lookup_timeout_seconds=settings.token_lookup_timeout_seconds,
+            max_stale_seconds=settings.token_max_stale_seconds,
         ),
         metrics=metrics,
     )

@@ -108,6 +108,13 @@ class GatewaySettings(Settings):
         gt=0,
         description="longest a request with a token never seen waits for the store (then 503)",
     )
+    token_max_stale_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="while the store is unreachable, a token is admitted from memory for at "
+        "most this long after it was last verified (then 503): bounds how long a revoked "
+        "token may pass during an outage",
+    )
     store_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
