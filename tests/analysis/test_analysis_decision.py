@@ -204,3 +204,17 @@ def test_markdown_footer_counts_rows_in_words(tmp_path: Path) -> None:
     assert f"{rows['prediction_event_rows']:,} prediction event rows · " in footer
     assert "{" not in footer
     assert "_" not in footer
+
+
+def test_a_comparison_without_data_reads_as_a_sentence() -> None:
+    spec = parse_experiment(SPEC)
+    healthy = SrmSummary(p_value=0.5, alpha=0.001, is_mismatch=False)
+    empty = dataclasses.replace(
+        _comparison(math.nan, math.nan, math.nan), outcome="error", error_code="too_few_units"
+    )
+    decision = decide(spec, [_metric("purchase", "primary", empty)], healthy, "control")
+    assert decision.verdict == "keep_running"
+    assert decision.reasons == [
+        "treatment: purchase cannot be compared yet: "
+        "each arm needs at least two units to estimate a variance"
+    ]

@@ -20,6 +20,7 @@ from abflow.analysis.results import (
     SrmSummary,
 )
 from abflow.spec import ExperimentSpec
+from abflow.stats.compare import ERROR_MESSAGES
 
 __all__ = ["decide", "guardrail_status", "margin_on_effect_scale", "outcome_of", "underpowered"]
 
@@ -100,6 +101,10 @@ def underpowered(metric: MetricResult, comparison: ComparisonResult) -> str | No
 
 
 def _describe(metric: MetricResult, comparison: ComparisonResult) -> str:
+    if comparison.error_code is not None:
+        code = comparison.error_code
+        reason = ERROR_MESSAGES.get(code, code.replace("_", " "))
+        return f"{metric.name} cannot be compared yet: {reason.rstrip('.').lower()}"
     evidence = comparison.guardrail_evidence
     if evidence is not None and evidence.basis != "analysis":
         return (
@@ -150,9 +155,8 @@ def decide(
     winners = []
     if primary is not None:
         for comparison in primary.comparisons:
-            reasons.append(
-                f"{comparison.variant}: {_describe(primary, comparison)} ({comparison.outcome})"
-            )
+            outcome = "" if comparison.error_code else f" ({comparison.outcome})"
+            reasons.append(f"{comparison.variant}: {_describe(primary, comparison)}{outcome}")
             if comparison.outcome == "better" and comparison.variant not in failed:
                 winners.append(comparison)
     primary_name = primary.name if primary else "the primary metric"
