@@ -40,6 +40,7 @@ from abflow.serving import (
 )
 from abflow.serving.catalog import ExperimentCatalog, InMemoryCatalog
 from abflow.serving.fastpath import PREDICT_PATH, serve_predict
+from abflow.serving.features import GatewayFeatures
 from abflow.serving.gateway import BackendFactory, Gateway
 from abflow.serving.http_errors import install_error_handlers
 from abflow.serving.openapi import install_openapi
@@ -157,6 +158,10 @@ def create_app(
         following: asyncio.Task[None] | None = None
         try:
             try:
+                if config.features:  # opens Feast repos: slow, and blocking
+                    gateway.features = await asyncio.to_thread(
+                        GatewayFeatures.from_config, config.features
+                    )
                 for configured in config.experiments:
                     spec = configured
                     if store is not None:

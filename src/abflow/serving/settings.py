@@ -16,6 +16,9 @@ experiments, per-model backend options, the store URL and pre-provisioned tokens
       - {name: checkout, role: service, token_hash: "<sha256 hex of the token>"}
     saved_groups:                        # for $inGroup / $notInGroup in conditions
       beta-testers: ["u-17", "u-42"]
+    features:                            # one vector per request, for every variant
+      fraud-model-v2:                    # (serving/features.py)
+        feast: {repo: feature_repo/, entity_key: user_id, features: [user_stats:txn_count_7d]}
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from abflow.errors import ConfigError, DocumentError, InvalidSpecError
 from abflow.events.kafka import parse_kafka_url
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
+from abflow.serving.features import FeatureSourceEntry, resolve_repo_paths
 from abflow.serving.model_policy import ModelPolicy, parse_host_entry
 from abflow.settings import Settings, read_document
 from abflow.spec import ExperimentSpec, load_experiment, parse_experiment
@@ -191,6 +195,9 @@ class GatewayConfig(BaseModel):
         default_factory=dict,
         description="group id -> members, for $inGroup / $notInGroup in experiment conditions",
     )
+    features: dict[str, FeatureSourceEntry] = Field(
+        default_factory=dict, description="experiment key -> its feature source (inline or feast)"
+    )
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -215,6 +222,8 @@ def load_config(path: Path) -> GatewayConfig:
             except InvalidSpecError as exc:
                 raise ConfigError(str(exc)) from None
     data = {**data, "experiments": specs}
+    if "features" in data:
+        data["features"] = resolve_repo_paths(data["features"], path.parent)
     return build_config(data, str(path))
 
 
@@ -251,6 +260,10 @@ def build_config(data: dict[str, Any], source: str = "config") -> GatewayConfig:
             if name not in spec.variant_names[1:]:
                 msg = f"{source}: shadow.{key}: {name!r} is not a challenger of {key!r}"
                 raise ConfigError(msg)
+    for key in config.features:
+        if key not in keys:
+            msg = f"{source}: features.{key}: no such experiment"
+            raise ConfigError(msg)
     return config
 
 
