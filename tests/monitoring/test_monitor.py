@@ -300,3 +300,8 @@ def test_cli_once_exits_1_on_an_alarm_and_2_on_a_bad_reference(
     )
     assert bad.exit_code == 2
     assert "--reference-window" in bad.output
+    # An experiment that cannot be monitored is named, exit 2; the others are still done.
+    unknown = runner.invoke(app, ["monitor", "nope", "fraud", "--once", "--store", url])
+    assert unknown.exit_code == 2
+    assert "nope" in unknown.output
+    assert "monitor of fraud" in unknown.output

@@ -15,8 +15,9 @@ import orjson
 import typer
 from rich.table import Table
 
-from abflow.cli.console import fail, out_console
+from abflow.cli.console import fail, out_console, print_error
 from abflow.cli.options import StoreOption
+from abflow.errors import AbflowError
 
 if TYPE_CHECKING:
     from abflow.monitoring.monitor import WindowReport
@@ -152,7 +153,8 @@ def monitor(
     """Feature drift, prediction drift, skew between variants and quality, per window.
 
     Results go to the store (history for the dashboard and reports) and to Prometheus gauges.
-    Exit 1 with --once when the latest window of an experiment raised an alarm.
+    With --once: exit 1 when the latest window of an experiment raised an alarm, 2 when an
+    experiment could not be monitored (the others still are).
     Example: [bold]abflow monitor fraud-model-v2 --once[/]
     """
     from abflow.monitoring.monitor import MonitorOptions, monitor_experiment
@@ -176,15 +178,24 @@ def monitor(
             # Every registered experiment unless named: re-read each pass, so that the loop
             # watches experiments registered after it started.
             keys = experiments or [stored.spec.key for stored in opened.list_experiments()]
-            alarmed = False
+            alarmed = failed = False
             for key in keys:
-                spec = opened.get_experiment(key).spec
-                now = time.time()
-                reports = monitor_experiment(opened, spec, options, now=now)
+                # One experiment the monitor cannot compute (unknown key, feature names that
+                # do not match its rows) is reported and skipped: the others stay watched.
+                try:
+                    spec = opened.get_experiment(key).spec
+                    now = time.time()
+                    reports = monitor_experiment(opened, spec, options, now=now)
+                except AbflowError as exc:
+                    print_error(f"{key}: {exc}")
+                    failed = True
+                    continue
                 metrics.publish(key, (r for report in reports for r in report.records), now)
                 _print(key, reports[-1:] if not once else reports, output)
                 alarmed = alarmed or bool(reports and reports[-1].alarms)
             if once:
+                if failed:
+                    raise typer.Exit(2)
                 if alarmed:
                     raise typer.Exit(1)
                 return
