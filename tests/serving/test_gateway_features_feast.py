@@ -21,6 +21,7 @@ import orjson
 import pandas as pd
 import pytest
 from gateway_support import MemoryEvents, auth, serve
+from scipy.special import expit
 
 from abflow.errors import ConfigError
 from abflow.features import feature_vector_hash
@@ -186,3 +187,33 @@ def test_config_file_resolves_the_repo_against_its_folder(
     path.write_text(orjson.dumps({"experiments": [spec], "features": bad}).decode())
     with pytest.raises(ConfigError, match=r"features\.fraud\.timeout_ms"):
         load_config(path)
+
+
+async def test_the_documented_example_config_serves_from_the_example_repo(
+    feast_repo: tuple[Path, pd.DataFrame],
+    events: MemoryEvents,
+    token_store: InMemoryTokenStore,
+    tokens: dict[Role, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """examples/feast/gateway.yaml as docs/gateway.md runs it (its models on the path)."""
+    repo, frame = feast_repo
+    monkeypatch.syspath_prepend(str(repo))
+    config = load_config(repo / "gateway.yaml")
+    async with _gateway(config, events, token_store, tmp_path / "journal") as client:
+        response = await client.post(
+            "/v1/predict",
+            json={"experiment": "fraud-feast", "unit_id": "17"},
+            headers=auth(tokens[Role.SERVICE]),
+        )
+        assert response.status_code == 200, response.text
+        served, shadow = await _predictions(events, 2)
+    vector = _latest(frame, 17)
+    assert response.json()["prediction"] == pytest.approx(
+        float(expit(0.05 * vector[0] + 0.01 * vector[1] - 2.0))
+    )
+    assert shadow["score"] == pytest.approx(
+        float(expit(0.08 * vector[0] + 0.008 * vector[1] - 2.2))
+    )
+    assert served["features_hash"] == shadow["features_hash"] == feature_vector_hash(NAMES, vector)
