@@ -7,19 +7,23 @@ scikit-learn logistic regression with a DataFrame signature (columns f0..f7, log
 ``pyfunc_predict_fn="predict_proba"``), and two abflow gateways (uvicorn, uvloop +
 httptools, one worker, bearer auth, durable event logging to SQLite, cache off) whose
 experiment sends every unit to that server: one with micro-batching on (the default), one
-with ``batch: false``. Then, in one run:
+with ``batch: false``; and, as the reference for what the gateway costs without any remote
+call, a third whose variant is an in-process scikit-learn model (``demo_models``). Then,
+in one run:
 
 1. **Clients.** The same one-row request, sent one at a time from this process with
    httpx, aiohttp, httpcore and abflow's lean client (``h1client``): CPU-ms per request in
    this process (``getrusage``), which is what the gateway pays per call to the server.
-2. **One connection.** Direct and through abflow (batching on), one request at a time:
+2. **One connection.** Direct and through abflow (batching on; and the in-process
+   reference), one request at a time:
    p50 and p95 latency, requests per second, and CPU-ms per request of each process (the
    scoring server, the gateway's worker, its event shipper), from ``/proc/PID/stat`` utime
    + stime before and after (10 ms ticks, over thousands of requests).
 3. **Many connections.** ``--connections`` concurrent clients, direct and through abflow
-   with batching on and off: requests per second, the ratio to direct, CPU-ms per request
+   with batching on and off (and the in-process reference): requests per second, the ratio to direct, CPU-ms per request
    of each process, and the mean rows per request the server received (the gateway's
-   ``abflow_batch_rows`` histogram).
+   ``abflow_batch_rows`` histogram). The gateway's CPU per request minus the in-process
+   reference's is what proxying itself costs.
 
 The load generator is an asyncio HTTP/1.1 client (uvloop) in this process. Wall time on a
 shared machine is noisy; CPU-ms per request much less so, and the load average is printed
@@ -70,15 +74,7 @@ with mlflow.start_run() as run:
 print(run.info.run_id)
 """
 
-GATEWAY_CONFIG = """
-default_experiment: bench
-experiments:
-  - key: bench
-    unit: user_id
-    variants:
-      - {name: control, model: "python:abflow.serving.demo_models:champion"}
-      - {name: remote, model: "%(url)s"}
-    weights: [0.0, 1.0]
+BACKENDS = """
 backends:
   "%(url)s":
     columns: %(columns)s
@@ -86,6 +82,19 @@ backends:
     class_index: 1
     batch: %(batch)s
     timeout_ms: 5000
+"""
+LOCAL_MODEL = "python:abflow.serving.demo_models:challenger"
+
+GATEWAY_CONFIG = """
+default_experiment: bench
+experiments:
+  - key: bench
+    unit: user_id
+    variants:
+      - {name: control, model: "python:abflow.serving.demo_models:champion"}
+      - {name: remote, model: "%(model)s"}
+    weights: [0.0, 1.0]
+%(backends)s
 tokens:
   - {name: bench, role: service, token_hash: "%(service)s"}
   - {name: viewer, role: viewer, token_hash: "%(viewer)s"}
@@ -380,14 +389,14 @@ def main() -> None:
         scoring = ScoringServer(reference, env, work)
         gateways: dict[str, Server] = {}
         try:
-            for batch in ("true", "false"):
+            for batch in ("true", "false", "local"):
                 config = work / f"gateway-{batch}.yaml"
+                backends = BACKENDS % {"url": scoring.url, "columns": COLUMNS, "batch": batch}
                 config.write_text(
                     GATEWAY_CONFIG
                     % {
-                        "url": scoring.url,
-                        "columns": COLUMNS,
-                        "batch": batch,
+                        "model": scoring.url if batch != "local" else LOCAL_MODEL,
+                        "backends": backends if batch != "local" else "",
                         "service": hash_token(service),
                         "viewer": hash_token(viewer),
                     }
@@ -442,6 +451,7 @@ def report(
         "direct": (scoring.port, "/invocations", None, direct_body),
         "true": (gateways["true"].port, "/v1/predict", service, gateway_body),
         "false": (gateways["false"].port, "/v1/predict", service, gateway_body),
+        "local": (gateways["local"].port, "/v1/predict", service, gateway_body),
     }
     for name, (port, path, token, body) in targets.items():  # warm up
         drive(port, path, token, body, 1.0, 4, processes[name], 1)
@@ -464,7 +474,12 @@ def report(
     rows_after = _batch_rows(gateways["true"].port, viewer)
     calls = rows_after[1] - rows_before[1]
     mean_rows = (rows_after[0] - rows_before[0]) / calls if calls else float("nan")
-    labels = {"direct": "direct", "true": "abflow, batching on", "false": "abflow, batching off"}
+    labels = {
+        "direct": "direct",
+        "true": "abflow, batching on",
+        "false": "abflow, batching off",
+        "local": "abflow, in-process",
+    }
     header = (
         f"{'connections':>11}  {'path':<21} {'req/s':>7} {'ratio':>6} {'err':>4} "
         f"{'p50 ms':>7} {'p95 ms':>7}  {'server CPU-ms':>13} {'gateway CPU-ms':>14} "
@@ -494,7 +509,16 @@ def report(
         f"(worker only); added p50 <= 0.5 ms at 1 connection: {added:+.2f} ms; throughput "
         f">= 1.5x direct at {args.connections} connections with batching: {ratio:.2f}x"
     )
+    proxy = [
+        r.cpu_per_request("gateway worker") - local.cpu_per_request("gateway worker")
+        for r, local in ((one["true"], one["local"]), (many["true"], many["local"]))
+    ]
+    print(
+        "the proxying alone (gateway CPU-ms per request, remote minus in-process model): "
+        f"{proxy[0]:.3f} at 1 connection, {proxy[1]:.3f} at {args.connections}"
+    )
     print("rows/call: mean rows per request the scoring server received from the gateway")
+    print("abflow, in-process: the same gateway with the model in its worker (the reference)")
 
 
 def _idle_cpu_ms_per_second(processes: dict[str, list[int]], seconds: float) -> dict[str, float]:
