@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from strict_servers import strict_app
 
 from abflow.errors import BackendTimeoutError
 from abflow.serving.backends import BackendOptions
@@ -277,3 +278,45 @@ def test_the_documented_batching_options_parse() -> None:
     assert (mlflow.batch, mlflow.max_batches_in_flight) == (True, 2)
     assert legacy.batch is False
     assert BackendOptions().batch is True  # on unless said otherwise
+
+
+@pytest.fixture(scope="module")
+def strict_url() -> Iterator[str]:
+    app = strict_app(
+        gwmodels.challenger(), input_name="float_input", datatype="FP32", width=gwmodels.N_FEATURES
+    )
+    with running(app) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("path", "options"),
+    [
+        ("/v2/models/fraud/infer", {"output_name": "probabilities"}),
+        ("/v1/endpoints/fraud:predict", {"protocol": "vertex"}),
+    ],
+)
+async def test_v2_and_vertex_batches_answer_as_unbatched_calls(
+    strict_url: str, path: str, options: dict[str, str], rng: np.random.Generator
+) -> None:
+    sizes = rng.integers(1, 4, size=N_CONCURRENT)
+    requests = [rng.normal(size=(int(n), gwmodels.N_FEATURES)) for n in sizes]
+    batched = HttpBackend(f"{strict_url}{path}", timeout_seconds=LOADED_MACHINE_S, **options)
+    alone = HttpBackend(
+        f"{strict_url}{path}", timeout_seconds=LOADED_MACHINE_S, batch=False, **options
+    )
+    try:
+        answers = await asyncio.gather(*(batched.predict(rows) for rows in requests))
+        expected = [await alone.predict(rows) for rows in requests]
+    finally:
+        await batched.aclose()
+        await alone.aclose()
+    assert answers == expected  # a tree's probabilities: exact in any batch
+    assert (
+        answers[0]
+        == gwmodels.challenger()
+        .predict_proba(requests[0])[:, 1]
+        .astype(np.float32 if "v2" in path else np.float64)
+        .tolist()
+    )
+    assert batched.batches < N_CONCURRENT / 2
