@@ -9,6 +9,7 @@ the hash each logs depends on the features alone, never on the model version.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -20,12 +21,14 @@ import pytest
 from gateway_support import MemoryEvents, auth, experiment, serve
 from numpy.testing import assert_allclose
 
-from abflow.features import feature_vector_hash
+from abflow.errors import BackendError, BackendTimeoutError
+from abflow.features import FeastFeatures, feature_vector_hash
 from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog
-from abflow.serving.features import FeatureSourceEntry
+from abflow.serving.features import FeatureSourceEntry, GatewayFeatures
+from abflow.serving.http_errors import status_for
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 
 pytestmark = pytest.mark.anyio
@@ -156,3 +159,40 @@ async def test_inline_source_orders_types_and_fills_defaults_for_every_variant(
         assert refused.json()["error"] == "invalid_features"
         assert detail in refused.json()["detail"]
     assert len(events.rows["prediction"]) == 4  # nothing refused was logged
+
+
+class _OnlineStore:
+    """An online store that answers like Feast's, fails, or hangs until released."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.release = threading.Event()
+
+    def get_online_features(self, **_: Any) -> Any:
+        if self.mode == "down":
+            msg = "connection refused"
+            raise ConnectionError(msg)
+        self.release.wait(60)
+        msg = "released"
+        raise ConnectionError(msg)
+
+
+async def test_a_failing_or_silent_feature_store_is_a_5xx_naming_it() -> None:
+    down, silent = _OnlineStore("down"), _OnlineStore("hang")
+    features = GatewayFeatures(
+        {
+            "down": (FeastFeatures("unused", ["v:f"], entity_key="user_id", store=down), 1.0),
+            "silent": (FeastFeatures("unused", ["v:f"], entity_key="user_id", store=silent), 0.05),
+        }
+    )
+    request = {"user_id": "7"}
+    with pytest.raises(BackendError) as failed:
+        await features.prepare("down", [], request, n_features=None, max_rows=10)
+    assert "feature store of 'down': cannot read features" in str(failed.value)
+    assert status_for(failed.value) == (502, "model_error")
+    try:
+        with pytest.raises(BackendTimeoutError, match="'silent': no answer within 50 ms") as slow:
+            await features.prepare("silent", [], request, n_features=None, max_rows=10)
+        assert status_for(slow.value) == (504, "model_timeout")
+    finally:
+        silent.release.set()
