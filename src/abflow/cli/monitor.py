@@ -6,9 +6,12 @@ every ``--interval`` seconds and serves its Prometheus gauges on ``--metrics-por
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import tempfile
 import time
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import orjson
@@ -20,9 +23,39 @@ from abflow.cli.options import StoreOption
 from abflow.errors import AbflowError
 
 if TYPE_CHECKING:
+    from abflow.monitoring.feature_files import Columns
     from abflow.monitoring.monitor import WindowReport
+    from abflow.spec import ExperimentSpec
 
 __all__ = ["register"]
+
+
+class ReferenceSource(StrEnum):
+    auto = "auto"
+    window = "window"
+
+
+def _training_references(
+    spec: ExperimentSpec, cache: dict[str, Columns | None], folder: Path
+) -> dict[str, Columns]:
+    """Each variant's training sample (see abflow.registry.training_data), by variant name;
+    a registry that cannot be reached leaves the variant on the reference window."""
+    from abflow.monitoring.feature_files import read_columns
+    from abflow.registry.training_data import training_sample
+
+    found: dict[str, Columns] = {}
+    for variant in spec.variants:
+        if variant.model not in cache:
+            try:
+                path = training_sample(variant.model, folder / str(len(cache)))
+                cache[variant.model] = None if path is None else read_columns(path)
+            except AbflowError as exc:
+                print_error(f"{variant.model}: no training sample ({exc}); using the window")
+                cache[variant.model] = None
+        columns = cache[variant.model]
+        if columns is not None:
+            found[variant.name] = columns
+    return found
 
 
 class MonitorFormat(StrEnum):
@@ -133,6 +166,14 @@ def monitor(
             show_default=False,
         ),
     ] = None,
+    reference: Annotated[
+        ReferenceSource,
+        typer.Option(
+            help="auto: each variant's training sample when the run behind its registry model "
+            "logged one (artifact abflow-reference/), else the reference window; window: "
+            "always the window."
+        ),
+    ] = ReferenceSource.auto,
     lookback: Annotated[
         int, typer.Option(help="Windows recomputed per pass (labels arrive late).", min=1)
     ] = 48,
@@ -168,12 +209,16 @@ def monitor(
         threshold=threshold,
     )
     metrics = MonitorMetrics()
+    samples: dict[str, Columns | None] = {}  # training samples by model reference, per process
     if metrics_port is not None and not once:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, registry=metrics.registry)
     # must_exist: a monitor pointed at the wrong place says so instead of creating a store.
-    with EventStore.open(store, must_exist=True) as opened:
+    with (
+        EventStore.open(store, must_exist=True) as opened,
+        tempfile.TemporaryDirectory(prefix="abflow-reference-") as downloads,
+    ):
         while True:
             # Every registered experiment unless named: re-read each pass, so that the loop
             # watches experiments registered after it started.
@@ -185,7 +230,11 @@ def monitor(
                 try:
                     spec = opened.get_experiment(key).spec
                     now = time.time()
-                    reports = monitor_experiment(opened, spec, options, now=now)
+                    run = options
+                    if reference is ReferenceSource.auto:
+                        found = _training_references(spec, samples, Path(downloads))
+                        run = dataclasses.replace(options, reference_by_variant=found or None)
+                    reports = monitor_experiment(opened, spec, run, now=now)
                 except AbflowError as exc:
                     print_error(f"{key}: {exc}")
                     failed = True

@@ -75,6 +75,9 @@ class MonitorOptions:
     """Score at or above which a prediction is positive, as in analysis."""
     reference_features: Mapping[str, Sequence[Any]] | None = None
     """A reference for feature drift given directly (e.g. training data), by feature name."""
+    reference_by_variant: Mapping[str, Mapping[str, Sequence[Any]]] | None = None
+    """Per variant, a reference for feature drift by feature name: the training sample of the
+    variant's model (see :func:`abflow.registry.training_data.training_sample`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ def evaluate_window(
     quality: Mapping[str, QualityCounts],
     *,
     reference_features: Mapping[str, Sequence[Any]] | None = None,
+    reference_by_variant: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
 ) -> WindowReport:
     """Every measure of one window (pure: the samples and counts are given)."""
     config = spec.monitoring or MonitoringSpec()
@@ -158,17 +162,20 @@ def evaluate_window(
         ref = reference.get(variant)
         ref_features = ref if ref is not None and ref.n >= config.min_samples else pooled_reference
         enough = sample.n >= config.min_samples
-        if reference_features is not None:
-            baseline: Mapping[str, Sequence[Any]] | None = reference_features
-            n_baseline = min((len(v) for v in reference_features.values()), default=0)
+        given = (reference_by_variant or {}).get(variant, reference_features)
+        if given is not None:
+            baseline: Mapping[str, Sequence[Any]] | None = given
+            n_baseline = min((len(v) for v in given.values()), default=0)
         else:
             baseline = _columns(ref_features, names) if ref_features.n else None
             n_baseline = ref_features.n
-        if enough and baseline is not None and n_baseline >= config.min_samples:
+        shared = [name for name in names if baseline is not None and name in baseline]
+        if enough and shared and n_baseline >= config.min_samples:
+            assert baseline is not None
             report = detect_drift(
                 baseline,
                 _columns(sample, names),
-                features=names,
+                features=shared,  # a training sample may lack a served feature, or add some
                 method=method,
                 threshold=config.drift_threshold,
             )
@@ -362,6 +369,7 @@ def monitor_experiment(
             reference,
             quality,
             reference_features=options.reference_features,
+            reference_by_variant=options.reference_by_variant,
         )
         save_monitor_results(store, spec.key, start, report.records, now=now)
         reports.append(report)
