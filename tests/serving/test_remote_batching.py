@@ -320,3 +320,68 @@ async def test_v2_and_vertex_batches_answer_as_unbatched_calls(
         .tolist()
     )
     assert batched.batches < N_CONCURRENT / 2
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_lean_client_speaks_tls_trusting_what_httpx_trusts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rng: np.random.Generator
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    app = model_app(gwmodels.challenger(), "fraud")
+    with running(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        https = url.replace("http://", "https://") + "/invocations"
+        untrusting = HttpBackend(https, timeout_seconds=LOADED_MACHINE_S, batch=False)
+        try:
+            with pytest.raises(RemoteModelError) as refused:
+                await untrusting.predict(np.ones((1, gwmodels.N_FEATURES)))
+        finally:
+            await untrusting.aclose()
+        assert refused.value.reason == "connect"  # an unknown certificate is not trusted
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # as httpx reads it
+        backend = HttpBackend(https, timeout_seconds=LOADED_MACHINE_S)
+        assert backend.client_name == "lean"
+        rows = rng.normal(size=(3, gwmodels.N_FEATURES))
+        try:
+            answer = await backend.predict(rows)
+        finally:
+            await backend.aclose()
+    assert answer == gwmodels.challenger().predict_proba(rows)[:, 1].tolist()

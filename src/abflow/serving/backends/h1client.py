@@ -140,6 +140,7 @@ class H1Pool:
         *,
         max_connections: int = 64,
         headers: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -147,7 +148,9 @@ class H1Pool:
             raise ConfigError(msg)
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self._ssl = (
+            (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
+        )
         netloc = parts.netloc.rpartition("@")[2]
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._head_suffix = f" HTTP/1.1\r\nhost: {netloc}\r\n{extra}".encode("latin-1")

@@ -173,7 +173,11 @@ class HttpBackend:
         url = httpx.URL(self.url)
         if url.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(url.host):
             return None
-        return H1Pool(self.url, max_connections=max_connections, headers=headers)
+        # TLS trusts what httpx would (certifi, SSL_CERT_FILE / SSL_CERT_DIR).
+        context = httpx.create_ssl_context() if url.scheme == "https" else None
+        return H1Pool(
+            self.url, max_connections=max_connections, headers=headers, ssl_context=context
+        )
 
     @property
     def client_name(self) -> str:
