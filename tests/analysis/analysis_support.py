@@ -18,6 +18,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from abflow.spec import ExperimentSpec, spec_hash
+from abflow.store.aggregates import connect
+from abflow.store.clickhouse import create_tables, is_clickhouse_url
 from abflow.store.schema import (
     experiment_versions,
     exposures,
@@ -202,8 +204,20 @@ def simulate(
     return events
 
 
+def _engine(url: str) -> sa.Engine:
+    """SQLite, PostgreSQL and DuckDB through SQLAlchemy; ClickHouse through its own engine."""
+    return connect(url) if is_clickhouse_url(url) else sa.create_engine(url)
+
+
+def _create(engine: sa.Engine) -> None:
+    if engine.dialect.name == "clickhousedb":
+        create_tables(engine, TABLES)  # ClickHouse tables need an engine and a sort key
+    else:
+        metadata.create_all(engine, tables=TABLES)
+
+
 def write(url: str, events: Events) -> None:
-    engine = sa.create_engine(url)
+    engine = _engine(url)
     try:
         _write(engine, events)
     finally:
@@ -211,7 +225,7 @@ def write(url: str, events: Events) -> None:
 
 
 def _write(engine: sa.Engine, events: Events) -> None:
-    metadata.create_all(engine, tables=TABLES)
+    _create(engine)
     with engine.begin() as connection:
         for table, rows in (
             (exposures, events.exposures),
@@ -225,7 +239,7 @@ def _write(engine: sa.Engine, events: Events) -> None:
 
 
 def register(url: str, spec: ExperimentSpec, phase_rows: list[dict[str, Any]]) -> None:
-    engine = sa.create_engine(url)
+    engine = _engine(url)
     try:
         _register(engine, spec, phase_rows)
     finally:
@@ -233,7 +247,7 @@ def register(url: str, spec: ExperimentSpec, phase_rows: list[dict[str, Any]]) -
 
 
 def _register(engine: sa.Engine, spec: ExperimentSpec, phase_rows: list[dict[str, Any]]) -> None:
-    metadata.create_all(engine, tables=TABLES)
+    _create(engine)
     with engine.begin() as connection:
         connection.execute(
             experiment_versions.insert(),

@@ -64,3 +64,10 @@ def test_numbers_are_not_trivially_equal(reference: ExperimentResult) -> None:
     values: Any = _numbers(reference)
     assert len(values) > 100
     assert len(set(np.round(values, 9))) > 50
+
+
+def test_clickhouse_matches_sqlite(
+    events: Events, reference: ExperimentResult, tmp_path: Path
+) -> None:
+    pytest.importorskip("chdb")
+    _same(_run(f"chdb:///{tmp_path / 'events.chdb'}", events), reference)

@@ -147,7 +147,8 @@ def harmful() -> Events:
 
 
 @pytest.mark.parametrize(
-    "backend", ["sqlite", "duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
+    "backend",
+    ["sqlite", "duckdb", "clickhouse", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
 def test_paired_figures_match_an_independent_computation(
     backend: str, harmful: Events, request: pytest.FixtureRequest, tmp_path: Any
@@ -155,6 +156,7 @@ def test_paired_figures_match_an_independent_computation(
     urls = {
         "sqlite": f"sqlite:///{tmp_path / 'shadow.db'}",
         "duckdb": f"duckdb:///{tmp_path / 'shadow.duckdb'}",
+        "clickhouse": f"chdb:///{tmp_path / 'shadow.chdb'}",
     }
     url = urls.get(backend) or str(request.getfixturevalue("pg_url"))
     store_events(url, harmful)

@@ -119,7 +119,8 @@ def events() -> Events:
 
 
 @pytest.mark.parametrize(
-    "backend", ["sqlite", "duckdb", pytest.param("postgres", marks=pytest.mark.postgres)]
+    "backend",
+    ["sqlite", "duckdb", "clickhouse", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
 def test_segments_match_an_independent_computation(
     backend: str, events: Events, request: pytest.FixtureRequest, tmp_path: Path
@@ -127,6 +128,7 @@ def test_segments_match_an_independent_computation(
     urls = {
         "sqlite": f"sqlite:///{tmp_path / 'shadow.db'}",
         "duckdb": f"duckdb:///{tmp_path / 'shadow.duckdb'}",
+        "clickhouse": f"chdb:///{tmp_path / 'shadow.chdb'}",
     }
     url = urls.get(backend) or str(request.getfixturevalue("pg_url"))
     write(url, events)

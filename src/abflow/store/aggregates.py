@@ -7,8 +7,9 @@ exposure. Those few rows are all the statistics engine needs for means, proporti
 (delta method) and CUPED, and days add up to the whole phase, which is what the cumulative
 plots use.
 
-Everything is SQLAlchemy Core, so the same query runs on SQLite, PostgreSQL and DuckDB; the
-only dialect-specific piece is reading one key of ``attributes_json`` for breakdowns.
+Everything is SQLAlchemy Core, so the same query runs on SQLite, PostgreSQL, DuckDB and
+ClickHouse; the only dialect-specific piece, reading one key of ``attributes_json`` for
+breakdowns, is in :mod:`abflow.store.dialects`.
 
 An outcome logged by request id alone (``unit_id`` is ``UNRESOLVED_UNIT``: a gateway process
 that had not answered the request took it) belongs to the unit of the non-shadow prediction
@@ -30,6 +31,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from abflow.errors import InvalidArgumentError, StoreError
+from abflow.store.clickhouse import clickhouse_engine, is_clickhouse_url
+from abflow.store.dialects import json_text
 from abflow.store.engine import create_store_engine, raise_store_error
 from abflow.store.schema import (
     UNRESOLVED_UNIT,
@@ -150,6 +153,8 @@ def connect(target: Any) -> Engine:
     if isinstance(inner, Engine):
         return inner
     if target is None or isinstance(target, str):
+        if target is not None and is_clickhouse_url(target):
+            return clickhouse_engine(target)
         if target is not None and target.startswith("duckdb"):
             try:
                 return sa.create_engine(target)
@@ -192,16 +197,7 @@ def attribute_expression(
     if not key.replace("_", "").isalnum():
         msg = f"breakdown attribute {key!r} must be letters, digits and underscores"
         raise InvalidArgumentError(msg)
-    name = engine.dialect.name
-    if name == "sqlite":
-        return sa.func.json_extract(column, f"$.{key}")
-    if name == "duckdb":
-        return sa.func.json_extract_string(column, f"$.{key}")
-    if name == "postgresql":
-        extracted: sa.ColumnElement[Any] = sa.cast(column, sa.JSON)[key].as_string()
-        return extracted
-    msg = f"breakdowns are not supported on {name}"
-    raise InvalidArgumentError(msg)
+    return json_text(engine.dialect.name, column, key)
 
 
 def _units(

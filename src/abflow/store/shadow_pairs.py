@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from abflow.errors import InvalidArgumentError
 from abflow.store.aggregates import Window, attribute_expression, connect
+from abflow.store.dialects import has_correlated_lookups
 from abflow.store.engine import raise_store_error
 from abflow.store.schema import exposures, outcomes, predictions
 
@@ -108,18 +109,34 @@ def _pairs(
     label_event: str,
     window: Window,
     segment: Callable[[Any], sa.ColumnElement[Any]] | None = None,
+    *,
+    correlated: bool = True,
+    segments: sa.Subquery | None = None,
 ) -> sa.Subquery:
     """One row per request both models answered; ``segment`` builds a column from the
-    served prediction's alias (:func:`shadow_segment_totals`)."""
+    served prediction's alias (:func:`shadow_segment_totals`). ``correlated=False`` joins
+    the labels grouped by request id instead, and ``segments`` (``unit_id``, ``seg``) in
+    place of ``segment``: for dialects without correlated lookups here (ClickHouse)."""
     served = predictions.alias("served")
     shadow = predictions.alias("shadow")
     # A correlated lookup (indexed by request id), not a grouped subquery: SQLite would
     # otherwise scan the grouped labels once per pair.
-    label = (
-        sa.select(sa.func.max(outcomes.c.value))
-        .where(outcomes.c.request_id == served.c.request_id, outcomes.c.name == label_event)
-        .scalar_subquery()
-    )
+    label: sa.ColumnElement[Any]
+    labels: sa.Subquery | None = None
+    if correlated:
+        label = (
+            sa.select(sa.func.max(outcomes.c.value))
+            .where(outcomes.c.request_id == served.c.request_id, outcomes.c.name == label_event)
+            .scalar_subquery()
+        )
+    else:
+        labels = (
+            sa.select(outcomes.c.request_id, sa.func.max(outcomes.c.value).label("y"))
+            .where(outcomes.c.name == label_event)
+            .group_by(outcomes.c.request_id)
+            .subquery("labels")
+        )
+        label = labels.c.y
     # Literal filters on the shadow side only, and the served side's experiment and phase
     # behind coalesce(), so that each shadow row finds its served row through the
     # request-id index: SQLite otherwise propagates the literals and loops over both
@@ -139,6 +156,11 @@ def _pairs(
         sa.func.coalesce(served.c.phase, -1) == shadow.c.phase,
         ~served.c.is_shadow,
     )
+    source = shadow.join(served, join_on)
+    if labels is not None:
+        source = source.outerjoin(labels, labels.c.request_id == served.c.request_id)
+    if segments is not None:
+        source = source.outerjoin(segments, segments.c.unit_id == served.c.unit_id)
     return (
         sa.select(
             shadow.c.variant.label("variant"),
@@ -151,8 +173,9 @@ def _pairs(
             shadow.c.error.label("e1"),
             label.label("y"),
             *([] if segment is None else [segment(served).label("seg")]),
+            *([] if segments is None else [segments.c.seg.label("seg")]),
         )
-        .select_from(shadow.join(served, join_on))
+        .select_from(source)
         .where(*conditions)
         .subquery("pairs")
     )
@@ -261,7 +284,8 @@ def shadow_pair_totals(
         msg = f"bin widths must be positive, got {diff_bin_width} and {latency_bin_ms}"
         raise InvalidArgumentError(msg)
     engine = connect(target)
-    pairs = _pairs(experiment_key, phase, label_event, window or Window())
+    correlated = has_correlated_lookups(engine.dialect.name)
+    pairs = _pairs(experiment_key, phase, label_event, window or Window(), correlated=correlated)
     c = pairs.c
     scored = sa.and_(c.e0.is_(None), c.e1.is_(None), c.s0.is_not(None), c.s1.is_not(None))
     queries = {
@@ -331,7 +355,23 @@ def shadow_segment_totals(
             .scalar_subquery()
         )
 
-    pairs = _pairs(experiment_key, phase, label_event, window or Window(), segment)
+    if has_correlated_lookups(engine.dialect.name):
+        pairs = _pairs(experiment_key, phase, label_event, window or Window(), segment)
+    else:
+        first_values = (
+            sa.select(e.c.unit_id, sa.func.min(value).label("seg"))
+            .where(e.c.experiment_key == experiment_key, e.c.phase == phase)
+            .group_by(e.c.unit_id)
+            .subquery("segments")
+        )
+        pairs = _pairs(
+            experiment_key,
+            phase,
+            label_event,
+            window or Window(),
+            correlated=False,
+            segments=first_values,
+        )
     query = _totals_query(pairs, threshold, by_segment=True)
     try:
         with engine.connect() as connection:
