@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -22,6 +23,7 @@ __all__ = [
     "UNRESOLVED_UNIT",
     "EventKind",
     "EventSink",
+    "PredictionEvent",
     "append_events",
     "exposure_row",
     "new_id",
@@ -107,45 +109,64 @@ def exposure_row(
     }
 
 
-def prediction_row(
-    *,
-    request_id: str,
-    experiment_key: str,
-    phase: int,
-    unit_id: str,
-    variant: str,
-    model_version: str,
-    latency_ms: float,
-    outputs: list[Any] | None,
-    features_hash: str | None,
-    is_fallback: bool = False,
-    is_shadow: bool = False,
-    error: str | None = None,
-    ts: float | None = None,
-) -> dict[str, Any]:
-    """One model call for one request; ``score`` is set when it produced a single number."""
-    score: float | None = None
-    if outputs is not None and len(outputs) == 1:
-        value = outputs[0]
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            score = float(value)
-    return {
-        "event_id": new_id(),
-        "ts": time.time() if ts is None else ts,
-        "request_id": request_id,
-        "experiment_key": experiment_key,
-        "phase": phase,
-        "unit_id": unit_id,
-        "variant": variant,
-        "model_version": model_version,
-        "latency_ms": latency_ms,
-        "is_fallback": is_fallback,
-        "is_shadow": is_shadow,
-        "score": score,
-        "output_json": orjson.dumps(outputs).decode() if outputs is not None else None,
-        "features_hash": features_hash,
-        "error": error,
-    }
+@dataclass(frozen=True, slots=True)
+class PredictionEvent:
+    """One model call for one request: the served answer, or a shadow copy of it.
+
+    The gateway builds the served one; a shadow copy is the same request with its own
+    variant, model, answer and latency (``dataclasses.replace``), so the two always agree on
+    the request, unit, phase and features they pair on.
+    """
+
+    request_id: str
+    experiment_key: str
+    phase: int
+    unit_id: str
+    variant: str
+    model_version: str
+    latency_ms: float
+    outputs: list[Any] | None
+    features_hash: str | None
+    is_fallback: bool = False
+    is_shadow: bool = False
+    error: str | None = None
+    ts: float | None = None
+
+    @property
+    def score(self) -> float | None:
+        """The answer as one number, when it is a single number (else None)."""
+        if self.outputs is not None and len(self.outputs) == 1:
+            value = self.outputs[0]
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        return None
+
+    def row(self) -> dict[str, Any]:
+        """The ``predictions`` table row, with a fresh event id."""
+        return {
+            "event_id": new_id(),
+            "ts": time.time() if self.ts is None else self.ts,
+            "request_id": self.request_id,
+            "experiment_key": self.experiment_key,
+            "phase": self.phase,
+            "unit_id": self.unit_id,
+            "variant": self.variant,
+            "model_version": self.model_version,
+            "latency_ms": self.latency_ms,
+            "is_fallback": self.is_fallback,
+            "is_shadow": self.is_shadow,
+            "score": self.score,
+            "output_json": orjson.dumps(self.outputs).decode()
+            if self.outputs is not None
+            else None,
+            "features_hash": self.features_hash,
+            "error": self.error,
+        }
+
+
+def prediction_row(**fields: Any) -> dict[str, Any]:
+    """``PredictionEvent(**fields).row()``: a prediction row in one call, for scripts and tests."""
+    return PredictionEvent(**fields).row()
 
 
 def outcome_row(

@@ -33,10 +33,10 @@ from abflow.events.sink import (
     DEFAULT_VARIANT,
     EventKind,
     EventSink,
+    PredictionEvent,
     append_events,
     exposure_row,
     new_id,
-    prediction_row,
 )
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
@@ -341,25 +341,21 @@ class Gateway:
                     ),
                 )
             )
-        events.append(
-            (
-                "prediction",
-                prediction_row(
-                    request_id=request_id,
-                    experiment_key=spec.key,
-                    phase=live.phase,
-                    unit_id=unit_id,
-                    variant=variant,
-                    model_version=backend.version,
-                    latency_ms=latency * 1000.0,
-                    outputs=outputs,
-                    features_hash=features_hash,
-                    is_fallback=is_fallback,
-                    error=error,
-                ),
-            )
+        prediction = PredictionEvent(
+            request_id=request_id,
+            experiment_key=spec.key,
+            phase=live.phase,
+            unit_id=unit_id,
+            variant=variant,
+            model_version=backend.version,
+            latency_ms=latency * 1000.0,
+            outputs=outputs,
+            features_hash=features_hash,
+            is_fallback=is_fallback,
+            error=error,
         )
-        if len(outputs) == 1 and events[-1][1]["score"] is None:
+        events.append(("prediction", prediction.row()))
+        if len(outputs) == 1 and prediction.score is None:
             self._flag_unscored(spec.key, variant, backend.version, outputs[0])
         if in_experiment and not is_fallback:  # the variant's own model answered
             samples = self.sampler.offer(
@@ -375,7 +371,7 @@ class Gateway:
             events.extend(("sample", row) for row in samples)
         append_events(self.events, events)  # one journal write: durable before the answer
         self._remember(request_id, unit_id, spec.key)
-        self.shadow.mirror_request(live, rows, request_id, unit_id, features_hash)
+        self.shadow.mirror_request(live, rows, prediction)
         single = prepared.single
         return {
             "request_id": request_id,

@@ -16,12 +16,13 @@ paired analysis, which reads only requests both models answered, sees an unbiase
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Protocol
 
 import numpy as np
 
-from abflow.events.sink import EventSink, prediction_row
+from abflow.events.sink import EventSink, PredictionEvent
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.routing.hashing import bucket_hash
 from abflow.serving.live import LiveExperiment
@@ -74,48 +75,29 @@ class ShadowMirror:
         return len(self._tasks)
 
     def mirror_request(
-        self,
-        live: LiveExperiment,
-        rows: np.ndarray,
-        request_id: str,
-        unit_id: str,
-        features_hash: str | None = None,
+        self, live: LiveExperiment, rows: np.ndarray, served: PredictionEvent
     ) -> None:
         """Schedule copies for every mirrored variant, if the request is in the sample; each
-        scores the served rows and logs their ``features_hash``."""
-        if not live.shadow or not is_sampled(live.spec, request_id, unit_id):
+        scores the served rows and is logged as the served prediction's shadow."""
+        if not live.shadow or not is_sampled(live.spec, served.request_id, served.unit_id):
             return
         for index in sorted(live.shadow):
-            self.mirror(live, index, rows, request_id, unit_id, features_hash)
+            self.mirror(live, index, rows, served)
 
     def mirror(
-        self,
-        live: LiveExperiment,
-        index: int,
-        rows: np.ndarray,
-        request_id: str,
-        unit_id: str,
-        features_hash: str | None = None,
+        self, live: LiveExperiment, index: int, rows: np.ndarray, served: PredictionEvent
     ) -> None:
         """Schedule a copy of the request for variant ``index``; returns at once."""
         variant = live.spec.variants[index].name
         if len(self._tasks) >= self.max_in_flight:
             self._gateway.metrics.shadow.labels(live.key, variant, "dropped").inc()
             return
-        task = asyncio.get_running_loop().create_task(
-            self._run(live, index, rows, request_id, unit_id, features_hash)
-        )
+        task = asyncio.get_running_loop().create_task(self._run(live, index, rows, served))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run(
-        self,
-        live: LiveExperiment,
-        index: int,
-        rows: np.ndarray,
-        request_id: str,
-        unit_id: str,
-        features_hash: str | None,
+        self, live: LiveExperiment, index: int, rows: np.ndarray, served: PredictionEvent
     ) -> None:
         gateway = self._gateway
         backend = live.backends[index]
@@ -131,22 +113,18 @@ class ShadowMirror:
         outcome = "ok" if error is None else "error"
         gateway.metrics.shadow.labels(live.key, variant, outcome).inc()
         try:
-            gateway.events.append(
-                "prediction",
-                prediction_row(
-                    request_id=request_id,
-                    experiment_key=live.key,
-                    phase=live.phase,
-                    unit_id=unit_id,
-                    variant=variant,
-                    model_version=backend.version,
-                    latency_ms=latency * 1000.0,
-                    outputs=outputs,
-                    features_hash=features_hash,
-                    is_shadow=True,
-                    error=error,
-                ),
+            copy = dataclasses.replace(
+                served,
+                variant=variant,
+                model_version=backend.version,
+                latency_ms=latency * 1000.0,
+                outputs=outputs,
+                is_fallback=False,
+                is_shadow=True,
+                error=error,
+                ts=None,
             )
+            gateway.events.append("prediction", copy.row())
         except Exception:  # the event log is closing: the shadow copy is best effort
             gateway.metrics.shadow.labels(live.key, variant, "dropped").inc()
 
