@@ -209,10 +209,25 @@ async def test_lean_client_keeps_one_connection_alive_and_sends_static_headers(
     assert {h["x-api-key"] for h in seen.headers} == {"k1"}
 
 
-async def test_an_auth_hook_computed_per_request_goes_through_httpx(odd_url: str) -> None:
-    backend = HttpBackend(f"{odd_url}/invocations", auth=HeaderAuth(lambda request: {}))
-    assert backend.client_name == "httpx"
-    await backend.aclose()
+async def test_what_the_lean_client_cannot_do_goes_through_httpx(
+    odd_url: str, seen: Seen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = HttpBackend(f"{odd_url}/invocations", auth=HeaderAuth(lambda request: {}))
+    _reset(seen)
+    basic = HttpBackend(
+        odd_url.replace("http://", "http://user:pw@") + "/invocations",
+        timeout_seconds=LOADED_MACHINE_S,
+    )
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    proxied = HttpBackend(f"{odd_url}/invocations")
+    try:
+        assert [b.client_name for b in (hook, basic, proxied)] == ["httpx"] * 3
+        assert await basic.predict(np.ones((1, 2))) == [2.0]
+    finally:
+        for backend in (hook, basic, proxied):
+            await backend.aclose()
+    assert seen.headers[0]["authorization"] == "Basic dXNlcjpwdw=="  # user:pw, as httpx sends
 
 
 async def test_lean_client_reads_chunked_answers_as_httpx_does(

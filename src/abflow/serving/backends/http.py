@@ -166,11 +166,12 @@ class HttpBackend:
         max_connections: int,
     ) -> H1Pool | None:
         """The lean client when it can do all this backend needs: no injected transport,
-        no auth beyond static headers, no proxy configured for the URL (else httpx)."""
+        no auth beyond static headers, no user info in the URL (httpx sends it as Basic
+        auth), no proxy configured for the URL (else httpx)."""
         headers = auth.static_headers if isinstance(auth, HeaderAuth) else None
-        if transport is not None or (auth is not None and headers is None):
-            return None
         url = httpx.URL(self.url)
+        if transport is not None or (auth is not None and headers is None) or url.userinfo:
+            return None
         if url.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(url.host):
             return None
         # TLS trusts what httpx would (certifi, SSL_CERT_FILE / SSL_CERT_DIR).
