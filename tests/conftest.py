@@ -8,6 +8,13 @@ example that takes 200 ms, which a loaded 2-core machine misses on innocent code
 from __future__ import annotations
 
 import os
+
+# One thread per native math library (OpenMP in scikit-learn's gradient boosting, OpenBLAS in
+# numpy), set before numpy loads and inherited by every gateway and CLI the tests start. On a
+# busy 2-core machine their default (one spinning thread per core) made a 0.4 s fit take 4-5 s;
+# pytest -n 2 runs one process per core anyway. An explicit setting in the environment wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
