@@ -38,12 +38,12 @@ from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
 from abflow.stats.corrections import adjust_p_values
 from abflow.stats.poststrat import compare_post_stratified
 from abflow.store.aggregates import (
-    Catalog,
+    ExperimentHistory,
     GroupKey,
     Moments,
     PhaseInfo,
     connect,
-    experiment_catalog,
+    experiment_history,
 )
 from abflow.store.early_outcomes import early_outcomes
 
@@ -52,17 +52,19 @@ __all__ = ["AnalysisOptions", "analyze"]
 SECONDS_PER_DAY = 86400.0
 
 
-def _load(target: Any, key: str, spec: ExperimentSpec | None) -> tuple[ExperimentSpec, Catalog]:
-    catalog = experiment_catalog(target, key)
+def _load(
+    target: Any, key: str, spec: ExperimentSpec | None
+) -> tuple[ExperimentSpec, ExperimentHistory]:
+    history = experiment_history(target, key)
     if spec is None:
-        if catalog.spec_json is None:
+        if history.spec_json is None:
             msg = f"experiment {key!r} is not registered in the store; pass its spec file"
             raise ExperimentNotFoundError(msg)
-        spec = parse_experiment(orjson.loads(catalog.spec_json), f"store:{key}")
-    if not catalog.phases:
+        spec = parse_experiment(orjson.loads(history.spec_json), f"store:{key}")
+    if not history.phases:
         msg = f"experiment {key!r} has no phases and no exposures in the store yet"
         raise ExperimentNotFoundError(msg)
-    return spec, catalog
+    return spec, history
 
 
 def _finalise(run: MetricRun, metrics: list[MetricResult]) -> list[MetricResult]:
@@ -160,11 +162,11 @@ def _replace(record: Any, **changes: Any) -> Any:
 
 
 def _early_outcome_warnings(
-    engine: Any, spec: ExperimentSpec, catalog: Catalog, phase: PhaseInfo
+    engine: Any, spec: ExperimentSpec, history: ExperimentHistory, phase: PhaseInfo
 ) -> list[str]:
     """A warning when outcomes sent for this experiment are dated before it began: they never
     count, but they mean reused unit ids or a sender's clock is off."""
-    began = catalog.phases[0].started_at if catalog.phases else None
+    began = history.phases[0].started_at if history.phases else None
     if began is None:
         return []
     early = early_outcomes(engine, spec.key, phase.phase, began)
@@ -178,17 +180,17 @@ def _early_outcome_warnings(
     ]
 
 
-def _pick_phase(catalog: Catalog, phase: int | None, key: str) -> PhaseInfo:
+def _pick_phase(history: ExperimentHistory, phase: int | None, key: str) -> PhaseInfo:
     """The phase asked for (default: the latest); an open phase ends where the next begins."""
-    index = len(catalog.phases) - 1
+    index = len(history.phases) - 1
     if phase is not None:
-        numbers = [p.phase for p in catalog.phases]
+        numbers = [p.phase for p in history.phases]
         if phase not in numbers:
             msg = f"phase: experiment {key!r} has no phase {phase}; phases are {numbers}"
             raise InvalidArgumentError(msg)
         index = numbers.index(phase)
-    chosen = catalog.phases[index]
-    following = catalog.phases[index + 1] if index + 1 < len(catalog.phases) else None
+    chosen = history.phases[index]
+    following = history.phases[index + 1] if index + 1 < len(history.phases) else None
     if chosen.ended_at is None and following is not None and following.started_at is not None:
         return dataclasses.replace(chosen, ended_at=following.started_at)
     return chosen
@@ -225,8 +227,8 @@ def _analyze(
 
     key = experiment if isinstance(experiment, str) else experiment.key
     given = None if isinstance(experiment, str) else experiment
-    spec, catalog = _load(engine, key, given)
-    phase = _pick_phase(catalog, options.phase, key)
+    spec, history = _load(engine, key, given)
+    phase = _pick_phase(history, options.phase, key)
     windowed = [m.name for m in spec.metrics if m.window is not None]
     if options.rollups and windowed:
         # A rollup folds every outcome after first exposure; windows need the raw events.
@@ -276,7 +278,7 @@ def _analyze(
         warnings.append(
             f"{run.mixed} units saw more than one variant in this phase and were left out"
         )
-    warnings.extend(_early_outcome_warnings(engine, spec, catalog, phase))
+    warnings.extend(_early_outcome_warnings(engine, spec, history, phase))
     shadow = run.shadow()
     warnings.extend(feature_identity_warnings(shadow))
     decision = decide(spec, metrics, srm, run.control)
@@ -289,7 +291,7 @@ def _analyze(
     }
     provenance = Provenance(
         experiment_key=spec.key,
-        spec_version=catalog.spec_version if given is None else phase.spec_version,
+        spec_version=history.spec_version if given is None else phase.spec_version,
         spec_hash=spec_hash(spec),
         phase=phase.phase,
         window_start=window_start,
@@ -303,7 +305,7 @@ def _analyze(
         experiment_key=spec.key,
         name=spec.name or spec.key,
         phase=phase.phase,
-        phases=[p.phase for p in catalog.phases],
+        phases=[p.phase for p in history.phases],
         method=spec.analysis.method,
         alpha=spec.analysis.alpha,
         correction=spec.analysis.correction,

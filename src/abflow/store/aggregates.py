@@ -46,7 +46,7 @@ from abflow.store.schema import (
 __all__ = [
     "CELL_SEPARATOR",
     "PREDICTION_COLUMNS",
-    "Catalog",
+    "ExperimentHistory",
     "Moments",
     "OutcomeColumn",
     "PhaseInfo",
@@ -55,7 +55,7 @@ __all__ = [
     "collect_moments",
     "connect",
     "day_of",
-    "experiment_catalog",
+    "experiment_history",
     "histogram",
     "moment_select",
     "outcome_timing",
@@ -661,7 +661,7 @@ class PhaseInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Catalog:
+class ExperimentHistory:
     """What the store knows of an experiment: its latest spec and its phases, oldest first."""
 
     spec_json: str | None
@@ -684,7 +684,7 @@ def _phases_seen(connection: Connection, experiment_key: str) -> list[int]:
         found.append(int(number))
 
 
-def experiment_catalog(target: Any, experiment_key: str) -> Catalog:
+def experiment_history(target: Any, experiment_key: str) -> ExperimentHistory:
     """The latest registered spec and every phase; phases seen only in exposures are included."""
     engine = connect(target)
     v, ph = experiment_versions, phases
@@ -714,7 +714,7 @@ def experiment_catalog(target: Any, experiment_key: str) -> Catalog:
         )
     for number in seen:
         known.setdefault(int(number), PhaseInfo(int(number), None, None, None, None, None))
-    return Catalog(
+    return ExperimentHistory(
         spec_json=None if latest is None else str(latest.spec_json),
         spec_version=None if latest is None else int(latest.version),
         spec_hash=None if latest is None else str(latest.spec_hash),
