@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import NullPool
 
 from abflow.errors import StoreError
 
@@ -70,7 +71,11 @@ def clickhouse_engine(url: str) -> Engine:
                 raise StoreError(msg)
             # The DB-API connection passes unknown keywords on as ClickHouse settings.
             args: dict[str, Any] = {"dsn": f"chdb://{path}", **CLICKHOUSE_SETTINGS}
-            return sa.create_engine("clickhousedb://", connect_args=args, **_ENGINE_OPTIONS)
+            # chDB opens one folder per process at a time, and only while a connection is
+            # open: pooled connections would keep it from opening another store's folder.
+            return sa.create_engine(
+                "clickhousedb://", connect_args=args, poolclass=NullPool, **_ENGINE_OPTIONS
+            )
         parsed = make_url(url)
         secure = _SERVER.get(scheme, parsed.query.get("secure") in ("true", "1"))
         target = parsed.set(drivername="clickhousedb")
