@@ -194,8 +194,8 @@ def monitor(
     """Feature drift, prediction drift, skew between variants and quality, per window.
 
     Results go to the store (history for the dashboard and reports) and to Prometheus gauges.
-    With --once: exit 1 when the latest window of an experiment raised an alarm, 2 when an
-    experiment could not be monitored (the others still are).
+    With --once: exit 1 when an experiment's latest window raised an alarm.
+    Exit 2 when an experiment could not be monitored (the others still are).
     Example: [bold]abflow monitor fraud-model-v2 --once[/]
     """
     from abflow.monitoring.monitor import MonitorOptions, monitor_experiment
