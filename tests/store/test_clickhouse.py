@@ -13,6 +13,7 @@ from numpy.testing import assert_allclose
 from abflow.errors import StoreError
 from abflow.store.aggregates import OutcomeColumn, connect, unit_moments
 from abflow.store.clickhouse import clickhouse_engine, create_tables, is_clickhouse_url
+from abflow.store.clickhouse_writer import ClickHouseWriter
 from abflow.store.schema import exposures, outcomes
 
 pytest.importorskip("chdb")
@@ -121,3 +122,39 @@ def test_a_server_url_compiles_with_the_clickhouse_dialect() -> None:
     assert engine.dialect.name == "clickhousedb"
     assert engine.url.host == "ch.internal"
     assert engine.url.database == "abflow"
+
+
+def test_the_writer_stores_each_event_id_once(tmp_path: Path, rng: np.random.Generator) -> None:
+    # The loader's contract (events.ingest.RowWriter): new rows counted exactly, a redelivered
+    # batch stores nothing, a batch that repeats an id stores it once.
+    exposed, done = _rows(rng)
+    writer = ClickHouseWriter(f"chdb:///{tmp_path / 'store.chdb'}")
+    assert writer.write_events("exposure", exposed[:150]) == 150
+    assert writer.write_events("exposure", exposed) == 50
+    assert writer.write_events("exposure", exposed) == 0
+    assert writer.write_events("outcome", [*done, *done[:10]]) == len(done)
+    with writer.engine.connect() as connection:
+        counts = connection.execute(
+            sa.text("SELECT (SELECT count() FROM exposures), (SELECT count() FROM outcomes)")
+        ).one()
+    assert tuple(counts) == (len(exposed), len(done))
+    moments, _ = unit_moments(writer.engine, "k", 1, [OutcomeColumn("revenue", "buy")])
+    assert sum(m.n for m in moments.values()) == len(exposed)
+    assert_allclose(
+        sum(m.total("revenue") for m in moments.values()),
+        sum(
+            float(str(r["value"])) for r in done if r["unit_id"] in {e["unit_id"] for e in exposed}
+        ),
+        rtol=1e-9,
+    )
+    writer.engine.dispose()
+
+
+def test_the_writer_refuses_what_the_store_refuses(tmp_path: Path) -> None:
+    writer = ClickHouseWriter(f"chdb:///{tmp_path / 'store.chdb'}")
+    row = {"event_id": "x", "ts": START, "experiment_key": "k", "phase": 1, "unit_id": "u"}
+    with pytest.raises(StoreError, match="variant"):
+        writer.write_events("exposure", [row])
+    with pytest.raises(StoreError, match="unknown event kind"):
+        writer.write_events("click", [row])
+    writer.engine.dispose()
