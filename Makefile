@@ -22,6 +22,12 @@ MAKE_VENV := $(PYTHON) -m venv $(VENV)
 INSTALL   := $(BIN)/python -m pip install --progress-bar on --no-compile
 endif
 
+# The tests start Python often (the CLI, gateways and their workers, MLflow's scoring server):
+# with PYTHONDONTWRITEBYTECODE set (as in many CI images) every one of them compiled MLflow,
+# pandas and SciPy from source again, a third of test_cli_exit_codes.py's CPU time. The test
+# targets let Python keep its bytecode (__pycache__, ignored by git).
+PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
+
 .PHONY: demo test test-fast check format lint types pytest bench clean install install-runtime
 
 $(RUNTIME_STAMP): pyproject.toml
@@ -52,13 +58,13 @@ test: $(DEV_STAMP)
 # Everything but the tests marked slow (fuzzing, subprocess fleets): for the edit-test loop.
 # make test and .ci/run always run the whole suite.
 test-fast: $(DEV_STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(PYTEST) -q -m "not slow"
 
 check: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(PYTEST) -q
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests bench
