@@ -400,3 +400,22 @@ async def test_lean_client_speaks_tls_trusting_what_httpx_trusts(
         finally:
             await backend.aclose()
     assert answer == gwmodels.challenger().predict_proba(rows)[:, 1].tolist()
+
+
+async def test_a_request_on_a_connection_closing_under_it_is_sent_again_on_a_fresh_one(
+    odd_url: str, seen: Seen
+) -> None:
+    _reset(seen)
+    pool = H1Pool(odd_url)
+    body = b'{"inputs": [[1, 2]]}'
+    try:
+        await pool.request("POST", "/invocations", body)
+        (idle,) = pool._idle
+        assert idle.transport is not None
+        idle.transport.close()  # the race: closed, but not yet reported lost
+        answer = await pool.request("POST", "/invocations", body)
+    finally:
+        await pool.aclose()
+    assert orjson.loads(answer.content) == {"predictions": [3]}
+    assert len(seen.ports) == 2
+    assert len(set(seen.ports)) == 2

@@ -97,10 +97,13 @@ class _Connection(asyncio.Protocol):
     # the client's side
     def send(self, data: bytes) -> asyncio.Future[H1Response]:
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
-        self._waiter = loop.create_future()
         self._chunks = []
         self._received = self._headers_done = self._framed = False
+        if self.transport.is_closing():  # closed under us since it went idle
+            msg = "the connection is closing"
+            raise ConnectionResetError(msg)
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
         self.transport.write(data)
         return self._waiter
 
