@@ -110,3 +110,14 @@ def test_a_wide_terminal_keeps_one_table(store: tuple[str, ExperimentResult, Any
     header = next(line for line in text.splitlines() if "95% interval" in line)
     assert header.split("┃")[2:4] == ["   control ", " treatment "]
     assert "…" not in text
+
+
+@pytest.mark.slow  # a real `abflow analyze` process
+def test_verdict_reasons_wrap_inside_their_panel(store: tuple[str, ExperimentResult, Any]) -> None:
+    url, result, _ = store
+    text = run_analyze(url, 60)  # narrower than every reason: each must wrap, none be cut
+    assert max(len(reason) for reason in result.decision.reasons) > 60 - 6
+    boxed = " ".join(line.strip("│ ") for line in text.splitlines() if line.startswith("│"))
+    flat = " ".join(boxed.split())
+    for reason in [result.decision.summary, *result.decision.reasons]:
+        assert " ".join(reason.split()) in flat, reason

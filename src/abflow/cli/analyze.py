@@ -86,7 +86,7 @@ def analyze(
     )
     result = run_analysis(url, target, options)
     if output_format is ReportFormat.table and output is None:
-        out_console.print(table_renderable(result))
+        out_console.print(table_renderable(result), soft_wrap=False)  # wrap panel text
         return
     renderers = {
         ReportFormat.table: render_table,

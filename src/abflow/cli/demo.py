@@ -68,7 +68,7 @@ def demo(
         use_registry=not no_registry,
     )
     outcome = run_demo(options, out_console)
-    out_console.print(table_renderable(outcome.result))
+    out_console.print(table_renderable(outcome.result), soft_wrap=False)  # wrap panel text
     winner = outcome.winner or "no variant yet"
     lines = [
         f"Winner: {winner}. {outcome.summary}",
