@@ -8,7 +8,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import numpy as np
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from abflow.spec import ExperimentSpec, parse_experiment
 
@@ -66,6 +69,44 @@ def experiment(**overrides: Any) -> ExperimentSpec:
     }
     data.update(overrides)
     return parse_experiment(data)
+
+
+def remote_experiment(url: str) -> ExperimentSpec:
+    """An experiment that sends every unit to the model server at ``url`` (the in-process
+    control model answers only as the fallback)."""
+    return experiment(
+        variants=[
+            {"name": "control", "model": "python:gwmodels:control"},
+            {"name": "remote", "model": url},
+        ],
+        weights=[0.0, 1.0],
+    )
+
+
+async def predict_each(
+    client: httpx.AsyncClient, token: str, rows: np.ndarray
+) -> list[dict[str, Any]]:
+    """POST one predict request per row, one after the other (unit ``u<i>``); all must be 200."""
+    bodies = []
+    for i, row in enumerate(rows):
+        response = await client.post(
+            "/v1/predict",
+            json={"unit_id": f"u{i}", "features": row.tolist()},
+            headers=auth(token),
+        )
+        assert response.status_code == 200, response.text
+        bodies.append(response.json())
+    return bodies
+
+
+def metric_samples(text: str, name: str) -> list[Sample]:
+    """The samples named ``name`` in a ``/metrics`` exposition."""
+    return [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
 
 
 AppFactory = Callable[..., Awaitable[httpx.AsyncClient]]

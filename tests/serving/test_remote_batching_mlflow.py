@@ -10,13 +10,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from gateway_support import AppFactory, MemoryEvents, auth, experiment
+from gateway_support import AppFactory, MemoryEvents, auth, metric_samples, remote_experiment
 from mlflow_server import COLUMNS, ServedModel
-from prometheus_client.parser import text_string_to_metric_families
 
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
-from abflow.spec import ExperimentSpec
 
 # slow: the scoring server takes 15-30 s to start on a busy machine (once per session: the
 # `served` fixture of conftest.py).
@@ -24,16 +22,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 N_CONCURRENT = 48
 LOADED_MACHINE_MS = 60_000.0
-
-
-def _spec(url: str) -> ExperimentSpec:
-    return experiment(
-        variants=[
-            {"name": "control", "model": "python:gwmodels:control"},
-            {"name": "remote", "model": url},
-        ],
-        weights=[0.0, 1.0],
-    )
 
 
 async def _concurrently(
@@ -51,15 +39,6 @@ async def _concurrently(
     )
     assert [r.status_code for r in responses] == [200] * len(rows)
     return [r.json() for r in responses]
-
-
-def _samples(text: str, name: str) -> list[Any]:
-    return [
-        sample
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    ]
 
 
 async def test_concurrent_requests_answer_as_the_server_answers_each_row_alone(
@@ -82,7 +61,7 @@ async def test_concurrent_requests_answer_as_the_server_answers_each_row_alone(
     options = BackendOptions(
         columns=list(COLUMNS), output="proba", class_index=1, timeout_ms=LOADED_MACHINE_MS
     )
-    client = await make_client(_spec(served.url), backends={served.url: options})
+    client = await make_client(remote_experiment(served.url), backends={served.url: options})
     bodies = await _concurrently(client, tokens[Role.SERVICE], rows)
 
     assert [b["is_fallback"] for b in bodies] == [False] * N_CONCURRENT
@@ -99,7 +78,7 @@ async def test_concurrent_requests_answer_as_the_server_answers_each_row_alone(
     metrics = (await client.get("/metrics", headers=auth(tokens[Role.VIEWER]))).text
     calls = [
         s.value
-        for s in _samples(metrics, "abflow_batch_rows_count")
+        for s in metric_samples(metrics, "abflow_batch_rows_count")
         if s.labels["model"] == served.url
     ]
     assert calls
@@ -116,7 +95,7 @@ async def test_a_refused_batch_falls_back_per_request_each_with_its_reason(
     # No columns: {"inputs": rows}, which the signature refuses (HTTP 400) in any batch.
     # A circuit kept closed and a generous timeout: one reason, even on a loaded machine.
     options = BackendOptions(failure_threshold=1000, timeout_ms=LOADED_MACHINE_MS)
-    client = await make_client(_spec(served.url), backends={served.url: options})
+    client = await make_client(remote_experiment(served.url), backends={served.url: options})
     bodies = await _concurrently(
         client, tokens[Role.SERVICE], rng.normal(size=(N_CONCURRENT, len(COLUMNS)))
     )
@@ -129,5 +108,7 @@ async def test_a_refused_batch_falls_back_per_request_each_with_its_reason(
         assert error.startswith(f"status_4xx: model server {served.url} answered 400: ")
         assert "Model is missing inputs ['f0', 'f1', 'f2', 'f3']" in error
     metrics = (await client.get("/metrics", headers=auth(tokens[Role.VIEWER]))).text
-    fallbacks = {s.labels["reason"]: s.value for s in _samples(metrics, "abflow_fallbacks_total")}
+    fallbacks = {
+        s.labels["reason"]: s.value for s in metric_samples(metrics, "abflow_fallbacks_total")
+    }
     assert fallbacks == {"status_4xx": float(N_CONCURRENT)}

@@ -14,14 +14,19 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from gateway_support import AppFactory, MemoryEvents, auth, experiment
+from gateway_support import (
+    AppFactory,
+    MemoryEvents,
+    auth,
+    metric_samples,
+    predict_each,
+    remote_experiment,
+)
 from mlflow_server import COLUMNS, ServedModel
-from prometheus_client.parser import text_string_to_metric_families
 
 from abflow.registry.resolve import input_columns
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
-from abflow.spec import ExperimentSpec
 
 # slow: the scoring server takes 15-30 s to start on a busy machine (once per session: the
 # `served` fixture of conftest.py).
@@ -30,35 +35,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 N_REQUESTS = 12
 
 
-def _spec(url: str) -> ExperimentSpec:
-    return experiment(
-        variants=[
-            {"name": "control", "model": "python:gwmodels:control"},
-            {"name": "remote", "model": url},
-        ],
-        weights=[0.0, 1.0],
-    )
-
-
-async def _send(client: httpx.AsyncClient, token: str, rows: np.ndarray) -> list[dict[str, Any]]:
-    bodies = []
-    for i, row in enumerate(rows):
-        response = await client.post(
-            "/v1/predict",
-            json={"unit_id": f"u{i}", "features": row.tolist()},
-            headers=auth(token),
-        )
-        assert response.status_code == 200, response.text
-        bodies.append(response.json())
-    return bodies
-
-
 def _fallback_counts(text: str) -> dict[str, float]:
     return {
         sample.labels["reason"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "abflow_fallbacks_total"
+        for sample in metric_samples(text, "abflow_fallbacks_total")
     }
 
 
@@ -85,9 +65,9 @@ async def test_dataframe_signature_model_answers_like_its_own_predict_proba(
         if source == "columns"
         else BackendOptions(signature_from=served.reference, output="proba", class_index=1)
     )
-    client = await make_client(_spec(served.url), backends={served.url: options})
+    client = await make_client(remote_experiment(served.url), backends={served.url: options})
     rows = rng.normal(size=(N_REQUESTS, len(COLUMNS)))
-    bodies = await _send(client, tokens[Role.SERVICE], rows)
+    bodies = await predict_each(client, tokens[Role.SERVICE], rows)
 
     model = joblib.load(served.pickle_path)
     # One request, one row, one frame built from lists, as the server builds it: BLAS rounds
@@ -114,9 +94,9 @@ async def test_a_refused_payload_falls_back_and_says_why(
 ) -> None:
     # No columns: abflow sends {"inputs": rows}, which the signature refuses (HTTP 400).
     options = BackendOptions(failure_threshold=1000)  # keep the circuit closed: one reason
-    client = await make_client(_spec(served.url), backends={served.url: options})
+    client = await make_client(remote_experiment(served.url), backends={served.url: options})
     with caplog.at_level(logging.WARNING, logger="abflow.serving.gateway"):
-        bodies = await _send(client, tokens[Role.SERVICE], rng.normal(size=(N_REQUESTS, 4)))
+        bodies = await predict_each(client, tokens[Role.SERVICE], rng.normal(size=(N_REQUESTS, 4)))
 
     assert [b["is_fallback"] for b in bodies] == [True] * N_REQUESTS
     errors = [p["error"] for p in events.rows["prediction"]]

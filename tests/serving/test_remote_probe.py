@@ -17,7 +17,7 @@ import gwmodels
 import httpx
 import orjson
 import pytest
-from gateway_support import AppFactory, MemoryEvents, auth, experiment, serve
+from gateway_support import AppFactory, MemoryEvents, auth, experiment, remote_experiment, serve
 from model_server import free_port, running
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,7 +31,6 @@ from abflow.serving.app import create_app
 from abflow.serving.backends import BackendOptions
 from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.settings import GatewayConfig, GatewaySettings
-from abflow.spec import ExperimentSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -66,10 +65,6 @@ def _spec(url: str, key: str = "probed") -> dict[str, Any]:
         ],
         "weights": [0.5, 0.5],
     }
-
-
-def _config_spec(url: str) -> ExperimentSpec:
-    return experiment(variants=_spec(url)["variants"], weights=[0.0, 1.0])
 
 
 async def _failing(client: httpx.AsyncClient, want: int, timeout_seconds: float = 60.0) -> Any:
@@ -184,7 +179,7 @@ async def test_readyz_probes_configured_backends_in_the_background(
 ) -> None:
     narrow, fitting = narrow_server + VERTEX, fitting_server + VERTEX
     client = await make_client(
-        _config_spec(narrow),
+        remote_experiment(narrow),
         experiment(key="fine", variants=_spec(fitting)["variants"]),
         backends={
             narrow: BackendOptions(protocol="vertex"),
@@ -276,7 +271,9 @@ async def test_a_backend_that_recovers_leaves_the_list(
         url = base + "/invocations"
         app = create_app(
             GatewaySettings(journal_dir=tmp_path, store_url=None),
-            config=GatewayConfig(experiments=[_config_spec(url)], backends={url: BackendOptions()}),
+            config=GatewayConfig(
+                experiments=[remote_experiment(url)], backends={url: BackendOptions()}
+            ),
             events=events,
             tokens=token_store,
             catalog=InMemoryCatalog(),

@@ -11,15 +11,20 @@ import gwmodels
 import httpx
 import numpy as np
 import pytest
-from gateway_support import AppFactory, MemoryEvents, auth, experiment
+from gateway_support import (
+    AppFactory,
+    MemoryEvents,
+    auth,
+    metric_samples,
+    predict_each,
+    remote_experiment,
+)
 from model_server import running
-from prometheus_client.parser import text_string_to_metric_families
 from strict_servers import strict_app, v2_outputs
 
 from abflow.errors import BackendError
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions, build_backend
-from abflow.spec import ExperimentSpec
 
 pytestmark = pytest.mark.anyio
 
@@ -41,36 +46,8 @@ def int64_server() -> Iterator[str]:
         yield url
 
 
-def _spec(url: str) -> ExperimentSpec:
-    return experiment(
-        variants=[
-            {"name": "control", "model": "python:gwmodels:control"},
-            {"name": "remote", "model": url},
-        ],
-        weights=[0.0, 1.0],
-    )
-
-
-async def _send(client: httpx.AsyncClient, token: str, rows: np.ndarray) -> list[dict[str, object]]:
-    bodies = []
-    for i, row in enumerate(rows):
-        response = await client.post(
-            "/v1/predict",
-            json={"unit_id": f"u{i}", "features": row.tolist()},
-            headers=auth(token),
-        )
-        assert response.status_code == 200, response.text
-        bodies.append(response.json())
-    return bodies
-
-
 def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {
-        tuple(sorted(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    }
+    return {tuple(sorted(s.labels.items())): s.value for s in metric_samples(text, name)}
 
 
 async def test_v2_sends_the_declared_fp32_input_and_scores_the_named_output(
@@ -82,9 +59,9 @@ async def test_v2_sends_the_declared_fp32_input_and_scores_the_named_output(
 ) -> None:
     url = f"{fp32_server}/v2/models/fraud/infer"
     options = BackendOptions(output_name="probabilities", output="proba", class_index=1)
-    client = await make_client(_spec(url), backends={url: options})
+    client = await make_client(remote_experiment(url), backends={url: options})
     rows = rng.normal(size=(N_REQUESTS, WIDTH))
-    bodies = await _send(client, tokens[Role.SERVICE], rows)
+    bodies = await predict_each(client, tokens[Role.SERVICE], rows)
 
     model = gwmodels.challenger()
     expected = [
@@ -165,9 +142,11 @@ async def test_answers_that_are_not_scores_are_flagged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = f"{fp32_server}/text/invocations"
-    client = await make_client(_spec(url))
+    client = await make_client(remote_experiment(url))
     with caplog.at_level(logging.WARNING, logger="abflow.serving.gateway"):
-        bodies = await _send(client, tokens[Role.SERVICE], rng.normal(size=(N_REQUESTS, WIDTH)))
+        bodies = await predict_each(
+            client, tokens[Role.SERVICE], rng.normal(size=(N_REQUESTS, WIDTH))
+        )
     assert [b["prediction"] for b in bodies] == ["fraud"] * N_REQUESTS
     assert [p["score"] for p in events.rows["prediction"]] == [None] * N_REQUESTS
     metrics = (await client.get("/metrics", headers=auth(tokens[Role.VIEWER]))).text
@@ -185,8 +164,10 @@ async def test_an_answer_without_predictions_falls_back_as_bad_output(
     rng: np.random.Generator,
 ) -> None:
     url = f"{fp32_server}/broken/invocations"
-    client = await make_client(_spec(url), backends={url: BackendOptions(failure_threshold=3)})
-    bodies = await _send(client, tokens[Role.SERVICE], rng.normal(size=(N_REQUESTS, WIDTH)))
+    client = await make_client(
+        remote_experiment(url), backends={url: BackendOptions(failure_threshold=3)}
+    )
+    bodies = await predict_each(client, tokens[Role.SERVICE], rng.normal(size=(N_REQUESTS, WIDTH)))
     assert [b["is_fallback"] for b in bodies] == [True] * N_REQUESTS
     errors = [str(p["error"]) for p in events.rows["prediction"]]
     # Three bad answers open the circuit; the other seven never reach the server.
