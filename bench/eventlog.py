@@ -36,11 +36,12 @@ from abflow.events.eventlog import EventLog
 from abflow.store import EventStore
 
 
-def prediction(i: int) -> dict[str, Any]:
-    """A prediction row shaped like the gateway's (14 columns, random uuid4 ids)."""
+def prediction(i: int, ts: float | None = None) -> dict[str, Any]:
+    """A prediction row shaped like the gateway's (14 columns, random uuid4 ids), stamped
+    ``ts`` or now; bench/kafka.py sends the same rows."""
     return {
         "event_id": uuid.uuid4().hex,
-        "ts": time.time(),
+        "ts": time.time() if ts is None else ts,
         "request_id": uuid.uuid4().hex,
         "experiment_key": "fraud-model-v2",
         "phase": 3,

@@ -42,6 +42,7 @@ from abflow.events.eventlog import EventLog
 from abflow.events.ingest import IngestProgress, Loader
 from abflow.events.kafka import KafkaEventWriter, KafkaTarget, ensure_topics
 from abflow.store import EventStore
+from eventlog import prediction  # this folder: the script's own (bench/eventlog.py)
 
 GROUP_OPTIONS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 PARTITIONS = 6
@@ -63,24 +64,7 @@ def requests(n_requests: int) -> list[list[tuple[Any, dict[str, Any]]]]:
             "variant": variant,
             "attributes_json": None,
         }
-        prediction = {
-            "event_id": uuid.uuid4().hex,
-            "ts": now,
-            "request_id": uuid.uuid4().hex,
-            "experiment_key": "fraud-model-v2",
-            "phase": 3,
-            "unit_id": unit,
-            "variant": variant,
-            "model_version": ("7", "8")[i % 2],
-            "latency_ms": 3.25 + (i % 17) / 10,
-            "is_fallback": False,
-            "is_shadow": False,
-            "score": (i % 1000) / 1000,
-            "output_json": None,
-            "features_hash": "9f2c" * 16,
-            "error": None,
-        }
-        out.append([("exposure", exposure), ("prediction", prediction)])
+        out.append([("exposure", exposure), ("prediction", prediction(i, now))])
     return out
 
 
