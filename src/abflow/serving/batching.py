@@ -49,7 +49,37 @@ class _Job:
     future: asyncio.Future[list[Any]]
 
 
-class MicroBatcher:
+class _Queue:
+    """What both batchers share: callers' jobs wait in ``_pending``, and one worker task,
+    started on the first call and again after a failure, drains them (``_run``)."""
+
+    def __init__(self) -> None:
+        self._pending: deque[_Job] = deque()
+        self._wake: asyncio.Event | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def _enqueue(self, rows: np.ndarray, task_name: str) -> list[Any]:
+        """Queue ``rows`` for the worker (started if none runs) and wait for their outputs."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._pending.append(_Job(rows, future))
+        if self._worker is None or self._worker.done():
+            self._wake = asyncio.Event()
+            self._worker = loop.create_task(self._run(), name=task_name)
+        assert self._wake is not None
+        self._wake.set()
+        return await future
+
+    def _cancel_pending(self) -> None:
+        for job in self._pending:
+            job.future.cancel()
+        self._pending.clear()
+
+
+class MicroBatcher(_Queue):
     """Coalesces ``predict`` calls made on one event loop into batched ``predict_rows`` calls."""
 
     def __init__(
@@ -63,6 +93,7 @@ class MicroBatcher:
         on_batch: Callable[[int], None] | None = None,
         name: str = "model",
     ) -> None:
+        super().__init__()
         _check_limits(max_rows, max_wait_seconds)
         self._predict_rows = predict_rows
         self.max_rows = max_rows
@@ -76,23 +107,12 @@ class MicroBatcher:
             else None
         )
         self._durations: deque[float] = deque(maxlen=_LEARNING_CALLS)
-        self._pending: deque[_Job] = deque()
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
         self.batches = 0
         """Vectorised calls made so far (tests and benchmarks read it)."""
 
     async def predict(self, rows: np.ndarray) -> list[Any]:
         """Outputs for ``rows`` (2-D), computed together with concurrent callers' rows."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append(_Job(rows, future))
-        if self._worker is None or self._worker.done():
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._run(), name="abflow-batcher")
-        assert self._wake is not None
-        self._wake.set()
-        return await future
+        return await self._enqueue(rows, "abflow-batcher")
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -108,7 +128,7 @@ class MicroBatcher:
     async def _execute(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
         if not jobs:
             return
-        matrix = jobs[0].rows if len(jobs) == 1 else np.concatenate([j.rows for j in jobs])
+        matrix = _stacked(jobs)
         try:
             outputs = await self._call(loop, matrix)
         except Exception as exc:
@@ -122,11 +142,7 @@ class MicroBatcher:
                 except Exception as job_exc:
                     _settle(job.future, job_exc)
             return
-        start = 0
-        for job in jobs:
-            end = start + job.rows.shape[0]
-            _settle(job.future, outputs[start:end])
-            start = end
+        _settle_each(jobs, outputs)
 
     async def _call(self, loop: asyncio.AbstractEventLoop, matrix: np.ndarray) -> list[Any]:
         self.batches += 1
@@ -162,9 +178,7 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        for job in self._pending:
-            job.future.cancel()
-        self._pending.clear()
+        self._cancel_pending()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -178,6 +192,20 @@ def _settle(future: asyncio.Future[list[Any]], outcome: list[Any] | BaseExceptio
         future.set_result(outcome)
 
 
+def _stacked(jobs: list[_Job]) -> np.ndarray:
+    """The rows of ``jobs`` as one matrix, in queue order (no copy for a single job)."""
+    return jobs[0].rows if len(jobs) == 1 else np.concatenate([j.rows for j in jobs])
+
+
+def _settle_each(jobs: list[_Job], outputs: list[Any]) -> None:
+    """Give each job its own slice of the outputs of its batch (rows stacked in job order)."""
+    start = 0
+    for job in jobs:
+        end = start + job.rows.shape[0]
+        _settle(job.future, outputs[start:end])
+        start = end
+
+
 def _check_limits(max_rows: int, max_wait_seconds: float) -> None:
     if max_rows < 1:
         msg = f"max_rows must be at least 1, got {max_rows}"
@@ -187,7 +215,7 @@ def _check_limits(max_rows: int, max_wait_seconds: float) -> None:
         raise InvalidArgumentError(msg)
 
 
-class RemoteBatcher:
+class RemoteBatcher(_Queue):
     """Coalesces concurrent ``predict`` calls into ``send_rows`` calls (one request each),
     at most ``max_in_flight`` at a time.
 
@@ -212,6 +240,7 @@ class RemoteBatcher:
         split: Callable[[BaseException], bool] | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
+        super().__init__()
         _check_limits(max_rows, max_wait_seconds)
         if max_in_flight < 1:
             msg = f"max_in_flight must be at least 1, got {max_in_flight}"
@@ -222,9 +251,6 @@ class RemoteBatcher:
         self.max_in_flight = max_in_flight
         self._split = split
         self._on_batch = on_batch
-        self._pending: deque[_Job] = deque()
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._direct = 0  # calls sent from their caller's task (the idle path)
         self.batches = 0
@@ -244,15 +270,7 @@ class RemoteBatcher:
                 self._direct -= 1
                 if self._pending and self._wake is not None:
                     self._wake.set()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append(_Job(rows, future))
-        if self._worker is None or self._worker.done():
-            self._wake = asyncio.Event()
-            self._worker = loop.create_task(self._run(), name="abflow-remote-batcher")
-        assert self._wake is not None
-        self._wake.set()
-        return await future
+        return await self._enqueue(rows, "abflow-remote-batcher")
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -275,7 +293,7 @@ class RemoteBatcher:
             self._wake.set()  # a slot is free: send what queued meanwhile
 
     async def _execute(self, jobs: list[_Job]) -> None:
-        matrix = jobs[0].rows if len(jobs) == 1 else np.concatenate([j.rows for j in jobs])
+        matrix = _stacked(jobs)
         try:
             outputs = await self._send(matrix)
         except asyncio.CancelledError:
@@ -289,11 +307,7 @@ class RemoteBatcher:
                 for job in jobs:
                     _settle(job.future, exc)
             return
-        start = 0
-        for job in jobs:
-            end = start + job.rows.shape[0]
-            _settle(job.future, outputs[start:end])
-            start = end
+        _settle_each(jobs, outputs)
 
     async def _alone(self, job: _Job) -> None:
         if job.future.done():
@@ -325,9 +339,7 @@ class RemoteBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._worker = None
-        for job in self._pending:
-            job.future.cancel()
-        self._pending.clear()
+        self._cancel_pending()
 
 
 async def _gather(
