@@ -101,10 +101,6 @@ def underpowered(metric: MetricResult, comparison: ComparisonResult) -> str | No
 
 
 def _describe(metric: MetricResult, comparison: ComparisonResult) -> str:
-    if comparison.error_code is not None:
-        code = comparison.error_code
-        reason = ERROR_MESSAGES.get(code, code.replace("_", " "))
-        return f"{metric.name} cannot be compared yet: {reason.rstrip('.').lower()}"
     evidence = comparison.guardrail_evidence
     if evidence is not None and evidence.basis != "analysis":
         return (
@@ -112,6 +108,10 @@ def _describe(metric: MetricResult, comparison: ComparisonResult) -> str:
             f"{evidence.effect:+.4g} [{evidence.ci_low:+.4g}, {evidence.ci_high:+.4g}], "
             f"judged by {evidence.basis}"
         )
+    if comparison.error_code is not None:
+        code = comparison.error_code
+        reason = ERROR_MESSAGES.get(code, code.replace("_", " "))
+        return f"{metric.name} cannot be compared yet: {reason.rstrip('.').lower()}"
     return (
         f"{metric.name} {format_effect(metric, comparison.effect)} "
         f"{format_interval(metric, comparison)}"
