@@ -114,6 +114,11 @@ def _check_store_and_key(kwargs: dict[str, Any], *, read_only: bool, keyed: bool
     key = kwargs.get("experiment")
     if not keyed or not isinstance(key, str) or kwargs.get("spec_file") is not None:
         return
+    from abflow.store.clickhouse import is_clickhouse_url
+    from abflow.store.engine import resolve_url
+
+    if is_clickhouse_url(resolve_url(store)):
+        return  # a warehouse holds no catalogue to open: the analysis names an unknown key
     from abflow.cli.experiments import did_you_mean
     from abflow.errors import ExperimentNotFoundError
     from abflow.store import EventStore
