@@ -119,15 +119,20 @@ def _spec(key: str, weights: list[float], coverage: float, *, sticky: bool) -> E
     return parse_experiment(data)
 
 
-def test_the_gateway_moves_no_exposed_unit(store: EventStore, tmp_path: Path) -> None:
+def _gateway(buckets: StoreStickyBuckets, tmp_path: Path) -> Gateway:
+    """The prediction service without HTTP, keeping its sticky buckets in ``buckets``."""
     settings = GatewaySettings(auth_enabled=False, journal_dir=tmp_path / "journal")
-    gateway = Gateway(
+    return Gateway(
         settings,
         events=_Events(),  # type: ignore[arg-type]
         catalog=InMemoryCatalog(),
         metrics=GatewayMetrics(),
-        sticky_buckets=StoreStickyBuckets(store),
+        sticky_buckets=buckets,
     )
+
+
+def test_the_gateway_moves_no_exposed_unit(store: EventStore, tmp_path: Path) -> None:
+    gateway = _gateway(StoreStickyBuckets(store), tmp_path)
     steps = [([0.5, 0.5], 1.0), ([0.9, 0.1], 0.3), ([0.2, 0.8], 0.6)]
     first: dict[str, dict[str, str | None]] = {"sticky": {}, "plain": {}}
     moved = {"sticky": 0, "plain": 0}
@@ -160,13 +165,8 @@ def test_the_gateway_moves_no_exposed_unit(store: EventStore, tmp_path: Path) ->
 def test_an_unreachable_bucket_store_costs_no_prediction(tmp_path: Path) -> None:
     """Nothing listens on port 1: every bucket read fails at once, and the unit is routed
     by hash instead."""
-    settings = GatewaySettings(auth_enabled=False, journal_dir=tmp_path / "journal")
-    gateway = Gateway(
-        settings,
-        events=_Events(),  # type: ignore[arg-type]
-        catalog=InMemoryCatalog(),
-        metrics=GatewayMetrics(),
-        sticky_buckets=StoreStickyBuckets("postgresql+psycopg://postgres@127.0.0.1:1/none"),
+    gateway = _gateway(
+        StoreStickyBuckets("postgresql+psycopg://postgres@127.0.0.1:1/none"), tmp_path
     )
     spec = _spec("sticky", [0.5, 0.5], 1.0, sticky=True)
     gateway.add_experiment(spec)
