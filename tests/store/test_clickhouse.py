@@ -5,16 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 from numpy.testing import assert_allclose
+from typer.testing import CliRunner
 
 from abflow.errors import StoreError
+from abflow.spec import parse_experiment, spec_hash
 from abflow.store.aggregates import OutcomeColumn, connect, unit_moments
 from abflow.store.clickhouse import clickhouse_engine, create_tables, is_clickhouse_url
 from abflow.store.clickhouse_writer import ClickHouseWriter
-from abflow.store.schema import exposures, outcomes
+from abflow.store.schema import experiment_versions, exposures, outcomes, phases
 
 pytest.importorskip("chdb")
 
@@ -158,3 +161,71 @@ def test_the_writer_refuses_what_the_store_refuses(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="unknown event kind"):
         writer.write_events("click", [row])
     writer.engine.dispose()
+
+
+def test_abflow_analyze_reads_a_chdb_store(tmp_path: Path, rng: np.random.Generator) -> None:
+    # Events written by the loader's writer, the spec registered as the store does: the
+    # command's per-variant units and revenue sums are those pandas computes from the rows.
+    exposed, done = _rows(rng)
+    url = f"chdb:///{tmp_path / 'store.chdb'}"
+    writer = ClickHouseWriter(url)
+    writer.write_events("exposure", exposed)
+    writer.write_events("outcome", done)
+    spec = parse_experiment(
+        {
+            "key": "k",
+            "variants": [
+                {"name": "a", "model": "models:/m@1"},
+                {"name": "b", "model": "models:/m@2"},
+            ],
+            "weights": [0.5, 0.5],
+            "metrics": [{"name": "revenue", "kind": "sum", "event": "buy", "role": "primary"}],
+        }
+    )
+    create_tables(writer.engine, [experiment_versions, phases])
+    with writer.engine.begin() as connection:
+        connection.execute(
+            experiment_versions.insert(),
+            [
+                {
+                    "experiment_key": "k",
+                    "version": 1,
+                    "spec_json": orjson.dumps(spec.model_dump(mode="json")).decode(),
+                    "spec_hash": spec_hash(spec),
+                    "created_at": START - 1,
+                }
+            ],
+        )
+        connection.execute(
+            phases.insert(),
+            [
+                {
+                    "experiment_key": "k",
+                    "phase": 1,
+                    "spec_version": 1,
+                    "weights_json": "[0.5, 0.5]",
+                    "coverage": 1.0,
+                    "started_at": START,
+                    "ended_at": None,
+                    "reason": "",
+                }
+            ],
+        )
+    writer.engine.dispose()
+    from abflow.cli.main import app, main
+
+    result = CliRunner().invoke(app, ["analyze", "k", "--store", url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)
+    units = pd.DataFrame(exposed)
+    assert {v["variant"]: v["units"] for v in report["variants"]} == (
+        units.groupby("variant").size().to_dict()
+    )
+    revenue = units.unit_id.map(pd.DataFrame(done).groupby("unit_id")["value"].sum()).fillna(0)
+    means = revenue.groupby(units.variant).mean()
+    values = {v["variant"]: v["value"] for v in report["metrics"][0]["values"]}
+    assert_allclose([values["a"], values["b"]], [means["a"], means["b"]], rtol=1e-9)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "nope", "--store", url])
+    assert exit_info.value.code == 2  # an unknown key: a sentence and 2, not a traceback
