@@ -73,3 +73,7 @@ class ClickHouseWriter:
         except SQLAlchemyError as exc:
             raise_store_error(exc, f"write {kind} events")
         return len(batch)
+
+    def close(self) -> None:
+        """Release the engine's connections (as ``EventStore.close``)."""
+        self.engine.dispose()
