@@ -43,7 +43,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +58,7 @@ import orjson
 
 from abflow.security.tokens import generate_token, hash_token
 from abflow.serving.demo_models import N_FEATURES
+from common import cmdline, free_port, load_average, stop_process_group  # bench/common.py
 
 BASELINE_APP = """
 import orjson
@@ -152,13 +152,6 @@ class Load:
 LoadFn = Callable[[int, str, float, int, "float | None", int], Load]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Server:
     """A uvicorn process tree on a free port; stopped (SIGTERM, then SIGKILL) on exit."""
 
@@ -215,7 +208,7 @@ class Server:
             child
             for worker in self.worker_pids()
             for child in _all_children(worker)
-            if "abflow.events.shipper" in _cmdline(child)
+            if "abflow.events.shipper" in cmdline(child)
         ]
 
     def peak_rss_mb(self, pids: list[int] | None = None) -> list[float]:
@@ -231,13 +224,7 @@ class Server:
         return peaks
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_process_group(self.process)
 
 
 def _all_children(pid: int) -> list[int]:
@@ -251,14 +238,7 @@ def _all_children(pid: int) -> list[int]:
 
 
 def _children(pid: int) -> list[int]:
-    return [p for p in _all_children(pid) if "spawn_main" in _cmdline(p)]  # workers, not helpers
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
+    return [p for p in _all_children(pid) if "spawn_main" in cmdline(p)]  # workers, not helpers
 
 
 def _ready(port: int) -> bool:
@@ -483,11 +463,6 @@ def _parse_env(text: str) -> dict[str, str]:
 # --- checks --------------------------------------------------------------------------------
 
 
-def _load_average() -> str:
-    """1, 5 and 15 minute load averages: other jobs on the machine skew latency."""
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def stored_check(store_url: str, acknowledged: int) -> str:
     """Compare the prediction events in the store (after a graceful stop) with the 2xx answers.
 
@@ -553,7 +528,7 @@ def main() -> None:
     print(
         f"load generator: {'wrk' if use_wrk else 'asyncio client'}; {os.cpu_count()} cores; "
         f"{args.seconds:g} s per measurement, {args.connections} connections; "
-        f"load average at the start: {_load_average()}"
+        f"load average at the start: {load_average()}"
     )
 
     token = generate_token()
@@ -734,7 +709,7 @@ def main() -> None:
     )
     for check in checks:
         print(check)
-    print(f"load average at the end: {_load_average()}")
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":
