@@ -16,6 +16,7 @@ from abflow.security.tokens import InMemoryTokenStore, create_token
 from abflow.serving.app import create_app
 from abflow.serving.backends import BackendOptions
 from abflow.serving.catalog import InMemoryCatalog
+from abflow.serving.features import FeatureSourceEntry
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.spec import ExperimentSpec
 
@@ -53,13 +54,15 @@ def anyio_backend() -> str:
 async def make_client(
     events: MemoryEvents, token_store: InMemoryTokenStore, tmp_path: Any
 ) -> AsyncIterator[AppFactory]:
-    """Build a gateway on the given experiments and start it; stopped after the test."""
+    """Build a gateway on the given experiments (with the ``shadow``, ``backends`` and
+    ``features`` of its config) and start it; stopped after the test."""
     async with AsyncExitStack() as stack:
 
         async def build(
             *specs: ExperimentSpec,
             shadow: dict[str, list[str]] | None = None,
             backends: dict[str, BackendOptions] | None = None,
+            features: dict[str, FeatureSourceEntry] | None = None,
             **settings: Any,
         ) -> httpx.AsyncClient:
             options = {"journal_dir": tmp_path / "journal", "store_url": None, **settings}
@@ -67,6 +70,7 @@ async def make_client(
                 experiments=list(specs or (experiment(),)),
                 shadow=shadow or {},
                 backends=backends or {},
+                features=features or {},
             )
             app = create_app(
                 GatewaySettings(**options),
