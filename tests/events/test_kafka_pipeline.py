@@ -44,6 +44,17 @@ def _target(broker: TansuBroker, prefix: str, **options: Any) -> KafkaTarget:
     return KafkaTarget(broker.bootstrap, prefix, {**GROUP_OPTIONS, **options})
 
 
+def _publish_predictions(
+    target: KafkaTarget, n: int, *, seed: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """The prediction events of ``_events(n, seed)``, written to Kafka (flushed) and returned."""
+    events = [e for e in _events(n, seed=seed) if e[0] == "prediction"]
+    writer = KafkaEventWriter(target)
+    writer.write_events("prediction", [row for _, row in events])
+    writer.close()
+    return events
+
+
 def _events(n: int, seed: int = 0) -> list[tuple[str, dict[str, Any]]]:
     """n requests' events as the gateway makes them: exposure, prediction, every third an
     outcome (every ninth known only by its request id)."""
@@ -237,10 +248,7 @@ def test_two_loaders_in_one_group_split_the_partitions(
         ):
             time.sleep(0.1)
         shares = [lo.assigned_partitions for lo in loaders]
-        events = [e for e in _events(600, seed=1) if e[0] == "prediction"]
-        writer = KafkaEventWriter(target)
-        writer.write_events("prediction", [row for _, row in events])
-        writer.close()
+        events = _publish_predictions(target, 600, seed=1)
         while time.monotonic() < deadline and sum(_stored_ids(url)["prediction"].values()) < 600:
             time.sleep(0.1)
     finally:
@@ -271,10 +279,7 @@ def test_a_loader_killed_with_sigkill_resumes_and_loses_or_doubles_nothing(
 ) -> None:
     target = _target(kafka_broker, topic_prefix)
     ensure_topics(target, ["prediction"], partitions=3)
-    events = [e for e in _events(30_000, seed=2) if e[0] == "prediction"]
-    writer = KafkaEventWriter(target)
-    writer.write_events("prediction", [row for _, row in events])
-    writer.close()
+    events = _publish_predictions(target, 30_000, seed=2)
     url = f"sqlite:///{tmp_path}/store.db"
     options = "&".join(f"{k}={v}" for k, v in GROUP_OPTIONS.items())
     source = f"kafka://{kafka_broker.bootstrap}/{topic_prefix}?{options}"
@@ -501,10 +506,7 @@ def test_nothing_is_committed_while_the_store_is_down(
 ) -> None:
     target = _target(kafka_broker, topic_prefix)
     ensure_topics(target, ["prediction"], partitions=2)
-    events = [e for e in _events(500, seed=7) if e[0] == "prediction"]
-    writer = KafkaEventWriter(target)
-    writer.write_events("prediction", [row for _, row in events])
-    writer.close()
+    events = _publish_predictions(target, 500, seed=7)
     url = f"sqlite:///{tmp_path}/store.db"
     with EventStore.open(url) as store:
         down = _StoreDownFor(store, failures=10**9)
