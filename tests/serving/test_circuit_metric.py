@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+from gateway_support import AppFactory, remote_experiment
+
 from abflow.monitoring.metrics import GatewayMetrics
+from abflow.security.roles import Role
 from abflow.serving.backends.resilience import CircuitBreaker
 
 
@@ -37,3 +41,15 @@ def test_gauge_follows_the_breaker() -> None:
     assert value() == 1
     breaker.record_success()
     assert value() == 0
+
+
+@pytest.mark.anyio
+async def test_metrics_never_show_credentials_of_a_model_url(
+    make_client: AppFactory, tokens: dict[Role, str]
+) -> None:
+    url = "http://ops:hunter2@127.0.0.1:9/invocations?api_key=XYZZY"  # port 9: nothing there
+    client = await make_client(remote_experiment(url), metrics_public=True)
+    metrics = (await client.get("/metrics")).text
+    assert 'model="http://127.0.0.1:9/invocations"' in metrics  # labelled, redacted
+    assert "hunter2" not in metrics
+    assert "XYZZY" not in metrics

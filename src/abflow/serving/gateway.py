@@ -55,6 +55,7 @@ from abflow.serving.backends import (
     build_backend,
 )
 from abflow.serving.backends.failure import FailureLog, error_text, failure_reason
+from abflow.serving.backends.http import redact_url
 from abflow.serving.cache import MISSING, PredictionCache, row_key
 from abflow.serving.catalog import ExperimentCatalog
 from abflow.serving.features import GatewayFeatures
@@ -128,7 +129,7 @@ class Gateway:
 
     def _default_factory(self, reference: str, options: BackendOptions | None) -> GuardedBackend:
         s = self.settings
-        child = self.metrics.batch_size.labels(reference)
+        child = self.metrics.batch_size.labels(_shown(reference))
         return build_backend(
             reference,
             options,
@@ -150,12 +151,12 @@ class Gateway:
                 if is_control:
                     raise
                 # A challenger that fails verification never serves; control answers for it.
-                logger.error("refusing model %s: %s", reference, exc)
-                self.metrics.errors.labels("", reference, "ArtifactChecksumError").inc()
+                logger.error("refusing model %s: %s", _shown(reference), exc)
+                self.metrics.errors.labels("", _shown(reference), "ArtifactChecksumError").inc()
                 breaker = CircuitBreaker(failure_threshold=1, reset_seconds=float("inf"))
-                self.metrics.circuit_open.labels(reference).set(1)
+                self.metrics.circuit_open.labels(_shown(reference)).set(1)
                 return GuardedBackend(RefusedBackend(reference, exc), breaker=breaker)
-            gauge = self.metrics.circuit_open.labels(reference)
+            gauge = self.metrics.circuit_open.labels(_shown(reference))
             gauge.set(0)
             backend.breaker.on_change = gauge.set
             self._backends[reference] = backend
@@ -480,3 +481,9 @@ class Gateway:
         for backend in self._backends.values():
             await backend.aclose()
         self._backends.clear()
+
+
+def _shown(reference: str) -> str:
+    """A model reference as metrics and logs may show it: an HTTP URL without the user info,
+    query or fragment that may carry credentials or an API key."""
+    return redact_url(reference) if reference.startswith(("http://", "https://")) else reference
