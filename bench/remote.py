@@ -50,7 +50,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
 from abflow.security.tokens import generate_token, hash_token
-from gateway import Server, free_port
+from common import cmdline, free_port, load_average, stop_process_group
+from gateway import Server
 
 N_FEATURES = 8  # as the gateway's in-process control model (demo_models), the fallback
 COLUMNS = [f"f{i}" for i in range(N_FEATURES)]
@@ -133,13 +134,7 @@ class ScoringServer:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait()
+        stop_process_group(self.process)
         self._log.close()
 
 
@@ -369,7 +364,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1500, help="per client in part 1")
     parser.add_argument("--idle-seconds", type=float, default=3.0, help="idle CPU measurement")
     args = parser.parse_args()
-    print(f"{os.cpu_count()} cores; load average at the start: {_load_average()}")
+    print(f"{os.cpu_count()} cores; load average at the start: {load_average()}")
     service, viewer = generate_token(), generate_token()
     with tempfile.TemporaryDirectory(prefix="abflow-bench-remote-") as tmp:
         work = Path(tmp)
@@ -421,7 +416,7 @@ def main() -> None:
             for server in gateways.values():
                 server.stop()
             scoring.stop()
-    print(f"load average at the end: {_load_average()}")
+    print(f"load average at the end: {load_average()}")
 
 
 def report(
@@ -441,7 +436,7 @@ def report(
     processes: dict[str, dict[str, list[int]]] = {"direct": {"model server": model_pids}}
     for batch, server in gateways.items():
         pids = _tree(server.process.pid)
-        shipper = [p for p in pids if "abflow.events.shipper" in _cmdline(p)]
+        shipper = [p for p in pids if "abflow.events.shipper" in cmdline(p)]
         processes[batch] = {
             "model server": model_pids,
             "gateway worker": [p for p in pids if p not in shipper],
@@ -530,17 +525,6 @@ def _idle_cpu_ms_per_second(processes: dict[str, list[int]], seconds: float) -> 
 
 def _opt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}f}"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":
