@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -97,6 +99,19 @@ async def predict_each(
         assert response.status_code == 200, response.text
         bodies.append(response.json())
     return bodies
+
+
+async def logged_predictions(
+    events: MemoryEvents, n: int, timeout_seconds: float = 60.0
+) -> list[dict[str, Any]]:
+    """The prediction rows once the ``n`` expected are logged (shadow copies are logged
+    after the answer, off the request's path); exactly ``n``."""
+    deadline = time.monotonic() + timeout_seconds
+    while len(events.rows["prediction"]) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    rows = events.rows["prediction"]
+    assert len(rows) == n
+    return rows
 
 
 def metric_samples(text: str, name: str) -> list[Sample]:

@@ -8,28 +8,21 @@ the hash each logs depends on the features alone, never on the model version.
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import gwmodels
 import httpx
 import pytest
-from gateway_support import MemoryEvents, auth, experiment, serve
+from gateway_support import AppFactory, MemoryEvents, auth, experiment, logged_predictions
 from numpy.testing import assert_allclose
 
 from abflow.errors import BackendError, BackendTimeoutError
 from abflow.features import FeastFeatures, feature_vector_hash
 from abflow.security.roles import Role
-from abflow.security.tokens import InMemoryTokenStore
-from abflow.serving.app import create_app
-from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.features import FeatureSourceEntry, GatewayFeatures
 from abflow.serving.http_errors import status_for
-from abflow.serving.settings import GatewayConfig, GatewaySettings
 
 pytestmark = pytest.mark.anyio
 
@@ -52,44 +45,19 @@ Build = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 @pytest.fixture
-async def build(
-    events: MemoryEvents, token_store: InMemoryTokenStore, tmp_path: Path
-) -> AsyncIterator[Build]:
-    """A started gateway on one spec, mirroring ``shadow`` and with ``features`` configured."""
-    async with AsyncExitStack() as stack:
+def build(make_client: AppFactory) -> Build:
+    """A started gateway on one spec, mirroring its second variant when that one serves no
+    traffic, and with ``features`` configured."""
 
-        async def start(
-            spec: Any = SHADOWED,
-            features: dict[str, FeatureSourceEntry] | None = None,
-            **settings: Any,
-        ) -> httpx.AsyncClient:
-            config = GatewayConfig(
-                experiments=[spec],
-                shadow={spec.key: [spec.variant_names[1]]} if spec.weights[1] == 0 else {},
-                features=features or {},
-            )
-            options = {"journal_dir": tmp_path / "journal", "store_url": None, **settings}
-            app = create_app(
-                GatewaySettings(**options),
-                config=config,
-                events=events,
-                tokens=token_store,
-                catalog=InMemoryCatalog(),
-            )
-            return await stack.enter_async_context(serve(app))
+    async def start(
+        spec: Any = SHADOWED,
+        features: dict[str, FeatureSourceEntry] | None = None,
+        **settings: Any,
+    ) -> httpx.AsyncClient:
+        shadow = {spec.key: [spec.variant_names[1]]} if spec.weights[1] == 0 else {}
+        return await make_client(spec, shadow=shadow, features=features, **settings)
 
-        yield start
-
-
-async def _pairs(events: MemoryEvents, n: int) -> list[dict[str, Any]]:
-    """The prediction rows, once the ``n`` expected (served and shadow) are logged."""
-    for _ in range(500):
-        if len(events.rows["prediction"]) >= n:
-            break
-        await asyncio.sleep(0.01)
-    rows = events.rows["prediction"]
-    assert len(rows) == n
-    return rows
+    return start
 
 
 async def test_without_a_source_the_row_hash_is_the_same_for_served_and_shadow(
@@ -101,7 +69,7 @@ async def test_without_a_source_the_row_hash_is_the_same_for_served_and_shadow(
         "/v1/predict", json={"unit_id": "u1", "features": ROW}, headers=headers
     )
     assert response.status_code == 200, response.text
-    served, shadow = await _pairs(events, 2)
+    served, shadow = await logged_predictions(events, 2)
     assert served["model_version"] != shadow["model_version"]
     expected = feature_vector_hash(["0", "1", "2", "3"], [float(x) for x in ROW])
     assert served["features_hash"] == shadow["features_hash"] == expected
@@ -109,13 +77,13 @@ async def test_without_a_source_the_row_hash_is_the_same_for_served_and_shadow(
 
     # Same features, another unit, answered from the cache: the same hash.
     await client.post("/v1/predict", json={"unit_id": "u2", "features": ROW}, headers=headers)
-    rows = await _pairs(events, 4)
+    rows = await logged_predictions(events, 4)
     assert {row["features_hash"] for row in rows} == {expected}
 
     # A batch logs no hash (one per request, and a batch has several vectors).
     batch = {"unit_id": "u3", "features": [ROW, ROW]}
     assert (await client.post("/v1/predict", json=batch, headers=headers)).status_code == 200
-    rows = await _pairs(events, 6)
+    rows = await logged_predictions(events, 6)
     assert [row["features_hash"] for row in rows[4:]] == [None, None]
 
     missing = await client.post("/v1/predict", json={"unit_id": "u4"}, headers=headers)
@@ -135,7 +103,7 @@ async def test_inline_source_orders_types_and_fills_defaults_for_every_variant(
     assert response.status_code == 200, response.text
     row = [12.0, 0.0, 1.0, 3.5]  # declared order, visits from its default, True as 1.0
     assert_allclose(response.json()["prediction"], gwmodels.control().predict_proba([row])[0, 1])
-    served, shadow = await _pairs(events, 2)
+    served, shadow = await logged_predictions(events, 2)
     assert shadow["score"] == pytest.approx(sum(row))
     expected = feature_vector_hash(["amount", "visits", "is_new", "age_days"], [12.0, 0, True, 3.5])
     assert served["features_hash"] == shadow["features_hash"] == expected
@@ -143,7 +111,7 @@ async def test_inline_source_orders_types_and_fills_defaults_for_every_variant(
     # The same values in declared order hash the same.
     positional = {"unit_id": "u2", "features": [12, 0, True, 3.5]}
     assert (await client.post("/v1/predict", json=positional, headers=headers)).status_code == 200
-    rows = await _pairs(events, 4)
+    rows = await logged_predictions(events, 4)
     assert {r["features_hash"] for r in rows} == {expected}
 
     for features, detail in [

@@ -9,7 +9,6 @@ or takes the configured defaults.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from gateway_support import MemoryEvents, auth, serve
+from gateway_support import MemoryEvents, auth, logged_predictions, serve
 from scipy.special import expit
 
 from abflow.errors import ConfigError
@@ -91,15 +90,6 @@ async def _gateway(
         yield client
 
 
-async def _predictions(events: MemoryEvents, n: int) -> list[dict[str, Any]]:
-    for _ in range(500):
-        if len(events.rows["prediction"]) >= n:
-            break
-        await asyncio.sleep(0.01)
-    assert len(events.rows["prediction"]) == n
-    return events.rows["prediction"]
-
-
 async def test_both_variants_score_the_online_vector_and_log_one_hash(
     feast_repo: tuple[Path, pd.DataFrame],
     events: MemoryEvents,
@@ -133,7 +123,7 @@ async def test_both_variants_score_the_online_vector_and_log_one_hash(
                 float(np.dot(champion.weights, vector))
             )
             seen += 2
-            served, shadow = (await _predictions(events, seen))[-2:]
+            served, shadow = (await logged_predictions(events, seen))[-2:]
             assert (served["is_shadow"], shadow["is_shadow"]) == (False, True)
             assert served["request_id"] == shadow["request_id"]
             assert shadow["score"] == pytest.approx(float(np.dot(challenger.weights, vector)))
@@ -163,7 +153,7 @@ async def test_both_variants_score_the_online_vector_and_log_one_hash(
         )
         assert filled.status_code == 200, filled.text
         assert filled.json()["prediction"] == 0.0
-        [row] = (await _predictions(events, seen + 1))[-1:]
+        [row] = (await logged_predictions(events, seen + 1))[-1:]
         assert row["features_hash"] == feature_vector_hash(NAMES, [0, 0.0])
 
 
@@ -208,7 +198,7 @@ async def test_the_documented_example_config_serves_from_the_example_repo(
             headers=auth(tokens[Role.SERVICE]),
         )
         assert response.status_code == 200, response.text
-        served, shadow = await _predictions(events, 2)
+        served, shadow = await logged_predictions(events, 2)
     vector = _latest(frame, 17)
     assert response.json()["prediction"] == pytest.approx(
         float(expit(0.05 * vector[0] + 0.01 * vector[1] - 2.0))
