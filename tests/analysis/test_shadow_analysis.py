@@ -146,19 +146,8 @@ def harmful() -> Events:
     return simulate_shadow(np.random.default_rng(18))
 
 
-@pytest.mark.parametrize(
-    "backend",
-    ["sqlite", "duckdb", "clickhouse", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def test_paired_figures_match_an_independent_computation(
-    backend: str, harmful: Events, request: pytest.FixtureRequest, tmp_path: Any
-) -> None:
-    urls = {
-        "sqlite": f"sqlite:///{tmp_path / 'shadow.db'}",
-        "duckdb": f"duckdb:///{tmp_path / 'shadow.duckdb'}",
-        "clickhouse": f"chdb:///{tmp_path / 'shadow.chdb'}",
-    }
-    url = urls.get(backend) or str(request.getfixturevalue("pg_url"))
+def test_paired_figures_match_an_independent_computation(backend_url: str, harmful: Events) -> None:
+    url = backend_url
     store_events(url, harmful)
     result = analyze(url, "fraud")
     assert [s.variant for s in result.shadow] == ["challenger"]

@@ -118,19 +118,8 @@ def events() -> Events:
     return simulate(np.random.default_rng(7))
 
 
-@pytest.mark.parametrize(
-    "backend",
-    ["sqlite", "duckdb", "clickhouse", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
-def test_segments_match_an_independent_computation(
-    backend: str, events: Events, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    urls = {
-        "sqlite": f"sqlite:///{tmp_path / 'shadow.db'}",
-        "duckdb": f"duckdb:///{tmp_path / 'shadow.duckdb'}",
-        "clickhouse": f"chdb:///{tmp_path / 'shadow.chdb'}",
-    }
-    url = urls.get(backend) or str(request.getfixturevalue("pg_url"))
+def test_segments_match_an_independent_computation(backend_url: str, events: Events) -> None:
+    url = backend_url
     write(url, events)
     register(url, parse_experiment(SPEC), PHASES)
     result = analyze(url, "fraud", AnalysisOptions(shadow_segment="country"))
