@@ -42,6 +42,7 @@ from abflow.store.aggregates import (
     GroupKey,
     Moments,
     PhaseInfo,
+    StoreTarget,
     connect,
     experiment_history,
 )
@@ -53,7 +54,7 @@ SECONDS_PER_DAY = 86400.0
 
 
 def _load(
-    target: Any, key: str, spec: ExperimentSpec | None
+    target: StoreTarget, key: str, spec: ExperimentSpec | None
 ) -> tuple[ExperimentSpec, ExperimentHistory]:
     history = experiment_history(target, key)
     if spec is None:
@@ -162,7 +163,7 @@ def _replace(record: Any, **changes: Any) -> Any:
 
 
 def _early_outcome_warnings(
-    engine: Any, spec: ExperimentSpec, history: ExperimentHistory, phase: PhaseInfo
+    engine: StoreTarget, spec: ExperimentSpec, history: ExperimentHistory, phase: PhaseInfo
 ) -> list[str]:
     """A warning when outcomes sent for this experiment are dated before it began: they never
     count, but they mean reused unit ids or a sender's clock is off."""
@@ -197,7 +198,7 @@ def _pick_phase(history: ExperimentHistory, phase: int | None, key: str) -> Phas
 
 
 def analyze(
-    target: Any,
+    target: StoreTarget,
     experiment: str | ExperimentSpec,
     options: AnalysisOptions | None = None,
     *,
@@ -218,7 +219,7 @@ def analyze(
 
 
 def _analyze(
-    engine: Any,
+    engine: StoreTarget,
     experiment: str | ExperimentSpec,
     options: AnalysisOptions,
     dimensions: tuple[str, ...],

@@ -42,6 +42,7 @@ from abflow.store.aggregates import (
     Moments,
     OutcomeColumn,
     PhaseInfo,
+    StoreTarget,
     Window,
     histogram,
     prediction_moments,
@@ -111,7 +112,7 @@ class MetricRun:
     """State of one analysis: the spec, its data and the options."""
 
     def __init__(
-        self, target: Any, spec: ExperimentSpec, phase: PhaseInfo, options: AnalysisOptions
+        self, target: StoreTarget, spec: ExperimentSpec, phase: PhaseInfo, options: AnalysisOptions
     ):
         self.target = target
         self.spec = spec

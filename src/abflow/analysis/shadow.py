@@ -30,7 +30,7 @@ from abflow.errors import InvalidArgumentError
 from abflow.stats.corrections import CorrectionMethod, adjust_p_values
 from abflow.stats.paired import mcnemar, paired_mean_difference
 from abflow.stats.quantile import quantile_stats_from_bins
-from abflow.store.aggregates import Window
+from abflow.store.aggregates import StoreTarget, Window
 from abflow.store.feature_identity import feature_identity
 from abflow.store.shadow_pairs import (
     ShadowPairTotals,
@@ -304,7 +304,7 @@ def shadow_segments(
 
 
 def shadow_results(
-    target: object,
+    target: StoreTarget,
     experiment_key: str,
     phase: int,
     *,

@@ -23,9 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,12 +33,12 @@ from abflow.errors import InvalidArgumentError, StoreError
 from abflow.store.clickhouse import clickhouse_engine, is_clickhouse_url
 from abflow.store.dialects import json_text
 from abflow.store.engine import create_store_engine, raise_store_error
+from abflow.store.experiments import Phase, phase_records
 from abflow.store.schema import (
     UNRESOLVED_UNIT,
     experiment_versions,
     exposures,
     outcomes,
-    phases,
     predictions,
 )
 
@@ -47,9 +46,11 @@ __all__ = [
     "CELL_SEPARATOR",
     "PREDICTION_COLUMNS",
     "ExperimentHistory",
+    "HasEngine",
     "Moments",
     "OutcomeColumn",
     "PhaseInfo",
+    "StoreTarget",
     "Window",
     "attribute_expression",
     "collect_moments",
@@ -145,7 +146,19 @@ def _add(left: Mapping[K, float], right: Mapping[K, float]) -> dict[K, float]:
     return out
 
 
-def connect(target: Any) -> Engine:
+class HasEngine(Protocol):
+    """Anything that carries the store's engine, such as an ``EventStore``."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+
+StoreTarget: TypeAlias = str | Engine | HasEngine | None
+"""Where the store's readers read: a store URL (None: the default store, ``$ABFLOW_STORE_URL``
+or the embedded SQLite file), an engine, or an object that holds one (an ``EventStore``)."""
+
+
+def connect(target: StoreTarget) -> Engine:
     """An engine from a URL (None: the default store), an engine, or an object with ``engine``."""
     if isinstance(target, Engine):
         return target
@@ -397,7 +410,7 @@ def collect_moments(
 
 
 def unit_moments(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     phase: int,
     columns: Sequence[OutcomeColumn] = (),
@@ -496,7 +509,7 @@ PREDICTION_PRODUCTS = (
 
 
 def prediction_moments(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     phase: int,
     *,
@@ -576,7 +589,7 @@ def prediction_moments(
 
 
 def histogram(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     phase: int,
     *,
@@ -659,6 +672,18 @@ class PhaseInfo:
     started_at: float | None
     ended_at: float | None
 
+    @classmethod
+    def of(cls, phase: Phase) -> PhaseInfo:
+        """A registered phase (a row of the phases table) as analysis reads it."""
+        return cls(
+            phase.phase,
+            phase.spec_version,
+            list(phase.weights),
+            phase.coverage,
+            phase.started_at,
+            phase.ended_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ExperimentHistory:
@@ -684,10 +709,10 @@ def _phases_seen(connection: Connection, experiment_key: str) -> list[int]:
         found.append(int(number))
 
 
-def experiment_history(target: Any, experiment_key: str) -> ExperimentHistory:
+def experiment_history(target: StoreTarget, experiment_key: str) -> ExperimentHistory:
     """The latest registered spec and every phase; phases seen only in exposures are included."""
     engine = connect(target)
-    v, ph = experiment_versions, phases
+    v = experiment_versions
     try:
         with engine.connect() as connection:
             latest = connection.execute(
@@ -696,22 +721,11 @@ def experiment_history(target: Any, experiment_key: str) -> ExperimentHistory:
                 .order_by(v.c.version.desc())
                 .limit(1)
             ).first()
-            rows = connection.execute(
-                sa.select(ph).where(ph.c.experiment_key == experiment_key).order_by(ph.c.phase)
-            ).all()
+            registered = phase_records(connection, experiment_key)
             seen = _phases_seen(connection, experiment_key)
     except SQLAlchemyError as exc:
         raise_store_error(exc, f"read experiment {experiment_key!r} from the store")
-    known: dict[int, PhaseInfo] = {}
-    for row in rows:
-        known[int(row.phase)] = PhaseInfo(
-            phase=int(row.phase),
-            spec_version=int(row.spec_version),
-            weights=[float(w) for w in orjson.loads(row.weights_json)],
-            coverage=float(row.coverage),
-            started_at=float(row.started_at),
-            ended_at=None if row.ended_at is None else float(row.ended_at),
-        )
+    known = {p.phase: PhaseInfo.of(p) for p in registered}
     for number in seen:
         known.setdefault(int(number), PhaseInfo(int(number), None, None, None, None, None))
     return ExperimentHistory(

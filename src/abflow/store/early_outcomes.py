@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
+from abflow.store.aggregates import StoreTarget, connect
 from abflow.store.schema import exposures, outcomes
 
 __all__ = ["EarlyOutcomes", "early_outcomes"]
@@ -29,7 +29,9 @@ class EarlyOutcomes:
     before: float
 
 
-def early_outcomes(engine: Engine, experiment_key: str, phase: int, before: float) -> EarlyOutcomes:
+def early_outcomes(
+    target: StoreTarget, experiment_key: str, phase: int, before: float
+) -> EarlyOutcomes:
     """Outcomes naming ``experiment_key``, of the phase's exposed units, dated before ``before``."""
     exposed = (
         sa.select(exposures.c.unit_id)
@@ -46,6 +48,6 @@ def early_outcomes(engine: Engine, experiment_key: str, phase: int, before: floa
             o.c.experiment_key == experiment_key,
         )
     )
-    with engine.connect() as connection:
+    with connect(target).connect() as connection:
         rows, units = connection.execute(query).one()
     return EarlyOutcomes(int(rows or 0), int(units or 0), before)

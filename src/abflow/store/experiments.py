@@ -33,6 +33,7 @@ __all__ = [
     "find_latest_version",
     "latest_version",
     "list_latest_versions",
+    "phase_records",
     "register",
     "restart_phase",
     "traffic_changes",
@@ -221,11 +222,18 @@ def list_latest_versions(connection: Connection) -> list[ExperimentVersion]:
 
 def fetch_phases(connection: Connection, key: str) -> list[Phase]:
     """Every phase of experiment ``key``, oldest first; ExperimentNotFoundError if none."""
+    found = phase_records(connection, key)
+    if not found:
+        raise _not_found(key)
+    return found
+
+
+def phase_records(connection: Connection, key: str) -> list[Phase]:
+    """Every row of the phases table for ``key``, oldest first (empty if none): the one
+    reader of that table."""
     rows = connection.execute(
         sa.select(phases).where(phases.c.experiment_key == key).order_by(phases.c.phase)
     ).all()
-    if not rows:
-        raise _not_found(key)
     return [_phase_from_row(row) for row in rows]
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from abflow.store.aggregates import Window, connect
+from abflow.store.aggregates import StoreTarget, Window, connect
 from abflow.store.engine import raise_store_error
 from abflow.store.schema import predictions
 
@@ -42,7 +41,7 @@ class FeatureIdentity:
 
 
 def feature_identity(
-    target: Any, experiment_key: str, phase: int, *, window: Window | None = None
+    target: StoreTarget, experiment_key: str, phase: int, *, window: Window | None = None
 ) -> dict[str, FeatureIdentity]:
     """Per shadow variant with paired predictions in the phase (and window of the served
     predictions' times), how many pairs saw identical features."""

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from abflow.store.aggregates import connect
+from abflow.store.aggregates import StoreTarget, connect
 from abflow.store.engine import translating
 from abflow.store.schema import feature_samples, monitor_results, outcomes, predictions
 
@@ -90,7 +90,7 @@ class MonitorRecord:
     computed_at: float = 0.0
 
 
-def sample_windows(target: Any, experiment_key: str) -> list[float]:
+def sample_windows(target: StoreTarget, experiment_key: str) -> list[float]:
     """Start of every window holding samples of the experiment, oldest first."""
     query = (
         sa.select(feature_samples.c.window_start)
@@ -103,7 +103,7 @@ def sample_windows(target: Any, experiment_key: str) -> list[float]:
 
 
 def window_samples(
-    target: Any, experiment_key: str, window_start: float, max_samples: int
+    target: StoreTarget, experiment_key: str, window_start: float, max_samples: int
 ) -> dict[str, WindowSample]:
     """Each variant's sample of one window: its ``max_samples`` rows of lowest priority."""
     s = feature_samples
@@ -128,7 +128,7 @@ def window_samples(
 
 
 def quality_counts(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     start: float,
     end: float,
@@ -184,7 +184,7 @@ def quality_counts(
 
 
 def save_monitor_results(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     window_start: float,
     records: Sequence[MonitorRecord],
@@ -209,7 +209,7 @@ _FIELDS = tuple(MonitorRecord.__dataclass_fields__)
 
 
 def monitor_history(
-    target: Any, experiment_key: str, *, since: float | None = None
+    target: StoreTarget, experiment_key: str, *, since: float | None = None
 ) -> list[MonitorRecord]:
     """Every stored result of the experiment, oldest window first (for charts and reports)."""
     r = monitor_results
@@ -222,7 +222,7 @@ def monitor_history(
 
 
 def latest_alarms(
-    target: Any, experiment_key: str, *, since: float | None = None
+    target: StoreTarget, experiment_key: str, *, since: float | None = None
 ) -> list[MonitorRecord]:
     """The alarms of windows starting at ``since`` or later (None: the latest window only)."""
     r = monitor_results

@@ -38,6 +38,7 @@ from abflow.store.aggregates import (
     GroupKey,
     Moments,
     OutcomeColumn,
+    StoreTarget,
     Window,
     attribute_expression,
     collect_moments,
@@ -415,7 +416,7 @@ def _retry_requests(
 
 
 def refresh_rollup(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     phase: int,
     columns: Sequence[OutcomeColumn],
@@ -531,7 +532,7 @@ def _vacuum(engine: Engine, name: str) -> None:
 
 
 def drop_rollup(
-    target: Any, experiment_key: str, phase: int, columns: Sequence[OutcomeColumn]
+    target: StoreTarget, experiment_key: str, phase: int, columns: Sequence[OutcomeColumn]
 ) -> None:
     """Forget a rollup (the next refresh rebuilds it from the raw events)."""
     engine = connect(target)
@@ -545,7 +546,7 @@ def drop_rollup(
 
 
 def rollup_moments(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     phase: int,
     columns: Sequence[OutcomeColumn] = (),

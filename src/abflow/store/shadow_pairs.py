@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from abflow.errors import InvalidArgumentError
-from abflow.store.aggregates import Window, attribute_expression, connect
+from abflow.store.aggregates import StoreTarget, Window, attribute_expression, connect
 from abflow.store.dialects import has_correlated_lookups
 from abflow.store.engine import raise_store_error
 from abflow.store.schema import exposures, outcomes, predictions
@@ -269,7 +269,7 @@ def _bins_query(
 
 
 def shadow_pair_totals(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     phase: int,
     *,
@@ -328,7 +328,7 @@ def _values(m: Any) -> dict[str, Any]:
 
 
 def shadow_segment_totals(
-    target: Any,
+    target: StoreTarget,
     experiment_key: str,
     phase: int,
     attribute: str,
@@ -393,7 +393,7 @@ def shadow_segment_totals(
 
 
 def served_request_count(
-    target: Any, experiment_key: str, phase: int, window: Window | None = None
+    target: StoreTarget, experiment_key: str, phase: int, window: Window | None = None
 ) -> int:
     """Requests the served model answered in the phase (and window)."""
     p = predictions

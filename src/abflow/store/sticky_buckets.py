@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from abflow.store.aggregates import connect
+from abflow.store.aggregates import StoreTarget, connect
 from abflow.store.engine import raise_store_error
 from abflow.store.schema import sticky_buckets
 
@@ -31,7 +31,7 @@ _KEY = ("attribute", "value", "bucket_key")
 class StoreStickyBuckets:
     """Assignment documents in the store's ``sticky_buckets`` table (schema 4 and later)."""
 
-    def __init__(self, target: Any, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, target: StoreTarget, *, clock: Callable[[], float] = time.time) -> None:
         self.engine: Engine = connect(target)
         self._clock = clock
 
