@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from abflow.drift import compare_feature, detect_drift
+from abflow.drift import FeatureDrift, compare_feature, detect_drift
 from abflow.errors import InvalidArgumentError
 from abflow.spec import ExperimentSpec, MonitoringSpec
 from abflow.stats import SampleStats, compare
@@ -100,6 +100,18 @@ def feature_names(config: MonitoringSpec, width: int) -> list[str]:
         msg = f"monitoring.features names {len(names)} features, the samples hold {width}"
         raise InvalidArgumentError(msg)
     return names or [f"f{i}" for i in range(width)]
+
+
+def _measured(verdict: FeatureDrift) -> dict[str, Any]:
+    """A drift verdict's figures as a monitor record stores them."""
+    return {
+        "value": verdict.statistic,
+        "p_value": verdict.p_value,
+        "threshold": verdict.threshold,
+        "is_alarm": verdict.drifted,
+        "n_reference": verdict.n_reference,
+        "n_current": verdict.n_current,
+    }
 
 
 def _columns(sample: WindowSample, names: list[str]) -> dict[str, list[float]]:
@@ -185,12 +197,7 @@ def evaluate_window(
                     variant,
                     verdict.feature,
                     verdict.method.value,
-                    value=verdict.statistic,
-                    p_value=verdict.p_value,
-                    threshold=verdict.threshold,
-                    is_alarm=verdict.drifted,
-                    n_reference=verdict.n_reference,
-                    n_current=verdict.n_current,
+                    **_measured(verdict),
                 )
         scores = [s for s in sample.scores if s is not None]
         ref_scores = [s for s in ref.scores if s is not None] if ref is not None else []
@@ -203,12 +210,7 @@ def evaluate_window(
                 variant,
                 "score",
                 verdict.method.value,
-                value=verdict.statistic,
-                p_value=verdict.p_value,
-                threshold=verdict.threshold,
-                is_alarm=verdict.drifted,
-                n_reference=verdict.n_reference,
-                n_current=verdict.n_current,
+                **_measured(verdict),
             )
         else:
             record(
@@ -256,12 +258,7 @@ def _skew(
                 variant=variant,
                 feature=verdict.feature,
                 method=verdict.method.value,
-                value=verdict.statistic,
-                p_value=verdict.p_value,
-                threshold=verdict.threshold,
-                is_alarm=verdict.drifted,
-                n_reference=verdict.n_reference,
-                n_current=verdict.n_current,
+                **_measured(verdict),
             )
             for verdict in report.features
         ]
