@@ -216,6 +216,17 @@ def _create(engine: sa.Engine) -> None:
         metadata.create_all(engine, tables=TABLES)
 
 
+def shadow_reference_pairs(events: Events) -> pd.DataFrame:
+    """One row per request both the served and a shadow model answered (columns suffixed
+    ``_0`` and ``_1``), with its label ``y`` (NaN when none), computed with pandas."""
+    predictions = pd.DataFrame(events.predictions)
+    served = predictions[~predictions.is_shadow].set_index("request_id")
+    shadow = predictions[predictions.is_shadow].set_index("request_id")
+    pairs = served.join(shadow, lsuffix="_0", rsuffix="_1", how="inner")
+    labels = pd.DataFrame(events.outcomes).set_index("request_id")["value"]
+    return pairs.join(labels.rename("y"))
+
+
 def write(url: str, events: Events) -> None:
     engine = _engine(url)
     try:

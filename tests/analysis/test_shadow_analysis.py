@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_support import START, Events, register, write
+from analysis_support import START, Events, register, shadow_reference_pairs, write
 from numpy.testing import assert_allclose
 from scipy import stats as sps
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
@@ -126,16 +126,6 @@ def simulate_shadow(
     return events
 
 
-def _reference(events: Events) -> pd.DataFrame:
-    """One row per request both models answered, with its label (NaN when none)."""
-    predictions = pd.DataFrame(events.predictions)
-    served = predictions[~predictions.is_shadow].set_index("request_id")
-    shadow = predictions[predictions.is_shadow].set_index("request_id")
-    pairs = served.join(shadow, lsuffix="_0", rsuffix="_1", how="inner")
-    labels = pd.DataFrame(events.outcomes).set_index("request_id")["value"]
-    return pairs.join(labels.rename("y"))
-
-
 def store_events(url: str, events: Events) -> None:
     write(url, events)
     register(url, parse_experiment(SHADOW_SPEC), PHASES)
@@ -152,7 +142,7 @@ def test_paired_figures_match_an_independent_computation(backend_url: str, harmf
     result = analyze(url, "fraud")
     assert [s.variant for s in result.shadow] == ["challenger"]
     shadow = result.shadow[0]
-    ref = _reference(harmful)
+    ref = shadow_reference_pairs(harmful)
     scored = ref[ref.error_0.isna() & ref.error_1.isna()]
     assert shadow.pairs == len(ref) == 3000
     assert shadow.scored_pairs == len(scored)

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from analysis_support import START, Events, register, write
+from analysis_support import START, Events, register, shadow_reference_pairs, write
 from numpy.testing import assert_allclose
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
@@ -88,15 +88,10 @@ def simulate(rng: np.random.Generator, *, units: int = 900, requests: int = 4000
 
 def reference_pairs(events: Events) -> pd.DataFrame:
     """One row per mirrored request: both scores, the label and the unit's country."""
-    predictions = pd.DataFrame(events.predictions)
-    served = predictions[~predictions.is_shadow].set_index("request_id")
-    shadow = predictions[predictions.is_shadow].set_index("request_id")
-    pairs = served.join(shadow, lsuffix="_0", rsuffix="_1", how="inner")
-    labels = pd.DataFrame(events.outcomes).set_index("request_id")["value"].rename("y")
+    pairs = shadow_reference_pairs(events)
     exposures = pd.DataFrame(events.exposures)
     exposures["country"] = [orjson.loads(a)["country"] for a in exposures.attributes_json]
     country = exposures.groupby("unit_id")["country"].min()
-    pairs = pairs.join(labels)
     pairs["country"] = pairs.unit_id_0.map(country)
     return pairs
 
