@@ -11,11 +11,13 @@ connector pins protobuf below the version the dev environment uses).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
+import sqlalchemy.sql.functions as sa_functions
 from analysis_support import SPEC, START, register, simulate, write
 
 from abflow.analysis import analyze
@@ -30,6 +32,17 @@ DIALECTS = {
     "databricks": ("databricks.sqlalchemy", "DatabricksDialect", "get_json_object"),
     "snowflake": ("snowflake.sqlalchemy", "SnowflakeDialect", "JSON_EXTRACT_PATH_TEXT"),
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _sql_functions_restored() -> Iterator[None]:
+    """Importing a warehouse dialect registers its SQL functions for every engine in the
+    process (sqlalchemy-bigquery's ``unnest`` then stands in for the one PostgreSQL's
+    reflection uses, and warns); give the later tests SQLAlchemy's own registry back."""
+    saved = {name: dict(functions) for name, functions in sa_functions._registry.items()}
+    yield
+    sa_functions._registry.clear()
+    sa_functions._registry.update(saved)
 
 
 def _dialect(name: str) -> Any:
