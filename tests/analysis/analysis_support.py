@@ -33,12 +33,15 @@ DAY = 86400.0
 START = 1_764_000_000.0  # 2025-11-24, a fixed epoch so cohort days are reproducible
 TABLES = [experiment_versions, phases, exposures, predictions, outcomes]
 
+VARIANTS: list[dict[str, str]] = [
+    {"name": "control", "model": "models:/m@champion"},
+    {"name": "treatment", "model": "models:/m@challenger"},
+]
+"""The two variants of the analysis tests' experiments (control first)."""
+
 SPEC: dict[str, Any] = {
     "key": "checkout",
-    "variants": [
-        {"name": "control", "model": "models:/m@champion"},
-        {"name": "treatment", "model": "models:/m@challenger"},
-    ],
+    "variants": VARIANTS,
     "weights": [0.5, 0.5],
     "metrics": [
         {"name": "converted", "kind": "conversion", "event": "purchase", "role": "primary"},

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from analysis_support import DAY, START, Events, register, write
+from analysis_support import DAY, START, VARIANTS, Events, register, write
 from scipy import stats
 
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
@@ -31,10 +31,7 @@ WINDOWS = {  # metric -> (delay, length) in seconds, as the spec below declares 
 }
 SPEC: dict[str, Any] = {
     "key": "windows",
-    "variants": [
-        {"name": "control", "model": "models:/m@champion"},
-        {"name": "treatment", "model": "models:/m@challenger"},
-    ],
+    "variants": VARIANTS,
     "metrics": [
         {
             "name": "conv_72h",

@@ -17,7 +17,7 @@ import orjson
 import pandas as pd
 import pytest
 import statsmodels.api as sm
-from analysis_support import DAY, START, Events, register, write
+from analysis_support import DAY, START, VARIANTS, Events, register, write
 from scipy import special
 
 from abflow.analysis import AnalysisOptions, ExperimentResult, analyze
@@ -30,10 +30,7 @@ CELL_SPEND = [5.0, 8.0, 12.0, 20.0, 30.0, 45.0]  # spend differs a lot between c
 STRATIFIED = ["country", "platform"]
 SPEC: dict[str, Any] = {
     "key": "strata",
-    "variants": [
-        {"name": "control", "model": "models:/m@champion"},
-        {"name": "treatment", "model": "models:/m@challenger"},
-    ],
+    "variants": VARIANTS,
     "metrics": [
         {
             "name": "revenue",
