@@ -115,3 +115,17 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return repo, module.build(repo)
+
+
+@pytest.fixture(scope="session")
+def empty_registry_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite registry with its schema migrated, made once per session: copy
+    it for a fresh registry (creating MLflow's schema takes seconds; a copy, milliseconds)."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments()
+    client.search_registered_models()
+    return path

@@ -1,7 +1,8 @@
 """Registry fixtures: a real MLflow SQLite registry per test, without paying for migrations.
 
 Creating MLflow's SQLite schema takes seconds, so one empty, migrated database is made per
-session and copied for every test (a fresh, isolated registry in a fraction of a second).
+session (``empty_registry_db`` in tests/conftest.py) and copied for every test (a fresh,
+isolated registry in a fraction of a second).
 Tracking URIs are passed explicitly; the environment variables are cleared so that no test
 reads a registry it did not create.
 """
@@ -19,18 +20,6 @@ import pytest
 
 class ConstantModel:
     """Stand-in for a non-sklearn model: pyfunc flavour, ``predict`` only."""
-
-
-@pytest.fixture(scope="session")
-def empty_registry_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlflow import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    uri = f"sqlite:///{path}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.search_experiments()
-    client.search_registered_models()
-    return path
 
 
 def _fresh_registry(folder: Path, template: Path) -> str:

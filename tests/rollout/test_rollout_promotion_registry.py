@@ -46,9 +46,10 @@ def spec_dict(control: str = "models:/ranker@champion", challenger: str = "model
 
 
 @pytest.fixture(scope="module")
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def registry_template(tmp_path_factory: pytest.TempPathFactory, empty_registry_db: Path) -> Path:
     """A migrated MLflow registry holding ranker v1 (@champion) and v2 (no artifacts needed)."""
     folder = tmp_path_factory.mktemp("ranker-registry")
+    shutil.copy(empty_registry_db, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("ranker")
