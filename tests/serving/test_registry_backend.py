@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import gwmodels
@@ -23,7 +24,9 @@ async def test_a_registry_alias_serves_the_version_it_points_at(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     rng: np.random.Generator,
+    empty_registry_db: Path,
 ) -> None:
+    shutil.copy(empty_registry_db, tmp_path / "mlflow.db")  # migrated once per session
     monkeypatch.setenv("ABFLOW_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("ABFLOW_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
