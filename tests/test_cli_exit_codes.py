@@ -10,6 +10,7 @@ the answer must be 2 with one sentence, never 1 (which CI reads as "drift found"
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -313,11 +314,12 @@ def test_demo(abflow: Abflow, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """An MLflow registry with ``fraud`` v1 (champion), and the joblib file it came from."""
+def registry(tmp_path_factory: pytest.TempPathFactory, empty_registry_db: Path) -> tuple[str, Path]:
+    """An empty MLflow registry (a copy of the session's migrated one), and a joblib model."""
     from sklearn.linear_model import LogisticRegression
 
     folder = tmp_path_factory.mktemp("registry")
+    shutil.copy(empty_registry_db, folder / "mlflow.db")
     model = folder / "m.joblib"
     joblib.dump(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), model)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
