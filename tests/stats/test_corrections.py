@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from statsmodels.stats.multitest import multipletests
+from multitest_reference import multipletests
 
 from abflow.errors import InvalidArgumentError
 from abflow.stats.corrections import adjust_comparisons, adjust_mapping, adjust_p_values

@@ -7,17 +7,15 @@ scales, sample sizes, allocations, alternatives and arm counts the hand-picked t
 
 from __future__ import annotations
 
-import gc
 import math
-from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from multitest_reference import multipletests
 from numpy.testing import assert_allclose
 from scipy import stats
-from statsmodels.stats.multitest import multipletests as _statsmodels_multipletests
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import power_proportions_2indep, proportion_effectsize
 
@@ -32,18 +30,6 @@ from abflow.stats import (
 )
 
 SETTINGS = settings(max_examples=60, deadline=None)
-
-
-def multipletests(p: np.ndarray, method: str) -> tuple[np.ndarray, ...]:
-    """statsmodels' multipletests, without the ``gc.collect()`` its Holm branch runs on every
-    call: a full collection of the test process's heap (SciPy, MLflow and the rest of the
-    suite's objects), 0.08 s alone and far more in the full suite, where the Holm property
-    test took 250 s. Collecting garbage changes no number."""
-    with mock.patch.object(gc, "collect", return_value=0):
-        result: tuple[np.ndarray, ...] = _statsmodels_multipletests(p, method=method)
-    return result
-
-
 SCALES = st.sampled_from([1e-6, 1e-3, 1.0, 1e3, 1e6])
 ALTERNATIVES = st.sampled_from(["two-sided", "greater", "less"])
 
