@@ -71,6 +71,12 @@ class FaultyModel:
     is_breaker_down: bool = False
 
 
+def _is_probe(rows: list[list[float]]) -> bool:
+    """The gateway's health probes (a row of zeros, at start and from /readyz): the requests
+    of these tests never send one, so the counters count requests only."""
+    return all(value == 0 for row in rows for value in row)
+
+
 def faulty_app(model: FaultyModel) -> Starlette:
     def answer(n_rows: int) -> Response:
         return Response(
@@ -78,9 +84,11 @@ def faulty_app(model: FaultyModel) -> Starlette:
         )
 
     async def flaky(request: Request) -> Response:
+        rows = orjson.loads(await request.body())["inputs"]
+        if _is_probe(rows):
+            return answer(len(rows))
         number = model.calls  # counted before any await: even a call its caller gave up on
         model.calls += 1
-        rows = orjson.loads(await request.body())["inputs"]
         if number % 10 in ERROR_EVERY:
             model.errors += 1
             return Response(b'{"error": "injected"}', status_code=500)
@@ -90,8 +98,9 @@ def faulty_app(model: FaultyModel) -> Starlette:
         return answer(len(rows))
 
     async def breaker(request: Request) -> Response:
-        model.breaker_calls.append(time.monotonic())
         rows = orjson.loads(await request.body())["inputs"]
+        if not _is_probe(rows):
+            model.breaker_calls.append(time.monotonic())
         if model.is_breaker_down:
             return Response(b'{"error": "down"}', status_code=503)
         return answer(len(rows))
@@ -154,11 +163,15 @@ def gateway(tmp_path: Path, model_server: tuple[str, FaultyModel]) -> Iterator[G
         {
             "store_url": f"sqlite:///{tmp_path / 'events.db'}",
             "experiments": [experiment("flaky", flaky), experiment("breaker", breaker)],
+            # One call per request (batch: false): the server injects its faults per call, so
+            # each injected fault is one request's. Batched calls are tested with
+            # tests/serving/test_remote_batching*.py.
             "backends": {
                 # never opens: every failure is one the server injected, and so is each fallback
-                flaky: {"version": "flaky-1", "failure_threshold": 1_000_000},
+                flaky: {"version": "flaky-1", "failure_threshold": 1_000_000, "batch": False},
                 breaker: {
                     "version": "breaker-1",
+                    "batch": False,
                     "failure_threshold": BREAKER_THRESHOLD,
                     "reset_seconds": BREAKER_RESET_SECONDS,
                 },
