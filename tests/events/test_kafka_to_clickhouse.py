@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 
-from abflow.events.ingest import Loader
+from abflow.cli.main import main
 from abflow.events.kafka import KafkaEventWriter, KafkaTarget
 from abflow.store.aggregates import OutcomeColumn, unit_moments
 from abflow.store.clickhouse_writer import ClickHouseWriter
@@ -22,7 +24,10 @@ GROUP_OPTIONS = {"session.timeout.ms": "3000", "heartbeat.interval.ms": "300"}
 
 
 def test_redelivered_topics_load_once_and_analyse_as_pandas(
-    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+    kafka_broker: TansuBroker,
+    topic_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     rng = np.random.default_rng(11)
     exposed = [
@@ -58,15 +63,26 @@ def test_redelivered_topics_load_once_and_analyse_as_pandas(
     finally:
         producer.close()
 
-    writer = ClickHouseWriter(f"chdb:///{tmp_path / 'store.chdb'}")
+    # `abflow ingest --store chdb:///…`, as a user runs it, loads the warehouse.
+    store = f"chdb:///{tmp_path / 'store.chdb'}"
+    source = f"kafka://{kafka_broker.bootstrap}/{topic_prefix}?" + urlencode(GROUP_OPTIONS)
+    argv = ["ingest", "--from", source, "--store", store, "--group", "ch", "--once", "--json"]
+    argv += ["--kind", "exposure", "--kind", "outcome", "--max-seconds", "120", "--quiet"]
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code in (0, None)
+    totals = orjson.loads(capsys.readouterr().out)
+    writer = ClickHouseWriter(store, create=False)
     try:
-        loader = Loader(target, writer, group_id="ch", kinds=["exposure", "outcome"])
-        totals = loader.run(until_caught_up=True, max_seconds=120)
         moments, _ = unit_moments(writer.engine, "k", 1, [OutcomeColumn("revenue", "buy")])
     finally:
         writer.close()
     events = len(exposed) + len(bought)
-    assert (totals.consumed, totals.stored, totals.repeated) == (2 * events, events, events)
+    assert (totals["consumed"], totals["stored"], totals["repeated"]) == (
+        2 * events,
+        events,
+        events,
+    )
 
     units = pd.DataFrame(exposed)
     units["revenue"] = units.unit_id.map(pd.DataFrame(bought).groupby("unit_id")["value"].sum())

@@ -163,7 +163,9 @@ def test_the_writer_refuses_what_the_store_refuses(tmp_path: Path) -> None:
     writer.engine.dispose()
 
 
-def test_abflow_analyze_reads_a_chdb_store(tmp_path: Path, rng: np.random.Generator) -> None:
+def test_abflow_analyze_reads_a_chdb_store(
+    tmp_path: Path, rng: np.random.Generator, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Events written by the loader's writer, the spec registered as the store does: the
     # command's per-variant units and revenue sums are those pandas computes from the rows.
     exposed, done = _rows(rng)
@@ -229,3 +231,8 @@ def test_abflow_analyze_reads_a_chdb_store(tmp_path: Path, rng: np.random.Genera
     with pytest.raises(SystemExit) as exit_info:
         main(["analyze", "nope", "--store", url])
     assert exit_info.value.code == 2  # an unknown key: a sentence and 2, not a traceback
+    with pytest.raises(SystemExit) as exit_info:
+        main(["analyze", "k", "--store", url, "--rollups"])
+    assert exit_info.value.code == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--rollups is not available on a ClickHouse store" in said

@@ -78,6 +78,8 @@ def ingest(
     from abflow.events.kafka import parse_kafka_url
     from abflow.security.secrets import is_secret_reference, resolve_secret
     from abflow.store import EventStore
+    from abflow.store.clickhouse import is_clickhouse_url
+    from abflow.store.clickhouse_writer import ClickHouseWriter
     from abflow.store.engine import display_url, resolve_url
 
     try:  # a URL holding a SASL password can come from a secret, not the command line
@@ -85,7 +87,11 @@ def ingest(
         target = parse_kafka_url(url)
     except ConfigError as exc:
         fail(f"--from: {exc}")
-    opened = EventStore.open(store)
+    opened: EventStore | ClickHouseWriter
+    if store is not None and is_clickhouse_url(store):  # the warehouse: chdb:// or clickhouse://
+        opened, shown = ClickHouseWriter(store), display_url(store)
+    else:
+        opened, shown = EventStore.open(store), display_url(resolve_url(store))
     try:
         loader = Loader(
             target,
@@ -101,10 +107,7 @@ def ingest(
 
         previous = signal.signal(signal.SIGTERM, stop)
         if not quiet:
-            err_console.print(
-                f"loading {target.display} into {display_url(resolve_url(store))} "
-                f"as group {group!r}"
-            )
+            err_console.print(f"loading {target.display} into {shown} as group {group!r}")
 
         def report(progress: IngestProgress) -> None:
             err_console.print(summary_line(progress))

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from abflow.errors import StoreError
+from abflow.errors import InvalidArgumentError, StoreError
 from abflow.store.aggregates import (
     GroupKey,
     Moments,
@@ -425,6 +425,12 @@ def refresh_rollup(
 ) -> str:
     """Fold events up to ``window.end`` (default: the latest event) and return the table name."""
     engine = connect(target)
+    if engine.dialect.name == "clickhousedb":
+        msg = (
+            "--rollups is not available on a ClickHouse store (its fold rewrites rows, which "
+            "MergeTree tables are not made for): analyse the raw events, without --rollups"
+        )
+        raise InvalidArgumentError(msg)
     window = window or Window()
     name = _table_name(experiment_key, phase, columns)
     table = _units_table(name, columns)
