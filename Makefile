@@ -26,7 +26,7 @@ endif
 # with PYTHONDONTWRITEBYTECODE set (as in many CI images) every one of them compiled MLflow,
 # pandas and SciPy from source again, a third of test_cli_exit_codes.py's CPU time. The test
 # targets let Python keep its bytecode (__pycache__, ignored by git).
-# PYTEST_ARGS adds pytest options, e.g. make test PYTEST_ARGS="-n 2" (pytest-xdist).
+# PYTEST_ARGS adds pytest options, e.g. make test PYTEST_ARGS="-x -k analysis".
 PYTEST := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest $(PYTEST_ARGS)
 
 .PHONY: demo test test-fast check format lint types pytest bench clean install install-runtime
