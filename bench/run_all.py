@@ -30,6 +30,7 @@ BENCHMARKS = (
     "gateway",
     "remote",
     "kafka",
+    "warehouse",  # generates its events on disk first (about 100 s per 10M)
 )
 """Script names (``bench/NAME.py``), cheapest first."""
 
