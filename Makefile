@@ -65,7 +65,7 @@ check: $(DEV_STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(PYTEST) -q
+	$(PYTEST) -q --durations=25
 
 format: $(DEV_STAMP)
 	$(BIN)/ruff format src tests bench
