@@ -68,7 +68,9 @@ def test_getting_started_shows_what_the_demo_prints(tmp_path: Path) -> None:
     assert any(title in line for line in printed)
     doc_panel = documented[documented.index(next(x for x in documented if "Verdict:" in x)) :]
     real_panel = printed[printed.index(next(x for x in printed if "Verdict:" in x)) :]
-    real_text = _panel_text(real_panel)
+    # A guardrail on measured latency may fail on a busy machine and join the list of failed
+    # guardrails; every other word of the verdict is the doc's.
+    real_text = re.sub(r", (?:latency_p95|cost)\b", "", _panel_text(real_panel))
     for reason in re.split(r" (?=• )", _panel_text(doc_panel)):
         if not any(name in reason for name in MEASURED):
             assert reason in real_text, reason

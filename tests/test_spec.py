@@ -263,3 +263,10 @@ def test_cli_validate_refuses_weights_that_contradict_a_plan(tmp_path: Path) -> 
     assert "weights: weights [0.5, 0.5] send traffic to a variant other than the control" in (
         " ".join(result.stderr.split())
     )
+
+
+def test_a_key_that_is_no_plain_name_is_shown_in_brackets() -> None:
+    # found by schemathesis: an extra key " " under monitoring read as "monitoring. : ..."
+    problems = problems_of({**base(), "monitoring": {" ": 1, "": 2}})
+    assert "monitoring[' ']: Extra inputs are not permitted" in problems
+    assert "monitoring['']: Extra inputs are not permitted" in problems

@@ -609,9 +609,16 @@ def _format_location(location: tuple[int | str, ...]) -> str:
             text += f"[{part}]"
         elif str(part).startswith(("function-", "tagged-union")):
             continue
+        elif not _plain_name(str(part)):  # "monitoring[' ']", never "monitoring. "
+            text += f"[{str(part)!r}]"
         else:
             text += f".{part}" if text else str(part)
     return text
+
+
+def _plain_name(key: str) -> bool:
+    """Whether a key reads as one name after a dot (else an error shows it as ``['key']``)."""
+    return bool(key) and key.isprintable() and not set(key) & set(".[] '\"")
 
 
 def _join(prefix: str, path: str) -> str:

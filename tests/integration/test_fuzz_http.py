@@ -51,9 +51,10 @@ N_FEATURES = 8  # abflow.serving.demo_models
 ROW = [0.25] * N_FEATURES
 
 # A 4xx detail starts with the place at fault: "features[0][1]: ...", "query.phase: ...",
-# "0: ..." (a key of the body), "attributes key '\x00': ..." (a key that cannot be stored).
+# "0: ..." (a key of the body), "attributes key '\x00': ..." (a key that cannot be stored),
+# "attributes[' '] key '\x00': ..." (such a key in a nested object).
 # "." is the document itself (a body that is not JSON, or not an object).
-FIELD_FIRST = re.compile(r"^(\.|\w\S*?|\w+ key '.*?'): \S")
+FIELD_FIRST = re.compile(r"^(\.|\w\S*?|\w.*? key '.*?'): \S")
 
 
 class MemoryEvents:
@@ -364,6 +365,12 @@ PREDICT_REFUSALS = [
         422,
         "features[0]",
         id="huge-integer",
+    ),
+    pytest.param(  # found by schemathesis: an empty key once read as "attributes."
+        _json({"unit_id": "u", "features": ROW, "attributes": {"": {"\x00": 1}}}),
+        422,
+        "attributes[''] key '\\x00'",
+        id="nul-key-under-empty-key",
     ),
 ]
 

@@ -223,7 +223,7 @@ def attribute_path(where: str, key: str) -> str:
     ``attributes['a.b\\n']`` when the key would not read as one plain name on one line."""
     return (
         f"{where}.{key}"
-        if key.isprintable() and not set(key) & set(".[] ")
+        if key and key.isprintable() and not set(key) & set(".[] ")
         else f"{where}[{key!r}]"
     )
 
