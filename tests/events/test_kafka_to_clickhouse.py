@@ -15,11 +15,11 @@ from abflow.cli.main import main
 from abflow.events.kafka import KafkaEventWriter, KafkaTarget
 from abflow.store.aggregates import OutcomeColumn, unit_moments
 from abflow.store.clickhouse_writer import ClickHouseWriter
+from event_rows import exposures_and_purchases
 from kafka_broker import TansuBroker
 
 pytest.importorskip("chdb")
 
-START = 1_764_000_000.0
 GROUP_OPTIONS = {"session.timeout.ms": "3000", "heartbeat.interval.ms": "300"}
 
 
@@ -30,30 +30,7 @@ def test_redelivered_topics_load_once_and_analyse_as_pandas(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     rng = np.random.default_rng(11)
-    exposed = [
-        {
-            "event_id": f"x{u}",
-            "ts": START + u,
-            "experiment_key": "k",
-            "phase": 1,
-            "unit_id": f"u{u}",
-            "variant": "b" if rng.random() < 0.5 else "a",
-            "attributes_json": None,
-        }
-        for u in range(300)
-    ]
-    bought = [
-        {
-            "event_id": f"o{i}",
-            "ts": START + 1000.0 + i,
-            "unit_id": f"u{int(rng.integers(300))}",
-            "name": "buy",
-            "value": float(np.round(rng.gamma(2.0, 10.0), 2)),
-            "request_id": None,
-            "experiment_key": None,
-        }
-        for i in range(600)
-    ]
+    exposed, bought = exposures_and_purchases(rng, units=300, purchases=600)
     target = KafkaTarget(kafka_broker.bootstrap, topic_prefix, GROUP_OPTIONS)
     producer = KafkaEventWriter(target, partitions=2)
     try:

@@ -18,38 +18,13 @@ from abflow.store.aggregates import OutcomeColumn, connect, unit_moments
 from abflow.store.clickhouse import clickhouse_engine, create_tables, is_clickhouse_url
 from abflow.store.clickhouse_writer import ClickHouseWriter
 from abflow.store.schema import experiment_versions, exposures, outcomes, phases
+from event_rows import START, Row, exposures_and_purchases
 
 pytest.importorskip("chdb")
 
-START = 1_764_000_000.0
 
-
-def _rows(rng: np.random.Generator) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    exposed = [
-        {
-            "event_id": f"x{u}",
-            "ts": START + u,
-            "experiment_key": "k",
-            "phase": 1,
-            "unit_id": f"u{u}",
-            "variant": "b" if rng.random() < 0.5 else "a",
-            "attributes_json": None,
-        }
-        for u in range(200)
-    ]
-    done = [
-        {
-            "event_id": f"o{i}",
-            "ts": START + 1000.0 + i,
-            "unit_id": f"u{int(rng.integers(200))}",
-            "name": "buy",
-            "value": float(np.round(rng.gamma(2.0, 10.0), 2)),
-            "request_id": None,
-            "experiment_key": None,
-        }
-        for i in range(500)
-    ]
-    return exposed, done
+def _rows(rng: np.random.Generator) -> tuple[list[Row], list[Row]]:
+    return exposures_and_purchases(rng, units=200, purchases=500)
 
 
 def test_redelivered_events_count_once(tmp_path: Path, rng: np.random.Generator) -> None:
