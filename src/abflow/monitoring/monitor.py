@@ -3,8 +3,10 @@
 For every window holding monitoring samples (see :mod:`abflow.events.sampling`) it measures,
 per variant:
 
-- **feature drift** of the sampled inputs against a reference: a pinned window, or by
-  default the experiment's first sampled window (the variant's own rows there, else every
+- **feature drift** of the sampled inputs against a reference: the training sample of the
+  variant's model when one is given (``reference_by_variant``; the record says
+  ``reference="training"``, which analysis reports as train/serve skew), a pinned window, or
+  by default the experiment's first sampled window (the variant's own rows there, else every
   variant's rows);
 - **prediction drift** of the variant's scores against its scores in the reference window:
   it moves as soon as the inputs move, long before any label arrives;
@@ -174,7 +176,9 @@ def evaluate_window(
         ref = reference.get(variant)
         ref_features = ref if ref is not None and ref.n >= config.min_samples else pooled_reference
         enough = sample.n >= config.min_samples
-        given = (reference_by_variant or {}).get(variant, reference_features)
+        trained = (reference_by_variant or {}).get(variant)
+        given = reference_features if trained is None else trained
+        source = "window" if given is None else "given" if trained is None else "training"
         if given is not None:
             baseline: Mapping[str, Sequence[Any]] | None = given
             n_baseline = min((len(v) for v in given.values()), default=0)
@@ -197,6 +201,7 @@ def evaluate_window(
                     variant,
                     verdict.feature,
                     verdict.method.value,
+                    reference=source,
                     **_measured(verdict),
                 )
         scores = [s for s in sample.scores if s is not None]
@@ -210,6 +215,7 @@ def evaluate_window(
                 variant,
                 "score",
                 verdict.method.value,
+                reference="window",
                 **_measured(verdict),
             )
         else:
@@ -218,6 +224,7 @@ def evaluate_window(
                 variant,
                 "score",
                 method,
+                reference="window",
                 n_reference=len(ref_scores),
                 n_current=len(scores),
             )
@@ -258,6 +265,7 @@ def _skew(
                 variant=variant,
                 feature=verdict.feature,
                 method=verdict.method.value,
+                reference="control",
                 **_measured(verdict),
             )
             for verdict in report.features
@@ -320,6 +328,7 @@ def _quality(
                     is_alarm=is_alarm,
                     n_reference=0,
                     n_current=n,
+                    reference="control",
                 )
             )
     return found

@@ -23,6 +23,7 @@ from abflow.store.schema import feature_samples, monitor_results, outcomes, pred
 
 __all__ = [
     "DEFAULT_VARIANT",
+    "REFERENCES",
     "MonitorRecord",
     "QualityCounts",
     "WindowSample",
@@ -36,6 +37,11 @@ __all__ = [
 
 DEFAULT_VARIANT = "_default"
 """Predictions for units outside the experiment: not part of any variant's quality."""
+
+REFERENCES = ("training", "given", "window", "control")
+"""What a measure was compared with (``MonitorRecord.reference``): the training sample of
+the variant's model, a reference passed in directly, a reference window of served rows, or
+the control on the same window (skew, quality)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class MonitorRecord:
     ``variant`` is empty for skew, ``feature`` empty but for feature drift and skew, and
     ``method`` names the drift method or the quality metric (``fpr``, ``precision``,
     ``recall``). ``value`` is None when it cannot be computed (too few rows, no labels).
+    ``reference`` is one of :data:`REFERENCES` (empty: stored before it was recorded).
     """
 
     experiment_key: str
@@ -88,6 +95,7 @@ class MonitorRecord:
     n_reference: int
     n_current: int
     computed_at: float = 0.0
+    reference: str = ""
 
 
 def sample_windows(target: StoreTarget, experiment_key: str) -> list[float]:
@@ -208,16 +216,33 @@ def save_monitor_results(
 _FIELDS = tuple(MonitorRecord.__dataclass_fields__)
 
 
+def _stored_fields(connection: sa.Connection) -> list[sa.ColumnElement[Any]]:
+    """The record's columns as this store holds them: none without the table (a warehouse
+    loaded by ``abflow ingest``), an empty ``reference`` in a store not yet at revision 0005."""
+    inspector = sa.inspect(connection)
+    if not inspector.has_table(monitor_results.name):
+        return []
+    present = {column["name"] for column in inspector.get_columns(monitor_results.name)}
+    return [
+        monitor_results.c[name] if name in present else sa.literal("").label(name)
+        for name in _FIELDS
+    ]
+
+
 def monitor_history(
     target: StoreTarget, experiment_key: str, *, since: float | None = None
 ) -> list[MonitorRecord]:
-    """Every stored result of the experiment, oldest window first (for charts and reports)."""
+    """Every stored result of the experiment, oldest window first (for charts and reports);
+    none when the store has no monitor results table."""
     r = monitor_results
-    query = sa.select(*(r.c[name] for name in _FIELDS)).where(r.c.experiment_key == experiment_key)
-    if since is not None:
-        query = query.where(r.c.window_start >= since)
-    query = query.order_by(r.c.window_start, r.c.kind, r.c.variant, r.c.feature, r.c.method)
     with translating("read monitor history"), connect(target).connect() as connection:
+        fields = _stored_fields(connection)
+        if not fields:
+            return []
+        query = sa.select(*fields).where(r.c.experiment_key == experiment_key)
+        if since is not None:
+            query = query.where(r.c.window_start >= since)
+        query = query.order_by(r.c.window_start, r.c.kind, r.c.variant, r.c.feature, r.c.method)
         return [_record(row._mapping) for row in connection.execute(query)]
 
 

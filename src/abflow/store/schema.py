@@ -198,10 +198,13 @@ monitor_results = Table(
     Column("n_reference", Integer, nullable=False, default=0),
     Column("n_current", Integer, nullable=False, default=0),
     Column("computed_at", Double, nullable=False),
+    Column("reference", String(16), nullable=False, default="", server_default=""),
     Index("ix_monitor_results_window", "experiment_key", "window_start"),
 )
 """The monitor's history: one row per measure, variant, feature and window (the latest
-computation of a window replaces the earlier ones)."""
+computation of a window replaces the earlier ones). ``reference`` says what a measure was
+compared with (:data:`abflow.store.monitoring.REFERENCES`; empty in rows from before
+revision 0005)."""
 
 sticky_buckets = Table(
     "sticky_buckets",
