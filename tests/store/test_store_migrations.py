@@ -31,6 +31,7 @@ SCHEMA_TABLES = {
     "feature_samples",
     "monitor_results",
     "sticky_buckets",
+    "leases",
 }
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "experiment_versions",
     "exposures",
     "feature_samples",
+    "leases",
     "metadata",
     "monitor_results",
     "outcomes",
@@ -219,6 +220,16 @@ sticky_buckets = Table(
 (``"<experiment>__<bucket version>"``); the rows of one (attribute, value) are GrowthBook's
 assignment document. One row per entry, so replicas saving two experiments' entries for the
 same unit at once never overwrite each other."""
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", KEY, primary_key=True),
+    Column("holder", String(256), nullable=False),
+    Column("expires_at", Double, nullable=False),
+)
+"""Named leases (see :mod:`abflow.store.leases`): which process may do a job that only one
+process at a time should do, and until when."""
 
 EVENT_TABLES = {
     "exposure": exposures,
