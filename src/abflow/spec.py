@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +34,7 @@ __all__ = [
     "AnalysisSpec",
     "ConversionWindowSpec",
     "ExperimentSpec",
+    "FilterSpec",
     "MetricSpec",
     "MonitoringSpec",
     "NamespaceSpec",
@@ -140,6 +142,37 @@ class NamespaceSpec(_Spec):
 
     def as_tuple(self) -> tuple[str, float, float]:
         return (self.name, self.start, self.end)
+
+
+def _ordered_range(bucket_range: tuple[float, float]) -> tuple[float, float]:
+    start, end = bucket_range
+    if start > end:
+        msg = f"range [{start}, {end}] starts above its end"
+        raise ValueError(msg)
+    return bucket_range
+
+
+_Share = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+HashRange = Annotated[tuple[_Share, _Share], AfterValidator(_ordered_range)]
+"""A half-open bucket range ``[start, end)`` with ``0 <= start <= end <= 1``."""
+
+
+class FilterSpec(_Spec):
+    """A hash slice a unit must fall in to be in the experiment (GrowthBook's ``filters``).
+
+    The attribute is hashed with the filter's own seed, so experiments that share a filter
+    seed and attribute can split one population into disjoint slices, on any attribute
+    (a namespace slices the unit attribute only).
+    """
+
+    attribute: str | None = Field(
+        default=None, min_length=1, description="attribute hashed; defaults to the unit"
+    )
+    seed: str = Field(description="hash seed, shared by the experiments that split one slice")
+    hash_version: Literal[1, 2] = 2
+    ranges: list[HashRange] = Field(
+        min_length=1, description="bucket ranges [start, end) the unit must fall in (any one)"
+    )
 
 
 UNIT_KINDS = ("conversion", "mean", "sum", "ratio")
@@ -392,8 +425,19 @@ class ExperimentSpec(_Spec):
     weights: list[float] | None = Field(default=None, description="defaults to equal weights")
     coverage: float = Field(default=1.0, ge=0.0, le=1.0)
     namespace: NamespaceSpec | None = None
+    filters: list[FilterSpec] = Field(
+        default_factory=list,
+        description="hash slices a unit must fall in, every one (instead of a namespace)",
+    )
     condition: dict[str, Any] | None = None
     forced: dict[str, str] = Field(default_factory=dict, description="unit id -> variant name")
+    active: bool = Field(
+        default=True, description="false: nobody is in the experiment but the forced units"
+    )
+    force: str | None = Field(
+        default=None,
+        description="variant that every unit passing targeting and coverage gets, not by hash",
+    )
     metrics: list[MetricSpec] = Field(default_factory=list)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     rollout: RolloutSpec | None = None
@@ -406,14 +450,18 @@ class ExperimentSpec(_Spec):
     )
 
     @model_serializer(mode="wrap")
-    def _leave_out_unset_shadow(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """``shadow``, ``monitoring`` and ``sticky`` came later: left out when unset (as for
-        :class:`RampStepSpec`)."""
+    def _leave_out_unset_additions(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """``shadow``, ``monitoring``, ``sticky``, ``filters``, ``active`` and ``force`` came
+        later: left out when unset (as for :class:`RampStepSpec`)."""
         data = handler(self)
         if isinstance(data, dict):
-            for name in ("shadow", "monitoring", "sticky"):
+            for name in ("shadow", "monitoring", "sticky", "force"):
                 if data.get(name) is None:
                     data.pop(name, None)
+            if not data.get("filters"):
+                data.pop("filters", None)
+            if data.get("active") is True:
+                data.pop("active", None)
         return data
 
     @property
@@ -504,6 +552,18 @@ def _cross_field_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
             problems.append(
                 (f"forced.{unit_id}", f"unknown variant {variant!r}; variants are {names}")
             )
+    if spec.force is not None and spec.force not in seen:
+        problems.append(("force", f"unknown variant {spec.force!r}; variants are {names}"))
+    if spec.filters and spec.namespace is not None:
+        ns = spec.namespace
+        problems.append(
+            (
+                "namespace",
+                "give a namespace or filters, not both (GrowthBook ignores the namespace when "
+                f"filters are set); write it as one more filter: {{seed: '__{ns.name}', "
+                f"hash_version: 1, ranges: [[{ns.start}, {ns.end}]]}}",
+            )
+        )
 
     if spec.condition is not None:
         problems.extend(
@@ -650,7 +710,9 @@ def traffic_fields(spec: ExperimentSpec) -> dict[str, Any]:
     """The fields that decide which unit gets which variant: a change to any starts a phase.
 
     The store and the gateway's in-memory catalog both open phases by this one rule, so
-    analysis never mixes traffic split under different assignments.
+    analysis never mixes traffic split under different assignments. ``active`` is not one of
+    them, like ``condition``: it says who is in, not which variant a unit gets, so pausing
+    and resuming an experiment keeps its phase.
     """
     return {
         "variants": [(v.name, v.model) for v in spec.variants],
@@ -661,6 +723,8 @@ def traffic_fields(spec: ExperimentSpec) -> dict[str, Any]:
         "hash_version": spec.hash_version,
         "namespace": spec.namespace.as_tuple() if spec.namespace else None,
         "sticky": spec.sticky.model_dump() if spec.sticky else None,
+        "filters": [f.model_dump() for f in spec.filters],
+        "force": spec.force,
     }
 
 

@@ -3,12 +3,19 @@
 Each case is ``[name, context, experiment, value, in_experiment, hash_used]``. A case whose
 fields map onto an abflow experiment spec is translated (``key``, ``variations`` as
 variants, ``weights``, ``coverage``, ``hashAttribute`` as ``unit``, ``seed``,
-``hashVersion`` (default 1 in the SDK), ``namespace``, ``condition``, ``ranges`` as the compiled bucket ranges, the
-context's ``attributes``, ``savedGroups`` as ``saved_groups`` and ``forcedVariations`` as
-the spec's per-unit ``forced``) and must give the SDK's answer: the same value, whether the
-unit is in the experiment, and whether its hash decided (``reason == "assigned"``). The
-other cases are skipped by group, one reason per group, and the groups are counted, so a new
-file with new kinds of case fails here instead of being skipped in silence.
+``hashVersion`` (default 1 in the SDK), ``namespace``, ``condition``, ``active``,
+``filters`` (their ``hashVersion`` as ``hash_version``, their attribute defaulting to
+``id`` as in the SDK), ``force`` (a variation index) as the variant name, ``ranges`` as the
+compiled bucket ranges, the context's ``attributes``, ``savedGroups`` as ``saved_groups``
+and ``forcedVariations`` as the spec's per-unit ``forced``) and must give the SDK's answer:
+the same value, whether the unit is in the experiment, and whether its hash decided
+(``reason == "assigned"``); the batch path must give the single-unit answer. The SDK ignores
+a namespace when filters are set, and a spec refuses the pair, so the translation drops it.
+A ``force`` index naming no variation (the SDK then includes nobody) has no variant name to
+translate to: the spec validator refuses it, and those cases check that.
+
+The other cases are skipped by group, one reason per group, and the groups are counted, so a
+new file with new kinds of case fails here instead of being skipped in silence.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 import pytest
 from growthbook_cases import load_or_skip
 
+from abflow.errors import InvalidSpecError
 from abflow.routing import assign, assign_batch, compile_experiment
 from abflow.spec import parse_experiment
 
@@ -52,23 +60,6 @@ SKIPPED: list[tuple[str, str, Predicate]] = [
         lambda ctx, exp: "parentConditions" in exp,
     ),
     (
-        "inactive",
-        "abflow's spec has no `active` field: an experiment stops by leaving the gateway",
-        lambda ctx, exp: exp.get("active") is False,
-    ),
-    (
-        "filters",
-        "GrowthBook `filters` (hash ranges on any attribute and seed) have no spec field; "
-        "abflow's slices are namespaces",
-        lambda ctx, exp: "filters" in exp,
-    ),
-    (
-        "experiment-force",
-        "an experiment-wide `force` (everyone, after coverage) has no spec field; abflow "
-        "forces per unit id, before every other rule (`forced`)",
-        lambda ctx, exp: "force" in exp,
-    ),
-    (
         "one-variation",
         "an abflow spec has at least two variants (the validator refuses one)",
         lambda ctx, exp: len(exp["variations"]) < 2,
@@ -81,7 +72,13 @@ def _group(case: list[Any]) -> str | None:
     return next((name for name, _, applies in SKIPPED if applies(context, experiment)), None)
 
 
-MAPPED = [case for case in RUN if _group(case) is None]
+def _force_names_no_variation(case: list[Any]) -> bool:
+    force = case[2].get("force")
+    return force is not None and not 0 <= force < len(case[2]["variations"])
+
+
+MAPPED = [case for case in RUN if _group(case) is None and not _force_names_no_variation(case)]
+REFUSED = [case for case in RUN if _group(case) is None and _force_names_no_variation(case)]
 
 
 def _translate(context: dict[str, Any], experiment: dict[str, Any]) -> dict[str, Any]:
@@ -102,9 +99,23 @@ def _translate(context: dict[str, Any], experiment: dict[str, Any]) -> dict[str,
         ("hashVersion", "hash_version"),
         ("namespace", "namespace"),
         ("condition", "condition"),
+        ("active", "active"),
     ):
         if theirs in experiment:
             spec[ours] = experiment[theirs]
+    if "filters" in experiment:
+        spec.pop("namespace", None)  # the SDK ignores it when filters are set
+        spec["filters"] = [
+            {
+                "attribute": f.get("attribute", "id"),
+                "seed": f["seed"],
+                "hash_version": f.get("hashVersion", 2),
+                "ranges": f["ranges"],
+            }
+            for f in experiment["filters"]
+        ]
+    if "force" in experiment:
+        spec["force"] = f"v{experiment['force']}"
     forced = context.get("forcedVariations", {})
     unit_id = context.get("attributes", {}).get(unit)
     if experiment["key"] in forced and isinstance(unit_id, str) and unit_id:
@@ -131,7 +142,24 @@ def test_run_case(case: list[Any]) -> None:
     unit_id = attributes.get(spec.unit)
     if isinstance(unit_id, str):  # the batch path agrees (it takes string ids)
         batch = assign_batch(compiled, np.array([unit_id]), [attributes], saved_groups=groups)
-        assert int(batch.index[0]) == result.index
+        bucket = float(batch.bucket[0])
+        assert (
+            int(batch.index[0]),
+            bool(batch.in_experiment[0]),
+            batch.reason_names()[0],
+            None if np.isnan(bucket) else bucket,
+        ) == (result.index, result.in_experiment, result.reason, result.bucket)
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[case[0] for case in REFUSED])
+def test_a_force_naming_no_variation_is_refused(case: list[Any]) -> None:
+    _, context, experiment, value, in_experiment, hash_used = case
+    assert (value, in_experiment, hash_used) == (experiment["variations"][0], False, False)
+    with pytest.raises(InvalidSpecError) as refused:
+        parse_experiment(_translate(context, experiment))
+    assert refused.value.problems == [
+        f"force: unknown variant 'v{experiment['force']}'; variants are ['v0', 'v1']"
+    ]
 
 
 @pytest.mark.parametrize("group", [name for name, _, _ in SKIPPED])
@@ -149,24 +177,28 @@ def test_every_run_case_is_run_or_skipped_with_its_group() -> None:
         "url-override": 2,
         "qa-mode": 3,
         "prerequisites": 2,
-        "inactive": 1,
-        "filters": 3,
-        "experiment-force": 3,
         "one-variation": 1,
     }
     assert len(RUN) == 73
-    assert len(MAPPED) == 73 - sum(counts.values()) == 57
+    assert len(REFUSED) == 2
+    assert len(MAPPED) == 73 - sum(counts.values()) - len(REFUSED) == 62
     kinds = {
         "ranges": sum("ranges" in case[2] for case in MAPPED),
         "namespace": sum("namespace" in case[2] for case in MAPPED),
         "forcedVariations": sum("forcedVariations" in case[1] for case in MAPPED),
         "savedGroups": sum("savedGroups" in case[1] for case in MAPPED),
         "condition": sum("condition" in case[2] for case in MAPPED),
+        "inactive": sum(case[2].get("active") is False for case in MAPPED),
+        "filters": sum("filters" in case[2] for case in MAPPED),
+        "force": sum("force" in case[2] for case in MAPPED),
     }
     assert kinds == {
         "ranges": 3,
-        "namespace": 2,
+        "namespace": 3,
         "forcedVariations": 1,
         "savedGroups": 1,
         "condition": 3,
+        "inactive": 1,
+        "filters": 3,
+        "force": 1,
     }

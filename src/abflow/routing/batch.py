@@ -26,6 +26,7 @@ from abflow.routing.experiment import (
     Assignment,
     CompiledExperiment,
     compile_experiment,
+    unit_text,
 )
 from abflow.routing.hashing import FNV_OFFSET, FNV_PRIME, _fnv1a32_python, utf16_units
 from abflow.spec import ExperimentSpec
@@ -224,20 +225,49 @@ def _hash_decimal(inner: npt.NDArray[np.uint32], exact_from: int = 8) -> npt.NDA
     return state
 
 
-def _hashes(
-    compiled: CompiledExperiment, ids: npt.NDArray[np.str_]
-) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32] | None, npt.NDArray[np.intp]]:
-    """Bucket keys (``bucket * scale``), namespace keys (``* 1000``) and id lengths."""
-    affixes = [("", compiled.seed) if compiled.hash_version == 1 else (compiled.seed, "")]
+def _affix(seed: str, hash_version: int) -> tuple[str, str]:
+    """Where ``bucket_hash`` puts the seed: after the value (version 1) or before it."""
+    return ("", seed) if hash_version == 1 else (seed, "")
+
+
+def _keys(hashed: npt.NDArray[np.uint32], hash_version: int) -> npt.NDArray[np.uint32]:
+    """Bucket keys (``bucket_hash * bucket_scale``) from the first FNV-1a hash."""
+    if hash_version == 2:
+        return _hash_decimal(hashed) % np.uint32(10000)
+    return hashed % np.uint32(1000)
+
+
+@dataclass(frozen=True, slots=True)
+class _UnitHashes:
+    keys: npt.NDArray[np.uint32]
+    """Bucket keys of the experiment's seed."""
+    spots: npt.NDArray[np.uint32] | None
+    """Namespace keys (``* 1000``), when the spec has a namespace."""
+    filter_keys: dict[int, npt.NDArray[np.uint32]]
+    """Bucket keys of each filter that hashes the unit attribute, by filter position."""
+    lengths: npt.NDArray[np.intp]
+
+
+def _hashes(compiled: CompiledExperiment, ids: npt.NDArray[np.str_]) -> _UnitHashes:
+    """Every hash of the unit ids, over one pass of their code-unit columns."""
+    affixes = [_affix(compiled.seed, compiled.hash_version)]
     if compiled.namespace is not None:
         affixes.append(("", "__" + compiled.namespace[0]))
+    on_unit = [i for i, f in enumerate(compiled.filters) if f.attribute == compiled.unit]
+    affixes.extend(
+        _affix(compiled.filters[i].seed, compiled.filters[i].hash_version) for i in on_unit
+    )
     hashed, lengths = _hash_all(ids, affixes)
-    if compiled.hash_version == 2:
-        keys = _hash_decimal(hashed[0]) % np.uint32(10000)
-    else:
-        keys = hashed[0] % np.uint32(1000)
-    spots = hashed[1] % np.uint32(1000) if compiled.namespace is not None else None
-    return keys, spots, lengths
+    first_filter = len(affixes) - len(on_unit)
+    return _UnitHashes(
+        keys=_keys(hashed[0], compiled.hash_version),
+        spots=hashed[1] % np.uint32(1000) if compiled.namespace is not None else None,
+        filter_keys={
+            i: _keys(hashed[first_filter + n], compiled.filters[i].hash_version)
+            for n, i in enumerate(on_unit)
+        },
+        lengths=lengths,
+    )
 
 
 def assign_batch(
@@ -251,46 +281,58 @@ def assign_batch(
 
     That is ``assign(experiment, {**attributes[i], unit: unit_ids[i]})``. ``attributes`` (one
     mapping per unit, same order) is required when the experiment has a targeting condition
-    and only feeds the condition, with ``saved_groups`` (group id -> members; default: the
-    groups the experiment was compiled with) for ``$inGroup`` / ``$notInGroup``. Empty ids
-    count as missing units. A numpy ``'U'`` array is
-    the fast input; a list of strings is converted first.
+    or a filter on an attribute other than the unit, and only feeds those, with
+    ``saved_groups`` (group id -> members; default: the groups the experiment was compiled
+    with) for ``$inGroup`` / ``$notInGroup``. Empty ids count as missing units. A numpy
+    ``'U'`` array is the fast input; a list of strings is converted first.
     """
     compiled = (
         experiment if isinstance(experiment, CompiledExperiment) else compile_experiment(experiment)
     )
     ids, originals, true_lengths = _as_unicode(unit_ids)
     rows_attributes = None if attributes is None else list(attributes)
+    # An id ending in NUL cannot live in a 'U' array; such rows are redone one by one.
+    redo = np.zeros(ids.shape[0], dtype=bool)
 
-    keys, spots, lengths = _hashes(compiled, ids)
-    index_table, reason_table = compiled.memo("bucket_tables", lambda: _bucket_tables(compiled))
-    index = index_table[keys]
-    reason = reason_table[keys]
-    bucket = keys / np.float64(compiled.scale)
+    if compiled.inactive is not None:  # nobody but the forced units: nothing to hash
+        lengths = np.strings.str_len(ids)
+        index = np.full(ids.shape[0], -1, dtype=np.int32)
+        bucket = np.full(ids.shape[0], np.nan)
+        reason = np.full(ids.shape[0], _REASON_CODE["inactive"], dtype=np.uint8)
+    else:
+        hashes = _hashes(compiled, ids)
+        lengths = hashes.lengths
+        index_table, reason_table = compiled.memo("bucket_tables", lambda: _bucket_tables(compiled))
+        index = index_table[hashes.keys]
+        reason = reason_table[hashes.keys]
+        bucket = hashes.keys / np.float64(compiled.scale)
 
-    # Later rules override earlier ones, so apply them from the last decision to the first.
-    if compiled.namespace is not None and spots is not None:
-        _, start, end = compiled.namespace
-        inside = compiled.memo(
-            "namespace_table", lambda: np.array([start <= k / 1000 < end for k in range(1000)])
-        )
-        _exclude(index, bucket, reason, ~inside[spots], "namespace")
-    if compiled.condition is not None:
-        groups = compiled.saved_groups if saved_groups is None else saved_groups
-        unit_texts = originals if originals is not None else ids.tolist()
-        targeted = _targeted(compiled, rows_attributes, unit_texts, groups)
-        _exclude(index, bucket, reason, ~targeted, "condition")
-    _exclude(index, bucket, reason, lengths == 0, "no_unit")
-    # An id ending in NUL cannot live in a 'U' array; such rows are redone below.
+        # Later rules override earlier ones, so apply them from the last decision to the first.
+        if compiled.filters:
+            kept = _kept_by_filters(compiled, hashes.filter_keys, rows_attributes, redo)
+            _exclude(index, bucket, reason, ~kept, "filters")
+        if compiled.namespace is not None and hashes.spots is not None:
+            _, start, end = compiled.namespace
+            inside = compiled.memo(
+                "namespace_table", lambda: np.array([start <= k / 1000 < end for k in range(1000)])
+            )
+            _exclude(index, bucket, reason, ~inside[hashes.spots], "namespace")
+        if compiled.condition is not None:
+            groups = compiled.saved_groups if saved_groups is None else saved_groups
+            unit_texts = originals if originals is not None else ids.tolist()
+            targeted = _targeted(compiled, rows_attributes, unit_texts, groups)
+            _exclude(index, bucket, reason, ~targeted, "condition")
+        _exclude(index, bucket, reason, lengths == 0, "no_unit")
     forced_ids = [unit_id for unit_id in compiled.forced if unit_id and unit_id[-1] != "\x00"]
     if forced_ids:
         for row in np.flatnonzero(np.isin(ids, np.array(forced_ids, dtype=str))).tolist():
             _set_row(index, bucket, reason, row, compiled.forced[str(ids[row])])
     if originals is not None and true_lengths is not None:
-        for row in np.flatnonzero(true_lengths != lengths).tolist():  # ids that lost a trailing NUL
-            row_attributes = dict(rows_attributes[row]) if rows_attributes is not None else {}
-            row_attributes[compiled.unit] = originals[row]
-            _set_row(index, bucket, reason, row, compiled.assign(row_attributes, saved_groups))
+        redo |= true_lengths != lengths
+    for row in np.flatnonzero(redo).tolist():
+        row_attributes = dict(rows_attributes[row]) if rows_attributes is not None else {}
+        row_attributes[compiled.unit] = originals[row] if originals is not None else str(ids[row])
+        _set_row(index, bucket, reason, row, compiled.assign(row_attributes, saved_groups))
 
     return BatchAssignment(
         index=index,
@@ -337,6 +379,52 @@ def _exclude(
         reason[rows] = _REASON_CODE[why]
 
 
+def _kept_by_filters(
+    compiled: CompiledExperiment,
+    unit_keys: Mapping[int, npt.NDArray[np.uint32]],
+    attributes: list[Mapping[str, Any]] | None,
+    redo: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """Rows every filter keeps (as ``CompiledExperiment.is_filtered_out``). Filters on the
+    unit attribute reuse its hashes; others hash their attribute's text, and a row whose
+    text lost a trailing NUL is marked in ``redo``."""
+    count = redo.shape[0]
+    kept = np.ones(count, dtype=bool)
+    for position, spec_filter in enumerate(compiled.filters):
+        keys = unit_keys.get(position)
+        if keys is None:
+            rows = _require_attributes(compiled, attributes, count, "a filter on an attribute")
+            texts = [unit_text(row.get(spec_filter.attribute)) or "" for row in rows]
+            values, _, true_lengths = _as_unicode(texts)
+            affix = _affix(spec_filter.seed, spec_filter.hash_version)
+            (hashed,), lengths = _hash_all(values, [affix])
+            keys = _keys(hashed, spec_filter.hash_version)
+            kept &= lengths > 0
+            if true_lengths is not None:
+                redo |= true_lengths != lengths
+        table = compiled.memo(
+            f"filter_table_{position}", functools.partial(np.array, spec_filter.kept, dtype=bool)
+        )
+        kept &= table[keys]
+    return kept
+
+
+def _require_attributes(
+    compiled: CompiledExperiment,
+    attributes: list[Mapping[str, Any]] | None,
+    count: int,
+    needs: str,
+) -> list[Mapping[str, Any]]:
+    """The rows' attributes, which ``needs`` reads: one mapping per unit id."""
+    if attributes is None:
+        msg = f"experiment {compiled.key!r} has {needs}; pass one attributes mapping per unit id"
+        raise InvalidArgumentError(msg)
+    if len(attributes) != count:
+        msg = f"{len(attributes)} attribute mappings for {count} unit ids; give one per unit"
+        raise InvalidArgumentError(msg)
+    return attributes
+
+
 def _targeted(
     compiled: CompiledExperiment,
     attributes: list[Mapping[str, Any]] | None,
@@ -345,15 +433,7 @@ def _targeted(
 ) -> npt.NDArray[np.bool_]:
     """The condition of every row, on its attributes with the unit id set (as ``assign``)."""
     count = len(unit_ids)
-    if attributes is None:
-        msg = (
-            f"experiment {compiled.key!r} has a targeting condition; pass one attributes "
-            "mapping per unit id"
-        )
-        raise InvalidArgumentError(msg)
-    if len(attributes) != count:
-        msg = f"{len(attributes)} attribute mappings for {count} unit ids; give one per unit"
-        raise InvalidArgumentError(msg)
+    attributes = _require_attributes(compiled, attributes, count, "a targeting condition")
     condition = compiled.condition
     assert condition is not None  # checked by the caller
     return np.fromiter(

@@ -9,16 +9,26 @@ A targeting condition may name saved groups (``{"id": {"$inGroup": "beta-testers
 their members are given as ``saved_groups`` (group id -> list of values), either once when
 the experiment is compiled (the gateway passes its config's ``saved_groups:``) or per call.
 
-Decision order, and the ``reason`` each outcome carries:
+Decision order (GrowthBook's ``run``), and the ``reason`` each outcome carries:
 
 ====================  ==========================================================
 ``"forced"``          the unit id is listed in ``spec.forced``
+``"inactive"``        the spec says ``active: false``: nobody else is in
 ``"no_unit"``         the unit attribute is missing, empty, or not a string/number
 ``"condition"``       the targeting condition does not hold for the attributes
 ``"namespace"``       the unit falls outside the experiment's namespace slice
+``"filters"``         the unit falls outside a filter's ranges (or lacks its attribute)
 ``"coverage"``        the unit's bucket is outside every variant's range
+``"force"``           the spec's ``force`` variant, for every unit that got this far
 ``"assigned"``        the unit's bucket falls in a variant's range
 ====================  ==========================================================
+
+A unit failing several checks is not in the experiment whichever is named: GrowthBook
+checks the namespace or filters before the condition, abflow the condition first (the
+reasons of existing assignments stay as they were). A spec has a namespace or filters,
+never both. Nothing of this costs the common path anything: an active spec without
+filters or ``force`` takes the same steps as before they existed, and ``force`` is part
+of the memoised per-bucket assignments.
 
 With sticky bucketing (:func:`abflow.routing.assign_sticky`) two more: ``"sticky"`` (a
 stored bucket decided, before the condition) and ``"blocked"`` (the unit holds a bucket of
@@ -39,6 +49,7 @@ from typing import Any, Final
 from fnv_hash_fast import fnv1a_32 as _fnv_bytes
 
 from abflow.errors import InvalidArgumentError
+from abflow.routing.filters import CompiledFilter, compile_filters
 from abflow.routing.hashing import Range, _fnv1a32_python, bucket_ranges, in_namespace
 from abflow.spec import ExperimentSpec
 from abflow.targeting.conditions import SavedGroups, eval_condition
@@ -61,8 +72,12 @@ REASONS: Final = (
     "assigned",
     "sticky",
     "blocked",
+    "inactive",
+    "filters",
+    "force",
 )
-"""Every ``Assignment.reason``, in decision order (batch results store their index)."""
+"""Every ``Assignment.reason``; batch results store their index, so a new reason is appended
+and the codes of the others never change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +123,12 @@ class CompiledExperiment:
         "_memo",
         "_table",
         "condition",
+        "filtered_out",
+        "filters",
+        "force",
         "forced",
         "hash_version",
+        "inactive",
         "key",
         "namespace",
         "not_targeted",
@@ -147,13 +166,17 @@ class CompiledExperiment:
         self.condition = spec.condition
         self.saved_groups = saved_groups
         self.namespace = spec.namespace.as_tuple() if spec.namespace is not None else None
+        self.filters: tuple[CompiledFilter, ...] = compile_filters(spec)
         self.forced = {
             unit_id: Assignment(name, names.index(name), None, True, "forced")
             for unit_id, name in spec.forced.items()
         }
+        self.force = None if spec.force is None else names.index(spec.force)
+        self.inactive = None if spec.active else Assignment(None, -1, None, False, "inactive")
         self.unit_missing = Assignment(None, -1, None, False, "no_unit")
         self.not_targeted = Assignment(None, -1, None, False, "condition")
         self.outside_namespace = Assignment(None, -1, None, False, "namespace")
+        self.filtered_out = Assignment(None, -1, None, False, "filters")
         self._table: dict[int, Assignment] = {}
         self._lock = threading.Lock()
         self._memo: dict[str, Any] = {}
@@ -192,6 +215,8 @@ class CompiledExperiment:
                 break
         if index < 0:
             made = Assignment(None, -1, bucket, False, "coverage")
+        elif self.force is not None:
+            made = Assignment(self.variant_names[self.force], self.force, bucket, True, "force")
         else:
             made = Assignment(self.variant_names[index], index, bucket, True, "assigned")
         with self._lock:
@@ -207,11 +232,13 @@ class CompiledExperiment:
         value = attributes.get(self.unit)
         unit_id = value if type(value) is str else unit_text(value)
         if not unit_id:
-            return self.unit_missing
+            return self.unit_missing if self.inactive is None else self.inactive
         if self.forced:
             forced = self.forced.get(unit_id)
             if forced is not None:
                 return forced
+        if self.inactive is not None:
+            return self.inactive
         if self.condition is not None and not eval_condition(
             attributes,
             self.condition,
@@ -220,7 +247,22 @@ class CompiledExperiment:
             return self.not_targeted
         if self.namespace is not None and not in_namespace(unit_id, self.namespace):
             return self.outside_namespace
+        if self.filters and self.is_filtered_out(attributes, unit_id):
+            return self.filtered_out
         return self.for_bucket(self.bucket_key(unit_id))
+
+    def is_filtered_out(self, attributes: Mapping[str, Any], unit_id: str | None) -> bool:
+        """Whether a filter leaves the unit out: its attribute is missing (not hashable) or
+        its bucket is outside the filter's ranges. ``unit_id`` is the unit attribute's text
+        (None when it is missing)."""
+        for spec_filter in self.filters:
+            if spec_filter.attribute == self.unit:
+                text = unit_id
+            else:
+                text = unit_text(attributes.get(spec_filter.attribute))
+            if not text or not spec_filter.keeps(text):
+                return True
+        return False
 
     def __repr__(self) -> str:
         return f"CompiledExperiment(key={self.key!r}, ranges={list(self.ranges)!r})"

@@ -24,7 +24,9 @@ __all__ = [
     "FNV_PRIME",
     "WEIGHT_SUM_TOLERANCE",
     "bucket_hash",
+    "bucket_key",
     "bucket_ranges",
+    "bucket_scale",
     "choose_variation",
     "fnv1a32",
     "get_equal_weights",
@@ -83,6 +85,27 @@ def bucket_hash(seed: str, value: str, version: int = 2) -> float | None:
     if version == 1:
         return (fnv1a32(value + seed) % 1000) / 1000
     return None
+
+
+def bucket_scale(hash_version: int) -> int:
+    """Buckets of a hash version: ``bucket_hash`` is ``bucket_key / scale``."""
+    return 10000 if hash_version == 2 else 1000
+
+
+def bucket_key(seed: str, value: str, hash_version: int) -> int:
+    """``bucket_hash(seed, value, hash_version) * bucket_scale(hash_version)`` as an integer.
+
+    ASCII text takes the C hash (its UTF-8 bytes are its UTF-16 code units); anything else
+    the exact code-unit loop.
+    """
+    if hash_version == 2:
+        text = seed + value
+        inner = _fnv1a_32_bytes(text.encode()) if text.isascii() else _fnv1a32_python(text)
+        return int(_fnv1a_32_bytes(str(inner).encode())) % 10000
+    text = value + seed
+    if text.isascii():
+        return int(_fnv1a_32_bytes(text.encode())) % 1000
+    return _fnv1a32_python(text) % 1000
 
 
 def get_equal_weights(n: int) -> list[float]:

@@ -8,9 +8,11 @@ reused, so weights may change and coverage may shrink without moving any exposed
   name. Raising ``bucket_version`` starts afresh (units are hashed again, the old entry is
   kept); raising ``min_bucket_version`` as well **blocks** every unit that holds an entry
   of an older version (it leaves the experiment, reason ``"blocked"``);
-- a unit with a stored variant skips the condition, namespace and coverage checks (reason
-  ``"sticky"``); one without is routed as :func:`abflow.routing.assign` does and the
-  result is saved;
+- a unit with a stored variant skips the condition, namespace, filter and coverage checks
+  (reason ``"sticky"``); one without is routed as :func:`abflow.routing.assign` does and
+  the result is saved;
+- as in GrowthBook, an inactive experiment (``active: false``) reads no bucket, and the
+  spec's ``force`` wins over a stored bucket too; neither is saved;
 - ``fallback_attribute`` (e.g. a device id) is hashed when the unit attribute is missing,
   and documents stored under it are read too (those of the unit attribute win), so a unit
   that logs in keeps the variant it had as a device; the new assignment is saved under the
@@ -141,11 +143,13 @@ def assign_sticky(
     )
     settings = settings or StickySettings()
     attribute, unit_id = _hash_source(attributes, compiled.unit, settings.fallback_attribute)
-    if attribute is None or unit_id is None:
-        return StickyResult(compiled.unit_missing, None, None, False)
-    forced = compiled.forced.get(unit_id)
+    forced = compiled.forced.get(unit_id) if unit_id is not None else None
     if forced is not None:
         return StickyResult(forced, attribute, unit_id, False)
+    if compiled.inactive is not None:
+        return StickyResult(compiled.inactive, attribute, unit_id, False)
+    if attribute is None or unit_id is None:
+        return StickyResult(compiled.unit_missing, None, None, False)
 
     stored = _stored(store, attributes, compiled.unit, settings.fallback_attribute)
     blocked = any(
@@ -155,8 +159,13 @@ def assign_sticky(
     current = sticky_key(compiled.key, settings.bucket_version)
     name = None if blocked else stored.get(current)
     index = compiled.variant_names.index(name) if name in compiled.variant_names else -1
-    bucket = compiled.bucket_key(unit_id) / compiled.scale
+    key = compiled.bucket_key(unit_id)
+    bucket = key / compiled.scale
     if index >= 0:
+        if compiled.force is not None:  # GrowthBook: force comes after the sticky bucket
+            everyone = compiled.variant_names[compiled.force]
+            forced_all = Assignment(everyone, compiled.force, bucket, True, "force")
+            return StickyResult(forced_all, attribute, unit_id, False)
         sticky = Assignment(compiled.variant_names[index], index, bucket, True, "sticky")
         _record(store, attribute, unit_id, current, sticky)
         return StickyResult(sticky, attribute, unit_id, True)
@@ -168,9 +177,12 @@ def assign_sticky(
         return StickyResult(compiled.not_targeted, attribute, unit_id, False)
     if compiled.namespace is not None and not in_namespace(unit_id, compiled.namespace):
         return StickyResult(compiled.outside_namespace, attribute, unit_id, False)
+    unit_value = unit_id if attribute == compiled.unit else None  # filters use no fallback
+    if compiled.filters and compiled.is_filtered_out(attributes, unit_value):
+        return StickyResult(compiled.filtered_out, attribute, unit_id, False)
     if blocked:
         return StickyResult(Assignment(None, -1, None, False, "blocked"), attribute, unit_id, True)
-    assignment = compiled.for_bucket(compiled.bucket_key(unit_id))
+    assignment = compiled.for_bucket(key)
     _record(store, attribute, unit_id, current, assignment)
     return StickyResult(assignment, attribute, unit_id, False)
 
@@ -179,8 +191,9 @@ def _record(
     store: StickyBucketStore, attribute: str, value: str, key: str, assignment: Assignment
 ) -> None:
     """Save the unit's variant under the attribute that was hashed, when it changed (a bucket
-    found under the fallback is thereby copied to the unit attribute once it is known)."""
-    if not assignment.in_experiment or assignment.variant is None:
+    found under the fallback is thereby copied to the unit attribute once it is known).
+    Only a hash or a stored bucket is saved, never a forced variant."""
+    if assignment.reason not in ("assigned", "sticky") or assignment.variant is None:
         return
     own = store.get_assignments(attribute, value)
     if own.get(key) != assignment.variant:
