@@ -6,12 +6,9 @@ every ``--interval`` seconds and serves its Prometheus gauges on ``--metrics-por
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import tempfile
 import time
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import orjson
@@ -20,42 +17,12 @@ from rich.table import Table
 
 from abflow.cli.console import fail, out_console, print_error
 from abflow.cli.options import StoreOption
-from abflow.errors import AbflowError
+from abflow.monitoring.runner import ReferenceSource
 
 if TYPE_CHECKING:
-    from abflow.monitoring.feature_files import Columns
     from abflow.monitoring.monitor import WindowReport
-    from abflow.spec import ExperimentSpec
 
 __all__ = ["register"]
-
-
-class ReferenceSource(StrEnum):
-    auto = "auto"
-    window = "window"
-
-
-def _training_references(
-    spec: ExperimentSpec, cache: dict[str, Columns | None], folder: Path
-) -> dict[str, Columns]:
-    """Each variant's training sample (see abflow.registry.training_data), by variant name;
-    a registry that cannot be reached leaves the variant on the reference window."""
-    from abflow.monitoring.feature_files import read_columns
-    from abflow.registry.training_data import training_sample
-
-    found: dict[str, Columns] = {}
-    for variant in spec.variants:
-        if variant.model not in cache:
-            try:
-                path = training_sample(variant.model, folder / str(len(cache)))
-                cache[variant.model] = None if path is None else read_columns(path)
-            except AbflowError as exc:
-                print_error(f"{variant.model}: no training sample ({exc}); using the window")
-                cache[variant.model] = None
-        columns = cache[variant.model]
-        if columns is not None:
-            found[variant.name] = columns
-    return found
 
 
 class MonitorFormat(StrEnum):
@@ -198,8 +165,10 @@ def monitor(
     Exit 2 when an experiment could not be monitored (the others still are).
     Example: [bold]abflow monitor fraud-model-v2 --once[/]
     """
-    from abflow.monitoring.monitor import MonitorOptions, monitor_experiment
+    from abflow.monitoring.monitor import MonitorOptions
     from abflow.monitoring.monitor_metrics import MonitorMetrics
+    from abflow.monitoring.runner import MonitorRunner
+    from abflow.registry.training_data import training_sample
     from abflow.store import EventStore
 
     options = MonitorOptions(
@@ -209,46 +178,40 @@ def monitor(
         threshold=threshold,
     )
     metrics = MonitorMetrics()
-    samples: dict[str, Columns | None] = {}  # training samples by model reference, per process
     if metrics_port is not None and not once:
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, registry=metrics.registry)
     # must_exist: a monitor pointed at the wrong place says so instead of creating a store.
-    with (
-        EventStore.open(store, must_exist=True) as opened,
-        tempfile.TemporaryDirectory(prefix="abflow-reference-") as downloads,
-    ):
-        while True:
-            # Every registered experiment unless named: re-read each pass, so that the loop
-            # watches experiments registered after it started.
-            keys = experiments or [stored.spec.key for stored in opened.list_experiments()]
-            alarmed = failed = False
-            for key in keys:
+    with EventStore.open(store, must_exist=True) as opened:
+        runner = MonitorRunner(
+            opened,
+            options,
+            metrics,
+            training_sample=training_sample if reference is ReferenceSource.auto else None,
+            warn=print_error,
+        )
+        try:
+            while True:
                 # One experiment the monitor cannot compute (unknown key, feature names that
                 # do not match its rows) is reported and skipped: the others stay watched.
-                try:
-                    spec = opened.get_experiment(key).spec
-                    now = time.time()
-                    run = options
-                    if reference is ReferenceSource.auto:
-                        found = _training_references(spec, samples, Path(downloads))
-                        run = dataclasses.replace(options, reference_by_variant=found or None)
-                    reports = monitor_experiment(opened, spec, run, now=now)
-                except AbflowError as exc:
-                    print_error(f"{key}: {exc}")
-                    failed = True
-                    continue
-                metrics.publish(key, (r for report in reports for r in report.records), now)
-                _print(key, reports[-1:] if not once else reports, output)
-                alarmed = alarmed or bool(reports and reports[-1].alarms)
-            if once:
-                if failed:
-                    raise typer.Exit(2)
-                if alarmed:
-                    raise typer.Exit(1)
-                return
-            time.sleep(interval)
+                alarmed = failed = False
+                for done in runner.run_pass(experiments):
+                    if done.error is not None:
+                        print_error(f"{done.key}: {done.error}")
+                        failed = True
+                        continue
+                    _print(done.key, done.reports[-1:] if not once else done.reports, output)
+                    alarmed = alarmed or bool(done.reports and done.reports[-1].alarms)
+                if once:
+                    if failed:
+                        raise typer.Exit(2)
+                    if alarmed:
+                        raise typer.Exit(1)
+                    return
+                time.sleep(interval)
+        finally:
+            runner.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -1,9 +1,11 @@
-"""Prometheus gauges of the live monitor, in a registry of its own.
+"""Prometheus gauges of the live monitor.
 
-The monitor runs as its own process (``abflow monitor``, a Deployment in the loop mode), so
-it serves its own ``/metrics`` (``--metrics-port``) rather than the gateway's: the gateway
-stays a stateless replica, and a figure is exported once, not once per replica. Every gauge
-holds the latest window with a verdict (a window too young for one keeps the last value).
+``abflow monitor`` keeps them in a registry of its own and serves it (``--metrics-port``). A
+gateway that runs the monitor itself (``ABFLOW_MONITOR_INTERVAL_SECONDS``) shows them on its
+own ``/metrics`` (:func:`gateway_monitor_metrics`): in its registry, or with several workers
+in the workers' metric files, where each gauge reads the value set last by any worker (only
+one runs a pass at a time; the others copy the stored results). Every gauge holds the latest
+window with a verdict (a window too young for one keeps the last value).
 
 - ``abflow_feature_drift{experiment,variant,feature,method}``: drift statistic (PSI by default)
 - ``abflow_prediction_drift{experiment,variant}``: drift statistic of the scores
@@ -12,58 +14,83 @@ holds the latest window with a verdict (a window too young for one keeps the las
 - ``abflow_monitor_alarm{experiment,kind,variant}``: 1 while that measure is past its threshold
   (the method's own rule, so alert rules need not know the method)
 - ``abflow_monitor_last_run_timestamp_seconds{experiment}``: when the last pass finished
+- ``abflow_monitor_errors_total{experiment}``: experiments a pass could not monitor (an empty
+  ``experiment``: the pass itself failed, e.g. the store was unreachable)
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from abflow.monitoring.metrics import GatewayMetrics
 from abflow.store.monitoring import MonitorRecord
 
-__all__ = ["MonitorMetrics"]
+__all__ = ["MonitorMetrics", "gateway_monitor_metrics"]
+
+_MODE: Final = "livemostrecent"
+"""Several workers: each gauge shows the value a live worker set last."""
 
 
 class MonitorMetrics:
-    """The monitor's gauges; ``publish`` sets them from a pass's results."""
+    """The monitor's gauges; ``publish`` sets them from a pass's results.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+    ``files=True``: the metrics live in prometheus_client's multiprocess files (one set per
+    process), and ``registry`` stays empty.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, files: bool = False) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = None if files else self.registry
         self.feature_drift = Gauge(
             "abflow_feature_drift",
             "Drift statistic of one feature's sampled values vs the reference window",
             ["experiment", "variant", "feature", "method"],
             registry=r,
+            multiprocess_mode=_MODE,
         )
         self.prediction_drift = Gauge(
             "abflow_prediction_drift",
             "Drift statistic of a variant's scores vs the reference window",
             ["experiment", "variant"],
             registry=r,
+            multiprocess_mode=_MODE,
         )
         self.variant_skew = Gauge(
             "abflow_variant_skew",
             "Largest drift statistic of a challenger's inputs vs the control's, same window",
             ["experiment", "feature"],
             registry=r,
+            multiprocess_mode=_MODE,
         )
         self.quality = Gauge(
             "abflow_quality",
             "A variant's fpr, precision or recall on the window's labelled predictions",
             ["experiment", "variant", "metric"],
             registry=r,
+            multiprocess_mode=_MODE,
         )
         self.alarm = Gauge(
             "abflow_monitor_alarm",
             "1 while a monitored measure is past its threshold in the latest window with a verdict",
             ["experiment", "kind", "variant"],
             registry=r,
+            multiprocess_mode=_MODE,
         )
         self.last_run = Gauge(
             "abflow_monitor_last_run_timestamp_seconds",
             "When the monitor last finished a pass over the experiment",
+            ["experiment"],
+            registry=r,
+            multiprocess_mode=_MODE,
+        )
+
+        self.errors = Counter(
+            "abflow_monitor_errors",
+            "Experiments a monitor pass could not monitor (experiment empty: the whole pass)",
             ["experiment"],
             registry=r,
         )
@@ -97,3 +124,16 @@ class MonitorMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format (what ``/metrics`` serves)."""
         return bytes(generate_latest(self.registry))
+
+
+@functools.cache
+def _process_monitor_metrics() -> MonitorMetrics:
+    """One set per process in multiprocess mode, like the gateway's own metrics."""
+    return MonitorMetrics(files=True)
+
+
+def gateway_monitor_metrics(metrics: GatewayMetrics) -> MonitorMetrics:
+    """The monitor's metrics on the gateway's ``/metrics``, whichever worker answers."""
+    if metrics.is_multiprocess:
+        return _process_monitor_metrics()
+    return MonitorMetrics(metrics.registry)
