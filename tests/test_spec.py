@@ -9,13 +9,16 @@ from typing import Any
 import pytest
 
 from abflow.errors import InvalidSpecError
+from abflow.routing import assign
 from abflow.spec import (
+    canonical_json,
     challenger_share,
     experiment_json_schema,
     load_experiment,
     parse_experiment,
     rollout_registration,
     spec_hash,
+    traffic_fields,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fraud.yaml"
@@ -93,11 +96,77 @@ def test_equal_weights_when_omitted() -> None:
         ),
         ({"analysis": {"alpha": 1.5}}, "analysis.alpha: Input should be less than 1"),
         ({"unexpected": 1}, "unexpected: Extra inputs are not permitted"),
+        ({"force": "zz"}, "force: unknown variant 'zz'; variants are ['a', 'b']"),
+        ({"active": "maybe"}, "active: Input should be a valid boolean"),
+        (
+            {"filters": [{"seed": "s", "ranges": [[0.0, 0.1], [0.6, 0.2]]}]},
+            "filters[0].ranges[1]: range [0.6, 0.2] starts above its end",
+        ),
+        (
+            {"filters": [{"seed": "s", "ranges": [[-0.1, 0.2]]}]},
+            "filters[0].ranges[0][0]: Input should be greater than or equal to 0",
+        ),
+        (
+            {"filters": [{"seed": "s", "ranges": [[0.1, 1.5]]}]},
+            "filters[0].ranges[0][1]: Input should be less than or equal to 1",
+        ),
+        (
+            {"filters": [{"seed": "s", "ranges": []}]},
+            "filters[0].ranges: List should have at least",
+        ),
+        ({"filters": [{"ranges": [[0, 1]]}]}, "filters[0].seed: Field required"),
+        (
+            {"filters": [{"seed": "s", "ranges": [[0, 1]], "hash_version": 3}]},
+            "filters[0].hash_version: Input should be 1 or 2",
+        ),
+        (
+            {"filters": [{"seed": "s", "ranges": [[0, 1]]}], "namespace": ["ns", 0.0, 0.5]},
+            "namespace: give a namespace or filters, not both",
+        ),
     ],
 )
 def test_each_rule_names_its_path(change: dict[str, Any], expected: str) -> None:
     data = base() | change
     assert any(expected in p for p in problems_of(data)), problems_of(data)
+
+
+def test_a_namespace_written_as_the_suggested_filter_keeps_the_same_units() -> None:
+    namespace = ["ns", 0.2, 0.7]
+    filters = [{"seed": "x", "ranges": [[0, 1]]}]
+    problems = problems_of(base() | {"namespace": namespace, "filters": filters})
+    suggested = "{seed: '__ns', hash_version: 1, ranges: [[0.2, 0.7]]}"
+    assert any(p.endswith(suggested) for p in problems), problems
+    by_namespace = parse_experiment(base() | {"namespace": namespace})
+    by_filter = parse_experiment(
+        base() | {"filters": [{"seed": "__ns", "hash_version": 1, "ranges": [[0.2, 0.7]]}]}
+    )
+    for number in range(300):
+        attributes = {"user_id": f"u{number}"}
+        one, other = assign(by_namespace, attributes), assign(by_filter, attributes)
+        assert (one.index, one.in_experiment) == (other.index, other.in_experiment)
+
+
+def test_later_routing_fields_stay_out_of_the_canonical_json_until_set() -> None:
+    plain = parse_experiment(base())
+    assert not {"active", "filters", "force"} & set(json.loads(canonical_json(plain)))
+    written = parse_experiment(base() | {"active": True, "filters": [], "force": None})
+    assert spec_hash(written) == spec_hash(plain)
+    filters = [{"seed": "s", "ranges": [[0, 0.5]]}]
+    full = parse_experiment(base() | {"active": False, "filters": filters, "force": "b"})
+    stored = json.loads(canonical_json(full))
+    assert (stored["active"], stored["force"]) == (False, "b")
+    assert stored["filters"] == [
+        {"attribute": None, "seed": "s", "hash_version": 2, "ranges": [[0.0, 0.5]]}
+    ]
+    assert parse_experiment(stored) == full
+
+
+def test_filters_and_force_start_a_phase_but_pausing_does_not() -> None:
+    plain = parse_experiment(base())
+    fields = traffic_fields(plain)
+    assert traffic_fields(parse_experiment(base() | {"active": False})) == fields
+    for change in ({"force": "b"}, {"filters": [{"seed": "s", "ranges": [[0, 0.5]]}]}):
+        assert traffic_fields(parse_experiment(base() | change)) != fields, change
 
 
 def test_duplicate_variant_names() -> None:

@@ -402,10 +402,7 @@ def _kept_by_filters(
             kept &= lengths > 0
             if true_lengths is not None:
                 redo |= true_lengths != lengths
-        table = compiled.memo(
-            f"filter_table_{position}", functools.partial(np.array, spec_filter.kept, dtype=bool)
-        )
-        kept &= table[keys]
+        kept &= np.frombuffer(spec_filter.kept, dtype=bool)[keys]
     return kept
 
 

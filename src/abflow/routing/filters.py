@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from abflow.routing.hashing import bucket_key, bucket_scale
 from abflow.spec import ExperimentSpec
 
@@ -27,29 +29,31 @@ class CompiledFilter:
     attribute: str
     seed: str
     hash_version: int
-    kept: tuple[bool, ...]
-    """``kept[key]``: whether a unit whose bucket key is ``key`` passes the filter."""
+    kept: bytes
+    """``kept[key]`` is 1 when a unit whose bucket key is ``key`` passes the filter, else 0."""
 
     def keeps(self, text: str) -> bool:
         """Whether the attribute's text (as hashed, see ``unit_text``) passes the filter."""
-        return self.kept[bucket_key(self.seed, text, self.hash_version)]
+        return self.kept[bucket_key(self.seed, text, self.hash_version)] == 1
 
 
 def compile_filters(spec: ExperimentSpec) -> tuple[CompiledFilter, ...]:
     """The spec's filters with their tables; a filter without an attribute hashes the unit."""
     compiled = []
     for spec_filter in spec.filters:
-        scale = bucket_scale(spec_filter.hash_version)
-        kept = tuple(
-            any(start <= key / scale < end for start, end in spec_filter.ranges)
-            for key in range(scale)
+        # key / scale in float64 is the bucket bucket_hash returns, to the last bit
+        buckets = np.arange(bucket_scale(spec_filter.hash_version)) / bucket_scale(
+            spec_filter.hash_version
         )
+        kept = np.zeros(buckets.shape[0], dtype=bool)
+        for start, end in spec_filter.ranges:
+            kept |= (start <= buckets) & (buckets < end)
         compiled.append(
             CompiledFilter(
                 spec_filter.attribute or spec.unit,
                 spec_filter.seed,
                 spec_filter.hash_version,
-                kept,
+                kept.astype(np.uint8).tobytes(),
             )
         )
     return tuple(compiled)
