@@ -4,6 +4,8 @@ makes."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
@@ -11,7 +13,10 @@ import pytest
 
 from abflow.errors import ConfigError
 from abflow.events.kafka import (
+    CONSUMER_ONLY_SETTINGS,
     DEFAULT_TOPIC_PREFIX,
+    PRODUCER_ONLY_SETTINGS,
+    KafkaTarget,
     event_json_schema,
     message_key,
     parse_kafka_url,
@@ -130,3 +135,113 @@ def test_the_guide_names_every_event_topic() -> None:
 
     guide = (Path(__file__).resolve().parents[2] / "docs" / "kafka.md").read_text("utf-8")
     assert [kind for kind in EVENT_TABLES if f"`<prefix>.{kind}`" not in guide] == []
+
+
+class _Records(logging.Handler):
+    """librdkafka's log lines, as confluent-kafka hands them to a ``logger`` setting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def librdkafka_log() -> Iterator[tuple[logging.Logger, _Records]]:
+    records = _Records()
+    log = logging.getLogger(f"test-librdkafka-{id(records)}")
+    log.propagate = False
+    log.addHandler(records)
+    yield log, records
+    log.removeHandler(records)
+
+
+# Values librdkafka accepts for the settings whose range excludes the default test value.
+_VALUES = {
+    "auto.offset.reset": "earliest",
+    "compression.codec": "lz4",
+    "compression.level": "1",
+    "compression.type": "lz4",
+    "group.protocol": "classic",
+    "group.protocol.type": "consumer",
+    "group.remote.assignor": "uniform",
+    "isolation.level": "read_committed",
+    "partition.assignment.strategy": "range",
+    "partitioner": "murmur2",
+    "request.required.acks": "-1",
+    "acks": "all",
+}
+_BOOLEANS = {
+    "check.crcs",
+    "delivery.report.only.error",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "enable.partition.eof",
+}
+
+
+def _ignored(lines: list[str]) -> list[str]:
+    return [line for line in lines if "will be ignored by this" in line]
+
+
+@pytest.mark.parametrize(
+    ("role", "names"),
+    [("producer", sorted(CONSUMER_ONLY_SETTINGS)), ("consumer", sorted(PRODUCER_ONLY_SETTINGS))],
+)
+def test_librdkafka_ignores_each_setting_the_table_keeps_from_a_role(
+    role: str, names: list[str], librdkafka_log: tuple[logging.Logger, _Records]
+) -> None:
+    """The role tables against librdkafka itself: every name in them is one it ignores (with
+    a warning) in a client of the other role."""
+    kafka = pytest.importorskip("confluent_kafka")
+    log, records = librdkafka_log
+    for name in names:
+        value = _VALUES.get(name, "true" if name in _BOOLEANS else "1000")
+        records.lines.clear()
+        config = {"bootstrap.servers": "127.0.0.1:1", name: value, "logger": log}
+        if role == "producer":
+            kafka.Producer(config).flush(0)
+        else:
+            kafka.Consumer({**config, "group.id": "g"}).close()
+        ignored = _ignored(records.lines)
+        assert len(ignored) == 1, (name, records.lines)
+        other = "consumer" if role == "producer" else "producer"
+        assert f"is a {other} property" in ignored[0], name
+
+
+def test_each_client_gets_only_the_url_settings_of_its_role(
+    librdkafka_log: tuple[logging.Logger, _Records],
+) -> None:
+    pytest.importorskip("confluent_kafka")
+    from abflow.events.ingest import Loader
+    from abflow.events.kafka import KafkaEventWriter
+
+    log, records = librdkafka_log
+    target = parse_kafka_url(
+        "kafka://127.0.0.1:1/x?session.timeout.ms=6000&heartbeat.interval.ms=500"
+        "&compression.type=zstd&linger.ms=20&client.id=gw&socket.timeout.ms=5000"
+    )
+    producer = target.client_config("producer")
+    consumer = target.client_config("consumer")
+    shared = {"bootstrap.servers": "127.0.0.1:1", "client.id": "gw", "socket.timeout.ms": "5000"}
+    assert producer == {**shared, "compression.type": "zstd", "linger.ms": "20"}
+    assert consumer == {**shared, "session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+
+    # The real clients, as the writer and the loader make them: librdkafka warns of nothing.
+    target = KafkaTarget(target.bootstrap_servers, "x", {**target.options, "logger": log})
+    writer = KafkaEventWriter(target, create_topics=False)
+    writer._client().flush(0)
+    writer.close(0)
+    loader = Loader(target, _NoStore(), create_topics=False)
+    loader._open()
+    loader._close()
+    assert _ignored(records.lines) == []
+    assert records.lines  # the logger was wired: librdkafka said something (the refused connection)
+
+
+class _NoStore:
+    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
+        raise AssertionError

@@ -33,6 +33,7 @@ import orjson
 
 from abflow.errors import ConfigError, StoreError, StoreUnavailableError
 from abflow.events.kafka import (
+    FIXED_PRODUCER_SETTINGS,
     SCHEMA_HEADER,
     SCHEMA_VERSION,
     KafkaTarget,
@@ -81,6 +82,19 @@ class IngestProgress:
 class _Batch:
     messages: list[Message] = field(default_factory=list)
     started: float = 0.0
+
+
+@dataclass
+class _Decoded:
+    """A batch in the shape the store and the commit want, made in one pass over it."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Each kind's rows, in the order read."""
+    messages: dict[str, list[Message]] = field(default_factory=dict)
+    """Each kind's messages, parallel to ``rows`` (for the dead-letter topic)."""
+    rejected: list[tuple[Message, str]] = field(default_factory=list)
+    ends: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Per partition, the offset after the last message read: what the commit sends."""
 
 
 class Loader:
@@ -195,6 +209,7 @@ class Loader:
         if self.create_topics:
             ensure_topics(self.target, self.kinds, extra_topics=[self.target.dead_letter_topic])
         config = self.target.client_config(
+            "consumer",
             **{
                 "group.id": self.group_id,
                 "enable.auto.commit": False,
@@ -202,7 +217,7 @@ class Loader:
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
-            }
+            },
         )
         try:
             consumer = self._kafka.Consumer(config)
@@ -253,6 +268,22 @@ class Loader:
         self._has_assignment = False
 
     def _take(self, messages: Sequence[Message]) -> None:
+        """Add a consume call's messages to the batch; note partitions read to their end."""
+        taken = [message for message in messages if message.error() is None]
+        if len(taken) < len(messages):
+            self._take_in_order(messages)
+            return
+        if not taken:
+            return
+        if not self._batch.messages:
+            self._batch.started = time.monotonic()
+        self._batch.messages.extend(taken)
+        if self._at_end:
+            self._at_end.difference_update({(m.topic() or "", m.partition() or 0) for m in taken})
+
+    def _take_in_order(self, messages: Sequence[Message]) -> None:
+        """A consume call with events (end of partition, errors) among its messages: one at a
+        time, so that a partition's end counts only if no message of it follows."""
         partition_eof = self._kafka.KafkaError._PARTITION_EOF
         for message in messages:
             error = message.error()
@@ -278,11 +309,12 @@ class Loader:
     def _flush(self, *, retry: bool = True) -> None:
         """Store the batch, then commit its offsets; while the store is down, wait and retry."""
         batch = self._batch
-        groups, rejected = _decode(self.target, batch.messages)
+        decoded = _decode(self.target, batch.messages)
+        rejected = decoded.rejected
         backoff = 0.1
         while True:
             try:
-                stored = self._write(groups, rejected)
+                stored = self._write(decoded)
                 break
             except StoreUnavailableError as exc:
                 if not retry or self._stop.is_set():
@@ -293,7 +325,7 @@ class Loader:
                     raise
                 backoff = min(2 * backoff, self.retry_max_seconds)
         self._dead_letter(rejected)
-        committed = self._commit(batch.messages)
+        committed = self._commit(decoded.ends)
         p = self._progress
         self._progress = replace(
             p,
@@ -305,28 +337,25 @@ class Loader:
         )
         self._batch = _Batch()
 
-    def _write(
-        self,
-        groups: dict[str, list[tuple[Message, dict[str, Any]]]],
-        rejected: list[tuple[Message, str]],
-    ) -> int:
+    def _write(self, decoded: _Decoded) -> int:
         """Each kind's rows in one idempotent write; a refused write is retried row by row
-        so that only the rows at fault are set aside (added to ``rejected``)."""
+        so that only the rows at fault are set aside (added to ``decoded.rejected``)."""
         stored = 0
-        for kind, items in groups.items():
-            rows = [row for _, row in items]
+        for kind, rows in decoded.rows.items():
+            if not rows:
+                continue
             try:
                 stored += self.store.write_events(kind, rows)
             except StoreUnavailableError:
                 raise
             except StoreError:
-                for message, row in items:
+                for message, row in zip(decoded.messages[kind], rows, strict=True):
                     try:
                         stored += self.store.write_events(kind, [row])
                     except StoreUnavailableError:
                         raise
                     except StoreError as exc:
-                        rejected.append((message, str(exc)))
+                        decoded.rejected.append((message, str(exc)))
         return stored
 
     def _dead_letter(self, rejected: list[tuple[Message, str]]) -> None:
@@ -334,7 +363,7 @@ class Loader:
         if not rejected:
             return
         if self._producer is None:
-            config = self.target.client_config(**{"enable.idempotence": True, "acks": "all"})
+            config = self.target.client_config("producer", **FIXED_PRODUCER_SETTINGS)
             self._producer = self._kafka.Producer(config)
         producer = self._producer
         failures: list[Any] = []
@@ -371,14 +400,8 @@ class Loader:
             msg = f"cannot write to the dead-letter topic {self.target.dead_letter_topic}"
             raise StoreUnavailableError(msg)
 
-    def _commit(self, messages: Sequence[Message]) -> int:
+    def _commit(self, ends: dict[tuple[str, int], int]) -> int:
         """Commit, synchronously, the offset after the last message of each partition."""
-        ends: dict[tuple[str, int], int] = {}
-        for message in messages:
-            place = (message.topic() or "", message.partition() or 0)
-            offset = message.offset() or 0
-            if offset + 1 > ends.get(place, -1):
-                ends[place] = offset + 1
         consumer = self._consumer
         if consumer is None or not ends:
             return 0
@@ -423,23 +446,24 @@ class Loader:
         return total
 
 
-def _decode(
-    target: KafkaTarget, messages: Sequence[Message]
-) -> tuple[dict[str, list[tuple[Message, dict[str, Any]]]], list[tuple[Message, str]]]:
-    """Messages as rows by kind, and the ones that are not events of a known schema."""
-    groups: dict[str, list[tuple[Message, dict[str, Any]]]] = {}
-    rejected: list[tuple[Message, str]] = []
+def _decode(target: KafkaTarget, messages: Sequence[Message]) -> _Decoded:
+    """Messages as rows by kind, the ones that are not events of a known schema, and where
+    each partition's reading ended: one pass, as this runs once per event."""
+    decoded = _Decoded()
+    rows, kept, rejected, ends = decoded.rows, decoded.messages, decoded.rejected, decoded.ends
     loads = orjson.loads
     kinds: dict[str, str | None] = {}
     expected: dict[str | None, list[tuple[str, bytes]]] = {}
     for message in messages:
         topic = message.topic() or ""
+        ends[topic, message.partition() or 0] = (message.offset() or 0) + 1
         kind = kinds.get(topic, "")
         if kind == "":
             kind = kinds[topic] = target.kind_of(topic)
-        headers = message.headers()
-        if kind not in expected:
             expected[kind] = [(SCHEMA_HEADER, f"{kind}/{SCHEMA_VERSION}".encode())]
+            if kind is not None:
+                rows[kind], kept[kind] = [], []
+        headers = message.headers()
         # The common case, exactly the writer's one header, costs one comparison.
         reason = None if headers == expected[kind] else _schema_problem(kind, headers)
         if kind is None or reason is not None:
@@ -453,8 +477,9 @@ def _decode(
         if not isinstance(row, dict):
             rejected.append((message, "not a JSON object"))
             continue
-        groups.setdefault(kind, []).append((message, row))
-    return groups, rejected
+        rows[kind].append(row)
+        kept[kind].append(message)
+    return decoded
 
 
 def _schema_problem(kind: str | None, headers: Any) -> str | None:

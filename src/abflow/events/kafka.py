@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -46,9 +46,12 @@ if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message, Producer
 
 __all__ = [
+    "CONSUMER_ONLY_SETTINGS",
     "DEFAULT_TOPIC_PREFIX",
+    "PRODUCER_ONLY_SETTINGS",
     "SCHEMA_HEADER",
     "SCHEMA_VERSION",
+    "ClientRole",
     "KafkaEventWriter",
     "KafkaTarget",
     "ensure_topics",
@@ -75,6 +78,71 @@ _REJECTED_CODES: Final = frozenset(
 
 _JSON_TYPES: Final = {"Boolean": "boolean", "Integer": "integer", "Double": "number"}
 
+ClientRole = Literal["producer", "consumer"]
+
+CONSUMER_ONLY_SETTINGS: Final = frozenset(
+    {
+        "auto.commit.interval.ms",
+        "auto.offset.reset",
+        "check.crcs",
+        "consume.callback.max.messages",
+        "coordinator.query.interval.ms",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "enable.partition.eof",
+        "fetch.error.backoff.ms",
+        "fetch.max.bytes",
+        "fetch.message.max.bytes",
+        "fetch.min.bytes",
+        "fetch.queue.backoff.ms",
+        "fetch.wait.max.ms",
+        "group.id",
+        "group.instance.id",
+        "group.protocol",
+        "group.protocol.type",
+        "group.remote.assignor",
+        "heartbeat.interval.ms",
+        "isolation.level",
+        "max.partition.fetch.bytes",
+        "max.poll.interval.ms",
+        "partition.assignment.strategy",
+        "queued.max.messages.kbytes",
+        "queued.min.messages",
+        "session.timeout.ms",
+    }
+)
+"""librdkafka settings of consumers only (``C`` in its CONFIGURATION.md): a producer given
+one logs a CONFWARN and ignores it. tests/events/test_kafka.py checks each against
+librdkafka."""
+PRODUCER_ONLY_SETTINGS: Final = frozenset(
+    {
+        "acks",
+        "batch.num.messages",
+        "batch.size",
+        "compression.codec",
+        "compression.level",
+        "compression.type",
+        "delivery.report.only.error",
+        "delivery.timeout.ms",
+        "enable.idempotence",
+        "linger.ms",
+        "message.send.max.retries",
+        "message.timeout.ms",
+        "partitioner",
+        "queue.buffering.backpressure.threshold",
+        "queue.buffering.max.kbytes",
+        "queue.buffering.max.messages",
+        "queue.buffering.max.ms",
+        "request.required.acks",
+        "request.timeout.ms",
+        "retries",
+        "sticky.partitioning.linger.ms",
+        "transaction.timeout.ms",
+        "transactional.id",
+    }
+)
+"""librdkafka settings of producers only (``P``): a consumer given one ignores it."""
+
 
 def require_confluent_kafka() -> Any:
     """The confluent_kafka module, or a ConfigError that says how to install it."""
@@ -92,7 +160,11 @@ class KafkaTarget:
 
     Parsed from ``kafka://host:port[,host:port…]/prefix?setting=value&…``; each query
     parameter is a librdkafka setting (``security.protocol``, ``sasl.mechanism``,
-    ``compression.type``, ``session.timeout.ms``, …) given to the producer and the consumer.
+    ``compression.type``, ``session.timeout.ms``, …). One URL serves the gateway's producer
+    and the loader's consumer, so each client gets the settings librdkafka gives its role:
+    a consumer's ``session.timeout.ms`` never reaches a producer, a producer's
+    ``compression.type`` never reaches a consumer (librdkafka would ignore them with a
+    warning at every start).
     """
 
     bootstrap_servers: str
@@ -113,9 +185,13 @@ class KafkaTarget:
         head, _, kind = topic.rpartition(".")
         return kind if head == self.topic_prefix and kind in EVENT_TABLES else None
 
-    def client_config(self, **settings: Any) -> dict[str, Any]:
-        """librdkafka settings: the brokers, the URL's options, then ``settings``."""
-        return {"bootstrap.servers": self.bootstrap_servers, **self.options, **settings}
+    def client_config(self, role: ClientRole, **settings: Any) -> dict[str, Any]:
+        """librdkafka settings of a ``role`` client: the brokers, the URL's options that
+        librdkafka applies to that role, then ``settings``. An admin client is a producer
+        to librdkafka."""
+        foreign = CONSUMER_ONLY_SETTINGS if role == "producer" else PRODUCER_ONLY_SETTINGS
+        options = {name: value for name, value in self.options.items() if name not in foreign}
+        return {"bootstrap.servers": self.bootstrap_servers, **options, **settings}
 
     @property
     def display(self) -> str:
@@ -224,7 +300,7 @@ def ensure_topics(
     kafka = require_confluent_kafka()
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient(target.client_config())
+    admin = AdminClient(target.client_config("producer"))
     wanted = [target.topic(kind) for kind in kinds] + list(extra_topics)
     try:
         existing = set(admin.list_topics(timeout=timeout_seconds).topics)
@@ -285,15 +361,16 @@ class KafkaEventWriter:
 
     def _client(self) -> Producer:
         if self._producer is None:
-            config = self.target.client_config(
-                **{
-                    "linger.ms": 5,
-                    "compression.type": "lz4",
-                    "queue.buffering.max.messages": 1_000_000,
-                    "message.timeout.ms": int(self.delivery_timeout_seconds * 1000),
-                },
-            )
-            config.update(FIXED_PRODUCER_SETTINGS)
+            # Defaults first, so that the URL can change them (compression.type=zstd); the
+            # delivery timeout is the constructor's, as write_events waits on it.
+            config = {
+                "linger.ms": 5,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 1_000_000,
+                **self.target.client_config("producer"),
+                "message.timeout.ms": int(self.delivery_timeout_seconds * 1000),
+                **FIXED_PRODUCER_SETTINGS,
+            }
             try:
                 self._producer = self._kafka.Producer(config)
             except self._kafka.KafkaException as exc:
@@ -352,7 +429,9 @@ class KafkaEventWriter:
             except TypeError as exc:
                 msg = f"{kind} event cannot be serialised as JSON: {exc}"
                 raise StoreError(msg) from exc
-            key = message_key(row)
+            # message_key inlined for the common case (a unit id): this runs once per event.
+            unit = row.get("unit_id")
+            key = unit if type(unit) is str and unit != UNRESOLVED_UNIT else message_key(row)
             while True:
                 try:
                     produce(topic, value, key, on_delivery=callback, headers=headers)
