@@ -156,7 +156,16 @@ _SUCCESS_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "Experiment": {
         "type": "object",
-        "required": ["key", "unit", "version", "phase", "coverage", "is_default", "variants"],
+        "required": [
+            "key",
+            "unit",
+            "version",
+            "phase",
+            "coverage",
+            "active",
+            "is_default",
+            "variants",
+        ],
         "properties": {
             "key": _TEXT,
             "name": _TEXT,
@@ -164,6 +173,7 @@ _SUCCESS_SCHEMAS: dict[str, dict[str, Any]] = {
             "version": _INTEGER,
             "phase": _INTEGER,
             "coverage": {"type": "number"},
+            "active": {"type": "boolean", "description": "false: paused, only forced units are in"},
             "is_default": {"type": "boolean"},
             "variants": {"type": "array", "items": _VARIANT},
             "spec": {"$ref": _SCHEMAS + "ExperimentSpec"},

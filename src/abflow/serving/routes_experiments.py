@@ -39,6 +39,7 @@ def describe(gateway: Gateway, live: LiveExperiment, *, with_spec: bool = False)
         "version": live.version,
         "phase": live.phase,
         "coverage": spec.coverage,
+        "active": spec.active,
         "is_default": gateway.default_key == spec.key,
         "variants": [
             {
