@@ -3,7 +3,11 @@
     .venv/bin/python bench/kafka.py [--events 400000] [--bootstrap host:port] [--postgres URL]
 
 Each request logs an exposure and a prediction shaped like the gateway's (``append_many``
-of the two, as the gateway does). Stages, on fresh SQLite stores, in one run:
+of the two, as the gateway does), with the gateway's ids (``abflow.events.sink.new_id``: a
+per-process prefix and a counter). Random uuid4 ids would measure another workload: SQLite
+inserts them into the primary key (and the predictions' request-id index) at random places,
+which costs it about 2.4 times the CPU per event of the gateway's mostly ascending ids.
+Stages, on fresh SQLite stores, in one run:
 
 1. **Baseline**: the same rows written straight to the store with
    ``EventStore.write_events`` in batches of 5,000 (no journal, no Kafka).
@@ -13,7 +17,15 @@ of the two, as the gateway does). Stages, on fresh SQLite stores, in one run:
 3. **Kafka → store**: ``abflow ingest``'s loader alone, reading what stage 2 wrote, from its
    first message to the last commit (the group join is excluded and reported apart).
 4. **End to end**: stages 2 and 3 at once, the loader in a child process that joined the
-   group before the first append; from the first append until the store holds every event.
+   group before the first append; from the first append until the loader has stored (and
+   committed) every event. The store is counted once, afterwards: polling it with
+   ``COUNT(*)`` would take a core's share from the stages being measured.
+
+CPU seconds per million events are given for each process: this one (the store writes of
+stage 1; the journal, the shipper and the producer's librdkafka threads of stage 2; the
+loader of stage 3), the broker (read from ``/proc``; "?" for a ``--bootstrap`` cluster) and
+the loader child of stage 4. With 2 cores, the sum bounds the end-to-end rate however the
+work is spread: 2 cores / (CPU s per event).
 
 The stores are SQLite files, or with ``--postgres URL`` a fresh schema per stage on that
 server (dropped afterwards). Without ``--bootstrap`` the broker is Tansu 0.6.0 with memory storage on a free loopback
@@ -41,6 +53,7 @@ import sqlalchemy as sa
 from abflow.events.eventlog import EventLog
 from abflow.events.ingest import IngestProgress, Loader
 from abflow.events.kafka import KafkaEventWriter, KafkaTarget, ensure_topics
+from abflow.events.sink import new_id
 from abflow.store import EventStore
 from eventlog import prediction  # this folder: the script's own (bench/eventlog.py)
 
@@ -48,15 +61,38 @@ GROUP_OPTIONS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 PARTITIONS = 6
 
 
-def requests(n_requests: int) -> list[list[tuple[Any, dict[str, Any]]]]:
-    """Per request, its exposure and prediction rows (gateway-shaped, uuid4 ids)."""
-    out: list[list[tuple[Any, dict[str, Any]]]] = []
+Requests = list[list[tuple[Any, dict[str, Any]]]]
+
+
+class Cpu:
+    """CPU seconds of this process and of the broker (None if not ours) since creation."""
+
+    def __init__(self, broker_pid: int | None) -> None:
+        self.broker_pid = broker_pid
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float | None]:
+        if self.broker_pid is None:
+            return time.process_time(), None
+        fields = Path(f"/proc/{self.broker_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])  # utime + stime, every thread
+        return time.process_time(), ticks / os.sysconf("SC_CLK_TCK")
+
+    def spent(self) -> tuple[float, float | None]:
+        now = self._now()
+        broker = None if now[1] is None or self.start[1] is None else now[1] - self.start[1]
+        return now[0] - self.start[0], broker
+
+
+def requests(n_requests: int) -> Requests:
+    """Per request, its exposure and prediction rows (gateway-shaped, the gateway's ids)."""
+    out: Requests = []
     now = time.time()
     for i in range(n_requests):
         unit = f"user-{i % 100_000}"
         variant = ("control", "challenger")[i % 2]
         exposure = {
-            "event_id": uuid.uuid4().hex,
+            "event_id": new_id(),
             "ts": now,
             "experiment_key": "fraud-model-v2",
             "phase": 3,
@@ -64,7 +100,8 @@ def requests(n_requests: int) -> list[list[tuple[Any, dict[str, Any]]]]:
             "variant": variant,
             "attributes_json": None,
         }
-        out.append([("exposure", exposure), ("prediction", prediction(i, now))])
+        ids = {"event_id": new_id(), "request_id": new_id()}  # prediction() draws uuid4s
+        out.append([("exposure", exposure), ("prediction", {**prediction(i, now), **ids})])
     return out
 
 
@@ -82,7 +119,7 @@ def stored_rows(url: str) -> int:
         engine.dispose()
 
 
-def baseline(url: str, reqs: list[list[tuple[Any, dict[str, Any]]]]) -> float:
+def baseline(url: str, reqs: Requests) -> float:
     exposures = [r[0][1] for r in reqs]
     predictions = [r[1][1] for r in reqs]
     with EventStore.open(url) as store:
@@ -93,9 +130,7 @@ def baseline(url: str, reqs: list[list[tuple[Any, dict[str, Any]]]]) -> float:
         return time.perf_counter() - started
 
 
-def journal_to_kafka(
-    target: KafkaTarget, journal: Path, reqs: list[list[tuple[Any, dict[str, Any]]]]
-) -> float:
+def journal_to_kafka(target: KafkaTarget, journal: Path, reqs: Requests) -> float:
     log = EventLog(None, journal, store=KafkaEventWriter(target))
     log.start()
     started = time.perf_counter()
@@ -129,33 +164,32 @@ def kafka_to_store(target: KafkaTarget, url: str, group: str) -> tuple[float, fl
 
 
 def loader_child(source: str, url: str, total: int) -> None:
-    """``--loader-child``: load until ``total`` events are read; say 'ready' once assigned."""
+    """``--loader-child``: load until ``total`` events are stored; say 'ready' once assigned,
+    then 'stored' and the CPU seconds spent since 'ready'."""
     from abflow.events.kafka import parse_kafka_url
 
     target = parse_kafka_url(source)
     with EventStore.open(url) as store:
         loader = Loader(target, store, group_id="e2e", batch_events=20_000)
-        said = False
+        ready_cpu: list[float] = []
 
         def progress(p: IngestProgress) -> None:
-            nonlocal said
-            if not said and loader.assigned_partitions:
+            if not ready_cpu and loader.assigned_partitions:
+                ready_cpu.append(time.process_time())
                 print("ready", flush=True)
-                said = True
-            if p.consumed >= total:
+            if p.consumed >= total:  # counted once the store and the commit are done
                 loader.stop()
 
         loader.run(progress=progress, progress_seconds=0.05)
+        print(f"stored {time.process_time() - ready_cpu[0]}", flush=True)
 
 
-def end_to_end(
-    target: KafkaTarget, journal: Path, url: str, reqs: list[list[tuple[Any, dict[str, Any]]]]
-) -> float:
+def end_to_end(target: KafkaTarget, journal: Path, url: str, reqs: Requests) -> tuple[float, float]:
+    """(seconds, CPU seconds of the loader child)."""
     total = 2 * len(reqs)
     source = f"kafka://{target.bootstrap_servers}/{target.topic_prefix}?" + "&".join(
         f"{k}={v}" for k, v in GROUP_OPTIONS.items()
     )
-    EventStore.open(url).close()  # schema first, so that counting never races its creation
     child = subprocess.Popen(
         [sys.executable, __file__, "--loader-child", source, url, str(total)],
         stdout=subprocess.PIPE,
@@ -170,24 +204,27 @@ def end_to_end(
     for events in reqs:
         log.append_many(events)
     log.close(timeout_seconds=600)
-    deadline = time.perf_counter() + 600
-    while (stored := stored_rows(url)) < total and time.perf_counter() < deadline:
-        time.sleep(0.05)
+    said, _, child_cpu = child.stdout.readline().partition(" ")
     elapsed = time.perf_counter() - started
     child.wait(timeout=600)
-    if stored != total:
+    stored = stored_rows(url)
+    if said != "stored" or stored != total:
         sys.exit(f"end to end stored {stored} of {total} events")
-    return elapsed
+    return elapsed, float(child_cpu)
 
 
 @contextmanager
 def store_urls(root: Path, postgres: str | None) -> Iterator[dict[str, str]]:
     """A fresh, upgraded store per stage: SQLite files, or PostgreSQL schemas."""
+    from abflow.store import upgrade_store
+
     names = ("direct", "loaded", "e2e")
     if postgres is None:
-        yield {name: f"sqlite:///{root}/{name}.db" for name in names}
+        files = {name: f"sqlite:///{root}/{name}.db" for name in names}
+        for url in files.values():  # migrated here, so that no stage's CPU time includes it
+            upgrade_store(url)
+        yield files
         return
-    from abflow.store import upgrade_store
 
     admin = sa.create_engine(postgres, isolation_level="AUTOCOMMIT")
     schemas = {name: f"bench_kafka_{name}_{uuid.uuid4().hex[:8]}" for name in names}
@@ -211,15 +248,16 @@ def store_urls(root: Path, postgres: str | None) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def broker(bootstrap: str | None) -> Iterator[str]:
+def broker(bootstrap: str | None) -> Iterator[tuple[str, int | None]]:
+    """The bootstrap address, and the broker's process id when this script started it."""
     if bootstrap:
-        yield bootstrap
+        yield bootstrap, None
         return
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from kafka_broker import TansuBroker
 
     with TansuBroker() as tansu:
-        yield tansu.bootstrap
+        yield tansu.bootstrap, tansu.pid
 
 
 def main() -> None:
@@ -233,35 +271,56 @@ def main() -> None:
     args = parser.parse_args()
     reqs = requests(args.events // 2)
     n = 2 * len(reqs)
+    timings: list[tuple[str, float, tuple[float, float | None, float | None]]] = []
     with (
         tempfile.TemporaryDirectory() as tmp,
-        broker(args.bootstrap) as bootstrap,
+        broker(args.bootstrap) as (bootstrap, broker_pid),
         store_urls(Path(tmp), args.postgres) as urls,
     ):
         root = Path(tmp)
         prefix = f"bench{os.getpid()}"
         target = KafkaTarget(bootstrap, prefix, GROUP_OPTIONS)
         ensure_topics(target, ["exposure", "prediction"], partitions=PARTITIONS)
+
+        cpu = Cpu(broker_pid)
         direct = baseline(urls["direct"], reqs)
+        timings.append(("direct to the store (baseline)", direct, (cpu.spent()[0], None, None)))
+
+        cpu = Cpu(broker_pid)
         to_kafka = journal_to_kafka(target, root / "journal-a", reqs)
+        own, broker_cpu = cpu.spent()
+        timings.append(
+            ("journal -> Kafka (acks=all, idempotent)", to_kafka, (own, broker_cpu, None))
+        )
+
+        cpu = Cpu(broker_pid)
         load, join, read = kafka_to_store(target, urls["loaded"], "bench")
         if read != n:
             sys.exit(f"the loader read {read} of {n} events")
+        own, broker_cpu = cpu.spent()
+        name = f"Kafka -> loader -> store (join {join:.1f} s apart)"
+        timings.append((name, load, (own, broker_cpu, None)))
+
         e2e_target = KafkaTarget(bootstrap, prefix + "e2e", GROUP_OPTIONS)
         ensure_topics(e2e_target, ["exposure", "prediction"], partitions=PARTITIONS)
-        whole = end_to_end(e2e_target, root / "journal-b", urls["e2e"], reqs)
+        cpu = Cpu(broker_pid)
+        whole, loader_cpu = end_to_end(e2e_target, root / "journal-b", urls["e2e"], reqs)
+        own, broker_cpu = cpu.spent()
+        name = "end to end: journal -> Kafka -> loader -> store"
+        timings.append((name, whole, (own, broker_cpu, loader_cpu)))
     load_average = os.getloadavg()[0]
     print(f"{n:,} events (exposure + prediction per request), {PARTITIONS} partitions, "
           f"{'PostgreSQL' if args.postgres else 'SQLite'} store, load average {load_average:.1f}")  # fmt: skip
-    print(f"{'stage':<48} {'seconds':>8} {'events/s':>10} {'vs direct':>10}")
-    rows = [
-        ("direct to the store (baseline)", direct),
-        ("journal -> Kafka (acks=all, idempotent)", to_kafka),
-        (f"Kafka -> loader -> store (join {join:.1f} s apart)", load),
-        ("end to end: journal -> Kafka -> loader -> store", whole),
-    ]
-    for name, seconds in rows:
-        print(f"{name:<48} {seconds:>8.2f} {n / seconds:>10,.0f} {direct / seconds:>9.2f}x")
+    print(f"{'stage':<48} {'seconds':>8} {'events/s':>10} {'vs direct':>10}   "
+          "CPU s per million events: this process + broker + loader child = sum")  # fmt: skip
+    for index, (name, seconds, spent) in enumerate(timings):
+        cells = [f"{spent[0] * 1e6 / n:.1f}"]
+        for value, applies in ((spent[1], index > 0), (spent[2], index == len(timings) - 1)):
+            cells.append("-" if not applies else "?" if value is None else f"{value * 1e6 / n:.1f}")
+        total = sum(value for value in spent if value is not None) * 1e6 / n
+        unknown = "+?" if "?" in cells else ""
+        print(f"{name:<48} {seconds:>8.2f} {n / seconds:>10,.0f} {direct / seconds:>9.2f}x   "
+              f"{' + '.join(cells)} = {total:.1f}{unknown}")  # fmt: skip
 
 
 if __name__ == "__main__":

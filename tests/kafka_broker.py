@@ -86,6 +86,11 @@ class TansuBroker:
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (bench/kafka.py reads its CPU time)."""
+        return None if self._process is None else self._process.pid
+
     def start(self, timeout_seconds: float = 60.0) -> TansuBroker:
         url = f"tcp://{self.bootstrap}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
