@@ -29,8 +29,8 @@ from abflow.spec import parse_experiment
 
 TOP_LEVEL_KEYS = {
     "alpha", "breakdowns", "correction", "decision", "experiment_key", "latency", "method",
-    "metrics", "mixed_units", "name", "phase", "phases", "progress", "provenance",
-    "schema_version", "shadow", "srm", "variants", "warnings",
+    "metrics", "mixed_units", "monitoring", "name", "phase", "phases", "progress", "provenance",
+    "sampled_features", "schema_version", "shadow", "srm", "variants", "warnings",
 }  # fmt: skip
 
 

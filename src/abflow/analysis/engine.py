@@ -21,7 +21,9 @@ from typing import Any
 import orjson
 
 from abflow.analysis.decision import decide, outcome_of
+from abflow.analysis.drift_timeline import drift_summary
 from abflow.analysis.guardrails import judge_guardrail
+from abflow.analysis.identical_features import sampled_feature_warnings, sampled_features
 from abflow.analysis.metrics import MetricPlan, cell_stats
 from abflow.analysis.progress import estimate_progress, srm_check
 from abflow.analysis.results import (
@@ -47,6 +49,7 @@ from abflow.store.aggregates import (
     experiment_history,
 )
 from abflow.store.early_outcomes import early_outcomes
+from abflow.store.monitoring import monitor_history
 
 __all__ = ["AnalysisOptions", "analyze"]
 
@@ -282,6 +285,11 @@ def _analyze(
     warnings.extend(_early_outcome_warnings(engine, spec, history, phase))
     shadow = run.shadow()
     warnings.extend(feature_identity_warnings(shadow))
+    sampled = sampled_features(engine, spec, phase.phase, run.window)
+    warnings.extend(sampled_feature_warnings(sampled))
+    monitoring = drift_summary(monitor_history(engine, spec.key), run.window)
+    if monitoring is not None:
+        warnings.extend(monitoring.train_serve_skew)
     decision = decide(spec, metrics, srm, run.control)
     rows = {
         "units": total_units,
@@ -321,4 +329,6 @@ def _analyze(
         mixed_units=run.mixed,
         warnings=warnings,
         shadow=shadow,
+        monitoring=monitoring,
+        sampled_features=sampled,
     )

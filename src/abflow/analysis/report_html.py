@@ -23,6 +23,7 @@ from abflow.analysis.charts import (
     latency_chart,
     timeline_charts,
 )
+from abflow.analysis.drift_timeline import drift_alarms, drift_charts, drift_message
 from abflow.analysis.formatting import (
     MetricRow,
     format_effect,
@@ -33,6 +34,7 @@ from abflow.analysis.formatting import (
     format_value,
     metric_rows,
 )
+from abflow.analysis.identical_features import identical_features_lines
 from abflow.analysis.report_text import progress_text
 from abflow.analysis.results import ExperimentResult
 from abflow.analysis.shadow import SHADOW_COLUMNS, shadow_rows, shadow_summary
@@ -80,6 +82,11 @@ class _Report:
     latency_rows: list[list[str]]
     latency_chart: Markup
     breakdown_rows: list[list[str]]
+    identical_features: list[str]
+    drift_message: str
+    drift_charts: list[tuple[str, Markup]]
+    drift_alarms: list[list[str]]
+    train_serve_skew: list[str]
     shadow_columns: list[str]
     shadow: list[tuple[str, str, list[list[str]]]]  # variant, summary, measure rows
     provenance: list[tuple[str, str, bool]]  # field, value, shown as code
@@ -116,6 +123,7 @@ def _breakdowns(result: ExperimentResult) -> list[list[str]]:
 
 def render_html(result: ExperimentResult) -> str:
     """The whole report as one HTML document."""
+    history = result.monitoring.history if result.monitoring is not None else []
     d = result.decision
     p = result.provenance
     window = f"{format_timestamp(p.window_start)} → {format_timestamp(p.window_end)}"
@@ -143,6 +151,11 @@ def render_html(result: ExperimentResult) -> str:
         latency_rows=_latency_rows(result),
         latency_chart=latency_chart(result),
         breakdown_rows=_breakdowns(result),
+        identical_features=identical_features_lines(result),
+        drift_message=drift_message(history),
+        drift_charts=drift_charts(history),
+        drift_alarms=[list(alarm.values()) for alarm in drift_alarms(history)],
+        train_serve_skew=result.monitoring.train_serve_skew if result.monitoring else [],
         shadow_columns=list(SHADOW_COLUMNS),
         shadow=[(s.variant, shadow_summary(s), shadow_rows(s)) for s in result.shadow],
         provenance=[

@@ -14,6 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from abflow.analysis.drift_timeline import monitoring_lines
 from abflow.analysis.formatting import (
     MetricRow,
     format_duration,
@@ -28,6 +29,7 @@ from abflow.analysis.formatting import (
     metric_rows,
     verdict_label,
 )
+from abflow.analysis.identical_features import identical_features_lines
 from abflow.analysis.results import ExperimentResult, SrmSummary
 from abflow.analysis.shadow import SHADOW_COLUMNS, shadow_rows, shadow_summary
 
@@ -227,6 +229,8 @@ def table_renderable(result: ExperimentResult) -> Group:
         for row in shadow_rows(shadow):
             table.add_row(*row)
         parts.extend([Text(shadow_summary(shadow)), table])
+    parts.extend(Text(f"Identical features: {line}") for line in identical_features_lines(result))
+    parts.extend(Text(f"Monitor: {line}") for line in monitoring_lines(result))
     parts.extend(Text(f"warning: {w}", style="yellow") for w in result.warnings)
     parts.append(footer)
     return Group(*parts)  # type: ignore[arg-type]
@@ -290,6 +294,12 @@ def render_markdown(result: ExperimentResult) -> str:
             "|---|" + "---:|" * (len(SHADOW_COLUMNS) - 1),
             *["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in shadow_rows(shadow)],
         ]
+    identical = identical_features_lines(result)
+    if identical:
+        lines += ["", "**Identical features**", "", *[f"- {_md_escape(x)}" for x in identical]]
+    monitor = monitoring_lines(result)
+    if monitor:
+        lines += ["", "**Drift over time**", "", *[f"- {_md_escape(x)}" for x in monitor]]
     p = result.provenance
     lines += [
         "",

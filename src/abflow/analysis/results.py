@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from abflow.stats.srm import srm_status
+from abflow.store.monitoring import MonitorRecord
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -22,8 +23,10 @@ __all__ = [
     "GuardrailEvidence",
     "LatencySummary",
     "MetricResult",
+    "MonitoringSummary",
     "Progress",
     "Provenance",
+    "SampledFeatures",
     "ShadowMeasure",
     "ShadowResult",
     "ShadowSegment",
@@ -258,6 +261,45 @@ class ShadowResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SampledFeatures:
+    """Did a variant's model see the features its predictions logged? From the monitoring
+    samples (store/feature_identity.py): each sample is joined to the served prediction of
+    its request, and its stored vector is hashed as the gateway hashes a request's row."""
+
+    variant: str
+    samples: int
+    """Samples joined to a served prediction of the variant in the analysed window."""
+    compared: int
+    """Of ``samples``, those whose prediction logged a features hash (a batch logs none)."""
+    identical: int
+    """Of ``compared``, those whose sampled vector hashes to the logged hash."""
+
+    @property
+    def share(self) -> float:
+        """Identical among compared (NaN when nothing could be compared)."""
+        return self.identical / self.compared if self.compared else math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringSummary:
+    """What the live monitor (``abflow monitor``) recorded over the analysed window.
+
+    ``latest`` holds each measure's most recent verdict (per kind, variant, feature and
+    method: the last window that had a value), ``train_serve_skew`` a sentence per such
+    verdict that is a feature-drift alarm against the model's training data. ``history``
+    (every record, oldest first, for the report's charts) is left out of the JSON.
+    """
+
+    windows: int
+    first_window_start: float | None
+    last_window_start: float | None
+    alarms: int
+    latest: list[MonitorRecord]
+    train_serve_skew: list[str]
+    history: list[MonitorRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Progress:
     """How far the experiment is toward the sample its primary metric needs."""
 
@@ -317,6 +359,9 @@ class ExperimentResult:
     mixed_units: int = 0
     warnings: list[str] = field(default_factory=list)
     shadow: list[ShadowResult] = field(default_factory=list)
+    monitoring: MonitoringSummary | None = None
+    """None when the monitor has recorded nothing for the analysed window."""
+    sampled_features: list[SampledFeatures] = field(default_factory=list)
 
     @property
     def control(self) -> str:
@@ -333,6 +378,10 @@ class ExperimentResult:
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON form: NaN and infinities become ``null``."""
         data = asdict(self)
+        if data["monitoring"] is not None:
+            del data["monitoring"]["history"]  # the charts' input; ``abflow monitor`` has it
+        for identity, found in zip(data["sampled_features"], self.sampled_features, strict=True):
+            identity["share"] = found.share
         data["schema_version"] = SCHEMA_VERSION
         cleaned: dict[str, Any] = _clean(data)
         return cleaned
