@@ -26,9 +26,8 @@ Decision order (GrowthBook's ``run``), and the ``reason`` each outcome carries:
 A unit failing several checks is not in the experiment whichever is named: GrowthBook
 checks the namespace or filters before the condition, abflow the condition first (the
 reasons of existing assignments stay as they were). A spec has a namespace or filters,
-never both. Nothing of this costs the common path anything: an active spec without
-filters or ``force`` takes the same steps as before they existed, and ``force`` is part
-of the memoised per-bucket assignments.
+never both. An active spec without filters pays two attribute tests for them, and
+``force`` costs nothing per call: it is part of the memoised per-bucket assignments.
 
 With sticky bucketing (:func:`abflow.routing.assign_sticky`) two more: ``"sticky"`` (a
 stored bucket decided, before the condition) and ``"blocked"`` (the unit holds a bucket of
@@ -86,7 +85,7 @@ class Assignment:
 
     ``index`` is the variant's position in the spec (-1 when the unit is not in the
     experiment) and ``bucket`` the unit's hash in ``[0, 1)`` (None when it was not hashed:
-    forced, no unit, not targeted, outside the namespace).
+    forced, inactive, no unit, not targeted, outside the namespace or a filter).
     """
 
     variant: str | None
