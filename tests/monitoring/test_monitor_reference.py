@@ -6,12 +6,18 @@ model's training sample) from drift over time (against a reference window).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
-from abflow.monitoring.monitor import evaluate_window
+from abflow.analysis import AnalysisOptions, analyze
+from abflow.events.sampling import FeatureSampler
+from abflow.events.sink import prediction_row
+from abflow.monitoring.monitor import MonitorOptions, evaluate_window, monitor_experiment
+from abflow.serving.features import row_hash
 from abflow.spec import ExperimentSpec, parse_experiment
 from abflow.store import EventStore
 from abflow.store.migrations import upgrade
@@ -128,3 +134,80 @@ def test_a_store_without_the_monitor_table_has_no_history(tmp_path: Path) -> Non
         assert monitor_history(engine, "fraud") == []
     finally:
         engine.dispose()
+
+
+def test_analysis_flags_skew_found_by_a_monitor_pass_against_training_data(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    experiment = parse_experiment(
+        {
+            "key": "fraud",
+            "variants": [
+                {"name": "control", "model": "python:m:control"},
+                {"name": "challenger", "model": "python:m:challenger"},
+            ],
+            "monitoring": {
+                "sample_rate": 1.0,
+                "max_samples_per_window": 300,
+                "features": ["amount", "age"],
+                "min_samples": 100,
+            },
+        }
+    )
+    sampler = FeatureSampler(seed=3)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with EventStore.open(url, upgrade=True, clock=lambda: START - HOUR) as store:
+        store.register_experiment(experiment, actor="test")  # its phase starts an hour before
+        samples: list[dict[str, Any]] = []
+        predictions = []
+        for variant in experiment.variant_names:
+            for i, row in enumerate(rng.normal(size=(300, 2))):
+                request_id, ts = f"{variant}-{i}", START + i
+                samples += sampler.offer(
+                    config=experiment.monitoring, experiment_key="fraud", phase=1,
+                    variant=variant, model_version="1", request_id=request_id,
+                    rows=row[None, :], outputs=[0.5], ts=ts,
+                )  # fmt: skip
+                predictions.append(
+                    prediction_row(
+                        request_id=request_id,
+                        experiment_key="fraud",
+                        phase=1,
+                        unit_id=f"u{i}",
+                        variant=variant,
+                        model_version="1",
+                        latency_ms=1.0,
+                        outputs=[0.5],
+                        features_hash=row_hash(row),
+                        ts=ts,
+                    )
+                )
+        store.write_events("sample", samples)
+        store.write_events("prediction", predictions)
+        training = {
+            "control": {"amount": rng.normal(size=500), "age": rng.normal(size=500)},
+            "challenger": {"amount": rng.normal(1.5, 1.0, 500), "age": rng.normal(size=500)},
+        }
+        options = MonitorOptions(
+            reference_by_variant={
+                v: {name: column.tolist() for name, column in columns.items()}
+                for v, columns in training.items()
+            }
+        )
+        monitor_experiment(store, experiment, options, now=START + HOUR)
+        history = monitor_history(store, "fraud")
+        result = analyze(store, "fraud", AnalysisOptions(now=START + HOUR))
+    alarms = [r for r in history if r.is_alarm and r.kind == "feature_drift"]
+    assert [(r.variant, r.feature, r.reference) for r in alarms] == [
+        ("challenger", "amount", "training")
+    ]
+    assert result.monitoring is not None
+    assert result.monitoring.train_serve_skew == [
+        f"train/serve skew: feature 'amount' of variant 'challenger' differs from its training "
+        f"data (psi {alarms[0].value:.4f}, threshold {alarms[0].threshold:g}) in the window "
+        "from " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(START))
+    ]
+    assert {(s.variant, s.samples, s.compared, s.identical) for s in result.sampled_features} == {
+        ("control", 300, 300, 300),
+        ("challenger", 300, 300, 300),
+    }
