@@ -34,9 +34,9 @@ def sampled_feature_warnings(sampled: list[SampledFeatures]) -> list[str]:
     """A warning per variant whose sampled rows do not all hash to the logged vector."""
     return [
         f"variant {s.variant}: the sampled features differ from the logged features hash on "
-        f"{s.compared - s.identical:,} of {s.compared:,} sampled requests ("
-        f"{_share(s.identical, s.compared)}): the model scored other inputs than the vector "
-        "its predictions record (or a feature source hashes non-float features)"
+        f"{s.compared - s.identical:,} of {s.compared:,} sampled requests (identical on "
+        f"{s.share:.1%}): the model scored other inputs than the vector its predictions "
+        "record (or a feature source hashes non-float features)"
         for s in sampled
         if s.identical < s.compared
     ]
