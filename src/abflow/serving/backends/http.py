@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 
 from abflow.errors import BackendTimeoutError, ConfigError
+from abflow.serving.backends.deadlines import Deadlines
 from abflow.serving.backends.failure import MAX_ERROR_BODY, RemoteModelError, failure_reason
 from abflow.serving.backends.h1client import H1Pool
 from abflow.serving.backends.remote_io import (
@@ -138,6 +139,7 @@ class HttpBackend:
         )
         self._auth = auth
         self._timeout_seconds = timeout_seconds
+        self._deadlines = Deadlines()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_seconds),
             limits=limits,
@@ -259,7 +261,7 @@ class HttpBackend:
         assert self._pool is not None
         target = self._target if url == self.url else httpx.URL(url).raw_path.decode("ascii")
         try:
-            async with asyncio.timeout(self._timeout_seconds):
+            with self._deadlines.within(self._timeout_seconds):
                 return await self._pool.request(method, target, content)
         except TimeoutError as exc:
             msg = f"model server {self.shown_url} did not answer in time"

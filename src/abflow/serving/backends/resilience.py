@@ -8,7 +8,6 @@ requests onto a sick server.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from abflow.errors import (
     InvalidArgumentError,
 )
 from abflow.serving.backends.base import ModelBackend
+from abflow.serving.backends.deadlines import Deadlines
 
 __all__ = ["CircuitBreaker", "GuardedBackend", "RefusedBackend"]
 
@@ -110,6 +110,7 @@ class GuardedBackend:
         self.inner = backend
         self.timeout_seconds = timeout_seconds
         self.breaker = breaker if breaker is not None else CircuitBreaker()
+        self._deadlines = Deadlines()
 
     @property
     def reference(self) -> str:
@@ -129,7 +130,7 @@ class GuardedBackend:
             msg = f"model {self.version} is failing; its circuit is open"
             raise CircuitOpenError(msg)
         try:
-            async with asyncio.timeout(self.timeout_seconds):
+            with self._deadlines.within(self.timeout_seconds):
                 outputs = await self.inner.predict(rows)
         except TimeoutError as exc:
             self.breaker.record_failure()
