@@ -7,6 +7,7 @@ way: 0 ok, 1 a negative answer (drift found, gate failed, ...), 2 could not answ
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import traceback
 from enum import IntEnum
@@ -23,6 +24,7 @@ __all__ = [
     "check_output_path",
     "err_console",
     "fail",
+    "fit_width",
     "out_console",
     "policy_code",
     "print_error",
@@ -41,15 +43,33 @@ class ExitCode(IntEnum):
     UNANSWERED = 2  # bad arguments, unreadable input, unknown key, store down, a bug
 
 
+_PIPED_WIDTH = 120
+"""Columns for piped output (CI logs, files) instead of Rich's 80, so result tables are not
+cut to ellipses."""
+
+
+def _width() -> int:
+    """COLUMNS when set, else a terminal's own width, else :data:`_PIPED_WIDTH`."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return _PIPED_WIDTH
+
+
 # Markup off by default: file names, ids and error messages are printed exactly as they are
 # ("[/]x.yaml" is a legal file name); styled output opts in and escapes what it interpolates.
-# Piped output (CI logs, files) gets 120 columns instead of Rich's 80, so result tables are
-# not cut to ellipses; a terminal keeps its own width, and COLUMNS still wins when set.
-_PIPED_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
-out_console = Console(highlight=False, soft_wrap=True, markup=False, width=_PIPED_WIDTH)
-err_console = Console(
-    stderr=True, highlight=False, soft_wrap=True, markup=False, width=_PIPED_WIDTH
-)
+out_console = Console(highlight=False, soft_wrap=True, markup=False, width=_width())
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, width=_width())
+
+
+def fit_width() -> None:
+    """Size both consoles for this invocation, not once at import: a process that runs many
+    commands (a test session, a notebook) and changes COLUMNS between them is followed."""
+    width = _width()
+    out_console.width = width
+    err_console.width = width
 
 
 def print_error(message: object) -> None:

@@ -11,7 +11,14 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from abflow.cli.console import ExitCode, err_console, fail, policy_code, report_failure
+from abflow.cli.console import (
+    ExitCode,
+    err_console,
+    fail,
+    fit_width,
+    policy_code,
+    report_failure,
+)
 
 
 def _new_app() -> typer.Typer:
@@ -55,6 +62,7 @@ def _root(
     ] = False,
 ) -> None:
     """A/B testing and progressive delivery for ML models."""
+    fit_width()
 
 
 _app = _new_app()
