@@ -201,3 +201,39 @@ def test_groups_file_feeds_in_group(tmp_path: Path) -> None:
     assert refused.exit_code == 2
     assert "--groups" in refused.output
     assert "must map each group id to a list of members" in refused.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "needs"),
+    [
+        ({"condition": {"country": "fr"}}, "a targeting condition"),
+        (
+            {"filters": [{"attribute": "company", "seed": "s", "ranges": [[0.0, 0.5]]}]},
+            "a filter on another attribute",
+        ),
+    ],
+)
+def test_a_plain_id_list_for_a_spec_that_reads_attributes_fails_with_a_hint(
+    tmp_path: Path, extra: dict[str, object], needs: str
+) -> None:
+    spec_path = tmp_path / "targeted.yaml"
+    spec_path.write_text(yaml.safe_dump({**SPEC, **extra}), "utf-8")
+    ids_file = tmp_path / "units.txt"
+    ids_file.write_text("u1\nu2\n", encoding="utf-8")
+    result = _run(str(spec_path), "--ids", str(ids_file))
+    assert result.exit_code == 2
+    assert f"has {needs}; give --ids a .csv file" in " ".join(result.output.split())
+
+
+def test_a_filter_on_the_unit_needs_no_attribute_file(tmp_path: Path) -> None:
+    unit_filter = {"seed": "slice", "ranges": [[0.0, 0.5]]}
+    spec_path = tmp_path / "sliced.yaml"
+    spec_path.write_text(yaml.safe_dump({**SPEC, "filters": [unit_filter]}), "utf-8")
+    ids_file = tmp_path / "units.txt"
+    ids_file.write_text("".join(f"u{i}\n" for i in range(400)), encoding="utf-8")
+    result = _run(str(spec_path), "--ids", str(ids_file), "--format", "json")
+    assert result.exit_code == 0, result.output
+    spec = load_experiment(spec_path)
+    expected = [assign(spec, {"user_id": f"u{i}"}).reason for i in range(400)]
+    summary = json.loads(result.output)
+    assert summary["reasons"]["filters"] == expected.count("filters") > 100

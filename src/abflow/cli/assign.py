@@ -38,6 +38,16 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _attribute_needs(spec: ExperimentSpec) -> str:
+    """What, besides the unit id, the spec reads from each unit's attributes ('' if nothing)."""
+    needs = []
+    if spec.condition is not None:
+        needs.append("a targeting condition")
+    if any(f.attribute not in (None, spec.unit) for f in spec.filters):
+        needs.append("a filter on another attribute")
+    return " and ".join(needs)
+
+
 def _parse_attributes(pairs: list[str]) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     for pair in pairs:
@@ -257,7 +267,9 @@ def assign_command(
 
     Many:      [bold]abflow assign examples/fraud.yaml --ids users.csv --output out.csv[/]
 
-    The reason says why: forced, no_unit, condition, namespace, coverage or assigned.
+    The reason says why: forced (the unit's own forced variant), inactive (the experiment
+    is paused), no_unit, condition, namespace, filters, coverage, force (the experiment's
+    forced variant), sticky, blocked (sticky re-entry refused) or assigned.
     Exit codes: 0 done, 2 the spec, a file or the command line cannot be used.
     """
     if output_format not in ("table", "json"):
@@ -280,11 +292,13 @@ def assign_command(
 
     assert ids is not None
     unit_ids, attributes_list = _read_units(ids, spec)
-    if spec.condition is not None and attributes_list is None:
-        fail(
-            f"experiment {spec.key!r} has a targeting condition; give --ids a .csv file whose "
-            "columns hold the attributes it reads"
-        )
+    if attributes_list is None:
+        needs = _attribute_needs(spec)
+        if needs:
+            fail(
+                f"experiment {spec.key!r} has {needs}; give --ids a .csv file whose columns "
+                "hold the attributes it reads"
+            )
     try:
         parts = _assign_file(spec, unit_ids, attributes_list, groups)
     except InvalidArgumentError as exc:
