@@ -2,9 +2,10 @@
 
 Settings are read once (from the environment when not given). Everything stateful is built
 here and started by the lifespan: the event log first (so that nothing is answered before
-events can be kept), then the experiments' models. On shutdown uvicorn first stops
-accepting and lets in-flight requests finish; the lifespan then waits for shadow work,
-closes the backends and flushes the event log into the store.
+events can be kept), then the experiments' models, then, when configured, the live
+monitor's task. On shutdown uvicorn first stops accepting and lets in-flight requests
+finish; the lifespan then stops the monitor, waits for shadow work, closes the backends and
+flushes the event log into the store.
 
 Parts can be injected (an in-memory event sink, token store, catalog or backend factory)
 for tests and embedding; anything not given is built from the settings and config.
@@ -18,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
@@ -51,8 +52,13 @@ from abflow.serving.settings import (
     GatewaySettings,
     demo_config,
     load_config,
+    monitor_interval,
     policy_for,
 )
+
+if TYPE_CHECKING:
+    from abflow.monitoring.monitor_metrics import MonitorMetrics
+    from abflow.serving.wiring import GatewayMonitor
 
 __all__ = ["create_app"]
 
@@ -124,6 +130,8 @@ def create_app(
         catalog = StoreCatalog(store) if store is not None else InMemoryCatalog()
     tokens = tokens if tokens is not None else _default_tokens(store, config)
     metrics = GatewayMetrics()
+    monitor_seconds = monitor_interval(settings, config)
+    monitor_metrics = _monitor_metrics(metrics) if monitor_seconds > 0 else None
     tracer = Tracer.from_environment(enabled=settings.tracing_enabled, provider=tracer_provider)
     gateway = Gateway(
         settings,
@@ -156,6 +164,7 @@ def create_app(
             lambda: services.events.queue_depth, lambda: services.events.spool_bytes
         )
         following: asyncio.Task[None] | None = None
+        monitor: GatewayMonitor | None = None
         try:
             try:
                 if config.features:  # opens Feast repos: slow, and blocking
@@ -179,10 +188,16 @@ def create_app(
                 policy = policy_for(settings, config)  # the store is written by API callers
                 follower = StoreFollower(gateway, store, settings.refresh_seconds, policy)
                 following = asyncio.create_task(follower.run())
+            if monitor_metrics is not None:
+                monitor = await _start_monitor(
+                    store_url or _default_url(), config, monitor_seconds, monitor_metrics
+                )
             yield
         finally:
             if following is not None:
                 following.cancel()
+            if monitor is not None:
+                await monitor.stop(settings.drain_timeout_seconds)
             services.is_draining = True
             services.is_ready = False
             await services.remote_health.aclose()
@@ -229,6 +244,31 @@ def create_app(
     app.include_router(dashboard.router)
     app.add_middleware(_RequestMetrics, metrics=metrics)
     return app
+
+
+def _monitor_metrics(metrics: GatewayMetrics) -> MonitorMetrics:
+    from abflow.monitoring.monitor_metrics import gateway_monitor_metrics
+
+    return gateway_monitor_metrics(metrics)
+
+
+async def _start_monitor(
+    url: str, config: GatewayConfig, interval_seconds: float, metrics: MonitorMetrics
+) -> GatewayMonitor | None:
+    """The monitor's task, started; a store it cannot open leaves the gateway serving
+    without it (logged and counted), since serving depends on nothing but the model."""
+    from abflow.serving.wiring import open_monitor
+
+    try:
+        monitor = await asyncio.to_thread(
+            open_monitor, url, config.monitor, interval_seconds, metrics
+        )
+    except AbflowError as exc:
+        metrics.errors.labels("").inc()
+        logger.error("the gateway runs without its monitor: %s", exc)
+        return None
+    monitor.task.start()
+    return monitor
 
 
 def _default_url() -> str:

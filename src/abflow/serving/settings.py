@@ -19,6 +19,8 @@ experiments, per-model backend options, the store URL and pre-provisioned tokens
     features:                            # one vector per request, for every variant
       fraud-model-v2:                    # (serving/features.py)
         feast: {repo: feature_repo/, entity_key: user_id, features: [user_stats:txn_count_7d]}
+    monitor:                             # the live monitor, in the gateway (off by default)
+      interval_seconds: 300
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ from abflow.targeting.conditions import saved_group_ids
 __all__ = [
     "GatewayConfig",
     "GatewaySettings",
+    "MonitorConfig",
     "TokenEntry",
     "demo_config",
     "load_config",
+    "monitor_interval",
     "policy_for",
 ]
 
@@ -167,6 +171,13 @@ class GatewaySettings(Settings):
     recent_requests: int = Field(
         default=100_000, ge=0, description="request ids remembered to join outcomes to units"
     )
+    monitor_interval_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="run the live monitor (drift, skew, quality) in the gateway every this many "
+        "seconds, one process at a time across workers and replicas; 0: off; unset: the config "
+        "file's monitor.interval_seconds (default off)",
+    )
 
 
 class TokenEntry(BaseModel):
@@ -177,6 +188,26 @@ class TokenEntry(BaseModel):
     name: str
     role: Role
     token_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class MonitorConfig(BaseModel):
+    """The live monitor run by the gateway (the options of ``abflow monitor``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval_seconds: float = Field(
+        default=0.0, ge=0, description="seconds between passes; 0: the gateway runs no monitor"
+    )
+    reference: Literal["auto", "window"] = Field(
+        default="auto",
+        description="auto: each variant's training sample when its model's run logged one, "
+        "else the first sampled window; window: always the window",
+    )
+    lookback_windows: int = Field(default=48, ge=1, description="windows recomputed per pass")
+    label_event: str = Field(default="label", description="outcome name of the labels")
+    threshold: float = Field(
+        default=0.5, description="score at or above which a prediction is positive"
+    )
 
 
 class GatewayConfig(BaseModel):
@@ -198,6 +229,7 @@ class GatewayConfig(BaseModel):
     features: dict[str, FeatureSourceEntry] = Field(
         default_factory=dict, description="experiment key -> its feature source (inline or feast)"
     )
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -300,3 +332,10 @@ def policy_for(settings: GatewaySettings, config: GatewayConfig) -> ModelPolicy:
     references.update(config.backends)
     hosts = [*settings.allowed_model_hosts, *config.allowed_model_hosts]
     return ModelPolicy.build(hosts, references)
+
+
+def monitor_interval(settings: GatewaySettings, config: GatewayConfig) -> float:
+    """Seconds between the gateway's monitor passes (0: none): the setting, else the file's."""
+    if settings.monitor_interval_seconds is not None:
+        return settings.monitor_interval_seconds
+    return config.monitor.interval_seconds

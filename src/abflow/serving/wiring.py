@@ -1,5 +1,5 @@
-"""Default production parts of the gateway: the store-backed catalog and token store, and
-the durable event log in a journal slot of its own.
+"""Default production parts of the gateway: the store-backed catalog and token store, the
+durable event log in a journal slot of its own, and the live monitor's task.
 
 Each worker process needs its own journal directory (the journal locks it). Workers claim
 the first free slot ``journal_dir/worker-N``; a restarted gateway re-claims the same slots
@@ -8,25 +8,37 @@ and so replays whatever a killed worker left behind.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from abflow.errors import JournalError
 from abflow.events.eventlog import EventLog
 from abflow.security.roles import parse_role
 from abflow.security.tokens import InMemoryTokenStore, TokenRecord, TokenStore
 from abflow.serving.catalog import Registration
-from abflow.serving.settings import TokenEntry
+from abflow.serving.settings import MonitorConfig, TokenEntry
 from abflow.spec import ExperimentSpec
 from abflow.store import EventStore
 
+if TYPE_CHECKING:
+    from abflow.monitoring.monitor_metrics import MonitorMetrics
+    from abflow.monitoring.runner import MonitorRunner
+    from abflow.monitoring.task import MonitorTask
+
 __all__ = [
     "CombinedTokenStore",
+    "GatewayMonitor",
     "StoreCatalog",
     "StoreTokenStore",
     "claim_event_log",
     "config_token_store",
+    "open_monitor",
 ]
 
 MAX_JOURNAL_SLOTS = 64
@@ -125,3 +137,48 @@ def claim_event_log(store_url: str | None, journal_dir: Path, **tuning: Any) -> 
         return log
     msg = f"all {MAX_JOURNAL_SLOTS} journal slots under {journal_dir} are in use"
     raise JournalError(msg) from last
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayMonitor:
+    """The monitor task with the store connection and runner it owns."""
+
+    task: MonitorTask
+    runner: MonitorRunner
+    store: EventStore
+
+    async def stop(self, timeout_seconds: float) -> None:
+        """Stop the task (see :meth:`MonitorTask.stop`), then let go of its store."""
+        await self.task.stop(timeout_seconds)
+        await asyncio.to_thread(self.runner.close)
+        await asyncio.to_thread(self.store.close)
+
+
+def open_monitor(
+    store_url: str, config: MonitorConfig, interval_seconds: float, metrics: MonitorMetrics
+) -> GatewayMonitor:
+    """The live monitor for a gateway process (blocking: it opens the store).
+
+    The monitor has a connection pool of its own: its queries are analysis-sized, with no
+    statement timeout, and never hold a connection that a request is waiting for.
+    """
+    from abflow.monitoring.monitor import MonitorOptions
+    from abflow.monitoring.runner import MonitorRunner
+    from abflow.monitoring.task import LEASE_NAME, MonitorTask
+    from abflow.store.leases import Lease
+
+    training = None
+    if config.reference == "auto":
+        from abflow.registry.training_data import training_sample
+
+        training = training_sample
+    store = EventStore.open(store_url)
+    options = MonitorOptions(
+        lookback_windows=config.lookback_windows,
+        label_event=config.label_event,
+        threshold=config.threshold,
+    )
+    runner = MonitorRunner(store, options, metrics, training_sample=training)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    task = MonitorTask(runner, Lease(store, LEASE_NAME, holder), interval_seconds)
+    return GatewayMonitor(task, runner, store)
