@@ -453,21 +453,24 @@ def _decode(target: KafkaTarget, messages: Sequence[Message]) -> _Decoded:
     rows, kept, rejected, ends = decoded.rows, decoded.messages, decoded.rejected, decoded.ends
     loads = orjson.loads
     kinds: dict[str, str | None] = {}
-    expected: dict[str | None, list[tuple[str, bytes]]] = {}
+    expected: dict[str, list[tuple[str, bytes]]] = {}
     for message in messages:
         topic = message.topic() or ""
         ends[topic, message.partition() or 0] = (message.offset() or 0) + 1
         kind = kinds.get(topic, "")
         if kind == "":
             kind = kinds[topic] = target.kind_of(topic)
-            expected[kind] = [(SCHEMA_HEADER, f"{kind}/{SCHEMA_VERSION}".encode())]
             if kind is not None:
+                expected[kind] = [(SCHEMA_HEADER, f"{kind}/{SCHEMA_VERSION}".encode())]
                 rows[kind], kept[kind] = [], []
+        if kind is None:
+            rejected.append((message, f"topic {topic} holds no event kind"))
+            continue
         headers = message.headers()
         # The common case, exactly the writer's one header, costs one comparison.
         reason = None if headers == expected[kind] else _schema_problem(kind, headers)
-        if kind is None or reason is not None:
-            rejected.append((message, reason or f"topic {topic} holds no event kind"))
+        if reason is not None:
+            rejected.append((message, reason))
             continue
         try:
             row = loads(message.value() or b"")
