@@ -13,7 +13,9 @@ the SDK is disabled) is a warning at start, and the gateway then creates no span
 no-op span costs microseconds on a path measured in tens of them.
 
 A caller's W3C ``traceparent`` (and ``tracestate``) joins the prediction span to the
-caller's trace (:meth:`Tracer.joined`).
+caller's trace (:meth:`Tracer.joined`), and calls to HTTP model servers carry the
+prediction span on (:meth:`Tracer.outgoing_headers`), so a traced model server's spans
+are its children.
 """
 
 from __future__ import annotations
@@ -110,6 +112,14 @@ class Tracer:
             yield
         finally:
             context.detach(token)
+
+    def outgoing_headers(self) -> dict[str, str]:
+        """The headers that pass the current trace context on to a call this span makes
+        (``traceparent``, and ``tracestate``/``baggage`` when there are any), by the
+        configured propagators (``OTEL_PROPAGATORS``); empty outside any span."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return carrier
 
     def shutdown(self) -> None:
         """Flush and stop the provider this tracer built (a given one is the caller's)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -47,6 +48,9 @@ SendRows = Callable[[np.ndarray], Awaitable[list[Any]]]
 class _Job:
     rows: np.ndarray
     future: asyncio.Future[list[Any]]
+    context: contextvars.Context
+    """The caller's context variables (its trace span, for one), for the call that sends
+    this job's batch."""
 
 
 class _Queue:
@@ -65,7 +69,7 @@ class _Queue:
         """Queue ``rows`` for the worker (started if none runs) and wait for their outputs."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        self._pending.append(_Job(rows, future))
+        self._pending.append(_Job(rows, future, contextvars.copy_context()))
         if self._worker is None or self._worker.done():
             self._wake = asyncio.Event()
             self._worker = loop.create_task(self._run(), name=task_name)
@@ -283,7 +287,8 @@ class RemoteBatcher(_Queue):
                 jobs = _take(self._pending, self.max_rows)
                 if not jobs:
                     continue
-                task = loop.create_task(self._execute(jobs))
+                # The call runs in its first caller's context, as an unbatched call would.
+                task = loop.create_task(self._execute(jobs), context=jobs[0].context)
                 self._in_flight.add(task)
                 task.add_done_callback(self._finished)
 

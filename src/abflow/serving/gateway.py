@@ -140,6 +140,7 @@ class Gateway:
             max_batch_wait_seconds=s.batch_max_wait_ms / 1000.0,
             execution=s.model_execution,
             on_batch=child.observe,
+            trace_headers=self.tracer.outgoing_headers if self.tracer.enabled else None,
         )
 
     def _backend(self, reference: str, *, is_control: bool) -> GuardedBackend:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -118,9 +118,11 @@ def build_backend(
     max_batch_wait_seconds: float = 0.002,
     execution: Execution = "auto",
     on_batch: Callable[[int], None] | None = None,
+    trace_headers: Callable[[], Mapping[str, str]] | None = None,
 ) -> GuardedBackend:
     """A guarded backend for ``reference``: in-process for file:/python:/models:/runs:,
-    HTTP for http(s)://. Loading happens here, once, not per request."""
+    HTTP for http(s)://. Loading happens here, once, not per request. ``trace_headers``
+    (tracing on) gives an HTTP backend's calls the current trace context."""
     opts = options or BackendOptions()
     backend: ModelBackend
     if reference.startswith(("http://", "https://")):
@@ -146,6 +148,7 @@ def build_backend(
             max_batch_wait_seconds=max_batch_wait_seconds,
             max_batches_in_flight=opts.max_batches_in_flight,
             on_batch=on_batch,
+            trace_headers=trace_headers,
         )
         remote.read_metadata()
         backend = remote

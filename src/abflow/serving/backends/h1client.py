@@ -5,11 +5,12 @@ Measured against a real ``mlflow models serve`` (``bench/remote.py``), httpx spe
 precomputed request head and parses the answer with httptools (llhttp, the C parser uvicorn
 uses), about 0.15: more than the model server's own cost per row, the first time round.
 It does only what a model server call needs: one origin, ``POST``/``GET`` with a body
-known in advance, answers with ``content-length``, chunked or read-to-close bodies,
-TLS, and a pool of at most ``max_connections`` keep-alive connections. A request that
-fails on a reused connection before any byte of the answer came back (the server closed
-it while idle) is sent once more on a fresh one: model calls are idempotent. Proxies,
-redirects, cookies and multi-step auth are left to httpx, which
+known in advance, static headers (and a few per request, such as a trace context),
+answers with ``content-length``, chunked or read-to-close bodies, TLS, and a pool of at
+most ``max_connections`` keep-alive connections. A request that fails on a reused
+connection before any byte of the answer came back (the server closed it while idle) is
+sent once more on a fresh one: model calls are idempotent. Proxies, redirects, cookies and
+multi-step auth are left to httpx, which
 :class:`~abflow.serving.backends.http.HttpBackend` uses for such backends.
 """
 
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from abflow.errors import ConfigError
+from abflow.errors import ConfigError, InvalidArgumentError
 
 __all__ = ["H1Pool", "H1Response"]
 
@@ -133,6 +134,16 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+def _header_lines(headers: Mapping[str, str]) -> bytes:
+    """``name: value`` lines; a line break in a name or value would start a header of its
+    own (or the body), so such a header is refused."""
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if text.count("\n") != len(headers) or text.count("\r") != len(headers):
+        msg = f"header names and values must not contain line breaks: {sorted(headers)}"
+        raise InvalidArgumentError(msg)
+    return text.encode("latin-1")
+
+
 class H1Pool:
     """Keep-alive connections to the origin of ``url``; ``request`` is safe to call
     concurrently (each call holds one connection, up to ``max_connections``)."""
@@ -162,9 +173,18 @@ class H1Pool:
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
 
-    async def request(self, method: str, target: str, body: bytes | None = None) -> H1Response:
-        """Send one request (``target``: path and query) and read its whole answer."""
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> H1Response:
+        """Send one request (``target``: path and query) and read its whole answer.
+        ``headers`` are added to this request only (the pool's own are on every request)."""
         head = method.encode() + b" " + target.encode("latin-1") + self._head_suffix
+        if headers:
+            head += _header_lines(headers)
         if body is None:
             data = head + b"\r\n"
         else:

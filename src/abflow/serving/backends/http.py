@@ -12,6 +12,12 @@ calls it on every request with the final body, which is what a signer needs.
 :class:`HeaderAuth` covers the common case of headers from a function. A v2 backend reads
 the model's metadata (``GET /v2/models/{name}``) before its first call, for the input
 tensor's name, datatype and width, unless the config gives them.
+
+With tracing on, ``trace_headers`` gives each prediction call the headers that carry the
+current trace context (W3C ``traceparent``, the prediction span as parent), so the model
+server's spans join the caller's trace. A batched call carries the context of the first
+request in its batch (one call has one parent). With tracing off it is None and costs
+nothing.
 """
 
 from __future__ import annotations
@@ -119,6 +125,7 @@ class HttpBackend:
         max_batch_wait_seconds: float = 0.002,
         max_batches_in_flight: int = 4,
         on_batch: Callable[[int], None] | None = None,
+        trace_headers: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.url = url
         self.shown_url = redact_url(url)
@@ -140,6 +147,7 @@ class HttpBackend:
         self._auth = auth
         self._timeout_seconds = timeout_seconds
         self._deadlines = Deadlines()
+        self._trace_headers = trace_headers
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_seconds),
             limits=limits,
@@ -223,7 +231,8 @@ class HttpBackend:
             tensor=tensor,
             output_names=(self._output_name,) if self._output_name else (),
         )
-        response = await self._send("POST", self.url, orjson.dumps(payload))
+        trace = self._trace_headers() if self._trace_headers is not None else None
+        response = await self._send("POST", self.url, orjson.dumps(payload), trace)
         if response.status_code != 200:
             raise self._status_error(response)
         data = self._json(response)
@@ -240,16 +249,20 @@ class HttpBackend:
             msg = f"model server {self.shown_url}: {exc}"
             raise RemoteModelError(msg, exc.reason) from exc
 
-    async def _send(self, method: str, url: str, content: bytes | None = None) -> _Answer:
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> _Answer:
         if self._pool is not None:
-            return await self._send_lean(method, url, content)
+            return await self._send_lean(method, url, content, extra_headers)
+        headers = dict(extra_headers or {})
+        if content is not None:
+            headers["content-type"] = "application/json"
         try:
-            return await self._client.request(
-                method,
-                url,
-                content=content,
-                headers={"content-type": "application/json"} if content is not None else None,
-            )
+            return await self._client.request(method, url, content=content, headers=headers)
         except httpx.TimeoutException as exc:
             msg = f"model server {self.shown_url} did not answer in time"
             raise BackendTimeoutError(msg) from exc
@@ -257,12 +270,18 @@ class HttpBackend:
             msg = f"cannot reach model server {self.shown_url}: {type(exc).__name__}"
             raise RemoteModelError(msg, "connect") from exc
 
-    async def _send_lean(self, method: str, url: str, content: bytes | None) -> _Answer:
+    async def _send_lean(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        extra_headers: Mapping[str, str] | None,
+    ) -> _Answer:
         assert self._pool is not None
         target = self._target if url == self.url else httpx.URL(url).raw_path.decode("ascii")
         try:
             with self._deadlines.within(self._timeout_seconds):
-                return await self._pool.request(method, target, content)
+                return await self._pool.request(method, target, content, extra_headers)
         except TimeoutError as exc:
             msg = f"model server {self.shown_url} did not answer in time"
             raise BackendTimeoutError(msg) from exc
