@@ -36,8 +36,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from abflow.drift import detect_drift
 from abflow.errors import AbflowError, StoreUnavailableError
 from abflow.events.sampling import FeatureSampler
+from abflow.monitoring.monitor import MonitorOptions
 from abflow.monitoring.monitor_metrics import MonitorMetrics
-from abflow.monitoring.runner import ExperimentPass
+from abflow.monitoring.runner import ExperimentPass, MonitorRunner
 from abflow.monitoring.task import LEASE_NAME, MonitorTask
 from abflow.serving import GatewaySettings, create_app
 from abflow.serving.demo_models import N_FEATURES
@@ -377,6 +378,29 @@ def write_samples(url: str, rng: np.random.Generator) -> None:
             )
     with EventStore.open(url) as store:
         store.write_events("sample", rows)
+
+
+def test_a_process_without_the_lease_shows_the_holders_figures(
+    store: EventStore, rng: np.random.Generator
+) -> None:
+    write_samples(store.url, rng)
+    store.register_experiment(demo_spec())
+    options = MonitorOptions()
+    holder = MonitorRunner(store, options, MonitorMetrics(CollectorRegistry()))
+    [done] = holder.run_pass()
+    assert done.error is None
+    assert done.reports[-1].records
+    other = MonitorRunner(store, options, MonitorMetrics(CollectorRegistry()))
+    other.publish_stored()
+    ran = parse(holder.metrics.exposition().decode())
+    copied = parse(other.metrics.exposition().decode())
+    for name in MONITOR_GAUGES[:3]:
+        assert named(ran, name), name
+        assert named(copied, name) == named(ran, name), name
+    # the copy says when the holder computed them, not when it copied
+    [computed] = {r.computed_at for r in monitor_history(store, "demo")}
+    assert named(copied, MONITOR_GAUGES[3]) == {(("experiment", "demo"),): computed}
+    assert named(ran, MONITOR_GAUGES[3])[(("experiment", "demo"),)] >= computed
 
 
 @pytest.mark.slow
