@@ -168,7 +168,8 @@ async def test_the_gateway_monitors_its_experiments(
         auth_enabled=False,
         monitor_interval_seconds=0.2,
     )
-    config = GatewayConfig(experiments=[demo_spec()], monitor=MonitorConfig(reference="window"))
+    # reference auto, the default: the demo's python: models have no training sample
+    config = GatewayConfig(experiments=[demo_spec()])
     app = create_app(settings, config=config)
     n = 6 * MIN_SAMPLES
     features = rng.normal(size=(n, N_FEATURES)).round(6)
