@@ -156,5 +156,6 @@ class MonitorTask:
             try:
                 if not await asyncio.to_thread(self._lease.acquire, self._hold):
                     logger.warning("another process took the monitor lease during a pass")
-            except AbflowError as exc:
+            except Exception as exc:  # the pass must still be waited for, whatever happened
+                self._runner.metrics.errors.labels("").inc()
                 self._errors.failed("", exc)
