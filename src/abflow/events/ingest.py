@@ -268,22 +268,30 @@ class Loader:
         self._has_assignment = False
 
     def _take(self, messages: Sequence[Message]) -> None:
-        """Add a consume call's messages to the batch; note partitions read to their end."""
-        taken = [message for message in messages if message.error() is None]
-        if len(taken) < len(messages):
-            self._take_in_order(messages)
-            return
-        if not taken:
-            return
-        if not self._batch.messages:
-            self._batch.started = time.monotonic()
-        self._batch.messages.extend(taken)
-        if self._at_end:
-            self._at_end.difference_update({(m.topic() or "", m.partition() or 0) for m in taken})
+        """Add a consume call's messages to the batch; note partitions read to their end.
+
+        The messages before the call's first event (end of partition, error) are taken at
+        once; from that event on, one at a time, so that a partition's end counts only if no
+        message of it follows.
+        """
+        first_event = next(
+            (index for index, message in enumerate(messages) if message.error() is not None),
+            len(messages),
+        )
+        if first_event:
+            head = messages[:first_event]
+            if not self._batch.messages:
+                self._batch.started = time.monotonic()
+            self._batch.messages.extend(head)
+            if self._at_end:
+                self._at_end.difference_update(
+                    {(m.topic() or "", m.partition() or 0) for m in head}
+                )
+        if first_event < len(messages):
+            self._take_in_order(messages[first_event:])
 
     def _take_in_order(self, messages: Sequence[Message]) -> None:
-        """A consume call with events (end of partition, errors) among its messages: one at a
-        time, so that a partition's end counts only if no message of it follows."""
+        """Messages and events one at a time, in the order the consumer returned them."""
         partition_eof = self._kafka.KafkaError._PARTITION_EOF
         for message in messages:
             error = message.error()
