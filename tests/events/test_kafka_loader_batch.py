@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from abflow.events.ingest import Loader, _decode
+from abflow.errors import StoreError
+from abflow.events.ingest import Loader, _decode, _in_key_order
 from abflow.events.kafka import KafkaTarget
 
 kafka = pytest.importorskip("confluent_kafka")
@@ -94,3 +95,45 @@ def test_a_partition_is_read_to_its_end_only_while_no_message_of_it_follows() ->
     loader._take([_end(*p0), _end(*p1)])
     assert loader._at_end == {p0, p1}
     assert [m.offset() for m in loader._batch.messages] == [1, 1, 2, 2]
+
+
+class _Recording:
+    """A store that notes the ids of each write and refuses any batch holding a 'bad' row."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[str]] = []
+
+    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
+        self.writes.append([row["event_id"] for row in rows])
+        if any(row["variant"] == "bad" for row in rows):
+            msg = "variant 'bad' is too long"
+            raise StoreError(msg)
+        return len(rows)
+
+
+def test_rows_go_to_the_store_in_key_order_and_a_refused_row_keeps_its_message() -> None:
+    messages = []
+    for partition in range(3):  # three partitions' runs, their ids interleaved
+        for i in range(4):
+            row = {"event_id": f"id-{i}-{partition}", "variant": "a"}
+            if (partition, i) == (1, 2):
+                row["variant"] = "bad"
+            messages.append(_message("t.exposure", partition, i, orjson.dumps(row), b"exposure/1"))
+    decoded = _decode(TARGET, messages)
+    store = _Recording()
+    loader = Loader(TARGET, store, create_topics=False)
+
+    assert loader._write(decoded) == len(messages) - 1
+    read_order = [orjson.loads(m.value())["event_id"] for m in messages]
+    assert store.writes[0] == sorted(read_order)
+    assert store.writes[1:] == [[event_id] for event_id in read_order]  # then one by one
+    [(message, reason)] = decoded.rejected
+    assert (message.partition(), message.offset()) == (1, 2)
+    assert "too long" in reason
+
+
+def test_rows_without_comparable_ids_keep_their_order() -> None:
+    rows: list[dict[str, Any]] = [{"event_id": "b"}, {"event_id": "a"}]
+    assert _in_key_order(rows) == [{"event_id": "a"}, {"event_id": "b"}]
+    for odd in ({"event_id": 3}, {"variant": "a"}):
+        assert _in_key_order([*rows, odd]) == [*rows, odd]
