@@ -39,10 +39,19 @@ from scipy.spatial.distance import jensenshannon
 
 from abflow.drift import PSI_FLOOR, DriftReport, detect_drift
 from abflow.drift.binning import quantile_edges
+from evidently_env import (
+    EvidentlyRun,
+    EvidentlyUnavailableError,
+    cached_env,
+    ensure_env,
+    envs_root,
+    run_preset,
+)
 
 TARGET_SECONDS = 3.0  # 25 columns x 1M rows (issue #13)
 NUMERIC, CATEGORICAL = 15, 10
 Columns = dict[str, Any]
+Times = tuple[float, float]  # wall, process CPU (seconds)
 
 
 def make_samples(rows: int, seed: int) -> tuple[Columns, Columns]:
@@ -78,10 +87,6 @@ def make_samples(rows: int, seed: int) -> tuple[Columns, Columns]:
             values[rng.random(rows) < 0.01] = None
             sample[f"cat_{j:02d}"] = values
     return reference, current
-
-
-def as_lists(columns: Columns) -> Columns:
-    return {name: values.tolist() for name, values in columns.items()}
 
 
 def _psi(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
@@ -124,7 +129,7 @@ def check_agreement(report: DriftReport, baseline: dict[str, tuple[float, float]
         assert feature.drifted == (statistic >= feature.threshold), feature.feature
 
 
-def best(repeats: int, work: Callable[[], object]) -> tuple[float, float]:
+def best(repeats: int, work: Callable[[], object]) -> Times:
     """Minimum wall time and minimum process CPU time of ``repeats`` runs, in seconds."""
     walls, cpus = [], []
     for _ in range(repeats):
@@ -135,29 +140,76 @@ def best(repeats: int, work: Callable[[], object]) -> tuple[float, float]:
     return min(walls), min(cpus)
 
 
-def evidently_drifted(reference: Columns, current: Columns) -> Callable[[], set[str]] | str:
-    """A run of Evidently's DataDriftPreset returning the drifted columns, or why there is none."""
+def time_lists(reference: Columns, current: Columns, report: DriftReport, repeats: int) -> Times:
+    """Best times of ``detect_drift`` on the columns as Python lists, after checking its report.
+
+    The lists live only here: the Evidently run after it needs the memory more.
+    """
+    ref_lists = {name: values.tolist() for name, values in reference.items()}
+    cur_lists = {name: values.tolist() for name, values in current.items()}
+    assert detect_drift(ref_lists, cur_lists) == report, "lists and arrays disagree"
+    return best(repeats, lambda: detect_drift(ref_lists, cur_lists))
+
+
+def measure_evidently(
+    reference: Columns, current: Columns, repeats: int, *, build: bool
+) -> EvidentlyRun | str:
+    """Evidently's DataDriftPreset in its own environment, or why it was not measured.
+
+    ``build`` builds the environment when it is missing; without it a cached one is used.
+    """
+    python = cached_env()
+    if python is None and build:
+        print(f"building Evidently's environment once, under {envs_root()}...")
+        try:
+            python = ensure_env()
+        except EvidentlyUnavailableError as exc:
+            return f"could not build its environment: {exc}"
+    if python is None:
+        return "not measured (--evidently builds its environment, once)"
+    print(f"timing Evidently's DataDriftPreset ({python.parent.parent.name})...")
     try:
-        import pandas as pd
-        from evidently import Report
-        from evidently.presets import DataDriftPreset
-    except ImportError:
-        return "not installed (it needs pandas < 3)"
-    ref_frame, cur_frame = pd.DataFrame(reference), pd.DataFrame(current)
+        return run_preset(python, reference, current, repeats)
+    except EvidentlyUnavailableError as exc:
+        return f"failed: {exc}"
 
-    def run() -> set[str]:
-        snapshot = Report([DataDriftPreset()]).run(cur_frame, ref_frame)
-        drifted = set()
-        for metric in snapshot.dict()["metrics"]:
-            name, value = str(metric.get("metric_name", "")), metric.get("value")
-            if name.startswith("ValueDrift(") and isinstance(value, float | int):
-                column = name.split("column=")[1].split(",")[0].rstrip(")")
-                threshold = float(name.split("threshold=")[1].rstrip(")"))
-                if value >= threshold:  # distances: wasserstein, jensenshannon on large data
-                    drifted.add(column)
-        return drifted
 
-    return run
+SAME_MEASURE = {"wasserstein": "Wasserstein distance (normed)", "js": "Jensen-Shannon distance"}
+
+
+def compare_verdicts(ours: DriftReport, theirs: EvidentlyRun) -> None:
+    """Print how many features abflow (``js_base="e"``) and Evidently agree on, and the others."""
+
+    def says(drifted: bool) -> str:
+        return "drifted" if drifted else "not drifted"
+
+    differ = []
+    gaps = []
+    for feature in ours.features:
+        verdict = theirs.columns.get(feature.feature)
+        if verdict is None:
+            differ.append(f"{feature.feature}: not in Evidently's report")
+            continue
+        if verdict.method == SAME_MEASURE.get(feature.method.value):
+            gaps.append(
+                abs(verdict.score - feature.statistic) / max(abs(feature.statistic), 1e-300)
+            )
+        if verdict.drifted != feature.drifted:
+            differ.append(
+                f"{feature.feature}: abflow {feature.method.value} {feature.statistic:.4f} "
+                f"(threshold {feature.threshold:g}) {says(feature.drifted)}; Evidently "
+                f"{verdict.method} {verdict.score:.4g} (threshold {verdict.threshold:g}) "
+                f"{says(verdict.drifted)}"
+            )
+    total = len(ours.features)
+    print(f"verdicts, abflow (js_base=e) and Evidently: {total - len(differ)} of {total} agree")
+    for line in differ:
+        print(f"  differs: {line}")
+    if gaps:
+        print(
+            f"scores of the same measure ({len(gaps)} features): largest relative difference "
+            f"{max(gaps):.1e}"
+        )
 
 
 def main() -> None:
@@ -165,24 +217,33 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows per sample")
     parser.add_argument("--repeats", type=int, default=2, help="runs per measurement (best)")
     parser.add_argument("--quick", action="store_true", help="100,000 rows, 2 repeats")
+    parser.add_argument(
+        "--evidently",
+        action="store_true",
+        help="time Evidently, building its environment first when it is not cached "
+        "(without this flag a cached one is used, except with --quick)",
+    )
     args = parser.parse_args()
     rows, repeats = (100_000, 2) if args.quick else (args.rows, args.repeats)
     columns = NUMERIC + CATEGORICAL
     print(f"generating {columns} columns x {rows:,} rows (reference and current)...")
     reference, current = make_samples(rows, seed=13)
-    ref_lists, cur_lists = as_lists(reference), as_lists(current)
 
     report = detect_drift(reference, current)
     baseline = scipy_baseline(reference, current)
     check_agreement(report, baseline)
-    assert detect_drift(ref_lists, cur_lists) == report, "lists and arrays disagree"
     cpus = os.cpu_count() or 1
     assert detect_drift(reference, current, workers=cpus) == report, "threads change the report"
     t_arrays = best(repeats, lambda: detect_drift(reference, current))
     t_threads = best(repeats, lambda: detect_drift(reference, current, workers=cpus))
-    t_lists = best(repeats, lambda: detect_drift(ref_lists, cur_lists))
+    t_lists = time_lists(reference, current, report, repeats)
     t_scipy = best(1, lambda: scipy_baseline(reference, current))  # slow: once is enough
-    evidently = evidently_drifted(reference, current)
+    wanted = args.evidently or not args.quick  # --quick stays quick unless asked
+    evidently = (
+        measure_evidently(reference, current, repeats, build=args.evidently)
+        if wanted
+        else "not measured with --quick (add --evidently)"
+    )
 
     task = f"{columns} columns x {rows:,} rows"
     print()
@@ -201,25 +262,20 @@ def main() -> None:
     if isinstance(evidently, str):
         print(f"| {task} | | | | Evidently DataDriftPreset | {evidently} | | | |")
     else:
-        drifted_e: set[str] = set()
-
-        def run_evidently() -> None:
-            drifted_e.update(evidently())
-
-        try:
-            t_evidently = best(1, run_evidently)
-        except Exception as exc:  # an Evidently API this script does not know: say so
-            print(f"| {task} | | | | Evidently DataDriftPreset | failed: {exc!r} | | | |")
-        else:
-            print(
-                f"| {task} | `detect_drift`, numpy columns | {t_arrays[0]:.2f} s "
-                f"| {t_arrays[1]:.2f} s | Evidently DataDriftPreset | {t_evidently[0]:.2f} s "
-                f"| {t_evidently[1]:.2f} s | {t_evidently[0] / t_arrays[0]:.1f}x "
-                f"| {t_evidently[1] / t_arrays[1]:.1f}x |"
-            )
-            ours_e = set(detect_drift(reference, current, js_base="e").drifted)
-            agreed = columns - len(ours_e ^ drifted_e)
-            print(f"\nverdicts agreeing with Evidently (js_base=e): {agreed} of {columns}")
+        print(
+            f"| {task} | `detect_drift`, numpy columns | {t_arrays[0]:.2f} s "
+            f"| {t_arrays[1]:.2f} s | Evidently {evidently.evidently_version} DataDriftPreset "
+            f"| {evidently.wall_seconds:.2f} s | {evidently.cpu_seconds:.2f} s "
+            f"| {evidently.wall_seconds / t_arrays[0]:.1f}x "
+            f"| {evidently.cpu_seconds / t_arrays[1]:.1f}x |"
+        )
+        print(
+            f"\nEvidently {evidently.evidently_version} with pandas {evidently.pandas_version} in "
+            f"its own environment; not in its times: importing pandas and Evidently "
+            f"{evidently.import_seconds:.2f} s, reading the Parquet files into DataFrames "
+            f"{evidently.load_seconds:.2f} s"
+        )
+        compare_verdicts(detect_drift(reference, current, js_base="e"), evidently)
     print()
     print(
         f"drifted ({len(report.drifted)} of {columns}): {', '.join(report.drifted)}; "
