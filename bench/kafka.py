@@ -6,7 +6,7 @@ Each request logs an exposure and a prediction shaped like the gateway's (``appe
 of the two, as the gateway does), with the gateway's ids (``abflow.events.sink.new_id``: a
 per-process prefix and a counter). Random uuid4 ids would measure another workload: SQLite
 inserts them into the primary key (and the predictions' request-id index) at random places,
-which costs it about 2.4 times the CPU per event of the gateway's mostly ascending ids.
+which costs it 2.3 to 2.8 times the CPU per event of the gateway's mostly ascending ids.
 Stages, on fresh SQLite stores, in one run:
 
 1. **Baseline**: the same rows written straight to the store with
@@ -25,7 +25,7 @@ CPU seconds per million events are given for each process: this one (the store w
 stage 1; the journal, the shipper and the producer's librdkafka threads of stage 2; the
 loader of stage 3), the broker (read from ``/proc``; "?" for a ``--bootstrap`` cluster) and
 the loader child of stage 4. With 2 cores, the sum bounds the end-to-end rate however the
-work is spread: 2 cores / (CPU s per event).
+work is spread: 2 cores / (CPU s per event). A PostgreSQL server's own CPU is not counted.
 
 The stores are SQLite files, or with ``--postgres URL`` a fresh schema per stage on that
 server (dropped afterwards). Without ``--bootstrap`` the broker is Tansu 0.6.0 with memory storage on a free loopback
