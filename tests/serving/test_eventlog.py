@@ -142,8 +142,8 @@ def test_store_outage_spills_to_the_spool_and_replays_in_order(tmp_path: Path) -
     store.is_down = False
     for i in range(1000, 1500):
         log.append(*event(i))
-    wait_until(lambda: len(store.rows) == 1500)
-    assert log.is_store_reachable
+    # the recovery is noted just after the write that brought the rows in: wait for both
+    wait_until(lambda: len(store.rows) == 1500 and log.is_store_reachable)
     log.close()
     assert store.order == expected_order(range(1500))
     assert log.spool_bytes == 0

@@ -154,6 +154,7 @@ class EventLog:
         self._rejected = Spool(self.journal_dir / "rejected", file_bytes=spool_file_bytes)
         self._lock = threading.Lock()
         self._queue: deque[Entry] = deque()
+        self._taken_at = 0.0  # when the shipper last took a batch from the queue
         self._held: list[Entry] = []
         self._held_until: Position = (0, 0)
         self._overflow: Position | None = None
@@ -350,6 +351,11 @@ class EventLog:
                         retry_at = time.monotonic() + backoff
                         backoff = min(2 * backoff, self.retry_max_seconds)
                     continue
+                if not self._held and not is_stopping:
+                    due_in = self._due_in()
+                    if due_in > 0:
+                        self._wait(due_in)
+                        continue
                 batch = self._next_batch()
                 if not batch:
                     if is_stopping:
@@ -374,6 +380,17 @@ class EventLog:
                 if self._stopping.is_set():
                     return
 
+    def _due_in(self) -> float:
+        """Seconds until the next batch is due: at once for a full batch (``batch_size``)
+        or a backlog in the journal, else ``flush_interval_seconds`` after the last one was
+        taken (so no event queued since waits longer). A partial batch is not sent sooner,
+        even when events queued during the last write: at low load that made one store
+        write per event or two, each a wake-up of this thread and a commit."""
+        with self._lock:
+            if self._overflow is not None or len(self._queue) >= self.batch_size:
+                return 0.0
+            return self._taken_at + self.flush_interval_seconds - time.monotonic()
+
     def _next_batch(self) -> list[Entry]:
         """The batch in hand if the last attempt failed, else a new one; held until confirmed."""
         if not self._held:
@@ -396,6 +413,7 @@ class EventLog:
                     self._queue.clear()
                 else:
                     batch = [self._queue.popleft() for _ in range(self.max_batch_events)]
+                self._taken_at = time.monotonic()
                 self._held_until = (batch[-1][2], batch[-1][3])
                 return batch
             start = self._overflow
