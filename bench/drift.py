@@ -1,6 +1,6 @@
 """Benchmark of drift detection on 25 columns x 1M rows, against SciPy and Evidently, in one run.
 
-    .venv/bin/python bench/drift.py [--rows 1000000] [--repeats 2] [--quick]
+    .venv/bin/python bench/drift.py [--rows 1000000] [--repeats 2] [--quick] [--evidently]
 
 The inputs are generated (seeded): a reference and a current sample of ``--rows`` rows each,
 15 numeric columns (normal, log-normal, exponential, uniform and rounded integers, 1-5 %
@@ -16,13 +16,18 @@ reweighted). Rows:
   plain way with SciPy (``scipy.stats.wasserstein_distance``, ``np.quantile`` bins for PSI,
   ``np.unique`` counts and ``scipy.spatial.distance.jensenshannon``). abflow's statistics are
   first checked against it (relative difference below 1e-9) and the verdicts must agree;
-- Evidently's ``DataDriftPreset`` on the same data as pandas DataFrames when Evidently is
-  installed (it needs pandas < 3), else a line saying it is not installed. Its verdicts are
-  compared with abflow's run with ``js_base="e"`` (Evidently's Jensen-Shannon base).
+- Evidently 0.7's ``DataDriftPreset`` on the same data as pandas DataFrames, in an
+  environment of its own (it needs pandas < 3, which abflow's does not hold):
+  ``--evidently`` builds it once under ``~/.cache/abflow-bench`` (``$ABFLOW_BENCH_ENVS``)
+  and later runs reuse it, with or without the flag (``--quick`` only with it). The samples
+  go to it as Parquet files; its time to import pandas and Evidently and to read them is
+  printed apart. Its verdicts are compared with abflow's run with ``js_base="e"``
+  (Evidently's Jensen-Shannon base): how many agree, which differ, and how far apart the
+  scores of the same measure are.
 
 Times are the best of ``--repeats`` runs (the machine is shared: minima are the least
 noisy), in wall time and in process CPU time, which other processes disturb much less; the
-ratio is baseline time over abflow time.
+ratio is baseline (SciPy or Evidently) time over abflow time.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from scipy.spatial.distance import jensenshannon
 
 from abflow.drift import PSI_FLOOR, DriftReport, detect_drift
 from abflow.drift.binning import quantile_edges
+from common import load_average
 from evidently_env import (
     EvidentlyRun,
     EvidentlyUnavailableError,
@@ -167,7 +173,10 @@ def measure_evidently(
             return f"could not build its environment: {exc}"
     if python is None:
         return "not measured (--evidently builds its environment, once)"
-    print(f"timing Evidently's DataDriftPreset ({python.parent.parent.name})...")
+    print(
+        f"timing Evidently's DataDriftPreset ({python.parent.parent.name}); "
+        f"load average {load_average()}..."
+    )
     try:
         return run_preset(python, reference, current, repeats)
     except EvidentlyUnavailableError as exc:
@@ -226,7 +235,10 @@ def main() -> None:
     args = parser.parse_args()
     rows, repeats = (100_000, 2) if args.quick else (args.rows, args.repeats)
     columns = NUMERIC + CATEGORICAL
-    print(f"generating {columns} columns x {rows:,} rows (reference and current)...")
+    print(
+        f"generating {columns} columns x {rows:,} rows (reference and current); "
+        f"load average {load_average()}..."
+    )
     reference, current = make_samples(rows, seed=13)
 
     report = detect_drift(reference, current)
