@@ -4,8 +4,8 @@ Every statement a full analysis executes is captured (on SQLite, where it also r
 compiled by each warehouse's own SQLAlchemy dialect. This proves the statements are
 expressible in those dialects' SQL, not that the warehouse computes the same numbers: that
 is proved only where an engine runs here (SQLite, PostgreSQL, DuckDB, ClickHouse on chDB; see
-test_analysis_backends.py). Snowflake's dialect is skipped when it is not installed (its
-connector pins protobuf below the version the dev environment uses).
+test_analysis_backends.py). A dialect that is not installed is skipped with a reason (the dev
+extra installs all three).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ PHASES = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_a
 DIALECTS = {
     "bigquery": ("sqlalchemy_bigquery", "BigQueryDialect", "JSON_VALUE"),
     "databricks": ("databricks.sqlalchemy", "DatabricksDialect", "get_json_object"),
-    "snowflake": ("snowflake.sqlalchemy", "SnowflakeDialect", "JSON_EXTRACT_PATH_TEXT"),
+    "snowflake": ("snowflake.sqlalchemy.snowdialect", "SnowflakeDialect", "JSON_EXTRACT_PATH_TEXT"),
 }
 
 
