@@ -159,5 +159,5 @@ async def test_calls_in_a_row_share_one_timer() -> None:
 
 
 def test_outside_a_task_is_an_error() -> None:
-    with pytest.raises(RuntimeError, match="loop|task"):
+    with pytest.raises(RuntimeError, match=r"loop|task"):
         Deadlines().within(1.0)
