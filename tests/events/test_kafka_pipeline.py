@@ -533,3 +533,28 @@ def test_nothing_is_committed_while_the_store_is_down(
     assert totals.consumed == totals.stored == len(events)
     assert _committed_total(kafka_broker.bootstrap, "outage", topic, 2) == len(events)
     _assert_exactly_once(url, events)
+
+
+def test_a_running_loader_commits_its_last_batch_while_nothing_more_comes(
+    kafka_broker: TansuBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The store thread's last batch is committed without waiting for a next batch."""
+    target = _target(kafka_broker, topic_prefix)
+    ensure_topics(target, ["prediction"], partitions=2)
+    events = _publish_predictions(target, 300, seed=8)
+    topic = target.topic("prediction")
+    with EventStore.open(f"sqlite:///{tmp_path}/store.db") as store:
+        loader = Loader(target, store, group_id="idle", kinds=["prediction"])
+        thread = threading.Thread(target=loader.run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60
+            committed = 0
+            while committed < len(events) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                committed = _committed_total(kafka_broker.bootstrap, "idle", topic, 2)
+        finally:
+            loader.stop()
+            thread.join(60)
+    assert not thread.is_alive()
+    assert committed == len(events)
