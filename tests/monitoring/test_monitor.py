@@ -295,6 +295,12 @@ def test_cli_once_exits_1_on_an_alarm_and_2_on_a_bad_reference(
     last = document["windows"][-1]
     assert last["window_start"] == DAY0 + HOUR
     assert any(r["kind"] == "prediction_drift" and r["is_alarm"] for r in last["records"])
+    # No model here has a training sample: drift is measured against the first window, skew
+    # against the control's rows of the same window.
+    references = {(r["kind"], r["reference"]) for r in last["records"] if r["kind"] != "quality"}
+    assert {kind for kind, _ in references} >= {"prediction_drift", "feature_drift"}
+    for kind, reference in references:
+        assert reference == ("control" if kind == "variant_skew" else "window"), (kind, reference)
     bad = runner.invoke(
         app, ["monitor", "--once", "--store", url, "--reference-window", "yesterday"]
     )

@@ -74,6 +74,7 @@ def _print(key: str, reports: list[WindowReport], output: MonitorFormat) -> None
                             "is_alarm": r.is_alarm,
                             "n_reference": r.n_reference,
                             "n_current": r.n_current,
+                            "reference": r.reference,
                         }
                         for r in report.records
                     ],
