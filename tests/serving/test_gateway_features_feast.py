@@ -36,6 +36,7 @@ pytestmark = pytest.mark.anyio
 
 REFS = ["user_stats:txn_count_7d", "user_stats:avg_amount_7d"]
 NAMES = ["txn_count_7d", "avg_amount_7d"]
+POSITIONS = ["0", "1"]  # the logged hash names the positions of the row the models score
 
 
 class Linear:
@@ -127,7 +128,7 @@ async def test_both_variants_score_the_online_vector_and_log_one_hash(
             assert (served["is_shadow"], shadow["is_shadow"]) == (False, True)
             assert served["request_id"] == shadow["request_id"]
             assert shadow["score"] == pytest.approx(float(np.dot(challenger.weights, vector)))
-            expected = feature_vector_hash(NAMES, vector)
+            expected = feature_vector_hash(POSITIONS, [float(v) for v in vector])
             assert served["features_hash"] == shadow["features_hash"] == expected
 
         for body, status, detail in [
@@ -154,7 +155,7 @@ async def test_both_variants_score_the_online_vector_and_log_one_hash(
         assert filled.status_code == 200, filled.text
         assert filled.json()["prediction"] == 0.0
         [row] = (await logged_predictions(events, seen + 1))[-1:]
-        assert row["features_hash"] == feature_vector_hash(NAMES, [0, 0.0])
+        assert row["features_hash"] == feature_vector_hash(POSITIONS, [0.0, 0.0])
 
 
 def test_config_file_resolves_the_repo_against_its_folder(
@@ -206,4 +207,5 @@ async def test_the_documented_example_config_serves_from_the_example_repo(
     assert shadow["score"] == pytest.approx(
         float(expit(0.08 * vector[0] + 0.008 * vector[1] - 2.2))
     )
-    assert served["features_hash"] == shadow["features_hash"] == feature_vector_hash(NAMES, vector)
+    expected = feature_vector_hash(POSITIONS, [float(v) for v in vector])
+    assert served["features_hash"] == shadow["features_hash"] == expected

@@ -36,7 +36,7 @@ def sampled_feature_warnings(sampled: list[SampledFeatures]) -> list[str]:
         f"variant {s.variant}: the sampled features differ from the logged features hash on "
         f"{s.compared - s.identical:,} of {s.compared:,} sampled requests (identical on "
         f"{s.share:.1%}): the model scored other inputs than the vector its predictions "
-        "record (or a feature source hashes non-float features)"
+        "record"
         for s in sampled
         if s.identical < s.compared
     ]

@@ -16,10 +16,12 @@ The gateway config may name a feature source per experiment::
           - {name: visits, type: int, default: 0}
 
 The vector is built once, before routing, and the served model, a fallback and every shadow
-copy score that same row; the logged ``features_hash`` is ``feature_vector_hash`` of it, so
-the hashes of one request's variants are equal unless something upstream is broken. With no
-source the request's rows pass through as before and a single row is hashed under the names
-``"0"``, ``"1"``, … (a batch logs no hash). Either way the hash does not depend on the model.
+copy score that same row; the logged ``features_hash`` is :func:`row_hash` of it (the floats
+the model scored, under the names ``"0"``, ``"1"``, …), so the hashes of one request's
+variants are equal unless something upstream is broken. With no source the request's rows
+pass through as before; a batch logs no hash. Either way the hash depends on the model's
+input alone, never on the model, and a monitoring sample (which keeps the same float row)
+reproduces it.
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ def _positional_names(width: int) -> tuple[str, ...]:
 
 
 def row_hash(row: np.ndarray) -> str:
-    """The hash of one row the request sent without a feature source (the floats the model
-    takes, under the names ``"0"``, ``"1"``, …)."""
+    """The hash of the one row a request's variants score (the floats the model takes, under
+    the names ``"0"``, ``"1"``, …), from the request or from a feature source alike."""
     values = row.tolist()
     return feature_vector_hash(_positional_names(len(values)), values)
 
@@ -176,7 +178,7 @@ class GatewayFeatures:
                 f"values per row, the model expects {n_features}"
             )
             raise FeatureError(msg)
-        return RequestFeatures(rows, vectors[0].hash if single else None, single=single)
+        return RequestFeatures(rows, row_hash(rows[0]) if single else None, single=single)
 
 
 def _request_key(source: FeatureSource) -> str:
