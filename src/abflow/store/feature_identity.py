@@ -33,6 +33,7 @@ from abflow.features.vector import feature_vector_hash
 from abflow.store.aggregates import StoreTarget, Window, connect
 from abflow.store.engine import raise_store_error
 from abflow.store.schema import feature_samples, predictions
+from abflow.store.shadow_pairs import shadow_join
 
 __all__ = ["FeatureIdentity", "feature_identity", "sampled_feature_identity"]
 
@@ -61,24 +62,7 @@ def feature_identity(
     predictions' times), how many pairs saw identical features."""
     served = predictions.alias("served")
     shadow = predictions.alias("shadow")
-    window = window or Window()
-    conditions = [
-        shadow.c.experiment_key == experiment_key,
-        shadow.c.phase == phase,
-        shadow.c.is_shadow,
-    ]
-    if window.start is not None:
-        conditions.append(served.c.ts >= window.start)
-    if window.end is not None:
-        conditions.append(served.c.ts < window.end)
-    # The served side's keys behind coalesce(), as in shadow_pairs, so that each shadow row
-    # finds its served row through the request-id index.
-    join_on = sa.and_(
-        served.c.request_id == shadow.c.request_id,
-        sa.func.coalesce(served.c.experiment_key, "") == shadow.c.experiment_key,
-        sa.func.coalesce(served.c.phase, -1) == shadow.c.phase,
-        ~served.c.is_shadow,
-    )
+    conditions, join_on = shadow_join(served, shadow, experiment_key, phase, window or Window())
     both = sa.and_(served.c.features_hash.is_not(None), shadow.c.features_hash.is_not(None))
     same = sa.and_(both, served.c.features_hash == shadow.c.features_hash)
     query = (

@@ -34,6 +34,7 @@ from abflow.store.schema import exposures, outcomes, predictions
 __all__ = [
     "ShadowPairTotals",
     "served_request_count",
+    "shadow_join",
     "shadow_pair_totals",
     "shadow_segment_totals",
 ]
@@ -103,6 +104,35 @@ _NUMBERS = {
 """Summed columns and the type each is read as (PostgreSQL sums come back as Decimal)."""
 
 
+def shadow_join(
+    served: sa.FromClause, shadow: sa.FromClause, experiment_key: str, phase: int, window: Window
+) -> tuple[list[sa.ColumnElement[bool]], sa.ColumnElement[bool]]:
+    """The filters and the join condition that pair each shadow prediction of a phase with
+    its served prediction (the window applies to the served prediction's time).
+
+    Literal filters on the shadow side only, and the served side's experiment and phase
+    behind coalesce(), so that each shadow row finds its served row through the request-id
+    index: SQLite otherwise propagates the literals and loops over both experiment ranges
+    (quadratic in the phase's predictions).
+    """
+    conditions = [
+        shadow.c.experiment_key == experiment_key,
+        shadow.c.phase == phase,
+        shadow.c.is_shadow,
+    ]
+    if window.start is not None:
+        conditions.append(served.c.ts >= window.start)
+    if window.end is not None:
+        conditions.append(served.c.ts < window.end)
+    join_on = sa.and_(
+        served.c.request_id == shadow.c.request_id,
+        sa.func.coalesce(served.c.experiment_key, "") == shadow.c.experiment_key,
+        sa.func.coalesce(served.c.phase, -1) == shadow.c.phase,
+        ~served.c.is_shadow,
+    )
+    return conditions, join_on
+
+
 def _pairs(
     experiment_key: str,
     phase: int,
@@ -137,25 +167,7 @@ def _pairs(
             .subquery("labels")
         )
         label = labels.c.y
-    # Literal filters on the shadow side only, and the served side's experiment and phase
-    # behind coalesce(), so that each shadow row finds its served row through the
-    # request-id index: SQLite otherwise propagates the literals and loops over both
-    # experiment ranges (quadratic in the phase's predictions).
-    conditions = [
-        shadow.c.experiment_key == experiment_key,
-        shadow.c.phase == phase,
-        shadow.c.is_shadow,
-    ]
-    if window.start is not None:
-        conditions.append(served.c.ts >= window.start)
-    if window.end is not None:
-        conditions.append(served.c.ts < window.end)
-    join_on = sa.and_(
-        served.c.request_id == shadow.c.request_id,
-        sa.func.coalesce(served.c.experiment_key, "") == shadow.c.experiment_key,
-        sa.func.coalesce(served.c.phase, -1) == shadow.c.phase,
-        ~served.c.is_shadow,
-    )
+    conditions, join_on = shadow_join(served, shadow, experiment_key, phase, window)
     source = shadow.join(served, join_on)
     if labels is not None:
         source = source.outerjoin(labels, labels.c.request_id == served.c.request_id)
