@@ -16,7 +16,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +129,43 @@ def empty_registry_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     client.search_experiments()
     client.search_registered_models()
     return path
+
+
+# --- fault-injection figures (tests/faults) ------------------------------------------------
+
+FaultFigure = Callable[..., None]
+
+_FIGURES: list[str] = []
+"""This process's figures; with pytest-xdist, each worker's reach the controller when the
+worker ends (``workeroutput``), and the controller prints them all."""
+
+
+@pytest.fixture
+def fault_figure(request: pytest.FixtureRequest) -> FaultFigure:
+    """Record one named measurement of this test: ``fault_figure(scenario, **numbers)``."""
+
+    def record(scenario: str, **numbers: object) -> None:
+        values = ", ".join(f"{name}={value}" for name, value in numbers.items())
+        _FIGURES.append(f"{request.node.nodeid}: {scenario}: {values}")
+
+    return record
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # a pytest-xdist worker: hand the figures over
+        worker_output["fault_figures"] = list(_FIGURES)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist, in the controller: a worker ended; keep its figures."""
+    del error
+    _FIGURES.extend(getattr(node, "workeroutput", {}).get("fault_figures", []))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("fault-injection figures")
+        for line in sorted(_FIGURES):
+            terminalreporter.write_line(line)
