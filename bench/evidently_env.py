@@ -142,18 +142,26 @@ def ensure_env() -> Path:
     return _python(target)
 
 
-def _build_step(command: list[str]) -> None:
-    step = " ".join(Path(part).name if i == 0 else part for i, part in enumerate(command[:3]))
+def _checked_run(
+    command: list[str], what: str, timeout: float, env: Mapping[str, str] | None = None
+) -> str:
+    """Run ``command``; its standard output, or EvidentlyUnavailableError naming ``what``."""
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_SECONDS, check=False
+            command, capture_output=True, text=True, timeout=timeout, check=False, env=env
         )
     except subprocess.TimeoutExpired:
-        msg = f"{step} took over {BUILD_TIMEOUT_SECONDS} s"
+        msg = f"{what} took over {timeout:g} s"
         raise EvidentlyUnavailableError(msg) from None
     if done.returncode != 0:
-        msg = f"{step} failed: {_last_words(done.stderr)}"
+        msg = f"{what} failed (exit {done.returncode}): {_last_words(done.stderr)}"
         raise EvidentlyUnavailableError(msg)
+    return done.stdout
+
+
+def _build_step(command: list[str]) -> None:
+    step = " ".join(Path(part).name if i == 0 else part for i, part in enumerate(command[:3]))
+    _checked_run(command, step, BUILD_TIMEOUT_SECONDS)
 
 
 def _last_words(stderr: str) -> str:
@@ -173,22 +181,13 @@ def run_preset(
     with tempfile.TemporaryDirectory(prefix="abflow-bench-evidently-") as folder:
         _write_parquet(reference, Path(folder) / "reference.parquet")
         _write_parquet(current, Path(folder) / "current.parquet")
-        try:
-            done = subprocess.run(
-                [str(python), str(PRESET_SCRIPT), folder, str(repeats)],
-                capture_output=True,
-                text=True,
-                timeout=RUN_TIMEOUT_SECONDS,
-                check=False,
-                env={**os.environ, "DO_NOT_TRACK": "1"},  # Evidently's opt-out of usage reports
-            )
-        except subprocess.TimeoutExpired:
-            msg = f"DataDriftPreset took over {RUN_TIMEOUT_SECONDS} s"
-            raise EvidentlyUnavailableError(msg) from None
-    if done.returncode != 0:
-        msg = f"{PRESET_SCRIPT.name} exited {done.returncode}: {_last_words(done.stderr)}"
-        raise EvidentlyUnavailableError(msg)
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+        stdout = _checked_run(
+            [str(python), str(PRESET_SCRIPT), folder, str(repeats)],
+            PRESET_SCRIPT.name,
+            RUN_TIMEOUT_SECONDS,
+            env={**os.environ, "DO_NOT_TRACK": "1"},  # Evidently's opt-out of usage reports
+        )
+    found = json.loads(stdout.strip().splitlines()[-1])
     return EvidentlyRun(
         evidently_version=found["evidently"],
         pandas_version=found["pandas"],
