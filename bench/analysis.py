@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
@@ -171,12 +171,12 @@ def prepare_duckdb(rows: int) -> str:
         versions = [dict(r._mapping) for r in connection.execute(sa.select(experiment_versions))]
         phase_rows = [dict(r._mapping) for r in connection.execute(sa.select(phases))]
     source.dispose()
-    connection = duckdb.connect(str(path))
-    connection.register("exp_frame", exp)
-    connection.register("out_frame", out)
-    connection.execute(f"INSERT INTO exposures ({','.join(exp.columns)}) SELECT * FROM exp_frame")
-    connection.execute(f"INSERT INTO outcomes ({','.join(out.columns)}) SELECT * FROM out_frame")
-    connection.close()
+    duck = duckdb.connect(str(path))
+    duck.register("exp_frame", exp)
+    duck.register("out_frame", out)
+    duck.execute(f"INSERT INTO exposures ({','.join(exp.columns)}) SELECT * FROM exp_frame")
+    duck.execute(f"INSERT INTO outcomes ({','.join(out.columns)}) SELECT * FROM out_frame")
+    duck.close()
     engine = sa.create_engine(url)
     with engine.begin() as connection:
         connection.execute(experiment_versions.insert(), versions)
@@ -214,7 +214,7 @@ def prepare_postgres(rows: int) -> str:
     try:
         cursor = raw.cursor()
         for table, frame in (("exposures", exp), ("outcomes", out)):
-            with cursor.copy(f"COPY {table} ({','.join(frame.columns)}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            with cursor.copy(f"COPY {table} ({','.join(frame.columns)}) FROM STDIN") as copy:
                 for row in frame.itertuples(index=False, name=None):
                     copy.write_row(row)
         raw.commit()

@@ -106,6 +106,8 @@ def scipy_baseline(reference: Columns, current: Columns) -> dict[str, tuple[floa
     results = {}
     for name, ref_values in reference.items():
         cur_values = current[name]
+        ref_counts: np.ndarray  # integer bins for numbers, float counts for categories
+        cur_counts: np.ndarray
         if ref_values.dtype.kind == "f":
             ref = ref_values[~np.isnan(ref_values)]
             cur = cur_values[~np.isnan(cur_values)]

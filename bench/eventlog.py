@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ def prediction(i: int, ts: float | None = None) -> dict[str, Any]:
     }
 
 
-def timed(call: Callable[[], None], n: int) -> list[float]:
+def timed(call: Callable[[], object], n: int) -> list[float]:
     """Microseconds per call, measured one call at a time."""
     clock = time.perf_counter_ns
     out = []
@@ -106,7 +106,11 @@ def append_costs(root: Path, n: int) -> list[tuple[str, tuple[float, float, floa
         log = EventLog(url, root / f"journal-{number}", fsync_interval_seconds=fsync)
         log.start()
         it = iter(rows[:count])
-        samples = timed(lambda log=log, it=it: log.append("prediction", next(it)), count)
+
+        def append(log: EventLog = log, it: Iterator[dict[str, Any]] = it) -> None:
+            log.append("prediction", next(it))
+
+        samples = timed(append, count)
         log.close(timeout_seconds=120)
         results.append((label, summary(samples)))
     return results
@@ -142,7 +146,9 @@ def throughput(root: Path, n: int) -> list[tuple[str, float]]:
     ]
 
 
-def power_loss_window(root: Path, rate: int, seconds: float) -> list[tuple[str, Any]]:
+def power_loss_window(
+    root: Path, rate: int, seconds: float
+) -> list[tuple[str, int, float, float, int, float]]:
     results = []
     for interval in (0.01, 0.05):
         log = EventLog(None, root / f"journal-window-{interval}", fsync_interval_seconds=interval)

@@ -44,10 +44,10 @@ def verdicts(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def main() -> None:
     folder, repeats = Path(sys.argv[1]), int(sys.argv[2])
     started = time.perf_counter()
-    import evidently
-    import pandas as pd
+    import evidently  # type: ignore[import-not-found]
+    import pandas as pd  # type: ignore[import-untyped]
     from evidently import Report
-    from evidently.presets import DataDriftPreset
+    from evidently.presets import DataDriftPreset  # type: ignore[import-not-found]
 
     imported = time.perf_counter()
     reference = pd.read_parquet(folder / "reference.parquet")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -163,4 +162,4 @@ def _feast_row(tmp: Path, notes: list[str]) -> tuple[str, float, str, float] | N
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -126,11 +126,15 @@ def abflow_resend(store: EventStore, batches: Batches, seconds: float) -> Timing
 
 
 def row_at_a_time(store: EventStore, batches: Batches, seconds: float) -> Timing:
+    insert: sa.Insert
     if store.dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        insert = sqlite_insert(exposures).on_conflict_do_nothing(index_elements=["event_id"])
     else:
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    insert = dialect_insert(exposures).on_conflict_do_nothing(index_elements=["event_id"])
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        insert = postgresql_insert(exposures).on_conflict_do_nothing(index_elements=["event_id"])
     start, cpu = time.perf_counter(), time.process_time()
     done = 0
     with store.engine.connect() as connection:

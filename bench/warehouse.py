@@ -24,8 +24,9 @@ import argparse
 import shutil
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -204,7 +205,10 @@ def _flat(moments: dict[Any, Moments]) -> list[float]:
     return out
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+T = TypeVar("T")
+
+
+def _timed(fn: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
     value = fn()
     return value, time.perf_counter() - started
@@ -227,10 +231,10 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     answers: dict[str, list[list[float]]] = {}
     for name, (url, load) in engines.items():
-        engine, load_s = _timed(lambda url=url, load=load: load(url, folder))
-        raw, raw_s = _timed(lambda url=url: _raw(url))
-        _, build_s = _timed(lambda engine=engine: _build_per_unit(engine))
-        pre, pre_s = _timed(lambda engine=engine: _pre_aggregated(engine))
+        engine, load_s = _timed(partial(load, url, folder))
+        raw, raw_s = _timed(partial(_raw, url))
+        _, build_s = _timed(partial(_build_per_unit, engine))
+        pre, pre_s = _timed(partial(_pre_aggregated, engine))
         answers[name] = [_flat(raw), _flat(pre)]
         rows[name] = {"load": load_s, "raw": raw_s, "build": build_s, "pre": pre_s}
         console.print(f"{name}: done")
