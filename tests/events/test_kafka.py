@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from abflow.errors import ConfigError
 from abflow.events.kafka import (
@@ -20,6 +23,7 @@ from abflow.events.kafka import (
     event_json_schema,
     message_key,
     parse_kafka_url,
+    payload_key,
     schema_header_value,
 )
 from abflow.events.sink import exposure_row, outcome_row, prediction_row
@@ -68,6 +72,29 @@ def test_events_are_keyed_by_unit_then_request() -> None:
     )
     assert message_key(unresolved) == b"req-9"
     assert schema_header_value("outcome") == b"outcome/1"
+
+
+_TRICKY_TEXT = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(['"unit_id":"x', 'a\\"b', "\\", "", UNRESOLVED_UNIT, "ünït", "tab\there"]),
+)
+
+
+@given(
+    unit=st.one_of(st.none(), _TRICKY_TEXT),
+    request=st.one_of(st.none(), _TRICKY_TEXT),
+    before=_TRICKY_TEXT,
+    has_unit=st.booleans(),
+)
+def test_the_key_read_from_an_events_json_is_the_key_of_its_row(
+    unit: str | None, request: str | None, before: str, has_unit: bool
+) -> None:
+    # Fields before and after the unit id hold text that looks like the unit field.
+    row: dict[str, Any] = {"event_id": "e-1", "note": before}
+    if has_unit:
+        row["unit_id"] = unit
+    row.update(request_id=request, attributes_json=before)
+    assert payload_key(orjson.dumps(row)) == message_key(row)
 
 
 def _rows() -> list[tuple[str, dict[str, Any]]]:

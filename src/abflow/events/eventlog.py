@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -58,6 +58,16 @@ class StoreWriter(Protocol):
 
     def write_events(self, kind: EventKind, rows: list[dict[str, Any]]) -> int:
         """Store ``rows`` idempotently by ``event_id``; raise StoreUnavailableError if down."""
+        ...
+
+
+@runtime_checkable
+class EntryWriter(Protocol):
+    """A writer that takes journal entries as they are, their JSON not decoded: the shipper
+    process (:class:`~abflow.events.shipper.SubprocessStore`) and Kafka."""
+
+    def write_entries(self, entries: Sequence[Entry]) -> list[tuple[int, str]]:
+        """Write ``entries`` idempotently; (index, reason) of those refused for good."""
         ...
 
 
@@ -453,7 +463,7 @@ class EventLog:
         sink = self._connect()
         if sink is None:
             return False
-        if isinstance(sink, SubprocessStore):
+        if isinstance(sink, EntryWriter):
             return self._deliver_through(sink, entries)
         groups: dict[EventKind, list[dict[str, Any]]] = {}
         for kind, payload, _, _ in entries:
@@ -469,8 +479,8 @@ class EventLog:
         self._note_recovery()
         return True
 
-    def _deliver_through(self, sink: SubprocessStore, entries: list[Entry]) -> bool:
-        """Entries as they are (no decoding here): the child process writes them."""
+    def _deliver_through(self, sink: EntryWriter, entries: list[Entry]) -> bool:
+        """Entries as they are (no decoding here): the child process or Kafka takes them."""
         try:
             rejected = sink.write_entries(entries)
         except StoreUnavailableError as exc:

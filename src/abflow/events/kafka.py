@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from abflow.errors import ConfigError, StoreError, StoreUnavailableError
+from abflow.events.journal import Entry
 from abflow.store.schema import EVENT_TABLES, UNRESOLVED_UNIT
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ __all__ = [
     "event_json_schema",
     "message_key",
     "parse_kafka_url",
+    "payload_key",
     "require_confluent_kafka",
     "schema_header_value",
 ]
@@ -247,6 +249,26 @@ def message_key(row: Mapping[str, Any]) -> bytes:
     return str(row.get("event_id", "")).encode()
 
 
+_UNIT_FIELD: Final = b'"unit_id":"'
+_UNRESOLVED_UNIT_BYTES: Final = UNRESOLVED_UNIT.encode()
+
+
+def payload_key(payload: bytes) -> bytes:
+    """:func:`message_key` of an event's JSON, read without decoding it when it can be.
+
+    In compact JSON of a flat object, ``"unit_id":"`` can only open that field: a quote inside
+    a string is escaped, so no value can hold the sequence. A unit id with an escape in it,
+    or none, goes the long way.
+    """
+    start = payload.find(_UNIT_FIELD)
+    if start >= 0:
+        start += len(_UNIT_FIELD)
+        unit = payload[start : payload.find(b'"', start)]
+        if b"\\" not in unit and unit != _UNRESOLVED_UNIT_BYTES:
+            return unit
+    return message_key(orjson.loads(payload))
+
+
 def schema_header_value(kind: str) -> bytes:
     """The ``abflow-schema`` header of a message of ``kind``: ``b"exposure/1"``."""
     return f"{kind}/{SCHEMA_VERSION}".encode()
@@ -389,8 +411,48 @@ class KafkaEventWriter:
         if kind not in EVENT_TABLES:
             msg = f"unknown event kind {kind!r}; kinds are {', '.join(EVENT_TABLES)}"
             raise StoreError(msg)
-        if not rows:
-            return 0
+        messages: list[tuple[str, bytes, bytes]] = []
+        for row in rows:
+            try:
+                value = orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+            except TypeError as exc:
+                msg = f"{kind} event cannot be serialised as JSON: {exc}"
+                raise StoreError(msg) from exc
+            messages.append((kind, value, message_key(row)))
+        self._send(messages)
+        return len(rows)
+
+    def write_entries(self, entries: Sequence[Entry]) -> list[tuple[int, str]]:
+        """Send journal entries as they are, their JSON untouched; return (index, reason) of
+        those Kafka refuses for good (too large), so that the event log sets them aside.
+
+        The event log's path: the journal already holds each event's JSON, so decoding it
+        here only to encode it again would double the shipper's work per event.
+        """
+        for kind, *_ in entries:
+            if kind not in EVENT_TABLES:
+                msg = f"unknown event kind {kind!r}; kinds are {', '.join(EVENT_TABLES)}"
+                raise StoreError(msg)
+        try:
+            self._send([(kind, payload, payload_key(payload)) for kind, payload, _, _ in entries])
+        except StoreUnavailableError:
+            raise
+        except StoreError:  # refused for good: find the entries at fault, one at a time
+            rejected: list[tuple[int, str]] = []
+            for index, (kind, payload, _, _) in enumerate(entries):
+                try:
+                    self._send([(kind, payload, payload_key(payload))])
+                except StoreUnavailableError:
+                    raise
+                except StoreError as exc:
+                    rejected.append((index, str(exc)))
+            return rejected
+        return []
+
+    def _send(self, messages: Sequence[tuple[str, bytes, bytes]]) -> None:
+        """Produce (kind, value, key) messages and wait until the broker acknowledged all."""
+        if not messages:
+            return
         with self._lock:
             if not self._has_topics:
                 ensure_topics(
@@ -407,31 +469,26 @@ class KafkaEventWriter:
                 if error is not None:
                     failures.append(error)
 
-            self._produce(producer, kind, rows, on_delivery)
+            self._produce(producer, messages, on_delivery)
             left = producer.flush(self.delivery_timeout_seconds + 5.0)
             if left:
                 msg = f"Kafka at {self.target.display} did not acknowledge {left} events in time"
                 raise StoreUnavailableError(msg)
             if failures:
                 self._raise_for(failures)
-        return len(rows)
 
     def _produce(
-        self, producer: Producer, kind: str, rows: Sequence[Mapping[str, Any]], callback: Any
+        self, producer: Producer, messages: Sequence[tuple[str, bytes, bytes]], callback: Any
     ) -> None:
-        topic = self.target.topic(kind)
-        headers: list[tuple[str, str | bytes | None]] = [(SCHEMA_HEADER, schema_header_value(kind))]
-        dumps = orjson.dumps
+        Headers = list[tuple[str, str | bytes | None]]
+        topics: dict[str, tuple[str, Headers]] = {}
         produce = producer.produce
-        for row in rows:
-            try:
-                value = dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
-            except TypeError as exc:
-                msg = f"{kind} event cannot be serialised as JSON: {exc}"
-                raise StoreError(msg) from exc
-            # message_key inlined for the common case (a unit id): this runs once per event.
-            unit = row.get("unit_id")
-            key = unit if type(unit) is str and unit != UNRESOLVED_UNIT else message_key(row)
+        for kind, value, key in messages:
+            routed = topics.get(kind)
+            if routed is None:
+                header: Headers = [(SCHEMA_HEADER, schema_header_value(kind))]
+                routed = topics[kind] = (self.target.topic(kind), header)
+            topic, headers = routed
             while True:
                 try:
                     produce(topic, value, key, on_delivery=callback, headers=headers)
