@@ -486,14 +486,14 @@ def report(
     for connections, runs in ((1, one), (args.connections, many)):
         base = runs["direct"].rate
         for name, run in runs.items():
-            gateway = run.cpu_per_request("gateway worker") if name != "direct" else None
-            shipper = run.cpu_per_request("event shipper") if name != "direct" else None
+            gateway_ms = run.cpu_per_request("gateway worker") if name != "direct" else None
+            shipper_ms = run.cpu_per_request("event shipper") if name != "direct" else None
             rows = mean_rows if name == "true" and runs is many else float("nan")
             print(
                 f"{connections:>11}  {labels[name]:<21} {run.rate:>7,.0f} {run.rate / base:>6.2f} "
                 f"{run.errors:>4} {run.pct(0.5):>7.2f} {run.pct(0.95):>7.2f}  "
                 f"{run.cpu_per_request('model server'):>13.3f} "
-                f"{_opt(gateway):>14} {_opt(shipper):>14} {_opt(rows, 1):>9}"
+                f"{_opt(gateway_ms):>14} {_opt(shipper_ms):>14} {_opt(rows, 1):>9}"
             )
     added = one["true"].pct(0.5) - one["direct"].pct(0.5)
     gateway_cpu = [r.cpu_per_request("gateway worker") for r in (one["true"], many["true"])]
