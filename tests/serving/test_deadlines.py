@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -161,3 +162,108 @@ async def test_calls_in_a_row_share_one_timer() -> None:
 def test_outside_a_task_is_an_error() -> None:
     with pytest.raises(RuntimeError, match=r"loop|task"):
         Deadlines().within(1.0)
+
+
+# A timer that fires in the loop iteration in which the timed call's reply arrives. The timer
+# callback is taken from ``loop.call_at`` and run by the test at a chosen point, so each order
+# below happens exactly, whatever the machine's speed.
+Step = Callable[[], None]
+Soon = Callable[[Step], object]
+
+
+def _reply_and_timer_in_one_callback(reply: Step, fire: Step, soon: Soon) -> None:
+    reply()  # the task's wake-up is queued for the next iteration ...
+    fire()  # ... and the timer cancels the task before it runs
+
+
+def _reply_then_timer_in_one_iteration(reply: Step, fire: Step, soon: Soon) -> None:
+    soon(reply)
+    soon(fire)
+
+
+def _reply_then_task_then_timer(reply: Step, fire: Step, soon: Soon) -> None:
+    reply()
+    soon(fire)  # queued behind the task's wake-up: the block is left before the timer runs
+
+
+def _timer_then_reply(reply: Step, fire: Step, soon: Soon) -> None:
+    fire()
+    reply()
+
+
+RACES = {
+    "reply and timer in one callback": _reply_and_timer_in_one_callback,
+    "reply, then timer, in one iteration": _reply_then_timer_in_one_iteration,
+    "reply, then task, then timer": _reply_then_task_then_timer,
+    "timer, then reply": _timer_then_reply,
+}
+
+
+@contextlib.contextmanager
+def _taken_timers(
+    loop: asyncio.AbstractEventLoop,
+) -> Iterator[list[tuple[asyncio.TimerHandle, Step]]]:
+    """Record each timer armed through ``loop.call_at`` with its callback."""
+    armed: list[tuple[asyncio.TimerHandle, Step]] = []
+    call_at = loop.call_at
+
+    def taking(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        handle = call_at(when, callback, *args, **kwargs)
+        armed.append((handle, functools.partial(callback, *args)))
+        return handle
+
+    loop.call_at = taking  # type: ignore[assignment]
+    try:
+        yield armed
+    finally:
+        del loop.call_at
+
+
+@pytest.mark.parametrize("shielded", [False, True], ids=["awaited", "shielded"])
+@pytest.mark.parametrize("race", RACES)
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_timer_firing_as_the_reply_arrives_leaves_no_cancellation_behind(
+    kind: str, race: str, shielded: bool
+) -> None:
+    """The block either raises ``TimeoutError`` or returns the reply; either way the task
+    carries no cancellation out of it, and its next awaits run."""
+    within = KINDS[kind]()
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[str] = loop.create_future()
+    left_block: list[tuple[str, int]] = []
+
+    async def call() -> str:
+        try:
+            async with within(LONG):
+                value = await (asyncio.shield(reply) if shielded else reply)
+        except TimeoutError:
+            value = "timeout"
+        task = asyncio.current_task()
+        assert task is not None
+        left_block.append((value, task.cancelling()))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return value
+
+    with _taken_timers(loop) as armed:
+        task = asyncio.create_task(call())
+        await asyncio.sleep(0)  # the task enters the block, arms its timer and waits
+    assert len(armed) == 1
+    handle, on_timer = armed[0]
+
+    def fire() -> None:
+        if not handle.cancelled():  # a block that disarmed its timer on leaving never sees it
+            handle.cancel()
+            on_timer()
+
+    def answer() -> None:
+        if not reply.done():  # the timer cancelled the wait on it
+            reply.set_result("scored")
+
+    loop.call_soon(RACES[race], answer, fire, loop.call_soon)
+    assert await _outcome(task) == "done"  # not "cancelled": no cancellation was left pending
+    assert len(left_block) == 1
+    value, cancelling = left_block[0]
+    assert value in {"timeout", "scored"}
+    assert cancelling == 0
+    assert task.result() == value

@@ -11,6 +11,11 @@ earliest remaining one; with no call in flight it stays off.
 An expired call is cancelled and, leaving the block, raises ``TimeoutError``, with the
 same bookkeeping as ``asyncio.timeout`` (``Task.cancelling``/``uncancel``): a cancellation
 from elsewhere stays a cancellation, and nested timeouts each see only their own.
+
+A timer that fires in the loop iteration in which the call's reply arrives still finds the
+task waiting inside the block: the cancellation is thrown in at the task's next step, so the
+block raises ``TimeoutError`` and no cancellation outlives it. That holds because a call is
+dropped from the timer's set as its block is left, before the task can await anything else.
 """
 
 from __future__ import annotations
