@@ -22,7 +22,9 @@ from helm_tool import helm_binary
 
 from abflow.deploy import K8sOptions, render_manifests
 from abflow.deploy.helm import helm_values, split_image
-from abflow.serving.settings import build_config, load_config
+from abflow.deploy.k8s import MonitorMode
+from abflow.errors import InvalidArgumentError
+from abflow.serving.settings import MonitorConfig, build_config, load_config
 from abflow.spec import parse_experiment, spec_hash
 
 ROOT = Path(__file__).parents[2]
@@ -79,6 +81,12 @@ def example_config() -> Any:
     specs = [spec.model_copy(update={"key": k}) for k in keys]
     specs.append(spec.model_copy(update={"key": "no-plan", "rollout": None}))
     return build_config({"default_experiment": "fraud-model-v2", "experiments": specs})
+
+
+def monitoring_config(interval_seconds: float) -> Any:
+    """The example config with the gateways' own monitor interval (0: they run none)."""
+    monitor = MonitorConfig(interval_seconds=interval_seconds)
+    return example_config().model_copy(update={"monitor": monitor})
 
 
 VALUE_SETS = {
@@ -233,12 +241,45 @@ def test_cli_writes_the_values(tmp_path: Path) -> None:
 
     out = tmp_path / "values.yaml"
     args = ["k8s", "render", "--image", "reg.example.com/abflow:0.2.0", "--replicas", "3"]
-    written = CliRunner().invoke(app, [*args, "--helm-values", "-o", str(out)])
+    runner = CliRunner()
+    written = runner.invoke(app, [*args, "--helm-values", "-o", str(out)])
     assert written.exit_code == 0, written.output
     values = yaml.safe_load(out.read_text())
     assert values["image"] == {"repository": "reg.example.com/abflow", "tag": "0.2.0"}
     assert values["replicas"] == 3
     assert [e["key"] for e in values["config"]["experiments"]] == ["demo"]
+    assert values["monitor"] == {"mode": "deployment", "intervalSeconds": 300}
+    gateway = runner.invoke(
+        app, [*args, "--helm-values", "--monitor", "gateway", "--monitor-interval", "600"]
+    )
+    assert gateway.exit_code == 0, gateway.output
+    assert yaml.safe_load(gateway.output)["monitor"] == {"mode": "gateway", "intervalSeconds": 600}
+
+
+@pytest.mark.parametrize(
+    ("mode", "interval", "configured", "expected"),
+    [
+        (MonitorMode.deployment, None, 0.0, {"mode": "deployment", "intervalSeconds": 300}),
+        (MonitorMode.deployment, 900.0, 0.0, {"mode": "deployment", "intervalSeconds": 900}),
+        (MonitorMode.gateway, None, 0.0, {"mode": "gateway", "intervalSeconds": 300}),
+        (MonitorMode.gateway, None, 120.0, {"mode": "gateway", "intervalSeconds": 120}),
+        (MonitorMode.gateway, 2.5, 120.0, {"mode": "gateway", "intervalSeconds": 2.5}),
+        (MonitorMode.off, None, 120.0, {"mode": "off"}),
+    ],
+)
+def test_values_say_where_the_monitor_runs(
+    mode: MonitorMode, interval: float | None, configured: float, expected: dict[str, Any]
+) -> None:
+    """The interval is resolved as for render_manifests: option, else config, else 300."""
+    config = monitoring_config(configured)
+    options = K8sOptions(image="img", monitor=mode, monitor_interval_seconds=interval)
+    assert helm_values(config, options)["monitor"] == expected
+
+
+def test_values_refuse_a_second_monitor_beside_gateways_that_monitor() -> None:
+    config = monitoring_config(60.0)
+    with pytest.raises(InvalidArgumentError, match="choose monitor 'gateway'"):
+        helm_values(config, K8sOptions(image="img"))
 
 
 @pytest.mark.parametrize(

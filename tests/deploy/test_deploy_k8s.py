@@ -14,9 +14,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from abflow.cli.k8s import MonitorChoice
 from abflow.deploy import K8sOptions, render_manifests, to_yaml
+from abflow.deploy.k8s import MonitorMode
 from abflow.errors import InvalidArgumentError
-from abflow.serving.settings import build_config, load_config
+from abflow.serving.settings import GatewaySettings, build_config, load_config, monitor_interval
 from abflow.spec import parse_experiment, spec_hash
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "fraud.yaml"
@@ -137,8 +139,15 @@ def test_one_rollout_cron_job_per_plan(tmp_path: Path) -> None:
         (K8sOptions(image=" "), "image must not be empty"),
         (K8sOptions(image="img", cpu_target_percent=0), "cpu_target_percent"),
         (K8sOptions(image="img", drain_timeout_seconds=26), "under the 30 s grace period"),
+        (K8sOptions(image="img", monitor="sidecar"), "monitor must be one of deployment, gateway, off"),  # type: ignore[arg-type]
+        (K8sOptions(image="img", monitor=MonitorMode.gateway, monitor_interval_seconds=0.5),
+         "monitor_interval_seconds must be a number of seconds, 1 or more, got 0.5"),
+        (K8sOptions(image="img", monitor=MonitorMode.gateway, monitor_interval_seconds=float("inf")),
+         "1 or more, got inf"),
+        (K8sOptions(image="img", monitor=MonitorMode.off, monitor_interval_seconds=60),
+         "has no effect with monitor 'off'"),
     ],
-)
+)  # fmt: skip
 def test_bad_options_are_clear_errors(tmp_path: Path, options: K8sOptions, message: str) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         render_manifests(load_config(config_file(tmp_path)), options)
@@ -196,3 +205,135 @@ def test_names_the_derived_resources_cannot_take_are_refused(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match=message):
         render_manifests(load_config(config_file(tmp_path)), K8sOptions(image="img", name=name))
+
+
+def gateway_container(manifests: list[dict[str, Any]], name: str = "abflow-gateway") -> Any:
+    deployment = next(
+        m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == name
+    )
+    return deployment["spec"]["template"]["spec"]["containers"][0]
+
+
+def gateway_env(manifests: list[dict[str, Any]]) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in gateway_container(manifests)["env"]}
+
+
+def workloads(manifests: list[dict[str, Any]]) -> list[str]:
+    return [f"{m['kind']}/{m['metadata']['name']}" for m in manifests]
+
+
+MONITOR_MODES = {
+    MonitorMode.deployment: ["Deployment/abflow-gateway-monitor", "PodMonitor/abflow-gateway-monitor"],
+    MonitorMode.gateway: [],
+    MonitorMode.off: [],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", list(MonitorMode))
+def test_monitor_mode_decides_the_workload_and_the_gateway_env(
+    tmp_path: Path, mode: MonitorMode
+) -> None:
+    options = K8sOptions(image="img", metrics_token_secret="metrics", monitor=mode)
+    manifests = render_manifests(load_config(config_file(tmp_path)), options)
+    monitors = [w for w in workloads(manifests) if w.endswith("-monitor")]
+    assert monitors == MONITOR_MODES[mode]
+    env = gateway_env(manifests)
+    expected = {MonitorMode.deployment: None, MonitorMode.gateway: "300", MonitorMode.off: "0"}
+    assert env.get("ABFLOW_MONITOR_INTERVAL_SECONDS") == expected[mode]
+    # the monitor's alert rules stay: they read whichever exporter the gauges come from
+    assert "PrometheusRule/abflow-gateway-alerts" in workloads(manifests)
+    for manifest in manifests:
+        if manifest["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
+            continue  # Prometheus Operator CRDs, checked above and in test_deploy_helm.py
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_the_default_is_the_monitor_deployment_as_before(tmp_path: Path) -> None:
+    config = load_config(config_file(tmp_path))
+    default = render_manifests(config, K8sOptions(image="img"))
+    explicit = render_manifests(config, K8sOptions(image="img", monitor=MonitorMode.deployment))
+    assert to_yaml(default) == to_yaml(explicit)
+    monitor = gateway_container(default, "abflow-gateway-monitor")
+    assert monitor["args"] == ["monitor", "--interval", "300", "--metrics-port", "9108"]
+    assert "ABFLOW_MONITOR_INTERVAL_SECONDS" not in gateway_env(default)
+    longer = render_manifests(config, K8sOptions(image="img", monitor_interval_seconds=900))
+    assert gateway_container(longer, "abflow-gateway-monitor")["args"][2] == "900"
+
+
+@pytest.mark.parametrize(
+    ("configured", "option", "expected"),
+    [
+        (0.0, None, "300"),  # the documented default
+        (0.0, 600.0, "600"),
+        (120.0, None, "120"),  # the config's own interval
+        (120.0, 2.5, "2.5"),  # the option wins
+    ],
+)
+def test_gateway_mode_interval_reaches_the_gateway_settings(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    configured: float,
+    option: float | None,
+    expected: str,
+) -> None:
+    """The rendered env and ConfigMap, read back as a pod would, give the rendered interval."""
+    config = load_config(config_file(tmp_path, monitor={"interval_seconds": configured}))
+    options = K8sOptions(image="img", monitor=MonitorMode.gateway, monitor_interval_seconds=option)
+    manifests = render_manifests(config, options)
+    assert not [w for w in workloads(manifests) if w.endswith("-monitor")]
+    env = gateway_env(manifests)
+    assert env["ABFLOW_MONITOR_INTERVAL_SECONDS"] == expected
+    (tmp_path / "mounted.yaml").write_text(manifests[0]["data"]["gateway.yaml"])
+    mounted = load_config(tmp_path / "mounted.yaml")
+    for name, value in env.items():
+        if value is not None and name.startswith("ABFLOW_MONITOR"):
+            monkeypatch.setenv(name, value)
+    assert monitor_interval(GatewaySettings(), mounted) == float(expected)
+
+
+def test_off_turns_off_a_monitor_the_config_asks_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(config_file(tmp_path, monitor={"interval_seconds": 120}))
+    manifests = render_manifests(config, K8sOptions(image="img", monitor=MonitorMode.off))
+    assert gateway_env(manifests)["ABFLOW_MONITOR_INTERVAL_SECONDS"] == "0"
+    assert not [w for w in workloads(manifests) if w.endswith("-monitor")]
+    monkeypatch.setenv("ABFLOW_MONITOR_INTERVAL_SECONDS", "0")
+    assert monitor_interval(GatewaySettings(), config) == 0.0
+
+
+def test_a_monitor_deployment_beside_gateways_that_monitor_is_refused(tmp_path: Path) -> None:
+    """The config's own interval makes every gateway run passes: two monitors would run."""
+    config = load_config(config_file(tmp_path, monitor={"interval_seconds": 120}))
+    with pytest.raises(InvalidArgumentError, match=r"monitor.interval_seconds \(120\)"):
+        render_manifests(config, K8sOptions(image="img"))
+
+
+def test_cli_monitor_options(tmp_path: Path) -> None:
+    from abflow.cli.main import app
+
+    runner = CliRunner()
+    base = ["k8s", "render", "--image", "img", "--config", str(config_file(tmp_path))]
+    shown = runner.invoke(app, [*base, "--monitor", "gateway", "--monitor-interval", "600"])
+    assert shown.exit_code == 0, shown.output
+    documents = list(yaml.safe_load_all(shown.output))
+    assert not [w for w in workloads(documents) if w.endswith("-monitor")]
+    assert gateway_env(documents)["ABFLOW_MONITOR_INTERVAL_SECONDS"] == "600"
+    bad = runner.invoke(app, [*base, "--monitor", "sidecar"])
+    assert bad.exit_code == 2
+    words = " ".join(bad.output.replace("│", " ").split())  # Typer's boxed, wrapped error
+    assert "Invalid value for '--monitor'" in words
+    assert "'sidecar' is not one of 'deployment', 'gateway', 'off'" in words
+    short = runner.invoke(app, [*base, "--monitor", "gateway", "--monitor-interval", "0"])
+    assert short.exit_code == 2
+    assert "monitor_interval_seconds must be a number of seconds, 1 or more, got 0" in short.output
+    assert "Traceback" not in bad.output + short.output
+    conflicting = config_file(tmp_path, monitor={"interval_seconds": 60})
+    refused = runner.invoke(app, ["k8s", "render", "--image", "img", "--config", str(conflicting)])
+    assert refused.exit_code == 2
+    assert "choose monitor 'gateway', or set monitor.interval_seconds to 0" in refused.output
+
+
+def test_cli_choices_are_the_monitor_modes() -> None:
+    assert [c.value for c in MonitorChoice] == [m.value for m in MonitorMode]

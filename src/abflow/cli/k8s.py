@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,16 @@ k8s_app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
+class MonitorChoice(StrEnum):
+    """``--monitor``: the values of :class:`abflow.deploy.k8s.MonitorMode` (a test keeps them
+    equal), declared here so that ``--help`` imports no deploy code."""
+
+    deployment = "deployment"
+    gateway = "gateway"
+    off = "off"
+
+
 EXAMPLES = """
 Examples:
 
@@ -26,6 +37,10 @@ Examples:
   [bold]abflow k8s render --config gateway.yaml --image IMG --namespace ml --replicas 3 --metrics-token-secret abflow-metrics -o abflow.yaml[/]
 
   [bold]abflow k8s render --config gateway.yaml --image IMG --helm-values -o values.yaml && helm upgrade --install abflow-gateway deploy/helm/abflow -f values.yaml[/]
+
+  [bold]abflow k8s render --config gateway.yaml --image IMG --monitor gateway --monitor-interval 600 -o abflow.yaml[/]
+
+The live monitor (drift, skew, quality) runs where --monitor says. [bold]deployment[/] (the default): a <name>-monitor Deployment of 'abflow monitor --interval N'. [bold]gateway[/]: no monitor workload; the gateways get ABFLOW_MONITOR_INTERVAL_SECONDS=N and take turns through a store lease, one pass per interval across every pod, with the gauges on their own /metrics. [bold]off[/]: no monitor workload, and ABFLOW_MONITOR_INTERVAL_SECONDS=0 on the gateways whatever the config says.
 
 Before applying, create the store secret (the URL holds credentials, so it is never rendered):
 
@@ -57,6 +72,21 @@ def render(
     rollout_schedule: Annotated[
         str, typer.Option(help="Cron schedule of 'abflow rollout tick' per rollout plan.")
     ] = "*/15 * * * *",
+    monitor: Annotated[
+        MonitorChoice,
+        typer.Option(
+            help="Where the live monitor runs: deployment, gateway or off (see below).",
+            case_sensitive=False,
+        ),
+    ] = MonitorChoice.deployment,
+    monitor_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between monitor passes (N below, 1 or more); default: the "
+            "config's monitor.interval_seconds, else 300.",
+            show_default=False,
+        ),
+    ] = None,
     helm_values: Annotated[
         bool,
         typer.Option(
@@ -68,8 +98,9 @@ def render(
         Path | None, typer.Option("--output", "-o", help="Write the manifests to this file.")
     ] = None,
 ) -> None:
-    """Render the gateway's Deployment, Service, autoscaler, config and rollout CronJobs."""
+    """Render the gateway's Deployment, Service, autoscaler, config, rollout CronJobs and monitor."""
     from abflow.deploy import K8sOptions, render_manifests, to_yaml
+    from abflow.deploy.k8s import MonitorMode
     from abflow.errors import InvalidArgumentError
     from abflow.serving.settings import demo_config, load_config
 
@@ -86,6 +117,8 @@ def render(
         store_secret=store_secret,
         metrics_token_secret=metrics_token_secret,
         rollout_schedule=rollout_schedule,
+        monitor=MonitorMode(monitor.value),
+        monitor_interval_seconds=monitor_interval,
     )
     try:
         if helm_values:

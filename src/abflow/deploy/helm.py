@@ -6,13 +6,23 @@ as the ConfigMap of ``abflow k8s render`` carries it. With these values, ``helm 
 renders the same Deployment, Service, autoscaler, disruption budget, migration Job and rollout
 CronJobs as :func:`abflow.deploy.render_manifests` for the same options (a test compares them),
 so a team can move between the two without a diff in what runs.
+
+Where the live monitor runs is ``monitor.mode`` (``deployment``, ``gateway`` or ``off``, as
+``abflow k8s render --monitor``) with ``monitor.intervalSeconds``: the ``abflow monitor
+--interval`` of the monitor Deployment, or the gateways' ``ABFLOW_MONITOR_INTERVAL_SECONDS``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from abflow.deploy.k8s import K8sOptions, check_options, gateway_config_data
+from abflow.deploy.k8s import (
+    K8sOptions,
+    MonitorMode,
+    check_options,
+    gateway_config_data,
+    monitor_interval,
+)
 from abflow.serving.settings import GatewayConfig
 
 __all__ = ["helm_values", "split_image"]
@@ -36,6 +46,11 @@ def split_image(image: str) -> tuple[str, str]:
 def helm_values(config: GatewayConfig, options: K8sOptions) -> dict[str, Any]:
     """A values file that makes the chart render what ``render_manifests`` renders."""
     check_options(options)
+    interval = monitor_interval(config, options)
+    monitor: dict[str, Any] = {"mode": MonitorMode(options.monitor).value}
+    if options.monitor != MonitorMode.off:
+        seconds = float(interval)
+        monitor["intervalSeconds"] = int(seconds) if seconds.is_integer() else seconds
     repository, tag = split_image(options.image)
     return {
         "fullnameOverride": options.name,
@@ -54,6 +69,7 @@ def helm_values(config: GatewayConfig, options: K8sOptions) -> dict[str, Any]:
             "enabled": options.metrics_token_secret is not None,
             "tokenSecret": {"name": options.metrics_token_secret or "", "key": "token"},
         },
+        "monitor": monitor,
         "rollout": {"schedule": options.rollout_schedule},
         "config": gateway_config_data(config),
     }

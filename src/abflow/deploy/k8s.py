@@ -8,6 +8,10 @@ ConfigMap; the store URL, which holds credentials, comes from a Secret the opera
 experiment with a rollout plan gets a CronJob running ``abflow rollout tick`` with
 ``concurrencyPolicy: Forbid`` (one controller per experiment, as the controller expects).
 
+The live monitor (drift, skew, quality) runs where :class:`MonitorMode` says: by default as a
+``<name>-monitor`` Deployment of ``abflow monitor``; in the gateways themselves
+(``ABFLOW_MONITOR_INTERVAL_SECONDS``, one pass at a time through a store lease); or nowhere.
+
 The journal lives on an ``emptyDir``: it survives container restarts (a crash, an OOM kill)
 but not the loss of the pod's node; the gateway drains and ships it on a graceful stop,
 which ``terminationGracePeriodSeconds`` leaves time for. A ``preStop`` sleep keeps the pod
@@ -21,8 +25,10 @@ The Helm chart in ``deploy/helm/abflow`` renders the same objects from the value
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import yaml
@@ -32,10 +38,14 @@ from abflow.errors import InvalidArgumentError
 from abflow.serving.settings import GatewayConfig
 
 __all__ = [
+    "DEFAULT_MONITOR_INTERVAL_SECONDS",
     "K8sOptions",
+    "MonitorMode",
     "check_options",
     "gateway_config_data",
+    "monitor_interval",
     "render_manifests",
+    "seconds_text",
     "to_yaml",
 ]
 
@@ -49,6 +59,22 @@ GRACE_SECONDS = 30
 """terminationGracePeriodSeconds: the preStop sleep, then the drain, then the kill."""
 CRON_NAME = 52
 """A CronJob's name is at most 52 characters (its Jobs add an 11-character suffix)."""
+DEFAULT_MONITOR_INTERVAL_SECONDS = 300.0
+"""Seconds between monitor passes when neither the options nor the config say."""
+MONITOR_INTERVAL_ENV = "ABFLOW_MONITOR_INTERVAL_SECONDS"
+
+
+class MonitorMode(StrEnum):
+    """Where the live monitor runs."""
+
+    deployment = "deployment"
+    """A ``<name>-monitor`` Deployment of ``abflow monitor`` (and, with a metrics token, its
+    PodMonitor); the gateways only serve."""
+    gateway = "gateway"
+    """The gateways run the passes (``ABFLOW_MONITOR_INTERVAL_SECONDS``), one process at a
+    time through the store's ``monitor`` lease; the gauges are on their ``/metrics``."""
+    off = "off"
+    """No monitor: no workload, and ``ABFLOW_MONITOR_INTERVAL_SECONDS=0`` on the gateways."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +99,10 @@ class K8sOptions:
     drain_timeout_seconds: int = 20
     pre_stop_seconds: int = 5
     """How long a stopping pod keeps serving before SIGTERM, while it leaves the Service."""
+    monitor: MonitorMode = MonitorMode.deployment
+    monitor_interval_seconds: float | None = None
+    """Seconds between monitor passes; None: the config's ``monitor.interval_seconds`` when it
+    sets one, else :data:`DEFAULT_MONITOR_INTERVAL_SECONDS`."""
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -114,6 +144,56 @@ def _check(options: K8sOptions) -> None:
     if not options.image.strip():
         msg = "image must not be empty"
         raise InvalidArgumentError(msg)
+    _check_monitor(options)
+
+
+def _check_monitor(options: K8sOptions) -> None:
+    modes = ", ".join(m.value for m in MonitorMode)
+    if options.monitor not in tuple(MonitorMode):
+        msg = f"monitor must be one of {modes}, got {options.monitor!r}"
+        raise InvalidArgumentError(msg)
+    interval = options.monitor_interval_seconds
+    if interval is None:
+        return
+    if options.monitor == MonitorMode.off:
+        msg = (
+            f"monitor_interval_seconds ({interval:g}) has no effect with monitor 'off': "
+            "choose monitor 'gateway' or 'deployment', or leave the interval out"
+        )
+        raise InvalidArgumentError(msg)
+    if not 1 <= interval < math.inf:  # also refuses NaN
+        msg = f"monitor_interval_seconds must be a number of seconds, 1 or more, got {interval:g}"
+        raise InvalidArgumentError(msg)
+
+
+def seconds_text(seconds: float) -> str:
+    """``300.0`` → ``"300"``, ``2.5`` → ``"2.5"``: seconds as an argument or env value."""
+    value = float(seconds)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def monitor_interval(config: GatewayConfig, options: K8sOptions) -> float:
+    """Seconds between monitor passes as rendered (0 for ``off``), after checking that the
+    config and the options do not start two monitors.
+
+    A config whose ``monitor.interval_seconds`` is set makes every gateway run the monitor, so
+    beside a monitor Deployment the passes would run twice; that is refused, naming the two
+    ways out.
+    """
+    _check_monitor(options)
+    configured = config.monitor.interval_seconds
+    if options.monitor == MonitorMode.off:
+        return 0.0
+    if options.monitor == MonitorMode.deployment and configured > 0:
+        msg = (
+            f"the config sets monitor.interval_seconds ({configured:g}), so the gateways run "
+            "the monitor themselves, and monitor 'deployment' would run abflow monitor beside "
+            "them: choose monitor 'gateway', or set monitor.interval_seconds to 0"
+        )
+        raise InvalidArgumentError(msg)
+    if options.monitor_interval_seconds is not None:
+        return options.monitor_interval_seconds
+    return configured if configured > 0 else DEFAULT_MONITOR_INTERVAL_SECONDS
 
 
 def check_options(options: K8sOptions) -> None:
@@ -124,6 +204,7 @@ def check_options(options: K8sOptions) -> None:
 def render_manifests(config: GatewayConfig, options: K8sOptions) -> list[dict[str, Any]]:
     """Every manifest, in the order ``kubectl apply`` should create them."""
     _check(options)
+    interval = monitor_interval(config, options)
     labels = {
         "app.kubernetes.io/name": "abflow",
         "app.kubernetes.io/instance": options.name,
@@ -137,15 +218,19 @@ def render_manifests(config: GatewayConfig, options: K8sOptions) -> list[dict[st
     manifests = [
         _config_map(config, options, labels),
         _migration_job(options, labels),
-        _monitor_deployment(options, labels),
-        _deployment(options, labels, selector),
+    ]
+    if options.monitor == MonitorMode.deployment:
+        manifests.append(_monitor_deployment(options, labels, interval))
+    manifests += [
+        _deployment(options, labels, selector, interval),
         _service(options, labels, selector),
         _autoscaler(options, labels),
         _disruption_budget(options, labels, selector),
     ]
     if options.metrics_token_secret is not None:
         manifests.append(_service_monitor(options, labels, selector))
-        manifests.append(_monitor_pod_monitor(options, labels))
+        if options.monitor == MonitorMode.deployment:
+            manifests.append(_monitor_pod_monitor(options, labels))
         manifests.append(prometheus_rule(options.name, options.namespace, labels))
     manifests += [
         _rollout_cron_job(spec.key, options, labels)
@@ -275,7 +360,10 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def _deployment(
-    options: K8sOptions, labels: dict[str, str], selector: dict[str, str]
+    options: K8sOptions,
+    labels: dict[str, str],
+    selector: dict[str, str],
+    monitor_interval_seconds: float,
 ) -> dict[str, Any]:
     container = _cli_container(
         "gateway",
@@ -292,6 +380,10 @@ def _deployment(
             "value": str(options.worker_start_timeout_seconds),
         },
     ]
+    if options.monitor != MonitorMode.deployment:  # gateway: the interval; off: 0
+        container["env"].append(
+            {"name": MONITOR_INTERVAL_ENV, "value": seconds_text(monitor_interval_seconds)}
+        )
     container["lifecycle"] = {
         "preStop": {"exec": {"command": ["sleep", str(options.pre_stop_seconds)]}}
     }
@@ -426,13 +518,16 @@ def _monitor_selector(options: K8sOptions) -> dict[str, str]:
     return {"app.kubernetes.io/instance": options.name, "app.kubernetes.io/component": "monitor"}
 
 
-def _monitor_deployment(options: K8sOptions, labels: dict[str, str]) -> dict[str, Any]:
+def _monitor_deployment(
+    options: K8sOptions, labels: dict[str, str], interval_seconds: float
+) -> dict[str, Any]:
     """One ``abflow monitor`` loop for every experiment: drift, skew and quality per window."""
     container = _cli_container(
         "monitor",
         options,
-        ["monitor", "--interval", "300", "--metrics-port", str(MONITOR_PORT)],
-    )
+        ["monitor", "--interval", seconds_text(interval_seconds),
+         "--metrics-port", str(MONITOR_PORT)],
+    )  # fmt: skip
     container["ports"] = [{"name": "metrics", "containerPort": MONITOR_PORT, "protocol": "TCP"}]
     container["resources"] = {
         "requests": {"cpu": "100m", "memory": "256Mi"},
