@@ -101,6 +101,15 @@ VALUE_SETS = {
                             "--set", "prometheusRule.enabled=false"],
                            ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler",
                             "Job", "PodDisruptionBudget", "Service"]),
+    # the gateways run the monitor, or nothing does: no monitor Deployment, no PodMonitor
+    "monitor-gateway": (["--set", "monitor.mode=gateway", "--set", "monitor.intervalSeconds=600"],
+                        ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job",
+                         "PodDisruptionBudget", "PrometheusRule", "PrometheusRule", "Service",
+                         "ServiceMonitor"]),
+    "monitor-off": (["--set", "monitor.mode=off"],
+                    ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Job",
+                     "PodDisruptionBudget", "PrometheusRule", "PrometheusRule", "Service",
+                     "ServiceMonitor"]),
 }  # fmt: skip
 
 
@@ -142,9 +151,29 @@ def test_keda_scales_on_the_request_rate_instead_of_the_hpa(helm: Path) -> None:
     assert "HorizontalPodAutoscaler" not in kinds(manifests)
 
 
-def test_the_chart_renders_what_k8s_render_renders(helm: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "interval", "configured", "count"),
+    [
+        # ConfigMap, Job, 2 Deployments (monitor, gateway), Service, HPA, PDB, SM, PodMonitor,
+        # PrometheusRule (the monitor's alerts), 3 CronJobs
+        (MonitorMode.deployment, None, 0.0, 13),
+        (MonitorMode.deployment, 900.0, 0.0, 13),
+        # no monitor Deployment and no PodMonitor; ABFLOW_MONITOR_INTERVAL_SECONDS on the gateway
+        (MonitorMode.gateway, None, 120.0, 11),
+        (MonitorMode.gateway, 2.5, 0.0, 11),
+        (MonitorMode.off, None, 120.0, 11),
+    ],
+)
+def test_the_chart_renders_what_k8s_render_renders(
+    helm: Path,
+    tmp_path: Path,
+    mode: MonitorMode,
+    interval: float | None,
+    configured: float,
+    count: int,
+) -> None:
     """Same config and options: the same objects, spec for spec (Helm only adds labels)."""
-    config = example_config()
+    config = monitoring_config(configured)
     options = K8sOptions(
         image="registry.example.com:5000/abflow:0.1.0",
         namespace="ml",
@@ -154,6 +183,8 @@ def test_the_chart_renders_what_k8s_render_renders(helm: Path, tmp_path: Path) -
         store_secret="db-url",
         metrics_token_secret="metrics",
         rollout_schedule="*/5 * * * *",
+        monitor=mode,
+        monitor_interval_seconds=interval,
     )
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump(helm_values(config, options)))
@@ -162,9 +193,7 @@ def test_the_chart_renders_what_k8s_render_renders(helm: Path, tmp_path: Path) -
         for m in template(helm, "-f", str(values), "--namespace", "ml", *MONITORING)
     }
     rendered = render_manifests(config, options)
-    # ConfigMap, Job, 2 Deployments (monitor, gateway), Service, HPA, PDB, SM, PodMonitor,
-    # PrometheusRule (the monitor's alerts), 3 CronJobs
-    assert len(rendered) == 13
+    assert len(rendered) == count
     for expected in rendered:
         key = (expected["kind"], expected["metadata"]["name"])
         assert key in charted, f"the chart has no {key}"
@@ -226,8 +255,13 @@ def test_no_secret_value_in_the_values_or_the_objects(helm: Path, tmp_path: Path
         (["--set", "workers=0"], "workers must be at least 1"),
         (["--set", "replicas=12"], "replicas must be between 1 and autoscaling.maxReplicas"),
         (["--set", "store.existingSecret="], "store.existingSecret"),
+        (["--set", "monitor.mode=sidecar"], 'monitor.mode must be one of deployment, gateway, off, got "sidecar"'),
+        (["--set", "monitor.mode=gateway", "--set", "monitor.intervalSeconds=0"],
+         "monitor.intervalSeconds must be a number of seconds, 1 or more, got 0"),
+        (["--set", "config.monitor.interval_seconds=120"],
+         "config.monitor.interval_seconds is 120, so the gateways run the monitor themselves"),
     ],
-)
+)  # fmt: skip
 def test_values_no_cluster_could_run_are_refused(helm: Path, args: list[str], message: str) -> None:
     done = run_helm(helm, "template", "abflow-gateway", str(CHART), *args)
     assert done.returncode == 1
@@ -280,6 +314,15 @@ def test_values_refuse_a_second_monitor_beside_gateways_that_monitor() -> None:
     config = monitoring_config(60.0)
     with pytest.raises(InvalidArgumentError, match="choose monitor 'gateway'"):
         helm_values(config, K8sOptions(image="img"))
+
+
+def test_values_files_without_a_mode_keep_their_monitor(helm: Path) -> None:
+    """monitor.enabled=false, from values files older than monitor.mode, is mode off."""
+    manifests = template(helm, "--set", "monitor.enabled=false")
+    deployments = [m for m in manifests if m["kind"] == "Deployment"]
+    assert [m["metadata"]["name"] for m in deployments] == ["abflow-gateway"]
+    env = {e["name"]: e.get("value") for e in containers(deployments[0])[0]["env"]}
+    assert env["ABFLOW_MONITOR_INTERVAL_SECONDS"] == "0"
 
 
 @pytest.mark.parametrize(

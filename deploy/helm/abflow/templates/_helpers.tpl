@@ -126,6 +126,15 @@ affinity:
 {{- end -}}
 {{- end -}}
 
+{{/* Where the live monitor runs: deployment, gateway or off (monitor.enabled false: off). */}}
+{{- define "abflow.monitorMode" -}}
+{{- if .Values.monitor.enabled -}}
+{{- .Values.monitor.mode | default "deployment" -}}
+{{- else -}}
+off
+{{- end -}}
+{{- end -}}
+
 {{/* Refuse values the gateway or the cluster would not take, naming the value. */}}
 {{- define "abflow.check" -}}
 {{- if ge (add .Values.preStopSeconds .Values.drainTimeoutSeconds) 30 -}}
@@ -136,6 +145,17 @@ affinity:
 {{- end -}}
 {{- if or (lt (int .Values.replicas) 1) (gt (int .Values.replicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "replicas must be between 1 and autoscaling.maxReplicas (%v), got %v" .Values.autoscaling.maxReplicas .Values.replicas) -}}
+{{- end -}}
+{{- $monitor := include "abflow.monitorMode" . -}}
+{{- if not (has $monitor (list "deployment" "gateway" "off")) -}}
+{{- fail (printf "monitor.mode must be one of deployment, gateway, off, got %q" $monitor) -}}
+{{- end -}}
+{{- if and (ne $monitor "off") (not (ge (float64 .Values.monitor.intervalSeconds) 1.0)) -}}
+{{- fail (printf "monitor.intervalSeconds must be a number of seconds, 1 or more, got %v" .Values.monitor.intervalSeconds) -}}
+{{- end -}}
+{{- $configured := dig "monitor" "interval_seconds" 0 .Values.config -}}
+{{- if and (eq $monitor "deployment") (gt (float64 $configured) 0.0) -}}
+{{- fail (printf "config.monitor.interval_seconds is %v, so the gateways run the monitor themselves, and monitor.mode deployment would run abflow monitor beside them: set monitor.mode=gateway, or config.monitor.interval_seconds to 0" $configured) -}}
 {{- end -}}
 {{- if and .Values.keda.enabled (not .Values.keda.prometheusServerAddress) -}}
 {{- fail "keda.prometheusServerAddress is required when keda.enabled" -}}
