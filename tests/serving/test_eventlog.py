@@ -107,6 +107,37 @@ def test_events_reach_the_store_once_in_order_and_the_journal_is_emptied(
     assert log.sync_stats.synced_events >= 1
 
 
+def test_an_idle_log_wakes_neither_thread_and_the_next_event_still_ships(
+    tmp_path: Path,
+) -> None:
+    store = MemoryStore()
+    log = fast_log(store, tmp_path)  # 10 ms flush and fsync intervals
+    log.start()
+    log.append(*event(0))
+    wait_until(lambda: len(store.rows) == 1)
+    time.sleep(0.1)  # the event's fsync is done and the shipper has found nothing more
+    calls = {"take": 0, "sync": 0}
+    take, sync = log._take, log._journal.sync
+
+    def counted_take() -> Any:
+        calls["take"] += 1
+        return take()
+
+    def counted_sync() -> None:
+        calls["sync"] += 1
+        sync()
+
+    log._take = counted_take  # type: ignore[method-assign]
+    log._journal.sync = counted_sync  # type: ignore[method-assign]
+    time.sleep(0.5)  # fifty intervals
+    assert calls == {"take": 0, "sync": 0}
+    log.append(*event(1))
+    wait_until(lambda: len(store.rows) == 2, timeout_seconds=5)
+    wait_until(lambda: calls["sync"] == 1, timeout_seconds=5)
+    log.close()
+    assert store.order == expected_order(range(2))
+
+
 def test_appends_from_many_threads(tmp_path: Path) -> None:
     store = MemoryStore()
     log = fast_log(store, tmp_path, batch_size=100, max_queue_events=500)

@@ -173,6 +173,7 @@ class EventLog:
         self._rejected_events = 0
         self._is_open = False
         self._is_store_down = False
+        self._is_idle = False  # the shipper sleeps until an append wakes it
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._abort = threading.Event()
@@ -287,7 +288,10 @@ class EventLog:
                 else:  # the queue is full: from here on the shipper reads the journal
                     self._overflow = (number, offset)
             depth = len(self._queue)
-        if (depth >= self.batch_size or self._overflow is not None) and not self._wake.is_set():
+            was_idle, self._is_idle = self._is_idle, False
+        if (
+            was_idle or depth >= self.batch_size or self._overflow is not None
+        ) and not self._wake.is_set():
             self._wake.set()
 
     # -- observability -----------------------------------------------------------------------
@@ -370,7 +374,7 @@ class EventLog:
                 if not batch:
                     if is_stopping:
                         return
-                    self._wait(self.flush_interval_seconds)
+                    self._idle()
                     continue
                 if self._deliver(batch):
                     backoff, retry_at = self.retry_initial_seconds, 0.0
@@ -410,6 +414,19 @@ class EventLog:
     def _wait(self, timeout: float) -> None:
         self._wake.wait(timeout)
         self._wake.clear()
+
+    def _idle(self) -> None:
+        """Nothing to ship: sleep until the next append (an idle gateway never wakes this
+        thread), then give the events that follow it one flush interval to gather."""
+        with self._lock:
+            if self._queue or self._overflow is not None:
+                return
+            self._is_idle = True
+        self._wake.wait()
+        self._wake.clear()
+        with self._lock:
+            self._is_idle = False
+            self._taken_at = time.monotonic()
 
     def _take(self) -> list[Entry]:
         """The next batch in journal order: from the queue, else read back from the journal.

@@ -217,6 +217,7 @@ class Journal:
         self._first_unsynced_at = 0.0
         self._stats = SyncStats(0, 0, 0, 0.0, 0.0, 0.0)
         self._stop = threading.Event()
+        self._has_unsynced = threading.Event()  # set on the first write after a sync
         self._flusher: threading.Thread | None = None
         self.first_new_segment = -1
 
@@ -267,6 +268,7 @@ class Journal:
     def close(self) -> None:
         """Stop the fsync thread, make everything durable, close the files, unlock."""
         self._stop.set()
+        self._has_unsynced.set()
         if self._flusher is not None:
             self._flusher.join()
             self._flusher = None
@@ -307,6 +309,8 @@ class Journal:
             position = (self._active, size)
             if self._unsynced == 0:
                 self._first_unsynced_at = time.monotonic()
+                if self._flusher is not None:
+                    self._has_unsynced.set()
             self._unsynced += records
             if self.fsync_interval_seconds == 0:
                 started = time.monotonic()
@@ -400,8 +404,17 @@ class Journal:
         return self._stats
 
     def _flush_loop(self) -> None:
+        """fsync one interval after the first write not yet synced; sleep while none is.
+
+        An idle gateway then wakes this thread never, instead of every interval.
+        """
         interval = self.fsync_interval_seconds or 0.05
-        while not self._stop.wait(interval):
+        while True:
+            self._has_unsynced.wait()
+            due_in = self._first_unsynced_at + interval - time.monotonic()
+            if self._stop.is_set() or (due_in > 0 and self._stop.wait(due_in)):
+                return  # close() makes everything durable
+            self._has_unsynced.clear()  # before sync() takes the count: no write is missed
             self.sync()
 
     # -- reading and checkpointing -----------------------------------------------------------
