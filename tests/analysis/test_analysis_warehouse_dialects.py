@@ -1,11 +1,15 @@
-"""The analysis SQL compiled for warehouses that cannot run here (BigQuery, Databricks, Snowflake).
+"""The analysis SQL compiled for warehouses whose engines cannot run here (BigQuery,
+Databricks, Snowflake).
 
-Every statement a full analysis executes is captured (on SQLite, where it also runs) and
-compiled by each warehouse's own SQLAlchemy dialect. This proves the statements are
-expressible in those dialects' SQL, not that the warehouse computes the same numbers: that
-is proved only where an engine runs here (SQLite, PostgreSQL, DuckDB, ClickHouse on chDB; see
-test_analysis_backends.py). A dialect that is not installed is skipped with a reason (the dev
-extra installs all three).
+Every statement a full analysis executes is captured on SQLite, where it also runs
+(analysis_statements.py, shared with test_analysis_spark.py), and compiled by each
+warehouse's own SQLAlchemy dialect. This proves the statements are expressible in those
+dialects' SQL, not that the warehouse computes the same numbers: that is proved only where
+an engine runs here (SQLite, PostgreSQL, DuckDB, ClickHouse on chDB; see
+test_analysis_backends.py), and for Spark SQL, whose local pyspark runs the Databricks
+dialect's statements (test_analysis_spark.py); Databricks' own runtime and BigQuery and
+Snowflake are compiled only. A dialect that is not installed is skipped with a reason (the
+dev extra installs all three).
 """
 
 from __future__ import annotations
@@ -14,18 +18,13 @@ import importlib
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.sql.functions as sa_functions
-from analysis_support import SPEC, START, register, simulate, write
+from analysis_statements import Statement, capture_analysis
 
-from abflow.analysis import analyze
-from abflow.spec import parse_experiment
 from abflow.store.dialects import json_text
 from abflow.store.schema import exposures
-
-PHASES = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": START}]
 
 DIALECTS = {
     "bigquery": ("sqlalchemy_bigquery", "BigQueryDialect", "JSON_VALUE"),
@@ -55,27 +54,13 @@ def _dialect(name: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def statements(tmp_path_factory: pytest.TempPathFactory) -> list[sa.Executable]:
-    """Every statement of an analysis (all metric kinds, CUPED, sequential timeline)."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('dialects') / 'events.db'}"
-    write(url, simulate(np.random.default_rng(5), units=120))
-    register(url, parse_experiment(SPEC), PHASES)
-    engine = sa.create_engine(url)
-    captured: list[sa.Executable] = []
-
-    def capture(_conn: Any, clause: Any, *_args: Any) -> None:
-        if isinstance(clause, sa.Select | sa.CompoundSelect):
-            captured.append(clause)
-
-    sa.event.listen(engine, "before_execute", capture)
-    result = analyze(engine, "checkout")
-    engine.dispose()
-    assert result.metrics  # the analysis ran, so the captured statements are the real ones
-    return captured
+def statements(tmp_path_factory: pytest.TempPathFactory) -> list[Statement]:
+    """Every statement of an analysis (all metric kinds, CUPED, sequential timeline, shadow)."""
+    return capture_analysis(tmp_path_factory.mktemp("dialects")).statements
 
 
 @pytest.mark.parametrize("name", list(DIALECTS))
-def test_every_analysis_statement_compiles(name: str, statements: list[sa.Executable]) -> None:
+def test_every_analysis_statement_compiles(name: str, statements: list[Statement]) -> None:
     dialect = _dialect(name)
     assert len(statements) >= 5
     for statement in statements:
@@ -94,7 +79,7 @@ def test_breakdown_attribute_compiles(name: str) -> None:
     assert "country" in sql
 
 
-def test_statements_read_every_event_table(statements: list[sa.Executable]) -> None:
+def test_statements_read_every_event_table(statements: list[Statement]) -> None:
     # A capture that missed the aggregates would make the compile test vacuous.
     sql = " ".join(str(s) for s in statements)
     for table in ("exposures", "outcomes", "predictions", "phases", "experiment_versions"):
