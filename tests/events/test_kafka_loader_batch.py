@@ -3,13 +3,15 @@ consumer would return, and the test works out by hand what the loader should mak
 
 from __future__ import annotations
 
+import gc
+import sys
 from typing import Any
 
 import orjson
 import pytest
 
-from abflow.errors import StoreError
-from abflow.events.ingest import Loader, _decode, _in_key_order
+from abflow.errors import StoreError, StoreUnavailableError
+from abflow.events.ingest import Loader, _Batch, _in_key_order
 from abflow.events.kafka import KafkaTarget
 
 kafka = pytest.importorskip("confluent_kafka")
@@ -26,6 +28,18 @@ def _message(topic: str, partition: int, offset: int, value: bytes, header: byte
         value=value,
         headers=[("abflow-schema", header)],
     )
+
+
+class _NoStore:
+    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
+        raise AssertionError
+
+
+def _decode(messages: list[Any]) -> _Batch:
+    """The batch a loader makes of ``messages`` read in one consume call."""
+    loader = Loader(TARGET, _NoStore(), create_topics=False)
+    loader._take(messages)
+    return loader._batch
 
 
 def _row(i: int) -> dict[str, Any]:
@@ -45,21 +59,26 @@ def test_a_batch_is_decoded_by_kind_with_the_offset_after_each_partitions_last_m
         messages.append(_message(f"t.{kind}", i % 3, 100 + i, value, header))
     messages.append(_message("t.dead-letter", 0, 5, b"{}", b"exposure/1"))
 
-    decoded = _decode(TARGET, messages)
+    batch = _decode(messages)
 
     rejected_at = {7, 12, 30}
     for kind in ("exposure", "prediction"):
-        wanted = [
-            orjson.loads(m.value())
-            for i, m in enumerate(messages)
-            if i not in rejected_at and m.topic() == f"t.{kind}"
+        kept = [
+            m for i, m in enumerate(messages) if i not in rejected_at and m.topic() == f"t.{kind}"
         ]
-        assert decoded.rows[kind] == wanted
-        assert [orjson.loads(m.value()) for m in decoded.messages[kind]] == wanted
-    assert sorted(m.offset() for m, _ in decoded.rejected) == sorted(
-        messages[i].offset() for i in rejected_at
-    )
-    reasons = " ".join(reason for _, reason in decoded.rejected)
+        part = batch.parts[f"t.{kind}"]
+        assert part.rows == [orjson.loads(m.value()) for m in kept]
+        assert part.sources == [
+            x for m in kept for x in (m.partition(), m.offset(), b"k", m.value())
+        ]
+        assert part.headers == {}  # every kept message had exactly the writer's header
+    assert batch.size == len(messages)
+    assert [(r.topic, r.partition, r.offset) for r in batch.rejected] == [
+        (messages[i].topic(), messages[i].partition(), messages[i].offset())
+        for i in sorted(rejected_at)
+    ]
+    assert [r.value for r in batch.rejected] == [messages[i].value() for i in sorted(rejected_at)]
+    reasons = " ".join(r.reason for r in batch.rejected)
     assert "prediction/2" in reasons
     assert "not JSON" in reasons
     assert "holds no event kind" in reasons
@@ -67,12 +86,41 @@ def test_a_batch_is_decoded_by_kind_with_the_offset_after_each_partitions_last_m
     for m in messages:  # rejected messages count: they go to the dead-letter topic first
         place = (m.topic(), m.partition())
         ends[place] = max(ends.get(place, 0), m.offset() + 1)
-    assert decoded.ends == ends
+    assert {(p.topic, n): end for p in batch.parts.values() for n, end in p.ends.items()} == ends
 
 
-class _NoStore:
-    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
-        raise AssertionError
+def test_headers_other_than_the_writers_are_read_for_the_schema_and_kept_for_a_dead_letter() -> (
+    None
+):
+    def message(offset: int, headers: Any) -> Any:
+        return kafka.Message(
+            topic="t.exposure", partition=0, offset=offset, key=None, value=b"{}", headers=headers
+        )
+
+    extra = [("trace", b"t1"), ("abflow-schema", b"exposure/1")]
+    messages = [
+        message(0, None),  # a producer that sets no header writes the current layout
+        message(1, extra),
+        message(2, [("abflow-schema", b"exposure/1")]),
+        message(3, [("trace", b"t2"), ("abflow-schema", b"outcome/1")]),
+        message(4, [("abflow-schema", "exposure/1")]),
+    ]
+    batch = _decode(messages)
+
+    part = batch.parts["t.exposure"]
+    assert part.rows == [{}, {}, {}, {}]
+    assert part.headers == {0: None, 1: extra, 3: [("abflow-schema", "exposure/1")]}
+    [letter] = batch.rejected
+    assert (letter.offset, letter.headers) == (
+        3,
+        [("trace", b"t2"), ("abflow-schema", b"outcome/1")],
+    )
+    assert "'outcome/1'" in letter.reason
+    assert "'exposure/1'" in letter.reason
+    assert part.letter(1, "why").headers == extra
+    assert part.letter(2, "why").headers == [("abflow-schema", b"exposure/1")]
+    last = part.letter(3, "why")
+    assert (last.offset, last.key, last.headers) == (4, None, [("abflow-schema", "exposure/1")])
 
 
 def _end(topic: str, partition: int) -> Any:
@@ -94,7 +142,8 @@ def test_a_partition_is_read_to_its_end_only_while_no_message_of_it_follows() ->
     assert loader._at_end == set()
     loader._take([_end(*p0), _end(*p1)])
     assert loader._at_end == {p0, p1}
-    assert [m.offset() for m in loader._batch.messages] == [1, 1, 2, 2]
+    assert loader._batch.size == 4
+    assert loader._batch.parts["t.exposure"].sources[1::4] == [1, 1, 2, 2]
 
 
 class _Recording:
@@ -119,17 +168,19 @@ def test_rows_go_to_the_store_in_key_order_and_a_refused_row_keeps_its_message()
             if (partition, i) == (1, 2):
                 row["variant"] = "bad"
             messages.append(_message("t.exposure", partition, i, orjson.dumps(row), b"exposure/1"))
-    decoded = _decode(TARGET, messages)
     store = _Recording()
     loader = Loader(TARGET, store, create_topics=False)
+    loader._take(messages)
 
-    assert loader._write(decoded) == len(messages) - 1
+    assert loader._write(loader._batch) == len(messages) - 1
     read_order = [orjson.loads(m.value())["event_id"] for m in messages]
     assert store.writes[0] == sorted(read_order)
     assert store.writes[1:] == [[event_id] for event_id in read_order]  # then one by one
-    [(message, reason)] = decoded.rejected
-    assert (message.partition(), message.offset()) == (1, 2)
-    assert "too long" in reason
+    [letter] = loader._batch.rejected
+    bad = messages[4 + 2]
+    assert (letter.topic, letter.partition, letter.offset) == ("t.exposure", 1, 2)
+    assert (letter.key, letter.value, letter.headers) == (bad.key(), bad.value(), bad.headers())
+    assert "too long" in letter.reason
 
 
 def test_rows_without_comparable_ids_keep_their_order() -> None:
@@ -137,3 +188,53 @@ def test_rows_without_comparable_ids_keep_their_order() -> None:
     assert _in_key_order(rows) == [{"event_id": "a"}, {"event_id": "b"}]
     for odd in ({"event_id": 3}, {"variant": "a"}):
         assert _in_key_order([*rows, odd]) == [*rows, odd]
+
+
+class _DownMidway:
+    """Refuses any batch holding a 'bad' row; the first time it is given the row after it,
+    the store is down."""
+
+    def __init__(self) -> None:
+        self.is_down_once = True
+
+    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
+        if any(row["variant"] == "bad" for row in rows):
+            msg = "variant 'bad' is too long"
+            raise StoreError(msg)
+        if len(rows) == 1 and rows[0]["event_id"] == "e3" and self.is_down_once:
+            self.is_down_once = False
+            msg = "connection refused"
+            raise StoreUnavailableError(msg)
+        return len(rows)
+
+
+def test_a_write_interrupted_by_an_outage_sets_nothing_aside_twice() -> None:
+    messages = [
+        _message("t.exposure", 0, i, orjson.dumps({**_row(i), "variant": v}), b"exposure/1")
+        for i, v in enumerate(["a", "b", "bad", "a"])
+    ]
+    messages.append(_message("t.exposure", 0, 4, b"{not json", b"exposure/1"))
+    loader = Loader(TARGET, _DownMidway(), create_topics=False)
+    loader._take(messages)
+    batch = loader._batch
+
+    with pytest.raises(StoreUnavailableError):
+        loader._write(batch)  # the row-by-row pass had set row 2 aside when the store went down
+    assert [letter.offset for letter in batch.rejected] == [4]  # what decoding set aside
+    assert loader._write(batch) == 3
+    assert [letter.offset for letter in batch.rejected] == [4, 2]
+
+
+def test_a_batch_holds_no_message_and_nothing_the_garbage_collector_tracks_per_row() -> None:
+    messages = [
+        _message("t.exposure", i % 2, i, orjson.dumps(_row(i)), b"exposure/1") for i in range(6)
+    ]
+    messages.append(_message("t.exposure", 0, 6, b"[1]", b"exposure/1"))
+    references = [sys.getrefcount(m) for m in messages]
+    batch = _decode(messages)
+
+    assert [sys.getrefcount(m) for m in messages] == references
+    part = batch.parts["t.exposure"]
+    assert len(part.rows) == 6
+    assert [batch.rejected[0].reason, batch.rejected[0].value] == ["not a JSON object", b"[1]"]
+    assert not any(gc.is_tracked(x) for x in [*part.rows, *part.sources])

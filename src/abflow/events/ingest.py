@@ -44,7 +44,7 @@ from abflow.events.kafka import (
 from abflow.store.schema import EVENT_TABLES
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, Message, Producer, TopicPartition
+    from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 __all__ = ["IngestProgress", "Loader", "RowWriter", "summary_line"]
 
@@ -81,23 +81,77 @@ class IngestProgress:
         return self.consumed / self.seconds if self.seconds > 0 else 0.0
 
 
+_CONSUME_MESSAGES = 100
+"""Messages asked of one consume call. The consumer's messages are objects the cyclic garbage
+collector tracks; a batch keeps only rows and bytes (which it does not), and a call's
+messages are dropped once read. Asked for 10,000 at a time, they outlived the collector's
+young passes inside the call and reached its oldest generation, where they set off a
+collection of the whole heap: four per 200,000 events in bench/kafka.py's loader stage, about
+0.75 CPU s. A hundred at a time, few are alive when a young pass runs and full collections
+are rare, while a consume call costs little next to the messages it returns."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Letter:
+    """A message for the dead-letter topic: where it was read, as it was read, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+    reason: str
+
+    @classmethod
+    def of(cls, message: Message, reason: str) -> _Letter:
+        return cls(
+            message.topic() or "",
+            message.partition() or 0,
+            message.offset() or 0,
+            message.key(),
+            message.value(),
+            message.headers(),
+            reason,
+        )
+
+
+class _Part:
+    """One topic's share of a batch: the offset after each partition's last message read
+    (what the commit sends) and, on an event topic, its rows in the order read, with what a
+    row the store refuses needs to go to the dead-letter topic as it was read."""
+
+    __slots__ = ("ends", "expected", "headers", "kind", "rows", "sources", "topic")
+
+    def __init__(self, topic: str, kind: str | None) -> None:
+        self.topic = topic
+        self.kind = kind
+        self.expected = [(SCHEMA_HEADER, f"{kind}/{SCHEMA_VERSION}".encode())] if kind else []
+        """The headers the gateway writes: a message with exactly these needs no other check."""
+        self.ends: dict[int, int] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.sources: list[Any] = []
+        """Four items per row: its message's partition, offset, key and value."""
+        self.headers: dict[int, Any] = {}
+        """By row index, the headers of a row's message when they are not ``expected``."""
+
+    def letter(self, index: int, reason: str) -> _Letter:
+        """Row ``index``'s message, to set aside for ``reason``."""
+        partition, offset, key, value = self.sources[4 * index : 4 * index + 4]
+        headers = self.headers.get(index, self.expected)
+        return _Letter(self.topic, partition, offset, key, value, headers, reason)
+
+
 @dataclass
 class _Batch:
-    messages: list[Message] = field(default_factory=list)
+    """A group commit in the making, decoded as it is read."""
+
+    parts: dict[str, _Part] = field(default_factory=dict)
+    """By topic, in the order first read."""
+    rejected: list[_Letter] = field(default_factory=list)
+    size: int = 0
+    """Messages taken (every one of them is committed with the batch)."""
     started: float = 0.0
-
-
-@dataclass
-class _Decoded:
-    """A batch in the shape the store and the commit want, made in one pass over it."""
-
-    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    """Each kind's rows, in the order read."""
-    messages: dict[str, list[Message]] = field(default_factory=dict)
-    """Each kind's messages, parallel to ``rows`` (for the dead-letter topic)."""
-    rejected: list[tuple[Message, str]] = field(default_factory=list)
-    ends: dict[tuple[str, int], int] = field(default_factory=dict)
-    """Per partition, the offset after the last message read: what the commit sends."""
 
 
 class Loader:
@@ -176,15 +230,17 @@ class Loader:
                 now = time.monotonic()
                 if max_seconds is not None and now - started >= max_seconds:
                     break
-                room = self.batch_events - len(self._batch.messages)
-                messages = consumer.consume(min(room, 10_000), timeout=0.1)
+                room = self.batch_events - self._batch.size
+                messages = consumer.consume(min(room, _CONSUME_MESSAGES), timeout=0.1)
+                is_idle = not messages
                 self._take(messages)
+                del messages  # before the next call: see _CONSUME_MESSAGES
                 batch = self._batch
                 now = time.monotonic()
-                if batch.messages and (
-                    len(batch.messages) >= self.batch_events
+                if batch.size and (
+                    batch.size >= self.batch_events
                     or now - batch.started >= self.batch_seconds
-                    or not messages
+                    or is_idle
                 ):
                     self._flush()
                 if until_caught_up and self._is_caught_up():
@@ -192,7 +248,7 @@ class Loader:
                 if progress is not None and now >= next_report:
                     next_report = now + progress_seconds
                     progress(self._snapshot(started, with_lag=True))
-            if self._batch.messages:
+            if self._batch.size:
                 self._flush()
         except StoreUnavailableError as exc:
             if not self._stop.is_set():
@@ -201,7 +257,7 @@ class Loader:
             # group reads it again; leaving now loses nothing.
             logger.warning(
                 "stopped with %d events not stored (they will be read again): %s",
-                len(self._batch.messages),
+                self._batch.size,
                 exc,
             )
         finally:
@@ -253,7 +309,7 @@ class Loader:
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Store and commit what was read from these partitions before they move."""
-        if self._batch.messages:
+        if self._batch.size:
             try:
                 self._flush(retry=False)
             except StoreUnavailableError as exc:
@@ -271,61 +327,79 @@ class Loader:
         self._has_assignment = False
 
     def _take(self, messages: Sequence[Message]) -> None:
-        """Add a consume call's messages to the batch; note partitions read to their end.
+        """Decode a consume call's messages into the batch, in one pass and in the order the
+        consumer returned them, so that a partition counts as read to its end only if no
+        message of it follows its end-of-partition event.
 
-        The messages before the call's first event (end of partition, error) are taken at
-        once; from that event on, one at a time, so that a partition's end counts only if no
-        message of it follows.
+        A message whose headers are exactly the writer's costs one comparison for them; only
+        other headers are read for their schema version.
         """
-        first_event = next(
-            (index for index, message in enumerate(messages) if message.error() is not None),
-            len(messages),
-        )
-        if first_event:
-            head = messages[:first_event]
-            if not self._batch.messages:
-                self._batch.started = time.monotonic()
-            self._batch.messages.extend(head)
-            if self._at_end:
-                self._at_end.difference_update(
-                    {(m.topic() or "", m.partition() or 0) for m in head}
-                )
-        if first_event < len(messages):
-            self._take_in_order(messages[first_event:])
-
-    def _take_in_order(self, messages: Sequence[Message]) -> None:
-        """Messages and events one at a time, in the order the consumer returned them."""
-        partition_eof = self._kafka.KafkaError._PARTITION_EOF
+        batch = self._batch
+        if not batch.size:
+            batch.started = time.monotonic()
+        parts, rejected, at_end = batch.parts, batch.rejected, self._at_end
+        loads = orjson.loads
+        taken = 0
         for message in messages:
             error = message.error()
-            place = (message.topic() or "", message.partition() or 0)
-            if error is None:
-                if not self._batch.messages:
-                    self._batch.started = time.monotonic()
-                self._batch.messages.append(message)
-                self._at_end.discard(place)
-            elif error.code() == partition_eof:
-                self._at_end.add(place)
-            elif error.fatal():
-                msg = f"Kafka consumer failed: {error.str()}"
-                raise StoreUnavailableError(msg)
-            else:
-                logger.warning("Kafka consumer: %s", error.str())
+            if error is not None:
+                self._event(message, error)
+                continue
+            taken += 1
+            topic = message.topic() or ""
+            partition = message.partition() or 0
+            offset = message.offset() or 0
+            part = parts.get(topic)
+            if part is None:
+                part = parts[topic] = _Part(topic, self.target.kind_of(topic))
+            part.ends[partition] = offset + 1
+            if at_end:
+                at_end.discard((topic, partition))
+            if part.kind is None:
+                rejected.append(_Letter.of(message, f"topic {topic} holds no event kind"))
+                continue
+            headers = message.headers()
+            if headers != part.expected:
+                reason = _schema_problem(part.kind, headers)
+                if reason is not None:
+                    rejected.append(_Letter.of(message, reason))
+                    continue
+                part.headers[len(part.rows)] = headers
+            value = message.value()
+            try:
+                row = loads(value or b"")
+            except orjson.JSONDecodeError as exc:
+                rejected.append(_Letter.of(message, f"not JSON: {exc}"))
+                continue
+            if type(row) is not dict:
+                rejected.append(_Letter.of(message, "not a JSON object"))
+                continue
+            part.rows.append(row)
+            part.sources += (partition, offset, message.key(), value)
+        batch.size += taken
+
+    def _event(self, message: Message, error: KafkaError) -> None:
+        """An end of partition, or an error the consumer reports in place of a message."""
+        if error.code() == self._kafka.KafkaError._PARTITION_EOF:
+            self._at_end.add((message.topic() or "", message.partition() or 0))
+        elif error.fatal():
+            msg = f"Kafka consumer failed: {error.str()}"
+            raise StoreUnavailableError(msg)
+        else:
+            logger.warning("Kafka consumer: %s", error.str())
 
     def _is_caught_up(self) -> bool:
-        return self._has_assignment and not self._batch.messages and self._assigned <= self._at_end
+        return self._has_assignment and not self._batch.size and self._assigned <= self._at_end
 
     # -- the group commit --------------------------------------------------------------------
 
     def _flush(self, *, retry: bool = True) -> None:
         """Store the batch, then commit its offsets; while the store is down, wait and retry."""
         batch = self._batch
-        decoded = _decode(self.target, batch.messages)
-        rejected = decoded.rejected
         backoff = 0.1
         while True:
             try:
-                stored = self._write(decoded)
+                stored = self._write(batch)
                 break
             except StoreUnavailableError as exc:
                 if not retry or self._stop.is_set():
@@ -335,41 +409,47 @@ class Loader:
                 if self._stop.is_set():
                     raise
                 backoff = min(2 * backoff, self.retry_max_seconds)
+        rejected = batch.rejected
         self._dead_letter(rejected)
-        committed = self._commit(decoded.ends)
+        committed = self._commit(batch.parts.values())
         p = self._progress
         self._progress = replace(
             p,
-            consumed=p.consumed + len(batch.messages),
+            consumed=p.consumed + batch.size,
             stored=p.stored + stored,
-            repeated=p.repeated + len(batch.messages) - len(rejected) - stored,
+            repeated=p.repeated + batch.size - len(rejected) - stored,
             dead_lettered=p.dead_lettered + len(rejected),
             commits=p.commits + committed,
         )
         self._batch = _Batch()
 
-    def _write(self, decoded: _Decoded) -> int:
+    def _write(self, batch: _Batch) -> int:
         """Each kind's rows in one idempotent write; a refused write is retried row by row
-        so that only the rows at fault are set aside (added to ``decoded.rejected``)."""
+        so that only the rows at fault are set aside (added to ``batch.rejected``)."""
         stored = 0
-        for kind, rows in decoded.rows.items():
-            if not rows:
-                continue
-            try:
-                stored += self.store.write_events(kind, _in_key_order(rows))
-            except StoreUnavailableError:
-                raise
-            except StoreError:
-                for message, row in zip(decoded.messages[kind], rows, strict=True):
-                    try:
-                        stored += self.store.write_events(kind, [row])
-                    except StoreUnavailableError:
-                        raise
-                    except StoreError as exc:
-                        decoded.rejected.append((message, str(exc)))
+        set_aside = len(batch.rejected)
+        try:
+            for part in batch.parts.values():
+                if part.kind is None or not part.rows:
+                    continue
+                try:
+                    stored += self.store.write_events(part.kind, _in_key_order(part.rows))
+                except StoreUnavailableError:
+                    raise
+                except StoreError:
+                    for index, row in enumerate(part.rows):
+                        try:
+                            stored += self.store.write_events(part.kind, [row])
+                        except StoreUnavailableError:
+                            raise
+                        except StoreError as exc:
+                            batch.rejected.append(part.letter(index, str(exc)))
+        except StoreUnavailableError:
+            del batch.rejected[set_aside:]  # the batch is written again from its start
+            raise
         return stored
 
-    def _dead_letter(self, rejected: list[tuple[Message, str]]) -> None:
+    def _dead_letter(self, rejected: list[_Letter]) -> None:
         """Send refused messages to the dead-letter topic, acknowledged before the commit."""
         if not rejected:
             return
@@ -383,27 +463,26 @@ class Loader:
             if error is not None:
                 failures.append(error)
 
-        for message, reason in rejected:
+        for letter in rejected:
+            source = f"{letter.topic}/{letter.partition}/{letter.offset}"
             logger.error(
                 "event at %s[%s]@%s set aside in %s: %s",
-                message.topic(),
-                message.partition(),
-                message.offset(),
+                letter.topic,
+                letter.partition,
+                letter.offset,
                 self.target.dead_letter_topic,
-                reason,
+                letter.reason,
             )
+            originals = letter.headers or []
             headers = [
-                ("abflow-error", reason.encode()[:1000]),
-                (
-                    "abflow-source",
-                    f"{message.topic()}/{message.partition()}/{message.offset()}".encode(),
-                ),
-                *(message.headers() or []),
+                ("abflow-error", letter.reason.encode()[:1000]),
+                ("abflow-source", source.encode()),
+                *(originals.items() if isinstance(originals, dict) else originals),
             ]
             producer.produce(
                 self.target.dead_letter_topic,
-                message.value(),
-                message.key(),
+                letter.value,
+                letter.key,
                 headers=headers,
                 on_delivery=on_delivery,
             )
@@ -411,15 +490,16 @@ class Loader:
             msg = f"cannot write to the dead-letter topic {self.target.dead_letter_topic}"
             raise StoreUnavailableError(msg)
 
-    def _commit(self, ends: dict[tuple[str, int], int]) -> int:
+    def _commit(self, parts: Iterable[_Part]) -> int:
         """Commit, synchronously, the offset after the last message of each partition."""
         consumer = self._consumer
-        if consumer is None or not ends:
-            return 0
         offsets = [
-            self._kafka.TopicPartition(topic, partition, offset)
-            for (topic, partition), offset in ends.items()
+            self._kafka.TopicPartition(part.topic, partition, end)
+            for part in parts
+            for partition, end in part.ends.items()
         ]
+        if consumer is None or not offsets:
+            return 0
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except self._kafka.KafkaException as exc:
@@ -455,45 +535,6 @@ class Loader:
         except self._kafka.KafkaException:
             return None
         return total
-
-
-def _decode(target: KafkaTarget, messages: Sequence[Message]) -> _Decoded:
-    """Messages as rows by kind, the ones that are not events of a known schema, and where
-    each partition's reading ended: one pass, as this runs once per event."""
-    decoded = _Decoded()
-    rows, kept, rejected, ends = decoded.rows, decoded.messages, decoded.rejected, decoded.ends
-    loads = orjson.loads
-    kinds: dict[str, str | None] = {}
-    expected: dict[str, list[tuple[str, bytes]]] = {}
-    for message in messages:
-        topic = message.topic() or ""
-        ends[topic, message.partition() or 0] = (message.offset() or 0) + 1
-        kind = kinds.get(topic, "")
-        if kind == "":
-            kind = kinds[topic] = target.kind_of(topic)
-            if kind is not None:
-                expected[kind] = [(SCHEMA_HEADER, f"{kind}/{SCHEMA_VERSION}".encode())]
-                rows[kind], kept[kind] = [], []
-        if kind is None:
-            rejected.append((message, f"topic {topic} holds no event kind"))
-            continue
-        headers = message.headers()
-        # The common case, exactly the writer's one header, costs one comparison.
-        reason = None if headers == expected[kind] else _schema_problem(kind, headers)
-        if reason is not None:
-            rejected.append((message, reason))
-            continue
-        try:
-            row = loads(message.value() or b"")
-        except orjson.JSONDecodeError as exc:
-            rejected.append((message, f"not JSON: {exc}"))
-            continue
-        if not isinstance(row, dict):
-            rejected.append((message, "not a JSON object"))
-            continue
-        rows[kind].append(row)
-        kept[kind].append(message)
-    return decoded
 
 
 def _in_key_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
