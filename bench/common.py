@@ -15,10 +15,6 @@ from pathlib import Path
 __all__ = ["cmdline", "free_port", "load_average", "stop_process_group"]
 
 
-GATEWAY_HTTP = "abflow.serving.http_protocol:GatewayHttpProtocol"
-"""uvicorn's ``--http`` for an abflow gateway: the protocol ``abflow serve`` runs."""
-
-
 def free_port() -> int:
     """A loopback port nothing listens on now."""
     with socket.socket() as sock:

@@ -58,13 +58,7 @@ import orjson
 
 from abflow.security.tokens import generate_token, hash_token
 from abflow.serving.demo_models import N_FEATURES
-from common import (
-    GATEWAY_HTTP,
-    cmdline,
-    free_port,
-    load_average,
-    stop_process_group,
-)  # bench/common.py
+from common import cmdline, free_port, load_average, stop_process_group  # bench/common.py
 
 BASELINE_APP = """
 import orjson
@@ -569,7 +563,6 @@ def main() -> None:
                 "b": (
                     [
                         *uvicorn,
-                        *("--http", GATEWAY_HTTP),  # as abflow serve runs it
                         "--workers",
                         str(workers),
                         "--factory",

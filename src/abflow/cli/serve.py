@@ -120,7 +120,7 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="abflow.serving.http_protocol:GatewayHttpProtocol",
+            http="httptools",
             ws="none",
             lifespan="on",
             log_level=log_level.lower(),
