@@ -172,11 +172,12 @@ def test_rows_go_to_the_store_in_key_order_and_a_refused_row_keeps_its_message()
     loader = Loader(TARGET, store, create_topics=False)
     loader._take(messages)
 
-    assert loader._write(loader._batch) == len(messages) - 1
+    stored, [letter] = loader._write(loader._batch)
+    assert stored == len(messages) - 1
     read_order = [orjson.loads(m.value())["event_id"] for m in messages]
     assert store.writes[0] == sorted(read_order)
     assert store.writes[1:] == [[event_id] for event_id in read_order]  # then one by one
-    [letter] = loader._batch.rejected
+    assert loader._batch.rejected == []  # decoding set nothing aside
     bad = messages[4 + 2]
     assert (letter.topic, letter.partition, letter.offset) == ("t.exposure", 1, 2)
     assert (letter.key, letter.value, letter.headers) == (bad.key(), bad.value(), bad.headers())
@@ -221,8 +222,25 @@ def test_a_write_interrupted_by_an_outage_sets_nothing_aside_twice() -> None:
     with pytest.raises(StoreUnavailableError):
         loader._write(batch)  # the row-by-row pass had set row 2 aside when the store went down
     assert [letter.offset for letter in batch.rejected] == [4]  # what decoding set aside
-    assert loader._write(batch) == 3
-    assert [letter.offset for letter in batch.rejected] == [4, 2]
+    stored, refused = loader._write(batch)
+    assert stored == 3
+    assert [letter.offset for letter in refused] == [2]
+    assert [letter.offset for letter in loader._write(batch)[1]] == [2]  # written again: once
+    assert [letter.offset for letter in batch.rejected] == [4]
+
+
+def test_a_row_after_a_dropped_message_with_other_headers_keeps_its_own_headers() -> None:
+    odd = [("abflow-schema", b"exposure/1"), ("trace", b"T0")]
+    messages = [
+        kafka.Message(topic="t.exposure", partition=0, offset=0, value=b"{no", headers=odd),
+        _message("t.exposure", 0, 1, orjson.dumps({**_row(1), "variant": "bad"}), b"exposure/1"),
+    ]
+    loader = Loader(TARGET, _Recording(), create_topics=False)
+    loader._take(messages)
+
+    _, [letter] = loader._write(loader._batch)
+    assert letter.offset == 1
+    assert letter.headers == messages[1].headers()
 
 
 def test_a_batch_holds_no_message_and_nothing_the_garbage_collector_tracks_per_row() -> None:

@@ -359,12 +359,12 @@ class Loader:
                 rejected.append(_Letter.of(message, f"topic {topic} holds no event kind"))
                 continue
             headers = message.headers()
-            if headers != part.expected:
+            is_odd = headers != part.expected
+            if is_odd:
                 reason = _schema_problem(part.kind, headers)
                 if reason is not None:
                     rejected.append(_Letter.of(message, reason))
                     continue
-                part.headers[len(part.rows)] = headers
             value = message.value()
             try:
                 row = loads(value or b"")
@@ -374,6 +374,8 @@ class Loader:
             if type(row) is not dict:
                 rejected.append(_Letter.of(message, "not a JSON object"))
                 continue
+            if is_odd:  # kept by the row's index, so only once the row is kept
+                part.headers[len(part.rows)] = headers
             part.rows.append(row)
             part.sources += (partition, offset, message.key(), value)
         batch.size += taken
@@ -399,7 +401,7 @@ class Loader:
         backoff = 0.1
         while True:
             try:
-                stored = self._write(batch)
+                stored, refused = self._write(batch)
                 break
             except StoreUnavailableError as exc:
                 if not retry or self._stop.is_set():
@@ -409,7 +411,7 @@ class Loader:
                 if self._stop.is_set():
                     raise
                 backoff = min(2 * backoff, self.retry_max_seconds)
-        rejected = batch.rejected
+        rejected = batch.rejected + refused  # a batch flushed again refuses its rows again
         self._dead_letter(rejected)
         committed = self._commit(batch.parts.values())
         p = self._progress
@@ -423,31 +425,28 @@ class Loader:
         )
         self._batch = _Batch()
 
-    def _write(self, batch: _Batch) -> int:
+    def _write(self, batch: _Batch) -> tuple[int, list[_Letter]]:
         """Each kind's rows in one idempotent write; a refused write is retried row by row
-        so that only the rows at fault are set aside (added to ``batch.rejected``)."""
+        so that only the rows at fault are set aside. Returns the rows stored and the
+        letters of those the store refused (``batch`` keeps only what decoding set aside)."""
         stored = 0
-        set_aside = len(batch.rejected)
-        try:
-            for part in batch.parts.values():
-                if part.kind is None or not part.rows:
-                    continue
-                try:
-                    stored += self.store.write_events(part.kind, _in_key_order(part.rows))
-                except StoreUnavailableError:
-                    raise
-                except StoreError:
-                    for index, row in enumerate(part.rows):
-                        try:
-                            stored += self.store.write_events(part.kind, [row])
-                        except StoreUnavailableError:
-                            raise
-                        except StoreError as exc:
-                            batch.rejected.append(part.letter(index, str(exc)))
-        except StoreUnavailableError:
-            del batch.rejected[set_aside:]  # the batch is written again from its start
-            raise
-        return stored
+        refused: list[_Letter] = []
+        for part in batch.parts.values():
+            if part.kind is None or not part.rows:
+                continue
+            try:
+                stored += self.store.write_events(part.kind, _in_key_order(part.rows))
+            except StoreUnavailableError:
+                raise
+            except StoreError:
+                for index, row in enumerate(part.rows):
+                    try:
+                        stored += self.store.write_events(part.kind, [row])
+                    except StoreUnavailableError:
+                        raise
+                    except StoreError as exc:
+                        refused.append(part.letter(index, str(exc)))
+        return stored, refused
 
     def _dead_letter(self, rejected: list[_Letter]) -> None:
         """Send refused messages to the dead-letter topic, acknowledged before the commit."""
