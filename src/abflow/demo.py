@@ -44,6 +44,11 @@ FEATURES = ("amount_z", "velocity", "account_age", "device_score", "geo_mismatch
             "basket_z", "merchant_risk")  # fmt: skip
 COUNTRIES = ("NL", "DE", "FR", "US")
 DEVICES = ("ios", "android", "web")
+MODEL_TIMEOUT_MS = 60_000.0
+"""The demo's model timeout. It replays a week of traffic as fast as the machine allows, in
+bursts; on a slow or busy machine a model call can wait a second behind the others, and a
+timeout would turn it into a fallback, so the same seed would no longer give the same
+results. The gateway's own default (1 s) is for live traffic."""
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 
 
@@ -315,7 +320,9 @@ async def _traffic(
     sink = _SimulatedClock(EventLog(url, journal))
     tokens = InMemoryTokenStore()
     token, _ = create_token(tokens, "demo", Role.ADMIN)
-    settings = GatewaySettings(store_url=url, journal_dir=journal)
+    settings = GatewaySettings(
+        store_url=url, journal_dir=journal, backend_timeout_ms=MODEL_TIMEOUT_MS
+    )
     config = GatewayConfig(experiments=[spec], default_experiment=key, store_url=url)
     app = create_app(settings, config=config, events=sink, tokens=tokens)
     rng = np.random.default_rng(options.seed)
@@ -616,7 +623,11 @@ async def _drift_traffic(
     sink = _BufferedEvents()
     tokens = InMemoryTokenStore()
     token, _ = create_token(tokens, "demo", Role.ADMIN)
-    settings = GatewaySettings(store_url=None, journal_dir=options.workdir / "journal")
+    settings = GatewaySettings(
+        store_url=None,
+        journal_dir=options.workdir / "journal",
+        backend_timeout_ms=MODEL_TIMEOUT_MS,
+    )
     config = GatewayConfig(experiments=[spec], default_experiment=spec.key)
     app = create_app(settings, config=config, events=sink, tokens=tokens, catalog=InMemoryCatalog())
     rng = np.random.default_rng(options.seed)
