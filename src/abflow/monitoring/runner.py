@@ -7,11 +7,6 @@ registry that cannot be reached is reported and the variant falls back to the wi
 the reference window; then :func:`~abflow.monitoring.monitor.monitor_experiment` computes and
 saves the recent windows and the gauges are set from its records. An experiment that cannot
 be monitored is reported and counted; the others still are.
-
-A process that does not run the passes copies the stored results into its gauges
-(:meth:`MonitorRunner.publish_stored`). That costs one query per interval while no pass has
-ended since the last copy (each experiment's newest stored window, which a pass saves last),
-and otherwise one query for each measure's latest verdict instead of the whole history.
 """
 
 from __future__ import annotations
@@ -32,13 +27,7 @@ from abflow.monitoring.feature_files import Columns, read_columns
 from abflow.monitoring.monitor import MonitorOptions, WindowReport, monitor_experiment
 from abflow.monitoring.monitor_metrics import MonitorMetrics
 from abflow.spec import ExperimentSpec, MonitoringSpec
-from abflow.store.monitoring import (
-    HistoryMark,
-    LatestVerdicts,
-    history_marks,
-    latest_verdicts,
-    sample_windows,
-)
+from abflow.store.monitoring import monitor_history, sample_windows
 
 __all__ = ["ExperimentPass", "MonitorRunner", "ReferenceSource", "TrainingSample"]
 
@@ -67,16 +56,6 @@ class ExperimentPass:
     error: AbflowError | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Copy:
-    """The stored results a process last read for its gauges: the history's mark then, and
-    the verdicts from ``since`` on."""
-
-    mark: HistoryMark
-    since: float
-    verdicts: LatestVerdicts
-
-
 class MonitorRunner:
     """Runs passes over a store's experiments and publishes their gauges.
 
@@ -100,7 +79,6 @@ class MonitorRunner:
         self._warn = warn
         self._samples: dict[str, Columns | None] = {}  # by model reference
         self._downloads: tempfile.TemporaryDirectory[str] | None = None
-        self._copies: dict[str, _Copy] = {}  # by experiment key
 
     def close(self) -> None:
         """Remove the downloaded training samples."""
@@ -144,34 +122,15 @@ class MonitorRunner:
 
     def publish_stored(self, keys: Sequence[str] | None = None) -> None:
         """Set the gauges from the results another process saved: the windows a pass would
-        have published, at the time they were computed.
-
-        An experiment's results are read again only when its newest stored window changed
-        since the last read (:func:`~abflow.store.monitoring.history_marks`), and then only
-        each measure's latest verdict; otherwise the gauges are set again from the last read.
-        A pass saves an experiment's newest window last, so windows an unfinished pass saved
-        are copied with the next pass that ends (the holder publishes none of them either).
-        """
-        specs = {stored.spec.key: stored.spec for stored in self.store.list_experiments()}
-        wanted = list(keys) if keys else list(specs)
-        marks = history_marks(self.store, wanted)  # before the reads: a pass may end between
-        for key in wanted:
-            spec = specs[key] if key in specs else self.store.get_experiment(key).spec
-            mark = marks.get(key)
-            if mark is None:  # no results stored
-                self._copies.pop(key, None)
-                continue
+        have published, at the time they were computed."""
+        for key in keys or self.experiment_keys():
+            spec = self.store.get_experiment(key).spec
             width = (spec.monitoring or MonitoringSpec()).window_hours * 3600.0
             since = time.time() - (self.options.lookback_windows + 1) * width
-            copy = self._copies.get(key)
-            if copy is not None and copy.mark == mark and copy.since <= since:
-                verdicts = copy.verdicts.since(since)
-            else:
-                verdicts = latest_verdicts(self.store, key, since=since)
-                self._copies[key] = _Copy(mark, since, verdicts)
-            if verdicts.computed_at:
-                computed = max(verdicts.computed_at.values())
-                self.metrics.publish(key, verdicts.records, computed)
+            records = monitor_history(self.store, key, since=since)
+            if records:
+                computed = max(record.computed_at for record in records)
+                self.metrics.publish(key, records, computed)
 
     def _training_references(
         self, spec: ExperimentSpec, fetch: TrainingSample

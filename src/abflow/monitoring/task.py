@@ -8,9 +8,7 @@ loop keeps serving, renews the lease while the pass runs, and afterwards keeps i
 next pass is due: across the replicas there is one pass per interval, by whichever holds the
 lease, and when that process dies another takes over once the lease expires. A process that
 does not get the lease copies the stored results into its gauges instead, so every worker's
-and replica's ``/metrics`` shows the same figures; it reads them again only once a pass has
-ended, and then only each measure's latest verdict
-(:meth:`~abflow.monitoring.runner.MonitorRunner.publish_stored`).
+and replica's ``/metrics`` shows the same figures.
 
 A pass that takes longer than the interval is followed by the next one at once, never by two
 at the same time. Failures are counted (``abflow_monitor_errors_total``) and logged at most

@@ -4,14 +4,11 @@ Reads: a window's sample per variant (its ``max_samples`` rows of lowest priorit
 :mod:`abflow.events.sampling`) and, once labels arrive, each variant's confusion counts over
 the window's predictions. Writes: the monitor's results for a window, replacing any earlier
 computation of the same window in one transaction, so the history holds the latest figure of
-every window. :func:`monitor_history` is what dashboards and reports read;
-:func:`history_marks` and :func:`latest_verdicts` are what a gateway process that copies the
-monitor's gauges reads, the first every interval, the second when the first changed.
+every window. :func:`monitor_history` is what dashboards and reports read.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -27,14 +24,10 @@ from abflow.store.schema import feature_samples, monitor_results, outcomes, pred
 __all__ = [
     "DEFAULT_VARIANT",
     "REFERENCES",
-    "HistoryMark",
-    "LatestVerdicts",
     "MonitorRecord",
     "QualityCounts",
     "WindowSample",
-    "history_marks",
     "latest_alarms",
-    "latest_verdicts",
     "monitor_history",
     "quality_counts",
     "sample_windows",
@@ -251,117 +244,6 @@ def monitor_history(
             query = query.where(r.c.window_start >= since)
         query = query.order_by(r.c.window_start, r.c.kind, r.c.variant, r.c.feature, r.c.method)
         return [_record(row._mapping) for row in connection.execute(query)]
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryMark:
-    """An experiment's newest stored window: its start, when it was computed, how many rows
-    it has and its highest row id. A pass saves its windows oldest first, so the mark changes
-    whenever a pass over the experiment ends."""
-
-    window_start: float
-    computed_at: float
-    n: int
-    last_seq: int
-
-
-_MARKS_PER_STATEMENT = 100
-"""Experiments per statement of :func:`history_marks` (SQLite allows 500 parts in a
-``UNION``)."""
-
-
-@functools.cache
-def _marks_query(n: int) -> sa.Select[Any] | sa.CompoundSelect[Any]:
-    """The marks of ``n`` experiments, bound as ``key_0`` … (built once per size)."""
-    r = monitor_results
-    parts = []
-    for i in range(n):
-        key = sa.bindparam(f"key_{i}", type_=r.c.experiment_key.type)
-        newest = sa.select(sa.func.max(r.c.window_start)).where(r.c.experiment_key == key)
-        parts.append(
-            sa.select(
-                key.label("experiment_key"),
-                r.c.window_start,
-                sa.func.max(r.c.computed_at).label("computed_at"),
-                sa.func.count().label("n"),
-                sa.func.max(r.c.seq).label("last_seq"),
-            )
-            .where(r.c.experiment_key == key, r.c.window_start == newest.scalar_subquery())
-            .group_by(r.c.window_start)
-        )
-    return parts[0] if n == 1 else sa.union_all(*parts)
-
-
-def history_marks(target: StoreTarget, experiment_keys: Sequence[str]) -> dict[str, HistoryMark]:
-    """Each experiment's :class:`HistoryMark`, by key (none for an experiment without
-    results): one index lookup per experiment, in one statement per hundred experiments."""
-    keys = list(dict.fromkeys(experiment_keys))
-    found: dict[str, HistoryMark] = {}
-    with translating("read monitor history marks"), connect(target).connect() as connection:
-        for i in range(0, len(keys), _MARKS_PER_STATEMENT):
-            chunk = keys[i : i + _MARKS_PER_STATEMENT]
-            values = {f"key_{j}": key for j, key in enumerate(chunk)}
-            for row in connection.execute(_marks_query(len(chunk)), values):
-                found[str(row.experiment_key)] = HistoryMark(
-                    float(row.window_start), float(row.computed_at), int(row.n), int(row.last_seq)
-                )
-    return found
-
-
-@dataclass(frozen=True, slots=True)
-class LatestVerdicts:
-    """What the monitor's gauges take from an experiment's history from a time on: for each
-    measure (kind, variant, feature and method) the record of its newest window with a value,
-    oldest window first, and when each window was computed (window start to ``computed_at``).
-    """
-
-    records: list[MonitorRecord]
-    computed_at: dict[float, float]
-
-    def since(self, start: float) -> LatestVerdicts:
-        """The same from ``start`` on, for a ``start`` no earlier than the one read from: a
-        measure whose newest verdict is older than ``start`` has none in between either."""
-        return LatestVerdicts(
-            [record for record in self.records if record.window_start >= start],
-            {window: at for window, at in self.computed_at.items() if window >= start},
-        )
-
-
-def latest_verdicts(target: StoreTarget, experiment_key: str, *, since: float) -> LatestVerdicts:
-    """The experiment's :class:`LatestVerdicts` from ``since`` on: a row per measure and one
-    per window instead of the whole history (the store is at the current schema revision)."""
-    r = monitor_results
-    ranged = (r.c.experiment_key == experiment_key, r.c.window_start >= since)
-    measure = (r.c.kind, r.c.variant, r.c.feature, r.c.method)
-    newest = (
-        sa.select(*measure, sa.func.max(r.c.window_start).label("window_start"))
-        .where(*ranged, r.c.value.is_not(None))
-        .group_by(*measure)
-        .subquery()
-    )
-    verdicts = (
-        sa.select(*(r.c[name] for name in _FIELDS))
-        .join(
-            newest,
-            sa.and_(
-                r.c.window_start == newest.c.window_start,
-                *(column == newest.c[column.name] for column in measure),
-            ),
-        )
-        .where(*ranged)
-        .order_by(r.c.window_start, *measure)
-    )
-    windows = (
-        sa.select(r.c.window_start, sa.func.max(r.c.computed_at).label("computed_at"))
-        .where(*ranged)
-        .group_by(r.c.window_start)
-    )
-    with translating("read the latest monitor verdicts"), connect(target).connect() as connection:
-        records = [_record(row._mapping) for row in connection.execute(verdicts)]
-        computed_at = {
-            float(row.window_start): float(row.computed_at) for row in connection.execute(windows)
-        }
-    return LatestVerdicts(records, computed_at)
 
 
 def latest_alarms(
