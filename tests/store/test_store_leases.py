@@ -26,6 +26,29 @@ class Clock:
         return self.now
 
 
+def race_once(holders: list[Lease], seconds: float) -> list[str]:
+    """The holders that got the lease when all of them asked at once."""
+    won: list[str] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(holders))
+
+    def race(lease: Lease) -> None:
+        try:
+            start.wait()
+            if lease.acquire(seconds):
+                won.append(lease.holder)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=race, args=(lease,)) for lease in holders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    return won
+
+
 def test_one_holder_until_it_expires_or_lets_go(store: EventStore) -> None:
     clock = Clock()
     first = Lease(store, "job", "a", clock=clock)
@@ -51,25 +74,7 @@ def test_one_holder_until_it_expires_or_lets_go(store: EventStore) -> None:
 def test_racing_holders_get_it_once(store: EventStore) -> None:
     clock = Clock()
     holders = [Lease(store, "job", f"h{i}", clock=clock) for i in range(4)]
-    won: list[str] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(holders))
-
-    def race(lease: Lease) -> None:
-        try:
-            start.wait()
-            if lease.acquire(10.0):
-                won.append(lease.holder)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=race, args=(lease,)) for lease in holders]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    assert len(won) == 1
+    assert len(race_once(holders, 10.0)) == 1
 
 
 def test_a_lease_needs_a_name_a_holder_and_a_positive_time(store: EventStore) -> None:
@@ -98,29 +103,6 @@ class RefusedStatements:
     def close(self) -> None:
         event.remove(self._engine, "handle_error", self._on_error)
         event.remove(self._engine, "rollback", self._on_rollback)
-
-
-def race_once(holders: list[Lease], seconds: float) -> list[str]:
-    """The holders that got the lease when all of them asked at once."""
-    won: list[str] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(len(holders))
-
-    def race(lease: Lease) -> None:
-        try:
-            start.wait()
-            if lease.acquire(seconds):
-                won.append(lease.holder)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=race, args=(lease,)) for lease in holders]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
-    return won
 
 
 def test_contended_acquires_make_the_database_refuse_nothing(store: EventStore) -> None:
