@@ -17,7 +17,6 @@ environment cannot be built (no network), the tests skip with the reason.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from sqlalchemy.sql.util import find_tables
 
 from abflow.store.dialects import json_text
 from abflow.store.schema import exposures
+from cached_envs import ensure_env
 
 # slow: a first run builds the environment (about 40 s); Spark then takes 30-50 s on two busy cores.
 pytestmark = pytest.mark.slow
@@ -65,14 +65,7 @@ class SparkRun:
 def _environment_python() -> Path:
     if shutil.which("java") is None:
         pytest.skip("no Java runtime on the PATH, so Spark SQL cannot run here")
-    path = HERE.parent / "integrations" / "orchestrator_envs.py"
-    spec = importlib.util.spec_from_file_location("orchestrator_envs", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    built: Path = module.ensure_env("spark", HERE)
-    return built / "bin" / "python"
+    return ensure_env("spark", HERE) / "bin" / "python"
 
 
 def _databricks() -> Any:

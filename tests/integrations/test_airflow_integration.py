@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 from abflow_store import PER_ARM, build_store
-from orchestrator_envs import abflow_bin, ensure_env
+
+from cached_envs import abflow_bin, ensure_env
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from orchestrator_envs import STAMP, ensure_env, env_path
+
+from cached_envs import STAMP, ensure_env, env_path
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from abflow_store import build_store
-from orchestrator_envs import abflow_bin, ensure_env
+
+from cached_envs import abflow_bin, ensure_env
 
 pytestmark = pytest.mark.slow
 

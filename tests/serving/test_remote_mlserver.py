@@ -9,7 +9,6 @@ declared input is. MLServer picks ``predict_proba`` when the request names that 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -27,6 +26,7 @@ from model_server import free_port
 
 from abflow.security.roles import Role
 from abflow.serving.backends import BackendOptions
+from cached_envs import ensure_env
 
 # slow: a first run builds the environment; MLServer then takes 10-30 s to start.
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -52,17 +52,6 @@ print(json.dumps([float(model.predict_proba(row[None, :])[0, 1]) for row in rows
 """
 
 
-def _environment() -> Path:
-    path = HERE.parent / "integrations" / "orchestrator_envs.py"
-    spec = importlib.util.spec_from_file_location("orchestrator_envs", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    built: Path = module.ensure_env("mlserver", HERE)
-    return built
-
-
 def _run(python: Path, script: str, *args: str) -> str:
     done = subprocess.run(
         [str(python), "-c", script, *args], capture_output=True, text=True, timeout=600
@@ -74,7 +63,7 @@ def _run(python: Path, script: str, *args: str) -> str:
 @pytest.fixture(scope="module")
 def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
     """(infer URL, the environment's python, the pickled model); always stopped."""
-    env = _environment()
+    env = ensure_env("mlserver", HERE)
     python = env / "bin" / "python"
     folder = tmp_path_factory.mktemp("mlserver")
     model_path = folder / "fraud" / "model.joblib"

@@ -1,7 +1,10 @@
-"""Separate virtual environments for Airflow and Prefect, built once and cached.
+"""Separate virtual environments for the tests, built once and cached.
 
-abflow never goes into these environments (Airflow pins packages abflow needs newer): the
-tests run the orchestrator there and abflow from the main environment, across the CLI.
+Airflow, Prefect, MLServer and pyspark cannot share abflow's environment (Airflow pins
+packages abflow needs newer, MLServer wants its own uvloop and sklearn runtime, pyspark a
+JVM of its own): the tests run them there, and abflow from the main environment across the
+CLI or HTTP. Each test folder keeps the pinned ``requirements-<name>.txt`` of its
+environments.
 Each environment lives in ``$ABFLOW_TEST_ENVS`` (default ``~/.cache/abflow-test-envs``) under
 a name that hashes its pinned requirements and the Python version, so a changed pin builds a
 new one and later runs reuse it. A build that fails (no network) skips the tests, or fails
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
+INTEGRATIONS = Path(__file__).parent / "integrations"
 BUILD_TIMEOUT_SECONDS = 1200
 STAMP = ".abflow-complete"
 
@@ -32,7 +35,7 @@ def envs_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "abflow-test-envs"
 
 
-def env_path(name: str, folder: Path = HERE) -> Path:
+def env_path(name: str, folder: Path = INTEGRATIONS) -> Path:
     """The folder of environment ``name`` for its requirements file in ``folder``."""
     requirements = folder / f"requirements-{name}.txt"
     digest = hashlib.sha256(requirements.read_bytes())
@@ -59,7 +62,7 @@ def _build_commands(target: Path, requirements: Path) -> list[list[str]]:
     ]
 
 
-def ensure_env(name: str, folder: Path = HERE) -> Path:
+def ensure_env(name: str, folder: Path = INTEGRATIONS) -> Path:
     """The built environment ``name``; builds it under a lock when it is not there yet."""
     target = env_path(name, folder)
     if (target / STAMP).exists():
