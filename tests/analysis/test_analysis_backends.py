@@ -1,4 +1,5 @@
-"""The same events give the same analysis on SQLite, DuckDB and PostgreSQL."""
+"""The same events give the same analysis on SQLite, DuckDB, PostgreSQL and ClickHouse,
+breakdowns by string, boolean and integer attributes included."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from analysis_support import SPEC, START, Events, register, simulate, write
 from numpy.testing import assert_allclose
@@ -16,15 +18,28 @@ from abflow.spec import parse_experiment
 PHASES = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": START}]
 
 
+DIMENSIONS = ["country", "premium", "tier"]
+
+
 @pytest.fixture(scope="module")
 def events() -> Events:
-    return simulate(np.random.default_rng(3), units=300)
+    """Each unit also has a boolean and an integer attribute (JSON true/false and 0-2)."""
+    simulated = simulate(np.random.default_rng(3), units=300)
+    rng = np.random.default_rng(4)
+    extra: dict[str, dict[str, Any]] = {}
+    for exposure in simulated.exposures:
+        unit = exposure["unit_id"]
+        if unit not in extra:
+            extra[unit] = {"premium": bool(rng.random() < 0.4), "tier": int(rng.integers(3))}
+        attributes = orjson.loads(exposure["attributes_json"]) | extra[unit]
+        exposure["attributes_json"] = orjson.dumps(attributes).decode()
+    return simulated
 
 
 def _run(url: str, events: Events) -> ExperimentResult:
     write(url, events)
     register(url, parse_experiment(SPEC), PHASES)
-    return analyze(url, "checkout", dimensions=["country"])
+    return analyze(url, "checkout", dimensions=DIMENSIONS)
 
 
 def _numbers(result: ExperimentResult) -> list[float]:
@@ -58,6 +73,24 @@ def test_duckdb_matches_sqlite(events: Events, reference: ExperimentResult, tmp_
 @pytest.mark.postgres
 def test_postgres_matches_sqlite(events: Events, reference: ExperimentResult, pg_url: str) -> None:
     _same(_run(pg_url, events), reference)
+
+
+def test_breakdowns_by_boolean_and_integer_attributes_count_every_unit(
+    events: Events, reference: ExperimentResult
+) -> None:
+    """Labels are the values as JSON text on every engine (SQLite's own extraction gives 1
+    and 0 for true and false), and each segment holds the units that have its value."""
+    units: dict[tuple[str, str], set[str]] = {}
+    for exposure in events.exposures:
+        attributes = orjson.loads(exposure["attributes_json"])
+        for name in DIMENSIONS:
+            label = orjson.dumps(attributes[name]).decode().strip('"')
+            units.setdefault((name, label), set()).add(exposure["unit_id"])
+    for name, labels in (("premium", {"false", "true"}), ("tier", {"0", "1", "2"})):
+        rows = [row for row in reference.breakdowns if row.dimension == name]
+        assert {row.value for row in rows} == labels
+        for row in rows:
+            assert row.control_units + row.treatment_units == len(units[(name, row.value)])
 
 
 def test_numbers_are_not_trivially_equal(reference: ExperimentResult) -> None:

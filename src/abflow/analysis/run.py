@@ -412,13 +412,15 @@ class MetricRun:
             window=self.window,
             dimension=dimension,
         )
-        segments = sorted({str(value) for (_, value) in groups}, key=str)
+        # Keyed by the label a report shows (the value as text), whatever type the engine gave
+        by_label = {(variant, str(value)): stats for (variant, value), stats in groups.items()}
+        segments = sorted({label for (_, label) in by_label})
         rows: list[BreakdownRow] = []
         for segment in segments:
             for plan in plans:
-                control = groups.get((self.control, segment if segment != "None" else None))
+                control = by_label.get((self.control, segment))
                 for name in self.variants[1:]:
-                    treatment = groups.get((name, segment if segment != "None" else None))
+                    treatment = by_label.get((name, segment))
                     if control is None or treatment is None:
                         continue
                     c_stats, t_stats = stats_for(plan, control), stats_for(plan, treatment)

@@ -28,7 +28,16 @@ Extract = Callable[[sa.ColumnElement[Any], str], sa.ColumnElement[Any]]
 
 
 def _sqlite(column: sa.ColumnElement[Any], key: str) -> sa.ColumnElement[Any]:
-    return sa.func.json_extract(column, f"$.{key}")
+    # json_extract gives SQL values: 1 and 0 for true and false, numbers as numbers. The
+    # other engines give text, so a boolean is 'true' or 'false' here too.
+    path = f"$.{key}"
+    kind = sa.func.json_type(column, path)
+    extracted: sa.ColumnElement[Any] = sa.case(
+        (kind == "true", "true"),
+        (kind == "false", "false"),
+        else_=sa.cast(sa.func.json_extract(column, path), sa.String),
+    )
+    return extracted
 
 
 def _duckdb(column: sa.ColumnElement[Any], key: str) -> sa.ColumnElement[Any]:
