@@ -419,7 +419,9 @@ class ExperimentSpec(_Spec):
     key: Annotated[str, Field(pattern=_KEY_PATTERN)]
     name: str = ""
     unit: Annotated[str, Field(min_length=1)] = "user_id"
-    seed: str | None = Field(default=None, description="hash seed; defaults to the key")
+    seed: str | None = Field(
+        default=None, description="hash seed; defaults to the key (an empty seed too)"
+    )
     hash_version: Literal[1, 2] = 2
     variants: list[VariantSpec] = Field(min_length=2)
     weights: list[float] | None = Field(default=None, description="defaults to equal weights")
@@ -466,7 +468,9 @@ class ExperimentSpec(_Spec):
 
     @property
     def hash_seed(self) -> str:
-        return self.seed if self.seed is not None else self.key
+        """The seed hashed with each unit: the key when none is set or it is empty, as
+        GrowthBook's SDKs do (``seed || key``)."""
+        return self.seed or self.key
 
     @property
     def control(self) -> VariantSpec:

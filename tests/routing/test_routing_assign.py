@@ -126,10 +126,61 @@ def test_reasons_in_decision_order() -> None:
     ("value", "text"),
     [("abc", "abc"), (42, "42"), (7.0, "7"), (2.5, "2.5"), (-3, "-3"), ("", None), (0, None),
      (True, None), (None, None), (float("nan"), None), (["a"], None),
-     (np.int64(42), "42"), (np.float32(2.5), "2.5"), (np.bool_(True), None)],
+     (np.int64(42), "42"), (np.float32(2.5), "2.5"), (np.bool_(True), None),
+     # JavaScript's String(number): exponents below 1e-6 and from 1e21, integers as doubles
+     (1.5e-7, "1.5e-7"), (1e-6, "0.000001"), (1e21, "1e+21"), (10**21, "1e+21"),
+     (123.456, "123.456"), (2**53 + 1, "9007199254740992"), (10**400, None)],
 )  # fmt: skip
 def test_unit_text(value: Any, text: str | None) -> None:
     assert unit_text(value) == text
+
+
+TWO_ARMS = {"key": "k", "unit": "id", "variants": [
+    {"name": "a", "model": "models:/m/1"}, {"name": "b", "model": "models:/m/2"}]}  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False).filter(bool),
+        st.integers(min_value=-(2**53), max_value=2**53).filter(bool),
+    ),
+    st.sampled_from([1, 2]),
+)
+def test_numeric_unit_ids_route_as_the_growthbook_sdk_routes_them(
+    unit: float, hash_version: int
+) -> None:
+    from growthbook import Experiment, GrowthBook
+
+    spec = parse_experiment({**TWO_ARMS, "hash_version": hash_version})
+    ours = assign(spec, {"id": unit})
+    theirs = GrowthBook(attributes={"id": unit}).run(
+        Experiment(key="k", variations=[0, 1], hashVersion=hash_version)
+    )
+    assert (ours.in_experiment, ours.index) == (
+        theirs.inExperiment,
+        theirs.variationId if theirs.inExperiment else -1,
+    )
+
+
+def test_an_empty_seed_hashes_with_the_key_as_growthbook_does() -> None:
+    from growthbook import Experiment, GrowthBook
+
+    empty, unset = parse_experiment({**TWO_ARMS, "seed": ""}), parse_experiment(TWO_ARMS)
+    assert empty.hash_seed == "k"
+    moved = 0
+    for n in range(200):
+        unit = f"u{n}"
+        theirs = GrowthBook(attributes={"id": unit}).run(
+            Experiment(key="k", variations=[0, 1], seed="", hashVersion=2)
+        )
+        assert (
+            assign(empty, {"id": unit}).index
+            == theirs.variationId
+            == assign(unset, {"id": unit}).index
+        )
+        moved += bucket_hash("", unit) != bucket_hash("k", unit)
+    assert moved > 150  # hashing with "" would have put units elsewhere
 
 
 def test_numeric_unit_ids_hash_like_their_text() -> None:

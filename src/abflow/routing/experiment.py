@@ -52,6 +52,7 @@ from abflow.routing.filters import CompiledFilter, compile_filters
 from abflow.routing.hashing import Range, _fnv1a32_python, bucket_ranges, in_namespace
 from abflow.spec import ExperimentSpec
 from abflow.targeting.conditions import SavedGroups, eval_condition
+from abflow.targeting.js_values import to_text
 
 __all__ = [
     "REASONS",
@@ -98,20 +99,24 @@ class Assignment:
 def unit_text(value: Any) -> str | None:
     """The string a unit attribute is hashed as, or None when it cannot identify a unit.
 
-    Strings hash as themselves; finite non-zero numbers as JavaScript prints them (``7``,
-    ``2.5``), as GrowthBook's SDKs do; empty strings, zero, booleans and anything else count
-    as missing.
+    Strings hash as themselves; finite non-zero numbers as JavaScript's ``String(number)``
+    prints them (``7``, ``2.5``, ``1.5e-7``, ``1e+21``; an integer past 2**53 as the double
+    it becomes), as GrowthBook's SDKs do; empty strings, zero, booleans, numbers beyond a
+    double's range (JavaScript's Infinity) and anything else count as missing.
     """
     if isinstance(value, str):
         return value or None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
-    value = int(value) if isinstance(value, numbers.Integral) else float(value)
-    if value == 0 or not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a double
         return None
-    if isinstance(value, int) or value.is_integer():
-        return str(int(value))
-    return repr(value)
+    if number == 0 or not math.isfinite(number):
+        return None
+    if number.is_integer() and abs(number) <= 2**53:  # exact: the shortest digits are all
+        return str(int(number))
+    return to_text(number)  # shortest round-trip digits (4.2280942458412416e16 → …420)
 
 
 class CompiledExperiment:
