@@ -544,12 +544,14 @@ def _cross_field_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
             problems.append(
                 ("weights", f"{len(spec.weights)} weights for {len(names)} variants; give one each")
             )
-        for index, weight in enumerate(spec.weights):
-            if not math.isfinite(weight) or weight < 0 or weight > 1:
-                problems.append((f"weights[{index}]", f"weight {weight} must be between 0 and 1"))
-        total = math.fsum(spec.weights)
-        if abs(total - 1.0) > WEIGHT_TOLERANCE:
-            problems.append(("weights", f"weights sum to {total:g}, expected 1"))
+        out_of_range = [i for i, weight in enumerate(spec.weights) if not 0 <= weight <= 1]
+        for index in out_of_range:  # NaN too
+            weight = spec.weights[index]
+            problems.append((f"weights[{index}]", f"weight {weight} must be between 0 and 1"))
+        if not out_of_range:  # each in [0, 1], the sum cannot overflow (1e308 + 1e308 does)
+            total = math.fsum(spec.weights)
+            if abs(total - 1.0) > WEIGHT_TOLERANCE:
+                problems.append(("weights", f"weights sum to {total:g}, expected 1"))
 
     for unit_id, variant in spec.forced.items():
         if variant not in seen:

@@ -90,6 +90,10 @@ async def test_revoked_tokens_stop_working(
         ({"unit_id": ["u1"], "features": ROW}, 422, "unit_id"),
         ({"unit_id": "u" * 257, "features": ROW}, 422, "unit_id"),
         ({"attributes": {"user_id": "u" * 257}, "features": ROW}, 422, "attributes.user_id"),
+        *(
+            ({"attributes": {"user_id": unit}, "features": ROW}, 422, "attributes.user_id")
+            for unit in (0, -0.0, True, False, [1], {"a": 1})  # no text a unit is hashed as
+        ),
     ],
 )
 async def test_bad_input_is_a_4xx_naming_the_field(

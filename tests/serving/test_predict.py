@@ -143,6 +143,26 @@ async def test_unit_id_may_come_from_the_attributes(
     assert body["variant"] == assign(spec, {"user_id": "u3"}).variant
 
 
+async def test_a_numeric_unit_attribute_is_logged_as_the_text_it_is_routed_by(
+    make_client: AppFactory, tokens: dict[Role, str], events: MemoryEvents
+) -> None:
+    """7.0 is unit "7" (as GrowthBook's SDKs hash it) in the answer's routing and in every
+    event, so one stored unit never holds two variants."""
+    spec = experiment()
+    client = await make_client(spec)
+    for unit, text in ((7.0, "7"), (7, "7"), (2.5, "2.5"), (1.5e-7, "1.5e-7")):
+        body = (
+            await client.post(
+                "/v1/predict",
+                json={"attributes": {"user_id": unit}, "features": [0, 0, 0, 0]},
+                headers=auth(tokens[Role.SERVICE]),
+            )
+        ).json()
+        assert body["variant"] == assign(spec, {"user_id": text}).variant
+        assert events.rows["prediction"][-1]["unit_id"] == text
+        assert events.rows["exposure"][-1]["unit_id"] == text
+
+
 async def test_unit_id_is_a_string(
     make_client: AppFactory, tokens: dict[Role, str], events: MemoryEvents
 ) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 
 from abflow.errors import (
     AbflowError,
@@ -40,7 +41,7 @@ from abflow.events.sink import (
 )
 from abflow.monitoring.metrics import GatewayMetrics
 from abflow.monitoring.tracing import Tracer
-from abflow.routing.experiment import Assignment, compile_experiment
+from abflow.routing.experiment import Assignment, compile_experiment, unit_text
 from abflow.routing.sticky import (
     InMemoryStickyBuckets,
     StickyBucketStore,
@@ -263,7 +264,16 @@ class Gateway:
             if raw is None or raw == "":
                 msg = f"unit_id: missing; send unit_id or attributes.{spec.unit}"
                 raise InvalidArgumentError(msg)
-            unit_id = str(raw)
+            # Logged as the text routing hashes (7.0 is unit "7"), so that a unit's events
+            # carry the id its variant was chosen by.
+            text = unit_text(raw)
+            if text is None:
+                msg = (
+                    f"attributes.{spec.unit}: expected a non-empty string or a non-zero "
+                    f"finite number, got {_shown_value(raw)}"
+                )
+                raise InvalidArgumentError(msg)
+            unit_id = text
             if len(unit_id) > MAX_UNIT_ID:
                 msg = f"attributes.{spec.unit}: at most {MAX_UNIT_ID} characters"
                 raise InvalidArgumentError(msg)
@@ -482,6 +492,15 @@ class Gateway:
         for backend in self._backends.values():
             await backend.aclose()
         self._backends.clear()
+
+
+def _shown_value(value: Any) -> str:
+    """A refused value as an error message quotes it: as JSON, at most 60 characters."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _shown(reference: str) -> str:
