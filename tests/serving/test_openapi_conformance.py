@@ -417,6 +417,25 @@ async def test_an_undeclared_method_is_405_allowing_the_declared_ones(gateways: 
     assert probes == 8 * 3, probes
 
 
+async def test_head_answers_as_get_without_the_body(gateways: Gateway) -> None:
+    """``Allow`` names HEAD beside GET, so every GET path answers it: the same status and
+    headers (authentication included), no body."""
+    client = await gateways.start()
+    document = await document_of(client)
+    probes = 0
+    for path, methods in document["paths"].items():
+        if "get" not in methods:
+            continue
+        for headers in ({}, auth(gateways.tokens[Role.ADMIN])):
+            got = await client.get(concrete(path), headers=headers)
+            head = await client.head(concrete(path), headers=headers)
+            assert head.status_code == got.status_code, (path, headers)
+            assert head.content == b"", path
+            assert head.headers.get("content-type") == got.headers.get("content-type"), path
+            probes += 1
+    assert probes == 2 * 6, probes  # six GET paths, without and with a token
+
+
 def test_every_error_status_has_a_reason_in_the_table() -> None:
     """Every status an abflow error maps to is one some need declares."""
     declared = {refusal.status for refusals in ERRORS.values() for refusal in refusals}

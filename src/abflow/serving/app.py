@@ -82,6 +82,10 @@ class GatewayApp(FastAPI):
         if scope["type"] == "lifespan":
             await super().__call__(scope, receive, self._startup_reporter(send))
             return
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            # HEAD is GET without the body (RFC 9110 9.3.2): same status, headers and checks.
+            await super().__call__({**scope, "method": "GET"}, receive, _without_body(send))
+            return
         await super().__call__(scope, receive, send)
 
     def _startup_reporter(self, send: Send) -> Send:
@@ -94,6 +98,17 @@ class GatewayApp(FastAPI):
             await send(message)
 
         return reporting
+
+
+def _without_body(send: Send) -> Send:
+    """``send`` that passes a response's head and drops its body bytes."""
+
+    async def head_only(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            message = {**message, "body": b""}
+        await send(message)
+
+    return head_only
 
 
 def _sticky_buckets(store: Any) -> StickyBucketStore | None:
