@@ -109,22 +109,45 @@ def test_gate_fails_on_the_one_armed_guardrail(harmed: str) -> None:
     assert guardrail["detail"].startswith("fail: absolute effect +0.3 [")
 
 
-def test_no_complaints_anywhere_passes_the_gate_by_the_exact_rule(
-    ramp_store_url: str, ramp_store: EventStore, ramp_clock: Clock
-) -> None:
-    ramp_store.register_experiment(parse_experiment(SPEC))
-    arms(ramp_store, 50, ramp_clock.now)
-    code, output = cli("analyze", KEY, "--store", ramp_store_url, "--format", "json")
+def _exact_guardrail(url: str) -> dict[str, Any]:
+    code, output = cli("analyze", KEY, "--store", url, "--format", "json")
     assert code == 0, output
     complaints = next(m for m in orjson.loads(output)["metrics"] if m["name"] == "complaints")
     [comparison] = complaints["comparisons"]
-    assert comparison["guardrail"] == "pass"
-    assert (
-        comparison["guardrail_evidence"]["basis"] == "exact permutation test (neither arm varies)"
+    evidence = comparison["guardrail_evidence"]
+    assert evidence["basis"] == "exact permutation test (neither arm varies)"
+    assert evidence["error_code"] == "zero_variance"
+    return {"status": comparison["guardrail"], "p_value": evidence["p_value"]}
+
+
+def test_no_complaints_anywhere_rules_out_nothing_and_the_gate_says_so(
+    ramp_store_url: str, ramp_store: EventStore, ramp_clock: Clock
+) -> None:
+    """0 complaints in 50 units per arm leaves up to about 6 % possible in the challenger
+    (rule of three), which a margin relative to 0 does not allow: inconclusive, and a gate
+    requiring non-inferiority fails it (an event name never logged looks the same)."""
+    ramp_store.register_experiment(parse_experiment(SPEC))
+    arms(ramp_store, 50, ramp_clock.now)
+    assert _exact_guardrail(ramp_store_url) == {"status": "inconclusive", "p_value": None}
+    code, output = cli(
+        "gate", KEY, "--store", ramp_store_url, "--require", "non-inferior", "--format", "json"
     )
-    assert comparison["guardrail_evidence"]["error_code"] == "zero_variance"
-    code, output = cli("gate", KEY, "--store", ramp_store_url, "--format", "json")
     [guardrail] = [
         c for c in orjson.loads(output)["checks"] if c["check"] == "guardrail complaints"
     ]
-    assert guardrail["passed"] is True
+    assert guardrail["passed"] is False
+    assert code == 1, output
+
+
+@pytest.mark.parametrize(("per_arm", "status"), [(2, "inconclusive"), (8, "pass")])
+def test_a_constant_better_challenger_passes_once_the_exact_p_is_below_alpha(
+    ramp_store_url: str, ramp_store: EventStore, ramp_clock: Clock, per_arm: int, status: str
+) -> None:
+    """Every control unit complained, no challenger unit did: p = 1 / C(2n, n), 0.17 for 2
+    units per arm (no evidence), 7.8e-5 for 8."""
+    ramp_store.register_experiment(parse_experiment(SPEC))
+    chosen = arms(ramp_store, per_arm, ramp_clock.now)
+    log_exact_outcomes(ramp_store, KEY, chosen["control"], name="complaint", at=ramp_clock.now)
+    judged = _exact_guardrail(ramp_store_url)
+    assert judged["status"] == status
+    assert judged["p_value"] == pytest.approx(1 / math.comb(2 * per_arm, per_arm), rel=1e-12)

@@ -143,7 +143,7 @@ def test_no_outcomes_at_all_never_stops_a_healthy_ramp(
     assert guardrail["effect"] is None
     assert guardrail["ci"] == [None, None]
     assert guardrail["error_code"] == "zero_variance"
-    assert guardrail["status"] == "pass"  # 0 complaints in 50 units of each arm
+    assert guardrail["status"] == "inconclusive"  # 0 complaints in 50 units of each arm
     payload = assert_audit_is_plain_json(store)
     assert payload["evidence"]["units"] == {"control": 50, "challenger": 50}
 

@@ -7,7 +7,8 @@ complaints running. Such a guardrail is judged on the absolute difference instea
 margin, relative to a control value of 0, allows no harm at all). When neither arm varies
 (every challenger unit complained, no control unit did) there is no standard error either:
 an exact permutation test decides, whose p-value for two constant arms is
-``1 / C(n_c + n_t, n_t)``.
+``1 / C(n_c + n_t, n_t)``. Two equal constant arms (no complaint anywhere) show nothing
+either way: inconclusive.
 
 This is the one place the rule lives: ``abflow analyze``, ``abflow gate``, the dashboard and
 the rollout controller all read the status and its :class:`GuardrailEvidence` from the
@@ -100,15 +101,20 @@ def _exact(
     n_challenger: int,
     alpha: float,
 ) -> tuple[GuardrailStatus, float | None]:
-    """Both arms constant: harm beyond the margin with an exact p below alpha fails."""
+    """Both arms constant: harm beyond the margin with an exact p below alpha fails; a
+    challenger better with an exact p below alpha passes. Equal arms pass nothing: no
+    complaint in 50 units per arm (or an event never logged) leaves a complaint rate of a
+    few percent possible in either arm, which no margin relative to 0 allows."""
     if not (math.isfinite(control_value) and math.isfinite(challenger_value)):
         return "inconclusive", None
     sign = 1.0 if metric.direction == "decrease" else -1.0
     harm = (challenger_value - control_value) * sign
+    if harm == 0:
+        return "inconclusive", None
     allowed = (metric.margin or 0.0) * abs(control_value)  # the margin is relative to control
-    if harm <= 0:
-        return "pass", None
     p_value = permutation_p_value(n_control, n_challenger)
-    if harm > allowed and p_value < alpha:
-        return "fail", p_value
-    return "inconclusive", p_value
+    if p_value >= alpha:
+        return "inconclusive", p_value
+    if harm < 0:
+        return "pass", p_value
+    return ("fail" if harm > allowed else "inconclusive"), p_value
