@@ -131,6 +131,26 @@ def test_bad_input_names_the_problem(
         detect_drift(ref, cur, **kwargs)  # type: ignore[arg-type]
 
 
+def test_numbers_in_one_sample_and_text_in_the_other_is_refused() -> None:
+    """One stray text cell made the current sample categorical: a shift of five standard
+    deviations then showed no drift. Declared categorical, both are compared as text."""
+    rng = np.random.default_rng(2)
+    reference = rng.normal(0, 1, 500)
+    current = [str(v) for v in rng.normal(5, 1, 499)] + ["oops"]
+    with pytest.raises(
+        InvalidArgumentError, match=r"numbers in the reference .* 'oops' in the current"
+    ):
+        detect_drift({"x": reference}, {"x": current})
+    with pytest.raises(
+        InvalidArgumentError, match=r"numbers in the current .* 'oops' in the reference"
+    ):
+        detect_drift({"x": current}, {"x": list(reference)})
+    declared = detect_drift({"x": reference}, {"x": current}, categorical=["x"])
+    assert declared.features[0].kind == "categorical"
+    only_missing = detect_drift({"x": [None, None, "a"]}, {"x": ["a", "b", ""]})
+    assert only_missing.features[0].kind == "categorical"
+
+
 def test_numbers_and_objects_mixed_need_categorical() -> None:
     with pytest.raises(InvalidArgumentError, match="not numbers"):
         compare_feature("x", [1.0, object()], [1.0])

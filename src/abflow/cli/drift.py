@@ -51,7 +51,7 @@ Methods (threshold default):
 auto: ks / chi2 up to 1,000 values in the smaller sample, wasserstein / js above (tests flag
 negligible shifts on large samples; js only with 100 values per category). On categorical
 features ks becomes chi2 and wasserstein becomes js; columns holding text are categorical
-without --categorical. Missing values (empty, null, NaN) are left out and their shares
+without --categorical (numbers in one file and text in the other is an error). Missing values (empty, null, NaN) are left out and their shares
 reported.
 
 Exit codes: 0 no drift, 1 drift in at least one feature, 2 invalid input or any other error.

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from abflow.drift.binning import quantile_edges, sorted_bin_counts
-from abflow.drift.columns import Column, categorical_counts, scan, sorted_numbers
+from abflow.drift.columns import Column, categorical_counts, is_missing, scan, sorted_numbers
 from abflow.drift.measures import JsBase
 from abflow.drift.measures import js_base as read_js_base
 from abflow.drift.methods import MEASURES, DriftMethod, Evidence, FeatureKind, Measure
@@ -118,6 +118,43 @@ def _require_values(name: str, n_reference: int, n_current: int) -> None:
         if n == 0:
             msg = f"feature {name!r} has no values in the {role} sample"
             raise InvalidArgumentError(msg)
+
+
+def _refuse_mixed_kinds(name: str, reference: Column, current: Column) -> None:
+    """Numbers in one sample and text in the other is a broken column, not a categorical
+    feature: read as categories, numbers shifted by five standard deviations showed no
+    drift, every number being a category of its own."""
+    samples = {"reference": reference, "current": current}
+    texty = [role for role, column in samples.items() if column.looks_categorical]
+    if len(texty) != 1:
+        return
+    [role] = texty
+    other = "current" if role == "reference" else "reference"
+    if not _has_numbers(samples[other]):
+        return
+    example = _text_example(samples[role].values)
+    msg = (
+        f"feature {name!r} holds numbers in the {other} sample but {example!r} in the {role} "
+        "sample: fix that value, or declare the feature categorical to compare both as categories"
+    )
+    raise InvalidArgumentError(msg)
+
+
+def _text_example(values: Any) -> object:
+    """The first value that is not a number, preferring text no number parser reads."""
+    texts = [v for v in values if isinstance(v, str | bool) and not is_missing(v)]
+    for text in texts:
+        try:
+            float(text)
+        except ValueError:
+            return text
+    return texts[0] if texts else None
+
+
+def _has_numbers(column: Column) -> bool:
+    if isinstance(column.values, np.ndarray):
+        return bool(column.values.size)
+    return any(not is_missing(v) for v in column.values)
 
 
 def _resolve(method: DriftMethod, kind: FeatureKind, smaller: int, bins: int) -> Measure:
@@ -268,6 +305,8 @@ def detect_drift(
 
     def verdict(name: str) -> FeatureDrift:
         ref, cur = scan(reference[name]), scan(current[name])
+        if name not in categorical:
+            _refuse_mixed_kinds(name, ref, cur)
         kind: FeatureKind = (
             "categorical"
             if name in categorical or ref.looks_categorical or cur.looks_categorical
