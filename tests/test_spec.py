@@ -224,6 +224,22 @@ def test_non_mapping_and_unreadable(tmp_path: Path) -> None:
     assert missing.value.problems == ["file: cannot read it: No such file or directory"]
 
 
+def test_a_key_written_twice_is_refused_not_silently_overwritten(tmp_path: Path) -> None:
+    """YAML forbids a repeated key and PyYAML would keep the last; JSON readers keep the last."""
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("key: fraud\ncoverage: 0.5\nunit: user_id\ncoverage: 1\n")
+    with pytest.raises(InvalidSpecError) as yaml_error:
+        load_experiment(twice)
+    head, shown, _ = yaml_error.value.problems[0].split("\n")
+    assert head.startswith("line 4, column 1: not valid YAML: the key 'coverage' is written twice")
+    assert shown.strip() == "coverage: 1"
+    nested = tmp_path / "nested.json"
+    nested.write_text('{"key": "a", "analysis": {"alpha": 0.05, "alpha": 0.5}}')
+    with pytest.raises(InvalidSpecError) as json_error:
+        load_experiment(nested)
+    assert json_error.value.problems == ["file: not valid JSON: the key 'alpha' is written twice"]
+
+
 def test_syntax_errors_point_at_line_and_column_with_a_caret(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("key: fraud\nvariants:\n  - name: a\n    model: models:/m/1: x\n")

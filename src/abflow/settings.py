@@ -12,11 +12,11 @@ name the line and column and show the line with a caret under the column.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -77,12 +77,48 @@ def read_document(path: Path) -> Any:
         problem = f"file: not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})"
         raise DocumentError(problem, path) from None
     try:
-        return orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except orjson.JSONDecodeError as exc:
+        if path.suffix == ".json":
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
+    except _RepeatedKey as exc:
+        problem = f"file: not valid JSON: the key {exc.key!r} is written twice"
+        raise DocumentError(problem, path) from None
+    except json.JSONDecodeError as exc:
         problem = _pointing_at(text, exc.lineno, exc.colno, f"not valid JSON: {exc.msg}")
         raise DocumentError(problem, path) from None
     except yaml.YAMLError as exc:
         raise DocumentError(_yaml_problem(text, exc), path) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping: YAML forbids it, and
+    PyYAML would keep the last value without a word (``coverage:`` twice, the second wins)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                context, problem = "while reading a mapping", f"the key {key!r} is written twice"
+                raise yaml.constructor.ConstructorError(
+                    context, node.start_mark, problem, key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key written twice is refused, as in YAML (json keeps the last)."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        keys = [key for key, _ in pairs]
+        raise _RepeatedKey(next(key for key in keys if keys.count(key) > 1))
+    return document
 
 
 def _yaml_problem(text: str, exc: yaml.YAMLError) -> str:
