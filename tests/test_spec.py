@@ -76,6 +76,20 @@ def test_equal_weights_when_omitted() -> None:
         ({"weights": [0.5, 0.6]}, "weights: weights sum to 1.1, expected 1"),
         ({"weights": [1.0]}, "weights: 1 weights for 2 variants; give one each"),
         ({"weights": [1e308, 1e308]}, "weights[0]: weight 1e+308 must be between 0 and 1"),
+        (
+            {
+                "metrics": [
+                    {
+                        "name": "c",
+                        "kind": "conversion",
+                        "event": "c",
+                        "role": "guardrail",
+                        "margin": float("inf"),
+                    }
+                ]
+            },
+            "metrics[0].margin: Input should be a finite number",
+        ),
         ({"coverage": 1.5}, "coverage: Input should be less than or equal to 1"),
         ({"forced": {"u1": "zz"}}, "forced.u1: unknown variant 'zz'"),
         ({"namespace": ["ns", 0.7, 0.2]}, "namespace: namespace start 0.7 must be below end 0.2"),

@@ -205,11 +205,17 @@ class MetricSpec(_Spec):
     margin: float | None = Field(
         default=None,
         ge=0.0,
+        allow_inf_nan=False,  # an infinite margin allows any harm: the guardrail guards nothing
         description="non-inferiority margin (relative), for guardrails: how much worse is allowed",
     )
-    cost_per_1000: float | None = Field(default=None, ge=0.0, description="cost metrics: price")
+    cost_per_1000: float | None = Field(
+        default=None, ge=0.0, allow_inf_nan=False, description="cost metrics: price"
+    )
     cost_per_second: float | None = Field(
-        default=None, ge=0.0, description="cost metrics: compute price per second of latency"
+        default=None,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="cost metrics: compute price per second of latency",
     )
     window: ConversionWindowSpec | None = Field(
         default=None,
