@@ -93,6 +93,18 @@ def test_breakdowns_by_boolean_and_integer_attributes_count_every_unit(
             assert row.control_units + row.treatment_units == len(units[(name, row.value)])
 
 
+def test_a_breakdown_by_an_attribute_no_unit_has_warns(events: Events, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    write(url, events)
+    register(url, parse_experiment(SPEC), PHASES)
+    result = analyze(url, "checkout", dimensions=["contry", "country"])
+    assert {row.value for row in result.breakdowns if row.dimension == "contry"} == {"None"}
+    assert [w for w in result.warnings if "breakdown" in w] == [
+        "breakdown by 'contry': no exposed unit has this attribute (misspelled, or not sent "
+        "in the requests' attributes)"
+    ]
+
+
 def test_numbers_are_not_trivially_equal(reference: ExperimentResult) -> None:
     values: Any = _numbers(reference)
     assert len(values) > 100

@@ -278,6 +278,13 @@ def _analyze(
     for dimension in (*options.dimensions, *dimensions):
         breakdowns.extend(run.breakdowns(dimension))
     warnings = list(options.extra_warnings)
+    for dimension in (*options.dimensions, *dimensions):
+        labels = {row.value for row in breakdowns if row.dimension == dimension}
+        if labels == {"None"}:
+            warnings.append(
+                f"breakdown by {dimension!r}: no exposed unit has this attribute "
+                "(misspelled, or not sent in the requests' attributes)"
+            )
     if run.mixed:
         warnings.append(
             f"{run.mixed} units saw more than one variant in this phase and were left out"
