@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -184,18 +186,48 @@ def test_empty_batch_writes_nothing(store: EventStore) -> None:
 
 
 def test_a_failing_batch_is_rolled_back_whole(store: EventStore, rng: np.random.Generator) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("SQLite stores any value in any column; validation covers it")
+    """PostgreSQL's typed columns refuse the batch; SQLite, which would store any value in
+    any column, refuses the same batches before writing, naming the row and column."""
+    sqlite = store.dialect == "sqlite"
     rows = exposure_rows(rng, np.arange(20))
     rows[-1]["event_id"] = "x" * 65  # longer than the column allows
-    with pytest.raises(StoreError, match="cannot write events"):
+    too_long = "exposure event 19: column 'event_id' holds 65 characters, at most 64"
+    with pytest.raises(StoreError, match=too_long if sqlite else "cannot write events"):
         store.write_events("exposure", rows)
+    rows[-1]["event_id"] = "ev-long-but-fits"
     rows[-1]["ts"] = "not a number"
-    with pytest.raises(StoreError, match="does not fit its column"):
+    wrong_type = "column 'ts' holds 'not a number' \\(str\\), expected float or int"
+    with pytest.raises(StoreError, match=wrong_type if sqlite else "does not fit its column"):
         store.write_events("exposure", rows)
     assert store.count_events("exposure") == 0
     rows[-1] = exposure_rows(rng, np.array([99]))[0]
     assert store.write_events("exposure", rows) == 20  # the connection is still usable
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("value", "abc", "column 'value' holds 'abc' (str), expected float or int"),
+        ("ts", "yesterday", "column 'ts' holds 'yesterday' (str), expected float or int"),
+        ("unit_id", "u" * 257, "column 'unit_id' holds 257 characters, at most 256"),
+        ("value", math.nan, "column 'value' holds NaN, not a number the store keeps"),
+    ],
+)
+def test_sqlite_refuses_what_a_typed_column_would(
+    tmp_path: Path, column: str, value: object, problem: str
+) -> None:
+    """A row from Kafka with text in a number column was stored on SQLite (and read as 0)
+    where PostgreSQL dead-letters it: SQLite now refuses it, naming the row and column.
+    (SQLite's column affinity still turns 42 into the text '42' and true into 1.)"""
+    with EventStore.open(f"sqlite:///{tmp_path / 'typed.db'}") as sqlite_store:
+        good = {"event_id": "o1", "ts": 1.0, "unit_id": "u1", "name": "buy", "value": 2.0}
+        bad = {**good, "event_id": "o2", column: value}
+        with pytest.raises(StoreError) as refused:
+            sqlite_store.write_events("outcome", [good, bad])
+        assert str(refused.value) == f"outcome event 1: {problem}"
+        assert sqlite_store.count_events("outcome") == 0
+        numpy_floats = {**good, "value": np.float64(2.5), "ts": 3}  # float subclass, an int
+        assert sqlite_store.write_events("outcome", [good, numpy_floats | {"event_id": "o3"}]) == 2
 
 
 def test_concurrent_writers_and_readers(store: EventStore, rng: np.random.Generator) -> None:
@@ -265,7 +297,10 @@ def test_a_value_the_driver_cannot_bind_fails_the_whole_batch(
     """The driver-level write turns a binding error into StoreError and writes nothing."""
     rows = exposure_rows(rng, np.arange(10))
     rows[7]["attributes_json"] = {"country": "FR"}  # a dict, not its JSON text
-    with pytest.raises(StoreError, match="cannot write events"):
+    refused = "exposure event 7: column 'attributes_json' holds {'country': 'FR'} \\(dict\\)"
+    with pytest.raises(
+        StoreError, match=refused if store.dialect == "sqlite" else "cannot write events"
+    ):
         store.write_events("exposure", rows)
     assert store.count_events("exposure") == 0
     rows[7]["attributes_json"] = '{"country":"FR"}'

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -95,6 +96,12 @@ class TableLayout:
     """The prepared statement of the SQLite path, built once per kind."""
     required: Callable[[tuple[Any, ...]], tuple[Any, ...]]
     """A row tuple's required values."""
+    sqlite_misfit: str
+    """The SQLite query for a row added after a rowid whose value a typed column refuses."""
+    value_types: tuple[tuple[type, ...], ...]
+    """Per column, the Python types a value may have (None aside), to name a misfit."""
+    max_lengths: tuple[int | None, ...]
+    """Per column, the longest text a ``VARCHAR(n)`` takes (None: no limit)."""
 
     @property
     def staging_table(self) -> str:
@@ -130,7 +137,37 @@ def layout_for(kind: str) -> TableLayout:
             f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT (event_id) DO NOTHING"
         ),
         required=operator.itemgetter(slice(0, len(required))),
+        sqlite_misfit=(
+            f"SELECT 1 FROM {table.name} WHERE rowid > ? AND ("
+            + " OR ".join(filter(None, (_sqlite_misfit(table.c[name]) for name in columns)))
+            + ") LIMIT 1"
+        ),
+        value_types=tuple(_value_types(table.c[name]) for name in columns),
+        max_lengths=tuple(getattr(table.c[name].type, "length", None) for name in columns),
     )
+
+
+def _value_types(column: sa.Column[Any]) -> tuple[type, ...]:
+    if isinstance(column.type, sa.Boolean):
+        return (bool, int)
+    if isinstance(column.type, sa.Integer):
+        return (int,)
+    if isinstance(column.type, sa.Float):
+        return (float, int)
+    return (str,)
+
+
+def _sqlite_misfit(column: sa.Column[Any]) -> str | None:
+    """SQL true when ``column`` holds what PostgreSQL's column of that type refuses: text in
+    a number column (SQLite's column affinity already turned numbers sent to a text column
+    into text, and text that reads as a number into a number), or text beyond a
+    ``VARCHAR(n)``. None for a column that cannot hold such a value."""
+    if isinstance(column.type, sa.Float):
+        return f"typeof({column.name}) = 'text'"
+    if isinstance(column.type, sa.Integer | sa.Boolean):
+        return f"typeof({column.name}) = 'text'"
+    length = getattr(column.type, "length", None)
+    return f"length({column.name}) > {length}" if length else None
 
 
 def _postgres_type(column: sa.Column[Any]) -> str:
@@ -235,25 +272,85 @@ def write_batch(
     except StoreError as exc:
         try:
             raise_for_missing_values(layout, values)
+            if engine.dialect.name == "sqlite":
+                name_sqlite_misfit(layout, values)
         except StoreError as named:
             raise named from exc
         raise
 
 
+def name_sqlite_misfit(layout: TableLayout, values: Sequence[tuple[Any, ...]]) -> None:
+    """StoreError naming the first row and column whose value a typed column refuses: the
+    wrong type (text in a number column), text longer than the column, or NaN (which SQLite
+    binds as NULL). Run only once SQLite found such a value, or refused the batch."""
+    for position, column in enumerate(zip(*values, strict=True)):
+        allowed = layout.value_types[position]
+        found = set(map(type, column)) - {type(None)}
+        limit = layout.max_lengths[position]
+        if (
+            any(
+                not issubclass(kind, allowed) or (kind is bool and bool not in allowed)
+                for kind in found
+            )
+            or (limit is not None and max(map(len, filter(None, column)), default=0) > limit)
+            or (float in allowed and any(map(math.isnan, filter(None, column))))
+        ):
+            _raise_for_value(layout, position, column)
+
+
+def _raise_for_value(layout: TableLayout, position: int, column: Sequence[Any]) -> NoReturn:
+    name, allowed = layout.columns[position], layout.value_types[position]
+    limit = layout.max_lengths[position]
+    for index, value in enumerate(column):
+        if value is None:
+            continue
+        kind = type(value)
+        if not issubclass(kind, allowed) or (kind is bool and bool not in allowed):
+            expected = " or ".join(t.__name__ for t in allowed if t is not bool) or "bool"
+            problem = f"holds {_shown(value)} ({kind.__name__}), expected {expected}"
+        elif limit is not None and isinstance(value, str) and len(value) > limit:
+            problem = f"holds {len(value)} characters, at most {limit}"
+        elif value != value:
+            problem = "holds NaN, not a number the store keeps"
+        else:
+            continue
+        msg = f"{layout.kind} event {index}: column {name!r} {problem}"
+        raise StoreError(msg)
+    msg = f"{layout.kind} events: column {name!r} holds a value the store cannot keep"
+    raise StoreError(msg)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _write_sqlite(engine: Engine, layout: TableLayout, values: list[tuple[Any, ...]]) -> int:
+    """SQLite stores any value in any column (a row from Kafka with ``"ts": "yesterday"``
+    was stored, and read as 0, where PostgreSQL dead-letters it): before the commit one
+    query looks for a value PostgreSQL's typed columns would refuse among the rows just
+    added, in C, and the batch is refused with the first one named."""
     with _pooled_driver_connection(engine) as (raw, _):
         before = raw.total_changes
         cursor = raw.cursor()
         try:
             cursor.execute("BEGIN IMMEDIATE")
+            last = cursor.execute(f"SELECT max(rowid) FROM {layout.table.name}").fetchone()[0]
             cursor.executemany(layout.sqlite_insert, values)
-            cursor.execute("COMMIT")
+            misfit = cursor.execute(layout.sqlite_misfit, (last or 0,)).fetchone() is not None
+            if not misfit:
+                cursor.execute("COMMIT")
         except Exception as exc:  # sqlite3 errors, or values it cannot bind
             if raw.in_transaction:
                 raw.rollback()
             _raise_driver_error(exc)
         finally:
             cursor.close()
+        if misfit:
+            raw.rollback()
+            name_sqlite_misfit(layout, values)
+            msg = f"{layout.kind} events: a value does not fit its column"
+            raise StoreError(msg)
         return int(raw.total_changes - before)
 
 
