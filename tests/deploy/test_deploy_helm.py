@@ -376,13 +376,16 @@ def test_alerts_fire_on_their_conditions_and_only_then(helm: Path, tmp_path: Pat
          "values": "0+540x60"},
         {"series": f'abflow_http_requests_total{{{sel},route="/v1/predict",status="503"}}',
          "values": "0+60x60"},
-        # 2 % of the challenger's predictions fall back; the control never
+        # 2 % of the challenger's requests fall back (each of 10 rows: 3,000 predicted rows a
+        # minute, which a fallback ratio over rows would read as 0.2 %); the control never
+        {"series": f'abflow_prediction_duration_seconds_count{{{sel},experiment="e",variant="challenger",model_version="2"}}',
+         "values": "0+300x30"},
+        {"series": f'abflow_prediction_duration_seconds_count{{{sel},experiment="e",variant="control",model_version="1"}}',
+         "values": "0+3000x30"},
         {"series": f'abflow_predictions_total{{{sel},experiment="e",variant="challenger",model_version="2"}}',
-         "values": "0+300x30"},
-        {"series": f'abflow_predictions_total{{{sel},experiment="e",variant="control",model_version="1"}}',
-         "values": "0+300x30"},
+         "values": "0+3000x30"},
         {"series": f'abflow_fallbacks_total{{{sel},experiment="e",variant="challenger"}}',
-         "values": "0+12x30"},
+         "values": "0+6x30"},
         # the store goes away at minute 2: the spool grows 4 KiB a minute
         {"series": f'abflow_event_spool_bytes{{{sel},pod="a"}}', "values": "0 0 0+4096x58"},
         # 20 events wait (normal), then 20,000 from minute 21

@@ -222,6 +222,12 @@ def test_drift_skew_and_quality_match_independent_references(
             assert_allclose(
                 find(start, "quality", variant, "", "recall").value, recall_score(y_true, y_pred)
             )
+            negatives = int(tn + fp)
+            if variant == "control":
+                control_negatives = negatives
+            else:  # compared with the control's labelled negatives: their count is stored
+                fpr = find(start, "quality", variant, "", "fpr")
+                assert (fpr.n_current, fpr.n_reference) == (negatives, control_negatives)
     # The shifted challenger flags more, so its FPR is worse than the control's: an alarm.
     assert find(last, "quality", "challenger", "", "fpr").is_alarm
     assert not find(DAY0, "quality", "challenger", "", "fpr").is_alarm

@@ -300,6 +300,7 @@ def _quality(
             p_value: float | None = None
             is_alarm = False
             reference = quality.get(control_name)
+            ref_n = 0  # the control's labelled count this variant was compared with
             if variant != control_name and reference is not None and n >= _QUALITY_LABELLED_MIN:
                 ref_successes = getattr(reference, hit)
                 ref_n = ref_successes + getattr(reference, other)
@@ -326,7 +327,7 @@ def _quality(
                     p_value=p_value,
                     threshold=QUALITY_ALPHA if variant != control_name else None,
                     is_alarm=is_alarm,
-                    n_reference=0,
+                    n_reference=ref_n,
                     n_current=n,
                     reference="control",
                 )
