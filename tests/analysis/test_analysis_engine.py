@@ -328,3 +328,58 @@ def test_units_seen_in_two_variants_are_left_out_and_reported(tmp_path: Path) ->
         assert result.mixed_units == 1
         assert sum(v.units for v in result.variants) == 999
         assert any("more than one variant" in w for w in result.warnings)
+
+
+def test_a_unit_exposed_to_two_variants_is_left_out_of_prediction_metrics_too(
+    tmp_path: Path,
+) -> None:
+    """Its predictions, served by both variants, counted in each arm's error rate and
+    latency while the unit metrics left it out: one unit landed in both arms."""
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    spec = parse_experiment(
+        {
+            "key": "k",
+            "variants": [
+                {"name": "control", "model": "models:/m@a"},
+                {"name": "t", "model": "models:/m@b"},
+            ],
+            "metrics": [
+                {"name": "conv", "kind": "conversion", "event": "buy", "role": "primary"},
+                {"name": "errors", "kind": "error_rate"},
+                {"name": "p90", "kind": "latency", "quantile": 0.9},
+            ],
+        }
+    )
+    events = Events()
+    for i in range(40):
+        variant = ["control", "t"][i % 2]
+        events.exposures.append(
+            {"event_id": f"e{i}", "ts": START + i, "experiment_key": "k", "phase": 1,
+             "unit_id": f"u{i}", "variant": variant, "attributes_json": None}
+        )  # fmt: skip
+        events.predictions.append(
+            {"event_id": f"p{i}", "ts": START + 200, "request_id": f"r{i}",
+             "experiment_key": "k", "phase": 1, "unit_id": f"u{i}", "variant": variant,
+             "model_version": variant, "latency_ms": 5.0, "score": None, "error": None,
+             "is_fallback": False, "is_shadow": False}
+        )  # fmt: skip
+    events.exposures.append(  # u0, a control unit, is also exposed to t
+        {"event_id": "mix", "ts": START + 100, "experiment_key": "k", "phase": 1,
+         "unit_id": "u0", "variant": "t", "attributes_json": None}
+    )  # fmt: skip
+    for i, variant in enumerate(("control", "t") * 10):  # u0 fails slowly in both arms
+        events.predictions.append(
+            {"event_id": f"x{i}", "ts": START + 300, "request_id": f"x{i}",
+             "experiment_key": "k", "phase": 1, "unit_id": "u0", "variant": variant,
+             "model_version": variant, "latency_ms": 900.0, "score": None, "error": "boom",
+             "is_fallback": False, "is_shadow": False}
+        )  # fmt: skip
+    write(url, events)
+    register(url, spec, [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0,
+                         "started_at": START}])  # fmt: skip
+    result = analyze(url, "k")
+    assert result.mixed_units == 1
+    assert [v.n for v in result.metric("conv").values] == [19, 20]
+    assert [v.n for v in result.metric("errors").values] == [19, 20]
+    assert [v.value for v in result.metric("errors").values] == [0.0, 0.0]
+    assert [v.value for v in result.metric("p90").values] == pytest.approx([5.0, 5.0], abs=0.25)

@@ -213,6 +213,23 @@ def attribute_expression(
     return json_text(engine.dialect.name, column, key)
 
 
+def _mixed_units(experiment_key: str, phase: int, window: Window) -> sa.Select[Any]:
+    """The units exposed to more than one variant in the phase (and window): left out of
+    every metric, those read from predictions too, as the unit metrics leave them out."""
+    e = exposures
+    conditions = [e.c.experiment_key == experiment_key, e.c.phase == phase]
+    if window.start is not None:
+        conditions.append(e.c.ts >= window.start)
+    if window.end is not None:
+        conditions.append(e.c.ts < window.end)
+    return (
+        sa.select(e.c.unit_id)
+        .where(*conditions)
+        .group_by(e.c.unit_id)
+        .having(sa.func.min(e.c.variant) != sa.func.max(e.c.variant))
+    )
+
+
 def _units(
     engine: Engine,
     experiment_key: str,
@@ -530,7 +547,12 @@ def prediction_moments(
     window = window or Window()
     p = predictions
     label = outcomes.alias("label")
-    conditions = [p.c.experiment_key == experiment_key, p.c.phase == phase, ~p.c.is_shadow]
+    conditions = [
+        p.c.experiment_key == experiment_key,
+        p.c.phase == phase,
+        ~p.c.is_shadow,
+        p.c.unit_id.not_in(_mixed_units(experiment_key, phase, window)),
+    ]
     if window.start is not None:
         conditions.append(p.c.ts >= window.start)
     if window.end is not None:
@@ -612,7 +634,12 @@ def histogram(
     if source == "latency":
         p = predictions
         value = p.c.latency_ms
-        conditions = [p.c.experiment_key == experiment_key, p.c.phase == phase, ~p.c.is_shadow]
+        conditions = [
+            p.c.experiment_key == experiment_key,
+            p.c.phase == phase,
+            ~p.c.is_shadow,
+            p.c.unit_id.not_in(_mixed_units(experiment_key, phase, window)),
+        ]
         if window.start is not None:
             conditions.append(p.c.ts >= window.start)
         if window.end is not None:
