@@ -93,6 +93,14 @@ async def test_an_invalid_outcome_rejects_the_whole_batch(
     assert numeric.json()["detail"].startswith(
         "outcomes[0].unit_id: Input should be a valid string"
     )
+    for field, value in (("value", True), ("value", "2.5"), ("ts", "1700000000")):
+        coerced = await client.post(  # a number is asked for: no text or boolean stands in
+            "/v1/outcomes",
+            json={"outcomes": [{"unit_id": "u1", "name": "x", field: value}]},
+            headers=service,
+        )
+        assert coerced.status_code == 422, (field, value)
+        assert coerced.json()["detail"] == f"outcomes[0].{field}: Input should be a valid number"
     assert events.rows["outcome"] == []
 
 

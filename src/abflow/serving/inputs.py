@@ -153,13 +153,14 @@ class OutcomeIn(_Body):
     """One outcome: a label, a conversion (1/0) or an amount, joined by request or unit id."""
 
     name: Key
-    value: float = Field(default=1.0, allow_inf_nan=False)
+    value: float = Field(default=1.0, allow_inf_nan=False, strict=True)  # no "2.5", no true
     request_id: RequestId | None = None
     unit_id: UnitId | None = None
     experiment: Key | None = None
     ts: float | None = Field(
         default=None,
         allow_inf_nan=False,
+        strict=True,
         ge=0.0,
         lt=MAX_TS,
         description="epoch seconds (years 1970-9999); default now",
