@@ -23,6 +23,7 @@ READ_ONLY = [
     ["experiments", "list"],
     ["experiments", "show", "exp"],
     ["token", "list"],
+    ["db", "status"],
 ]
 
 

@@ -45,9 +45,9 @@ def upgrade(store: StoreOption = None) -> None:
 def status(store: StoreOption = None) -> None:
     """Show the store's schema version and the one this abflow needs."""
     from abflow.store import SCHEMA_VERSION, read_store_version
-    from abflow.store.engine import display_url, resolve_url
+    from abflow.store.engine import display_url, require_existing_store, resolve_url
 
-    version = read_store_version(store)
+    version = read_store_version(require_existing_store(store))  # reading creates nothing
     advice = " (run `abflow db upgrade`)" if version < SCHEMA_VERSION else ""
     out_console.print(
         f"{display_url(resolve_url(store))}: schema version {version}, "
