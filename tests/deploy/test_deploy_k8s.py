@@ -136,7 +136,13 @@ def test_one_rollout_cron_job_per_plan(tmp_path: Path) -> None:
     [
         (K8sOptions(image="img", name="Bad_Name"), "not a valid Kubernetes name"),
         (K8sOptions(image="img", replicas=5, max_replicas=3), "replicas must be between"),
-        (K8sOptions(image=" "), "image must not be empty"),
+        (K8sOptions(image=" "), "must be an image reference without spaces"),
+        (K8sOptions(image="registry/abflow:1 --privileged"), "without spaces"),
+        (K8sOptions(image="img", store_secret=""), "store_secret '' is not a valid Secret name"),
+        (K8sOptions(image="img", metrics_token_secret="Bad_Secret"), "metrics_token_secret"),
+        (K8sOptions(image="img", rollout_schedule="every day"), "is not a cron schedule"),
+        (K8sOptions(image="img", rollout_schedule=""), "is not a cron schedule"),
+        (K8sOptions(image="img", rollout_schedule="*/5 * * * * *"), "is not a cron schedule"),
         (K8sOptions(image="img", cpu_target_percent=0), "cpu_target_percent"),
         (K8sOptions(image="img", drain_timeout_seconds=26), "under the 30 s grace period"),
         (K8sOptions(image="img", monitor="sidecar"), "monitor must be one of deployment, gateway, off"),  # type: ignore[arg-type]
@@ -337,3 +343,12 @@ def test_cli_monitor_options(tmp_path: Path) -> None:
 
 def test_cli_choices_are_the_monitor_modes() -> None:
     assert [c.value for c in MonitorChoice] == [m.value for m in MonitorMode]
+
+
+@pytest.mark.parametrize("schedule", ["0 3 * * 1-5", "0,30 */2 1 JAN MON", "@hourly"])
+def test_cron_schedules_kubernetes_takes_render(tmp_path: Path, schedule: str) -> None:
+    options = K8sOptions(image="img", rollout_schedule=schedule)
+    manifests = render_manifests(load_config(config_file(tmp_path)), options)
+    crons = [m for m in manifests if m["kind"] == "CronJob"]
+    assert crons
+    assert {c["spec"]["schedule"] for c in crons} == {schedule}

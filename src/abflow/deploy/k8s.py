@@ -141,10 +141,44 @@ def _check(options: K8sOptions) -> None:
     if options.worker_start_timeout_seconds < 1:
         msg = f"worker_start_timeout_seconds must be at least 1, got {options.worker_start_timeout_seconds}"
         raise InvalidArgumentError(msg)
-    if not options.image.strip():
-        msg = "image must not be empty"
+    if not options.image.strip() or any(c.isspace() for c in options.image):
+        msg = f"image {options.image!r} must be an image reference without spaces"
         raise InvalidArgumentError(msg)
+    secrets = (
+        ("store_secret", options.store_secret),
+        ("metrics_token_secret", options.metrics_token_secret),
+    )
+    for label, secret in secrets:
+        if secret is not None and not (_SECRET_NAME.match(secret) and len(secret) <= 253):
+            msg = (
+                f"{label} {secret!r} is not a valid Secret name (lowercase letters, digits, "
+                "'-' and '.', starting and ending with a letter or digit)"
+            )
+            raise InvalidArgumentError(msg)
+    _check_schedule(options.rollout_schedule)
     _check_monitor(options)
+
+
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_CRON_FIELD = re.compile(
+    r"^(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$"
+)
+_CRON_MACROS = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+)
+
+
+def _check_schedule(schedule: str) -> None:
+    """A CronJob schedule Kubernetes takes: five fields, or a macro such as ``@hourly``."""
+    fields = schedule.split()
+    if schedule.strip() in _CRON_MACROS:
+        return
+    if len(fields) != 5 or not all(_CRON_FIELD.match(field) for field in fields):
+        msg = (
+            f"rollout_schedule {schedule!r} is not a cron schedule: five fields (minute hour "
+            "day-of-month month day-of-week, e.g. '*/15 * * * *') or a macro such as '@hourly'"
+        )
+        raise InvalidArgumentError(msg)
 
 
 def _check_monitor(options: K8sOptions) -> None:
