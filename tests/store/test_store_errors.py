@@ -68,6 +68,21 @@ def test_unusable_urls(url: str, message: str) -> None:
         create_store_engine(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        " postgresql+psycopg://postgres:s3cr3t@127.0.0.1:5432/test",  # a leading space
+        "postgresql+psycopg//postgres:s3cr3t@127.0.0.1/test",  # no colon after the scheme
+        "postgresql+psycopg://postgres:s3cr3t@127.0.0.1:54x2/test",  # not a port
+    ],
+)
+def test_a_malformed_url_is_refused_without_its_password(url: str) -> None:
+    with pytest.raises(StoreError, match="is not a store URL") as refused:
+        create_store_engine(url)
+    assert "s3cr3t" not in str(refused.value)
+    assert "postgres:***@127.0.0.1" in str(refused.value)
+
+
 def test_resolve_and_display_urls() -> None:
     assert resolve_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert resolve_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -153,7 +154,7 @@ def require_existing_store(url: str | None = None) -> str:
     resolved = resolve_url(url)
     try:
         parsed = make_url(resolved)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):
         return resolved  # create_store_engine reports the malformed URL
     if parsed.get_backend_name() != "sqlite":
         return resolved
@@ -164,6 +165,14 @@ def require_existing_store(url: str | None = None) -> str:
         msg = f"no store here ({database} does not exist); {NO_STORE_HINT}"
         raise StoreError(msg)
     return resolved
+
+
+_USER_INFO = re.compile(r"//(?P<user>[^/@:\s]*):[^@\s]*@")
+
+
+def _masked(text: str) -> str:
+    """``text`` with every ``//user:password@`` shown as ``//user:***@``."""
+    return _USER_INFO.sub(lambda m: f"//{m['user']}:***@", text)
 
 
 def display_url(url: str | URL) -> str:
@@ -188,9 +197,11 @@ def create_store_engine(
     resolved = resolve_url(url)
     try:
         parsed = make_url(resolved)
-    except sa.exc.ArgumentError as exc:
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port such as "54x2"
         given = url or settings().store_url or ""
-        shown = given if is_secret_reference(given) else resolved  # never print a secret
+        # never print a secret: a reference as given, else the text with what may be a
+        # password masked (a malformed URL, "postgresql+psycopg//user:pw@host/db", has one)
+        shown = given if is_secret_reference(given) else _masked(resolved)
         msg = f"{shown!r} is not a store URL; use sqlite:///PATH or postgresql+psycopg://…"
         raise StoreError(msg) from exc
     backend = parsed.get_backend_name()
