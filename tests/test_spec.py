@@ -370,3 +370,24 @@ def test_a_key_that_is_no_plain_name_is_shown_in_brackets() -> None:
     problems = problems_of({**base(), "monitoring": {" ": 1, "": 2}})
     assert "monitoring[' ']: Extra inputs are not permitted" in problems
     assert "monitoring['']: Extra inputs are not permitted" in problems
+
+
+def test_shown_spec_keeps_credentials_out_of_model_references() -> None:
+    from abflow.spec import shown_reference, shown_spec
+
+    secret = "http://alice:BACKENDPW@10.0.0.9:9/invocations?api_key=APIKEY#part"
+    spec = parse_experiment(
+        {"key": "k", "unit": "u", "variants": [
+            {"name": "a", "model": "models:/fraud@champion"}, {"name": "b", "model": secret}]}
+    )  # fmt: skip
+    shown = shown_spec(spec)
+    assert [v["model"] for v in shown["variants"]] == [
+        "models:/fraud@champion",
+        "http://10.0.0.9:9/invocations",
+    ]
+    assert "BACKENDPW" not in str(shown)
+    assert "APIKEY" not in str(shown)
+    assert spec.variants[1].model == secret  # the spec itself is unchanged
+    assert shown_reference("https://[::1]:8443/v2/models/m/infer") == (
+        "https://[::1]:8443/v2/models/m/infer"
+    )

@@ -13,6 +13,7 @@ import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -50,6 +51,8 @@ __all__ = [
     "load_experiment",
     "parse_experiment",
     "rollout_registration",
+    "shown_reference",
+    "shown_spec",
     "spec_hash",
     "traffic_fields",
     "validate_condition",
@@ -711,6 +714,24 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
 def canonical_json(spec: ExperimentSpec) -> str:
     """The spec as sorted, compact JSON: what the store keeps and what :func:`spec_hash` hashes."""
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def shown_reference(reference: str) -> str:
+    """A model reference as responses, logs and reports may show it: an HTTP URL without
+    the user info, query and fragment, where credentials and API keys ride."""
+    if not reference.startswith(("http://", "https://")):
+        return reference
+    parts = urlsplit(reference)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def shown_spec(spec: ExperimentSpec) -> dict[str, Any]:
+    """The spec as JSON, each variant's model reference as :func:`shown_reference` shows it."""
+    document = spec.model_dump(mode="json")
+    for variant in document["variants"]:
+        variant["model"] = shown_reference(variant["model"])
+    return document
 
 
 def spec_hash(spec: ExperimentSpec) -> str:

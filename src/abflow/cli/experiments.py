@@ -189,6 +189,7 @@ def show_spec(
     from rich.table import Table
 
     from abflow.errors import ExperimentNotFoundError
+    from abflow.spec import shown_spec
     from abflow.store import EventStore
 
     with EventStore.open(store, must_exist=True) as opened:
@@ -199,7 +200,7 @@ def show_spec(
             msg = f"no experiment {key!r} in the store{hint}"
             raise ExperimentNotFoundError(msg) from None
         phases = opened.phases(key)
-    spec_data = version.spec.model_dump(mode="json")
+    spec_data = shown_spec(version.spec)
     if output_format is ListFormat.json:
         data = {
             **_summary(version),

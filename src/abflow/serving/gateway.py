@@ -56,7 +56,6 @@ from abflow.serving.backends import (
     build_backend,
 )
 from abflow.serving.backends.failure import FailureLog, error_text, failure_reason
-from abflow.serving.backends.http import redact_url
 from abflow.serving.cache import MISSING, PredictionCache, row_key
 from abflow.serving.catalog import ExperimentCatalog
 from abflow.serving.features import GatewayFeatures
@@ -71,7 +70,7 @@ from abflow.serving.live import LiveExperiment
 from abflow.serving.recent import RecentRequests
 from abflow.serving.settings import GatewaySettings
 from abflow.serving.shadow import ShadowMirror, mirrored_variants
-from abflow.spec import ExperimentSpec
+from abflow.spec import ExperimentSpec, shown_reference
 
 __all__ = ["Gateway"]
 
@@ -130,7 +129,7 @@ class Gateway:
 
     def _default_factory(self, reference: str, options: BackendOptions | None) -> GuardedBackend:
         s = self.settings
-        child = self.metrics.batch_size.labels(_shown(reference))
+        child = self.metrics.batch_size.labels(shown_reference(reference))
         return build_backend(
             reference,
             options,
@@ -153,12 +152,14 @@ class Gateway:
                 if is_control:
                     raise
                 # A challenger that fails verification never serves; control answers for it.
-                logger.error("refusing model %s: %s", _shown(reference), exc)
-                self.metrics.errors.labels("", _shown(reference), "ArtifactChecksumError").inc()
+                logger.error("refusing model %s: %s", shown_reference(reference), exc)
+                self.metrics.errors.labels(
+                    "", shown_reference(reference), "ArtifactChecksumError"
+                ).inc()
                 breaker = CircuitBreaker(failure_threshold=1, reset_seconds=float("inf"))
-                self.metrics.circuit_open.labels(_shown(reference)).set(1)
+                self.metrics.circuit_open.labels(shown_reference(reference)).set(1)
                 return GuardedBackend(RefusedBackend(reference, exc), breaker=breaker)
-            gauge = self.metrics.circuit_open.labels(_shown(reference))
+            gauge = self.metrics.circuit_open.labels(shown_reference(reference))
             gauge.set(0)
             backend.breaker.on_change = gauge.set
             self._backends[reference] = backend
@@ -501,9 +502,3 @@ def _shown_value(value: Any) -> str:
     except TypeError:
         text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _shown(reference: str) -> str:
-    """A model reference as metrics and logs may show it: an HTTP URL without the user info,
-    query or fragment that may carry credentials or an API key."""
-    return redact_url(reference) if reference.startswith(("http://", "https://")) else reference

@@ -20,7 +20,7 @@ from abflow.serving.model_policy import check_spec
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
 from abflow.serving.settings import policy_for
-from abflow.spec import ExperimentSpec, parse_experiment
+from abflow.spec import ExperimentSpec, parse_experiment, shown_reference, shown_spec
 from abflow.targeting.conditions import saved_group_ids
 
 __all__ = ["describe", "router"]
@@ -44,7 +44,7 @@ def describe(gateway: Gateway, live: LiveExperiment, *, with_spec: bool = False)
         "variants": [
             {
                 "name": variant.name,
-                "model": variant.model,
+                "model": shown_reference(variant.model),
                 "model_version": backend.version,
                 "checksum": _checksum(backend),
                 "weight": weights[index],
@@ -57,7 +57,7 @@ def describe(gateway: Gateway, live: LiveExperiment, *, with_spec: bool = False)
         ],
     }
     if with_spec:
-        document["spec"] = spec.model_dump(mode="json")
+        document["spec"] = shown_spec(spec)
     return document
 
 
