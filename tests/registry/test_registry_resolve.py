@@ -125,3 +125,34 @@ def test_foreign_errors_are_translated_once_at_the_boundary() -> None:
     # Programming errors are not the registry's failures: they pass through untouched.
     with pytest.raises(KeyError), mlflow_errors("loading x"):
         raise KeyError(0)
+
+
+def test_a_pyfunc_with_named_columns_is_called_with_its_columns(tracking_uri: str) -> None:
+    """MLflow's usual signature, infer_signature(frame, …), names the columns: the gateway's
+    bare feature matrix then failed every request ("Model is missing inputs ['f0', …]")
+    and each fell back to the control."""
+    import mlflow
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from abflow.serving.backends.local import load_model, predict_outputs
+
+    class Scorer(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return (model_input["f0"] * 2 + model_input["f2"]).to_numpy()
+
+    frame = pd.DataFrame(np.arange(12.0).reshape(4, 3), columns=["f0", "f1", "f2"])
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Scorer(),
+            signature=infer_signature(frame, np.zeros(len(frame))),
+            input_example=frame.head(1),
+            registered_model_name="scorer",
+        )
+    loaded = load_model("models:/scorer/1")
+    assert loaded.predictor.n_features_in_ == 3  # the width registration checks
+    rows = frame.to_numpy()
+    assert predict_outputs(loaded.predictor, rows) == (rows[:, 0] * 2 + rows[:, 2]).tolist()

@@ -101,3 +101,16 @@ class GatedModel:
 
 
 gated = GatedModel()
+
+
+class NarrowModel:
+    """A model of two features, beside controls of four: it cannot answer their rows."""
+
+    n_features_in_ = 2
+    model_version = "narrow-1"
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        return rows.sum(axis=1)
+
+
+narrow = NarrowModel()

@@ -179,3 +179,19 @@ async def test_invalid_specs_list_every_problem(
     assert "does_not_exist" in response.json()["detail"]
     missing = await client.get("/v1/experiments/nope", headers=auth(tokens[Role.VIEWER]))
     assert missing.status_code == 404
+
+
+async def test_a_model_of_another_width_is_refused(make_client: AppFactory) -> None:
+    """Every variant is sent the same feature vector: a model expecting two features beside
+    a control of four fell back on every request. The gateway refuses the spec (at start
+    here; a POST /v1/experiments of such a spec is a 422 through the same check)."""
+    spec = experiment(key="narrow")
+    narrow = spec.model_copy(
+        update={"variants": [spec.variants[0], spec.variants[1].model_copy(
+            update={"model": "python:gwmodels:narrow"})]}
+    )  # fmt: skip
+    with pytest.raises(Exception, match="different numbers of features") as refused:
+        await make_client(narrow)
+    assert "(control 4, treatment 2); every variant is sent the same feature vector" in str(
+        refused.value
+    )

@@ -126,7 +126,41 @@ def load_predictor(path: Path) -> tuple[Predictor, str]:
             return mlflow.sklearn.load_model(str(path)), "sklearn"
         import mlflow.pyfunc
 
-        return mlflow.pyfunc.load_model(str(path)), "pyfunc"
+        model = mlflow.pyfunc.load_model(str(path))
+        names = _signature_columns(model)
+        return (NamedColumns(model, names) if names else model), "pyfunc"
+
+
+def _signature_columns(model: Any) -> tuple[str, ...] | None:
+    """The input signature's column names, when every input is a named column."""
+    try:
+        schema = model.metadata.get_input_schema()
+    except AttributeError:
+        return None
+    if schema is None or not schema.has_input_names():
+        return None
+    names = tuple(str(name) for name in schema.input_names())
+    return names if len(names) == len(schema.inputs) else None
+
+
+class NamedColumns:
+    """A pyfunc model whose signature names its input columns (MLflow's usual
+    ``infer_signature(frame, …)``), called with a DataFrame of those columns: given the
+    gateway's bare feature matrix it answers "Model is missing inputs ['f0', …]" on every
+    request, and each one fell back to the control."""
+
+    def __init__(self, model: Any, columns: tuple[str, ...]) -> None:
+        self.model = model
+        self.columns = columns
+        self.n_features_in_ = len(columns)  # the width the gateway checks at registration
+
+    def predict(self, x: Any, /) -> Any:
+        import pandas as pd  # type: ignore[import-untyped]  # with MLflow, which needs it
+
+        return self.model.predict(pd.DataFrame(x, columns=list(self.columns)))
+
+    def __getattr__(self, name: str) -> Any:  # metadata, unwrap_python_model, …
+        return getattr(self.model, name)
 
 
 def resolve_model(

@@ -196,6 +196,13 @@ class Gateway:
         if unknown:
             msg = f"shadow variants {unknown} are not challengers of {spec.key!r}"
             raise InvalidArgumentError(msg)
+        try:
+            _check_widths(spec, backends)
+        except InvalidArgumentError:
+            for variant in spec.variants:
+                if variant.model not in known:
+                    self._backends.pop(variant.model, None)
+            raise
         if check is not None:
             self._check_new(spec, backends, known, check)
         registration = self.catalog.register(spec, actor)
@@ -493,6 +500,23 @@ class Gateway:
         for backend in self._backends.values():
             await backend.aclose()
         self._backends.clear()
+
+
+def _check_widths(spec: ExperimentSpec, backends: tuple[GuardedBackend, ...]) -> None:
+    """Every variant gets the same feature vector: models that declare different widths
+    cannot all answer, and the odd one would fall back on every request."""
+    widths = {
+        variant.name: backend.n_features
+        for variant, backend in zip(spec.variants, backends, strict=True)
+        if backend.n_features
+    }
+    if len(set(widths.values())) > 1:
+        shown = ", ".join(f"{name} {width}" for name, width in widths.items())
+        msg = (
+            f"variants: the models expect different numbers of features ({shown}); every "
+            "variant is sent the same feature vector"
+        )
+        raise InvalidArgumentError(msg)
 
 
 def _shown_value(value: Any) -> str:
