@@ -23,7 +23,6 @@ READ_ONLY = [
     ["experiments", "list"],
     ["experiments", "show", "exp"],
     ["token", "list"],
-    ["db", "status"],
 ]
 
 
@@ -75,3 +74,17 @@ def test_must_exist_open_refuses_and_creates_nothing(tmp_path: Path) -> None:
         EventStore.open(f"sqlite:///{missing}", must_exist=True)
     assert not missing.parent.exists()
     EventStore.open("sqlite://", must_exist=True).close()  # in memory: nothing to refuse
+
+
+def test_db_status_where_no_store_exists_creates_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ABFLOW_STORE_URL", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(["db", "status"])
+    assert exited.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "schema version 0 (no file yet)" in out
+    assert "run `abflow db upgrade`" in out
+    assert list(tmp_path.iterdir()) == []  # no .abflow folder, no file

@@ -44,13 +44,19 @@ def upgrade(store: StoreOption = None) -> None:
 @db_app.command("status")
 def status(store: StoreOption = None) -> None:
     """Show the store's schema version and the one this abflow needs."""
+    from abflow.errors import StoreError
     from abflow.store import SCHEMA_VERSION, read_store_version
     from abflow.store.engine import display_url, require_existing_store, resolve_url
 
-    version = read_store_version(require_existing_store(store))  # reading creates nothing
+    try:
+        version, missing = read_store_version(require_existing_store(store)), ""
+    except StoreError as exc:  # no SQLite file: say so, and create none (reading only)
+        if "no store here" not in str(exc):
+            raise
+        version, missing = 0, " (no file yet)"
     advice = " (run `abflow db upgrade`)" if version < SCHEMA_VERSION else ""
     out_console.print(
-        f"{display_url(resolve_url(store))}: schema version {version}, "
+        f"{display_url(resolve_url(store))}: schema version {version}{missing}, "
         f"this abflow needs {SCHEMA_VERSION}{advice}"
     )
 
