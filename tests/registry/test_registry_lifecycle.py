@@ -242,6 +242,14 @@ def test_retire_takes_the_version_out_of_traffic_and_records_why(two_models: str
     assert canary is not None
     assert canary.weights == pytest.approx([1.0, 0.0, 0.0])
     assert not record.needs_manual_change
+    # The retired variant stays listed at weight 0, pinned to its version: the alias it
+    # named is archived below, and a spec naming it would stop the gateway from starting.
+    ab = record.changes[0].updated_spec
+    assert ab is not None
+    assert [v.model for v in ab.variants] == ["models:/fraud@champion", "models:/fraud/2"]
+    assert [v.model for v in canary.variants] == [
+        "models:/churn/1", "models:/fraud/2", "models:/fraud/2"
+    ]  # fmt: skip
 
     # The alias no longer resolves; the archived one does; the version says why.
     with pytest.raises(ModelNotFoundError):

@@ -89,11 +89,15 @@ def serves_version(
     return ref.version == info.version or (ref.version == "latest" and is_latest)
 
 
-def without_variant(spec: ExperimentSpec, variant: str) -> ExperimentSpec:
+def without_variant(
+    spec: ExperimentSpec, variant: str, *, pinned: str | None = None
+) -> ExperimentSpec:
     """The spec with ``variant``'s traffic given to the control; the variant stays listed.
 
     Keeping the variant (at weight 0) keeps earlier phases analysable; the weight change
-    makes this a new phase, as every traffic change is.
+    makes this a new phase, as every traffic change is. ``pinned`` replaces its model
+    reference: retiring archives the version's aliases, so a variant left on
+    ``models:/fraud@challenger`` would no longer resolve and the gateway would not start.
     """
     names = spec.variant_names
     if variant not in names:
@@ -109,6 +113,8 @@ def without_variant(spec: ExperimentSpec, variant: str) -> ExperimentSpec:
     data = spec.model_dump(mode="json", exclude_none=True)
     data["weights"] = weights
     data["forced"] = {unit: v for unit, v in spec.forced.items() if v != variant}
+    if pinned is not None:
+        data["variants"][index]["model"] = pinned
     if spec.rollout is not None:
         challenger = spec.rollout.challenger or (names[1] if len(names) > 1 else None)
         if challenger == variant:
@@ -139,7 +145,8 @@ def _changes(
                     )
                 )
                 continue
-            updated = without_variant(updated, variant.name)
+            pinned = f"models:/{info.name}/{info.version}"
+            updated = without_variant(updated, variant.name, pinned=pinned)
             changes.append(
                 TrafficChange(
                     spec.key,
