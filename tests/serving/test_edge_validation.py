@@ -31,7 +31,7 @@ from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore, create_token
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog
-from abflow.serving.inputs import attribute_path
+from abflow.serving.inputs import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_TEXT, attribute_path
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.store import EventStore
 
@@ -140,9 +140,11 @@ def predict_requests(draw: st.DrawFn) -> tuple[dict[str, Any], str | None, set[s
         if key == "user_id":
             continue
         attributes[key] = draw(st.one_of(text, number))
-        if attribute_bad(key):
+        if attribute_bad(key) or len(key) > MAX_ATTRIBUTE_KEY:
             bad.add(f"attributes key {key[:40]!r}")
-        elif attribute_bad(attributes[key]):
+        elif attribute_bad(attributes[key]) or (
+            isinstance(attributes[key], str) and len(attributes[key]) > MAX_ATTRIBUTE_TEXT
+        ):
             bad.add(attribute_path("attributes", key))
     unit = draw(st.one_of(text, not_text, st.just(ABSENT)))
     if unit is ABSENT:

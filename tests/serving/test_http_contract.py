@@ -94,6 +94,27 @@ async def test_revoked_tokens_stop_working(
             ({"attributes": {"user_id": unit}, "features": ROW}, 422, "attributes.user_id")
             for unit in (0, -0.0, True, False, [1], {"a": 1})  # no text a unit is hashed as
         ),
+        # attributes are stored with every exposure: bounded in count, key and text length
+        (
+            {"unit_id": "u1", "features": ROW, "attributes": {f"a{i}": i for i in range(1001)}},
+            422,
+            "attributes: more than 1000 keys and values",
+        ),
+        (
+            {"unit_id": "u1", "features": ROW, "attributes": {"tags": list(range(1000))}},
+            422,
+            "attributes: more than 1000 keys and values",
+        ),
+        (
+            {"unit_id": "u1", "features": ROW, "attributes": {"note": "x" * 1025}},
+            422,
+            "attributes.note: at most 1024 characters, got 1025",
+        ),
+        (
+            {"unit_id": "u1", "features": ROW, "attributes": {"k" * 129: 1}},
+            422,
+            "attributes key 'kkkk",
+        ),
     ],
 )
 async def test_bad_input_is_a_4xx_naming_the_field(

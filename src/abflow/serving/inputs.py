@@ -26,6 +26,9 @@ from pydantic_core import PydanticCustomError
 from abflow.errors import FeatureError, InvalidArgumentError
 
 __all__ = [
+    "MAX_ATTRIBUTE_ITEMS",
+    "MAX_ATTRIBUTE_KEY",
+    "MAX_ATTRIBUTE_TEXT",
     "MAX_KEY",
     "MAX_REQUEST_ID",
     "MAX_TS",
@@ -229,18 +232,36 @@ def attribute_path(where: str, key: str) -> str:
     )
 
 
+MAX_ATTRIBUTE_ITEMS = 1000
+"""Most keys and values (nested ones included) in one request's attributes."""
+MAX_ATTRIBUTE_KEY = 128
+MAX_ATTRIBUTE_TEXT = 1024
+"""Longest attribute key, and longest text value, in characters."""
+
+
 def check_attributes(attributes: dict[str, Any]) -> None:
     """Check that the attributes can be journaled and stored as JSON text (the exposure's
     ``attributes_json``); InvalidArgumentError naming a key or value that cannot
     (``attributes.tags[2]``). Non-finite numbers are refused rather than stored as null."""
     stack: list[tuple[str, Any]] = [("attributes", attributes)]
+    visited = 0
     while stack:
         where, value = stack.pop()
+        visited += 1
+        if visited > MAX_ATTRIBUTE_ITEMS:  # every one is stored with each exposure
+            msg = f"attributes: more than {MAX_ATTRIBUTE_ITEMS} keys and values; send fewer"
+            raise InvalidArgumentError(msg)
         if isinstance(value, str):
             check_text(value, where)
+            if len(value) > MAX_ATTRIBUTE_TEXT:
+                msg = f"{where}: at most {MAX_ATTRIBUTE_TEXT} characters, got {len(value)}"
+                raise InvalidArgumentError(msg)
         elif isinstance(value, dict):
             for key, item in value.items():
                 check_text(key, f"{where} key {key[:40]!r}")
+                if len(key) > MAX_ATTRIBUTE_KEY:
+                    msg = f"{where} key {key[:40]!r}…: at most {MAX_ATTRIBUTE_KEY} characters"
+                    raise InvalidArgumentError(msg)
                 stack.append((attribute_path(where, key), item))
         elif isinstance(value, list):
             stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
