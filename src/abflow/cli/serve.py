@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -154,6 +155,9 @@ def _share_metrics_between_workers(workers: int) -> Path | None:
 
 
 def _first_start_tokens(store_url: str | None, config: Path | None) -> None:
+    """With no token anywhere, create an admin and a service token and show them once: on
+    the terminal, or, when stderr goes to a log (a container's, a file), in a file only this
+    user can read, since a log is no place for a credential."""
     from abflow.security.roles import Role
     from abflow.security.tokens import create_token
     from abflow.serving.settings import load_config
@@ -166,15 +170,48 @@ def _first_start_tokens(store_url: str | None, config: Path | None) -> None:
         tokens = StoreTokenStore(opened)
         if tokens.has_tokens():
             return
+        private: TextIO | None = None
+        if not sys.stderr.isatty():
+            try:
+                private = _open_private(Path(FIRST_TOKENS_FILE))
+            except OSError as exc:
+                err_console.print(
+                    f"First start: no token exists, and none was created: cannot write "
+                    f"{FIRST_TOKENS_FILE} ({exc.strerror or exc}). Create one with: abflow "
+                    "token create --role admin --name NAME"
+                )
+                return
         made = [
             create_token(tokens, f"first-{role.value}", role) for role in (Role.ADMIN, Role.SERVICE)
         ]
-    err_console.print(
-        "First start: created these tokens. They are shown once; only their hashes are stored."
-    )
-    for token, record in made:
-        err_console.print(f"    {record.role.value:<8} {token}", markup=False)
+    lines = [f"    {record.role.value:<8} {token}" for token, record in made]
+    if private is None:
+        err_console.print(
+            "First start: created these tokens. They are shown once; only their hashes are stored."
+        )
+        for line in lines:
+            err_console.print(line, markup=False)
+    else:
+        with private:
+            private.write("\n".join(lines) + "\n")
+        err_console.print(
+            f"First start: created an admin and a service token and wrote them to "
+            f"{Path(FIRST_TOKENS_FILE).resolve()}, readable by this user only (keep them somewhere "
+            "safe, then delete the file); only their hashes are stored."
+        )
     err_console.print("Create more with: abflow token create --role ROLE --name NAME")
+
+
+FIRST_TOKENS_FILE = ".abflow/first-start-tokens"
+"""Where a first start whose stderr is not a terminal writes its tokens (mode 0600)."""
+
+
+def _open_private(path: Path) -> TextIO:
+    """A new file at ``path`` that only its owner can read, open for writing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(descriptor, "w", encoding="utf-8")
 
 
 def register(app: typer.Typer) -> None:
