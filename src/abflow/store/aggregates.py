@@ -213,18 +213,26 @@ def attribute_expression(
     return json_text(engine.dialect.name, column, key)
 
 
-def _mixed_units(experiment_key: str, phase: int, window: Window) -> sa.Select[Any]:
-    """The units exposed to more than one variant in the phase (and window): left out of
-    every metric, those read from predictions too, as the unit metrics leave them out."""
+def _exposure_conditions(
+    experiment_key: str, phase: int, window: Window
+) -> list[sa.ColumnElement[bool]]:
+    """The exposures of one phase of an experiment within ``window``."""
     e = exposures
     conditions = [e.c.experiment_key == experiment_key, e.c.phase == phase]
     if window.start is not None:
         conditions.append(e.c.ts >= window.start)
     if window.end is not None:
         conditions.append(e.c.ts < window.end)
+    return conditions
+
+
+def _mixed_units(experiment_key: str, phase: int, window: Window) -> sa.Select[Any]:
+    """The units exposed to more than one variant in the phase (and window): left out of
+    every metric, those read from predictions too, as the unit metrics leave them out."""
+    e = exposures
     return (
         sa.select(e.c.unit_id)
-        .where(*conditions)
+        .where(*_exposure_conditions(experiment_key, phase, window))
         .group_by(e.c.unit_id)
         .having(sa.func.min(e.c.variant) != sa.func.max(e.c.variant))
     )
@@ -241,11 +249,7 @@ def _units(
 ) -> sa.Subquery | sa.CTE:
     """One row per exposed unit: its variant, first exposure and (optionally) an attribute."""
     e = exposures
-    conditions = [e.c.experiment_key == experiment_key, e.c.phase == phase]
-    if window.start is not None:
-        conditions.append(e.c.ts >= window.start)
-    if window.end is not None:
-        conditions.append(e.c.ts < window.end)
+    conditions = _exposure_conditions(experiment_key, phase, window)
     columns: list[sa.ColumnElement[Any]] = [
         e.c.unit_id.label("unit_id"),
         sa.func.min(e.c.variant).label("variant"),

@@ -162,9 +162,7 @@ def _sqlite_misfit(column: sa.Column[Any]) -> str | None:
     a number column (SQLite's column affinity already turned numbers sent to a text column
     into text, and text that reads as a number into a number), or text beyond a
     ``VARCHAR(n)``. None for a column that cannot hold such a value."""
-    if isinstance(column.type, sa.Float):
-        return f"typeof({column.name}) = 'text'"
-    if isinstance(column.type, sa.Integer | sa.Boolean):
+    if isinstance(column.type, sa.Float | sa.Integer | sa.Boolean):
         return f"typeof({column.name}) = 'text'"
     length = getattr(column.type, "length", None)
     return f"length({column.name}) > {length}" if length else None
@@ -273,13 +271,13 @@ def write_batch(
         try:
             raise_for_missing_values(layout, values)
             if engine.dialect.name == "sqlite":
-                name_sqlite_misfit(layout, values)
+                _name_sqlite_misfit(layout, values)
         except StoreError as named:
             raise named from exc
         raise
 
 
-def name_sqlite_misfit(layout: TableLayout, values: Sequence[tuple[Any, ...]]) -> None:
+def _name_sqlite_misfit(layout: TableLayout, values: Sequence[tuple[Any, ...]]) -> None:
     """StoreError naming the first row and column whose value a typed column refuses: the
     wrong type (text in a number column), text longer than the column, or NaN (which SQLite
     binds as NULL). Run only once SQLite found such a value, or refused the batch."""
@@ -348,7 +346,7 @@ def _write_sqlite(engine: Engine, layout: TableLayout, values: list[tuple[Any, .
             cursor.close()
         if misfit:
             raw.rollback()
-            name_sqlite_misfit(layout, values)
+            _name_sqlite_misfit(layout, values)
             msg = f"{layout.kind} events: a value does not fit its column"
             raise StoreError(msg)
         return int(raw.total_changes - before)
