@@ -180,3 +180,37 @@ def test_errors_are_one_sentence_and_exit_2(
     assert err.startswith("error: cannot move alias ghost@champion to version 1:")
     assert "\n" not in err
     assert "Traceback" not in err
+
+
+def test_experiments_register_refuses_a_model_the_registry_does_not_have(
+    cli_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As POST /v1/experiments does: an unknown alias was registered, and the gateway then
+    could not start on it."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cli_registry)
+    store = f"sqlite:///{tmp_path / 'abflow.db'}"
+    spec_path = tmp_path / "fraud.yaml"
+
+    def register(challenger: str) -> Result:
+        spec_path.write_text(
+            yaml.safe_dump(
+                {
+                    "key": "fraud-v9",
+                    "variants": [
+                        {"name": "control", "model": "models:/fraud@champion"},
+                        {"name": "treatment", "model": challenger},
+                    ],
+                }
+            )
+        )
+        return CliRunner().invoke(
+            app, ["experiments", "register", str(spec_path), "--store", store]
+        )
+
+    refused = register("models:/fraud@nosuchalias")
+    assert refused.exit_code == 2, refused.output
+    assert "variants[1].model:" in refused.output
+    assert "nosuchalias" in refused.output
+    accepted = register("models:/fraud/2")
+    assert accepted.exit_code == 0, accepted.output
+    assert "registered version 1" in accepted.output

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from abflow.cli.console import err_console, out_console
+from abflow.cli.console import err_console, fail, out_console
 from abflow.cli.options import StoreOption, actor_name
 
 if TYPE_CHECKING:
@@ -83,8 +83,9 @@ def register_spec(
         bool,
         typer.Option(
             "--probe/--no-probe",
-            help="Send one row to each http(s) model server of the spec first; a server that "
-            "refuses it stops the registration (exit 2).",
+            help="Check each models:/ reference in the registry and send one row to each "
+            "http(s) model server of the spec first; an unknown model or a server that "
+            "refuses the row stops the registration (exit 2).",
         ),
     ] = True,
 ) -> None:
@@ -106,6 +107,7 @@ def register_spec(
 
     spec = load_experiment(file)
     if probe:
+        _check_registry(spec)
         _probe(spec, config, str(file))
     with EventStore.open(store) as opened:
         stored = opened.register_experiment(spec, reason=reason, actor=actor_name(actor))
@@ -114,6 +116,36 @@ def register_spec(
         return
     phase = f"new phase {stored.phase}" if stored.is_new_phase else f"phase {stored.phase}"
     out_console.print(f"{stored.key}: registered version {stored.version} ({phase})")
+
+
+def _check_registry(spec: ExperimentSpec) -> None:
+    """Each ``models:/`` reference must name a registered version or alias, as the gateway
+    requires on POST /v1/experiments (metadata only: nothing is downloaded), when there is a
+    registry to ask: a configured one, or the embedded one in this folder. A registry that
+    cannot be reached from here is a warning."""
+    references = [
+        (i, v.model) for i, v in enumerate(spec.variants) if v.model.startswith("models:/")
+    ]
+    if not references:
+        return
+    import os
+
+    from abflow.errors import ModelNotFoundError, RegistryError
+    from abflow.registry import describe_version
+    from abflow.registry.connection import DEFAULT_TRACKING_URI
+    from abflow.settings import settings
+
+    configured = settings().mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not configured and not Path(DEFAULT_TRACKING_URI.removeprefix("sqlite:///")).is_file():
+        return  # no registry here: opening the embedded one would create it
+
+    for index, reference in references:
+        try:
+            describe_version(reference)
+        except ModelNotFoundError as exc:
+            fail(f"variants[{index}].model: {exc}")
+        except RegistryError as exc:
+            err_console.print(f"warning: variants[{index}].model not checked: {exc}", markup=False)
 
 
 def _probe(spec: ExperimentSpec, config: Path | None, source: str) -> None:
