@@ -179,6 +179,31 @@ def test_cli_renders_to_stdout_or_a_file(tmp_path: Path) -> None:
     assert "not a valid Kubernetes name" in bad.output
 
 
+def test_credentials_bound_for_the_config_map_are_warned_about(tmp_path: Path) -> None:
+    from abflow.cli.main import app
+    from abflow.deploy.k8s import config_credentials
+
+    url = "http://alice:PW@scorer:8080/invocations?api_key=KEY"
+    spec = parse_experiment(yaml.safe_load(EXAMPLE.read_text()))
+    variants = [spec.variants[0], spec.variants[1].model_copy(update={"model": url})]
+    config = build_config(
+        {"experiments": [spec.model_copy(update={"variants": variants})],
+         "backends": {url: {"headers": {"authorization": "Bearer SECRET"}}}}
+    )  # fmt: skip
+    assert config_credentials(config) == [
+        "the model URL http://scorer:8080/invocations (user info or query)",
+        "the headers of backend http://scorer:8080/invocations",
+    ]
+    clean = build_config({"experiments": [spec]})
+    assert config_credentials(clean) == []
+    source = tmp_path / "gateway.yaml"
+    source.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
+    shown = CliRunner().invoke(app, ["k8s", "render", "--image", "img", "--config", str(source)])
+    assert shown.exit_code == 0
+    assert "warning: the ConfigMap will hold the model URL http://scorer:8080" in shown.output
+    assert "bearer_token_env from a Secret" in shown.output
+
+
 def test_rollout_cron_jobs_of_different_experiments_never_share_a_name() -> None:
     """Names are cut to 52 characters and keys slugged; two plans must stay two CronJobs."""
     spec = parse_experiment(yaml.safe_load(EXAMPLE.read_text()))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from abflow.cli.console import check_output_path, fail, out_console, write_output
+from abflow.cli.console import check_output_path, err_console, fail, out_console, write_output
 
 __all__ = ["register"]
 
@@ -100,7 +100,7 @@ def render(
 ) -> None:
     """Render the gateway's Deployment, Service, autoscaler, config, rollout CronJobs and monitor."""
     from abflow.deploy import K8sOptions, render_manifests, to_yaml
-    from abflow.deploy.k8s import MonitorMode
+    from abflow.deploy.k8s import MonitorMode, config_credentials
     from abflow.errors import InvalidArgumentError
     from abflow.serving.settings import demo_config, load_config
 
@@ -120,6 +120,12 @@ def render(
         monitor=MonitorMode(monitor.value),
         monitor_interval_seconds=monitor_interval,
     )
+    for place in config_credentials(gateway_config):
+        err_console.print(
+            f"warning: the ConfigMap will hold {place}, readable by anyone who may read "
+            f"ConfigMaps in {namespace}: give credentials with bearer_token_env from a Secret",
+            markup=False,
+        )
     try:
         if helm_values:
             from abflow.deploy.helm import helm_values as make_values

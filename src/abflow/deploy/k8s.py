@@ -36,6 +36,7 @@ import yaml
 from abflow.deploy.alerts import prometheus_rule
 from abflow.errors import InvalidArgumentError
 from abflow.serving.settings import GatewayConfig
+from abflow.spec import shown_reference
 
 __all__ = [
     "DEFAULT_MONITOR_INTERVAL_SECONDS",
@@ -302,6 +303,20 @@ def gateway_config_data(config: GatewayConfig) -> dict[str, Any]:
         spec.model_dump(mode="json", exclude_defaults=True) for spec in config.experiments
     ]
     return data
+
+
+def config_credentials(config: GatewayConfig) -> list[str]:
+    """Where the config holds credentials that a ConfigMap would show to anyone who may
+    read ConfigMaps: backend URLs with user info or a query, static backend headers."""
+    found: list[str] = []
+    references = {v.model for spec in config.experiments for v in spec.variants}
+    for url in sorted(references | set(config.backends)):
+        if url.startswith(("http://", "https://")) and shown_reference(url) != url.split("#")[0]:
+            found.append(f"the model URL {shown_reference(url)} (user info or query)")
+    for url, backend in sorted(config.backends.items()):
+        if backend.headers:
+            found.append(f"the headers of backend {shown_reference(url)}")
+    return found
 
 
 def _gateway_config_text(config: GatewayConfig) -> str:
