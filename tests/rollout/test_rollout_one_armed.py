@@ -197,3 +197,26 @@ def test_permutation_p_value_matches_fishers_exact_test() -> None:
         expected = fisher_exact(table, alternative="greater").pvalue
         assert permutation_p_value(n_control, n_treatment) == pytest.approx(expected, rel=1e-9)
     assert math.isnan(permutation_p_value(0, 5))
+
+
+def test_a_rollback_by_hand_looks_again_when_a_tick_moved_first(
+    ramp_store: EventStore, ramp_clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick that wrote between the rollback's read and its write made the rollback exit 2
+    ("the rollout moved meanwhile") and left the challenger its traffic."""
+    from abflow.rollout.controller import rollback
+
+    store = ramp_store
+    start(store, ramp_clock)
+    written = store.register_if_unchanged
+    attempts: list[int] = []
+
+    def a_tick_moves_first(*args: Any, **kwargs: Any) -> bool:
+        attempts.append(1)
+        return False if len(attempts) == 1 else written(*args, **kwargs)
+
+    monkeypatch.setattr(store, "register_if_unchanged", a_tick_moves_first)
+    result = rollback(store, KEY, actor="ops:ana", reason="pager")
+    assert result.action == "rolled_back"
+    assert len(attempts) == 2
+    assert store.get_experiment(KEY).spec.effective_weights == [1.0, 0.0]

@@ -336,16 +336,25 @@ def _end_by_hand(
     reason: str,
     registry: MlflowPromotionRegistry | None,
 ) -> TickResult:
-    spec = store.get_experiment(key).spec
-    plan_of(spec)
-    state = state_from_audit(store.audit_entries(key))
-    undoes_promotion = action == "rolled_back" and state.stage == "promoted"
-    if state.is_final and not undoes_promotion:
-        msg = f"the rollout of {key!r} is already {state.stage.replace('_', ' ')}"
-        raise InvalidArgumentError(msg)
-    if action == "promoted":  # rolling back stays possible whatever the coverage
-        check_full_coverage(spec)
-    return _finish(store, spec, state, action, actor, [reason], {}, registry)
+    for _ in range(_HAND_ATTEMPTS):  # a tick that moved first is no reason to give up
+        spec = store.get_experiment(key).spec
+        plan_of(spec)
+        state = state_from_audit(store.audit_entries(key))
+        undoes_promotion = action == "rolled_back" and state.stage == "promoted"
+        if state.is_final and not undoes_promotion:
+            msg = f"the rollout of {key!r} is already {state.stage.replace('_', ' ')}"
+            raise InvalidArgumentError(msg)
+        if action == "promoted":  # rolling back stays possible whatever the coverage
+            check_full_coverage(spec)
+        result = _finish(store, spec, state, action, actor, [reason], {}, registry)
+        if result.action == action:
+            return result
+    return result
+
+
+_HAND_ATTEMPTS = 5
+"""How often a rollback or promotion by hand looks again when a controller moved the
+rollout between its read and its write (each look re-checks the state)."""
 
 
 def _with_share(spec: ExperimentSpec, share: float, *, mirrored: bool) -> ExperimentSpec:
