@@ -336,7 +336,9 @@ def _end_by_hand(
     reason: str,
     registry: MlflowPromotionRegistry | None,
 ) -> TickResult:
-    for _ in range(_HAND_ATTEMPTS):  # a tick that moved first is no reason to give up
+    # A rollback is the safety command: a tick that moved first is no reason to give up on
+    # it. A promotion overtaken by anything stops (someone may have rolled back meanwhile).
+    for _ in range(_HAND_ATTEMPTS if action == "rolled_back" else 1):
         spec = store.get_experiment(key).spec
         plan_of(spec)
         state = state_from_audit(store.audit_entries(key))
@@ -353,8 +355,8 @@ def _end_by_hand(
 
 
 _HAND_ATTEMPTS = 5
-"""How often a rollback or promotion by hand looks again when a controller moved the
-rollout between its read and its write (each look re-checks the state)."""
+"""How often a rollback by hand looks again when a controller moved the rollout between its
+read and its write (each look re-checks the state)."""
 
 
 def _with_share(spec: ExperimentSpec, share: float, *, mirrored: bool) -> ExperimentSpec:
