@@ -15,8 +15,14 @@ from abflow.serving.http_protocol import MAX_HEAD_BYTES, BoundedHeadProtocol
 
 
 async def echo_length(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def, type-arg]
-    """Answers the size of the body it read."""
+    """Answers the size of the body it read; on /early, 401 before reading any (as a 413
+    from the declared length, a 401 or a 404 does)."""
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/early":
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-length", b"0")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": b""})
         return
     size, more = 0, True
     while more:
@@ -108,3 +114,9 @@ def test_a_large_body_sent_with_its_head_is_not_a_large_head(port: int) -> None:
 def test_the_bound_is_per_request_on_a_kept_alive_connection(port: int) -> None:
     near = get(MAX_HEAD_BYTES // 2)  # three of them exceed the bound together, not one
     assert exchange(port, near * 3, answers=3) == [b"200 OK"] * 3
+
+
+def test_a_body_still_arriving_after_an_early_answer_is_not_a_head(port: int) -> None:
+    body = b"x" * (16 * MAX_HEAD_BYTES)
+    head = f"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+    assert exchange(port, head + body + get(100), answers=2) == [b"401 Unauthorized", b"200 OK"]

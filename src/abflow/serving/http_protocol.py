@@ -34,25 +34,26 @@ class BoundedHeadProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0  # of the head being read, counted chunk by chunk
+        self._in_head = False  # the parser is reading a request line and headers
+        self._head_bytes = 0  # of that head, counted chunk by chunk
         self._heads_ended = 0  # heads completed, ever: did one end within a chunk?
 
+    def on_message_begin(self) -> None:
+        self._in_head, self._head_bytes = True, 0
+        super().on_message_begin()
+
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._heads_ended += 1
-        self._head_bytes = 0  # the next head starts from nothing
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
         ended = self._heads_ended
         super().data_received(data)
-        if self._heads_ended == ended and self.parser_in_head and not self.transport.is_closing():
+        # A body (even one still arriving after the answer, as after a 413) is never
+        # counted; a head waiting behind an unanswered request is.
+        if self._in_head and self._heads_ended == ended and not self.transport.is_closing():
             self._head_bytes += len(data)  # no head ended in this chunk: all of it is head
             if self._head_bytes > MAX_HEAD_BYTES:
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
-
-    @property
-    def parser_in_head(self) -> bool:
-        """Whether the current request's headers are still being read (no cycle runs yet
-        for it, or the previous one has finished)."""
-        return self.cycle is None or self.cycle.response_complete

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import math
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,7 +38,7 @@ from typing import Any, Literal, NoReturn, get_args
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from abflow.errors import StoreError
+from abflow.errors import StoreError, StoreUnavailableError
 from abflow.store import schema
 from abflow.store.engine import raise_store_error
 
@@ -98,8 +97,10 @@ class TableLayout:
     """A row tuple's required values."""
     sqlite_misfit: str
     """The SQLite query for a row added after a rowid whose value a typed column refuses."""
-    value_types: tuple[tuple[type, ...], ...]
-    """Per column, the Python types a value may have (None aside), to name a misfit."""
+    numeric: tuple[bool, ...]
+    """Per column, whether it holds numbers (text that does not read as one is a misfit)."""
+    not_null: tuple[bool, ...]
+    """Per column, whether it is NOT NULL (a NaN, bound as NULL, is then a misfit)."""
     max_lengths: tuple[int | None, ...]
     """Per column, the longest text a ``VARCHAR(n)`` takes (None: no limit)."""
 
@@ -142,19 +143,13 @@ def layout_for(kind: str) -> TableLayout:
             + " OR ".join(filter(None, (_sqlite_misfit(table.c[name]) for name in columns)))
             + ") LIMIT 1"
         ),
-        value_types=tuple(_value_types(table.c[name]) for name in columns),
+        numeric=tuple(isinstance(table.c[name].type, _NUMBERS) for name in columns),
+        not_null=tuple(not table.c[name].nullable for name in columns),
         max_lengths=tuple(getattr(table.c[name].type, "length", None) for name in columns),
     )
 
 
-def _value_types(column: sa.Column[Any]) -> tuple[type, ...]:
-    if isinstance(column.type, sa.Boolean):
-        return (bool, int)
-    if isinstance(column.type, sa.Integer):
-        return (int,)
-    if isinstance(column.type, sa.Float):
-        return (float, int)
-    return (str,)
+_NUMBERS = (sa.Float, sa.Integer, sa.Boolean)
 
 
 def _sqlite_misfit(column: sa.Column[Any]) -> str | None:
@@ -162,7 +157,7 @@ def _sqlite_misfit(column: sa.Column[Any]) -> str | None:
     a number column (SQLite's column affinity already turned numbers sent to a text column
     into text, and text that reads as a number into a number), or text beyond a
     ``VARCHAR(n)``. None for a column that cannot hold such a value."""
-    if isinstance(column.type, sa.Float | sa.Integer | sa.Boolean):
+    if isinstance(column.type, _NUMBERS):
         return f"typeof({column.name}) = 'text'"
     length = getattr(column.type, "length", None)
     return f"length({column.name}) > {length}" if length else None
@@ -267,6 +262,8 @@ def write_batch(
         if engine.dialect.name == "postgresql":
             return _write_postgres(engine, layout, values, state or WriteState())
         return _write_sqlite(engine, layout, values)
+    except StoreUnavailableError:
+        raise  # locked or unreachable: the batch is fine, and will be sent again
     except StoreError as exc:
         try:
             raise_for_missing_values(layout, values)
@@ -278,44 +275,32 @@ def write_batch(
 
 
 def _name_sqlite_misfit(layout: TableLayout, values: Sequence[tuple[Any, ...]]) -> None:
-    """StoreError naming the first row and column whose value a typed column refuses: the
-    wrong type (text in a number column), text longer than the column, or NaN (which SQLite
-    binds as NULL). Run only once SQLite found such a value, or refused the batch."""
+    """StoreError naming the first row and column holding what SQLite refuses or the misfit
+    query finds: text that does not read as a number in a number column, text longer than
+    its column, NaN in a NOT NULL column (SQLite binds it as NULL). Only on a refused batch."""
     for position, column in enumerate(zip(*values, strict=True)):
-        allowed = layout.value_types[position]
-        found = set(map(type, column)) - {type(None)}
-        limit = layout.max_lengths[position]
-        if (
-            any(
-                not issubclass(kind, allowed) or (kind is bool and bool not in allowed)
-                for kind in found
-            )
-            or (limit is not None and max(map(len, filter(None, column)), default=0) > limit)
-            or (float in allowed and any(map(math.isnan, filter(None, column))))
-        ):
-            _raise_for_value(layout, position, column)
+        for index, value in enumerate(column):
+            problem = _misfit(layout, position, value)
+            if problem is not None:
+                msg = f"{layout.kind} event {index}: column {layout.columns[position]!r} {problem}"
+                raise StoreError(msg)
 
 
-def _raise_for_value(layout: TableLayout, position: int, column: Sequence[Any]) -> NoReturn:
-    name, allowed = layout.columns[position], layout.value_types[position]
+def _misfit(layout: TableLayout, position: int, value: Any) -> str | None:
+    if isinstance(value, float) and value != value:
+        return "holds NaN, not a number the store keeps" if layout.not_null[position] else None
+    if not isinstance(value, str):
+        return None  # SQLite's column affinity keeps numbers, and turns them into text
+    if layout.numeric[position]:
+        try:
+            float(value)
+        except ValueError:
+            return f"holds {_shown(value)} (text), expected a number"
+        return None
     limit = layout.max_lengths[position]
-    for index, value in enumerate(column):
-        if value is None:
-            continue
-        kind = type(value)
-        if not issubclass(kind, allowed) or (kind is bool and bool not in allowed):
-            expected = " or ".join(t.__name__ for t in allowed if t is not bool) or "bool"
-            problem = f"holds {_shown(value)} ({kind.__name__}), expected {expected}"
-        elif limit is not None and isinstance(value, str) and len(value) > limit:
-            problem = f"holds {len(value)} characters, at most {limit}"
-        elif value != value:
-            problem = "holds NaN, not a number the store keeps"
-        else:
-            continue
-        msg = f"{layout.kind} event {index}: column {name!r} {problem}"
-        raise StoreError(msg)
-    msg = f"{layout.kind} events: column {name!r} holds a value the store cannot keep"
-    raise StoreError(msg)
+    return (
+        f"holds {len(value)} characters, at most {limit}" if limit and len(value) > limit else None
+    )
 
 
 def _shown(value: Any) -> str:
