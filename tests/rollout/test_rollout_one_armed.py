@@ -220,3 +220,23 @@ def test_a_rollback_by_hand_looks_again_when_a_tick_moved_first(
     assert result.action == "rolled_back"
     assert len(attempts) == 2
     assert store.get_experiment(KEY).spec.effective_weights == [1.0, 0.0]
+
+
+def test_the_spec_file_registered_again_cannot_undo_a_rollback(
+    ramp_store: EventStore, ramp_clock: Clock
+) -> None:
+    """Explicit weights that are a step of the plan were taken after a rollback: the
+    challenger served again, unwatched, and `rollout rollback` said it was already done."""
+    from abflow.errors import InvalidSpecError
+    from abflow.rollout.controller import rollback
+
+    store = ramp_store
+    start(store, ramp_clock)
+    assert rollback(store, KEY, actor="ops:ana", reason="pager").action == "rolled_back"
+    with pytest.raises(InvalidSpecError, match="its rollout was rolled back") as refused:
+        store.register_experiment(parse_experiment({**SPEC, "weights": [0.5, 0.5]}))
+    assert "abflow rollout reset" in str(refused.value)
+    assert store.get_experiment(KEY).spec.effective_weights == [1.0, 0.0]
+    store.register_experiment(parse_experiment({**SPEC, "weights": [1.0, 0.0]}))  # no traffic
+    store.register_experiment(parse_experiment(SPEC))  # no weights: the stored split stays
+    assert store.get_experiment(KEY).spec.effective_weights == [1.0, 0.0]

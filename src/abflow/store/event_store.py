@@ -22,10 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from abflow.errors import StoreError
+from abflow.errors import InvalidSpecError, StoreError
 from abflow.security.audit import GENESIS_HASH, AuditEntry, canonical_json, entry_hash
 from abflow.security.audit import verify_chain as _verify_chain
-from abflow.spec import ExperimentSpec
+from abflow.spec import ExperimentSpec, challenger_share
 from abflow.store import experiments, migrations, tokens, writer
 from abflow.store.engine import (
     SQLITE_CACHE_KIB,
@@ -198,6 +198,7 @@ class EventStore:
         """
         with write_transaction(self._engine) as connection:
             _lock_experiments(connection)
+            _refuse_traffic_after_a_rollback(connection, spec)
             return self._register(connection, spec, reason, actor)
 
     def _register(
@@ -406,3 +407,30 @@ def _audit_from_row(row: sa.Row[Any]) -> AuditEntry:
         prev_hash=row.prev_hash,
         hash=row.hash,
     )
+
+
+ROLLED_BACK = "rollout.rolled_back"
+"""The audit action of a rollback (abflow.rollout.plan.ROLLOUT_ACTIONS names them all)."""
+
+
+def _refuse_traffic_after_a_rollback(connection: sa.Connection, spec: ExperimentSpec) -> None:
+    """A spec file registered again after a rollback must not hand the challenger traffic:
+    its explicit weights would undo the rollback, which only ``abflow rollout reset`` may."""
+    if spec.rollout is None or spec.weights is None:
+        return
+    share = challenger_share(spec)
+    if not share:
+        return
+    last = connection.execute(
+        sa.select(audit_log.c.action)
+        .where(audit_log.c.experiment_key == spec.key, audit_log.c.action.like("rollout.%"))
+        .order_by(audit_log.c.seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if last == ROLLED_BACK:
+        problem = (
+            f"weights {spec.effective_weights} give the challenger {share:g} of traffic, but "
+            "its rollout was rolled back; leave 'weights' out, or start the plan again with "
+            "`abflow rollout reset`"
+        )
+        raise InvalidSpecError([f"weights: {problem}"], spec.key)
