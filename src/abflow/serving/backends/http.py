@@ -44,6 +44,7 @@ from abflow.serving.backends.remote_io import (
     read_predictions,
 )
 from abflow.serving.batching import RemoteBatcher
+from abflow.spec import shown_reference
 
 __all__ = ["HeaderAuth", "HttpBackend", "Protocol", "infer_protocol", "redact_url"]
 
@@ -78,13 +79,9 @@ class _Answer(TypingProtocol):
 
 def redact_url(url: str) -> str:
     """``url`` without user info, query or fragment: what may be logged, labelled and stored
-    (credentials and API keys ride in those parts)."""
-    try:
-        return str(
-            httpx.URL(url).copy_with(username=None, password=None, query=None, fragment=None)
-        )
-    except httpx.InvalidURL:
-        return "<invalid URL>"
+    (credentials and API keys ride in those parts). One rule for every place that shows a
+    model URL: :func:`abflow.spec.shown_reference`."""
+    return shown_reference(url)
 
 
 def infer_protocol(url: str) -> Protocol:
