@@ -5,6 +5,9 @@ makes."""
 from __future__ import annotations
 
 import logging
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -275,3 +278,77 @@ def test_each_client_gets_only_the_url_settings_of_its_role(
 class _NoStore:
     def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
         raise AssertionError
+
+
+class _RefusingListener:
+    """A TCP port that accepts each connection and closes it at once, counting them: a
+    stand-in for a broker that is going away, to see whether a client still tries it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("close", ["writer", "loader"])
+def test_a_closed_client_lets_its_producer_go_at_once(close: str) -> None:
+    """Closing the writer (or the loader, its dead-letter producer) while the broker is gone
+    closes the producer: it stops reconnecting, and messages it still queues (events still in
+    the journal, or messages not committed) do not hold the close up. A producer left to the
+    garbage collector kept reconnecting for the life of the process, and one that a traceback
+    still referenced was never collected."""
+    pytest.importorskip("confluent_kafka")
+    from abflow.events.ingest import Loader
+    from abflow.events.kafka import KafkaEventWriter
+
+    broker = _RefusingListener()
+    try:
+        fast_retries = {"reconnect.backoff.ms": "20", "reconnect.backoff.max.ms": "50"}
+        target = KafkaTarget(broker.address, "x", fast_retries)
+        writer = KafkaEventWriter(target, create_topics=False, delivery_timeout_seconds=120)
+        loader = Loader(target, _NoStore(), create_topics=False)
+        if close == "writer":
+            producer = writer._client()
+        else:
+            import confluent_kafka
+
+            from abflow.events.kafka import FIXED_PRODUCER_SETTINGS
+
+            producer = loader._producer = confluent_kafka.Producer(
+                {**target.client_config("producer", **fast_retries), **FIXED_PRODUCER_SETTINGS}
+            )
+        producer.produce("x-exposure", b"{}", b"u")
+        deadline = time.monotonic() + 10
+        while broker.accepted < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert broker.accepted >= 2  # the control: it does keep trying while open
+
+        started = time.monotonic()
+        writer.close(0.2) if close == "writer" else loader._close()
+        assert time.monotonic() - started < 2
+        time.sleep(0.3)  # connections already on their way
+        settled = broker.accepted
+        time.sleep(1.0)
+        assert broker.accepted == settled
+        with pytest.raises(RuntimeError, match="closed"):
+            producer.produce("x-exposure", b"{}", b"u")
+    finally:
+        broker.close()

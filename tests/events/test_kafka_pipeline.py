@@ -339,18 +339,15 @@ def test_journal_to_kafka_to_store_loses_and_doubles_nothing_across_a_broker_out
     target = KafkaTarget(f"127.0.0.1:{port}", topic_prefix, GROUP_OPTIONS)
     events = _events(1_000, seed=3)
     journal = tmp_path / "journal"
-    down = EventLog(
-        None,
-        journal,
-        store=KafkaEventWriter(target, delivery_timeout_seconds=1.0, partitions=2),
-        retry_max_seconds=0.5,
-    )
+    unreachable = KafkaEventWriter(target, delivery_timeout_seconds=1.0, partitions=2)
+    down = EventLog(None, journal, store=unreachable, retry_max_seconds=0.5)
     down.start()
     for start in range(0, len(events), 50):
         down.append_many(events[start : start + 50])  # type: ignore[arg-type]
     time.sleep(1.5)
     assert not down.is_store_reachable
     down.close(timeout_seconds=1.0)
+    unreachable.close(0)
 
     with TansuBroker(log_path=tmp_path / "tansu.log", port=port):
         writer = KafkaEventWriter(target, partitions=2)

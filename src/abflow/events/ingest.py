@@ -39,6 +39,7 @@ from abflow.events.kafka import (
     SCHEMA_VERSION,
     KafkaTarget,
     ensure_topics,
+    release_producer,
     require_confluent_kafka,
 )
 from abflow.store.schema import EVENT_TABLES
@@ -298,7 +299,7 @@ class Loader:
             consumer.close()  # leaves the group at once: its partitions move without waiting
         producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(10.0)
+            release_producer(producer)  # _dead_letter waited for every acknowledgement
 
     # -- the group ---------------------------------------------------------------------------
 

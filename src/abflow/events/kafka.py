@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -304,6 +303,23 @@ def event_json_schema(kind: str) -> dict[str, Any]:
     }
 
 
+def release_producer(producer: Producer, timeout_seconds: float = 0.0) -> int:
+    """Wait up to ``timeout_seconds`` for messages in flight, drop the rest, close; return how
+    many were dropped.
+
+    Closing at once matters: a producer left to the garbage collector keeps its threads
+    reconnecting to a broker that is gone, and ``close()`` alone waits for every queued
+    message to time out. Dropping is safe for abflow's producers: an event leaves the
+    journal (or a Kafka offset is committed) only after the broker acknowledged it.
+    """
+    left = int(producer.flush(timeout_seconds)) if timeout_seconds > 0 else len(producer)
+    if left:
+        producer.purge()
+        producer.flush(0)
+    producer.close()
+    return left
+
+
 def ensure_topics(
     target: KafkaTarget,
     kinds: Iterable[str],
@@ -510,12 +526,11 @@ class KafkaEventWriter:
     def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            producer.flush(0)
+            release_producer(producer)
 
     def close(self, timeout_seconds: float = 10.0) -> None:
-        """Wait up to ``timeout_seconds`` for messages in flight, then let the producer go."""
+        """Wait up to ``timeout_seconds`` for messages in flight, then close the producer."""
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is not None:
-            deadline = time.monotonic() + timeout_seconds
-            producer.flush(max(0.0, deadline - time.monotonic()))
+            release_producer(producer, timeout_seconds)
