@@ -54,6 +54,8 @@ FILES: dict[str, bytes] = {
     "config-latin1.yaml": "store_url: caf\u00e9\n".encode("latin-1"),
     "config-missing-spec.yaml": b"experiments: [nosuch.yaml]\n",
     "config-bad-model.yaml": b"experiments: [bad-model.yaml]\n",
+    "corrupt.pkl": b"not a pickle",  # joblib raises KeyError on it
+    "empty.pkl": b"",  # EOFError, which Click would print as "Aborted."
     "bad-model.yaml": GOOD_SPEC.replace(
         "abflow.serving.demo_models:champion", "nosuchmodule:thing"
     ).encode(),
@@ -525,6 +527,16 @@ SUBPROCESS = {
     "models verify bad reference": (
         ["models", "verify", "notareference", "--tracking-uri", "sqlite:///mlflow.db"],
         ("notareference",),
+        None,
+    ),
+    "models register corrupt pickle": (
+        ["models", "register", "m", "corrupt.pkl", "--tracking-uri", "sqlite:///mlflow.db"],
+        ("corrupt.pkl", "not a readable"),
+        None,
+    ),
+    "models register empty pickle": (
+        ["models", "register", "m", "empty.pkl", "--tracking-uri", "sqlite:///mlflow.db"],
+        ("empty.pkl", "not a readable"),
         None,
     ),
     "models register missing path": (

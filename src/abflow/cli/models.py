@@ -152,7 +152,11 @@ def register_command(
     if path.is_file() and path.suffix in {".joblib", ".pkl", ".pickle"}:
         import joblib
 
-        target = joblib.load(path)
+        try:
+            target = joblib.load(path)
+        except Exception as exc:  # a corrupt pickle raises almost anything: KeyError, EOFError…
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            fail(f"cannot load {model}: it is not a readable .joblib/.pkl file ({reason})")
     elif path.exists() and not path.is_dir():
         fail(f"{model} is neither an MLflow model folder nor a .joblib/.pkl file")
     tags = {DATA_AS_OF_TAG: data_as_of} if data_as_of else None
