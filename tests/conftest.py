@@ -92,9 +92,16 @@ def pg_url(postgres_url: str) -> Iterator[str]:
     try:
         yield f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
     finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+        try:
+            with admin.connect() as connection:
+                # Bounded: a connection the test left open inside a transaction would block
+                # the drop forever, and the whole run with it.
+                connection.execute(sa.text("SET lock_timeout = '60s'"))
+                connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        except sa.exc.OperationalError as exc:
+            pytest.fail(f"schema {schema} still locked after 60 s (a connection left open?): {exc}")
+        finally:
+            admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -113,9 +113,15 @@ class TansuBroker:
                 raise BrokerUnavailable(msg)
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
-                    return self
+                    pass
             except OSError:
                 time.sleep(0.05)
+                continue
+            # Whatever answered may be another process that took the port first, in which case
+            # the broker fails to bind and exits at once: make sure it is still running.
+            time.sleep(0.3)
+            if self._process.poll() is None:
+                return self
         self.stop()
         msg = f"tansu did not listen on {self.bootstrap} within {timeout_seconds} s"
         raise BrokerUnavailable(msg)

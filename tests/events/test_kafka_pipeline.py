@@ -37,6 +37,11 @@ GROUP_OPTIONS = {"session.timeout.ms": "3000", "heartbeat.interval.ms": "300"}
 6 s minimum, which Tansu does not enforce) keeps each join near 1.5 s instead of the
 default's 22 s, and a killed loader's partitions move after 3 s."""
 
+CATCH_UP_SECONDS = 120
+"""Every ``run(until_caught_up=True)`` here stops after this long: a loader that never gets
+its partitions (a broker gone) would otherwise loop for ever; the counts asserted after it
+then fail instead."""
+
 TABLES = {"exposure": "exposures", "prediction": "predictions", "outcome": "outcomes"}
 
 
@@ -193,7 +198,9 @@ def test_a_repeated_batch_is_stored_once_and_offsets_are_committed_to_the_end(
         writer.close()
     url = f"sqlite:///{tmp_path}/store.db"
     with EventStore.open(url) as store:
-        totals = Loader(target, store, group_id="g1", batch_events=500).run(until_caught_up=True)
+        totals = Loader(target, store, group_id="g1", batch_events=500).run(
+            until_caught_up=True, max_seconds=CATCH_UP_SECONDS
+        )
     assert (totals.consumed, totals.stored, totals.repeated) == (
         2 * len(events),
         len(events),
@@ -218,7 +225,9 @@ def test_a_repeated_batch_is_stored_once_and_offsets_are_committed_to_the_end(
     assert {(tp.topic, tp.partition): tp.offset for tp in committed} == ends
     assert sum(ends.values()) == 2 * len(events)
     with EventStore.open(url) as store:  # the group has nothing left to read
-        again = Loader(target, store, group_id="g1").run(until_caught_up=True)
+        again = Loader(target, store, group_id="g1").run(
+            until_caught_up=True, max_seconds=CATCH_UP_SECONDS
+        )
     assert again.consumed == 0
 
 
@@ -360,7 +369,9 @@ def test_journal_to_kafka_to_store_loses_and_doubles_nothing_across_a_broker_out
         writer.close()
         url = f"sqlite:///{tmp_path}/store.db"
         with EventStore.open(url) as store:
-            totals = Loader(target, store, group_id="g").run(until_caught_up=True)
+            totals = Loader(target, store, group_id="g").run(
+                until_caught_up=True, max_seconds=CATCH_UP_SECONDS
+            )
     assert totals.dead_lettered == 0
     _assert_exactly_once(url, events + more)
 
@@ -386,8 +397,12 @@ def test_messages_the_store_cannot_take_go_to_the_dead_letter_topic(
     assert producer.flush(30) == 0
     url = f"sqlite:///{tmp_path}/store.db"
     with EventStore.open(url) as store:
-        totals = Loader(target, store, group_id="dlq").run(until_caught_up=True)
-        again = Loader(target, store, group_id="dlq").run(until_caught_up=True)
+        totals = Loader(target, store, group_id="dlq").run(
+            until_caught_up=True, max_seconds=CATCH_UP_SECONDS
+        )
+        again = Loader(target, store, group_id="dlq").run(
+            until_caught_up=True, max_seconds=CATCH_UP_SECONDS
+        )
     assert (totals.consumed, totals.stored, totals.dead_lettered) == (5, 2, 3)
     assert again.consumed == 0
     assert _stored_ids(url)["exposure"] == Counter({row["event_id"]: 1 for row in good})
@@ -451,7 +466,9 @@ def test_a_gateway_with_abflow_events_url_logs_to_kafka(
     loaded = f"sqlite:///{tmp_path}/loaded.db"
     target = _target(kafka_broker, topic_prefix)
     with EventStore.open(loaded) as store:
-        totals = Loader(target, store, group_id="gw").run(until_caught_up=True)
+        totals = Loader(target, store, group_id="gw").run(
+            until_caught_up=True, max_seconds=CATCH_UP_SECONDS
+        )
     assert totals.consumed == totals.stored >= 40  # and the monitoring samples, if any
     engine = sa.create_engine(loaded)
     with engine.connect() as connection:
@@ -525,7 +542,7 @@ def test_nothing_is_committed_while_the_store_is_down(
         flaky = _StoreDownFor(store, failures=2)
         totals = Loader(
             target, flaky, group_id="outage", kinds=["prediction"], retry_max_seconds=0.2
-        ).run(until_caught_up=True)
+        ).run(until_caught_up=True, max_seconds=CATCH_UP_SECONDS)
     assert flaky.calls > 2
     assert totals.consumed == totals.stored == len(events)
     assert _committed_total(kafka_broker.bootstrap, "outage", topic, 2) == len(events)

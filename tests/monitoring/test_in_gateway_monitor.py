@@ -12,7 +12,6 @@ import asyncio
 import itertools
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -47,6 +46,7 @@ from abflow.spec import ExperimentSpec, MonitoringSpec
 from abflow.store import EventStore
 from abflow.store.leases import Lease
 from abflow.store.monitoring import monitor_history
+from process_group import stop_process_group
 
 MIN_SAMPLES = 20
 MONITOR_GAUGES = (
@@ -435,13 +435,20 @@ def test_two_workers_show_the_gauges_once(tmp_path: Path, rng: np.random.Generat
     env.pop("ABFLOW_MONITOR_INTERVAL_SECONDS", None)
     command = [sys.executable, "-m", "abflow.cli.main", "serve", "--port", str(port)]
     command += ["--workers", "2", "--no-auth", "--log-level", "warning"]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as sink:  # a file, not a pipe: workers outliving a kill keep a pipe open
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            start_new_session=True,  # one process group: a kill reaches the workers too
+        )
     try:
         deadline = time.monotonic() + 300  # generous: a loaded machine starts workers slowly
         while True:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "no skew gauge within 300 s"
             try:
                 samples = parse(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
@@ -452,12 +459,7 @@ def test_two_workers_show_the_gauges_once(tmp_path: Path, rng: np.random.Generat
                 break
             time.sleep(0.2)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        stop_process_group(process)
     with EventStore.open(url) as store:
         history = monitor_history(store, "demo")
     [window] = {r.window_start for r in history}

@@ -22,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from abflow.serving.demo_models import N_FEATURES
+from process_group import stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class Gateway:
-    def __init__(self, process: subprocess.Popen[str], port: int, tmp: Path) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, tmp: Path) -> None:
         self.process = process
         self.base = f"http://127.0.0.1:{port}"
         self.tmp = tmp
@@ -92,19 +93,21 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     command = [sys.executable, "-m", "abflow.cli.main", "serve", "--port", str(port)]
     command += ["--workers", "2", "--no-auth", "--log-level", "warning"]
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as sink:  # a file, not a pipe: workers outliving a kill keep a pipe open
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            start_new_session=True,  # one process group: a kill reaches the workers too
+        )
     gateway = Gateway(process, port, tmp_path)
     try:
         deadline = time.monotonic() + 300  # generous: a loaded machine starts workers slowly
         while len(list(tmp_path.glob("abflow-metrics-*/counter_*.db"))) < 2:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert process.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "two workers did not start within 300 s"
             time.sleep(0.2)
         while True:
@@ -117,13 +120,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
             time.sleep(0.2)
         yield gateway
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
+        stop_process_group(process)
 
 
 def test_metrics_count_every_worker_exactly_and_only_grow(gateway: Gateway) -> None:
