@@ -23,6 +23,7 @@ from abflow.security.audit import (
     entry_hash,
     verify_chain,
 )
+from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
 from abflow.store import EventStore
 
 
@@ -177,3 +178,77 @@ def test_deleted_row_is_caught(store: EventStore) -> None:
         connection.execute(sa.text("delete from audit_log where seq = 2"))
     problems = store.verify_audit()
     assert problems[0].startswith("audit entry 3 does not link to entry 1")
+
+
+def _spec(alpha: float) -> ExperimentSpec:
+    return parse_experiment(
+        {
+            "key": "checkout",
+            "unit": "user_id",
+            "variants": [
+                {"name": "control", "model": "python:abflow.serving.demo_models:champion"},
+                {"name": "treatment", "model": "python:abflow.serving.demo_models:challenger"},
+            ],
+            "weights": [0.5, 0.5],
+            "analysis": {"alpha": alpha},
+        },
+        "test",
+    )
+
+
+def _edit_version(store: EventStore, statement: str, **values: Any) -> None:
+    with store.engine.begin() as connection:
+        connection.execute(sa.text(statement), values)
+
+
+FORGED = _spec(0.2)
+SPEC_TAMPERING = {
+    # The text of version 2 changed; its stored hash left as it was.
+    "text edited": (
+        "update experiment_versions set spec_json = :text where version = 2",
+        {"text": FORGED.model_dump_json()},
+        "spec version 2 of 'checkout' was altered: its text no longer matches its hash",
+    ),
+    # A careful forger recomputes the stored hash too: the audit entry still has the old one.
+    "text and hash edited": (
+        "update experiment_versions set spec_json = :text, spec_hash = :hash where version = 2",
+        {"text": FORGED.model_dump_json(), "hash": spec_hash(FORGED)},
+        "spec version 2 of 'checkout' is not the one audit entry 2 recorded",
+    ),
+    "version deleted": (
+        "delete from experiment_versions where version = 2",
+        {},
+        "spec version 2 of 'checkout', recorded by audit entry 2, is missing from the store",
+    ),
+    "version inserted": (
+        "insert into experiment_versions (experiment_key, version, spec_json, spec_hash, "
+        "created_at) values ('checkout', 4, :text, :hash, 0)",
+        {"text": FORGED.model_dump_json(), "hash": spec_hash(FORGED)},
+        "spec version 4 of 'checkout' has no audit entry",
+    ),
+}
+
+
+@pytest.mark.parametrize("tampering", SPEC_TAMPERING)
+def test_spec_versions_edited_behind_the_trail_are_caught(
+    store: EventStore, tampering: str
+) -> None:
+    """The spec a decision was analysed with is kept beside the trail, not in it: a spec
+    version changed, removed or added in the store is named by verify, for the store and
+    the command alike. Version 2 changes no traffic, so no phase refers to it."""
+    for alpha in (0.05, 0.1, 0.01):
+        store.register_experiment(_spec(alpha), actor="ana")
+    assert [e.payload["version"] for e in store.audit_entries()] == [1, 2, 3]
+    assert store.verify_audit() == []  # the control: registration alone is intact
+    runner = CliRunner()
+    url = str(store.engine.url.render_as_string(hide_password=False))
+    assert runner.invoke(app, ["audit", "verify", "--store", url]).exit_code == 0
+
+    statement, values, problem = SPEC_TAMPERING[tampering]
+    _edit_version(store, statement, **values)
+    problems = store.verify_audit()
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(problem), problems[0]
+    broken = runner.invoke(app, ["audit", "verify", "--store", url])
+    assert broken.exit_code == 1
+    assert "spec version" in broken.output

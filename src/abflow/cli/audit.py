@@ -26,20 +26,20 @@ audit_app = typer.Typer(
 
 @audit_app.command("verify")
 def verify(store: StoreOption = None) -> None:
-    """Recompute the audit trail's hash chain; exit 0 when intact, 1 naming the first break.
+    """Recompute the audit trail's hash chain and check every stored spec version against the
+    hash its entry recorded; exit 0 when intact, 1 naming the first break.
 
     The last hash printed on success can be kept elsewhere: a later run that no longer ends
     with it reveals that the newest entries were cut off.
 
     Example: [bold]abflow audit verify --store postgresql+psycopg://abflow@db/abflow[/]
     """
-    from abflow.security.audit import verify_chain
     from abflow.store import EventStore
 
     with EventStore.open(store, must_exist=True) as opened:
         entries = opened.audit_entries()
+        problems = opened.verify_audit(entries)
         where = opened.url
-    problems = verify_chain(entries)
     if problems:
         more = len(problems) - 1
         tail = f" ({more} more problem{'s' if more != 1 else ''} after it)" if more else ""

@@ -6,6 +6,11 @@ on, and :func:`verify_chain` names the first entry where it happens. The store a
 reads entries; this module only says what a valid chain is. (Truncating the newest entries
 leaves a valid shorter chain: anchor the latest hash elsewhere, e.g. in a release note or
 a log shipper, to detect that too.)
+
+The stored spec versions hang off the chain: each ``experiment.registered`` entry records a
+version's hash, so :func:`verify_spec_versions` can tell a spec edited, removed or added in
+the store behind abflow's back, which would change what a re-run of an audited decision
+analyses.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +28,16 @@ __all__ = [
     "GENESIS_HASH",
     "HASHED_FIELDS",
     "AuditEntry",
+    "StoredSpecVersion",
     "canonical_json",
     "entry_hash",
     "json_safe",
     "verify_chain",
+    "verify_spec_versions",
 ]
+
+REGISTERED = "experiment.registered"
+"""The action of the entry that records a new spec version (its payload: version, spec_hash)."""
 
 GENESIS_HASH = "0" * 64
 """The ``prev_hash`` of the first entry."""
@@ -137,4 +147,58 @@ def verify_chain(entries: Iterable[AuditEntry]) -> list[str]:
                     "its contents no longer match its hash"
                 )
         previous = entry
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSpecVersion:
+    """One row of the store's spec history: the text and the hash recorded beside it."""
+
+    experiment_key: str
+    version: int
+    spec_hash: str
+    spec_json: str
+
+
+def verify_spec_versions(
+    entries: Iterable[AuditEntry],
+    versions: Iterable[StoredSpecVersion],
+    digest: Callable[[str], str],
+) -> list[str]:
+    """Every disagreement between the stored spec versions and the audit trail, as sentences.
+
+    ``digest`` hashes a stored spec's text the way registration did. A version whose text no
+    longer has its hash, whose hash is not the one its audit entry recorded, that has no
+    entry, or whose entry has no version, is named; [] when they all agree.
+    """
+    recorded: dict[tuple[str, int], AuditEntry] = {}
+    for entry in entries:
+        version = entry.payload.get("version") if entry.action == REGISTERED else None
+        if entry.experiment_key is not None and isinstance(version, int):
+            recorded[(entry.experiment_key, version)] = entry
+    problems: list[str] = []
+    for stored in versions:
+        name = f"spec version {stored.version} of {stored.experiment_key!r}"
+        try:
+            actual = digest(stored.spec_json)
+        except Exception as exc:  # any failure to read the text back is the finding
+            problems.append(f"{name} cannot be read back: {exc}")
+            actual = None
+        if actual is not None and actual != stored.spec_hash:
+            problems.append(f"{name} was altered: its text no longer matches its hash")
+        audited = recorded.pop((stored.experiment_key, stored.version), None)
+        if audited is None:
+            problems.append(
+                f"{name} has no audit entry: it was stored outside abflow, or its entry was removed"
+            )
+        elif (audited_hash := str(audited.payload.get("spec_hash"))) != stored.spec_hash:
+            problems.append(
+                f"{name} is not the one audit entry {audited.seq} recorded "
+                f"(hash {stored.spec_hash[:12]}…, recorded {audited_hash[:12]}…)"
+            )
+    for (key, version), entry in recorded.items():
+        problems.append(
+            f"spec version {version} of {key!r}, recorded by audit entry {entry.seq}, "
+            "is missing from the store"
+        )
     return problems

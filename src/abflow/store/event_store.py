@@ -23,9 +23,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from abflow.errors import InvalidSpecError, StoreError
-from abflow.security.audit import GENESIS_HASH, AuditEntry, canonical_json, entry_hash
-from abflow.security.audit import verify_chain as _verify_chain
-from abflow.spec import ExperimentSpec, challenger_share
+from abflow.security.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    StoredSpecVersion,
+    canonical_json,
+    entry_hash,
+    verify_chain,
+    verify_spec_versions,
+)
+from abflow.spec import ExperimentSpec, challenger_share, spec_hash
 from abflow.store import experiments, migrations, tokens, writer
 from abflow.store.engine import (
     SQLITE_CACHE_KIB,
@@ -36,7 +43,7 @@ from abflow.store.engine import (
     translating,
     write_transaction,
 )
-from abflow.store.schema import audit_log
+from abflow.store.schema import audit_log, experiment_versions
 from abflow.store.writer import EventKind
 
 __all__ = ["EventStore", "read_store_version", "upgrade_store"]
@@ -381,9 +388,25 @@ class EventStore:
             rows = connection.execute(query).all()
         return [_audit_from_row(row) for row in rows]
 
-    def verify_audit(self) -> list[str]:
-        """Every break in the audit trail's hash chain, oldest first; [] when intact."""
-        return _verify_chain(self.audit_entries())
+    def verify_audit(self, entries: Sequence[AuditEntry] | None = None) -> list[str]:
+        """Every break in the audit trail's hash chain, oldest first, then every stored spec
+        version that disagrees with it; [] when intact. ``entries``: the trail, if read."""
+        entries = self.audit_entries() if entries is None else entries
+        return verify_chain(entries) + verify_spec_versions(
+            entries, self._spec_versions(), _hash_of_spec_text
+        )
+
+    def _spec_versions(self) -> list[StoredSpecVersion]:
+        v = experiment_versions
+        query = sa.select(v.c.experiment_key, v.c.version, v.c.spec_hash, v.c.spec_json)
+        with translating("read the spec versions"), self._engine.connect() as connection:
+            rows = connection.execute(query.order_by(v.c.experiment_key, v.c.version)).all()
+        return [StoredSpecVersion(r[0], int(r[1]), str(r[2]), str(r[3])) for r in rows]
+
+
+def _hash_of_spec_text(text: str) -> str:
+    """The hash registration gave a spec, from the text it stored."""
+    return spec_hash(ExperimentSpec.model_validate_json(text))
 
 
 def _lock_experiments(connection: sa.Connection) -> None:
