@@ -57,10 +57,15 @@ SECONDS_PER_DAY = 86400.0
 
 
 def _load(
-    target: StoreTarget, key: str, spec: ExperimentSpec | None
+    target: StoreTarget, key: str, spec: ExperimentSpec | None, version: int | None = None
 ) -> tuple[ExperimentSpec, ExperimentHistory]:
-    history = experiment_history(target, key)
+    history = experiment_history(target, key, None if spec is not None else version)
     if spec is None:
+        if history.spec_json is None and version is not None:
+            latest = experiment_history(target, key).spec_version
+            known = "it is not registered" if latest is None else f"versions are 1 to {latest}"
+            msg = f"experiment {key!r} has no spec version {version}: {known}"
+            raise ExperimentNotFoundError(msg)
         if history.spec_json is None:
             msg = f"experiment {key!r} is not registered in the store; pass its spec file"
             raise ExperimentNotFoundError(msg)
@@ -231,7 +236,7 @@ def _analyze(
 
     key = experiment if isinstance(experiment, str) else experiment.key
     given = None if isinstance(experiment, str) else experiment
-    spec, history = _load(engine, key, given)
+    spec, history = _load(engine, key, given, options.spec_version)
     phase = _pick_phase(history, options.phase, key)
     windowed = [m.name for m in spec.metrics if m.window is not None]
     if options.rollups and windowed:

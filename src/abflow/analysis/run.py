@@ -66,6 +66,9 @@ class AnalysisOptions:
     """Knobs of one analysis run that are not part of the experiment's spec."""
 
     phase: int | None = None
+    spec_version: int | None = None
+    """Analyse with this stored version of the spec (default: the latest), e.g. the one an
+    audited decision was taken with."""
     until: float | None = None
     dimensions: tuple[str, ...] = ()
     threshold: float = 0.5

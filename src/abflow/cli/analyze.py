@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from abflow.cli.console import check_output_path, out_console, write_output
+from abflow.cli.console import check_output_path, fail, out_console, write_output
 from abflow.cli.options import StoreOption, ThresholdOption
 
 
@@ -31,6 +31,15 @@ def analyze(
     spec_file: Annotated[
         Path | None,
         typer.Option("--spec", help="Analyse with this spec file instead of the stored one."),
+    ] = None,
+    spec_version: Annotated[
+        int | None,
+        typer.Option(
+            "--spec-version",
+            min=1,
+            help="Analyse with this stored version of the spec (default: the latest); the "
+            "audit trail's experiment.registered entries give each version's spec hash.",
+        ),
     ] = None,
     phase: Annotated[
         int | None, typer.Option("--phase", help="Phase to analyse (default: the latest).")
@@ -58,7 +67,9 @@ def analyze(
 ) -> None:
     """Analyse one phase of an experiment: metrics, SRM, guardrails, progress and a verdict.
 
-    Example: [bold]abflow analyze fraud-model-v2 --format html -o report.html[/]
+    Example: [bold]abflow analyze fraud-model-v2 --format html -o report.html[/] ·
+    re-run an audited decision with the spec it used: [bold]abflow analyze fraud-model-v2
+    --phase 2 --spec-version 3[/]
     """
     from abflow.analysis import (
         AnalysisOptions,
@@ -72,12 +83,15 @@ def analyze(
     from abflow.spec import load_experiment
     from abflow.store.engine import display_url, resolve_url
 
+    if spec_file is not None and spec_version is not None:
+        fail("give --spec or --spec-version, not both: one says which spec to analyse with")
     if output is not None:
         check_output_path(output)
     url = resolve_url(store)
     target = load_experiment(spec_file) if spec_file is not None else experiment
     options = AnalysisOptions(
         phase=phase,
+        spec_version=spec_version,
         dimensions=tuple(by or ()),
         store_label=display_url(url),
         rollups=rollups,

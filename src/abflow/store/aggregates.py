@@ -740,18 +740,21 @@ def _phases_seen(connection: Connection, experiment_key: str) -> list[int]:
         found.append(int(number))
 
 
-def experiment_history(target: StoreTarget, experiment_key: str) -> ExperimentHistory:
-    """The latest registered spec and every phase; phases seen only in exposures are included."""
+def experiment_history(
+    target: StoreTarget, experiment_key: str, spec_version: int | None = None
+) -> ExperimentHistory:
+    """The latest registered spec (or version ``spec_version``; None if there is no such
+    version) and every phase; phases seen only in exposures are included."""
     engine = connect(target)
     v = experiment_versions
+    query = sa.select(v.c.version, v.c.spec_json, v.c.spec_hash).where(
+        v.c.experiment_key == experiment_key
+    )
+    if spec_version is not None:
+        query = query.where(v.c.version == spec_version)
     try:
         with engine.connect() as connection:
-            latest = connection.execute(
-                sa.select(v.c.version, v.c.spec_json, v.c.spec_hash)
-                .where(v.c.experiment_key == experiment_key)
-                .order_by(v.c.version.desc())
-                .limit(1)
-            ).first()
+            latest = connection.execute(query.order_by(v.c.version.desc()).limit(1)).first()
             registered = phase_records(connection, experiment_key)
             seen = _phases_seen(connection, experiment_key)
     except SQLAlchemyError as exc:

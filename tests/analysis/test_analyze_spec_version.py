@@ -1,0 +1,137 @@
+"""``abflow analyze --spec-version``: an audited decision re-run with the spec it was taken
+with, after the spec has changed (without a traffic change, so in the same phase)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from abflow.analysis import analyze, render_json
+from abflow.cli.main import app, main
+from abflow.events.sink import exposure_row, outcome_row
+from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
+from abflow.store import EventStore
+
+
+def _spec(alpha: float, metrics: list[dict[str, Any]]) -> ExperimentSpec:
+    return parse_experiment(
+        {
+            "key": "checkout",
+            "unit": "user_id",
+            "variants": [
+                {"name": "control", "model": "python:abflow.serving.demo_models:champion"},
+                {"name": "treatment", "model": "python:abflow.serving.demo_models:challenger"},
+            ],
+            "weights": [0.5, 0.5],
+            "metrics": metrics,
+            "analysis": {"alpha": alpha},
+        },
+        "test",
+    )
+
+
+CONVERTED = {"name": "converted", "kind": "conversion", "event": "purchase", "role": "primary"}
+REVENUE = {"name": "revenue", "kind": "sum", "event": "purchase"}
+
+
+def _report(*args: str) -> dict[str, Any]:
+    result = CliRunner().invoke(app, ["analyze", "checkout", "--format", "json", *args])
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = orjson.loads(result.stdout)
+    for varying in ("generated_at", "store"):  # the clock, and the CLI's label for the store
+        report["provenance"].pop(varying)
+    return report
+
+
+def test_an_older_spec_version_analyses_as_that_spec_given_directly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    first = _spec(0.05, [CONVERTED])
+    second = _spec(0.2, [CONVERTED, REVENUE])
+    rng = np.random.default_rng(7)
+    with EventStore.open(url) as store:
+        store.register_experiment(first)
+        phase = store.register_experiment(second).phase
+        assert phase == 1  # the same traffic: the same phase
+        units = [f"u{i}" for i in range(400)]
+        store.write_events(
+            "exposure",
+            [
+                exposure_row(
+                    experiment_key="checkout",
+                    phase=phase,
+                    unit_id=unit,
+                    variant=("control", "treatment")[i % 2],
+                    attributes=None,
+                )
+                for i, unit in enumerate(units)
+            ],
+        )
+        store.write_events(
+            "outcome",
+            [
+                outcome_row(
+                    unit_id=unit,
+                    name="purchase",
+                    value=float(rng.gamma(2.0, 20.0)),
+                    request_id=None,
+                    experiment_key="checkout",
+                )
+                for unit in units
+                if rng.random() < 0.3
+            ],
+        )
+
+    old = _report("--store", url, "--spec-version", "1")
+    direct = orjson.loads(render_json(analyze(url, first)))
+    for varying in ("generated_at", "store"):
+        direct["provenance"].pop(varying)
+    assert old == direct
+    assert old["provenance"]["spec_version"] == 1
+    assert old["provenance"]["spec_hash"] == spec_hash(first)
+    assert old["alpha"] == 0.05
+    assert [m["name"] for m in old["metrics"]] == ["converted"]
+
+    latest = _report("--store", url)
+    assert latest["provenance"]["spec_version"] == 2
+    assert latest["provenance"]["spec_hash"] == spec_hash(second)
+    assert latest["alpha"] == 0.2
+    assert [m["name"] for m in latest["metrics"]] == ["converted", "revenue"]
+
+
+def _exit_of(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``abflow ARGS`` as the console script runs it: its exit code and what it printed."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    captured = capsys.readouterr()
+    return int(exited.value.code or 0), captured.out + captured.err
+
+
+def test_a_spec_version_that_does_not_exist_is_a_sentence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with EventStore.open(url) as store:
+        store.register_experiment(_spec(0.05, [CONVERTED]))
+    code, printed = _exit_of(capsys, "analyze", "checkout", "--store", url, "--spec-version", "4")
+    assert code == 2
+    assert "has no spec version 4: versions are 1 to 1" in " ".join(printed.split())
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(_spec(0.05, [CONVERTED]).model_dump_json())
+    code, printed = _exit_of(
+        capsys,
+        "analyze",
+        "checkout",
+        "--store",
+        url,
+        "--spec",
+        str(spec_file),
+        "--spec-version",
+        "1",
+    )
+    assert code == 2
+    assert "not both" in printed
