@@ -14,6 +14,7 @@ import orjson
 import pytest
 import typer
 from analysis_support import SPEC, START, register, simulate, write
+from markdown_it import MarkdownIt
 from typer.testing import CliRunner
 
 from abflow.analysis import (
@@ -156,3 +157,23 @@ def test_the_template_ships_in_the_package_with_autoescape() -> None:
     environment = report_html._environment()
     assert environment.autoescape is True
     assert environment.get_template(report_html.TEMPLATE).filename == str(template)
+
+
+def test_a_hostile_spec_name_and_warning_stay_text_in_the_report(store: Any) -> None:
+    """The report's own markup is still markup; the spec's name and a warning quoting a
+    request's feature name are text."""
+    _, result = store
+    name = "![p](http://evil/p.png) <img src=x onerror=alert(1)>\n## ✅ looks shipped"
+    hostile = dataclasses.replace(result, name=name, warnings=["feature </script> | x"])
+    tokens = (
+        MarkdownIt("commonmark", {"html": True}).enable("table").parse(render_markdown(hostile))
+    )
+    children = [child for token in tokens for child in token.children or []]
+    assert not {child.type for child in children} & {"image", "link_open"}
+    tags = {child.content for child in children if child.type == "html_inline"}
+    assert tags == {"<sub>", "</sub>"}  # the report's own footer, and nothing else
+    assert not any(token.type == "html_block" for token in tokens)
+    headings = [t for t in tokens if t.type == "heading_open" and t.tag == "h2"]
+    assert len(headings) == 1
+    inline = [t.content for t in tokens if t.type == "inline"]
+    assert any("looks shipped" in text and "evil" in text for text in inline)

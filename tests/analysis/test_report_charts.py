@@ -16,7 +16,16 @@ import pytest
 from analysis_support import SPEC, START, register, simulate, write
 
 from abflow.analysis import AnalysisOptions, analyze, render_html
-from abflow.analysis.svg import Band, _tick_labels, _ticks, line_chart
+from abflow.analysis.svg import (
+    Band,
+    Bar,
+    ForestRow,
+    _tick_labels,
+    _ticks,
+    bar_chart,
+    forest_plot,
+    line_chart,
+)
 from abflow.spec import parse_experiment
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -83,3 +92,21 @@ def test_several_days_still_draw_lines() -> None:
 )
 def test_axis_labels_are_plain_decimals(low: float, high: float, labels: list[str]) -> None:
     assert [text for _, text in _tick_labels(_ticks(low, high))] == labels
+
+
+@pytest.mark.parametrize("control", ["\x01", "\x1b[31m", "\ud800", "\x0c", "\uffff"])
+def test_a_label_holding_a_character_xml_cannot_hold_leaves_the_chart_readable(
+    control: str,
+) -> None:
+    """Labels come from outside (a feature name in a request, a segment value): a control
+    character or a lone surrogate in one is dropped, and the chart still parses as XML."""
+    label = f"f{control}<b>&"
+    charts = [
+        forest_plot([ForestRow(label, 0.1, 0.0, 0.2, "win", label)], label, label),
+        bar_chart([Bar(label, 10.0, 12.0)], label),
+    ]
+    for chart in charts:
+        root = ElementTree.fromstring(str(chart))
+        assert root.tag.endswith("svg")
+        texts = "".join(root.itertext())
+        assert "f<b>&" in texts or "f[31m<b>&" in texts

@@ -211,3 +211,37 @@ def test_js_base_e_gives_evidentlys_distance(files: tuple[Path, Path]) -> None:
     code, output = invoke(str(ref), str(cur), "--js-base", "10")
     assert code == 2
     assert "--js-base" in output
+
+
+@pytest.mark.parametrize("output_format", ["table", "table-file", "markdown"])
+def test_feature_names_holding_markup_are_shown_as_they_are(
+    tmp_path: Path, output_format: str
+) -> None:
+    """Column names are the user's data: Rich markup in one neither crashes the command
+    (``[/]`` closes nothing) nor changes what it prints, and Markdown shows it as text."""
+    names = ["[/]", "[bold red]feat[/]", "[link=http://evil.example]clickme[/link]", "![p](x)"]
+    rng = np.random.default_rng(3)
+    ref = _write_csv(
+        tmp_path / "ref.csv", [{n: float(rng.normal()) for n in names} for _ in range(300)]
+    )
+    cur = _write_csv(
+        tmp_path / "cur.csv", [{n: float(rng.normal(2)) for n in names} for _ in range(300)]
+    )
+    args = [str(ref), str(cur)]
+    if output_format == "table-file":
+        args += ["-o", str(tmp_path / "drift.txt")]
+    elif output_format == "markdown":
+        args += ["-f", "markdown"]
+    code, output = invoke(*args)
+    assert code == 1, output  # drift found: the answer, not an error
+    shown = (tmp_path / "drift.txt").read_text() if output_format == "table-file" else output
+    if output_format == "markdown":
+        from markdown_it import MarkdownIt
+
+        tokens = MarkdownIt("commonmark", {"html": True}).enable("table").parse(shown)
+        cells = [t.content for t in tokens if t.type == "inline"]
+        kinds = {c.type for t in tokens for c in t.children or []}
+        assert not kinds & {"image", "link_open", "html_inline"}
+        shown = "\n".join(cells).replace("\\", "")
+    for name in names:
+        assert name in shown, name

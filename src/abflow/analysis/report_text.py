@@ -30,6 +30,7 @@ from abflow.analysis.formatting import (
     verdict_label,
 )
 from abflow.analysis.identical_features import identical_features_lines
+from abflow.analysis.markdown import markdown_text
 from abflow.analysis.results import ExperimentResult, SrmSummary
 from abflow.analysis.shadow import SHADOW_COLUMNS, shadow_rows, shadow_summary
 
@@ -243,20 +244,16 @@ def render_table(result: ExperimentResult, width: int = 120) -> str:
     return console.export_text()
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_markdown(result: ExperimentResult) -> str:
     """GitHub-flavoured Markdown for a pull-request comment or a CI job summary."""
     icon = {"ship": "✅", "keep_control": "⛔", "keep_running": "⏳", "invalid": "⚠️"}
     d = result.decision
     lines = [
-        f"## {icon.get(d.verdict, '')} {_md_escape(result.name)} — {d.verdict.replace('_', ' ')}",
+        f"## {icon.get(d.verdict, '')} {markdown_text(result.name)} — {d.verdict.replace('_', ' ')}",
         "",
-        f"**{_md_escape(d.summary)}**",
+        f"**{markdown_text(d.summary)}**",
         "",
-        *[f"- {_md_escape(r)}" for r in d.reasons],
+        *[f"- {markdown_text(r)}" for r in d.reasons],
         "",
         _header(result).replace("\n", "  \n") + "  ",
         "Progress: " + progress_text(result),
@@ -286,24 +283,27 @@ def render_markdown(result: ExperimentResult) -> str:
     for shadow in result.shadow:
         lines += [
             "",
-            f"### Shadow {_md_escape(shadow.variant)} vs served (paired)",
+            f"### Shadow {markdown_text(shadow.variant)} vs served (paired)",
             "",
-            _md_escape(shadow_summary(shadow)),
+            markdown_text(shadow_summary(shadow)),
             "",
             "| " + " | ".join(SHADOW_COLUMNS) + " |",
             "|---|" + "---:|" * (len(SHADOW_COLUMNS) - 1),
-            *["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in shadow_rows(shadow)],
+            *[
+                "| " + " | ".join(markdown_text(c) for c in row) + " |"
+                for row in shadow_rows(shadow)
+            ],
         ]
     identical = identical_features_lines(result)
     if identical:
-        lines += ["", "**Identical features**", "", *[f"- {_md_escape(x)}" for x in identical]]
+        lines += ["", "**Identical features**", "", *[f"- {markdown_text(x)}" for x in identical]]
     monitor = monitoring_lines(result)
     if monitor:
-        lines += ["", "**Drift over time**", "", *[f"- {_md_escape(x)}" for x in monitor]]
+        lines += ["", "**Drift over time**", "", *[f"- {markdown_text(x)}" for x in monitor]]
     p = result.provenance
     lines += [
         "",
-        *[f"> warning: {_md_escape(w)}" for w in result.warnings],
+        *[f"> warning: {markdown_text(w)}" for w in result.warnings],
         f"<sub>spec v{p.spec_version} sha256:{p.spec_hash[:12]} · {format_rows(p.rows)} · "
         f"abflow {p.abflow_version} · generated {format_timestamp(p.generated_at)}</sub>",
         "",

@@ -8,10 +8,11 @@ effects with intervals, cumulative effect over time, assignment counts, latency 
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from html import escape
 
 from markupsafe import Markup
 
@@ -25,6 +26,16 @@ __all__ = [
     "line_chart",
     "step_chart",
 ]
+
+_NOT_IN_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""Characters XML 1.0 does not allow: one in a label (a feature name from a request) would
+make the whole chart unreadable to an XML parser, and the dashboard drops such a chart."""
+
+
+def escape(text: str) -> str:
+    """``text`` for an SVG text node or attribute: escaped, less what XML cannot hold."""
+    return html.escape(_NOT_IN_XML.sub("", text))
+
 
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2")
 _OUTCOME_COLOURS = {

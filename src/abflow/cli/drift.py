@@ -124,12 +124,14 @@ def _table(title: str, report: DriftReport) -> Table:
 
 
 def _markdown(title: str, report: DriftReport) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(HEADERS) + " |"]
+    from abflow.analysis.markdown import markdown_text
+
+    lines = [f"### {markdown_text(title)}", "", "| " + " | ".join(HEADERS) + " |"]
     lines.append("|" + "|".join("---" for _ in HEADERS) + "|")
     for row in _rows(report):
-        row[-1] = "**DRIFT**" if row[-1] == "DRIFT" else "ok"
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
-    lines += ["", _summary(report), ""]
+        status = "**DRIFT**" if row[-1] == "DRIFT" else "ok"
+        lines.append("| " + " | ".join([*map(markdown_text, row[:-1]), status]) + " |")
+    lines += ["", markdown_text(_summary(report)), ""]
     return "\n".join(lines)
 
 
@@ -204,12 +206,11 @@ def drift(
         ]
     except InvalidArgumentError as exc:
         fail(str(exc))
-    text = _render(reports, output_format)
     if output is not None:
-        write_output(output, text)
+        write_output(output, _render(reports, output_format))
         out_console.print(f"wrote {output}")
     elif output_format is not DriftFormat.table:
-        out_console.print(text, end="")
+        out_console.print(_render(reports, output_format), end="")
     else:
         for title, report in reports:
             out_console.print(_table(title, report))
@@ -253,7 +254,8 @@ def _render(reports: list[tuple[str, DriftReport]], output_format: DriftFormat) 
         return orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n"
     if output_format is DriftFormat.markdown:
         return "\n".join(_markdown(title, report) for title, report in reports)
-    console = Console(width=160, file=io.StringIO(), record=True)
+    # No markup: feature names, group values and file names are the user's data.
+    console = Console(width=160, file=io.StringIO(), record=True, markup=False)
     for title, report in reports:
         console.print(_table(title, report))
         console.print(_summary(report))

@@ -55,6 +55,8 @@ class GateFormat(StrEnum):
 
 def render_markdown(result: GateResult) -> str:
     """The checks as a Markdown table, headed by the verdict."""
+    from abflow.analysis.markdown import markdown_text
+
     verdict = "passed" if result.passed else "FAILED"
     lines = [
         f"### abflow gate {verdict}: `{result.experiment_key}` phase {result.phase}",
@@ -67,7 +69,7 @@ def render_markdown(result: GateResult) -> str:
     for check in result.checks:
         mark = "pass" if check.passed else "**FAIL**"
         cells = [check.check, check.variant or "-", mark, check.detail]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        lines.append("| " + " | ".join(map(markdown_text, cells)) + " |")
     return "\n".join(lines) + "\n"
 
 
