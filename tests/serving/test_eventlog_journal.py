@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -311,3 +312,35 @@ def test_sync_stats_account_for_every_event(
         assert stats.syncs > 1
     assert stats.max_window_seconds > 0
     assert stats.fsync_seconds_total > 0
+
+
+def test_a_close_arriving_just_before_the_flush_thread_clears_its_flag_returns(
+    tmp_path: Path,
+) -> None:
+    """The interleaving that once hung a whole run: close() sets the stop flag and wakes the
+    fsync thread after that thread decided to sync but before it cleared its wake-up flag,
+    so the clear swallows close()'s wake-up. The thread must still stop, and close() return."""
+    journal = Journal(tmp_path, fsync_interval_seconds=0.001)
+    racing = threading.Event()
+    close_woke_it = threading.Event()
+    closer = threading.Thread(target=journal.close, daemon=True)
+
+    class CloseComesFirst(threading.Event):
+        def set(self) -> None:
+            super().set()
+            if racing.is_set():
+                close_woke_it.set()  # close() has set both flags and goes on to join
+
+        def clear(self) -> None:
+            if not racing.is_set():
+                racing.set()
+                closer.start()
+                assert close_woke_it.wait(5)
+            super().clear()
+
+    journal._has_unsynced = CloseComesFirst()
+    journal.open()
+    journal.append(b"x" * 10)
+    assert racing.wait(5)
+    closer.join(5)
+    assert not closer.is_alive(), "close() waited for a flush thread that never woke"

@@ -409,7 +409,9 @@ class Journal:
         An idle gateway then wakes this thread never, instead of every interval.
         """
         interval = self.fsync_interval_seconds or 0.05
-        while True:
+        # close() sets _stop before it wakes this thread: when the clear below swallows that
+        # wake-up, the loop's own test still sees _stop (waiting again would wait forever).
+        while not self._stop.is_set():
             self._has_unsynced.wait()
             due_in = self._first_unsynced_at + interval - time.monotonic()
             if self._stop.is_set() or (due_in > 0 and self._stop.wait(due_in)):
