@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -259,3 +260,54 @@ def test_validate_lists_every_problem_in_one_run(
     assert _problems(spec, capsys) == ["coverage", "metrics[1].kind", "weights"]
     spec.write_text(STAGED.replace("coverage: 2", "coverage: 1"), encoding="utf-8")
     assert _problems(spec, capsys) == ["rollout.guardrails[1]", "weights"]
+
+
+RAMP = """\
+key: ramp
+variants:
+  - {name: control, model: "models:/m/1"}
+  - {name: treatment, model: "models:/m/2"}
+coverage: 0.5
+metrics:
+  - {name: caught, kind: recall, role: primary}
+  - {name: fpr, kind: false_positive_rate, role: guardrail, direction: decrease, margin: 0.01}
+rollout:
+  guardrails: [fpr]
+  steps:
+    - {traffic: 0.5, min_duration_hours: 1}
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        (lambda text: text, "coverage 0.5"),
+        (
+            lambda text: text.replace("coverage: 0.5", "coverage: 1").replace(
+                "guardrails: [fpr]", "guardrails: [caught]"
+            ),
+            "'caught', which is a primary metric",
+        ),
+    ],
+)
+def test_validate_fails_a_plan_the_rollout_would_refuse_at_its_first_tick(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    edit: Callable[[str], str],
+    refusal: str,
+) -> None:
+    """The spec parses and registers, but `abflow rollout tick` refuses it: a check in CI says
+    so now. With sticky buckets a ramp below full coverage is sound, and the file passes."""
+    monkeypatch.setenv("COLUMNS", "2000")
+    spec = tmp_path / "ramp.yaml"
+    spec.write_text(edit(RAMP), encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        main(["validate", str(spec)])
+    assert exited.value.code == 1
+    assert refusal in capsys.readouterr().err
+    if "coverage" in refusal:
+        spec.write_text(RAMP + "sticky: {bucket_version: 1}\n", encoding="utf-8")
+        with pytest.raises(SystemExit) as exited:
+            main(["validate", str(spec)])
+        assert exited.value.code == 0, capsys.readouterr().err

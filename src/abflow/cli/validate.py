@@ -11,9 +11,10 @@ import typer
 from rich.markup import escape
 
 from abflow.cli.console import err_console, out_console
-from abflow.errors import AbflowError, InvalidSpecError
+from abflow.errors import AbflowError, InvalidArgumentError, InvalidSpecError
 from abflow.settings import read_document
 from abflow.spec import (
+    ExperimentSpec,
     experiment_json_schema,
     load_experiment,
     parse_experiment,
@@ -65,6 +66,11 @@ def validate(
             named = InvalidSpecError(problems, str(file))
             err_console.print(f"[red]✗[/] {escape(str(named))}", markup=True)
             continue
+        refusal = _rollout_refusal(spec)
+        if refusal is not None:
+            failed += 1
+            err_console.print(f"[red]✗[/] {escape(f'{file}: {refusal}')}", markup=True)
+            continue
         out_console.print(
             f"[green]✓[/] {escape(str(file))}: experiment {spec.key!r}, {len(spec.variants)} variants, "
             f"{len(spec.metrics)} metrics",
@@ -74,6 +80,22 @@ def validate(
         raise typer.Exit(2)
     if failed:
         raise typer.Exit(1)
+
+
+def _rollout_refusal(spec: ExperimentSpec) -> str | None:
+    """Why ``abflow rollout`` would refuse this plan at its first tick, if it would: the file
+    registers, but a check in CI should fail now rather than the rollout later."""
+    from abflow.rollout.plan import check_full_coverage, check_plan
+
+    if spec.rollout is None:
+        return None
+    try:
+        check_plan(spec)
+        if spec.sticky is None:  # sticky buckets keep exposed units in place at any coverage
+            check_full_coverage(spec)
+    except InvalidArgumentError as exc:
+        return str(exc)
+    return None
 
 
 def _registration_problems(file: Path, problems: list[str]) -> list[str]:
