@@ -14,6 +14,14 @@ from abflow.analysis.markdown import markdown_text
 MARKDOWN = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 
 PIECES = [
+    "> ",
+    "+ ",
+    "2) ",
+    "--",
+    "$x$",
+    "@team ",
+    "a_b",
+    "__",
     *"\\`*_[]<>|&#~!-+=()0123456789.:/ ax\n\t\r{}\"'",
     "<img src=x onerror=alert(1)>",
     "</script>",

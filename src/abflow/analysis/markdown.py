@@ -12,19 +12,24 @@ import re
 
 __all__ = ["markdown_text"]
 
-_SPECIAL = re.compile(r"([\\`*_\[\]<>|&#~!])")
-"""What can start markup in a line's inline text (CommonMark and GitHub's tables,
-strikethrough and inline HTML); each is backslash-escaped, which CommonMark allows for any
-ASCII punctuation."""
+_SPECIAL = re.compile(r"([\\`*\[\]<|&#~!$@]|(?<![^\W_])_|_(?![^\W_]))")
+"""What can start markup anywhere in a line's inline text (CommonMark and GitHub's tables,
+strikethrough, inline HTML, ``$`` maths and ``@`` mentions); each is backslash-escaped, which
+CommonMark allows for any ASCII punctuation. An underscore between two letters or digits
+never emphasises anything, so ``false_positive_rate`` stays as it is."""
+
+_BLOCK_START = re.compile(r"^(?:([>+-])|(\d{1,9})([.)])(?=\s|$))")
+"""What opens a quote, a list or a rule (``- --``) when the text starts a list item."""
 
 
-_LIST_MARKER = re.compile(r"^(?:([-+=])|(\d+)([.)]))")
-"""A line-start that would open a list (or underline a heading) where the text begins a list
-item or a quote."""
+def _escape_block_start(match: re.Match[str]) -> str:
+    if match[1] is None:
+        return f"{match[2]}\\{match[3]}"
+    return f"\\{match[1]}"
 
 
 def markdown_text(text: str) -> str:
     """``text`` escaped to read as itself in one line of Markdown: line breaks become spaces,
     and the spaces around it go (leading ones would indent it into a code block)."""
     escaped = _SPECIAL.sub(r"\\\1", " ".join(text.splitlines()).strip())
-    return _LIST_MARKER.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", escaped)
+    return _BLOCK_START.sub(_escape_block_start, escaped)

@@ -130,7 +130,7 @@ def _markdown(title: str, report: DriftReport) -> str:
     lines.append("|" + "|".join("---" for _ in HEADERS) + "|")
     for row in _rows(report):
         status = "**DRIFT**" if row[-1] == "DRIFT" else "ok"
-        lines.append("| " + " | ".join([*map(markdown_text, row[:-1]), status]) + " |")
+        lines.append("| " + " | ".join([markdown_text(row[0]), *row[1:-1], status]) + " |")
     lines += ["", markdown_text(_summary(report)), ""]
     return "\n".join(lines)
 

@@ -68,8 +68,10 @@ def render_markdown(result: GateResult) -> str:
     ]
     for check in result.checks:
         mark = "pass" if check.passed else "**FAIL**"
-        cells = [check.check, check.variant or "-", mark, check.detail]
-        lines.append("| " + " | ".join(map(markdown_text, cells)) + " |")
+        check_text, variant, detail = map(
+            markdown_text, (check.check, check.variant or "-", check.detail)
+        )
+        lines.append(f"| {check_text} | {variant} | {mark} | {detail} |")
     return "\n".join(lines) + "\n"
 
 
