@@ -258,7 +258,7 @@ def test_audit_verify(abflow: Abflow, store_url: str, monkeypatch: pytest.Monkey
     broken = abflow("audit", "verify", "--store", store_url)
     assert (broken.code, "audit trail broken: audit entry 1" in broken.text) == (1, True)
     assert abflow("audit", "verify", "--store", UNREACHABLE_PG).code == 2  # was 1: "broken"
-    crash(monkeypatch, "abflow.security.audit.verify_chain")
+    crash(monkeypatch, "abflow.store.event_store.verify_chain")
     assert_bug_exits_2(abflow("audit", "verify", "--store", store_url))
 
 

@@ -352,3 +352,23 @@ def test_a_closed_client_lets_its_producer_go_at_once(close: str) -> None:
             producer.produce("x-exposure", b"{}", b"u")
     finally:
         broker.close()
+
+
+def test_a_producer_that_fails_to_purge_is_closed_all_the_same(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Letting a producer go must not depend on its flush or purge succeeding."""
+    kafka = pytest.importorskip("confluent_kafka")
+    from abflow.events.kafka import release_producer
+
+    class FailingPurge(kafka.Producer):  # type: ignore[misc]
+        def purge(self, *args: object, **kwargs: object) -> None:
+            raise kafka.KafkaException(kafka.KafkaError(kafka.KafkaError._FAIL))
+
+    producer = FailingPurge({"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 1000})
+    producer.produce("x-exposure", b"{}", b"u")
+    with caplog.at_level(logging.WARNING, logger="abflow.events.kafka"):
+        assert release_producer(producer) == 1
+    assert "not emptied before closing (1 messages)" in caplog.text
+    with pytest.raises(RuntimeError, match="closed"):
+        producer.produce("x-exposure", b"{}", b"u")

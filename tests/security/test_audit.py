@@ -24,6 +24,7 @@ from abflow.security.audit import (
     verify_chain,
 )
 from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
+from abflow.spec import canonical_json as canonical_spec_json
 from abflow.store import EventStore
 
 
@@ -206,13 +207,13 @@ SPEC_TAMPERING = {
     # The text of version 2 changed; its stored hash left as it was.
     "text edited": (
         "update experiment_versions set spec_json = :text where version = 2",
-        {"text": FORGED.model_dump_json()},
+        {"text": canonical_spec_json(FORGED)},
         "spec version 2 of 'checkout' was altered: its text no longer matches its hash",
     ),
     # A careful forger recomputes the stored hash too: the audit entry still has the old one.
     "text and hash edited": (
         "update experiment_versions set spec_json = :text, spec_hash = :hash where version = 2",
-        {"text": FORGED.model_dump_json(), "hash": spec_hash(FORGED)},
+        {"text": canonical_spec_json(FORGED), "hash": spec_hash(FORGED)},
         "spec version 2 of 'checkout' is not the one audit entry 2 recorded",
     ),
     "version deleted": (
@@ -223,7 +224,7 @@ SPEC_TAMPERING = {
     "version inserted": (
         "insert into experiment_versions (experiment_key, version, spec_json, spec_hash, "
         "created_at) values ('checkout', 4, :text, :hash, 0)",
-        {"text": FORGED.model_dump_json(), "hash": spec_hash(FORGED)},
+        {"text": canonical_spec_json(FORGED), "hash": spec_hash(FORGED)},
         "spec version 4 of 'checkout' has no audit entry",
     ),
 }
@@ -252,3 +253,28 @@ def test_spec_versions_edited_behind_the_trail_are_caught(
     broken = runner.invoke(app, ["audit", "verify", "--store", url])
     assert broken.exit_code == 1
     assert "spec version" in broken.output
+
+
+def test_a_version_stored_by_an_older_release_is_not_called_altered(store: EventStore) -> None:
+    """An older release stored a spec without a field added since (it now has a default).
+    Its stored text still has its stored hash, whatever today's spec model reads from it."""
+    text = canonical_spec_json(_spec(0.05))
+    older = json.loads(text)
+    older.pop("condition")  # a field this release added, with a default
+    older_text = json.dumps(older, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(older_text.encode()).hexdigest()
+    assert digest != spec_hash(ExperimentSpec.model_validate_json(older_text))  # today's reading
+    _edit_version(
+        store,
+        "insert into experiment_versions (experiment_key, version, spec_json, spec_hash, "
+        "created_at) values ('checkout', 1, :text, :hash, 0)",
+        text=older_text,
+        hash=digest.upper(),  # and hex in capitals is the same hash
+    )
+    store.append_audit(
+        "system",
+        "experiment.registered",
+        {"version": 1, "spec_hash": digest},
+        experiment_key="checkout",
+    )
+    assert store.verify_audit() == []

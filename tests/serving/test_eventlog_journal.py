@@ -321,8 +321,9 @@ def test_a_close_arriving_just_before_the_flush_thread_clears_its_flag_returns(
     fsync thread after that thread decided to sync but before it cleared its wake-up flag,
     so the clear swallows close()'s wake-up. The thread must still stop, and close() return."""
     journal = Journal(tmp_path, fsync_interval_seconds=0.001)
-    racing = threading.Event()
+    racing = threading.Event()  # the flush thread is about to clear: close() runs now
     close_woke_it = threading.Event()
+    closer_started = threading.Event()
     closer = threading.Thread(target=journal.close, daemon=True)
 
     class CloseComesFirst(threading.Event):
@@ -335,12 +336,14 @@ def test_a_close_arriving_just_before_the_flush_thread_clears_its_flag_returns(
             if not racing.is_set():
                 racing.set()
                 closer.start()
-                assert close_woke_it.wait(5)
+                closer_started.set()
+                close_woke_it.wait(5)
             super().clear()
 
     journal._has_unsynced = CloseComesFirst()
     journal.open()
     journal.append(b"x" * 10)
-    assert racing.wait(5)
+    assert closer_started.wait(5)
+    assert close_woke_it.wait(5)
     closer.join(5)
     assert not closer.is_alive(), "close() waited for a flush thread that never woke"

@@ -24,10 +24,14 @@ audit_app = typer.Typer(
 )
 
 
+SHOWN_PROBLEMS = 50
+"""``audit verify`` names this many problems, the first in the trail's order, then counts."""
+
+
 @audit_app.command("verify")
 def verify(store: StoreOption = None) -> None:
     """Recompute the audit trail's hash chain and check every stored spec version against the
-    hash its entry recorded; exit 0 when intact, 1 naming the first break.
+    hash its entry recorded; exit 0 when intact, 1 naming every problem found.
 
     The last hash printed on success can be kept elsewhere: a later run that no longer ends
     with it reveals that the newest entries were cut off.
@@ -37,15 +41,17 @@ def verify(store: StoreOption = None) -> None:
     from abflow.store import EventStore
 
     with EventStore.open(store, must_exist=True) as opened:
-        entries = opened.audit_entries()
-        problems = opened.verify_audit(entries)
+        check = opened.check_audit()
         where = opened.url
-    if problems:
-        more = len(problems) - 1
-        tail = f" ({more} more problem{'s' if more != 1 else ''} after it)" if more else ""
-        err_console.print(
-            f"[bold red]audit trail broken:[/] {escape(problems[0] + tail)}", markup=True
-        )
+    entries = check.entries
+    labelled = [("audit trail broken", p) for p in check.chain_problems] + [
+        ("spec history altered", p) for p in check.spec_problems
+    ]
+    if labelled:
+        for label, problem in labelled[:SHOWN_PROBLEMS]:
+            err_console.print(f"[bold red]{label}:[/] {escape(problem)}", markup=True)
+        if len(labelled) > SHOWN_PROBLEMS:
+            err_console.print(f"… and {len(labelled) - SHOWN_PROBLEMS} more problems")
         raise typer.Exit(ExitCode.NEGATIVE)
     if not entries:
         out_console.print(f"audit trail of {where} is empty")

@@ -312,10 +312,15 @@ def release_producer(producer: Producer, timeout_seconds: float = 0.0) -> int:
     message to time out. Dropping is safe for abflow's producers: an event leaves the
     journal (or a Kafka offset is committed) only after the broker acknowledged it.
     """
-    left = int(producer.flush(timeout_seconds)) if timeout_seconds > 0 else len(producer)
-    if left:
-        producer.purge()
-        producer.flush(0)
+    left = len(producer)
+    try:
+        if timeout_seconds > 0:
+            left = int(producer.flush(timeout_seconds))
+        if left:
+            producer.purge()
+            producer.flush(0)
+    except Exception as exc:  # it is let go either way; a closed producer is the point
+        logger.warning("Kafka producer not emptied before closing (%d messages): %s", left, exc)
     producer.close()
     return left
 

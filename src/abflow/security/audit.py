@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from abflow.errors import InvalidArgumentError
 __all__ = [
     "GENESIS_HASH",
     "HASHED_FIELDS",
+    "AuditCheck",
     "AuditEntry",
     "StoredSpecVersion",
     "canonical_json",
@@ -152,7 +153,8 @@ def verify_chain(entries: Iterable[AuditEntry]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class StoredSpecVersion:
-    """One row of the store's spec history: the text and the hash recorded beside it."""
+    """One row of the store's spec history: the spec's canonical JSON as registration stored
+    it, and the SHA-256 of that text recorded beside it."""
 
     experiment_key: str
     version: int
@@ -160,16 +162,29 @@ class StoredSpecVersion:
     spec_json: str
 
 
+@dataclass(frozen=True, slots=True)
+class AuditCheck:
+    """What ``abflow audit verify`` found: the trail it read, the breaks in its hash chain,
+    and the stored spec versions that disagree with it."""
+
+    entries: list[AuditEntry]
+    chain_problems: list[str]
+    spec_problems: list[str]
+
+    @property
+    def problems(self) -> list[str]:
+        return [*self.chain_problems, *self.spec_problems]
+
+
 def verify_spec_versions(
-    entries: Iterable[AuditEntry],
-    versions: Iterable[StoredSpecVersion],
-    digest: Callable[[str], str],
+    entries: Iterable[AuditEntry], versions: Iterable[StoredSpecVersion]
 ) -> list[str]:
     """Every disagreement between the stored spec versions and the audit trail, as sentences.
 
-    ``digest`` hashes a stored spec's text the way registration did. A version whose text no
-    longer has its hash, whose hash is not the one its audit entry recorded, that has no
-    entry, or whose entry has no version, is named; [] when they all agree.
+    The hash is checked against the stored text itself (not a spec parsed from it, which a
+    later release may read with new defaults). A version whose text no longer has its hash,
+    whose hash is not the one its audit entry recorded, that has no entry, or whose entry
+    has no version, is named; [] when they all agree.
     """
     recorded: dict[tuple[str, int], AuditEntry] = {}
     for entry in entries:
@@ -179,22 +194,18 @@ def verify_spec_versions(
     problems: list[str] = []
     for stored in versions:
         name = f"spec version {stored.version} of {stored.experiment_key!r}"
-        try:
-            actual = digest(stored.spec_json)
-        except Exception as exc:  # any failure to read the text back is the finding
-            problems.append(f"{name} cannot be read back: {exc}")
-            actual = None
-        if actual is not None and actual != stored.spec_hash:
+        stored_hash = stored.spec_hash.lower()
+        if hashlib.sha256(stored.spec_json.encode()).hexdigest() != stored_hash:
             problems.append(f"{name} was altered: its text no longer matches its hash")
         audited = recorded.pop((stored.experiment_key, stored.version), None)
         if audited is None:
             problems.append(
                 f"{name} has no audit entry: it was stored outside abflow, or its entry was removed"
             )
-        elif (audited_hash := str(audited.payload.get("spec_hash"))) != stored.spec_hash:
+        elif (audited_hash := str(audited.payload.get("spec_hash")).lower()) != stored_hash:
             problems.append(
                 f"{name} is not the one audit entry {audited.seq} recorded "
-                f"(hash {stored.spec_hash[:12]}…, recorded {audited_hash[:12]}…)"
+                f"(hash {stored_hash[:12]}…, recorded {audited_hash[:12]}…)"
             )
     for (key, version), entry in recorded.items():
         problems.append(

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from abflow.errors import InvalidSpecError, StoreError
 from abflow.security.audit import (
     GENESIS_HASH,
+    AuditCheck,
     AuditEntry,
     StoredSpecVersion,
     canonical_json,
@@ -32,7 +33,7 @@ from abflow.security.audit import (
     verify_chain,
     verify_spec_versions,
 )
-from abflow.spec import ExperimentSpec, challenger_share, spec_hash
+from abflow.spec import ExperimentSpec, challenger_share
 from abflow.store import experiments, migrations, tokens, writer
 from abflow.store.engine import (
     SQLITE_CACHE_KIB,
@@ -388,25 +389,25 @@ class EventStore:
             rows = connection.execute(query).all()
         return [_audit_from_row(row) for row in rows]
 
-    def verify_audit(self, entries: Sequence[AuditEntry] | None = None) -> list[str]:
-        """Every break in the audit trail's hash chain, oldest first, then every stored spec
-        version that disagrees with it; [] when intact. ``entries``: the trail, if read."""
-        entries = self.audit_entries() if entries is None else entries
-        return verify_chain(entries) + verify_spec_versions(
-            entries, self._spec_versions(), _hash_of_spec_text
-        )
-
-    def _spec_versions(self) -> list[StoredSpecVersion]:
+    def check_audit(self) -> AuditCheck:
+        """The audit trail and the stored spec versions, read in one snapshot (a registration
+        landing between two reads would look like a version without an entry), checked."""
         v = experiment_versions
-        query = sa.select(v.c.experiment_key, v.c.version, v.c.spec_hash, v.c.spec_json)
-        with translating("read the spec versions"), self._engine.connect() as connection:
-            rows = connection.execute(query.order_by(v.c.experiment_key, v.c.version)).all()
-        return [StoredSpecVersion(r[0], int(r[1]), str(r[2]), str(r[3])) for r in rows]
+        versions = sa.select(v.c.experiment_key, v.c.version, v.c.spec_hash, v.c.spec_json)
+        with translating("read the audit trail"), self._engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                rows = connection.execute(sa.select(audit_log).order_by(audit_log.c.seq)).all()
+                stored = connection.execute(versions.order_by(v.c.experiment_key, v.c.version))
+                specs = [StoredSpecVersion(r[0], int(r[1]), str(r[2]), str(r[3])) for r in stored]
+        entries = [_audit_from_row(row) for row in rows]
+        return AuditCheck(entries, verify_chain(entries), verify_spec_versions(entries, specs))
 
-
-def _hash_of_spec_text(text: str) -> str:
-    """The hash registration gave a spec, from the text it stored."""
-    return spec_hash(ExperimentSpec.model_validate_json(text))
+    def verify_audit(self) -> list[str]:
+        """Every break in the audit trail's hash chain, oldest first, then every stored spec
+        version that disagrees with it; [] when intact."""
+        return self.check_audit().problems
 
 
 def _lock_experiments(connection: sa.Connection) -> None:
