@@ -135,3 +135,60 @@ def test_a_spec_version_that_does_not_exist_is_a_sentence(
     )
     assert code == 2
     assert "not both" in printed
+
+
+def _exposures(store: EventStore, phase: int, variants: tuple[str, ...], n: int = 60) -> None:
+    store.write_events(
+        "exposure",
+        [
+            exposure_row(
+                experiment_key="checkout",
+                phase=phase,
+                unit_id=f"p{phase}-u{i}",
+                variant=variants[i % len(variants)],
+                attributes=None,
+            )
+            for i in range(n)
+        ],
+    )
+
+
+def test_a_spec_version_analyses_only_the_phases_it_was_in_force_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Version 2 adds a variant, which opens phase 2: version 1 governed phase 1 only. Asked
+    for version 1, analyze takes phase 1; asked for a phase the version never governed, it
+    says which phases it did (it used to fail on the variant count, or analyse silently)."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    first = _spec(0.05, [CONVERTED])
+    data = first.model_dump(mode="json")
+    data["variants"].append({"name": "t2", "model": "python:abflow.serving.demo_models:challenger"})
+    data["weights"] = [0.4, 0.3, 0.3]
+    second = parse_experiment(data, "test")
+    with EventStore.open(url) as store:
+        store.register_experiment(first)
+        _exposures(store, 1, ("control", "treatment"))
+        assert store.register_experiment(second).phase == 2
+        _exposures(store, 2, ("control", "treatment", "t2"))
+
+    old = _report("--store", url, "--spec-version", "1")
+    assert (old["phase"], old["provenance"]["spec_version"]) == (1, 1)
+    assert [v["variant"] for v in old["variants"]] == ["control", "treatment"]
+    assert _report("--store", url, "--spec-version", "2")["phase"] == 2
+
+    for version, phase, governed in (("1", "2", "phase 1"), ("2", "1", "phase 2")):
+        code, printed = _exit_of(
+            capsys,
+            "analyze",
+            "checkout",
+            "--store",
+            url,
+            "--spec-version",
+            version,
+            "--phase",
+            phase,
+        )
+        assert code == 2
+        said = " ".join(printed.split())
+        assert f"phase {phase} of 'checkout' did not run under spec version {version}" in said
+        assert f"in force for {governed}" in said

@@ -190,19 +190,46 @@ def _early_outcome_warnings(
 
 
 def _pick_phase(history: ExperimentHistory, phase: int | None, key: str) -> PhaseInfo:
-    """The phase asked for (default: the latest); an open phase ends where the next begins."""
-    index = len(history.phases) - 1
-    if phase is not None:
-        numbers = [p.phase for p in history.phases]
-        if phase not in numbers:
-            msg = f"phase: experiment {key!r} has no phase {phase}; phases are {numbers}"
-            raise InvalidArgumentError(msg)
-        index = numbers.index(phase)
-    chosen = history.phases[index]
-    following = history.phases[index + 1] if index + 1 < len(history.phases) else None
+    """The phase asked for (default: the latest, or the latest the asked spec version was in
+    force for); an open phase ends where the next begins."""
+    phases = [_with_end(history.phases, i) for i in range(len(history.phases))]
+    numbers = [p.phase for p in phases]
+    if phase is not None and phase not in numbers:
+        msg = f"phase: experiment {key!r} has no phase {phase}; phases are {numbers}"
+        raise InvalidArgumentError(msg)
+    if history.in_force is None:
+        return phases[-1 if phase is None else numbers.index(phase)]
+    governed = [p for p in phases if _overlaps(p, history.in_force)]
+    version = history.spec_version
+    if not governed:
+        msg = f"spec version {version} of {key!r} was replaced before any phase ran under it"
+        raise InvalidArgumentError(msg)
+    if phase is None:
+        return governed[-1]
+    if phase not in [p.phase for p in governed]:
+        msg = (
+            f"phase {phase} of {key!r} did not run under spec version {version}, which was in "
+            f"force for phase{'s' if len(governed) > 1 else ''} "
+            f"{', '.join(str(p.phase) for p in governed)}"
+        )
+        raise InvalidArgumentError(msg)
+    return phases[numbers.index(phase)]
+
+
+def _with_end(phases: list[PhaseInfo], index: int) -> PhaseInfo:
+    chosen = phases[index]
+    following = phases[index + 1] if index + 1 < len(phases) else None
     if chosen.ended_at is None and following is not None and following.started_at is not None:
         return dataclasses.replace(chosen, ended_at=following.started_at)
     return chosen
+
+
+def _overlaps(phase: PhaseInfo, in_force: tuple[float, float]) -> bool:
+    """Whether a spec version in force over ``[from, until)`` governed some of the phase."""
+    if phase.started_at is None:  # seen only in exposures: no registration to go by
+        return False
+    ended = math.inf if phase.ended_at is None else phase.ended_at
+    return in_force[0] < ended and in_force[1] > phase.started_at
 
 
 def analyze(

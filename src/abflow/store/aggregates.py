@@ -724,6 +724,9 @@ class ExperimentHistory:
     spec_version: int | None
     spec_hash: str | None
     phases: list[PhaseInfo]
+    in_force: tuple[float, float] | None = None
+    """For a version asked by number: from its registration until the next one (``inf`` for
+    the latest), the time the phases it governed overlap."""
 
 
 def _phases_seen(connection: Connection, experiment_key: str) -> list[int]:
@@ -747,14 +750,23 @@ def experiment_history(
     version) and every phase; phases seen only in exposures are included."""
     engine = connect(target)
     v = experiment_versions
-    query = sa.select(v.c.version, v.c.spec_json, v.c.spec_hash).where(
+    query = sa.select(v.c.version, v.c.spec_json, v.c.spec_hash, v.c.created_at).where(
         v.c.experiment_key == experiment_key
     )
     if spec_version is not None:
         query = query.where(v.c.version == spec_version)
+    in_force = None
     try:
         with engine.connect() as connection:
             latest = connection.execute(query.order_by(v.c.version.desc()).limit(1)).first()
+            if spec_version is not None and latest is not None:
+                replaced_at = connection.execute(
+                    sa.select(sa.func.min(v.c.created_at)).where(
+                        v.c.experiment_key == experiment_key, v.c.version > spec_version
+                    )
+                ).scalar()
+                until = math.inf if replaced_at is None else float(replaced_at)
+                in_force = (float(latest.created_at), until)
             registered = phase_records(connection, experiment_key)
             seen = _phases_seen(connection, experiment_key)
     except SQLAlchemyError as exc:
@@ -767,4 +779,5 @@ def experiment_history(
         spec_version=None if latest is None else int(latest.version),
         spec_hash=None if latest is None else str(latest.spec_hash),
         phases=[known[k] for k in sorted(known)],
+        in_force=in_force,
     )
