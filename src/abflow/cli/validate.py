@@ -85,14 +85,12 @@ def validate(
 def _rollout_refusal(spec: ExperimentSpec) -> str | None:
     """Why ``abflow rollout`` would refuse this plan at its first tick, if it would: the file
     registers, but a check in CI should fail now rather than the rollout later."""
-    from abflow.rollout.plan import check_full_coverage, check_plan
+    from abflow.rollout.plan import check_startable
 
     if spec.rollout is None:
         return None
     try:
-        check_plan(spec)
-        if spec.sticky is None:  # sticky buckets keep exposed units in place at any coverage
-            check_full_coverage(spec)
+        check_startable(spec)
     except InvalidArgumentError as exc:
         return str(exc)
     return None

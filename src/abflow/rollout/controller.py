@@ -60,6 +60,7 @@ from abflow.rollout.plan import (
     challenger_index,
     check_full_coverage,
     check_plan,
+    check_startable,
     plan_of,
     state_from_audit,
     step_weights,
@@ -151,8 +152,7 @@ def tick(
     state = state_from_audit(store.audit_entries(key))
     if state.is_final:
         return TickResult(key, "finished", state.step, [f"the rollout was {state.stage}"])
-    if spec.sticky is None:  # sticky buckets keep exposed units in place at any coverage
-        check_full_coverage(spec)
+    check_startable(spec)
     if state.stage == "not_started" or state.step is None:
         return _move(store, spec, state, 0, actor, "started", ["rollout started"], {})
     if state.step >= len(plan.steps):

@@ -20,6 +20,7 @@ __all__ = [
     "challenger_index",
     "check_full_coverage",
     "check_plan",
+    "check_startable",
     "plan_of",
     "state_from_audit",
     "step_weights",
@@ -73,6 +74,16 @@ def check_plan(spec: ExperimentSpec) -> RolloutSpec:
                 "metric: only guardrail metrics (with a margin) can stop a rollout"
             )
             raise InvalidArgumentError(msg)
+    return plan
+
+
+def check_startable(spec: ExperimentSpec) -> RolloutSpec:
+    """The plan, if a rollout of ``spec`` may move traffic: its guardrails can stop it, and
+    below full coverage only sticky buckets keep exposed units in place. Shared by the
+    controller's every tick and ``abflow validate``."""
+    plan = check_plan(spec)
+    if spec.sticky is None:
+        check_full_coverage(spec)
     return plan
 
 
