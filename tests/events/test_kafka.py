@@ -368,7 +368,8 @@ def test_a_producer_that_fails_to_purge_is_closed_all_the_same(
     producer = FailingPurge({"bootstrap.servers": "127.0.0.1:1", "message.timeout.ms": 1000})
     producer.produce("x-exposure", b"{}", b"u")
     with caplog.at_level(logging.WARNING, logger="abflow.events.kafka"):
-        assert release_producer(producer) == 1
-    assert "not emptied before closing (1 messages)" in caplog.text
+        left = release_producer(producer)
+    assert left >= 1  # the message, and any connection errors queued for the application
+    assert f"not emptied before closing ({left} queued)" in caplog.text
     with pytest.raises(RuntimeError, match="closed"):
         producer.produce("x-exposure", b"{}", b"u")

@@ -305,7 +305,7 @@ def event_json_schema(kind: str) -> dict[str, Any]:
 
 def release_producer(producer: Producer, timeout_seconds: float = 0.0) -> int:
     """Wait up to ``timeout_seconds`` for messages in flight, drop the rest, close; return how
-    many were dropped.
+    many were still queued (messages, and events for the application such as errors).
 
     Closing at once matters: a producer left to the garbage collector keeps its threads
     reconnecting to a broker that is gone, and ``close()`` alone waits for every queued
@@ -320,7 +320,7 @@ def release_producer(producer: Producer, timeout_seconds: float = 0.0) -> int:
             producer.purge()
             producer.flush(0)
     except Exception as exc:  # it is let go either way; a closed producer is the point
-        logger.warning("Kafka producer not emptied before closing (%d messages): %s", left, exc)
+        logger.warning("Kafka producer not emptied before closing (%d queued): %s", left, exc)
     producer.close()
     return left
 
