@@ -88,6 +88,12 @@ def read_document(path: Path) -> Any:
         raise DocumentError(problem, path) from None
     except yaml.YAMLError as exc:
         raise DocumentError(_yaml_problem(text, exc), path) from None
+    except RecursionError:
+        msg = "file: nested too deeply to read"
+        raise DocumentError(msg, path) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        msg = f"file: a value cannot be read: {exc}"
+        raise DocumentError(msg, path) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -98,7 +104,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
-            if isinstance(key, str | int | float | bool) and key in seen:
+            if not isinstance(key, str | int | float | bool):
+                continue  # a list as a key: PyYAML's own check says it cannot be one
+            if key in seen:
                 context, problem = "while reading a mapping", f"the key {key!r} is written twice"
                 raise yaml.constructor.ConstructorError(
                     context, node.start_mark, problem, key_node.start_mark

@@ -54,6 +54,10 @@ FILES: dict[str, bytes] = {
     "config-latin1.yaml": "store_url: caf\u00e9\n".encode("latin-1"),
     "config-missing-spec.yaml": b"experiments: [nosuch.yaml]\n",
     "config-bad-model.yaml": b"experiments: [bad-model.yaml]\n",
+    "rollout-int.yaml": GOOD_SPEC.encode() + b"rollout: 0\n",
+    "huge-int.json": b'{"key": 1' + b"0" * 5000 + b"}",  # beyond int()'s 4300 digits
+    "deep.json": b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "list-key.yaml": b"? [a, b]\n: 1\n",
     "corrupt.pkl": b"not a pickle",  # joblib raises KeyError on it
     "empty.pkl": b"",  # EOFError, which Click would print as "Aborted."
     "bad-model.yaml": GOOD_SPEC.replace(
@@ -150,6 +154,7 @@ def assert_one_sentence_error(outcome: Outcome, *mentions: str, code: int = 2) -
     """No traceback, a message on stderr that mentions the culprit, and exit ``code``."""
     assert outcome.code != 0, outcome
     assert "Traceback" not in outcome.stderr, outcome.stderr[-2000:]
+    assert "error: unexpected" not in outcome.stderr, outcome.stderr  # the mark of a bug
     message = outcome.stderr.strip()
     assert message, "nothing on stderr"
     flat = " ".join(message.split())
@@ -181,7 +186,29 @@ IN_PROCESS = [
     case("validate", ".", mentions=("directory",), code=2),
     case("validate", "latin1.yaml", mentions=("latin1.yaml", "UTF-8"), code=1),
     case("validate", "[/]x.yaml", mentions=("[/]x.yaml",), code=2),
+    case("validate", "rollout-int.yaml", mentions=("rollout",), code=1),
+    case("validate", "huge-int.json", mentions=("huge-int.json", "cannot be read"), code=1),
+    case("validate", "deep.json", mentions=("deep.json", "nested too deeply"), code=1),
+    case("validate", "list-key.yaml", mentions=("list-key.yaml", "unhashable"), code=1),
+    case("assign", "good.yaml", "--unit", "u1", "--groups", "deep.json", mentions=("--groups",)),
+    case("assign", "good.yaml", "--unit", "u1", "--groups", "bad.yaml", mentions=("--groups",)),
+    case("db", "upgrade", "--store", "postgresql://u:pw@h:notaport/db", mentions=("store URL",)),
+    case("analyze", "exp", "--store", "sqlite:///store.db?timeout=abc", mentions=("SQLite",)),
+    case("analyze", "exp", "--spec-version", "9223372036854775808", mentions=("--spec-version",)),
+    case("ingest", "--from", "kafka://[::1/p", "--once", mentions=("not a Kafka URL",)),
+    case(
+        "ingest",
+        "--from",
+        "kafka://127.0.0.1:1/p?bogus.setting=1",
+        "--store",
+        "sqlite:///ingest.db",
+        "--once",
+        mentions=("bogus.setting",),
+    ),
     # power
+    case(
+        "power", "--baseline", "0.1", "--mde", "0.05", "--daily-units", "1e-320", mentions=("days",)
+    ),
     case("power", mentions=("--baseline",)),
     case("power", "--baseline", "2", "--mde", "0.05", mentions=("baseline",)),
     case("power", "--baseline", "0.1", "--mde", "0", mentions=("mde",)),

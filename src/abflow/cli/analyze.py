@@ -37,6 +37,7 @@ def analyze(
         typer.Option(
             "--spec-version",
             min=1,
+            max=2**31 - 1,  # the store's integer column
             help="Analyse with this stored version of the spec (default: the latest); the "
             "audit trail's experiment.registered entries give each version's spec hash.",
         ),

@@ -16,14 +16,14 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 import typer
-import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from abflow.cli.console import err_console, fail, out_console
-from abflow.errors import InvalidArgumentError, InvalidSpecError
+from abflow.errors import DocumentError, InvalidArgumentError, InvalidSpecError
 from abflow.routing import REASONS, Assignment, BatchAssignment, assign, assign_batch
+from abflow.settings import read_document
 from abflow.spec import ExperimentSpec, load_experiment
 
 _CHUNK = 100_000
@@ -34,7 +34,7 @@ def _parse_value(text: str) -> Any:
     """``30`` → 30, ``true`` → True, ``["a"]`` → a list; anything else stays text."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond reading: the text
         return text
 
 
@@ -110,9 +110,9 @@ def _read_units(path: Path, spec: ExperimentSpec) -> tuple[list[str], list[dict[
 def _read_groups(path: Path) -> dict[str, list[Any]]:
     """Saved groups for ``$inGroup`` conditions: YAML or JSON, group id -> list of members."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        fail(f"--groups: cannot read {str(path)!r}: {exc}")
+        data = read_document(path)
+    except DocumentError as exc:
+        fail(f"--groups: {exc}")
     if not isinstance(data, dict) or not all(
         isinstance(key, str) and isinstance(members, list) for key, members in data.items()
     ):

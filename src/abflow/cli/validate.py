@@ -105,7 +105,7 @@ def _registration_problems(file: Path, problems: list[str]) -> list[str]:
         read = {k: data[k] for k in ("key", "variants", "weights") if k in data}
         read["rollout"] = {k: v for k, v in plan.items() if k != "guardrails"}
         sound = parse_experiment(read)
-    except (AbflowError, LookupError, TypeError):
+    except (AbflowError, LookupError, TypeError, AttributeError):  # rollout: 0 has no items()
         return []  # the file's own problems are all there is to say
     try:
         rollout_registration(sound, None)

@@ -207,7 +207,11 @@ def parse_kafka_url(url: str) -> KafkaTarget:
     prefix Kafka cannot name topics with, or an option that would weaken the producer's
     guarantees (``acks``, ``enable.idempotence``).
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed [ of an IPv6 address
+        msg = f"not a Kafka URL ({exc}): kafka://host:port/prefix"
+        raise ConfigError(msg) from None
     if parts.scheme != "kafka":
         msg = f"a Kafka URL starts with kafka://, got {url.split('://')[0]!r}"
         raise ConfigError(msg)
@@ -343,7 +347,11 @@ def ensure_topics(
     kafka = require_confluent_kafka()
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient(target.client_config("producer"))
+    try:
+        admin = AdminClient(target.client_config("producer"))
+    except kafka.KafkaException as exc:  # a URL option librdkafka does not know, or a bad value
+        msg = f"cannot configure a Kafka client for {target.display}: {exc.args[0].str()}"
+        raise ConfigError(msg) from exc
     wanted = [target.topic(kind) for kind in kinds] + list(extra_topics)
     try:
         existing = set(admin.list_topics(timeout=timeout_seconds).topics)

@@ -94,7 +94,14 @@ def duration_days(total: float, daily_units: float, coverage: float = 1.0) -> in
     if not (math.isfinite(total) and total >= 0):
         msg = f"total must be a non-negative number, got {total!r}"
         raise InvalidArgumentError(msg)
-    return math.ceil(total / (daily_units * coverage) - 1e-9)
+    days = total / (daily_units * coverage) - 1e-9 if total else 0.0
+    if not math.isfinite(days):
+        msg = (
+            f"{total:g} units at {daily_units:g} a day and coverage {coverage:g} take too many "
+            "days to count: check the daily units and the coverage"
+        )
+        raise InvalidArgumentError(msg)
+    return math.ceil(days)
 
 
 def _root(func: Callable[[float], float], low: float, high: float) -> float:

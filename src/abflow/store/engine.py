@@ -179,8 +179,8 @@ def display_url(url: str | URL) -> str:
     """The URL with its password masked, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return str(url)
+    except (sa.exc.ArgumentError, ValueError):  # malformed, or a port that is no number
+        return _masked(str(url))
 
 
 def create_store_engine(
@@ -232,7 +232,11 @@ def _sqlite_engine(url: URL, cache_kib: int) -> Engine:
         kwargs["poolclass"] = StaticPool
     else:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, **kwargs)
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except (ValueError, TypeError) as exc:  # a query option SQLite cannot take (timeout=abc)
+        msg = f"store URL {display_url(url)} has an option SQLite cannot use: {exc}"
+        raise StoreError(msg) from exc
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
