@@ -67,12 +67,14 @@ def _spec(url: str, key: str = "probed") -> dict[str, Any]:
     }
 
 
-async def _failing(client: httpx.AsyncClient, want: int, timeout_seconds: float = 60.0) -> Any:
-    """``failing_backends`` of /readyz once it lists ``want`` entries (probes run in the
-    background of earlier calls)."""
+async def _failing(
+    client: httpx.AsyncClient, want: int, viewer: str, timeout_seconds: float = 60.0
+) -> Any:
+    """``failing_backends`` of /readyz, as ``viewer``'s token sees it, once it lists ``want``
+    entries (probes run in the background of earlier calls)."""
     deadline = asyncio.get_running_loop().time() + timeout_seconds
     while True:
-        document = (await client.get("/readyz")).json()
+        document = (await client.get("/readyz", headers=auth(viewer))).json()
         if len(document["failing_backends"]) >= want:
             return document["failing_backends"]
         assert asyncio.get_running_loop().time() < deadline, document
@@ -166,7 +168,16 @@ async def test_an_unreachable_server_registers_with_a_warning_and_readyz_lists_i
     [line] = [r.getMessage() for r in caplog.records if "failed the probe" in r.getMessage()]
     assert "variant remote" in line
     assert "(connect)" in line
-    [failing] = (await client.get("/readyz")).json()["failing_backends"]
+    [anonymous] = (await client.get("/readyz")).json()["failing_backends"]
+    [failing] = (await client.get("/readyz", headers=auth(tokens[Role.VIEWER]))).json()[
+        "failing_backends"
+    ]
+    # A probe without a token learns which variants fail and why, not the server's URL or
+    # what it said (a model server may echo a request's features or a header).
+    assert anonymous == {k: v for k, v in failing.items() if k not in ("backend", "error")}
+    assert "backend" in failing
+    service = await client.get("/readyz", headers=auth(tokens[Role.SERVICE]))
+    assert "backend" not in service.json()["failing_backends"][0]  # below viewer: the same
     assert failing["backend"] == url
     assert failing["variants"] == ["probed/remote"]
     assert failing["reason"] == "connect"
@@ -175,7 +186,7 @@ async def test_an_unreachable_server_registers_with_a_warning_and_readyz_lists_i
 
 
 async def test_readyz_probes_configured_backends_in_the_background(
-    narrow_server: str, fitting_server: str, make_client: AppFactory
+    narrow_server: str, fitting_server: str, make_client: AppFactory, tokens: dict[Role, str]
 ) -> None:
     narrow, fitting = narrow_server + VERTEX, fitting_server + VERTEX
     client = await make_client(
@@ -189,7 +200,7 @@ async def test_readyz_probes_configured_backends_in_the_background(
     first = (await client.get("/readyz")).json()
     assert first["status"] == "ready"
     assert first["failing_backends"] == []  # nothing called or probed yet: nothing known
-    [failing] = await _failing(client, 1)
+    [failing] = await _failing(client, 1, tokens[Role.VIEWER])
     expected = httpx.post(narrow, json={"instances": [[0.0] * WIDTH]}).text
     assert failing["backend"] == narrow
     assert failing["variants"] == ["exp/remote"]
@@ -256,7 +267,7 @@ def _register_list(store: str, capsys: pytest.CaptureFixture[str]) -> list[dict[
 
 
 async def test_a_backend_that_recovers_leaves_the_list(
-    tmp_path: Path, events: MemoryEvents, token_store: InMemoryTokenStore
+    tmp_path: Path, events: MemoryEvents, token_store: InMemoryTokenStore, tokens: dict[Role, str]
 ) -> None:
     refusing = {"now": True}
 
@@ -280,7 +291,7 @@ async def test_a_backend_that_recovers_leaves_the_list(
         )
         app.state.abflow.remote_health.interval_seconds = 0.05  # re-probe at once
         async with serve(app) as client:
-            [failing] = await _failing(client, 1)
+            [failing] = await _failing(client, 1, tokens[Role.VIEWER])
             assert failing["reason"] == "status_4xx"
             assert "model not loaded yet" in failing["error"]
             refusing["now"] = False

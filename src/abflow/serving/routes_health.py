@@ -7,7 +7,8 @@ taken out of the Service for it would only move its traffic to pods that have th
 outage. ``/readyz`` stays 200 and says what is degraded, in ``degraded``. Neither endpoint
 touches the store, so neither can hang on it. Remote model servers that fail now are listed
 in ``failing_backends`` from memory (see :mod:`abflow.serving.remote_health`): their
-variants fall back to the control, so they do not make the gateway unready either.
+variants fall back to the control, so they do not make the gateway unready either. Their
+URLs and last errors are shown only with a viewer's token.
 """
 
 from __future__ import annotations
@@ -15,10 +16,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from abflow.errors import AuthError, StoreUnavailableError
+from abflow.security.roles import Role
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
 
 __all__ = ["router"]
+
+VIEWER_ONLY = frozenset({"backend", "error"})
+"""What ``failing_backends`` shows only to a viewer: the model server's URL, as
+``/v1/experiments`` does, and its last error, which may quote what the server echoed (a
+request's features, a header)."""
 
 router = APIRouter(tags=["health"])
 
@@ -35,14 +43,31 @@ async def readyz(request: Request) -> Response:
         return json_response({"status": "draining"}, status=503)
     if not services.is_ready:
         return json_response({"status": "starting", "problems": services.problems}, status=503)
+    failing = services.remote_health.failing(services.gateway, services.config.backends)
+    if failing and not await _is_viewer(request):
+        failing = [{k: v for k, v in entry.items() if k not in VIEWER_ONLY} for entry in failing]
     return json_response(
         {
             "status": "ready",
             "experiments": sorted(services.gateway.experiments),
             "event_queue_depth": services.events.queue_depth,
             "degraded": services.degraded(),
-            "failing_backends": services.remote_health.failing(
-                services.gateway, services.config.backends
-            ),
+            "failing_backends": failing,
         }
     )
+
+
+async def _is_viewer(request: Request) -> bool:
+    """Whether the caller may see model URLs (auth off, or a viewer's token). Probes send no
+    token, so they never wait on the store for one."""
+    services = services_of(request)
+    if not services.settings.auth_enabled:
+        return True
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return False
+    try:
+        await services.authenticator.authorize_async(authorization, Role.VIEWER)
+    except (AuthError, StoreUnavailableError):
+        return False
+    return True

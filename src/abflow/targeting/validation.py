@@ -13,7 +13,11 @@ from typing import Any
 from abflow.targeting.conditions import OPERATORS
 from abflow.targeting.js_regex import translate
 
-__all__ = ["JSON_TYPES", "validate_condition"]
+__all__ = ["JSON_TYPES", "MAX_CONDITION_DEPTH", "validate_condition"]
+
+MAX_CONDITION_DEPTH = 32
+"""Objects and lists nested in a condition. Deeper ones mean nothing a person writes, and a
+spec nested a few hundred deep can be stored but not serialised or read back."""
 
 JSON_TYPES = frozenset({"string", "number", "boolean", "array", "object", "null", "undefined"})
 """What ``$type`` may name."""
@@ -27,6 +31,8 @@ def validate_condition(condition: Any, path: str = "") -> list[tuple[str, str]]:
     """
     if not isinstance(condition, dict):
         return [(path or ".", "a condition must be an object")]
+    if not path and _depth(condition) > MAX_CONDITION_DEPTH:
+        return [("", f"a condition may nest objects and lists {MAX_CONDITION_DEPTH} deep at most")]
     problems: list[tuple[str, str]] = []
     for key, value in condition.items():
         where = f"{path}.{key}"
@@ -46,6 +52,26 @@ def validate_condition(condition: Any, path: str = "") -> list[tuple[str, str]]:
         else:
             problems.extend(_validate_attribute_condition(value, where))
     return problems
+
+
+def _depth(value: Any) -> int:
+    """How many objects and lists nest in ``value``, without recursion (it may be very deep);
+    counting stops past :data:`MAX_CONDITION_DEPTH`."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_CONDITION_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _js_regex_is_valid(pattern: str) -> bool:
