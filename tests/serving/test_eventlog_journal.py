@@ -347,3 +347,21 @@ def test_a_close_arriving_just_before_the_flush_thread_clears_its_flag_returns(
     assert close_woke_it.wait(5)
     closer.join(5)
     assert not closer.is_alive(), "close() waited for a flush thread that never woke"
+
+
+def test_journal_and_spool_files_are_the_owners_alone(tmp_path: Path) -> None:
+    """Events hold unit ids and request attributes: no other local user may read them."""
+    journal = Journal(tmp_path / "journal", fsync_interval_seconds=None)
+    journal.open()
+    journal.append(b"x" * 10)
+    journal.close()
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    spool.append([("exposure", b"{}")])
+    spool.close()
+    for folder in (tmp_path / "journal", tmp_path / "spool"):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+        files = [p for p in folder.iterdir() if p.is_file()]
+        assert files
+        for path in files:
+            assert path.stat().st_mode & 0o077 == 0, path

@@ -229,8 +229,9 @@ class Journal:
         A fresh segment is never appended after a tail a crash may have torn.
         """
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            # Events hold unit ids and request attributes: this user's alone, like the store.
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(self._lock_fd)
@@ -337,7 +338,7 @@ class Journal:
     def _start_segment(self, number: int) -> None:
         try:
             self._fd = os.open(
-                self.path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644
+                self.path(number), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600
             )
         except OSError as exc:
             msg = f"cannot create journal segment {self.path(number)}: {exc}"

@@ -61,7 +61,7 @@ class Spool:
         Appends always go to a new file, never after a tail a crash may have torn.
         """
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             msg = f"cannot create spool directory {self.directory}: {exc}"
             raise JournalError(msg) from exc
@@ -128,7 +128,7 @@ class Spool:
         while self._active in self._sizes:
             self._active += 1
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-        self._fd = os.open(self._path(self._active), flags, 0o644)
+        self._fd = os.open(self._path(self._active), flags, 0o600)  # events: this user's alone
         self._sizes[self._active] = 0
         fsync_directory(self.directory)
 
