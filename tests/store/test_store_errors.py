@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -128,3 +129,24 @@ def test_missing_driver_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the extra sees
     with pytest.raises(StoreError, match=r"need psycopg 3: pip install 'abflow\[postgres\]'"):
         create_store_engine("postgresql+psycopg://u@127.0.0.1/db")
+
+
+def test_a_new_sqlite_store_is_the_owners_alone_and_an_old_one_keeps_its_mode(
+    tmp_path: Path,
+) -> None:
+    """Events hold unit ids and request attributes: a store abflow creates, and the WAL file
+    SQLite makes beside it, are 0600; a store someone made readable on purpose stays so."""
+    new = tmp_path / "new.db"
+    with EventStore.open(f"sqlite:///{new}") as store:
+        store.write_events("exposure", [])
+        files = [new, *tmp_path.glob("new.db-*")]
+        assert any(f.name.endswith("-wal") for f in files)
+        for path in files:
+            assert path.stat().st_mode & 0o077 == 0, path
+    shared = tmp_path / "shared.db"
+    with EventStore.open(f"sqlite:///{shared}"):
+        pass
+    shared.chmod(0o640)
+    with EventStore.open(f"sqlite:///{shared}") as store:
+        store.write_events("exposure", [])
+    assert shared.stat().st_mode & 0o777 == 0o640

@@ -216,6 +216,15 @@ def create_store_engine(
     raise StoreError(msg)
 
 
+def _private_if_new(path: Path) -> None:
+    """Make a store file SQLite has just created (still empty) the owner's alone, before its
+    tables and its WAL files (which take its permissions) exist: it will hold unit ids and
+    request attributes. A store that exists keeps the permissions its owner gave it."""
+    with contextlib.suppress(OSError):  # a file: URI, or a path this process cannot change
+        if path.stat().st_size == 0:
+            path.chmod(0o600)
+
+
 def _sqlite_engine(url: URL, cache_kib: int) -> Engine:
     if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
         needed = ".".join(map(str, SQLITE_MIN_VERSION))
@@ -243,6 +252,8 @@ def _sqlite_engine(url: URL, cache_kib: int) -> Engine:
         # The driver's own transaction handling would issue a deferred BEGIN behind our back;
         # take it over so that write transactions can say BEGIN IMMEDIATE.
         dbapi_connection.isolation_level = None
+        if not in_memory:
+            _private_if_new(Path(database).expanduser())
         cursor = dbapi_connection.cursor()
         try:
             if not in_memory:
