@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 from contextlib import suppress
+from pathlib import Path
 
 
 def stop_process_group(process: subprocess.Popen[bytes], timeout_seconds: float = 60.0) -> None:
@@ -23,3 +24,19 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout_seconds: float 
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
+
+
+def start_in_group(
+    command: list[str], *, cwd: Path, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a process group of its own, its stderr in the file ``log`` (not a
+    pipe: workers outliving a kill would hold a pipe open)."""
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            start_new_session=True,  # a kill of the group reaches the workers too
+        )

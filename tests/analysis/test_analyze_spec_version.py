@@ -16,23 +16,11 @@ from abflow.cli.main import app, main
 from abflow.events.sink import exposure_row, outcome_row
 from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
 from abflow.store import EventStore
+from specs import two_arm_spec
 
 
 def _spec(alpha: float, metrics: list[dict[str, Any]]) -> ExperimentSpec:
-    return parse_experiment(
-        {
-            "key": "checkout",
-            "unit": "user_id",
-            "variants": [
-                {"name": "control", "model": "python:abflow.serving.demo_models:champion"},
-                {"name": "treatment", "model": "python:abflow.serving.demo_models:challenger"},
-            ],
-            "weights": [0.5, 0.5],
-            "metrics": metrics,
-            "analysis": {"alpha": alpha},
-        },
-        "test",
-    )
+    return two_arm_spec(metrics=metrics, analysis={"alpha": alpha})
 
 
 CONVERTED = {"name": "converted", "kind": "conversion", "event": "purchase", "role": "primary"}
@@ -48,6 +36,25 @@ def _report(*args: str) -> dict[str, Any]:
     return report
 
 
+def _exposures(store: EventStore, phase: int, variants: tuple[str, ...], n: int = 60) -> list[str]:
+    """``n`` units exposed in ``phase``, the variants in turn; their ids."""
+    units = [f"p{phase}-u{i}" for i in range(n)]
+    store.write_events(
+        "exposure",
+        [
+            exposure_row(
+                experiment_key="checkout",
+                phase=phase,
+                unit_id=unit,
+                variant=variants[i % len(variants)],
+                attributes=None,
+            )
+            for i, unit in enumerate(units)
+        ],
+    )
+    return units
+
+
 def test_an_older_spec_version_analyses_as_that_spec_given_directly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     first = _spec(0.05, [CONVERTED])
@@ -57,20 +64,7 @@ def test_an_older_spec_version_analyses_as_that_spec_given_directly(tmp_path: Pa
         store.register_experiment(first)
         phase = store.register_experiment(second).phase
         assert phase == 1  # the same traffic: the same phase
-        units = [f"u{i}" for i in range(400)]
-        store.write_events(
-            "exposure",
-            [
-                exposure_row(
-                    experiment_key="checkout",
-                    phase=phase,
-                    unit_id=unit,
-                    variant=("control", "treatment")[i % 2],
-                    attributes=None,
-                )
-                for i, unit in enumerate(units)
-            ],
-        )
+        units = _exposures(store, phase, ("control", "treatment"), n=400)
         store.write_events(
             "outcome",
             [
@@ -135,22 +129,6 @@ def test_a_spec_version_that_does_not_exist_is_a_sentence(
     )
     assert code == 2
     assert "not both" in printed
-
-
-def _exposures(store: EventStore, phase: int, variants: tuple[str, ...], n: int = 60) -> None:
-    store.write_events(
-        "exposure",
-        [
-            exposure_row(
-                experiment_key="checkout",
-                phase=phase,
-                unit_id=f"p{phase}-u{i}",
-                variant=variants[i % len(variants)],
-                attributes=None,
-            )
-            for i in range(n)
-        ],
-    )
 
 
 def test_a_spec_version_analyses_only_the_phases_it_was_in_force_for(

@@ -43,8 +43,8 @@ from abflow.security.tokens import InMemoryTokenStore, create_token
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.settings import GatewayConfig, GatewaySettings
-from abflow.spec import parse_experiment
 from abflow.store import EventStore
+from specs import two_arm_spec
 
 MAX_ROWS = 5
 MAX_BODY = 4096
@@ -97,18 +97,7 @@ class Gateway:
 
 
 def _spec() -> Any:
-    return parse_experiment(
-        {
-            "key": "exp",
-            "unit": "user_id",
-            "variants": [
-                {"name": "control", "model": "python:abflow.serving.demo_models:champion"},
-                {"name": "treatment", "model": "python:abflow.serving.demo_models:challenger"},
-            ],
-            "weights": [0.5, 0.5],
-        },
-        "test",
-    )
+    return two_arm_spec(key="exp")
 
 
 @asynccontextmanager

@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -46,7 +45,7 @@ from abflow.spec import ExperimentSpec, MonitoringSpec
 from abflow.store import EventStore
 from abflow.store.leases import Lease
 from abflow.store.monitoring import monitor_history
-from process_group import stop_process_group
+from process_group import start_in_group, stop_process_group
 
 MIN_SAMPLES = 20
 MONITOR_GAUGES = (
@@ -436,15 +435,7 @@ def test_two_workers_show_the_gauges_once(tmp_path: Path, rng: np.random.Generat
     command = [sys.executable, "-m", "abflow.cli.main", "serve", "--port", str(port)]
     command += ["--workers", "2", "--no-auth", "--log-level", "warning"]
     log = tmp_path / "gateway.log"
-    with log.open("wb") as sink:  # a file, not a pipe: workers outliving a kill keep a pipe open
-        process = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            start_new_session=True,  # one process group: a kill reaches the workers too
-        )
+    process = start_in_group(command, cwd=tmp_path, env=env, log=log)
     try:
         deadline = time.monotonic() + 300  # generous: a loaded machine starts workers slowly
         while True:

@@ -23,9 +23,10 @@ from abflow.security.audit import (
     entry_hash,
     verify_chain,
 )
-from abflow.spec import ExperimentSpec, parse_experiment, spec_hash
+from abflow.spec import ExperimentSpec, spec_hash
 from abflow.spec import canonical_json as canonical_spec_json
 from abflow.store import EventStore
+from specs import two_arm_spec
 
 
 def naive_hash(prev_hash: str, content: dict[str, Any]) -> str:
@@ -182,19 +183,7 @@ def test_deleted_row_is_caught(store: EventStore) -> None:
 
 
 def _spec(alpha: float) -> ExperimentSpec:
-    return parse_experiment(
-        {
-            "key": "checkout",
-            "unit": "user_id",
-            "variants": [
-                {"name": "control", "model": "python:abflow.serving.demo_models:champion"},
-                {"name": "treatment", "model": "python:abflow.serving.demo_models:challenger"},
-            ],
-            "weights": [0.5, 0.5],
-            "analysis": {"alpha": alpha},
-        },
-        "test",
-    )
+    return two_arm_spec(analysis={"alpha": alpha})
 
 
 def _edit_version(store: EventStore, statement: str, **values: Any) -> None:

@@ -22,7 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from abflow.serving.demo_models import N_FEATURES
-from process_group import stop_process_group
+from process_group import start_in_group, stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -94,15 +94,7 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     command = [sys.executable, "-m", "abflow.cli.main", "serve", "--port", str(port)]
     command += ["--workers", "2", "--no-auth", "--log-level", "warning"]
     log = tmp_path / "gateway.log"
-    with log.open("wb") as sink:  # a file, not a pipe: workers outliving a kill keep a pipe open
-        process = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            start_new_session=True,  # one process group: a kill reaches the workers too
-        )
+    process = start_in_group(command, cwd=tmp_path, env=env, log=log)
     gateway = Gateway(process, port, tmp_path)
     try:
         deadline = time.monotonic() + 300  # generous: a loaded machine starts workers slowly
