@@ -5,7 +5,8 @@
     .venv/bin/python bench/gateway.py --workers 1 --variant ABFLOW_SHIP_IN_SUBPROCESS=false
     .venv/bin/python bench/gateway.py --workers 1 --shadow 1.0 [--shadow 0.2]
 
-Two servers, each started with uvicorn (uvloop + httptools) on 127.0.0.1:
+Two servers, each started with uvicorn (uvloop, and httptools through the protocol
+``abflow serve`` runs, :data:`PROTOCOL`) on 127.0.0.1:
 
 * (a) baseline: a bare FastAPI endpoint that parses the JSON body with orjson and calls the
   same in-process scikit-learn model (``abflow.serving.demo_models.champion``, 8 features)
@@ -59,6 +60,10 @@ import orjson
 from abflow.security.tokens import generate_token, hash_token
 from abflow.serving.demo_models import N_FEATURES
 from common import cmdline, free_port, load_average, stop_process_group  # bench/common.py
+
+PROTOCOL = "abflow.serving.gateway_protocol:GatewayProtocol"
+"""What ``abflow serve`` runs: httptools, predictions answered without ASGI; any other
+app (the baseline) is served through ASGI as with ``--http httptools``."""
 
 BASELINE_APP = """
 import orjson
@@ -546,7 +551,7 @@ def main() -> None:
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            PROTOCOL,
             "--no-access-log",
             "--log-level",
             "warning",

@@ -5,8 +5,8 @@
 Starts ``mlflow models serve`` (one uvicorn worker, ``--env-manager local``) on a
 scikit-learn logistic regression with a DataFrame signature (columns f0..f7, logged with
 ``pyfunc_predict_fn="predict_proba"``), and two abflow gateways (uvicorn, uvloop +
-httptools, one worker, bearer auth, durable event logging to SQLite, cache off) whose
-experiment sends every unit to that server: one with micro-batching on (the default), one
+httptools through the protocol ``abflow serve`` runs, one worker, bearer auth, durable
+event logging to SQLite, cache off) whose experiment sends every unit to that server: one with micro-batching on (the default), one
 with ``batch: false``; and, as the reference for what the gateway costs without any remote
 call, a third whose variant is an in-process scikit-learn model (``demo_models``). Then,
 in one run:
@@ -51,7 +51,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).parent))
 from abflow.security.tokens import generate_token, hash_token
 from common import cmdline, free_port, load_average, stop_process_group
-from gateway import Server
+from gateway import PROTOCOL, Server
 
 N_FEATURES = 8  # as the gateway's in-process control model (demo_models), the fallback
 COLUMNS = [f"f{i}" for i in range(N_FEATURES)]
@@ -399,7 +399,7 @@ def main() -> None:
                 gateways[batch] = Server(
                     [
                         *(sys.executable, "-m", "uvicorn", "--loop", "uvloop", "--http"),
-                        *("httptools", "--no-access-log", "--log-level", "warning"),
+                        *(PROTOCOL, "--no-access-log", "--log-level", "warning"),
                         *("--host", "127.0.0.1", "--factory", "abflow.serving.app:create_app"),
                     ],
                     {

@@ -109,7 +109,7 @@ def serve(
             os.environ["ABFLOW_STORE_URL"] = store_url
     if settings.auth_enabled:
         _first_start_tokens(store_url, settings.config)
-    from abflow.serving.http_protocol import BoundedHeadProtocol
+    from abflow.serving.gateway_protocol import GatewayProtocol
 
     scheme_host = f"http://{settings.host}:{settings.port}"
     err_console.print(f"abflow gateway on {scheme_host} (API docs: {scheme_host}/docs)")
@@ -123,7 +123,7 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http=BoundedHeadProtocol,  # httptools, with the request head bounded
+            http=GatewayProtocol,  # httptools: request head bounded, predictions without ASGI
             ws="none",
             lifespan="on",
             log_level=log_level.lower(),

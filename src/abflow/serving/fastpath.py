@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -24,7 +24,13 @@ from abflow.serving.http_errors import status_for
 from abflow.serving.inputs import PredictIn, header_text, parse_body
 from abflow.serving.services import Services
 
-__all__ = ["PREDICT_PATH", "predict_document", "serve_predict"]
+__all__ = [
+    "PREDICT_PATH",
+    "BodyTooLarge",
+    "answer_predict",
+    "predict_document",
+    "serve_predict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,39 +59,31 @@ async def predict_document(
     return await gateway.predict(payload, request_id)
 
 
-class _TooLarge(Exception):
+class BodyTooLarge(Exception):
+    """A request body over ``max_body_bytes`` (declared, or counted as it arrives): 413."""
+
     def __init__(self, size: int) -> None:
+        super().__init__(size)
         self.size = size
 
 
-async def _read(receive: Receive, declared: int | None, max_bytes: int) -> bytes:
-    if declared is not None and declared > max_bytes:
-        raise _TooLarge(declared)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > max_bytes:
-                raise _TooLarge(size)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+Header = tuple[bytes, bytes]
+BodyReader = Callable[[int | None, int], Awaitable[bytes]]
+"""Reads the whole body, given its declared length and the limit; BodyTooLarge past it."""
 
 
-async def serve_predict(services: Services, scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer one ``POST /v1/predict`` on the raw ASGI interface."""
+async def answer_predict(
+    services: Services, request_headers: Iterable[Header], read_body: BodyReader
+) -> tuple[int, list[Header], bytes]:
+    """Status, headers and JSON body of the answer to one ``POST /v1/predict``: what both
+    ways in (ASGI below, the HTTP protocol in :mod:`abflow.serving.gateway_protocol`)
+    send. Every error becomes its answer here; the request is counted in the metrics."""
     started = time.perf_counter()
     authorization: str | None = None
     raw_request_id: bytes | None = None
     declared: int | None = None
     carrier: dict[str, str] | None = None
-    for name, value in scope["headers"]:
+    for name, value in request_headers:
         if name == b"authorization":
             authorization = value.decode("latin-1")
         elif name == b"content-length":
@@ -98,12 +96,12 @@ async def serve_predict(services: Services, scope: Scope, receive: Receive, send
     max_bytes = services.settings.max_body_bytes
     headers = [_JSON]
     try:
-        body = await _read(receive, declared, max_bytes)
+        body = await read_body(declared, max_bytes)
         request_id = None if raw_request_id is None else header_text(raw_request_id, "x-request-id")
         document = await predict_document(services, authorization, body, request_id, carrier)
         status = 200
         headers.append((b"x-request-id", document["request_id"].encode()))
-    except _TooLarge as exc:
+    except BodyTooLarge as exc:
         status = 413
         document = {
             "error": "http_error",
@@ -122,6 +120,32 @@ async def serve_predict(services: Services, scope: Scope, receive: Receive, send
         document = {"error": "internal_error", "detail": "unexpected error; see the gateway log"}
     payload = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
     headers.append((b"content-length", str(len(payload)).encode()))
+    services.metrics.observe_request(PREDICT_PATH, status, time.perf_counter() - started)
+    return status, headers, payload
+
+
+async def serve_predict(services: Services, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one ``POST /v1/predict`` on the raw ASGI interface."""
+
+    async def read_body(declared: int | None, max_bytes: int) -> bytes:
+        if declared is not None and declared > max_bytes:
+            raise BodyTooLarge(declared)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise BodyTooLarge(size)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    status, headers, payload = await answer_predict(services, scope["headers"], read_body)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
-    services.metrics.observe_request(PREDICT_PATH, status, time.perf_counter() - started)
