@@ -345,3 +345,24 @@ async def test_non_finite_features_are_refused_before_the_model(
     )
     assert healthy.status_code == 200, "bad input never counts against the model's circuit"
     assert len(events.rows["prediction"]) == 1
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_trailing_slash_redirect_stays_on_this_server(
+    make_client: AppFactory, tokens: dict[Role, str], method: str
+) -> None:
+    """The router redirects ``/v1/experiments/`` to ``/v1/experiments``; the Location is
+    the path alone, never a host taken from the request's Host header."""
+    client = await make_client()
+    headers = {"host": "attacker.example", **auth(tokens[Role.VIEWER])}
+    for path, expected in [
+        ("/v1/experiments/?limit=5&x=%2F", "/v1/experiments?limit=5&x=%2F"),
+        ("/healthz/", "/healthz"),
+        ("/ui", "/ui/"),
+    ]:
+        response = await client.request(method, path, headers=headers)
+        assert response.status_code == 307, path
+        assert response.headers["location"] == expected
+    followed = await client.get("/v1/experiments/", headers=headers, follow_redirects=True)
+    assert followed.status_code == 200
+    assert followed.url.path == "/v1/experiments"

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
@@ -82,7 +83,11 @@ class GatewayApp(FastAPI):
         if scope["type"] == "lifespan":
             await super().__call__(scope, receive, self._startup_reporter(send))
             return
-        if scope["type"] == "http" and scope["method"] == "HEAD":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        send = _relative_redirects(send)
+        if scope["method"] == "HEAD":
             # HEAD is GET without the body (RFC 9110 9.3.2): same status, headers and checks.
             await super().__call__({**scope, "method": "GET"}, receive, _without_body(send))
             return
@@ -98,6 +103,32 @@ class GatewayApp(FastAPI):
             await send(message)
 
         return reporting
+
+
+def _relative_redirects(send: Send) -> Send:
+    """``send`` that keeps a redirect on this server: the router's redirect of a path with
+    a trailing slash names scheme and host from the request's ``Host`` header, which a
+    client (or a cache in front) could be steered with; the path and query alone are enough
+    (RFC 9110 10.2.2)."""
+
+    async def relative(message: Message) -> None:
+        if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+            headers = [
+                (name, _path_and_query(value) if name == b"location" else value)
+                for name, value in message.get("headers", [])
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return relative
+
+
+def _path_and_query(location: bytes) -> bytes:
+    """One leading slash: ``//host/x`` (or ``/\\host/x`` to a browser) would name another
+    server, a network-path reference."""
+    parts = urlsplit(location)
+    target = b"/" + parts.path.lstrip(b"/\\")
+    return target + b"?" + parts.query if parts.query else target
 
 
 def _without_body(send: Send) -> Send:
