@@ -347,6 +347,11 @@ def test_rollout_registration_keeps_the_rollout_split_and_refuses_contradictions
         rollout_registration(planned(weights=[0.9, 0.1]), at_step_2)
     for allowed in ([1.0, 0.0], [0.0, 1.0], [0.6, 0.4]):  # rollback, promotion, same step
         assert rollout_registration(planned(weights=allowed), at_step_2).weights == allowed
+    for step in ([0.9, 0.1], [0.6, 0.4], [0.0, 1.0]):  # registered again, not started yet
+        with pytest.raises(InvalidSpecError, match="before the rollout has started"):
+            rollout_registration(planned(weights=step), planned(), is_before_start=True)
+    again = rollout_registration(planned(name="again"), planned(), is_before_start=True)
+    assert again.effective_weights == [1.0, 0.0]
     other_model = planned().model_copy(update={"variants": [planned().variants[0]] * 2})
     with pytest.raises(InvalidSpecError, match="weights: "):  # new variants: a new rollout
         rollout_registration(planned(weights=[0.6, 0.4]), other_model)

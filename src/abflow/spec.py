@@ -771,13 +771,21 @@ def challenger_share(spec: ExperimentSpec) -> float | None:
     return weights[index]
 
 
-def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> ExperimentSpec:
+def rollout_registration(
+    new: ExperimentSpec, stored: ExperimentSpec | None, *, is_before_start: bool = False
+) -> ExperimentSpec:
     """The spec to store when ``new`` is registered over ``stored``: under a rollout plan the
     weights are the rollout's, so that a plan is in force from its registration on.
+
+    ``is_before_start`` says that the rollout has not opened its first step yet: the store
+    reads it from the audit trail. A caller that cannot know (the in-memory catalog, which
+    may be handed the controller's moves) leaves it False.
 
     * A new rollout (nothing stored under a plan with the same variants and challenger)
       starts with all traffic on the control: weights giving the challenger more are refused,
       and so is a plan added to a live experiment whose challenger already has traffic.
+    * Until the rollout has started, weights giving the challenger traffic are refused,
+      even those of a plan step: only ``abflow rollout tick`` opens step 1.
     * A spec without weights keeps the stored split: registering the file again never undoes
       a ramp step, a rollback or a promotion.
     * Explicit weights must be a position of the plan (0, a step's share, or 1) and never
@@ -801,12 +809,9 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
             raise InvalidSpecError([f"rollout: {problem}"], new.key)
         if share == 0.0:
             return new
-        problem = (
-            f"{written} send traffic to a variant other than the control before the rollout "
-            "has started; a plan starts at 0 % to the challenger and `abflow rollout tick` "
-            "opens each step: leave 'weights' out"
-        )
-        raise InvalidSpecError([f"weights: {problem}"], new.key)
+        raise _before_the_start(new, written)
+    if new.weights is not None and is_before_start and share != 0.0:
+        raise _before_the_start(new, written)
     if new.weights is None:
         # The stored split, and whether the plan's shadow step mirrors the challenger now.
         kept: dict[str, Any] = {} if stored.weights is None else {"weights": stored.weights}
@@ -830,6 +835,15 @@ def rollout_registration(new: ExperimentSpec, stored: ExperimentSpec | None) -> 
         )
         raise InvalidSpecError([f"weights: {problem}"], new.key)
     return new
+
+
+def _before_the_start(new: ExperimentSpec, written: str) -> InvalidSpecError:
+    problem = (
+        f"{written} send traffic to a variant other than the control before the rollout "
+        "has started; a plan starts at 0 % to the challenger and `abflow rollout tick` "
+        "opens each step: leave 'weights' out"
+    )
+    return InvalidSpecError([f"weights: {problem}"], new.key)
 
 
 def is_mirrored(spec: ExperimentSpec, variant: str) -> bool:

@@ -137,9 +137,15 @@ def test_registration_refuses_weights_that_contradict_the_plan(
 def test_a_tick_never_lowers_a_share_set_by_hand(ramp_store: EventStore, ramp_clock: Clock) -> None:
     store, clock = ramp_store, ramp_clock
     store.register_experiment(spec_with())
+    with pytest.raises(InvalidSpecError, match="before the rollout has started"):
+        store.register_experiment(spec_with(weights=[0.5, 0.5]))  # step 3's split, too early
+    assert tick(store, KEY, now=clock.now).action == "started"
     store.register_experiment(spec_with(weights=[0.5, 0.5]))  # step 3's split, by hand
+    stage(store, clock, seed=6)
+    clock.now += 25 * HOUR
     held = tick(store, KEY, now=clock.now)
     assert held.action == "held"
     assert "would move units that saw it back to the control" in held.reasons[-1]
     assert store.get_experiment(KEY).spec.effective_weights == [0.5, 0.5]
-    assert not [e for e in store.audit_entries(KEY) if e.action.startswith("rollout.")]
+    moves = [e.action for e in store.audit_entries(KEY) if e.action.startswith("rollout.")]
+    assert moves == ["rollout.step"]

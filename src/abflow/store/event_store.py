@@ -206,14 +206,24 @@ class EventStore:
         """
         with write_transaction(self._engine) as connection:
             _lock_experiments(connection)
-            _refuse_traffic_after_a_rollback(connection, spec)
-            return self._register(connection, spec, reason, actor)
+            last_move = _last_rollout_action(connection, spec.key)
+            _refuse_traffic_after_a_rollback(spec, last_move)
+            before_start = last_move in (None, RESET)
+            return self._register(connection, spec, reason, actor, is_before_start=before_start)
 
     def _register(
-        self, connection: sa.Connection, spec: ExperimentSpec, reason: str | None, actor: str
+        self,
+        connection: sa.Connection,
+        spec: ExperimentSpec,
+        reason: str | None,
+        actor: str,
+        *,
+        is_before_start: bool,
     ) -> experiments.ExperimentVersion:
         """Store a version inside the caller's locked transaction; audit it if new."""
-        stored = experiments.register(connection, spec, self._clock(), reason)
+        stored = experiments.register(
+            connection, spec, self._clock(), reason, is_before_start=is_before_start
+        )
         if stored.is_new_version:
             payload = {
                 "version": stored.version,
@@ -253,7 +263,8 @@ class EventStore:
             ).scalar_one_or_none()
             if latest != last_seq:
                 return False
-            self._register(connection, spec, reason, actor)
+            # The controller's own move: it is what starts the rollout.
+            self._register(connection, spec, reason, actor, is_before_start=False)
             self._append_audit(connection, actor, action, payload, spec.key)
             return True
 
@@ -435,9 +446,22 @@ def _audit_from_row(row: sa.Row[Any]) -> AuditEntry:
 
 ROLLED_BACK = "rollout.rolled_back"
 """The audit action of a rollback (abflow.rollout.plan.ROLLOUT_ACTIONS names them all)."""
+RESET = "rollout.reset"
+"""The audit action that lets a rolled-back rollout start over: its plan is back at 0 %."""
 
 
-def _refuse_traffic_after_a_rollback(connection: sa.Connection, spec: ExperimentSpec) -> None:
+def _last_rollout_action(connection: sa.Connection, key: str) -> str | None:
+    """The experiment's last ``rollout.*`` audit action (None: its rollout never moved)."""
+    action: str | None = connection.execute(
+        sa.select(audit_log.c.action)
+        .where(audit_log.c.experiment_key == key, audit_log.c.action.like("rollout.%"))
+        .order_by(audit_log.c.seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return action
+
+
+def _refuse_traffic_after_a_rollback(spec: ExperimentSpec, last_move: str | None) -> None:
     """A spec file registered again after a rollback must not hand the challenger traffic:
     its explicit weights would undo the rollback, which only ``abflow rollout reset`` may."""
     if spec.rollout is None or spec.weights is None:
@@ -445,13 +469,7 @@ def _refuse_traffic_after_a_rollback(connection: sa.Connection, spec: Experiment
     share = challenger_share(spec)
     if not share:
         return
-    last = connection.execute(
-        sa.select(audit_log.c.action)
-        .where(audit_log.c.experiment_key == spec.key, audit_log.c.action.like("rollout.%"))
-        .order_by(audit_log.c.seq.desc())
-        .limit(1)
-    ).scalar_one_or_none()
-    if last == ROLLED_BACK:
+    if last_move == ROLLED_BACK:
         problem = (
             f"weights {spec.effective_weights} give the challenger {share:g} of traffic, but "
             "its rollout was rolled back; leave 'weights' out, or start the plan again with "

@@ -83,7 +83,12 @@ def traffic_changes(old: ExperimentSpec, new: ExperimentSpec) -> list[str]:
 
 
 def register(
-    connection: Connection, spec: ExperimentSpec, now: float, reason: str | None = None
+    connection: Connection,
+    spec: ExperimentSpec,
+    now: float,
+    reason: str | None = None,
+    *,
+    is_before_start: bool,
 ) -> ExperimentVersion:
     """Store ``spec`` as a new version if it changed, opening a phase if its traffic changed.
 
@@ -92,10 +97,12 @@ def register(
 
     Under a rollout plan the weights are the rollout's (see
     :func:`abflow.spec.rollout_registration`): a spec without weights keeps the stored split,
-    and weights that contradict the plan raise InvalidSpecError.
+    and weights that contradict the plan, or give the challenger traffic while the rollout
+    ``is_before_start``, raise InvalidSpecError.
     """
     latest = find_latest_version(connection, spec.key)
-    spec = rollout_registration(spec, latest.spec if latest is not None else None)
+    stored = latest.spec if latest is not None else None
+    spec = rollout_registration(spec, stored, is_before_start=is_before_start)
     digest = spec_hash(spec)
     if latest is not None and latest.spec_hash == digest:
         return latest
