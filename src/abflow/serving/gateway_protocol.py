@@ -7,10 +7,10 @@ header. For the one hot route that is about a third of what uvicorn costs per re
 request and keeps its connection state (keep-alive, pipelining, ``Expect: 100-continue``,
 flow control, disconnects, graceful shutdown); only the task it starts for
 ``POST /v1/predict`` differs: it reads the body from uvicorn's request state, asks
-:func:`~abflow.serving.fastpath.answer_predict` (the same code the ASGI fast path runs) and
-writes head and body in one write. Every other request, a gateway started with
-``ABFLOW_PREDICT_FAST_PATH=false``, and a request uvicorn answers with 503 (its concurrency
-limit) go through ASGI as before.
+:func:`~abflow.serving.fastpath.answer_predict` (the same code the ASGI fast path runs,
+which ignores a query string as this does) and writes head and body in one write. Every
+other request, a gateway started with ``ABFLOW_PREDICT_FAST_PATH=false``, and a request
+uvicorn answers with 503 (its concurrency limit) go through ASGI as before.
 """
 
 from __future__ import annotations
@@ -93,12 +93,13 @@ async def _read_body(cycle: RequestResponseCycle, declared: int | None, max_byte
     if cycle.waiting_for_100_continue and not cycle.transport.is_closing():
         cycle.transport.write(_CONTINUE)
         cycle.waiting_for_100_continue = False
+    cycle.flow.resume_reading()  # as every receive() does: pipelined bytes read alike
     while cycle.more_body and not cycle.disconnected:
         if len(cycle.body) > max_bytes:
             raise BodyTooLarge(len(cycle.body))
-        cycle.flow.resume_reading()
         await cycle.message_event.wait()
         cycle.message_event.clear()
+        cycle.flow.resume_reading()
     body = bytes(cycle.body)
     cycle.body = bytearray()
     if len(body) > max_bytes:
