@@ -9,6 +9,8 @@ SQL, not by the loader's own counters).
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import subprocess
 import sys
@@ -547,6 +549,75 @@ def test_nothing_is_committed_while_the_store_is_down(
     assert totals.consumed == totals.stored == len(events)
     assert _committed_total(kafka_broker.bootstrap, "outage", topic, 2) == len(events)
     _assert_exactly_once(url, events)
+
+
+class _PauseBrokerAfterStoring:
+    """The real store; once it has stored a batch, the broker is paused (SIGSTOP): it keeps
+    accepting connections and answers nothing, so the commit of that batch meets a
+    black-holed broker."""
+
+    def __init__(self, store: EventStore, broker_pid: int) -> None:
+        self.store = store
+        self.broker_pid = broker_pid
+        self.paused = threading.Event()
+
+    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
+        stored = self.store.write_events(kind, rows)
+        if not self.paused.is_set():
+            os.kill(self.broker_pid, signal.SIGSTOP)
+            self.paused.set()
+        return stored
+
+
+STOP_BOUND_SECONDS = 10.0
+
+
+@pytest.mark.slow
+def test_a_stop_during_a_commit_to_a_broker_that_does_not_answer_returns_in_bounded_time(
+    tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka's synchronous commit has no timeout: against a paused broker it waited
+    minutes, and a stop could not end it. The commit is now awaited in slices a stop ends;
+    after the broker is back, a fresh loader stores every event exactly once."""
+    caplog.set_level(logging.WARNING, logger="abflow.events.ingest")
+    with TansuBroker(log_path=tmp_path / "tansu.log") as broker:
+        assert broker.pid is not None
+        target = _target(broker, topic_prefix)
+        ensure_topics(target, ["prediction"], partitions=2)
+        events = _publish_predictions(target, 2_000, seed=9)
+        url = f"sqlite:///{tmp_path}/store.db"
+        try:
+            with EventStore.open(url) as store:
+                pausing = _PauseBrokerAfterStoring(store, broker.pid)
+                loader = Loader(target, pausing, group_id="paused", kinds=["prediction"],
+                                batch_events=500)  # fmt: skip
+                thread = threading.Thread(target=loader.run, daemon=True)
+                thread.start()
+                assert pausing.paused.wait(60), "the loader never stored a batch"
+                time.sleep(1.0)  # the loader is now waiting for its commit's answer
+                stopped = time.monotonic()
+                loader.stop()
+                thread.join(STOP_BOUND_SECONDS)
+                waited = time.monotonic() - stopped
+                hung = thread.is_alive()
+                os.kill(broker.pid, signal.SIGCONT)
+                thread.join(120)  # the old code returns once the broker answers again
+                assert not hung, f"stop() did not return within {STOP_BOUND_SECONDS} s"
+            assert waited < STOP_BOUND_SECONDS
+            assert "has not answered an offset commit" in caplog.text
+            stored_before = sum(_stored_ids(url)["prediction"].values())
+            assert stored_before > 0  # read ahead of the unanswered commits, maybe all of it
+
+            with EventStore.open(url) as store:
+                totals = Loader(target, store, group_id="paused", kinds=["prediction"]).run(
+                    until_caught_up=True, max_seconds=CATCH_UP_SECONDS
+                )
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)  # harmless when running
+        assert totals.stored == len(events) - stored_before
+        _assert_exactly_once(url, events)
+        topic = target.topic("prediction")
+        assert _committed_total(broker.bootstrap, "paused", topic, 2) == len(events)
 
 
 def test_a_running_loader_commits_its_last_batch_while_nothing_more_comes(

@@ -4,7 +4,7 @@
 topics of one prefix as a member of a consumer group (run several for more partitions'
 throughput: the group spreads the partitions), gathers messages into a group commit of up to
 ``batch_events`` events or ``batch_seconds``, writes each kind's rows with the store's
-idempotent writer, and only then commits the batch's offsets, synchronously.
+idempotent writer, and only then commits the batch's offsets.
 
 Why nothing is lost or doubled after a crash: an offset is committed only after the store
 committed every message before it, so a loader killed at any point resumes from a committed
@@ -18,6 +18,17 @@ A message the store can never take (not JSON, a wrong field, an unknown schema v
 to the dead-letter topic ``<prefix>.dead-letter`` with the reason in its headers, so that it
 never blocks the partition behind it. A store outage is waited out: the batch in hand is
 retried with backoff, and nothing is committed meanwhile.
+
+A commit is bounded and never blocks a stop. librdkafka gives a synchronous commit no
+timeout (against a broker that accepts connections and never answers it waited minutes, out
+of reach of a stop or SIGTERM), so the loader commits asynchronously and waits for the
+broker's answer (``on_commit``) in consume calls of 0.1 s, for at most
+``commit_timeout_seconds``, and for at most :data:`_STOP_SECONDS` once stopped. A commit that
+fails or is not answered in time is logged and left behind: the next batch's commit covers
+its offsets, and a restart re-reads what it covered and stores nothing twice. The messages
+those consume calls return are taken into the next batch exactly as the main loop takes them,
+so none is skipped: the consumer's position only moves past a message the loader holds, and
+an offset is only committed for a batch the store committed.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import logging
 import operator
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -90,6 +102,18 @@ young passes inside the call and reached its oldest generation, where they set o
 collection of the whole heap: four per 200,000 events in bench/kafka.py's loader stage, about
 0.75 CPU s. A hundred at a time, few are alive when a young pass runs and full collections
 are rare, while a consume call costs little next to the messages it returns."""
+
+_COMMIT_SLICE_SECONDS = 0.1
+"""Longest consume call while a commit is awaited: how soon a stop is seen."""
+_STOP_SECONDS = 2.0
+"""Once stopped, the longest the loader still waits for commits in flight (a healthy broker
+answers in milliseconds; one that does not answer must not hold the stop)."""
+_CLOSE_SECONDS = 3.0
+"""The longest the loader waits for its consumer to leave the group. ``Consumer.close()``
+has no timeout either: it waits for every commit in flight, which a broker that does not
+answer holds for minutes. Past this, the consumer is left to close in a daemon thread; its
+partitions move after the group's session timeout, and nothing it read past the committed
+offsets is lost (it is read again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +183,8 @@ class Loader:
     """One consumer-group member that loads events into a store; see the module docstring.
 
     ``kinds`` limits the topics read (default: every event kind). ``retry_max_seconds``
-    caps the backoff while the store is down.
+    caps the backoff while the store is down. ``commit_timeout_seconds`` is the longest a
+    batch waits for the broker to answer its offset commit before the loader moves on.
     """
 
     def __init__(
@@ -173,12 +198,16 @@ class Loader:
         batch_seconds: float = 0.5,
         retry_max_seconds: float = 5.0,
         create_topics: bool = True,
+        commit_timeout_seconds: float = 10.0,
     ) -> None:
         if batch_events < 1:
             msg = f"batch_events must be at least 1, got {batch_events}"
             raise ConfigError(msg)
         if batch_seconds <= 0:
             msg = f"batch_seconds must be > 0, got {batch_seconds}"
+            raise ConfigError(msg)
+        if commit_timeout_seconds <= 0:
+            msg = f"commit_timeout_seconds must be > 0, got {commit_timeout_seconds}"
             raise ConfigError(msg)
         self.kinds = list(kinds) if kinds is not None else list(EVENT_TABLES)
         unknown = [kind for kind in self.kinds if kind not in EVENT_TABLES]
@@ -192,6 +221,7 @@ class Loader:
         self.batch_seconds = batch_seconds
         self.retry_max_seconds = retry_max_seconds
         self.create_topics = create_topics
+        self.commit_timeout_seconds = commit_timeout_seconds
         self._kafka = require_confluent_kafka()
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
@@ -201,6 +231,14 @@ class Loader:
         self._batch = _Batch()
         self._progress = IngestProgress()
         self._stop = threading.Event()
+        self._stopped_at: float | None = None
+        """When a commit wait first saw the stop: waits end :data:`_STOP_SECONDS` after."""
+        self._in_flight: deque[tuple[int, float]] = deque()
+        """Commits sent and not answered yet, oldest first: (number, when sent)."""
+        self._sent = 0
+        self._overdue = 0
+        """The number of the last commit logged as unanswered (each is logged once)."""
+        self._is_closing = False
 
     @property
     def assigned_partitions(self) -> int:
@@ -210,7 +248,11 @@ class Loader:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish its batch, commit and return (thread- and signal-safe)."""
+        """Ask :meth:`run` to finish its batch, commit and return (thread- and signal-safe).
+
+        A commit the broker does not answer holds :meth:`run` for at most
+        :data:`_STOP_SECONDS` after this, and closing the consumer for :data:`_CLOSE_SECONDS`.
+        """
         self._stop.set()
 
     def run(
@@ -251,6 +293,9 @@ class Loader:
                     progress(self._snapshot(started, with_lag=True))
             if self._batch.size:
                 self._flush()
+            # One left unanswered by an earlier wait, if any. What this reads is neither
+            # stored nor committed: the group reads it again.
+            self._await_commits()
         except StoreUnavailableError as exc:
             if not self._stop.is_set():
                 raise
@@ -277,6 +322,7 @@ class Loader:
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
+                "on_commit": self._on_commit,
             },
         )
         try:
@@ -296,7 +342,21 @@ class Loader:
     def _close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            consumer.close()  # leaves the group at once: its partitions move without waiting
+            # Leaves the group at once, so its partitions move without waiting; in a thread of
+            # its own, as close() waits without a timeout for commits in flight (_CLOSE_SECONDS).
+            self._is_closing = True
+            closing = threading.Thread(
+                target=_close_consumer, args=(consumer,), name="abflow-ingest-close", daemon=True
+            )
+            closing.start()
+            closing.join(_CLOSE_SECONDS)
+            if closing.is_alive():
+                logger.warning(
+                    "Kafka consumer did not leave its group within %.0f s (a broker is not "
+                    "answering); it is left to close in the background and its partitions move "
+                    "after the session timeout",
+                    _CLOSE_SECONDS,
+                )
         producer, self._producer = self._producer, None
         if producer is not None:
             release_producer(producer)  # _dead_letter waited for every acknowledgement
@@ -309,10 +369,15 @@ class Loader:
         self._has_assignment = True
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Store and commit what was read from these partitions before they move."""
-        if self._batch.size:
+        """Store and commit what was read from these partitions before they move.
+
+        Not while closing (the batch then holds only what was read after the last flush,
+        uncommitted, so the group reads it again), and without waiting for the commit's
+        answer: this runs inside a consume call, which must not consume again.
+        """
+        if self._batch.size and not self._is_closing:
             try:
-                self._flush(retry=False)
+                self._flush(retry=False, wait=False)
             except StoreUnavailableError as exc:
                 logger.warning(
                     "store unavailable during a rebalance; batch left to re-read: %s", exc
@@ -396,8 +461,12 @@ class Loader:
 
     # -- the group commit --------------------------------------------------------------------
 
-    def _flush(self, *, retry: bool = True) -> None:
-        """Store the batch, then commit its offsets; while the store is down, wait and retry."""
+    def _flush(self, *, retry: bool = True, wait: bool = True) -> None:
+        """Store the batch, then commit its offsets; while the store is down, wait and retry.
+
+        With ``wait``, then wait for the broker's answer to the commit (:meth:`_await_commits`),
+        taking what the consumer returns meanwhile into the next batch.
+        """
         batch = self._batch
         backoff = 0.1
         while True:
@@ -414,7 +483,7 @@ class Loader:
                 backoff = min(2 * backoff, self.retry_max_seconds)
         rejected = batch.rejected + refused  # a batch flushed again refuses its rows again
         self._dead_letter(rejected)
-        committed = self._commit(batch.parts.values())
+        self._commit(batch.parts.values())
         p = self._progress
         self._progress = replace(
             p,
@@ -422,9 +491,10 @@ class Loader:
             stored=p.stored + stored,
             repeated=p.repeated + batch.size - len(rejected) - stored,
             dead_lettered=p.dead_lettered + len(rejected),
-            commits=p.commits + committed,
         )
         self._batch = _Batch()
+        if wait:
+            self._await_commits()
 
     def _write(self, batch: _Batch) -> tuple[int, list[_Letter]]:
         """Each kind's rows in one idempotent write; a refused write is retried row by row
@@ -490,8 +560,9 @@ class Loader:
             msg = f"cannot write to the dead-letter topic {self.target.dead_letter_topic}"
             raise StoreUnavailableError(msg)
 
-    def _commit(self, parts: Iterable[_Part]) -> int:
-        """Commit, synchronously, the offset after the last message of each partition."""
+    def _commit(self, parts: Iterable[_Part]) -> None:
+        """Send, asynchronously, a commit of the offset after the last message of each
+        partition; :meth:`_on_commit` hears the answer."""
         consumer = self._consumer
         offsets = [
             self._kafka.TopicPartition(part.topic, partition, end)
@@ -499,14 +570,70 @@ class Loader:
             for partition, end in part.ends.items()
         ]
         if consumer is None or not offsets:
-            return 0
+            return
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            consumer.commit(offsets=offsets, asynchronous=True)
         except self._kafka.KafkaException as exc:
             # The rows are stored; the next owner reads them again and stores nothing twice.
             logger.warning("offset commit refused (rows are stored; they will be re-read): %s", exc)
-            return 0
-        return 1
+            return
+        self._sent += 1
+        self._in_flight.append((self._sent, time.monotonic()))
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The broker's answer to a commit, served inside a consume call, oldest first."""
+        if self._in_flight:
+            self._in_flight.popleft()
+        failed = [tp for tp in partitions or () if tp.error is not None]
+        if error is None and not failed:
+            self._progress = replace(self._progress, commits=self._progress.commits + 1)
+            return
+        first = error if error is not None else failed[0].error
+        reason = first.str() if first is not None else "unknown error"
+        logger.warning(
+            "offset commit failed: %s. The rows are stored; the next commit covers these "
+            "offsets, and whatever a restart re-reads is stored once.",
+            reason,
+        )
+
+    def _await_commits(self) -> None:
+        """Wait until the broker answered every commit in flight: at most
+        ``commit_timeout_seconds`` after the oldest was sent, and at most :data:`_STOP_SECONDS`
+        after a stop is first seen.
+
+        librdkafka hands the answers to ``on_commit`` inside a consume call, and a consume call
+        also returns messages: each call's are taken into the batch (the next one: the batch
+        just committed is already replaced), as the main loop would take them, so none is
+        skipped. When that batch is full the wait ends early: the main loop stores it, and
+        its commit covers these offsets too. A commit still unanswered at its deadline is
+        logged once and not waited for again; its answer is heard whenever it comes.
+        """
+        consumer = self._consumer
+        while self._in_flight and consumer is not None:
+            number, sent = self._in_flight[0]
+            now = time.monotonic()
+            deadline = sent + self.commit_timeout_seconds
+            if self._stop.is_set():
+                if self._stopped_at is None:
+                    self._stopped_at = now
+                deadline = min(deadline, self._stopped_at + _STOP_SECONDS)
+            if now >= deadline:
+                if number > self._overdue:
+                    self._overdue = self._in_flight[-1][0]
+                    logger.warning(
+                        "Kafka has not answered an offset commit after %.1f s; not waiting "
+                        "longer. The rows are stored; the next commit covers these offsets, "
+                        "and whatever a restart re-reads is stored once.",
+                        now - sent,
+                    )
+                return
+            room = self.batch_events - self._batch.size
+            if room <= 0:
+                return
+            timeout = min(_COMMIT_SLICE_SECONDS, deadline - now)
+            messages = consumer.consume(min(room, _CONSUME_MESSAGES), timeout=timeout)
+            self._take(messages)
+            del messages  # see _CONSUME_MESSAGES
 
     # -- progress ----------------------------------------------------------------------------
 
@@ -535,6 +662,14 @@ class Loader:
         except self._kafka.KafkaException:
             return None
         return total
+
+
+def _close_consumer(consumer: Consumer) -> None:
+    """Close ``consumer`` (in the thread :meth:`Loader._close` gives it), logging a failure."""
+    try:
+        consumer.close()
+    except Exception as exc:  # a thread's exception would only reach stderr
+        logger.warning("Kafka consumer did not close cleanly: %s", exc)
 
 
 def _in_key_order(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
