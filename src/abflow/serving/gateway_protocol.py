@@ -42,11 +42,16 @@ class GatewayProtocol(BoundedHeadProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         scope = cycle.scope
-        services = _fast_services(app) if app is self.app else None
-        if services is None or scope["path"] != PREDICT_PATH or scope["method"] != "POST":
+        services = (
+            _fast_services(app)
+            if scope["path"] == PREDICT_PATH and scope["method"] == "POST" and app is self.app
+            else None
+        )
+        if services is None:
             super()._start_asgi_task(cycle, app)
             return
-        context = contextvars.Context() if self.config.reset_contextvars else None
+        reset = getattr(self.config, "reset_contextvars", False)  # newer uvicorn releases
+        context = contextvars.Context() if reset else None
         task = self.loop.create_task(_answer(cycle, services), context=context)
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
