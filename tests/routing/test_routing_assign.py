@@ -330,6 +330,8 @@ def test_saved_group_references() -> None:
         ({"n": {"$gt": "1e3"}}, {"n": 1001}, True),  # numeric text compares as a number
         ({"n": {"$lt": "abc"}}, {"n": 5}, False),  # NaN never compares
         ({"s": {"$gt": "\uffff"}}, {"s": "\U0001f600"}, False),  # UTF-16 order, as in JS
+        ({"v": {"$vlt": "\U0001f600"}}, {"v": "\ufb01"}, False),  # versions compare alike
+        ({"v": {"$vgt": "\U0001f600"}}, {"v": "\ufb01"}, True),
         ({"v": {"$vgt": 1.5}}, {"v": "1.10"}, True),  # 1.5 as version text; 10 > 5
         ({"a": {"$type": "number"}}, {"a": True}, False),
         ({"a": {"$in": [1]}}, {"a": True}, False),  # $in and $eq are strict

@@ -36,6 +36,7 @@ from abflow.targeting.js_regex import translate as translate_js_regex
 from abflow.targeting.js_values import (
     is_number,
     js_order,
+    js_string_order,
     padded_version,
     same_json,
     strict_equal,
@@ -303,9 +304,11 @@ def _ordered(test: Callable[[int], bool]) -> Evaluator:
     return evaluate
 
 
-def _versioned(test: Callable[[str, str], bool]) -> Evaluator:
+def _versioned(test: Callable[[int], bool]) -> Evaluator:
+    """Compare padded versions as JavaScript compares the strings (as ``$lt`` does)."""
+
     def evaluate(actual: Any, expected: Any, _groups: Mapping[str, Any], _seen: Seen) -> bool:
-        return test(padded_version(actual), padded_version(expected))
+        return test(js_string_order(padded_version(actual), padded_version(expected)))
 
     return evaluate
 
@@ -394,12 +397,12 @@ OPERATORS: Mapping[str, Operator] = MappingProxyType(
         "$lte": Operator("value", _ordered(lambda c: c <= 0)),
         "$gt": Operator("value", _ordered(lambda c: c > 0)),
         "$gte": Operator("value", _ordered(lambda c: c >= 0)),
-        "$veq": Operator("value", _versioned(lambda a, b: a == b)),
-        "$vne": Operator("value", _versioned(lambda a, b: a != b)),
-        "$vlt": Operator("value", _versioned(lambda a, b: a < b)),
-        "$vlte": Operator("value", _versioned(lambda a, b: a <= b)),
-        "$vgt": Operator("value", _versioned(lambda a, b: a > b)),
-        "$vgte": Operator("value", _versioned(lambda a, b: a >= b)),
+        "$veq": Operator("value", _versioned(lambda c: c == 0)),
+        "$vne": Operator("value", _versioned(lambda c: c != 0)),
+        "$vlt": Operator("value", _versioned(lambda c: c < 0)),
+        "$vlte": Operator("value", _versioned(lambda c: c <= 0)),
+        "$vgt": Operator("value", _versioned(lambda c: c > 0)),
+        "$vgte": Operator("value", _versioned(lambda c: c >= 0)),
         "$in": Operator("list", _membership(negated=False)),
         "$nin": Operator("list", _membership(negated=True)),
         "$ini": Operator("list", _membership(negated=False, insensitive=True)),

@@ -18,6 +18,7 @@ from typing import Any
 __all__ = [
     "is_number",
     "js_order",
+    "js_string_order",
     "padded_version",
     "same_json",
     "strict_equal",
@@ -188,14 +189,19 @@ def strict_equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def js_string_order(left: str, right: str) -> int:
+    """-1, 0 or 1 as JavaScript orders two strings: by UTF-16 code unit, not code point."""
+    if left.isascii() and right.isascii():
+        return (left > right) - (left < right)
+    units = [text.encode("utf-16-be", "surrogatepass") for text in (left, right)]
+    return (units[0] > units[1]) - (units[0] < units[1])
+
+
 def js_order(actual: Any, expected: Any) -> int | None:
     """-1, 0 or 1 as JavaScript's ``<`` and ``>`` see it; None when unordered (NaN)."""
     left, right = _primitive(actual), _primitive(expected)
     if isinstance(left, str) and isinstance(right, str):
-        if left.isascii() and right.isascii():
-            return (left > right) - (left < right)
-        units = [text.encode("utf-16-be", "surrogatepass") for text in (left, right)]
-        return (units[0] > units[1]) - (units[0] < units[1])  # JavaScript compares UTF-16
+        return js_string_order(left, right)
     a, b = to_number(left), to_number(right)
     if math.isnan(a) or math.isnan(b):
         return None
