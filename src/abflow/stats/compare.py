@@ -45,6 +45,10 @@ ERROR_MESSAGES: dict[str, str] = {
     "too_few_units": "Each arm needs at least two units to estimate a variance.",
     "zero_denominator": "A ratio metric's denominator averages zero in one arm.",
     "zero_control_mean": "The control mean is zero, so a relative effect is undefined.",
+    "imprecise_variance": (
+        "The values' mean dwarfs their spread, so their sums leave the variance to rounding; "
+        "aggregate the metric minus a constant near its mean."
+    ),
     "zero_variance": "The metric does not vary, so its effect has no standard error.",
 }
 
@@ -143,12 +147,12 @@ def compare(
 
 
 def _error_codes(
-    n_c: Array, n_t: Array, arms_ok: Mask, zero_mean: Mask, bad_variance: Mask
+    n_c: Array, n_t: Array, arms_ok: Mask, zero_mean: Mask, imprecise: Mask, bad_variance: Mask
 ) -> list[str | None]:
     """The first problem of each comparison, in the order of ``ERROR_MESSAGES``; else None."""
     few = (n_c < 2) | (n_t < 2)
-    conditions = [few, ~arms_ok, zero_mean, bad_variance]
-    choice = np.select(conditions, [1, 2, 3, 4], default=0).tolist()
+    conditions = [few, ~arms_ok, zero_mean, imprecise, bad_variance]
+    choice = np.select(conditions, [1, 2, 3, 4, 5], default=0).tolist()
     names: list[str | None] = [None, *ERROR_MESSAGES]
     return [names[c] for c in choice]
 
@@ -221,7 +225,8 @@ def _compute(
     arms_ok = np.isfinite(control.unadjusted_mean) & np.isfinite(treatment.unadjusted_mean)
     zero_mean = (control.unadjusted_mean == 0.0) if relative else np.zeros(effect.size, bool)
     bad_variance = ~(np.isfinite(standard_error) & (standard_error > 0.0))
-    codes = _error_codes(control.n, treatment.n, arms_ok, zero_mean, bad_variance)
+    imprecise = control.imprecise | treatment.imprecise
+    codes = _error_codes(control.n, treatment.n, arms_ok, zero_mean, imprecise, bad_variance)
     columns = _method_columns(
         method,
         effect,

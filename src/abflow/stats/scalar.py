@@ -17,6 +17,7 @@ from typing import Any
 from scipy import special
 
 from abflow.stats.frequentist import t_critical
+from abflow.stats.moments import PRECISION_RATIO
 from abflow.stats.records import Comparison, GaussianPrior, SampleStats
 from abflow.stats.sequential import rho_squared
 
@@ -26,7 +27,8 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 def _arm(stats: SampleStats) -> tuple[float, float, float] | None:
-    """``(n, mean, unit variance)`` as ``moments.summarize`` computes them; None if n < 2."""
+    """``(n, mean, unit variance)`` as ``moments.summarize`` computes them; None if n < 2
+    or the variance is lost to rounding (the vectorised way gives those their error)."""
     n, total, squares = float(stats.n), float(stats.sum), float(stats.sum_squares)
     if not n >= 2.0:
         return None
@@ -34,7 +36,10 @@ def _arm(stats: SampleStats) -> tuple[float, float, float] | None:
     if squares == total and 0.0 <= total <= n:  # a proportion: Bernoulli variance
         variance = mean * (1.0 - mean)
     else:
-        variance = max((squares - total * total / n) / (n - 1.0), 0.0)
+        centered = squares - total * total / n
+        if centered != 0.0 and abs(centered) < PRECISION_RATIO * squares:
+            return None  # the vectorised way names the lost precision
+        variance = max(centered / (n - 1.0), 0.0)
     return n, mean, variance
 
 
