@@ -28,6 +28,7 @@ Stats = SampleStats | RatioStats | CupedStats | RatioCupedStats
 STATS_TYPES: tuple[type, ...] = (SampleStats, RatioStats, CupedStats, RatioCupedStats)
 
 Array = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,7 @@ class ArmSummary:
     variance: Array  # variance of one unit's contribution to ``mean``
     unadjusted_mean: Array
     unadjusted_variance: Array
-    imprecise: Array  # the variance is rounding: the values' mean dwarfs their spread
+    imprecise: Mask  # the variance is rounding: the values' mean dwarfs their spread
 
 
 def _stack(stats: Sequence[Stats], kind: type) -> tuple[Array, Array, Array]:
@@ -64,7 +65,7 @@ the standard error is off by at most 0.02 %, at 1.1e-13 (mean 3e6) by 0.19 %, at
 1e7) by up to 2.4 %, and from about 1e8 the variance comes out zero or worse."""
 
 
-def _imprecise(n: Array, sums: Array, products: Array) -> Array:
+def _imprecise(n: Array, sums: Array, products: Array) -> Mask:
     """``(m,)``: where some variable's sum of squares about the mean came out within
     :data:`PRECISION_RATIO` of the raw one from zero, but not zero: its digits are rounding,
     whatever their sign. (Exactly zero is what values that do not vary give.)"""
@@ -120,7 +121,7 @@ def _quad(a: Array, cov: Array, b: Array) -> Array:
     return result
 
 
-def _is_proportion(n: Array, sums: Array, products: Array) -> Array:
+def _is_proportion(n: Array, sums: Array, products: Array) -> Mask:
     s, ss = sums[:, 0], products[:, 0, 0]
     return np.asarray((ss == s) & (s >= 0) & (s <= n) & (n > 0))
 
