@@ -6,7 +6,6 @@ redeploy with the current step's weights still passes once it has."""
 from __future__ import annotations
 
 import copy
-import threading
 from typing import Any
 
 import httpx
@@ -18,6 +17,7 @@ from abflow.serving.app import create_app
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.spec import ExperimentSpec, parse_experiment
 from abflow.store import EventStore
+from memory_sink import MemorySink
 
 KEY = "ranker-v5"
 SPEC: dict[str, Any] = {
@@ -34,27 +34,6 @@ BEFORE_THE_START = r"weights: weights \[.*\] send traffic .* before the rollout 
 
 def spec_with(**changes: Any) -> ExperimentSpec:
     return parse_experiment(copy.deepcopy(SPEC) | changes)
-
-
-class _Events:
-    """An event sink in memory (the gateway only appends)."""
-
-    queue_depth = 0
-    spool_bytes = 0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.rows: list[tuple[str, dict[str, Any]]] = []
-
-    def start(self) -> None:
-        pass
-
-    def append(self, kind: str, row: dict[str, Any]) -> None:
-        with self._lock:
-            self.rows.append((kind, dict(row)))
-
-    def close(self, timeout_seconds: float = 10.0) -> None:
-        pass
 
 
 def _refuses_every_share(store: EventStore) -> None:
@@ -104,14 +83,14 @@ async def test_the_gateway_refuses_step_weights_before_the_start(
         refresh_seconds=0,
     )
     from_config = create_app(
-        settings, config=GatewayConfig(experiments=[spec_with(weights=STEP_1)]), events=_Events()
+        settings, config=GatewayConfig(experiments=[spec_with(weights=STEP_1)]), events=MemorySink()
     )
     with pytest.raises(InvalidSpecError, match=BEFORE_THE_START):
         async with from_config.router.lifespan_context(from_config):
             pass
     assert store.get_experiment(KEY).spec.effective_weights == [1.0, 0.0]
 
-    app = create_app(settings, config=GatewayConfig(experiments=[spec_with()]), events=_Events())
+    app = create_app(settings, config=GatewayConfig(experiments=[spec_with()]), events=MemorySink())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -129,7 +108,7 @@ async def test_the_gateway_refuses_step_weights_before_the_start(
     assert [v["weight"] for v in redeploy.json()["variants"]] == STEP_1
 
     restarted = create_app(
-        settings, config=GatewayConfig(experiments=[spec_with(weights=STEP_1)]), events=_Events()
+        settings, config=GatewayConfig(experiments=[spec_with(weights=STEP_1)]), events=MemorySink()
     )
     async with restarted.router.lifespan_context(restarted):  # a started rollout: accepted
         pass

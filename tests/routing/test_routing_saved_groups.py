@@ -6,7 +6,6 @@ or, in the gateway, from the config file's ``saved_groups:`` section.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.demo_models import N_FEATURES
 from abflow.serving.settings import GatewaySettings, load_config
 from abflow.spec import ExperimentSpec, parse_experiment
+from memory_sink import MemorySink
 
 GROUPS = {"beta": [f"u{i}" for i in range(0, 100, 3)], "staff": ["u1", "u2"]}
 UNITS = [f"u{i}" for i in range(100)]
@@ -102,27 +102,6 @@ def test_config_file_reads_saved_groups(tmp_path: Path) -> None:
         load_config(_config_file(tmp_path, "  beta: {not: a list}"))
 
 
-class _Events:
-    """An event sink in memory (the gateway only appends)."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, dict[str, Any]]] = []
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        pass
-
-    def append(self, kind: str, row: dict[str, Any]) -> None:
-        with self._lock:
-            self.rows.append((kind, dict(row)))
-
-    def close(self, timeout_seconds: float = 10.0) -> None:
-        pass
-
-    queue_depth = 0
-    spool_bytes = 0
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_gateway_routes_with_the_config_groups(tmp_path: Path, anyio_backend: str) -> None:
@@ -134,7 +113,7 @@ async def test_gateway_routes_with_the_config_groups(tmp_path: Path, anyio_backe
     app = create_app(
         settings,
         config=config,
-        events=_Events(),
+        events=MemorySink(),
         tokens=InMemoryTokenStore(),
         catalog=InMemoryCatalog(),
     )
