@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from abflow.stats import SampleStats, compare, compare_many
+from abflow.stats import RatioStats, SampleStats, compare, compare_many
 
 
 @pytest.mark.parametrize("mean", [0.0, 1e3, 1e5, 1e6, 3e6, 1e7, 3e7, 1e8, 1e10, 1e12])
@@ -69,3 +69,12 @@ def test_proportions_and_constants_keep_their_answers() -> None:
     assert compare(big, SampleStats.proportion(1e12, 1e12 - 3.0)).error_code is None
     constant = SampleStats.from_values([2.0] * 10)
     assert compare(constant, constant).error_code == "zero_variance"
+
+
+def test_a_ratio_with_a_constant_denominator_is_not_refused() -> None:
+    """0.1 h per unit sums to a variance that rounding leaves a hair off zero; harmless."""
+    rng = np.random.default_rng(5)
+    hours = np.full(500, 0.1)
+    control = RatioStats.from_values(rng.poisson(3.0, 500).astype(float), hours)
+    treatment = RatioStats.from_values(rng.poisson(3.3, 500).astype(float), hours)
+    assert compare(control, treatment).error_code is None

@@ -66,7 +66,7 @@ the standard error is off by at most 0.02 %, at 1.1e-13 (mean 3e6) by 0.19 %, at
 
 
 def _imprecise(n: Array, sums: Array, products: Array) -> Mask:
-    """``(m,)``: where some variable's sum of squares about the mean came out within
+    """``(m,)``: where the sum of squares about the mean came out within
     :data:`PRECISION_RATIO` of the raw one from zero, but not zero: its digits are rounding,
     whatever their sign. (Exactly zero is what values that do not vary give.)"""
     diagonal = np.arange(sums.shape[1])
@@ -173,10 +173,12 @@ def summarize(
         mu, cov = _moments(n, sums, products)
         value_post, g_post, value_pre, g_pre = _functions(kind, mu)
         v_post = _quad(g_post, cov, g_post)
-        lost = _imprecise(n, sums, products)
+        # Plain metrics only: a ratio's constant denominator (0.5 h per unit) rounds to a
+        # tiny variance too, and is harmless there.
+        lost = np.zeros(n.shape, dtype=bool)
         if kind is SampleStats:
             v_post = _proportion_variance(n, sums, products, cov)
-            lost &= ~_is_proportion(n, sums, products)  # a Bernoulli variance needs no sums
+            lost = _imprecise(n, sums, products) & ~_is_proportion(n, sums, products)
         mean, variance = value_post, v_post
         if theta is not None and value_pre is not None and g_pre is not None:
             v_pre = _quad(g_pre, cov, g_pre)
