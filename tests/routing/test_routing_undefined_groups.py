@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_routing_saved_groups import _config_file, _Events
+from test_routing_saved_groups import _config_file
 
 from abflow.errors import ConfigError
 from abflow.security.tokens import InMemoryTokenStore
@@ -16,6 +16,7 @@ from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog
 from abflow.serving.settings import GatewaySettings, load_config
 from abflow.targeting.conditions import saved_group_ids
+from memory_sink import MemorySink
 
 
 def test_saved_group_ids_are_found_at_any_depth() -> None:
@@ -48,7 +49,7 @@ async def test_registration_naming_an_undefined_group_is_a_422(
     app = create_app(
         settings,
         config=config,
-        events=_Events(),
+        events=MemorySink(),
         tokens=InMemoryTokenStore(),
         catalog=InMemoryCatalog(),
     )

@@ -46,11 +46,12 @@ def test_token_create_prints_once_and_stores_only_the_hash(tmp_path: Path) -> No
     assert bad.exit_code != 0
 
 
-def _start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+def _start(tmp_path: Path, port: int, *options: str, **variables: str) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "ABFLOW_STORE_URL": f"sqlite:///{tmp_path / 'abflow.db'}",
         "ABFLOW_JOURNAL_DIR": str(tmp_path / "journal"),
+        **variables,
     }
     return subprocess.Popen(
         [
@@ -62,6 +63,7 @@ def _start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
             str(port),
             "--log-level",
             "warning",
+            *options,
         ],
         cwd=tmp_path,
         env=env,
@@ -156,6 +158,26 @@ def test_serve_prints_first_tokens_serves_and_shuts_down_cleanly(
     assert TOKEN.findall(capsys.readouterr().err) == []
     with EventStore.open(url) as store:
         assert len(store.list_tokens()) == 2
+
+
+@pytest.mark.slow
+def test_a_stale_metrics_directory_in_the_environment_does_not_stop_one_worker(
+    tmp_path: Path,
+) -> None:
+    """One worker ignores ``PROMETHEUS_MULTIPROC_DIR`` (a library such as Feast sets it when
+    imported, so a shell may carry a directory long gone). Before ``serve`` removes it,
+    nothing may import prometheus_client, which reads it once: the gateway then failed to
+    start with ``expected str, bytes or os.PathLike object, not NoneType``."""
+    port = free_port()
+    stale = str(tmp_path / "gone")
+    process = _start(tmp_path, port, "--no-auth", PROMETHEUS_MULTIPROC_DIR=stale)
+    try:
+        _wait_ready(process, port)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert metrics.status_code in (200, 401)
+    finally:
+        code, err = _stop(process)
+    assert code in CLEAN_EXIT, err
 
 
 SERVE_VARIABLES = (

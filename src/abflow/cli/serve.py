@@ -109,12 +109,13 @@ def serve(
             os.environ["ABFLOW_STORE_URL"] = store_url
     if settings.auth_enabled:
         _first_start_tokens(store_url, settings.config)
-    from abflow.serving.gateway_protocol import GatewayProtocol
-
     scheme_host = f"http://{settings.host}:{settings.port}"
     err_console.print(f"abflow gateway on {scheme_host} (API docs: {scheme_host}/docs)")
     # before uvicorn spawns the workers, which read it when they import prometheus_client
     metrics_dir = _share_metrics_between_workers(settings.workers)
+    # Only now: the protocol imports prometheus_client, which reads that variable once.
+    from abflow.serving.gateway_protocol import GatewayProtocol
+
     try:
         uvicorn.run(
             "abflow.serving.app:create_app",
