@@ -105,28 +105,23 @@ def _exit_of(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return int(exited.value.code or 0), captured.out + captured.err
 
 
+def _analyze(capsys: pytest.CaptureFixture[str], url: str, *options: str) -> tuple[int, str]:
+    """``abflow analyze checkout --store URL OPTIONS``: exit code and what it printed."""
+    return _exit_of(capsys, "analyze", "checkout", "--store", url, *options)
+
+
 def test_a_spec_version_that_does_not_exist_is_a_sentence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     with EventStore.open(url) as store:
         store.register_experiment(_spec(0.05, [CONVERTED]))
-    code, printed = _exit_of(capsys, "analyze", "checkout", "--store", url, "--spec-version", "4")
+    code, printed = _analyze(capsys, url, "--spec-version", "4")
     assert code == 2
     assert "has no spec version 4: versions are 1 to 1" in " ".join(printed.split())
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(_spec(0.05, [CONVERTED]).model_dump_json())
-    code, printed = _exit_of(
-        capsys,
-        "analyze",
-        "checkout",
-        "--store",
-        url,
-        "--spec",
-        str(spec_file),
-        "--spec-version",
-        "1",
-    )
+    code, printed = _analyze(capsys, url, "--spec", str(spec_file), "--spec-version", "1")
     assert code == 2
     assert "not both" in printed
 
@@ -155,17 +150,7 @@ def test_a_spec_version_analyses_only_the_phases_it_was_in_force_for(
     assert _report("--store", url, "--spec-version", "2")["phase"] == 2
 
     for version, phase, governed in (("1", "2", "phase 1"), ("2", "1", "phase 2")):
-        code, printed = _exit_of(
-            capsys,
-            "analyze",
-            "checkout",
-            "--store",
-            url,
-            "--spec-version",
-            version,
-            "--phase",
-            phase,
-        )
+        code, printed = _analyze(capsys, url, "--spec-version", version, "--phase", phase)
         assert code == 2
         said = " ".join(printed.split())
         assert f"phase {phase} of 'checkout' did not run under spec version {version}" in said

@@ -89,11 +89,11 @@ def free_port() -> int:
 @contextmanager
 def running(app: Starlette, **options: Any) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free 127.0.0.1 port; always stopped afterwards.
-    ``options`` go to ``uvicorn.Config`` (e.g. ``timeout_keep_alive``)."""
+    ``options`` go to ``uvicorn.Config`` (e.g. ``timeout_keep_alive``, ``http``, or
+    ``lifespan="on"`` for an app with a lifespan)."""
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none", **options
-    )
+    defaults: dict[str, Any] = {"log_level": "warning", "lifespan": "off", "ws": "none"}
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, **(defaults | options))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -11,7 +11,6 @@ protocol quietly falling back to ASGI.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +18,8 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from gateway_support import MemoryEvents, experiment
-from model_server import free_port
+from model_server import running
 
 from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore, create_token
@@ -68,19 +66,8 @@ def _serve(protocol: type, tmp: Any) -> Iterator[Served]:
         tokens=tokens,
         catalog=InMemoryCatalog(),
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, http=protocol, log_level="error")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
-    yield Served(port, plain, events)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(app, http=protocol, lifespan="on", log_level="error") as url:
+        yield Served(int(url.rsplit(":", 1)[1]), plain, events)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
-from model_server import free_port
+from model_server import running
 
 from abflow.serving.http_protocol import MAX_HEAD_BYTES, BoundedHeadProtocol
 
@@ -37,21 +34,8 @@ async def echo_length(scope: dict, receive, send) -> None:  # type: ignore[no-un
 
 @pytest.fixture(scope="module")
 def port() -> Iterator[int]:
-    chosen = free_port()
-    config = uvicorn.Config(
-        echo_length, host="127.0.0.1", port=chosen, http=BoundedHeadProtocol, log_level="error",
-        lifespan="off",
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
-    yield chosen
-    server.should_exit = True
-    thread.join(timeout=10)
+    with running(echo_length, http=BoundedHeadProtocol, log_level="error") as url:  # type: ignore[arg-type]
+        yield int(url.rsplit(":", 1)[1])
 
 
 def exchange(port: int, request: bytes, answers: int = 1) -> list[bytes]:

@@ -126,11 +126,11 @@ def _is_proportion(n: Array, sums: Array, products: Array) -> Mask:
     return np.asarray((ss == s) & (s >= 0) & (s <= n) & (n > 0))
 
 
-def _proportion_variance(n: Array, sums: Array, products: Array, cov: Array) -> Array:
+def _proportion_variance(n: Array, sums: Array, is_proportion: Mask, cov: Array) -> Array:
     """Bernoulli ``p (1 - p)`` where a plain metric is a proportion (as ``SampleStats``)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         p = sums[:, 0] / n
-    out: Array = np.where(_is_proportion(n, sums, products), p * (1.0 - p), cov[:, 0, 0])
+    out: Array = np.where(is_proportion, p * (1.0 - p), cov[:, 0, 0])
     return out
 
 
@@ -177,8 +177,9 @@ def summarize(
         # tiny variance too, and is harmless there.
         lost = np.zeros(n.shape, dtype=bool)
         if kind is SampleStats:
-            v_post = _proportion_variance(n, sums, products, cov)
-            lost = _imprecise(n, sums, products) & ~_is_proportion(n, sums, products)
+            is_proportion = _is_proportion(n, sums, products)
+            v_post = _proportion_variance(n, sums, is_proportion, cov)
+            lost = _imprecise(n, sums, products) & ~is_proportion
         mean, variance = value_post, v_post
         if theta is not None and value_pre is not None and g_pre is not None:
             v_pre = _quad(g_pre, cov, g_pre)
