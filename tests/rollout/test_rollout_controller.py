@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from typer.testing import CliRunner
 
+from abflow.cli.main import app
 from abflow.errors import InvalidArgumentError
 from abflow.rollout.controller import promote, rollback, rollout_status, tick
 from abflow.routing import assign
@@ -150,6 +152,50 @@ def test_ramp_holds_advances_and_rolls_back_on_a_failing_guardrail(
     )
 
 
+def test_a_decision_re_runs_on_the_data_it_saw(
+    tmp_path: Path, store: EventStore, clock: Clock
+) -> None:
+    """The evidence's window ends at the tick's clock, and ``abflow analyze --phase N
+    --spec-version V --until END`` gives the decision's numbers again after more events: an
+    exposure logged for the analysed phase while the tick analysed (the phase ends when the
+    move is written, 5 s later here), and the next phase's."""
+    store.register_experiment(parse_experiment(SPEC))
+    tick(store, "ranker-v2", now=clock.now)
+    simulate(store, 3000, complaint=WORSE, seed=12, clock=clock)
+    decided_at = clock.now + 2 * HOUR
+    clock.now = decided_at + 5  # the store's clock when the move is written
+    rolled = tick(store, "ranker-v2", now=decided_at)
+    assert rolled.action == "rolled_back"
+    entry = [e for e in store.audit_entries("ranker-v2") if e.action.startswith("rollout.")][-1]
+    evidence = entry.payload["evidence"]
+    assert evidence["window"][1] == decided_at  # not the last event's time
+
+    straggler = {"event_id": "late", "ts": decided_at + 1, "experiment_key": "ranker-v2",
+                 "phase": evidence["phase"], "unit_id": "late-unit", "variant": "challenger",
+                 "attributes_json": None}  # fmt: skip
+    store.write_events("exposure", [straggler])
+    simulate(store, 500, complaint=SAME, seed=13, clock=clock)
+    version = next(
+        e.payload["version"]
+        for e in store.audit_entries("ranker-v2")
+        if e.action == "experiment.registered" and e.payload["spec_hash"] == evidence["spec_hash"]
+    )
+    args = ["analyze", "ranker-v2", "--store", store.url, "--format", "json"]
+    args += ["--phase", str(evidence["phase"]), "--spec-version", str(version)]
+    rerun = CliRunner().invoke(app, [*args, "--until", str(evidence["window"][1])])
+    assert rerun.exit_code == 0, rerun.output
+    report = orjson.loads(rerun.stdout)
+    assert {v["variant"]: v["units"] for v in report["variants"]} == evidence["units"]
+    complaints = next(m for m in report["metrics"] if m["name"] == "complaints")
+    assert complaints["comparisons"][0]["effect"] == pytest.approx(
+        evidence["guardrails"][0]["effect"], rel=1e-12
+    )
+    unbounded = CliRunner().invoke(app, args)
+    assert unbounded.exit_code == 0, unbounded.output
+    units = {v["variant"]: v["units"] for v in orjson.loads(unbounded.stdout)["variants"]}
+    assert units["challenger"] == evidence["units"]["challenger"] + 1  # the straggler
+
+
 def test_waits_for_samples_then_promotes_automatically(store: EventStore, clock: Clock) -> None:
     spec = {**SPEC, "rollout": {**SPEC["rollout"], "auto_promote": True}}
     store.register_experiment(parse_experiment(spec))
@@ -213,10 +259,13 @@ def test_a_move_made_meanwhile_is_not_repeated(store: EventStore, clock: Clock) 
     tick(store, "ranker-v2", now=clock.now)
     simulate(store, 3000, complaint=SAME, seed=8, clock=clock)
 
-    def analyse_while_someone_rolls_back(opened: EventStore, spec: Any, phase: int) -> Any:
+    def analyse_while_someone_rolls_back(
+        opened: EventStore, spec: Any, phase: int, until: float
+    ) -> Any:
         from abflow.analysis import AnalysisOptions, analyze
 
-        result = analyze(opened, spec.key, AnalysisOptions(phase=phase, timeline=False))
+        options = AnalysisOptions(phase=phase, until=until, timeline=False)
+        result = analyze(opened, spec.key, options)
         rollback(opened, spec.key, actor="user:oncall", reason="pager")
         return result
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from abflow.cli.console import check_output_path, fail, out_console, write_output
-from abflow.cli.options import StoreOption, ThresholdOption
+from abflow.cli.options import StoreOption, ThresholdOption, parse_time
 
 
 class ReportFormat(StrEnum):
@@ -45,6 +45,16 @@ def analyze(
     phase: Annotated[
         int | None, typer.Option("--phase", help="Phase to analyse (default: the latest).")
     ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="TIME",
+            help="Count only events before this time: epoch seconds (the end of an audited "
+            "decision's window) or an ISO time, UTC unless it says otherwise.",
+            show_default=False,
+        ),
+    ] = None,
     by: Annotated[
         list[str] | None,
         typer.Option("--by", help="Break down by this exposure attribute (repeatable)."),
@@ -69,8 +79,9 @@ def analyze(
     """Analyse one phase of an experiment: metrics, SRM, guardrails, progress and a verdict.
 
     Example: [bold]abflow analyze fraud-model-v2 --format html -o report.html[/] ·
-    re-run an audited decision with the spec it used: [bold]abflow analyze fraud-model-v2
-    --phase 2 --spec-version 3[/]
+    re-run an audited decision with the spec and the data it saw (its evidence's phase and
+    window, and the spec version of its registration): [bold]abflow analyze fraud-model-v2
+    --phase 2 --spec-version 3 --until 1796688000.0[/]
     """
     from abflow.analysis import (
         AnalysisOptions,
@@ -88,11 +99,13 @@ def analyze(
         fail("give --spec or --spec-version, not both: one says which spec to analyse with")
     if output is not None:
         check_output_path(output)
+    cutoff = None if until is None else parse_time(until, "--until")
     url = resolve_url(store)
     target = load_experiment(spec_file) if spec_file is not None else experiment
     options = AnalysisOptions(
         phase=phase,
         spec_version=spec_version,
+        until=cutoff,
         dimensions=tuple(by or ()),
         store_label=display_url(url),
         rollups=rollups,

@@ -15,8 +15,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from abflow.cli.console import fail, out_console, print_error
-from abflow.cli.options import StoreOption
+from abflow.cli.console import out_console, print_error
+from abflow.cli.options import StoreOption, parse_time
 from abflow.monitoring.runner import ReferenceSource
 
 if TYPE_CHECKING:
@@ -28,25 +28,6 @@ __all__ = ["register"]
 class MonitorFormat(StrEnum):
     table = "table"
     json = "json"
-
-
-def _parse_when(value: str) -> float:
-    """Epoch seconds, or an ISO 8601 time (UTC unless it says otherwise)."""
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        fail(
-            f"--reference-window: {value!r} is neither epoch seconds nor an ISO time "
-            "such as 2026-12-01T00:00",
-            code=2,
-        )
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return when.timestamp()
 
 
 def _when(ts: float) -> str:
@@ -173,7 +154,9 @@ def monitor(
     from abflow.store import EventStore
 
     options = MonitorOptions(
-        reference_window=None if reference_window is None else _parse_when(reference_window),
+        reference_window=(
+            None if reference_window is None else parse_time(reference_window, "--reference-window")
+        ),
         lookback_windows=lookback,
         label_event=label_event,
         threshold=threshold,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
+import math
 import os
 from typing import Annotated
 
 import typer
 
-__all__ = ["StoreOption", "ThresholdOption", "actor_name"]
+from abflow.cli.console import fail
+
+__all__ = ["StoreOption", "ThresholdOption", "actor_name", "parse_time"]
 
 StoreOption = Annotated[
     str | None,
@@ -42,3 +46,29 @@ def actor_name(given: str | None, default_prefix: str = "user") -> str:
     except (KeyError, OSError):
         name = os.environ.get("USER", "unknown")
     return f"{default_prefix}:{name}"
+
+
+def parse_time(value: str, option: str) -> float:
+    """Epoch seconds from a time option: epoch seconds as they are (what reports and audit
+    entries print), or an ISO 8601 time, UTC unless it says otherwise. Anything else exits
+    with a sentence naming ``option``."""
+    from abflow.serving.inputs import MAX_TS  # the gateway's bound on event times
+
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            fail(
+                f"{option}: {value!r} is neither epoch seconds nor an ISO time such as "
+                "2026-12-01T00:00 or 2026-12-01T00:00:00+01:00",
+                code=2,
+            )
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = when.timestamp()
+    if not (math.isfinite(seconds) and 0.0 <= seconds < MAX_TS):
+        fail(f"{option}: {value!r} is not a time in the years 1970 to 9999", code=2)
+    return seconds

@@ -24,7 +24,10 @@ confidence is rolled back (``auto_rollback``), which also stops the copies.
 
 Every move writes a new spec version (so a new phase: analysis never pools two steps) and an
 audit entry carrying the evidence: the analysed phase and window, spec hash, units per
-variant, each guardrail's effect and interval, and the abflow version. A gateway serving the
+variant, each guardrail's effect and interval, and the abflow version. The tick analyses the
+events before its own clock, so the window's end is a cutoff that ``abflow analyze --phase
+N --spec-version V --until END`` applies again later: events that arrived after the decision
+do not change the re-run. A gateway serving the
 experiment picks the new weights up from the store.
 
 Promotion is one act with the model registry: when the challenger serves a registry model
@@ -110,11 +113,12 @@ class TickResult:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-Analyse = Callable[[EventStore, ExperimentSpec, int], ExperimentResult]
+Analyse = Callable[[EventStore, ExperimentSpec, int, float], ExperimentResult]
+"""(store, spec, phase, until): the analysis of ``phase`` on the events before ``until``."""
 
 
-def _analyse(store: EventStore, spec: ExperimentSpec, phase: int) -> ExperimentResult:
-    return analyze(store, spec, AnalysisOptions(phase=phase, timeline=False))
+def _analyse(store: EventStore, spec: ExperimentSpec, phase: int, until: float) -> ExperimentResult:
+    return analyze(store, spec, AnalysisOptions(phase=phase, until=until, timeline=False))
 
 
 def rollout_status(store: EventStore, key: str) -> RolloutStatus:
@@ -172,7 +176,7 @@ def tick(
         return TickResult(key, "held", state.step, [stopped])
     step = plan.steps[state.step]
     phase = store.current_phase(key)
-    result = analyse(store, spec, phase.phase)
+    result = analyse(store, spec, phase.phase, now)
     challenger = spec.variant_names[challenger_index(spec)]
     checks = judge_guardrails(result, plan.guardrails, challenger)
     evidence = _evidence(result, checks, challenger)
@@ -237,7 +241,7 @@ def _shadow_tick(
         )
         return TickResult(spec.key, "held", state.step, [stopped])
     phase = store.current_phase(spec.key)
-    result = analyse(store, spec, phase.phase)
+    result = analyse(store, spec, phase.phase, now)
     gate = evaluate_gate(
         result, GatePolicy(require=Requirement.shadow_no_harm, variants=(challenger,))
     )

@@ -16,6 +16,7 @@ from abflow.analysis import AnalysisOptions, analyze, render_html, render_markdo
 from abflow.security.roles import Role
 from abflow.security.tokens import TokenRecord
 from abflow.serving.auth import require
+from abflow.serving.inputs import MAX_TS
 from abflow.serving.responses import json_response
 from abflow.serving.services import services_of
 
@@ -57,11 +58,22 @@ async def get_results(
     by: Annotated[
         list[str] | None, Query(description="Exposure attributes to break results down by")
     ] = None,
+    until: Annotated[
+        float | None,
+        Query(
+            description="Count only events before this time (epoch seconds, years 1970-9999), "
+            "e.g. the end of an audited decision's window",
+            ge=0.0,
+            lt=MAX_TS,
+        ),
+    ] = None,
 ) -> Response:
     from abflow.store.engine import display_url, resolve_url
 
     url = resolve_url(_store_url(request))
-    options = AnalysisOptions(phase=phase, dimensions=tuple(by or ()), store_label=display_url(url))
+    options = AnalysisOptions(
+        phase=phase, until=until, dimensions=tuple(by or ()), store_label=display_url(url)
+    )
     result = await asyncio.to_thread(analyze, url, key, options)
     if output == "html":
         return HTMLResponse(render_html(result))
