@@ -307,11 +307,12 @@ def test_cli_once_exits_1_on_an_alarm_and_2_on_a_bad_reference(
     assert {kind for kind, _ in references} >= {"prediction_drift", "feature_drift"}
     for kind, reference in references:
         assert reference == ("control" if kind == "variant_skew" else "window"), (kind, reference)
-    bad = runner.invoke(
-        app, ["monitor", "--once", "--store", url, "--reference-window", "yesterday"]
-    )
-    assert bad.exit_code == 2
-    assert "--reference-window" in bad.output
+    for no_time in ("yesterday", "nan", "1e300"):
+        bad = runner.invoke(
+            app, ["monitor", "--once", "--store", url, "--reference-window", no_time]
+        )
+        assert bad.exit_code == 2, no_time
+        assert f"--reference-window: {no_time!r} is" in bad.output
     # An experiment that cannot be monitored is named, exit 2; the others are still done.
     unknown = runner.invoke(app, ["monitor", "nope", "fraud", "--once", "--store", url])
     assert unknown.exit_code == 2
