@@ -1,6 +1,7 @@
 """Benchmark of the Kafka event pipeline: journal → Kafka → loader → store, events per second.
 
-    .venv/bin/python bench/kafka.py [--events 400000] [--bootstrap host:port] [--postgres URL]
+    .venv/bin/python bench/kafka.py [--events 400000] [--loaders 2] [--bootstrap host:port]
+                                    [--postgres URL]
 
 Each request logs an exposure and a prediction shaped like the gateway's (``append_many``
 of the two, as the gateway does), with the gateway's ids (``abflow.events.sink.new_id``: a
@@ -16,15 +17,18 @@ Stages, on fresh SQLite stores, in one run:
    with every event acknowledged by the broker.
 3. **Kafka → store**: ``abflow ingest``'s loader alone, reading what stage 2 wrote, from its
    first message to the last commit (the group join is excluded and reported apart).
-4. **End to end**: stages 2 and 3 at once, the loader in a child process that joined the
-   group before the first append; from the first append until the loader has stored (and
-   committed) every event. The store is counted once, afterwards: polling it with
-   ``COUNT(*)`` would take a core's share from the stages being measured.
+4. **End to end**: stages 2 and 3 at once, with ``--loaders`` loader processes (each an
+   ``abflow ingest``) in one consumer group that had spread the partitions among them
+   before the first append; from the first append until the loaders have stored (and
+   committed) every event. Two by default: one loader is one process on one core, and
+   while one writes to SQLite (one writer at a time) the other reads and decodes. The store
+   is counted once, afterwards: polling it with ``COUNT(*)`` would take a core's share from
+   the stages being measured.
 
 CPU seconds per million events are given for each process: this one (the store writes of
 stage 1; the journal, the shipper and the producer's librdkafka threads of stage 2; the
 loader of stage 3), the broker (read from ``/proc``; "?" for a ``--bootstrap`` cluster) and
-the loader child of stage 4. With 2 cores, the sum bounds the end-to-end rate however the
+the loader children of stage 4, summed. With 2 cores, the sum bounds the end-to-end rate however the
 work is spread: 2 cores / (CPU s per event). A PostgreSQL server's own CPU is not counted.
 
 The stores are SQLite files, or with ``--postgres URL`` a fresh schema per stage on that
@@ -41,6 +45,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -59,6 +64,7 @@ from eventlog import prediction  # this folder: the script's own (bench/eventlog
 
 GROUP_OPTIONS = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
 PARTITIONS = 6
+KINDS = ("exposure", "prediction")
 
 
 Requests = list[list[tuple[Any, dict[str, Any]]]]
@@ -148,7 +154,7 @@ def kafka_to_store(target: KafkaTarget, url: str, group: str) -> tuple[float, fl
     first: list[float] = []
 
     with EventStore.open(url) as store:
-        loader = Loader(target, store, group_id=group, batch_events=20_000)
+        loader = Loader(target, store, group_id=group, kinds=KINDS, batch_events=20_000)
         joined = time.perf_counter()
         original = loader._take
 
@@ -163,54 +169,122 @@ def kafka_to_store(target: KafkaTarget, url: str, group: str) -> tuple[float, fl
     return ended - first[0], first[0] - joined, totals.consumed
 
 
-def loader_child(source: str, url: str, total: int) -> None:
-    """``--loader-child``: load until ``total`` events are stored; say 'ready' once assigned,
-    then 'stored' and the CPU seconds spent since 'ready'."""
+def loader_child(source: str, url: str) -> None:
+    """``--loader-child``: one member of the end-to-end group. Says ``assigned N`` whenever
+    its share of partitions changes and ``consumed N`` whenever its stored-and-committed
+    count does; stops at a line on stdin and says ``cpu S``, the CPU seconds it spent since
+    it was first assigned partitions."""
     from abflow.events.kafka import parse_kafka_url
 
     target = parse_kafka_url(source)
     with EventStore.open(url) as store:
-        loader = Loader(target, store, group_id="e2e", batch_events=20_000)
-        ready_cpu: list[float] = []
+        loader = Loader(target, store, group_id="e2e", kinds=KINDS, batch_events=20_000)
+        said = {"assigned": -1, "consumed": -1}
+        assigned_cpu: list[float] = []
+
+        def say(what: str, value: int) -> None:
+            if said[what] != value:
+                said[what] = value
+                print(what, value, flush=True)
 
         def progress(p: IngestProgress) -> None:
-            if not ready_cpu and loader.assigned_partitions:
-                ready_cpu.append(time.process_time())
-                print("ready", flush=True)
-            if p.consumed >= total:  # counted once the store and the commit are done
-                loader.stop()
+            if loader.assigned_partitions and not assigned_cpu:
+                assigned_cpu.append(time.process_time())
+            say("assigned", loader.assigned_partitions)
+            say("consumed", p.consumed)  # counted once the store and the commit are done
 
-        loader.run(progress=progress, progress_seconds=0.05)
-        print(f"stored {time.process_time() - ready_cpu[0]}", flush=True)
+        def stop_on_input() -> None:
+            sys.stdin.readline()
+            loader.stop()
+
+        threading.Thread(target=stop_on_input, daemon=True).start()
+        loader.run(progress=progress, progress_seconds=0.02)
+        print(f"cpu {time.process_time() - assigned_cpu[0]}", flush=True)
 
 
-def end_to_end(target: KafkaTarget, journal: Path, url: str, reqs: Requests) -> tuple[float, float]:
-    """(seconds, CPU seconds of the loader child)."""
+class LoaderGroup:
+    """``n`` loader child processes in one consumer group, and what they last said."""
+
+    def __init__(self, n: int, source: str, url: str) -> None:
+        self.children = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--loader-child", source, url],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(n)
+        ]
+        self.said: list[dict[str, float]] = [{} for _ in range(n)]
+        self.changed = threading.Condition()
+        for index in range(n):
+            threading.Thread(target=self._listen, args=(index,), daemon=True).start()
+
+    def _listen(self, index: int) -> None:
+        stdout = self.children[index].stdout
+        assert stdout is not None
+        for line in stdout:
+            what, _, value = line.partition(" ")
+            with self.changed:
+                self.said[index][what] = float(value)
+                self.changed.notify_all()
+        with self.changed:
+            self.said[index]["exited"] = 1
+            self.changed.notify_all()
+
+    def wait_for(self, what: str, timeout: float, predicate: Any) -> None:
+        """Until ``predicate`` holds for what each child last said of ``what``."""
+
+        def exited() -> bool:
+            return any("exited" in said for said in self.said)
+
+        def done() -> bool:
+            return bool(predicate([said.get(what, 0) for said in self.said])) or exited()
+
+        with self.changed:
+            if not self.changed.wait_for(done, timeout):
+                sys.exit(f"the loader group did not report {what} in {timeout:.0f} s")
+            if exited():
+                sys.exit("a loader child exited early")
+
+    def stop(self) -> float:
+        """Stop every child; their CPU seconds in all."""
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write("stop\n")
+            child.stdin.flush()
+        for child in self.children:
+            child.wait(timeout=60)
+        with self.changed:
+            return sum(said.get("cpu", 0.0) for said in self.said)
+
+
+def end_to_end(
+    target: KafkaTarget, journal: Path, url: str, reqs: Requests, loaders: int
+) -> tuple[float, float]:
+    """(seconds, CPU seconds of the loader children)."""
     total = 2 * len(reqs)
     source = f"kafka://{target.bootstrap_servers}/{target.topic_prefix}?" + "&".join(
         f"{k}={v}" for k, v in GROUP_OPTIONS.items()
     )
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--loader-child", source, url, str(total)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    if child.stdout.readline().strip() != "ready":
-        sys.exit("the loader child did not join the group")
+    group = LoaderGroup(loaders, source, url)
+    # Settled: every partition assigned, and to every member (a member that joined last
+    # has none until the group's rebalance completes).
+    partitions = PARTITIONS * len(KINDS)
+    group.wait_for("assigned", 60, lambda a: sum(a) == partitions and all(a))
     started = time.perf_counter()
     log = EventLog(None, journal, store=KafkaEventWriter(target))
     log.start()
     for events in reqs:
         log.append_many(events)
     log.close(timeout_seconds=600)
-    said, _, child_cpu = child.stdout.readline().partition(" ")
+    group.wait_for("consumed", 600, lambda c: sum(c) >= total)
     elapsed = time.perf_counter() - started
-    child.wait(timeout=600)
+    loader_cpu = group.stop()
     stored = stored_rows(url)
-    if said != "stored" or stored != total:
+    if stored != total:
         sys.exit(f"end to end stored {stored} of {total} events")
-    return elapsed, float(child_cpu)
+    return elapsed, loader_cpu
 
 
 @contextmanager
@@ -261,13 +335,19 @@ def broker(bootstrap: str | None) -> Iterator[tuple[str, int | None]]:
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--loader-child":
-        loader_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--loader-child":
+        loader_child(sys.argv[2], sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=400_000, help="events (2 per request)")
     parser.add_argument("--bootstrap", help="an existing Kafka cluster (default: start Tansu)")
     parser.add_argument("--postgres", help="PostgreSQL URL for the stores (default: SQLite)")
+    parser.add_argument(
+        "--loaders",
+        type=int,
+        default=2,
+        help="loader processes in the end-to-end stage's consumer group (default 2)",
+    )
     args = parser.parse_args()
     reqs = requests(args.events // 2)
     n = 2 * len(reqs)
@@ -280,7 +360,7 @@ def main() -> None:
         root = Path(tmp)
         prefix = f"bench{os.getpid()}"
         target = KafkaTarget(bootstrap, prefix, GROUP_OPTIONS)
-        ensure_topics(target, ["exposure", "prediction"], partitions=PARTITIONS)
+        ensure_topics(target, KINDS, partitions=PARTITIONS)
 
         cpu = Cpu(broker_pid)
         direct = baseline(urls["direct"], reqs)
@@ -302,17 +382,19 @@ def main() -> None:
         timings.append((name, load, (own, broker_cpu, None)))
 
         e2e_target = KafkaTarget(bootstrap, prefix + "e2e", GROUP_OPTIONS)
-        ensure_topics(e2e_target, ["exposure", "prediction"], partitions=PARTITIONS)
+        ensure_topics(e2e_target, KINDS, partitions=PARTITIONS)
         cpu = Cpu(broker_pid)
-        whole, loader_cpu = end_to_end(e2e_target, root / "journal-b", urls["e2e"], reqs)
+        whole, loader_cpu = end_to_end(
+            e2e_target, root / "journal-b", urls["e2e"], reqs, args.loaders
+        )
         own, broker_cpu = cpu.spent()
-        name = "end to end: journal -> Kafka -> loader -> store"
+        name = f"end to end, {args.loaders} loader{'s' * (args.loaders > 1)}"
         timings.append((name, whole, (own, broker_cpu, loader_cpu)))
     load_average = os.getloadavg()[0]
     print(f"{n:,} events (exposure + prediction per request), {PARTITIONS} partitions, "
           f"{'PostgreSQL' if args.postgres else 'SQLite'} store, load average {load_average:.1f}")  # fmt: skip
     print(f"{'stage':<48} {'seconds':>8} {'events/s':>10} {'vs direct':>10}   "
-          "CPU s per million events: this process + broker + loader child = sum")  # fmt: skip
+          "CPU s per million events: this process + broker + loaders = sum")  # fmt: skip
     for index, (name, seconds, spent) in enumerate(timings):
         cells = [f"{spent[0] * 1e6 / n:.1f}"]
         for value, applies in ((spent[1], index > 0), (spent[2], index == len(timings) - 1)):
