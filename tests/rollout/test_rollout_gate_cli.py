@@ -93,6 +93,39 @@ def test_bad_arguments_exit_two(demo_store: tuple[str, str, object]) -> None:
     assert "'nope' is not a treatment" in output
     code, output = gate(key, "--store", url, "--min-units", "-5")
     assert (code, "--min-units must be 0 or more" in output) == (2, True)
+    code, output = gate(key, "--store", url, "--until", "soon")
+    assert (code, "--until: 'soon' is neither epoch seconds" in output) == (2, True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_until_judges_the_events_before_a_cutoff_and_the_json_says_which(
+    demo_store: tuple[str, str, object], tmp_path: Path
+) -> None:
+    """The JSON names the spec version and the window it judged; ``--until`` judges the
+    events before a time, as the analysis with that cutoff does."""
+    from abflow.analysis import AnalysisOptions, analyze
+
+    url, key, analysed = demo_store
+    provenance = analysed.provenance  # type: ignore[attr-defined]
+    _, output = gate(key, "--store", url, "--format", "json", "--min-units", "50")
+    judged = orjson.loads(output)
+    assert judged["window"] == [provenance.window_start, provenance.window_end]
+    assert (judged["spec_version"], judged["spec_hash"]) == (1, provenance.spec_hash)
+
+    cut = provenance.window_start + 24 * 3600.0  # the first simulated day
+    earlier = analyze(url, key, AnalysisOptions(until=cut, timeline=False))
+    all_units = sum(v.units for v in analysed.variants)  # type: ignore[attr-defined]
+    assert 0 < sum(v.units for v in earlier.variants) < all_units
+    policy = GatePolicy(min_units=50)
+    code, output = gate(key, "--store", url, "--format", "json", "--min-units", "50",
+                        "--until", str(cut))  # fmt: skip
+    assert orjson.loads(output) == evaluate_gate(earlier, policy).as_dict()
+    assert orjson.loads(output)["window"] == [provenance.window_start, cut]
+    assert code == (0 if evaluate_gate(earlier, policy).passed else 1)
+    summary = tmp_path / "summary.md"
+    gate(key, "--store", url, "--until", str(cut), "--summary", str(summary))
+    assert "Spec version 1; data to " in summary.read_text()
+    assert f"(window end {cut!r})" in summary.read_text()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -8,6 +8,7 @@ job summary when ``$GITHUB_STEP_SUMMARY`` is set or ``--summary FILE`` is given.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from abflow.cli.console import ExitCode, check_output_path, fail, out_console
-from abflow.cli.options import StoreOption, ThresholdOption
+from abflow.cli.options import StoreOption, ThresholdOption, parse_time
 from abflow.errors import InvalidArgumentError
 from abflow.rollout import GatePolicy, GateResult, Requirement, evaluate_gate
 
@@ -36,6 +37,9 @@ Examples:
 
   [bold]abflow gate fraud-model-v2 --require win --format json[/]
     only pass a challenger that significantly beats the control
+
+  [bold]abflow gate fraud-model-v2 --phase 3 --until 1796688000[/]
+    judge again the data an earlier run judged (its JSON gives phase and window)
 
   [bold]abflow gate fraud-model-v2 --require shadow-no-harm --min-units 2000[/]
     start a ramp only if each shadow model, on 2,000+ requests it shared with the served
@@ -61,7 +65,7 @@ def render_markdown(result: GateResult) -> str:
     lines = [
         f"### abflow gate {verdict}: `{result.experiment_key}` phase {result.phase}",
         "",
-        f"Requirement: **{result.require.value}**.",
+        f"Requirement: **{result.require.value}**. {markdown_text(_judged(result))}",
         "",
         "| check | variant | result | detail |",
         "|---|---|---|---|",
@@ -75,11 +79,23 @@ def render_markdown(result: GateResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _judged(result: GateResult) -> str:
+    """Which spec and data the verdict rests on, in one sentence."""
+    version = "?" if result.spec_version is None else str(result.spec_version)
+    end = result.window[1]
+    if end is None:
+        return f"Spec version {version}."
+    when = dt.datetime.fromtimestamp(end, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"Spec version {version}; data to {when} (window end {end!r})."
+
+
 def _table(result: GateResult) -> Table:
     title = Text("abflow gate ")
     title.append("passed" if result.passed else "FAILED", "green" if result.passed else "bold red")
     title.append(f": {result.experiment_key} phase {result.phase} (require {result.require.value})")
-    table = Table(title=title, title_justify="left")
+    table = Table(
+        title=title, title_justify="left", caption=_judged(result), caption_justify="left"
+    )
     for header in ("check", "variant", "result", "detail"):
         table.add_column(header)
     for check in result.checks:
@@ -120,6 +136,16 @@ def gate(
     phase: Annotated[
         int | None, typer.Option("--phase", help="Phase to judge (default: the latest).")
     ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="TIME",
+            help="Judge only the events before this time: epoch seconds or an ISO time, UTC "
+            "unless it says otherwise (default: every event of the phase).",
+            show_default=False,
+        ),
+    ] = None,
     threshold: ThresholdOption = 0.5,
     output_format: Annotated[
         GateFormat, typer.Option("--format", "-f", help="table, json (stable keys) or markdown.")
@@ -138,9 +164,14 @@ def gate(
     summary_path = summary or _github_summary()
     if summary_path is not None:
         check_output_path(summary_path)
+    cutoff = None if until is None else parse_time(until, "--until")
     url = resolve_url(store)
     options = AnalysisOptions(
-        phase=phase, store_label=display_url(url), timeline=False, threshold=threshold
+        phase=phase,
+        until=cutoff,
+        store_label=display_url(url),
+        timeline=False,
+        threshold=threshold,
     )
     analysed = analyze(url, experiment, options)
     policy = GatePolicy(require=require, min_units=min_units, variants=tuple(variant or ()))

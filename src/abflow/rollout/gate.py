@@ -103,6 +103,11 @@ class GateResult:
     phase: int
     require: Requirement
     checks: list[GateCheck] = field(default_factory=list)
+    spec_version: int | None = None
+    spec_hash: str = ""
+    window: tuple[float | None, float | None] = (None, None)
+    """The analysed data's time window: ``abflow gate --phase N --until END`` judges the same
+    data again when END is the cutoff the gate was given."""
 
     @property
     def passed(self) -> bool:
@@ -118,6 +123,9 @@ class GateResult:
             "phase": self.phase,
             "require": self.require.value,
             "passed": self.passed,
+            "spec_version": self.spec_version,
+            "spec_hash": self.spec_hash,
+            "window": list(self.window),
             "checks": [
                 {
                     "check": c.check,
@@ -149,7 +157,15 @@ def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) ->
         )
         raise InvalidArgumentError(msg)
     candidates = list(dict.fromkeys(policy.variants)) or treatments
-    gate = GateResult(result.experiment_key, result.phase, policy.require)
+    provenance = result.provenance
+    gate = GateResult(
+        result.experiment_key,
+        result.phase,
+        policy.require,
+        spec_version=provenance.spec_version,
+        spec_hash=provenance.spec_hash,
+        window=(provenance.window_start, provenance.window_end),
+    )
     if policy.require is Requirement.shadow_no_harm:
         gate.checks.extend(shadow_checks(result, list(policy.variants), policy.min_units))
         return gate
