@@ -27,8 +27,8 @@ audit entry carrying the evidence: the analysed phase and window, spec hash, uni
 variant, each guardrail's effect and interval, and the abflow version. The tick analyses the
 events before its own clock, so the window's end is a cutoff that ``abflow analyze --phase
 N --spec-version V --until END`` applies again later: events that arrived after the decision
-do not change the re-run. A gateway serving the
-experiment picks the new weights up from the store.
+do not change the re-run. A gateway serving the experiment picks the new weights up from
+the store.
 
 Promotion is one act with the model registry: when the challenger serves a registry model
 (``models:/``) and a registry is given (the CLI always gives the configured one), the
