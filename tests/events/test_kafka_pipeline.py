@@ -24,7 +24,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from abflow.errors import StoreUnavailableError
+from abflow.errors import StoreError, StoreUnavailableError
 from abflow.events.eventlog import EventLog
 from abflow.events.ingest import IngestProgress, Loader
 from abflow.events.kafka import KafkaEventWriter, KafkaTarget, ensure_topics, message_key
@@ -618,6 +618,73 @@ def test_a_stop_during_a_commit_to_a_broker_that_does_not_answer_returns_in_boun
         _assert_exactly_once(url, events)
         topic = target.topic("prediction")
         assert _committed_total(broker.bootstrap, "paused", topic, 2) == len(events)
+
+
+class _RefuseOneRowAndPauseTheBroker:
+    """The real store, except that it refuses the row with event id ``poison`` (StoreError:
+    a dead letter) and, the first time, pauses the broker (SIGSTOP) just before refusing it,
+    so the dead letter meets a broker that accepts connections and answers nothing."""
+
+    def __init__(self, store: EventStore, broker_pid: int) -> None:
+        self.store = store
+        self.broker_pid = broker_pid
+        self.paused = threading.Event()
+
+    def write_events(self, kind: Any, rows: list[dict[str, Any]]) -> int:
+        if any(row["event_id"] == "poison" for row in rows):
+            if not self.paused.is_set():
+                os.kill(self.broker_pid, signal.SIGSTOP)
+                self.paused.set()
+            msg = "this store refuses the poison row"
+            raise StoreError(msg)
+        return self.store.write_events(kind, rows)
+
+
+@pytest.mark.slow
+def test_a_stop_while_a_dead_letter_awaits_a_broker_that_does_not_answer_returns_in_bounded_time(
+    tmp_path: Path, topic_prefix: str
+) -> None:
+    """The dead letter's acknowledgement was awaited with flush(30), which a stop could not
+    end. It is now awaited in slices a stop ends; the batch (its good rows stored) is not
+    committed, so after the broker is back a fresh loader reads it all again, stores nothing
+    twice and sets the poison row aside."""
+    with TansuBroker(log_path=tmp_path / "tansu.log") as broker:
+        assert broker.pid is not None
+        target = _target(broker, topic_prefix)
+        ensure_topics(target, ["prediction"], partitions=1)
+        events = _publish_predictions(target, 200, seed=10)
+        poison = {**events[0][1], "event_id": "poison", "request_id": "poison"}
+        KafkaEventWriter(target).write_events("prediction", [poison])
+        url = f"sqlite:///{tmp_path}/store.db"
+        try:
+            with EventStore.open(url) as store:
+                refusing = _RefuseOneRowAndPauseTheBroker(store, broker.pid)
+                loader = Loader(target, refusing, group_id="letters", kinds=["prediction"])
+                thread = threading.Thread(target=loader.run, daemon=True)
+                thread.start()
+                assert refusing.paused.wait(60), "the loader never met the poison row"
+                time.sleep(1.0)  # the loader now waits for the dead letter's acknowledgement
+                stopped = time.monotonic()
+                loader.stop()
+                thread.join(STOP_BOUND_SECONDS)
+                waited = time.monotonic() - stopped
+                hung = thread.is_alive()
+                os.kill(broker.pid, signal.SIGCONT)
+                thread.join(120)
+                assert not hung, f"stop() did not return within {STOP_BOUND_SECONDS} s"
+            assert waited < STOP_BOUND_SECONDS
+            _assert_exactly_once(url, events)  # stored, but not committed: read again below
+
+            with EventStore.open(url) as store:
+                refusing = _RefuseOneRowAndPauseTheBroker(store, broker.pid)
+                refusing.paused.set()  # no more pauses
+                totals = Loader(target, refusing, group_id="letters", kinds=["prediction"]).run(
+                    until_caught_up=True, max_seconds=CATCH_UP_SECONDS
+                )
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)  # harmless when running
+        assert (totals.consumed, totals.stored, totals.dead_lettered) == (len(events) + 1, 0, 1)
+        _assert_exactly_once(url, events)
 
 
 def test_a_running_loader_commits_its_last_batch_while_nothing_more_comes(

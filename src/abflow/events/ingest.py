@@ -106,8 +106,11 @@ are rare, while a consume call costs little next to the messages it returns."""
 _COMMIT_SLICE_SECONDS = 0.1
 """Longest consume call while a commit is awaited: how soon a stop is seen."""
 _STOP_SECONDS = 2.0
-"""Once stopped, the longest the loader still waits for commits in flight (a healthy broker
-answers in milliseconds; one that does not answer must not hold the stop)."""
+"""Once stopped, the longest the loader still waits for commits or dead letters in flight (a
+healthy broker answers in milliseconds; one that does not answer must not hold the stop)."""
+_DEAD_LETTER_SECONDS = 30.0
+"""The longest a batch waits for its dead letters to be acknowledged before it counts as not
+stored (it is then read again: nothing is committed past a letter the broker may not have)."""
 _CLOSE_SECONDS = 3.0
 """The longest the loader waits for its consumer to leave the group. ``Consumer.close()``
 has no timeout either: it waits for every commit in flight, which a broker that does not
@@ -359,7 +362,8 @@ class Loader:
                 )
         producer, self._producer = self._producer, None
         if producer is not None:
-            release_producer(producer)  # _dead_letter waited for every acknowledgement
+            # Letters still unacknowledged belong to a batch not committed: it is read again.
+            release_producer(producer)
 
     # -- the group ---------------------------------------------------------------------------
 
@@ -556,9 +560,28 @@ class Loader:
                 headers=headers,
                 on_delivery=on_delivery,
             )
-        if producer.flush(30.0) or failures:
+        if self._await_deliveries(producer) or failures:
             msg = f"cannot write to the dead-letter topic {self.target.dead_letter_topic}"
             raise StoreUnavailableError(msg)
+
+    def _await_deliveries(self, producer: Producer) -> int:
+        """Wait for the broker to acknowledge the dead letters: at most
+        :data:`_DEAD_LETTER_SECONDS`, and at most :data:`_STOP_SECONDS` after a stop is first
+        seen; return how many are still unacknowledged (the batch is then not committed)."""
+        deadline = time.monotonic() + _DEAD_LETTER_SECONDS
+        while True:
+            left = int(producer.flush(_COMMIT_SLICE_SECONDS))
+            now = time.monotonic()
+            if not left or now >= self._bounded_by_stop(deadline, now):
+                return left
+
+    def _bounded_by_stop(self, deadline: float, now: float) -> float:
+        """``deadline``, or :data:`_STOP_SECONDS` after a stop was first seen if sooner."""
+        if not self._stop.is_set():
+            return deadline
+        if self._stopped_at is None:
+            self._stopped_at = now
+        return min(deadline, self._stopped_at + _STOP_SECONDS)
 
     def _commit(self, parts: Iterable[_Part]) -> None:
         """Send, asynchronously, a commit of the offset after the last message of each
@@ -612,11 +635,7 @@ class Loader:
         while self._in_flight and consumer is not None:
             number, sent = self._in_flight[0]
             now = time.monotonic()
-            deadline = sent + self.commit_timeout_seconds
-            if self._stop.is_set():
-                if self._stopped_at is None:
-                    self._stopped_at = now
-                deadline = min(deadline, self._stopped_at + _STOP_SECONDS)
+            deadline = self._bounded_by_stop(sent + self.commit_timeout_seconds, now)
             if now >= deadline:
                 if number > self._overdue:
                     self._overdue = self._in_flight[-1][0]
