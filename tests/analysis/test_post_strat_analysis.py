@@ -248,6 +248,18 @@ def test_rollups_give_the_same_cells(events: Events, tmp_path: Any) -> None:
         assert folded.comparisons[0].p_value == pytest.approx(direct.comparisons[0].p_value)
 
 
+def test_a_phase_without_units_reports_too_few_units_instead_of_failing(tmp_path: Any) -> None:
+    """Before any exposure (a new phase, or a cutoff before the first), a post-stratified
+    metric has no cell at all. The analysis failed ("need one control and one treatment
+    statistic per cell, got 0 and 0"), and with it a rollout tick; it now says too few units,
+    as an unstratified metric does."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    register(url, parse_experiment(SPEC), PHASES)
+    result = analyze(url, "strata")
+    codes = {m.name: [c.error_code for c in m.comparisons] for m in result.metrics}
+    assert codes == {m["name"]: ["too_few_units"] for m in SPEC["metrics"]}
+
+
 def test_post_stratify_is_validated() -> None:
     base = {k: v for k, v in SPEC.items() if k != "metrics"}
     metric = {"name": "r", "kind": "sum", "event": "purchase", "post_stratify": ["country"]}

@@ -234,6 +234,8 @@ def cell_stats(
     elif pooled:
         largest = max(range(len(kept)), key=lambda i: kept[i][0].n + kept[i][1].n)
         kept[largest] = (kept[largest][0] + rest[0], kept[largest][1] + rest[1])
+    if not kept:  # no unit in either arm: one empty cell, which compares as too few units
+        kept.append(rest)
     controls = [_plain(stats_for(plan, c)) for c, _ in kept]
     treatments = [_plain(stats_for(plan, t)) for _, t in kept]
     return CellSplit(controls, treatments, len(keys), pooled)

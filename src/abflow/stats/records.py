@@ -50,6 +50,9 @@ def check_stats_fields(stats: Any) -> None:
     if n < 0:
         msg = f"n must be a non-negative finite number, got {stats.n}"
         raise InvalidArgumentError(msg)
+    if not n.is_integer():
+        msg = f"n counts units and must be a whole number, got {stats.n!r}"
+        raise InvalidArgumentError(msg)
     products = type(stats).PRODUCTS
     for i, name in enumerate(type(stats).SUMS):
         total = float(getattr(stats, name))
