@@ -7,6 +7,7 @@ types, numpy scalars, extreme scales, empty and one-unit arms.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -136,6 +137,20 @@ def test_sequential_bounds_stay_finite_for_huge_variances() -> None:
 def test_impossible_sample_stats_are_refused(n: float, total: float, squares: float) -> None:
     with pytest.raises(InvalidArgumentError, match="no data has these statistics"):
         SampleStats(n, total, squares)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: SampleStats(10.5, 3.0, 5.0),
+        lambda: SampleStats.proportion(20.2, 3),
+        lambda: RatioStats(2.5, 5, 15, 20, 210, 45),
+        lambda: CupedStats(0.5, 1, 1, 1, 1, 1),
+    ],
+)
+def test_a_fractional_number_of_units_is_refused(make: Any) -> None:
+    with pytest.raises(InvalidArgumentError, match="n counts units and must be a whole number"):
+        make()
 
 
 def test_impossible_ratio_and_cuped_stats_are_refused() -> None:
