@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from analysis_support import Events, register, write
 from typer.testing import CliRunner
 
 from abflow.analysis import AnalysisOptions, analyze, render_json
 from abflow.cli.main import app, main
 from abflow.events.sink import exposure_row, outcome_row
+from abflow.spec import parse_experiment
 from abflow.store import EventStore
 from specs import two_arm_spec
 
@@ -134,3 +136,85 @@ def test_a_time_that_is_no_time_is_a_sentence(
     assert exited.value.code == 2
     assert f"--until: {value!r} {says}" in printed
     assert "Traceback" not in printed
+
+
+def _exposure(unit: str, variant: str, ts: float, **attributes: Any) -> dict[str, Any]:
+    return {"event_id": f"x-{unit}-{ts}", "ts": ts, "experiment_key": "late", "phase": 1,
+            "unit_id": unit, "variant": variant,
+            "attributes_json": orjson.dumps(attributes).decode()}  # fmt: skip
+
+
+def _prediction(
+    request: str, unit: str, variant: str, ts: float, score: float, *, shadow: bool = False
+) -> dict[str, Any]:
+    return {"event_id": f"p-{request}-{shadow}", "ts": ts, "request_id": request,
+            "experiment_key": "late", "phase": 1, "unit_id": unit, "variant": variant,
+            "model_version": variant, "latency_ms": 5.0, "is_fallback": False,
+            "is_shadow": shadow, "score": score, "output_json": None,
+            "features_hash": "h" if shadow or ts < CUT else "other", "error": None}  # fmt: skip
+
+
+def _outcome(
+    event_id: str, unit: str, name: str, value: float, ts: float, request: str | None = None
+) -> dict[str, Any]:
+    return {"event_id": event_id, "ts": ts, "unit_id": unit, "name": name, "value": value,
+            "request_id": request, "experiment_key": "late" if request else None}  # fmt: skip
+
+
+def test_a_cutoff_reads_the_store_as_it_was_then(tmp_path: Path) -> None:
+    """Every event stamped at or after the cutoff is left out, including those that count
+    after the phase's window otherwise: labels of earlier predictions, a shadow answer that
+    came after its served one, a unit's later exposure (a shadow segment) and the prediction
+    that gives an outcome sent by request id its unit. The analysis at the cutoff equals the
+    analysis of a copy of the store from which those events were deleted."""
+    spec = parse_experiment(
+        {"key": "late", "variants": [{"name": "control", "model": "models:/m@a"},
+                                     {"name": "treatment", "model": "models:/m@b"}],
+         "weights": [0.5, 0.5], "shadow": {"variants": ["treatment"]},
+         "metrics": [{"name": "recall", "kind": "recall"},
+                     {"name": "accuracy", "kind": "accuracy"},
+                     {"name": "revenue", "kind": "sum", "event": "purchase"}]},
+        "test",
+    )  # fmt: skip
+    events = Events(
+        exposures=[_exposure("a", "control", T0 + 1, country="US"),
+                   _exposure("b", "treatment", T0 + 2, country="US"),
+                   _exposure("c", "control", T0 + 3, country="DE"),
+                   _exposure("a", "control", CUT + 100, country="FR")],
+        predictions=[_prediction("r1", "a", "control", T0 + 10, 0.9),
+                     _prediction("r1", "a", "treatment", T0 + 11, 0.2, shadow=True),
+                     _prediction("r2", "b", "treatment", T0 + 12, 0.8),
+                     _prediction("r3", "c", "control", CUT - 5, 0.7),
+                     _prediction("r3", "c", "treatment", CUT + 5, 0.1, shadow=True),
+                     _prediction("r4", "c", "control", CUT + 50, 0.6)],
+        outcomes=[_outcome("l1", "a", "label", 1.0, CUT + 500, "r1"),
+                  _outcome("l2", "b", "label", 0.0, CUT - 500, "r2"),
+                  _outcome("l3", "c", "label", 1.0, CUT - 1, "r3"),
+                  _outcome("buy", "", "purchase", 10.0, CUT - 50, "r4")],
+    )  # fmt: skip
+    phases = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": T0}]
+    whole, cut = tmp_path / "whole.db", tmp_path / "cut.db"
+    for path in (whole, cut):
+        register(f"sqlite:///{path}", spec, phases)
+    write(f"sqlite:///{whole}", events)
+    write(
+        f"sqlite:///{cut}",
+        Events(
+            exposures=[row for row in events.exposures if row["ts"] < CUT],
+            outcomes=[row for row in events.outcomes if row["ts"] < CUT],
+            predictions=[row for row in events.predictions if row["ts"] < CUT],
+        ),
+    )
+
+    def report(path: Path) -> dict[str, Any]:
+        options = AnalysisOptions(until=CUT, now=CUT, shadow_segment="country")
+        result = orjson.loads(render_json(analyze(f"sqlite:///{path}", "late", options)))
+        for varying in ("generated_at", "store"):
+            result["provenance"].pop(varying)
+        return dict(result)
+
+    at_cutoff = report(whole)
+    assert at_cutoff == report(cut)
+    shadow = at_cutoff["shadow"][0]
+    assert (shadow["pairs"], shadow["labeled_pairs"]) == (1, 0)
+    assert [segment["value"] for segment in shadow["segments"]] == ["US"]

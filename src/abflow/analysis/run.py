@@ -127,7 +127,7 @@ class MetricRun:
         end = phase.ended_at
         if options.until is not None:
             end = options.until if end is None else min(end, options.until)
-        self.window = Window(start, end)
+        self.window = Window(start, end, options.until)
         self.plans = [plan_metric(m, spec) for m in spec.metrics]
         self.method = spec.analysis.method
         self.alpha = spec.analysis.alpha

@@ -74,10 +74,20 @@ GroupKey = tuple[str, int | str | None]
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """The slice of time analysed: ``[start, end)`` in epoch seconds; None leaves it open."""
+    """The slice of time analysed: ``[start, end)`` in epoch seconds; None leaves it open.
+
+    ``until`` is a data cutoff (``abflow analyze --until``): no event stamped at or after it
+    is read, not even a label or an outcome, which otherwise may arrive after ``end`` (the
+    phase's end) and still count for the predictions and units of the window.
+    """
 
     start: float | None = None
     end: float | None = None
+    until: float | None = None
+
+    def before_cutoff(self, ts: sa.ColumnElement[Any]) -> list[sa.ColumnElement[bool]]:
+        """The condition that keeps events stamped ``ts`` before the cutoff (none if none)."""
+        return [] if self.until is None else [ts < self.until]
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +311,7 @@ def _resolved_outcomes(
     ]
     if window.end is not None:
         conditions.append(o.c.ts < window.end)
+    conditions += window.before_cutoff(p.c.ts)
     return (
         sa.select(
             o.c.event_id,
@@ -600,7 +611,12 @@ def prediction_moments(
         )
         .select_from(
             p.outerjoin(
-                label, sa.and_(label.c.request_id == p.c.request_id, label.c.name == label_event)
+                label,
+                sa.and_(
+                    label.c.request_id == p.c.request_id,
+                    label.c.name == label_event,
+                    *window.before_cutoff(label.c.ts),
+                ),
             )
         )
         .where(*conditions)

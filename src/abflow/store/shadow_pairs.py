@@ -108,7 +108,8 @@ def shadow_join(
     served: sa.FromClause, shadow: sa.FromClause, experiment_key: str, phase: int, window: Window
 ) -> tuple[list[sa.ColumnElement[bool]], sa.ColumnElement[bool]]:
     """The filters and the join condition that pair each shadow prediction of a phase with
-    its served prediction (the window applies to the served prediction's time).
+    its served prediction (the window applies to the served prediction's time, the data
+    cutoff to the shadow's as well).
 
     Literal filters on the shadow side only, and the served side's experiment and phase
     behind coalesce(), so that each shadow row finds its served row through the request-id
@@ -124,6 +125,7 @@ def shadow_join(
         conditions.append(served.c.ts >= window.start)
     if window.end is not None:
         conditions.append(served.c.ts < window.end)
+    conditions += window.before_cutoff(shadow.c.ts)
     join_on = sa.and_(
         served.c.request_id == shadow.c.request_id,
         sa.func.coalesce(served.c.experiment_key, "") == shadow.c.experiment_key,
@@ -156,13 +158,17 @@ def _pairs(
     if correlated:
         label = (
             sa.select(sa.func.max(outcomes.c.value))
-            .where(outcomes.c.request_id == served.c.request_id, outcomes.c.name == label_event)
+            .where(
+                outcomes.c.request_id == served.c.request_id,
+                outcomes.c.name == label_event,
+                *window.before_cutoff(outcomes.c.ts),
+            )
             .scalar_subquery()
         )
     else:
         labels = (
             sa.select(outcomes.c.request_id, sa.func.max(outcomes.c.value).label("y"))
-            .where(outcomes.c.name == label_event)
+            .where(outcomes.c.name == label_event, *window.before_cutoff(outcomes.c.ts))
             .group_by(outcomes.c.request_id)
             .subquery("labels")
         )
@@ -352,37 +358,34 @@ def shadow_segment_totals(
     """Per shadow variant, ``(segment value, sums)`` for each value of exposure attribute
     ``attribute`` (None: no exposure or no such attribute), sorted; no bins."""
     engine = connect(target)
+    window = window or Window()
     e = exposures
     value = attribute_expression(engine, e.c.attributes_json, attribute)
+    in_window = [e.c.experiment_key == experiment_key, e.c.phase == phase]
+    if window.start is not None:
+        in_window.append(e.c.ts >= window.start)
+    if window.end is not None:
+        in_window.append(e.c.ts < window.end)
 
     def segment(served: Any) -> sa.ColumnElement[Any]:
-        # The unit's first value in the phase, looked up per pair (a unit has few exposures).
+        # The unit's first value in the window, looked up per pair (a unit has few exposures).
         return (
             sa.select(sa.func.min(value))
-            .where(
-                e.c.experiment_key == experiment_key,
-                e.c.phase == phase,
-                e.c.unit_id == served.c.unit_id,
-            )
+            .where(*in_window, e.c.unit_id == served.c.unit_id)
             .scalar_subquery()
         )
 
     if has_correlated_lookups(engine.dialect.name):
-        pairs = _pairs(experiment_key, phase, label_event, window or Window(), segment)
+        pairs = _pairs(experiment_key, phase, label_event, window, segment)
     else:
         first_values = (
             sa.select(e.c.unit_id, sa.func.min(value).label("seg"))
-            .where(e.c.experiment_key == experiment_key, e.c.phase == phase)
+            .where(*in_window)
             .group_by(e.c.unit_id)
             .subquery("segments")
         )
         pairs = _pairs(
-            experiment_key,
-            phase,
-            label_event,
-            window or Window(),
-            correlated=False,
-            segments=first_values,
+            experiment_key, phase, label_event, window, correlated=False, segments=first_values
         )
     query = _totals_query(pairs, threshold, by_segment=True)
     try:
