@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from analysis_support import SPEC, START, Events, register, simulate, write
@@ -132,3 +134,71 @@ def test_events_exactly_on_the_watermark_are_folded_once(
     folded = analyze(url, spec, AnalysisOptions(rollups=True))
     direct = analyze(url, spec)
     assert_allclose(_numbers(folded), _numbers(direct), rtol=1e-9)
+
+
+def _moving_units(rng: np.random.Generator, units: int = 300) -> Events:
+    """Units whose later exposures carry other attributes (a user who travels, changes
+    device): two or three exposures each, a day or so apart, and visits after them."""
+    events = Events()
+    for u in range(units):
+        variant = ("control", "treatment")[u % 2]
+        first = START + rng.uniform(0, DAY)
+        for k in range(int(rng.integers(2, 4))):
+            ts = first + k * rng.uniform(0.5, 1.0) * DAY
+            attributes = {"country": str(rng.choice(["DE", "FR", "US"])),
+                          "tier": int(rng.integers(0, 3))}  # fmt: skip
+            events.exposures.append(
+                {
+                    "event_id": f"e{u}-{k}",
+                    "ts": ts,
+                    "experiment_key": "checkout",
+                    "phase": 1,
+                    "unit_id": f"u{u}",
+                    "variant": variant,
+                    "attributes_json": orjson.dumps(attributes).decode(),
+                }
+            )
+            events.outcomes.append(
+                {
+                    "event_id": f"o{u}-{k}",
+                    "ts": ts + 60,
+                    "unit_id": f"u{u}",
+                    "name": "purchase",
+                    "value": float(rng.gamma(2.0, 10.0)),
+                    "request_id": None,
+                    "experiment_key": None,
+                }
+            )
+    return events
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "duckdb"])
+def test_a_units_breakdown_attributes_are_its_first_exposures(tmp_path: Path, backend: str) -> None:
+    """Raw events took each attribute's minimum over a unit's exposures and a rollup the
+    smallest attributes text, so the two disagreed (and a cell could mix two exposures). Both
+    now take the unit's first exposure, as pandas does here, the rollup folded in two steps."""
+    events = _moving_units(np.random.default_rng(5))
+    frame = pd.DataFrame(events.exposures).sort_values(["ts", "event_id"])
+    first = frame.groupby("unit_id").first()
+    attributes = first["attributes_json"].map(orjson.loads)
+    expected = {
+        name: attributes.map(lambda a, name=name: str(a[name])) for name in ("country", "tier")
+    }
+    suffix = "db" if backend == "sqlite" else "duckdb"
+    url = f"{backend}:///{tmp_path / f'events.{suffix}'}"
+    spec = parse_experiment(SPEC)
+    early, late = _split(events, START + DAY)
+    write(url, early)
+    register(url, spec, PHASES)
+    analyze(url, spec, AnalysisOptions(rollups=True))  # a first fold of what has landed
+    write(url, late)
+    for name in ("country", "tier"):
+        counts = expected[name].groupby([first["variant"], expected[name]]).size()
+        for options in (AnalysisOptions(dimensions=(name,)),
+                        AnalysisOptions(dimensions=(name,), rollups=True)):  # fmt: skip
+            result = analyze(url, spec, options)
+            rows = {(r.value, "control"): r.control_units for r in result.breakdowns}
+            rows |= {(r.value, "treatment"): r.treatment_units for r in result.breakdowns}
+            got = {key: units for key, units in rows.items() if units}
+            want = {(value, variant): int(n) for (variant, value), n in counts.items()}
+            assert got == want, (name, options.rollups)

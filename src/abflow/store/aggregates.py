@@ -57,6 +57,7 @@ __all__ = [
     "connect",
     "day_of",
     "experiment_history",
+    "first_exposures",
     "histogram",
     "moment_select",
     "outcome_timing",
@@ -236,6 +237,24 @@ def _exposure_conditions(
     return conditions
 
 
+def first_exposures(conditions: Sequence[sa.ColumnElement[bool]]) -> sa.Subquery:
+    """The exposures that meet ``conditions``, each with ``rank`` 1 for its unit's first
+    (earliest; ties broken by event id).
+
+    A unit's breakdown attributes are those of its first exposure: one exposure's, so that
+    the attributes of a cell (``--by country --by device``) never mix two exposures, and the
+    same whether the analysis reads raw events or a rollup, which folds the first exposure
+    and keeps it.
+    """
+    e = exposures
+    rank = sa.func.row_number().over(partition_by=e.c.unit_id, order_by=(e.c.ts, e.c.event_id))
+    return (
+        sa.select(e.c.unit_id, e.c.variant, e.c.ts, e.c.attributes_json, rank.label("rank"))
+        .where(*conditions)
+        .subquery("ranked_exposures")
+    )
+
+
 def _mixed_units(experiment_key: str, phase: int, window: Window) -> sa.Select[Any]:
     """The units exposed to more than one variant in the phase (and window): left out of
     every metric, those read from predictions too, as the unit metrics leave them out."""
@@ -257,9 +276,13 @@ def _units(
     *,
     shared: bool = False,
 ) -> sa.Subquery | sa.CTE:
-    """One row per exposed unit: its variant, first exposure and (optionally) an attribute."""
-    e = exposures
+    """One row per exposed unit: its variant, first exposure and (optionally) an attribute,
+    the one its first exposure carried (see :func:`first_exposures`)."""
     conditions = _exposure_conditions(experiment_key, phase, window)
+    e: Any = exposures
+    if dimension is not None:
+        e = first_exposures(conditions)
+        conditions = []
     columns: list[sa.ColumnElement[Any]] = [
         e.c.unit_id.label("unit_id"),
         sa.func.min(e.c.variant).label("variant"),
@@ -268,9 +291,10 @@ def _units(
         sa.func.count().label("n_exposures"),
     ]
     if dimension is not None:
-        columns.append(
-            sa.func.min(attribute_expression(engine, e.c.attributes_json, dimension)).label("dim")
+        first_value = sa.case(
+            (e.c.rank == 1, attribute_expression(engine, e.c.attributes_json, dimension))
         )
+        columns.append(sa.func.min(first_value).label("dim"))
     query = sa.select(*columns).where(*conditions).group_by(e.c.unit_id)
     # Read twice (outcomes stored by request id alone are joined to it too): a common table
     # expression, which SQLite and PostgreSQL compute once when it is referenced twice.

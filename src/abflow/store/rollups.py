@@ -43,6 +43,7 @@ from abflow.store.aggregates import (
     attribute_expression,
     collect_moments,
     connect,
+    first_exposures,
     moment_select,
 )
 from abflow.store.rollup_groups import (
@@ -244,24 +245,20 @@ def _fold(
                     ),
                 )
             )
+        ranked = first_exposures(
+            [e.c.experiment_key == experiment_key, e.c.phase == phase, e_ts > low, e_ts <= high]
+        )
         connection.execute(
             exposed.insert().from_select(
                 ["unit_id", "variant", "variant_max", "first_ts", "rows", "attributes_json"],
                 sa.select(
-                    e.c.unit_id,
-                    sa.func.min(e.c.variant),
-                    sa.func.max(e.c.variant),
-                    sa.func.min(e.c.ts),
+                    ranked.c.unit_id,
+                    sa.func.min(ranked.c.variant),
+                    sa.func.max(ranked.c.variant),
+                    sa.func.min(ranked.c.ts),
                     sa.func.count(),
-                    sa.func.min(e.c.attributes_json),
-                )
-                .where(
-                    e.c.experiment_key == experiment_key,
-                    e.c.phase == phase,
-                    e_ts > low,
-                    e_ts <= high,
-                )
-                .group_by(e.c.unit_id),
+                    sa.func.min(sa.case((ranked.c.rank == 1, ranked.c.attributes_json))),
+                ).group_by(ranked.c.unit_id),
             )
         )
         analyze_scratch(connection, exposed)

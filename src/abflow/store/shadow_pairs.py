@@ -26,7 +26,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from abflow.errors import InvalidArgumentError
-from abflow.store.aggregates import StoreTarget, Window, attribute_expression, connect
+from abflow.store.aggregates import (
+    StoreTarget,
+    Window,
+    attribute_expression,
+    connect,
+    first_exposures,
+)
 from abflow.store.dialects import has_correlated_lookups
 from abflow.store.engine import raise_store_error
 from abflow.store.schema import exposures, outcomes, predictions
@@ -368,20 +374,26 @@ def shadow_segment_totals(
         in_window.append(e.c.ts < window.end)
 
     def segment(served: Any) -> sa.ColumnElement[Any]:
-        # The unit's first value in the window, looked up per pair (a unit has few exposures).
+        # The value of the unit's first exposure in the window, as breakdowns take it
+        # (first_exposures), looked up per pair (a unit has few exposures).
         return (
-            sa.select(sa.func.min(value))
+            sa.select(value)
             .where(*in_window, e.c.unit_id == served.c.unit_id)
+            .order_by(e.c.ts, e.c.event_id)
+            .limit(1)
             .scalar_subquery()
         )
 
     if has_correlated_lookups(engine.dialect.name):
         pairs = _pairs(experiment_key, phase, label_event, window, segment)
     else:
+        ranked = first_exposures(in_window)
+        first = attribute_expression(engine, ranked.c.attributes_json, attribute)
         first_values = (
-            sa.select(e.c.unit_id, sa.func.min(value).label("seg"))
-            .where(*in_window)
-            .group_by(e.c.unit_id)
+            sa.select(
+                ranked.c.unit_id, sa.func.min(sa.case((ranked.c.rank == 1, first))).label("seg")
+            )
+            .group_by(ranked.c.unit_id)
             .subquery("segments")
         )
         pairs = _pairs(
