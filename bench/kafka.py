@@ -198,8 +198,9 @@ def loader_child(source: str, url: str) -> None:
             loader.stop()
 
         threading.Thread(target=stop_on_input, daemon=True).start()
+        started = time.process_time()
         loader.run(progress=progress, progress_seconds=0.02)
-        print(f"cpu {time.process_time() - assigned_cpu[0]}", flush=True)
+        print(f"cpu {time.process_time() - (assigned_cpu or [started])[0]}", flush=True)
 
 
 class LoaderGroup:
@@ -349,6 +350,8 @@ def main() -> None:
         help="loader processes in the end-to-end stage's consumer group (default 2)",
     )
     args = parser.parse_args()
+    if not 1 <= args.loaders <= PARTITIONS:
+        parser.error(f"--loaders must be 1 to {PARTITIONS} (the partitions of each topic)")
     reqs = requests(args.events // 2)
     n = 2 * len(reqs)
     timings: list[tuple[str, float, tuple[float, float | None, float | None]]] = []

@@ -161,12 +161,13 @@ def _outcome(
             "request_id": request, "experiment_key": "late" if request else None}  # fmt: skip
 
 
-def test_a_cutoff_reads_the_store_as_it_was_then(tmp_path: Path) -> None:
+def test_a_cutoff_reads_the_store_as_it_was_then(backend_url: str, tmp_path: Path) -> None:
     """Every event stamped at or after the cutoff is left out, including those that count
     after the phase's window otherwise: labels of earlier predictions, a shadow answer that
     came after its served one, a unit's later exposure (a shadow segment) and the prediction
     that gives an outcome sent by request id its unit. The analysis at the cutoff equals the
-    analysis of a copy of the store from which those events were deleted."""
+    analysis of a copy of the store from which those events were deleted (on SQLite: the
+    backends agree to 1e-9 on everything else)."""
     spec = parse_experiment(
         {"key": "late", "variants": [{"name": "control", "model": "models:/m@a"},
                                      {"name": "treatment", "model": "models:/m@b"}],
@@ -193,12 +194,12 @@ def test_a_cutoff_reads_the_store_as_it_was_then(tmp_path: Path) -> None:
                   _outcome("buy", "", "purchase", 10.0, CUT - 50, "r4")],
     )  # fmt: skip
     phases = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": T0}]
-    whole, cut = tmp_path / "whole.db", tmp_path / "cut.db"
-    for path in (whole, cut):
-        register(f"sqlite:///{path}", spec, phases)
-    write(f"sqlite:///{whole}", events)
+    whole, cut = backend_url, f"sqlite:///{tmp_path / 'cut.db'}"
+    for url in (whole, cut):
+        register(url, spec, phases)
+    write(whole, events)
     write(
-        f"sqlite:///{cut}",
+        cut,
         Events(
             exposures=[row for row in events.exposures if row["ts"] < CUT],
             outcomes=[row for row in events.outcomes if row["ts"] < CUT],
@@ -206,15 +207,58 @@ def test_a_cutoff_reads_the_store_as_it_was_then(tmp_path: Path) -> None:
         ),
     )
 
-    def report(path: Path) -> dict[str, Any]:
+    def report(url: str) -> dict[str, Any]:
         options = AnalysisOptions(until=CUT, now=CUT, shadow_segment="country")
-        result = orjson.loads(render_json(analyze(f"sqlite:///{path}", "late", options)))
+        result = orjson.loads(render_json(analyze(url, "late", options)))
         for varying in ("generated_at", "store"):
             result["provenance"].pop(varying)
         return dict(result)
 
-    at_cutoff = report(whole)
-    assert at_cutoff == report(cut)
-    shadow = at_cutoff["shadow"][0]
-    assert (shadow["pairs"], shadow["labeled_pairs"]) == (1, 0)
-    assert [segment["value"] for segment in shadow["segments"]] == ["US"]
+    at_cutoff, reference = _leaves(report(whole)), _leaves(report(cut))
+    assert at_cutoff.keys() == reference.keys()
+    for path, value in reference.items():
+        if isinstance(value, float):
+            assert at_cutoff[path] == pytest.approx(value, rel=1e-9, nan_ok=True), path
+        else:
+            assert at_cutoff[path] == value, path
+    assert (at_cutoff[".shadow[0].pairs"], at_cutoff[".shadow[0].labeled_pairs"]) == (1, 0)
+    assert at_cutoff[".shadow[0].segments[0].value"] == "US"
+    assert ".shadow[0].segments[1].value" not in at_cutoff
+
+
+def _leaves(document: Any, path: str = "") -> dict[str, Any]:
+    """Every value of a JSON document by its path, so that numbers compare approximately."""
+    if isinstance(document, dict):
+        return {
+            k: v
+            for key, value in document.items()
+            for k, v in _leaves(value, f"{path}.{key}").items()
+        }
+    if isinstance(document, list):
+        return {
+            k: v
+            for i, value in enumerate(document)
+            for k, v in _leaves(value, f"{path}[{i}]").items()
+        }
+    return {path: document}
+
+
+def test_a_cutoff_leaves_out_monitor_results_computed_after_it(tmp_path: Path) -> None:
+    """The live monitor's verdicts enter the analysis's ``monitoring`` section; with a
+    cutoff, only those computed by then on windows that had ended by then."""
+    from abflow.store.monitoring import MonitorRecord, save_monitor_results
+
+    url = _store(tmp_path)
+
+    def alarm(start: float) -> MonitorRecord:
+        return MonitorRecord("checkout", start, start + 100, "prediction_drift", "treatment",
+                             "", "psi", 0.4, None, 0.2, True, 50, 50)  # fmt: skip
+
+    save_monitor_results(url, "checkout", T0, [alarm(T0)], now=T0 + 110)
+    save_monitor_results(url, "checkout", T0 + 100, [alarm(T0 + 100)], now=CUT + 60)
+    cut = analyze(url, "checkout", AnalysisOptions(until=CUT))
+    assert cut.monitoring is not None
+    assert (cut.monitoring.windows, cut.monitoring.alarms) == (1, 1)
+    everything = analyze(url, "checkout")
+    assert everything.monitoring is not None
+    assert (everything.monitoring.windows, everything.monitoring.alarms) == (2, 2)

@@ -168,7 +168,7 @@ def test_a_decision_re_runs_on_the_data_it_saw(
     assert rolled.action == "rolled_back"
     entry = [e for e in store.audit_entries("ranker-v2") if e.action.startswith("rollout.")][-1]
     evidence = entry.payload["evidence"]
-    assert evidence["window"][1] == decided_at  # not the last event's time
+    assert evidence["until"] == evidence["window"][1] == decided_at  # not the last event's
 
     straggler = {"event_id": "late", "ts": decided_at + 1, "experiment_key": "ranker-v2",
                  "phase": evidence["phase"], "unit_id": "late-unit", "variant": "challenger",
@@ -182,7 +182,7 @@ def test_a_decision_re_runs_on_the_data_it_saw(
     )
     args = ["analyze", "ranker-v2", "--store", store.url, "--format", "json"]
     args += ["--phase", str(evidence["phase"]), "--spec-version", str(version)]
-    rerun = CliRunner().invoke(app, [*args, "--until", str(evidence["window"][1])])
+    rerun = CliRunner().invoke(app, [*args, "--until", str(evidence["until"])])
     assert rerun.exit_code == 0, rerun.output
     report = orjson.loads(rerun.stdout)
     assert {v["variant"]: v["units"] for v in report["variants"]} == evidence["units"]

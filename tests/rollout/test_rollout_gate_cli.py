@@ -120,12 +120,13 @@ def test_until_judges_the_events_before_a_cutoff_and_the_json_says_which(
     code, output = gate(key, "--store", url, "--format", "json", "--min-units", "50",
                         "--until", str(cut))  # fmt: skip
     assert orjson.loads(output) == evaluate_gate(earlier, policy).as_dict()
-    assert orjson.loads(output)["window"] == [provenance.window_start, cut]
+    assert orjson.loads(output)["until"] == cut
+    assert judged["until"] is None
     assert code == (0 if evaluate_gate(earlier, policy).passed else 1)
     summary = tmp_path / "summary.md"
     gate(key, "--store", url, "--until", str(cut), "--summary", str(summary))
-    assert "Spec version 1; data to " in summary.read_text()
-    assert f"(window end {cut!r})" in summary.read_text()
+    assert "Spec version 1; events before " in summary.read_text()
+    assert f"(--until {cut!r})" in summary.read_text()
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -146,12 +146,16 @@ def train_serve_skew(latest: Sequence[MonitorRecord]) -> list[str]:
 
 def drift_summary(history: Sequence[MonitorRecord], window: Window) -> MonitoringSummary | None:
     """The monitor's records whose windows overlap the analysed ``window``, summarised;
-    None when there are none."""
+    None when there are none. With a data cutoff, only the records the monitor had computed
+    by then, on windows that had ended by then."""
     kept = [
         r
         for r in history
         if (window.start is None or r.window_end > window.start)
         and (window.end is None or r.window_start < window.end)
+        and (
+            window.until is None or (r.computed_at < window.until and r.window_end <= window.until)
+        )
     ]
     if not kept:
         return None

@@ -348,6 +348,7 @@ def _analyze(
         abflow_version=abflow.__version__,
         generated_at=now,
         store=options.store_label,
+        until=options.until,
     )
     return ExperimentResult(
         experiment_key=spec.key,

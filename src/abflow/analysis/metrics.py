@@ -229,13 +229,11 @@ def cell_stats(
         else:
             rest = (rest[0] + c, rest[1] + t)
             pooled += 1
-    if pooled and (min(rest[0].n, rest[1].n) >= 2 or not kept):
-        kept.append(rest)
+    if not kept or (pooled and min(rest[0].n, rest[1].n) >= 2):
+        kept.append(rest)  # with no unit at all, one empty cell: too few units to compare
     elif pooled:
         largest = max(range(len(kept)), key=lambda i: kept[i][0].n + kept[i][1].n)
         kept[largest] = (kept[largest][0] + rest[0], kept[largest][1] + rest[1])
-    if not kept:  # no unit in either arm: one empty cell, which compares as too few units
-        kept.append(rest)
     controls = [_plain(stats_for(plan, c)) for c, _ in kept]
     treatments = [_plain(stats_for(plan, t)) for _, t in kept]
     return CellSplit(controls, treatments, len(keys), pooled)

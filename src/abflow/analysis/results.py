@@ -335,6 +335,9 @@ class Provenance:
     abflow_version: str
     generated_at: float
     store: str
+    until: float | None = None
+    """The data cutoff given (``--until``): no event stamped at or after it was read. The
+    value to give again to re-run on the same data; None: every event of the window."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ Examples:
     only pass a challenger that significantly beats the control
 
   [bold]abflow gate fraud-model-v2 --phase 3 --until 1796688000[/]
-    judge again the data an earlier run judged (its JSON gives phase and window)
+    judge again the events an earlier run with --until judged (its JSON gives phase and until)
 
   [bold]abflow gate fraud-model-v2 --require shadow-no-harm --min-units 2000[/]
     start a ramp only if each shadow model, on 2,000+ requests it shared with the served
@@ -82,11 +82,10 @@ def render_markdown(result: GateResult) -> str:
 def _judged(result: GateResult) -> str:
     """Which spec and data the verdict rests on, in one sentence."""
     version = "?" if result.spec_version is None else str(result.spec_version)
-    end = result.window[1]
-    if end is None:
-        return f"Spec version {version}."
-    when = dt.datetime.fromtimestamp(end, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"Spec version {version}; data to {when} (window end {end!r})."
+    if result.until is None:
+        return f"Spec version {version}; every event of the phase (no --until)."
+    when = dt.datetime.fromtimestamp(result.until, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"Spec version {version}; events before {when} (--until {result.until!r})."
 
 
 def _table(result: GateResult) -> Table:

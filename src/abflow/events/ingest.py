@@ -302,10 +302,11 @@ class Loader:
         except StoreUnavailableError as exc:
             if not self._stop.is_set():
                 raise
-            # Stopped while the store was down: nothing of this batch was committed, so the
-            # group reads it again; leaving now loses nothing.
+            # Stopped while the store (or the dead-letter topic) was down: nothing of this
+            # batch was committed, so the group reads it again; leaving now loses nothing.
             logger.warning(
-                "stopped with %d events not stored (they will be read again): %s",
+                "stopped with %d events not committed (they will be read again, and stored "
+                "once): %s",
                 self._batch.size,
                 exc,
             )

@@ -25,9 +25,9 @@ confidence is rolled back (``auto_rollback``), which also stops the copies.
 Every move writes a new spec version (so a new phase: analysis never pools two steps) and an
 audit entry carrying the evidence: the analysed phase and window, spec hash, units per
 variant, each guardrail's effect and interval, and the abflow version. The tick analyses the
-events before its own clock, so the window's end is a cutoff that ``abflow analyze --phase
-N --spec-version V --until END`` applies again later: events that arrived after the decision
-do not change the re-run. A gateway serving the experiment picks the new weights up from
+events before its own clock, recorded as the evidence's ``until``: ``abflow analyze --phase N
+--spec-version V --until UNTIL`` applies that cutoff again later, so events that arrived
+after the decision do not change the re-run. A gateway serving the experiment picks the new weights up from
 the store.
 
 Promotion is one act with the model registry: when the challenger serves a registry model
@@ -624,6 +624,7 @@ def _evidence(
             "phase": result.phase,
             "spec_hash": provenance.spec_hash,
             "window": [provenance.window_start, provenance.window_end],
+            "until": provenance.until,
             "abflow_version": provenance.abflow_version,
             "challenger": challenger,
             "units": {count.variant: count.units for count in result.variants},

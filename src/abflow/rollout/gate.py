@@ -106,8 +106,10 @@ class GateResult:
     spec_version: int | None = None
     spec_hash: str = ""
     window: tuple[float | None, float | None] = (None, None)
-    """The analysed data's time window: ``abflow gate --phase N --until END`` judges the same
-    data again when END is the cutoff the gate was given."""
+    """The analysed data's time window (its end is no cutoff: see ``until``)."""
+    until: float | None = None
+    """The data cutoff the gate was given: ``abflow gate --phase N --until UNTIL`` judges the
+    same events again. None: every event of the phase, which a re-run would not repeat."""
 
     @property
     def passed(self) -> bool:
@@ -126,6 +128,7 @@ class GateResult:
             "spec_version": self.spec_version,
             "spec_hash": self.spec_hash,
             "window": list(self.window),
+            "until": self.until,
             "checks": [
                 {
                     "check": c.check,
@@ -165,6 +168,7 @@ def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) ->
         spec_version=provenance.spec_version,
         spec_hash=provenance.spec_hash,
         window=(provenance.window_start, provenance.window_end),
+        until=provenance.until,
     )
     if policy.require is Requirement.shadow_no_harm:
         gate.checks.extend(shadow_checks(result, list(policy.variants), policy.min_units))

@@ -57,6 +57,7 @@ __all__ = [
     "connect",
     "day_of",
     "experiment_history",
+    "exposure_conditions",
     "first_exposures",
     "histogram",
     "moment_select",
@@ -224,7 +225,7 @@ def attribute_expression(
     return json_text(engine.dialect.name, column, key)
 
 
-def _exposure_conditions(
+def exposure_conditions(
     experiment_key: str, phase: int, window: Window
 ) -> list[sa.ColumnElement[bool]]:
     """The exposures of one phase of an experiment within ``window``."""
@@ -261,7 +262,7 @@ def _mixed_units(experiment_key: str, phase: int, window: Window) -> sa.Select[A
     e = exposures
     return (
         sa.select(e.c.unit_id)
-        .where(*_exposure_conditions(experiment_key, phase, window))
+        .where(*exposure_conditions(experiment_key, phase, window))
         .group_by(e.c.unit_id)
         .having(sa.func.min(e.c.variant) != sa.func.max(e.c.variant))
     )
@@ -278,7 +279,7 @@ def _units(
 ) -> sa.Subquery | sa.CTE:
     """One row per exposed unit: its variant, first exposure and (optionally) an attribute,
     the one its first exposure carried (see :func:`first_exposures`)."""
-    conditions = _exposure_conditions(experiment_key, phase, window)
+    conditions = exposure_conditions(experiment_key, phase, window)
     e: Any = exposures
     if dimension is not None:
         e = first_exposures(conditions)

@@ -31,6 +31,7 @@ from abflow.store.aggregates import (
     Window,
     attribute_expression,
     connect,
+    exposure_conditions,
     first_exposures,
 )
 from abflow.store.dialects import has_correlated_lookups
@@ -367,11 +368,7 @@ def shadow_segment_totals(
     window = window or Window()
     e = exposures
     value = attribute_expression(engine, e.c.attributes_json, attribute)
-    in_window = [e.c.experiment_key == experiment_key, e.c.phase == phase]
-    if window.start is not None:
-        in_window.append(e.c.ts >= window.start)
-    if window.end is not None:
-        in_window.append(e.c.ts < window.end)
+    in_window = exposure_conditions(experiment_key, phase, window)
 
     def segment(served: Any) -> sa.ColumnElement[Any]:
         # The value of the unit's first exposure in the window, as breakdowns take it
