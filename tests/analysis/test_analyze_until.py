@@ -164,8 +164,9 @@ def _outcome(
 def test_a_cutoff_reads_the_store_as_it_was_then(backend_url: str, tmp_path: Path) -> None:
     """Every event stamped at or after the cutoff is left out, including those that count
     after the phase's window otherwise: labels of earlier predictions, a shadow answer that
-    came after its served one, a unit's later exposure (a shadow segment) and the prediction
-    that gives an outcome sent by request id its unit. The analysis at the cutoff equals the
+    came after its served one, a unit's later exposure (a shadow segment, or a unit whose
+    outcome predates the experiment: a warning) and the prediction that gives an outcome
+    sent by request id its unit. The analysis at the cutoff equals the
     analysis of a copy of the store from which those events were deleted (on SQLite: the
     backends agree to 1e-9 on everything else)."""
     spec = parse_experiment(
@@ -181,7 +182,8 @@ def test_a_cutoff_reads_the_store_as_it_was_then(backend_url: str, tmp_path: Pat
         exposures=[_exposure("a", "control", T0 + 1, country="US"),
                    _exposure("b", "treatment", T0 + 2, country="US"),
                    _exposure("c", "control", T0 + 3, country="DE"),
-                   _exposure("a", "control", CUT + 100, country="FR")],
+                   _exposure("a", "control", CUT + 100, country="FR"),
+                   _exposure("z", "treatment", CUT + 200, country="US")],
         predictions=[_prediction("r1", "a", "control", T0 + 10, 0.9),
                      _prediction("r1", "a", "treatment", T0 + 11, 0.2, shadow=True),
                      _prediction("r2", "b", "treatment", T0 + 12, 0.8),
@@ -191,7 +193,8 @@ def test_a_cutoff_reads_the_store_as_it_was_then(backend_url: str, tmp_path: Pat
         outcomes=[_outcome("l1", "a", "label", 1.0, CUT + 500, "r1"),
                   _outcome("l2", "b", "label", 0.0, CUT - 500, "r2"),
                   _outcome("l3", "c", "label", 1.0, CUT - 1, "r3"),
-                  _outcome("buy", "", "purchase", 10.0, CUT - 50, "r4")],
+                  _outcome("buy", "", "purchase", 10.0, CUT - 50, "r4"),
+                  _outcome("early", "z", "purchase", 1.0, T0 - 100, "rz")],
     )  # fmt: skip
     phases = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": T0}]
     whole, cut = backend_url, f"sqlite:///{tmp_path / 'cut.db'}"

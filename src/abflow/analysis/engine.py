@@ -45,6 +45,7 @@ from abflow.store.aggregates import (
     Moments,
     PhaseInfo,
     StoreTarget,
+    Window,
     connect,
     experiment_history,
 )
@@ -171,14 +172,18 @@ def _replace(record: Any, **changes: Any) -> Any:
 
 
 def _early_outcome_warnings(
-    engine: StoreTarget, spec: ExperimentSpec, history: ExperimentHistory, phase: PhaseInfo
+    engine: StoreTarget,
+    spec: ExperimentSpec,
+    history: ExperimentHistory,
+    phase: PhaseInfo,
+    window: Window,
 ) -> list[str]:
     """A warning when outcomes sent for this experiment are dated before it began: they never
     count, but they mean reused unit ids or a sender's clock is off."""
     began = history.phases[0].started_at if history.phases else None
     if began is None:
         return []
-    early = early_outcomes(engine, spec.key, phase.phase, began)
+    early = early_outcomes(engine, spec.key, phase.phase, began, window)
     if not early.rows:
         return []
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(began))
@@ -321,7 +326,7 @@ def _analyze(
         warnings.append(
             f"{run.mixed} units saw more than one variant in this phase and were left out"
         )
-    warnings.extend(_early_outcome_warnings(engine, spec, history, phase))
+    warnings.extend(_early_outcome_warnings(engine, spec, history, phase, run.window))
     shadow = run.shadow()
     warnings.extend(feature_identity_warnings(shadow))
     sampled = sampled_features(engine, spec, phase.phase, run.window)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from abflow.store.aggregates import StoreTarget, connect
+from abflow.store.aggregates import StoreTarget, Window, connect, exposure_conditions
 from abflow.store.schema import exposures, outcomes
 
 __all__ = ["EarlyOutcomes", "early_outcomes"]
@@ -30,12 +30,18 @@ class EarlyOutcomes:
 
 
 def early_outcomes(
-    target: StoreTarget, experiment_key: str, phase: int, before: float
+    target: StoreTarget,
+    experiment_key: str,
+    phase: int,
+    before: float,
+    window: Window | None = None,
 ) -> EarlyOutcomes:
-    """Outcomes naming ``experiment_key``, of the phase's exposed units, dated before ``before``."""
+    """Outcomes naming ``experiment_key``, of the units the phase exposed in ``window``, dated
+    before ``before`` (and the window's data cutoff)."""
+    window = window or Window()
     exposed = (
         sa.select(exposures.c.unit_id)
-        .where(exposures.c.experiment_key == experiment_key, exposures.c.phase == phase)
+        .where(*exposure_conditions(experiment_key, phase, window))
         .distinct()
         .subquery("exposed")
     )
@@ -46,6 +52,7 @@ def early_outcomes(
         .where(
             o.c.ts < before,
             o.c.experiment_key == experiment_key,
+            *window.before_cutoff(o.c.ts),
         )
     )
     with connect(target).connect() as connection:
