@@ -23,10 +23,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.mark.anyio
-async def test_results_route_serves_json_html_and_requires_a_token(tmp_path: Path) -> None:
+def _gateway(tmp_path: Path, units: int, seed: int) -> tuple[str, Any, str]:
+    """A store of ``units`` simulated units, a gateway app over it and a viewer's token."""
     url = f"sqlite:///{tmp_path / 'events.db'}"
-    write(url, simulate(np.random.default_rng(4), units=300))
+    write(url, simulate(np.random.default_rng(seed), units=units))
     phases = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": START}]
     register(url, parse_experiment(SPEC), phases)
     tokens = InMemoryTokenStore()
@@ -36,6 +36,12 @@ async def test_results_route_serves_json_html_and_requires_a_token(tmp_path: Pat
         config=demo_config(),
         tokens=tokens,
     )
+    return url, app, viewer
+
+
+@pytest.mark.anyio
+async def test_results_route_serves_json_html_and_requires_a_token(tmp_path: Path) -> None:
+    url, app, viewer = _gateway(tmp_path, units=300, seed=4)
     expected: Any = analyze(url, "checkout").to_dict()
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -62,17 +68,7 @@ async def test_results_route_serves_json_html_and_requires_a_token(tmp_path: Pat
 async def test_results_until_is_the_analysis_before_a_cutoff(tmp_path: Path) -> None:
     """``until`` as ``abflow analyze --until`` takes it (epoch seconds); a value that is no
     time in the years events carry is a 422 naming it."""
-    url = f"sqlite:///{tmp_path / 'events.db'}"
-    write(url, simulate(np.random.default_rng(5), units=400))
-    phases = [{"phase": 1, "weights_json": "[0.5, 0.5]", "coverage": 1.0, "started_at": START}]
-    register(url, parse_experiment(SPEC), phases)
-    tokens = InMemoryTokenStore()
-    viewer, _ = create_token(tokens, "viewer", Role.VIEWER)
-    app = create_app(
-        GatewaySettings(store_url=url, journal_dir=tmp_path / "journal"),
-        config=demo_config(),
-        tokens=tokens,
-    )
+    url, app, viewer = _gateway(tmp_path, units=400, seed=5)
     full: Any = analyze(url, "checkout").to_dict()
     cut = (full["provenance"]["window_start"] + full["provenance"]["window_end"]) / 2
     expected: Any = analyze(url, "checkout", AnalysisOptions(until=cut)).to_dict()

@@ -572,6 +572,25 @@ class _PauseBrokerAfterStoring:
 STOP_BOUND_SECONDS = 10.0
 
 
+def _stop_once_paused(loader: Loader, paused: threading.Event, broker_pid: int) -> float:
+    """Run ``loader`` until ``paused`` (the broker is then stopped), give it a second to
+    block on the broker, stop it; the seconds ``stop()`` took to end the run. The broker
+    is resumed either way."""
+    thread = threading.Thread(target=loader.run, daemon=True)
+    thread.start()
+    assert paused.wait(60), "the broker was never paused"
+    time.sleep(1.0)  # the loader now waits for the broker's answer
+    stopped = time.monotonic()
+    loader.stop()
+    thread.join(STOP_BOUND_SECONDS)
+    waited = time.monotonic() - stopped
+    hung = thread.is_alive()
+    os.kill(broker_pid, signal.SIGCONT)
+    thread.join(120)  # the old code returns once the broker answers again
+    assert not hung, f"stop() did not return within {STOP_BOUND_SECONDS} s"
+    return waited
+
+
 @pytest.mark.slow
 def test_a_stop_during_a_commit_to_a_broker_that_does_not_answer_returns_in_bounded_time(
     tmp_path: Path, topic_prefix: str, caplog: pytest.LogCaptureFixture
@@ -591,18 +610,7 @@ def test_a_stop_during_a_commit_to_a_broker_that_does_not_answer_returns_in_boun
                 pausing = _PauseBrokerAfterStoring(store, broker.pid)
                 loader = Loader(target, pausing, group_id="paused", kinds=["prediction"],
                                 batch_events=500)  # fmt: skip
-                thread = threading.Thread(target=loader.run, daemon=True)
-                thread.start()
-                assert pausing.paused.wait(60), "the loader never stored a batch"
-                time.sleep(1.0)  # the loader is now waiting for its commit's answer
-                stopped = time.monotonic()
-                loader.stop()
-                thread.join(STOP_BOUND_SECONDS)
-                waited = time.monotonic() - stopped
-                hung = thread.is_alive()
-                os.kill(broker.pid, signal.SIGCONT)
-                thread.join(120)  # the old code returns once the broker answers again
-                assert not hung, f"stop() did not return within {STOP_BOUND_SECONDS} s"
+                waited = _stop_once_paused(loader, pausing.paused, broker.pid)
             assert waited < STOP_BOUND_SECONDS
             assert "has not answered an offset commit" in caplog.text
             stored_before = sum(_stored_ids(url)["prediction"].values())
@@ -660,18 +668,7 @@ def test_a_stop_while_a_dead_letter_awaits_a_broker_that_does_not_answer_returns
             with EventStore.open(url) as store:
                 refusing = _RefuseOneRowAndPauseTheBroker(store, broker.pid)
                 loader = Loader(target, refusing, group_id="letters", kinds=["prediction"])
-                thread = threading.Thread(target=loader.run, daemon=True)
-                thread.start()
-                assert refusing.paused.wait(60), "the loader never met the poison row"
-                time.sleep(1.0)  # the loader now waits for the dead letter's acknowledgement
-                stopped = time.monotonic()
-                loader.stop()
-                thread.join(STOP_BOUND_SECONDS)
-                waited = time.monotonic() - stopped
-                hung = thread.is_alive()
-                os.kill(broker.pid, signal.SIGCONT)
-                thread.join(120)
-                assert not hung, f"stop() did not return within {STOP_BOUND_SECONDS} s"
+                waited = _stop_once_paused(loader, refusing.paused, broker.pid)
             assert waited < STOP_BOUND_SECONDS
             _assert_exactly_once(url, events)  # stored, but not committed: read again below
 
