@@ -243,7 +243,7 @@ def first_exposures(conditions: Sequence[sa.ColumnElement[bool]]) -> sa.Subquery
     (earliest; ties broken by event id).
 
     A unit's breakdown attributes are those of its first exposure: one exposure's, so that
-    the attributes of a cell (``--by country --by device``) never mix two exposures, and the
+    a post-stratification cell of several attributes never mixes two exposures, and the
     same whether the analysis reads raw events or a rollup, which folds the first exposure
     and keeps it.
     """
