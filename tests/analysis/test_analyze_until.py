@@ -265,3 +265,21 @@ def test_a_cutoff_leaves_out_monitor_results_computed_after_it(tmp_path: Path) -
     everything = analyze(url, "checkout")
     assert everything.monitoring is not None
     assert (everything.monitoring.windows, everything.monitoring.alarms) == (2, 2)
+
+
+def test_every_report_format_shows_the_cutoff_and_the_value_that_repeats_it(
+    tmp_path: Path,
+) -> None:
+    from abflow.analysis import render_html, render_markdown, render_table
+
+    url = _store(tmp_path)
+    cut = analyze(url, "checkout", AnalysisOptions(until=CUT))
+    shown = f"events before 2026-09-21 14:21 UTC (--until {CUT!r})"
+    assert dt.datetime.fromtimestamp(CUT, tz=dt.UTC).strftime("%Y-%m-%d %H:%M") in shown
+    for render in (render_table, render_markdown, render_html):
+        assert shown in render(cut), render.__name__
+    assert orjson.loads(render_json(cut))["provenance"]["until"] == CUT
+    everything = analyze(url, "checkout")
+    assert "--until" not in render_table(everything)
+    assert "none: every event of the window" in render_html(everything)
+    assert orjson.loads(render_json(everything))["provenance"]["until"] is None

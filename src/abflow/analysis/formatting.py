@@ -163,6 +163,13 @@ def format_timestamp(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
+def cutoff_text(until: float | None) -> str:
+    """The data cutoff as a report shows it, with the value that repeats it; "" for none."""
+    if until is None:
+        return ""
+    return f"events before {format_timestamp(until)} (--until {until!r})"
+
+
 def verdict_label(comparison: ComparisonResult) -> str:
     """One word for a cell: the guardrail status when there is one, else the outcome."""
     if comparison.guardrail is not None:

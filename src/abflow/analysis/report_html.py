@@ -26,6 +26,7 @@ from abflow.analysis.charts import (
 from abflow.analysis.drift_timeline import drift_alarms, drift_charts, drift_message
 from abflow.analysis.formatting import (
     MetricRow,
+    cutoff_text,
     format_effect,
     format_p_value,
     format_rows,
@@ -164,6 +165,7 @@ def render_html(result: ExperimentResult) -> str:
             ("spec sha256", p.spec_hash, True),
             ("phase", f"{p.phase} (phases: {', '.join(map(str, result.phases))})", False),
             ("data window", window, False),
+            ("data cutoff", cutoff_text(p.until) or "none: every event of the window", False),
             ("rows", format_rows(p.rows), False),
             ("store", p.store or "—", False),
             ("abflow", p.abflow_version, False),

@@ -17,6 +17,7 @@ from rich.text import Text
 from abflow.analysis.drift_timeline import monitoring_lines
 from abflow.analysis.formatting import (
     MetricRow,
+    cutoff_text,
     format_duration,
     format_effect,
     format_interval,
@@ -93,6 +94,7 @@ def _header(result: ExperimentResult) -> str:
         f" · correction {result.correction}\n"
         f"data {format_timestamp(p.window_start)} → {format_timestamp(p.window_end)} · "
         f"{p.rows.get('units', 0):,} units"
+        + (f" · {cutoff_text(p.until)}" if p.until is not None else "")
     )
 
 
