@@ -8,7 +8,6 @@ job summary when ``$GITHUB_STEP_SUMMARY`` is set or ``--summary FILE`` is given.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -81,11 +80,12 @@ def render_markdown(result: GateResult) -> str:
 
 def _judged(result: GateResult) -> str:
     """Which spec and data the verdict rests on, in one sentence."""
+    from abflow.analysis.formatting import cutoff_text
+
     version = "?" if result.spec_version is None else str(result.spec_version)
     if result.until is None:
         return f"Spec version {version}; every event of the phase (no --until)."
-    when = dt.datetime.fromtimestamp(result.until, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"Spec version {version}; events before {when} (--until {result.until!r})."
+    return f"Spec version {version}; {cutoff_text(result.until)}."
 
 
 def _table(result: GateResult) -> Table:
