@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -58,6 +59,9 @@ def test_a_url_names_brokers_prefix_and_client_settings() -> None:
         ("kafka://k0:9092/a b", "prefix"),
         ("kafka://k0:9092/abflow?acks=1", "acks"),
         ("kafka://k0:9092/abflow?enable.idempotence=false", "idempotence"),
+        ("kafka://k0:9092/abflow?error_cb=print", "error_cb: it takes a Python function"),
+        ("kafka://k0:9092/abflow?on_delivery=x", "on_delivery: it takes a Python function"),
+        ("kafka://k0:9092/abflow?delivery.report.only.error=yes", "true or false, got 'yes'"),
     ],
 )
 def test_a_bad_url_is_refused_with_the_reason(url: str, words: str) -> None:
@@ -306,6 +310,39 @@ class _RefusingListener:
         self._stop.set()
         self._thread.join()
         self.sock.close()
+
+
+@pytest.mark.parametrize("value", ["true", "False"])
+def test_a_boolean_setting_confluent_kafka_reads_itself_reaches_it_as_a_bool(value: str) -> None:
+    """``delivery.report.only.error`` from a URL is text; confluent-kafka refused it with a
+    TypeError at the first batch, and the shipper retried that batch for ever."""
+    pytest.importorskip("confluent_kafka")
+    from abflow.events.kafka import KafkaEventWriter
+
+    target = parse_kafka_url(f"kafka://127.0.0.1:9/x?delivery.report.only.error={value}")
+    assert target.client_config("producer")["delivery.report.only.error"] is (value == "true")
+    writer = KafkaEventWriter(target, create_topics=False)
+    try:
+        writer.check_settings()  # no broker needed: the producer is made, not connected
+    finally:
+        writer.close(0.0)
+
+
+def test_a_setting_librdkafka_refuses_stops_the_writer_and_the_loader_at_start(
+    tmp_path: Path,
+) -> None:
+    """Both made their client on the first batch (the loader: its first dead letter), so a
+    gateway with such a setting started, then failed every batch with a traceback."""
+    pytest.importorskip("confluent_kafka")
+    from abflow.events.eventlog import EventLog
+    from abflow.events.ingest import Loader
+
+    url = "kafka://127.0.0.1:9/x?compression.type=bogus"
+    with pytest.raises(ConfigError, match=r'producer for kafka://127\.0\.0\.1:9/x: .*"bogus"'):
+        EventLog(url, tmp_path / "journal").start()
+    loader = Loader(parse_kafka_url(url), _NoStore(), create_topics=False)
+    with pytest.raises(ConfigError, match=r'dead-letter producer .*"bogus"'):
+        loader.run(max_seconds=5)
 
 
 @pytest.mark.parametrize("close", ["writer", "loader"])

@@ -282,3 +282,25 @@ def test_a_bad_setting_names_the_option_and_variable_that_set_it(
     assert f"(from {source}{variable})" in said
     assert "--worker_start_timeout" not in said
     assert "--refresh_seconds" not in said
+
+
+def test_a_kafka_setting_librdkafka_refuses_is_one_sentence_before_uvicorn_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("confluent_kafka")
+    import uvicorn
+
+    for name in SERVE_VARIABLES:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("ABFLOW_EVENTS_URL", "kafka://127.0.0.1:9/x?compression.type=bogus")
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append(kwargs))
+    url = f"sqlite:///{tmp_path / 'abflow.db'}"
+    result = CliRunner().invoke(app, ["serve", "--no-auth", "--store", url])
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert 'Invalid value "bogus"' in said
+    assert "(from ABFLOW_EVENTS_URL)" in said
+    assert "Traceback" not in said
+    assert calls == []

@@ -109,6 +109,8 @@ def serve(
             os.environ["ABFLOW_STORE_URL"] = store_url
     if settings.auth_enabled:
         _first_start_tokens(store_url, settings.config)
+    if settings.events_url is not None:
+        _check_kafka_settings(settings.events_url)
     scheme_host = f"http://{settings.host}:{settings.port}"
     err_console.print(f"abflow gateway on {scheme_host} (API docs: {scheme_host}/docs)")
     # before uvicorn spawns the workers, which read it when they import prometheus_client
@@ -138,6 +140,21 @@ def serve(
         if metrics_dir is not None:
             os.environ.pop(METRICS_DIR_VAR, None)  # this process goes on without it
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_kafka_settings(url: str) -> None:
+    """A librdkafka setting in ``ABFLOW_EVENTS_URL`` that it refuses, as one sentence here
+    rather than a traceback from every worker's start."""
+    from abflow.errors import AbflowError
+    from abflow.events.kafka import KafkaEventWriter
+
+    writer = KafkaEventWriter.from_url(url)
+    try:
+        writer.check_settings()
+    except AbflowError as exc:
+        fail(f"events_url: {exc} (from ABFLOW_EVENTS_URL)")
+    finally:
+        writer.close(timeout_seconds=0.0)
 
 
 def _share_metrics_between_workers(workers: int) -> Path | None:

@@ -76,7 +76,9 @@ def _open_store(url: str, *, in_subprocess: bool = False) -> StoreWriter:
     if url.startswith("kafka://"):
         from abflow.events.kafka import KafkaEventWriter
 
-        return KafkaEventWriter.from_url(url)
+        writer = KafkaEventWriter.from_url(url)
+        writer.check_settings()
+        return writer
     if in_subprocess:
         sink = SubprocessStore(url)
         try:

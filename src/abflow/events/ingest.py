@@ -51,6 +51,7 @@ from abflow.events.kafka import (
     SCHEMA_VERSION,
     KafkaTarget,
     ensure_topics,
+    refuse_settings,
     release_producer,
     require_confluent_kafka,
 )
@@ -331,9 +332,13 @@ class Loader:
         )
         try:
             consumer = self._kafka.Consumer(config)
-        except self._kafka.KafkaException as exc:
-            msg = f"cannot configure the Kafka consumer for {self.target.display}: {exc}"
-            raise ConfigError(msg) from exc
+        except (self._kafka.KafkaException, TypeError, ValueError) as exc:
+            refuse_settings("consumer", self.target, exc)
+        try:  # made now, so that a producer setting librdkafka refuses stops the start
+            self._dead_letter_producer()
+        except ConfigError:
+            _close_consumer(consumer)
+            raise
         consumer.subscribe(
             [self.target.topic(kind) for kind in self.kinds],
             on_assign=self._on_assign,
@@ -524,14 +529,20 @@ class Loader:
                         refused.append(part.letter(index, str(exc)))
         return stored, refused
 
+    def _dead_letter_producer(self) -> Producer:
+        if self._producer is None:
+            config = self.target.client_config("producer", **FIXED_PRODUCER_SETTINGS)
+            try:
+                self._producer = self._kafka.Producer(config)
+            except (self._kafka.KafkaException, TypeError, ValueError) as exc:
+                refuse_settings("dead-letter producer", self.target, exc)
+        return self._producer
+
     def _dead_letter(self, rejected: list[_Letter]) -> None:
         """Send refused messages to the dead-letter topic, acknowledged before the commit."""
         if not rejected:
             return
-        if self._producer is None:
-            config = self.target.client_config("producer", **FIXED_PRODUCER_SETTINGS)
-            self._producer = self._kafka.Producer(config)
-        producer = self._producer
+        producer = self._dead_letter_producer()
         failures: list[Any] = []
 
         def on_delivery(error: Any, _message: Any) -> None:

@@ -33,7 +33,7 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message, Producer
 
 __all__ = [
+    "CALLBACK_SETTINGS",
     "CONSUMER_ONLY_SETTINGS",
     "DEFAULT_TOPIC_PREFIX",
     "PRODUCER_ONLY_SETTINGS",
@@ -59,6 +60,7 @@ __all__ = [
     "message_key",
     "parse_kafka_url",
     "payload_key",
+    "refuse_settings",
     "require_confluent_kafka",
     "schema_header_value",
 ]
@@ -71,6 +73,12 @@ SCHEMA_HEADER: Final = "abflow-schema"
 DEFAULT_TOPIC_PREFIX: Final = "abflow"
 FIXED_PRODUCER_SETTINGS: Final[dict[str, Any]] = {"enable.idempotence": True, "acks": "all"}
 """What makes the journal's promise hold through Kafka: no URL option may change these."""
+CALLBACK_SETTINGS: Final = frozenset(
+    {"error_cb", "logger", "oauth_cb", "on_commit", "on_delivery", "stats_cb", "throttle_cb"}
+)
+"""confluent-kafka's settings that take a Python function: a URL cannot hold one."""
+_BOOLEAN_SETTINGS: Final = frozenset({"delivery.report.only.error"})
+"""Settings confluent-kafka reads itself, as a Python bool (librdkafka takes text)."""
 
 _REJECTED_CODES: Final = frozenset(
     {"MSG_SIZE_TOO_LARGE", "INVALID_RECORD", "INVALID_MSG", "INVALID_MSG_SIZE", "CORRUPT_MESSAGE"}
@@ -191,7 +199,11 @@ class KafkaTarget:
         librdkafka applies to that role, then ``settings``. An admin client is a producer
         to librdkafka."""
         foreign = CONSUMER_ONLY_SETTINGS if role == "producer" else PRODUCER_ONLY_SETTINGS
-        options = {name: value for name, value in self.options.items() if name not in foreign}
+        options = {
+            name: _as_bool(value) if name in _BOOLEAN_SETTINGS else value
+            for name, value in self.options.items()
+            if name not in foreign
+        }
         return {"bootstrap.servers": self.bootstrap_servers, **options, **settings}
 
     @property
@@ -238,7 +250,27 @@ def parse_kafka_url(url: str) -> KafkaTarget:
         if name in options:
             msg = f"the Kafka URL may not set {name}: abflow always uses acks=all with idempotence"
             raise ConfigError(msg)
+    for name in sorted(CALLBACK_SETTINGS & options.keys()):
+        msg = f"the Kafka URL may not set {name}: it takes a Python function, not text"
+        raise ConfigError(msg)
+    for name in _BOOLEAN_SETTINGS & options.keys():
+        if options[name].lower() not in ("true", "false"):
+            msg = f"Kafka URL option {name} is true or false, got {options[name]!r}"
+            raise ConfigError(msg)
     return KafkaTarget(",".join(servers), prefix, options)
+
+
+def _as_bool(value: object) -> object:
+    """``"true"`` / ``"false"`` of a URL as the bool confluent-kafka expects; else as is."""
+    return value.lower() == "true" if isinstance(value, str) else value
+
+
+def refuse_settings(role: str, target: KafkaTarget, exc: Exception) -> NoReturn:
+    """ConfigError for a client librdkafka or confluent-kafka would not make: a setting it
+    does not know, a value out of range, or a value of the wrong type."""
+    reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+    msg = f"cannot configure the Kafka {role} for {target.display}: {reason}"
+    raise ConfigError(msg) from exc
 
 
 def message_key(row: Mapping[str, Any]) -> bytes:
@@ -349,9 +381,8 @@ def ensure_topics(
 
     try:
         admin = AdminClient(target.client_config("producer"))
-    except kafka.KafkaException as exc:  # a URL option librdkafka does not know, or a bad value
-        msg = f"cannot configure a Kafka client for {target.display}: {exc.args[0].str()}"
-        raise ConfigError(msg) from exc
+    except (kafka.KafkaException, TypeError, ValueError) as exc:
+        refuse_settings("admin client", target, exc)
     wanted = [target.topic(kind) for kind in kinds] + list(extra_topics)
     try:
         existing = set(admin.list_topics(timeout=timeout_seconds).topics)
@@ -405,6 +436,12 @@ class KafkaEventWriter:
         self._has_topics = not create_topics
         self._lock = threading.Lock()
 
+    def check_settings(self) -> None:
+        """Make the producer now: librdkafka checks every setting when it is made, and a
+        gateway with a setting it refuses should not start, rather than fail each batch."""
+        with self._lock:
+            self._client()
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> KafkaEventWriter:
         """A writer for ``kafka://host:port/prefix?…`` (see :func:`parse_kafka_url`)."""
@@ -424,9 +461,8 @@ class KafkaEventWriter:
             }
             try:
                 self._producer = self._kafka.Producer(config)
-            except self._kafka.KafkaException as exc:
-                msg = f"cannot configure the Kafka producer for {self.target.display}: {exc}"
-                raise ConfigError(msg) from exc
+            except (self._kafka.KafkaException, TypeError, ValueError) as exc:
+                refuse_settings("producer", self.target, exc)
         assert self._producer is not None
         return self._producer
 
