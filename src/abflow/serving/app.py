@@ -229,11 +229,16 @@ def create_app(
             except AbflowError as exc:
                 services.startup_error = exc
                 raise
-            services.is_ready = True
-            if store is not None and settings.refresh_seconds > 0:
+            if store is not None:
                 policy = policy_for(settings, config)  # the store is written by API callers
                 follower = StoreFollower(gateway, store, settings.refresh_seconds, policy)
-                following = asyncio.create_task(follower.run())
+                try:  # what was registered elsewhere, or here before a restart
+                    await asyncio.to_thread(follower.poll)
+                except AbflowError as exc:
+                    logger.warning("could not read the store's experiments at start: %s", exc)
+                if settings.refresh_seconds > 0:
+                    following = asyncio.create_task(follower.run())
+            services.is_ready = True
             if monitor_metrics is not None:
                 monitor = await _start_monitor(
                     store_url or _default_url(), config, monitor_seconds, monitor_metrics

@@ -7,7 +7,11 @@ version in the store; gateways learn of it here:
   left in the store (a restarted pod must not undo a ramp step, or a rollback, by
   re-registering the weights written in its config file);
 * while serving, :class:`StoreFollower` polls the store every few seconds and swaps in any
-  newer version of a live experiment (new weights, and so a new phase for its exposures).
+  newer version of a live experiment (new weights, and so a new phase for its exposures);
+* at start and while serving, it also serves the experiments registered in the store by
+  someone else: another worker or replica (``POST /v1/experiments`` reaches one of them),
+  ``abflow experiments register``, or this gateway before a restart. Their specs pass the
+  API's model policy, as they did when they were registered.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class StoreFollower:
         # API and CLI callers write the store: its specs pass the API's model policy (the
         # default, registry models only, never fails open).
         self._policy = policy or ModelPolicy()
+        self._refused: dict[str, int] = {}  # key -> the version last refused, warned once
 
     async def run(self) -> None:
         """Poll until cancelled; a failed poll is logged and retried at the next interval."""
@@ -71,23 +76,30 @@ class StoreFollower:
                 log.warning("could not refresh experiments from the store: %s", exc)
 
     def poll(self) -> list[str]:
-        """Swap in newer stored versions (blocking); the keys that changed."""
+        """Serve the newest stored version of every experiment (blocking); the keys that
+        changed. A version this gateway cannot serve (a model it may not or cannot load) is
+        skipped with one warning, and the live version, if any, goes on serving."""
         changed = []
-        for key, live in list(self._gateway.experiments.items()):
-            stored = self._store.get_experiment(key)
-            if stored.spec_hash == spec_hash(live.spec):
+        for stored in self._store.list_experiments():
+            key = stored.spec.key
+            live = self._gateway.experiments.get(key)
+            if live is not None and stored.spec_hash == spec_hash(live.spec):
                 continue
-            shadow = tuple(
-                name for name in live.configured_shadow if name in stored.spec.variant_names[1:]
-            )
+            configured = () if live is None else live.configured_shadow
+            shadow = tuple(name for name in configured if name in stored.spec.variant_names[1:])
             try:
                 check_spec(stored.spec, self._policy)
                 self._gateway.add_experiment(
                     stored.spec, shadow=shadow, default=self._gateway.default_key == key
                 )
-            except AbflowError as exc:  # e.g. a new model that cannot load: keep serving the old
-                log.warning("experiment %s: cannot serve version %d: %s", key, stored.version, exc)
+            except AbflowError as exc:
+                if self._refused.get(key) != stored.version:
+                    self._refused[key] = stored.version
+                    log.warning(
+                        "experiment %s: cannot serve version %d: %s", key, stored.version, exc
+                    )
                 continue
+            self._refused.pop(key, None)
             log.info(
                 "experiment %s: now serving version %d (phase %d)",
                 key,

@@ -161,7 +161,8 @@ class GatewaySettings(Settings):
     refresh_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="how often to pick up newer experiment versions from the store (rollouts); 0: never",
+        description="how often to pick up experiments and newer versions from the store "
+        "(rollouts, registrations on other workers or replicas, the CLI); 0: only at start",
     )
     allowed_model_hosts: Annotated[ModelHosts, BeforeValidator(_host_list)] = Field(
         default_factory=list,
