@@ -25,11 +25,15 @@ so an operator is added in one place.
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
+
+import regex
 
 from abflow.targeting.js_regex import isolate_case
 from abflow.targeting.js_regex import translate as translate_js_regex
@@ -55,6 +59,13 @@ __all__ = [
     "eval_condition",
     "saved_group_ids",
 ]
+
+logger = logging.getLogger(__name__)
+
+REGEX_MATCH_SECONDS = 0.01
+"""Longest one ``$regex`` match may run. A pattern that backtracks without end on some
+values (``(a|aa)+$`` on forty ``a`` and a ``!``) would otherwise hold the gateway's event
+loop, and every request behind it, for hours: past this, the whole condition fails."""
 
 SavedGroups = Mapping[str, Any]
 """Saved groups by id: a list of member values, or GrowthBook's typed ``list``/``condition``
@@ -98,6 +109,37 @@ def eval_condition(
         return _condition(attributes, condition, saved_groups or {}, frozenset())
     except (AttributeError, TypeError, RecursionError):
         return False
+    except _RegexTooSlow as exc:
+        _warn_slow_regex(exc.pattern, exc.length)
+        return False
+
+
+class _RegexTooSlow(Exception):
+    """A ``$regex`` match ran past :data:`REGEX_MATCH_SECONDS`: neither true nor false, so
+    the condition as a whole (``$not`` around it included) fails."""
+
+    def __init__(self, pattern: str, length: int) -> None:
+        super().__init__(pattern)
+        self.pattern = pattern
+        self.length = length
+
+
+_slow_warned_at = 0.0
+
+
+def _warn_slow_regex(pattern: str, length: int) -> None:
+    """At most one warning every 10 s: each request may hit the same pattern."""
+    global _slow_warned_at  # one clock for the process's log
+    now = time.monotonic()
+    if now - _slow_warned_at >= 10.0:
+        _slow_warned_at = now
+        logger.warning(
+            "targeting regex %r ran over %.0f ms on a value of %d characters; the condition "
+            "failed (the unit is not targeted). Rewrite the pattern without nested repetition.",
+            pattern[:200],
+            REGEX_MATCH_SECONDS * 1000,
+            length,
+        )
 
 
 # --- structure --------------------------------------------------------------------------
@@ -241,14 +283,15 @@ def _group_members(groups: Mapping[str, Any], group_id: Any) -> list[Any] | None
 
 
 @functools.lru_cache(maxsize=512)
-def _compiled_regex(pattern: str, insensitive: bool) -> re.Pattern[str] | None:
-    # the SDK hands the pattern to JavaScript's RegExp
+def _compiled_regex(pattern: str, insensitive: bool) -> regex.Pattern[str] | None:
+    # the SDK hands the pattern to JavaScript's RegExp; ``regex`` reads Python's ``re``
+    # syntax (its version 0) and, unlike ``re``, stops a match at a time limit
     translated = translate_js_regex(isolate_case(pattern) if insensitive else pattern)
     if translated is None:
         return None
     try:
-        return re.compile(translated, re.IGNORECASE if insensitive else 0)
-    except re.error:
+        return regex.compile(translated, regex.IGNORECASE if insensitive else 0)
+    except regex.error:
         return None
 
 
@@ -260,7 +303,13 @@ def _regex(expected: Any, actual: Any, *, insensitive: bool) -> bool:
     if compiled is None:
         return False
     text = to_text(actual)
-    return compiled.search(isolate_case(text) if insensitive else text) is not None
+    try:
+        found = compiled.search(
+            isolate_case(text) if insensitive else text, timeout=REGEX_MATCH_SECONDS
+        )
+    except TimeoutError:
+        raise _RegexTooSlow(expected, len(text)) from None
+    return found is not None
 
 
 def _elem_match(
