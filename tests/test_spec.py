@@ -396,3 +396,26 @@ def test_shown_spec_keeps_credentials_out_of_model_references() -> None:
     assert shown_reference("https://[::1]:8443/v2/models/m/infer") == (
         "https://[::1]:8443/v2/models/m/infer"
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"min_duration_hours": float("inf")}, "min_duration_hours: Input should be a finite number, got inf"),
+        ({"name": "\ud800"}, "name: contains a lone surrogate"),
+        ({"condition": {"score": {"$gt": float("nan")}}}, "condition.score.$gt: Input should be a finite number, got nan"),
+        ({"forced": {"u\x00": "control"}}, "forced: a key contains a NUL character"),
+        ({"variants": [{"name": "c\x00", "model": "models:/m/1"}]}, "variants[0].name: contains"),
+        (
+            {"metrics": [{"name": "c", "kind": "cost", "cost_per_1000": 1e308}]},
+            "metrics[0].cost_per_1000: Input should be less than or equal to 1000000000",
+        ),
+    ],
+)
+def test_what_the_store_cannot_hold_and_read_back_is_refused(
+    change: dict[str, Any], expected: str
+) -> None:
+    """An infinite number was stored as null and a lone surrogate as JSON no reader takes
+    back: after one such spec, listing the store's experiments failed for every experiment."""
+    data = base() | change
+    assert any(problem.startswith(expected) for problem in problems_of(data)), problems_of(data)

@@ -54,6 +54,7 @@ __all__ = [
     "shown_reference",
     "shown_spec",
     "spec_hash",
+    "text_problem",
     "traffic_fields",
     "validate_condition",
     "with_mirrored",
@@ -94,7 +95,7 @@ MetricKind = Literal[
 class _Spec(BaseModel):
     # No whitespace stripping: seeds, unit ids and namespace names are hashed as written,
     # exactly as a client SDK would hash them.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class VariantSpec(_Spec):
@@ -211,12 +212,14 @@ class MetricSpec(_Spec):
         allow_inf_nan=False,  # an infinite margin allows any harm: the guardrail guards nothing
         description="non-inferiority margin (relative), for guardrails: how much worse is allowed",
     )
+    # Bounded so that a cost's sums of squares stay finite (1e308 left every result uncomputable).
     cost_per_1000: float | None = Field(
-        default=None, ge=0.0, allow_inf_nan=False, description="cost metrics: price"
+        default=None, ge=0.0, le=1e9, allow_inf_nan=False, description="cost metrics: price"
     )
     cost_per_second: float | None = Field(
         default=None,
         ge=0.0,
+        le=1e9,
         allow_inf_nan=False,
         description="cost metrics: compute price per second of latency",
     )
@@ -631,10 +634,51 @@ def _cross_field_problems(spec: ExperimentSpec) -> list[tuple[str, str]]:
 # --- loading --------------------------------------------------------------------------------
 
 
+def text_problem(value: str) -> str | None:
+    """Why a store cannot hold ``value`` (a NUL or a lone surrogate), or None if it can."""
+    if "\x00" in value:
+        return "contains a NUL character (U+0000), which the event store cannot hold"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "contains a lone surrogate, which is not UTF-8 and the event store cannot hold"
+    return None
+
+
+def _unstorable(data: Any, path: str = "") -> list[str]:
+    """Problems of values JSON cannot carry into the store and back: an infinite or NaN
+    number (stored as null, so the spec read back differs or no longer validates) and text
+    with a NUL or a lone surrogate, in keys and values alike, at any depth."""
+    found: list[str] = []
+    stack: list[tuple[str, Any]] = [(path, data)]
+    while stack and len(found) < 20:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(f"{where or '.'}: Input should be a finite number, got {value}")
+        elif isinstance(value, str):
+            problem = text_problem(value)
+            if problem is not None:
+                found.append(f"{where or '.'}: {problem}")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key)
+                problem = text_problem(name)
+                if problem is not None:
+                    found.append(f"{where or '.'}: a key {problem}")
+                    continue
+                stack.append((f"{where}.{name}" if where else name, item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+    return sorted(found)
+
+
 def parse_experiment(data: Any, source: str | None = None) -> ExperimentSpec:
     """Validate a decoded spec, raising :class:`InvalidSpecError` with every problem found."""
     if not isinstance(data, dict):
         raise InvalidSpecError([".: a spec must be a mapping of fields"], source)
+    unstorable = _unstorable(data)
+    if unstorable:
+        raise InvalidSpecError(unstorable, source)
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as exc:

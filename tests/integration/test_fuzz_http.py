@@ -521,6 +521,12 @@ OUTCOME_REFUSALS = [
         id="nan-value",
     ),
     pytest.param(
+        _json({"outcomes": [{"unit_id": "u", "name": "c", "value": 1.5e154}]}),
+        422,
+        "outcomes[0].value",
+        id="value-whose-square-overflows",
+    ),
+    pytest.param(
         b'{"outcomes": [{"unit_id": "u", "name": "c", "ts": Infinity}]}',
         422,
         "outcomes[0].ts",

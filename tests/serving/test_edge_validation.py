@@ -31,7 +31,12 @@ from abflow.security.roles import Role
 from abflow.security.tokens import InMemoryTokenStore, create_token
 from abflow.serving.app import create_app
 from abflow.serving.catalog import InMemoryCatalog
-from abflow.serving.inputs import MAX_ATTRIBUTE_KEY, MAX_ATTRIBUTE_TEXT, attribute_path
+from abflow.serving.inputs import (
+    MAX_ATTRIBUTE_KEY,
+    MAX_ATTRIBUTE_TEXT,
+    MAX_OUTCOME_VALUE,
+    attribute_path,
+)
 from abflow.serving.settings import GatewayConfig, GatewaySettings
 from abflow.store import EventStore
 
@@ -89,6 +94,11 @@ def number_is_bad(value: float) -> bool:
         return not math.isfinite(float(value))
     except OverflowError:
         return True
+
+
+def outcome_value_is_bad(value: float) -> bool:
+    """Not finite, or past the bound that keeps analysis sums finite."""
+    return number_is_bad(value) or abs(float(value)) > MAX_OUTCOME_VALUE
 
 
 def attribute_bad(value: Any) -> bool:
@@ -195,7 +205,7 @@ def outcome_requests(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
                     optional={
                         "request_id": clean,
                         "ts": timestamp.filter(lambda ts: 0 <= ts < MAX_TS),
-                        "value": st.floats(-1e300, 1e300),
+                        "value": st.floats(-MAX_OUTCOME_VALUE, MAX_OUTCOME_VALUE),
                         "experiment": clean,
                     },
                 )
@@ -216,8 +226,8 @@ def outcome_requests(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
         if "unit_id" not in item and "request_id" not in item:
             bad.add(f"outcomes[{i}].unit_id")
         if draw(st.booleans()):
-            item["value"] = draw(number)
-            if number_is_bad(item["value"]):
+            item["value"] = draw(st.one_of(number, st.just(1.5e154), st.just(-1e16)))
+            if outcome_value_is_bad(item["value"]):
                 bad.add(f"outcomes[{i}].value")
         if draw(st.booleans()):
             item["ts"] = draw(timestamp)

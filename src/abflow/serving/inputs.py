@@ -24,12 +24,14 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from abflow.errors import FeatureError, InvalidArgumentError
+from abflow.spec import text_problem
 
 __all__ = [
     "MAX_ATTRIBUTE_ITEMS",
     "MAX_ATTRIBUTE_KEY",
     "MAX_ATTRIBUTE_TEXT",
     "MAX_KEY",
+    "MAX_OUTCOME_VALUE",
     "MAX_REQUEST_ID",
     "MAX_TS",
     "MAX_UNIT_ID",
@@ -53,21 +55,15 @@ MAX_REQUEST_ID = 64
 """Longest request id: the width of the events' ``request_id`` columns."""
 MAX_KEY = 128
 """Longest experiment key or outcome name: the width of the events' key columns."""
+MAX_OUTCOME_VALUE = 1e15
+"""Largest outcome value, in magnitude. Analysis sums values and their squares in doubles: a
+value near 1.5e154 made a sum of squares infinite, and the experiment's results could not be
+computed again; below this, a billion such values still sum exactly enough, and integers
+(revenue in micros, durations in nanoseconds) are exact."""
 MAX_TS = 253_402_300_800.0
 """First second of the year 10000: timestamps are epoch seconds in years 1970-9999."""
 _MIN_INT = -(2**63)
 _MAX_INT = 2**64 - 1  # orjson writes the journal; it refuses integers outside these bounds
-
-
-def text_problem(value: str) -> str | None:
-    """Why the store cannot hold ``value`` (a NUL or a lone surrogate), or None if it can."""
-    if "\x00" in value:
-        return "contains a NUL character (U+0000), which the event store cannot hold"
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return "contains a lone surrogate, which is not UTF-8 and the event store cannot hold"
-    return None
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
@@ -156,7 +152,14 @@ class OutcomeIn(_Body):
     """One outcome: a label, a conversion (1/0) or an amount, joined by request or unit id."""
 
     name: Key
-    value: float = Field(default=1.0, allow_inf_nan=False, strict=True)  # no "2.5", no true
+    value: float = Field(  # no "2.5", no true
+        default=1.0,
+        allow_inf_nan=False,
+        strict=True,
+        ge=-MAX_OUTCOME_VALUE,
+        le=MAX_OUTCOME_VALUE,
+        description="at most 1e15 in magnitude",
+    )
     request_id: RequestId | None = None
     unit_id: UnitId | None = None
     experiment: Key | None = None
