@@ -401,9 +401,15 @@ def test_shown_spec_keeps_credentials_out_of_model_references() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"min_duration_hours": float("inf")}, "min_duration_hours: Input should be a finite number, got inf"),
+        (
+            {"min_duration_hours": float("inf")},
+            "min_duration_hours: Input should be a finite number, got inf",
+        ),
         ({"name": "\ud800"}, "name: contains a lone surrogate"),
-        ({"condition": {"score": {"$gt": float("nan")}}}, "condition.score.$gt: Input should be a finite number, got nan"),
+        (
+            {"condition": {"score": {"$gt": float("nan")}}},
+            "condition.score.$gt: Input should be a finite number, got nan",
+        ),
         ({"forced": {"u\x00": "control"}}, "forced: a key contains a NUL character"),
         ({"variants": [{"name": "c\x00", "model": "models:/m/1"}]}, "variants[0].name: contains"),
         (

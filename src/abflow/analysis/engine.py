@@ -113,7 +113,8 @@ def _post_stratify(run: MetricRun, metrics: list[MetricResult]) -> list[MetricRe
     fetched: dict[tuple[str, ...], dict[GroupKey, Moments]] = {}
     out = []
     for plan, metric in zip(run.plans, metrics, strict=True):
-        if not plan.cells:
+        overflowed = any(c.error_code == "non_finite_values" for c in metric.comparisons)
+        if not plan.cells or overflowed:
             out.append(metric)
             continue
         if plan.cells not in fetched:

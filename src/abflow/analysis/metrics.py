@@ -158,6 +158,18 @@ def _column(
     )
 
 
+def has_finite_sums(plan: MetricPlan, moments: Moments) -> bool:
+    """Whether the sums ``plan`` reads are finite. A value near 1e154 (outcomes that reached
+    the store by another way than the gateway, which bounds them) squares to infinity; such a
+    metric is reported as ``non_finite_values`` rather than failing the whole analysis."""
+    names = {plan.numerator, plan.denominator, *(column.name for column in plan.columns)} - {""}
+    return all(
+        math.isfinite(moments.total(a)) and math.isfinite(moments.product(a, b))
+        for a in names
+        for b in names
+    )
+
+
 def stats_for(plan: MetricPlan, moments: Moments) -> AnyStats:
     """Sufficient statistics of one variant (or one day, one segment) for a unit/prediction plan."""
     if plan.source == "unit" and not plan.denominator:

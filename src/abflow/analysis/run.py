@@ -20,6 +20,7 @@ from abflow.analysis.metrics import (
     AnyStats,
     MetricPlan,
     display_value,
+    has_finite_sums,
     plan_metric,
     stats_for,
 )
@@ -213,6 +214,8 @@ class MetricRun:
             return self.quantile_result(plan)
         groups = self.groups_for(plan)
         totals = totals_by_variant(groups, self.variants)
+        if not all(has_finite_sums(plan, totals[name]) for name in self.variants):
+            return self.failed_metric(plan, totals, "non_finite_values")
         stats = {name: stats_for(plan, totals[name]) for name in self.variants}
         values = [self.variant_value(plan, name, stats[name]) for name in self.variants]
         comparisons = []
@@ -252,6 +255,25 @@ class MetricRun:
             timeline=timeline,
             cuped=plan.is_cuped,
             note=note,
+        )
+
+    def failed_metric(
+        self, plan: MetricPlan, totals: dict[str, Moments], code: str
+    ) -> MetricResult:
+        """A metric that cannot be computed at all: units counted, every comparison ``code``."""
+        return MetricResult(
+            name=plan.metric.name,
+            kind=plan.metric.kind,
+            role=plan.metric.role,
+            direction=plan.metric.direction,
+            relative=self.relative(plan),
+            method=self.method,
+            margin=plan.metric.margin,
+            values=[VariantValue(name, int(totals[name].n), math.nan) for name in self.variants],
+            comparisons=[_failed(name, code) for name in self.variants[1:]],
+            timeline=[],
+            cuped=plan.is_cuped,
+            note="",
         )
 
     def absolute_guardrail(
@@ -425,6 +447,8 @@ class MetricRun:
                 for name in self.variants[1:]:
                     treatment = by_label.get((name, segment))
                     if control is None or treatment is None:
+                        continue
+                    if not (has_finite_sums(plan, control) and has_finite_sums(plan, treatment)):
                         continue
                     c_stats, t_stats = stats_for(plan, control), stats_for(plan, treatment)
                     result = compare(

@@ -50,6 +50,10 @@ ERROR_MESSAGES: dict[str, str] = {
         "aggregate the metric minus a constant near its mean."
     ),
     "zero_variance": "The metric does not vary, so its effect has no standard error.",
+    "non_finite_values": (
+        "The metric's sums overflow: a logged value is too large (near 1e154 or beyond); "
+        "find and correct it."
+    ),
 }
 
 
