@@ -180,12 +180,33 @@ async def test_malformed_json_and_oversized_bodies_are_refused(
     assert rows.json()["detail"].startswith("features: 11 rows")
 
 
-async def test_health_and_readiness(make_client: AppFactory) -> None:
+async def test_health_and_readiness(make_client: AppFactory, tokens: dict[Role, str]) -> None:
     client = await make_client()
     assert (await client.get("/healthz")).json() == {"status": "ok"}
-    ready = await client.get("/readyz")
+    ready = await client.get("/readyz", headers=auth(tokens[Role.VIEWER]))
     assert ready.status_code == 200
     assert ready.json()["experiments"] == ["exp"]
+    assert ready.json()["experiment_count"] == 1
+
+
+async def test_experiment_keys_are_shown_only_to_who_may_list_them(
+    make_client: AppFactory, tokens: dict[Role, str]
+) -> None:
+    """A probe without a token, and a service token on a key it guessed wrong, learned every
+    live experiment's key; only a viewer may list them (GET /v1/experiments)."""
+    client = await make_client(experiment(key="launch-secret"))
+    anonymous = (await client.get("/readyz")).json()
+    assert anonymous["experiment_count"] == 1
+    assert "experiments" not in anonymous
+    assert "launch-secret" not in str(anonymous)
+    missing = await client.post(
+        "/v1/predict",
+        json={"experiment": "nope", "unit_id": "u1", "features": ROW},
+        headers=auth(tokens[Role.SERVICE]),
+    )
+    assert missing.status_code == 404
+    assert "'nope'" in missing.json()["detail"]
+    assert "launch-secret" not in missing.text
 
 
 async def test_metrics_count_what_was_served(

@@ -252,7 +252,10 @@ class Gateway:
                 raise InvalidArgumentError(msg)
         live = self.experiments.get(key)
         if live is None:
-            msg = f"experiment: no experiment {key!r}; serving {sorted(self.experiments)}"
+            # Not the live keys: a service token, which cannot list experiments, would read them.
+            msg = (
+                f"experiment: no experiment {key!r} is served here (GET /v1/experiments lists them)"
+            )
             raise ExperimentNotFoundError(msg)
         return live
 

@@ -44,22 +44,24 @@ async def readyz(request: Request) -> Response:
     if not services.is_ready:
         return json_response({"status": "starting", "problems": services.problems}, status=503)
     failing = services.remote_health.failing(services.gateway, services.config.backends)
-    if failing and not await _is_viewer(request):
+    is_viewer = await _is_viewer(request)
+    if failing and not is_viewer:
         failing = [{k: v for k, v in entry.items() if k not in VIEWER_ONLY} for entry in failing]
-    return json_response(
-        {
-            "status": "ready",
-            "experiments": sorted(services.gateway.experiments),
-            "event_queue_depth": services.events.queue_depth,
-            "degraded": services.degraded(),
-            "failing_backends": failing,
-        }
-    )
+    document: dict[str, object] = {"status": "ready"}
+    if is_viewer:  # experiment keys may name what is not public yet, as URLs may
+        document["experiments"] = sorted(services.gateway.experiments)
+    document |= {
+        "experiment_count": len(services.gateway.experiments),
+        "event_queue_depth": services.events.queue_depth,
+        "degraded": services.degraded(),
+        "failing_backends": failing,
+    }
+    return json_response(document)
 
 
 async def _is_viewer(request: Request) -> bool:
-    """Whether the caller may see model URLs (auth off, or a viewer's token). Probes send no
-    token, so they never wait on the store for one."""
+    """Whether the caller may see model URLs and experiment keys (auth off, or a viewer's
+    token). Probes send no token, so they never wait on the store for one."""
     services = services_of(request)
     if not services.settings.auth_enabled:
         return True
