@@ -311,3 +311,27 @@ def test_validate_fails_a_plan_the_rollout_would_refuse_at_its_first_tick(
         with pytest.raises(SystemExit) as exited:
             main(["validate", str(spec)])
         assert exited.value.code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["demo", "--seed", "-1"], "--seed"),
+        (["demo", "--seed", str(2**32)], "--seed"),
+        (["k8s", "render", "--image", "x:1", "--config", "{config}"], "experiments: a list"),
+    ],
+)
+def test_a_bad_value_is_a_sentence_not_an_internal_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: str
+) -> None:
+    """Each printed "unexpected TypeError" or the simulator's own error for a seed it could
+    not take, after training the demo's models."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("experiments: 5\n")
+    with pytest.raises(SystemExit) as exited:
+        main([arg.format(config=config) for arg in args])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    output = " ".join((captured.err + captured.out).split())
+    assert said in output
+    assert "unexpected" not in output

@@ -26,7 +26,9 @@ def demo(
     ] = Path("abflow-report.html"),
     users: Annotated[int, typer.Option(min=50, help="Simulated users.")] = 2500,
     days: Annotated[int, typer.Option(min=2, max=60, help="Simulated days.")] = 7,
-    seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 20261126,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the simulation (0 to 4294967295).", min=0, max=2**32 - 1)
+    ] = 20261126,
     run_id: Annotated[
         str | None,
         typer.Option(

@@ -245,8 +245,12 @@ def load_config(path: Path) -> GatewayConfig:
     if not isinstance(data, dict):
         msg = f"config {str(path)!r} must be a mapping of fields"
         raise ConfigError(msg)
+    listed = data.get("experiments") or []
+    if not isinstance(listed, list):
+        msg = f"config {str(path)!r}: experiments: a list of specs or spec file paths"
+        raise ConfigError(msg)
     specs: list[ExperimentSpec] = []
-    for index, item in enumerate(data.get("experiments") or []):
+    for index, item in enumerate(listed):
         if isinstance(item, str):
             specs.append(load_experiment(path.parent / item))
         else:
