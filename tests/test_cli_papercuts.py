@@ -335,3 +335,16 @@ def test_a_bad_value_is_a_sentence_not_an_internal_error(
     output = " ".join((captured.err + captured.out).split())
     assert said in output
     assert "unexpected" not in output
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_store_is_refused_since_nothing_would_be_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC_YAML)
+    with pytest.raises(SystemExit) as exited:
+        main(["experiments", "register", str(spec), "--store", url])
+    assert exited.value.code == 2
+    said = " ".join(capsys.readouterr().err.replace("│", " ").split())  # Rich's box
+    assert "keeps nothing after this command" in said

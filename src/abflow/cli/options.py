@@ -14,6 +14,16 @@ from abflow.cli.console import fail
 
 __all__ = ["StoreOption", "ThresholdOption", "actor_name", "parse_time"]
 
+
+def _kept_store(url: str | None) -> str | None:
+    """Refuse an in-memory SQLite store: each command is a process of its own, so what it
+    wrote there would be gone when it exits ("registered version 1", and nothing kept)."""
+    if url is not None and url.split("?", 1)[0] in ("sqlite://", "sqlite:///:memory:"):
+        msg = "an in-memory SQLite store keeps nothing after this command; give a file: sqlite:///path/abflow.db"
+        raise typer.BadParameter(msg)
+    return url
+
+
 StoreOption = Annotated[
     str | None,
     typer.Option(
@@ -23,6 +33,7 @@ StoreOption = Annotated[
             "$ABFLOW_STORE_URL, else sqlite:///.abflow/abflow.db."
         ),
         show_default=False,
+        callback=_kept_store,
     ),
 ]
 
