@@ -1,7 +1,7 @@
 """A metric whose sums overflow a double fails alone. One outcome of 1.5e154 reached the store
 (the gateway now bounds values; a loader or a direct write does not) and every later
 analysis of the experiment failed with "numerator_sum_squares must be finite", the results
-route with a 422 that blamed the request."""
+route with a 422 that blamed the request; a quantile of such values was a 500 on SQLite."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from typer.testing import CliRunner
 
 from abflow.spec import parse_experiment
@@ -33,6 +34,8 @@ SPEC: dict[str, Any] = {
             "role": "secondary",
             "post_stratify": ["country"],
         },
+        {"name": "revenue_p50", "kind": "quantile", "event": "revenue", "quantile": 0.5},
+        {"name": "bought_p50", "kind": "quantile", "event": "buy", "quantile": 0.5},
     ],
 }
 
@@ -76,12 +79,15 @@ def test_the_overflowing_metric_fails_alone_and_the_others_are_computed(tmp_path
     )
     assert result.exit_code == 0, result.output
     metrics = {m["name"]: m for m in orjson.loads(result.output)["metrics"]}
-    for name in ("revenue", "revenue_by_country"):
+    for name in ("revenue", "revenue_by_country", "revenue_p50"):
         [comparison] = metrics[name]["comparisons"]
-        assert comparison["error_code"] == "non_finite_values"
+        assert comparison["error_code"] == "non_finite_values", name
         assert comparison["p_value"] is None
         assert [v["n"] for v in metrics[name]["values"]] == [20, 20]
     [bought] = metrics["bought"]["comparisons"]
     assert bought["error_code"] is None
     assert math.isfinite(bought["p_value"])
     assert metrics["bought"]["values"][0]["value"] == 7 / 20  # units 0, 6, 12, 18, 24, 30, 36
+    assert [v["value"] for v in metrics["bought_p50"]["values"]] == pytest.approx(
+        [1.0, 1.0], abs=0.01
+    )

@@ -215,7 +215,8 @@ class MetricRun:
         groups = self.groups_for(plan)
         totals = totals_by_variant(groups, self.variants)
         if not all(has_finite_sums(plan, totals[name]) for name in self.variants):
-            return self.failed_metric(plan, totals, "non_finite_values")
+            units = {name: totals[name].n for name in self.variants}
+            return self.failed_metric(plan, units, "non_finite_values")
         stats = {name: stats_for(plan, totals[name]) for name in self.variants}
         values = [self.variant_value(plan, name, stats[name]) for name in self.variants]
         comparisons = []
@@ -257,9 +258,7 @@ class MetricRun:
             note=note,
         )
 
-    def failed_metric(
-        self, plan: MetricPlan, totals: dict[str, Moments], code: str
-    ) -> MetricResult:
+    def failed_metric(self, plan: MetricPlan, units: dict[str, int], code: str) -> MetricResult:
         """A metric that cannot be computed at all: units counted, every comparison ``code``."""
         return MetricResult(
             name=plan.metric.name,
@@ -269,7 +268,7 @@ class MetricRun:
             relative=self.relative(plan),
             method=self.method,
             margin=plan.metric.margin,
-            values=[VariantValue(name, int(totals[name].n), math.nan) for name in self.variants],
+            values=[VariantValue(name, int(units[name]), math.nan) for name in self.variants],
             comparisons=[_failed(name, code) for name in self.variants[1:]],
             timeline=[],
             cuped=plan.is_cuped,
@@ -343,6 +342,9 @@ class MetricRun:
                 window=self.window,
             )
             width = OUTCOME_BIN_WIDTH
+        if any(not math.isfinite(lower) for rows in bins.values() for lower, _ in rows):
+            counts = {name: sum(n for _, n in bins.get(name, [])) for name in self.variants}
+            return self.failed_metric(plan, counts, "non_finite_values")
         relative = self.spec.analysis.relative
         arms = {name: _quantile(bins.get(name, []), width, plan.quantile) for name in self.variants}
         values = [

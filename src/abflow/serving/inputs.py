@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from abflow.errors import FeatureError, InvalidArgumentError
 from abflow.spec import text_problem
+from abflow.store.schema import MAX_OUTCOME_VALUE
 
 __all__ = [
     "MAX_ATTRIBUTE_ITEMS",
@@ -55,11 +56,6 @@ MAX_REQUEST_ID = 64
 """Longest request id: the width of the events' ``request_id`` columns."""
 MAX_KEY = 128
 """Longest experiment key or outcome name: the width of the events' key columns."""
-MAX_OUTCOME_VALUE = 1e15
-"""Largest outcome value, in magnitude. Analysis sums values and their squares in doubles: a
-value near 1.5e154 made a sum of squares infinite, and the experiment's results could not be
-computed again; below this, a billion such values still sum exactly enough, and integers
-(revenue in micros, durations in nanoseconds) are exact."""
 MAX_TS = 253_402_300_800.0
 """First second of the year 10000: timestamps are epoch seconds in years 1970-9999."""
 _MIN_INT = -(2**63)

@@ -51,8 +51,8 @@ ERROR_MESSAGES: dict[str, str] = {
     ),
     "zero_variance": "The metric does not vary, so its effect has no standard error.",
     "non_finite_values": (
-        "The metric's sums overflow: a logged value is too large (near 1e154 or beyond); "
-        "find and correct it."
+        "A logged value is too large to analyse (past 1e15 in magnitude, or sums that "
+        "overflow); find and correct it."
     ),
 }
 

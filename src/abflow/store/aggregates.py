@@ -35,6 +35,7 @@ from abflow.store.dialects import json_text
 from abflow.store.engine import create_store_engine, raise_store_error
 from abflow.store.experiments import Phase, phase_records
 from abflow.store.schema import (
+    MAX_OUTCOME_VALUE,
     UNRESOLVED_UNIT,
     experiment_versions,
     exposures,
@@ -670,6 +671,8 @@ def histogram(
     ``latency`` reads ``predictions.latency_ms`` (shadow calls excluded); ``outcome`` reads
     the values of outcomes named ``event`` from each unit's first exposure on. Quantiles are
     read off these bins, so their resolution is ``bin_width`` while the transfer stays small.
+    Values beyond :data:`MAX_OUTCOME_VALUE` in magnitude are counted in a bin whose lower
+    edge is ``inf``.
     """
     if not bin_width > 0:
         msg = f"bin_width must be positive, got {bin_width}"
@@ -717,7 +720,12 @@ def histogram(
             )
             base = sa.union_all(base, late)  # type: ignore[assignment]
     values = base.subquery("values")
-    bucket = values.c.value // bin_width
+    # Past the bound the bin index outgrows a 64-bit integer (SQLite's FLOOR then fails): such
+    # values land in one bin whose lower edge is infinite, and their quantile is undefined.
+    bucket = sa.case(
+        (sa.func.abs(values.c.value) <= MAX_OUTCOME_VALUE, values.c.value // bin_width),
+        else_=None,
+    )
     query = (
         sa.select(values.c.variant, bucket.label("bucket"), sa.func.count().label("n"))
         .group_by(values.c.variant, bucket)
@@ -727,7 +735,8 @@ def histogram(
     try:
         with engine.connect() as connection:
             for variant, index, n in connection.execute(query):
-                out.setdefault(str(variant), []).append((int(index) * bin_width, int(n)))
+                lower = math.inf if index is None else int(index) * bin_width
+                out.setdefault(str(variant), []).append((lower, int(n)))
     except SQLAlchemyError as exc:
         raise_store_error(exc, "build a histogram of events")
     return out

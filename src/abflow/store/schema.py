@@ -33,6 +33,7 @@ from sqlalchemy import (
 
 __all__ = [
     "EVENT_TABLES",
+    "MAX_OUTCOME_VALUE",
     "UNRESOLVED_UNIT",
     "api_tokens",
     "audit_log",
@@ -49,6 +50,13 @@ __all__ = [
 ]
 
 metadata = MetaData()
+
+MAX_OUTCOME_VALUE = 1e15
+"""Largest outcome value, in magnitude, that the gateway accepts and analysis bins. Analysis
+sums values and their squares in doubles: a value near 1.5e154 made a sum of squares
+infinite, and the experiment's results could not be computed again; below this, a billion
+such values still sum exactly enough, integers (revenue in micros, durations in
+nanoseconds) are exact, and a quantile's bin index fits a 64-bit integer."""
 
 UNRESOLVED_UNIT = ""
 """``outcomes.unit_id`` of an outcome joined by request id only (never a real unit: the
