@@ -348,3 +348,25 @@ def test_an_in_memory_store_is_refused_since_nothing_would_be_kept(
     assert exited.value.code == 2
     said = " ".join(capsys.readouterr().err.replace("│", " ").split())  # Rich's box
     assert "keeps nothing after this command" in said
+
+
+def test_analyze_refuses_a_spec_file_of_another_experiment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The positional key was ignored: the spec file's experiment was analysed instead."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC_YAML)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    EventStore.open(url, upgrade=True).close()
+    with pytest.raises(SystemExit) as exited:
+        main(["analyze", "fraud-model-v2", "--spec", str(spec), "--store", url])
+    assert exited.value.code == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "is the spec of 'checkout-ranker', not of 'fraud-model-v2'" in said
+
+
+def test_power_says_a_sample_size_must_be_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["power", "--baseline", "0.1", "--sample-size", "1.5"])
+    assert exited.value.code == 2
+    assert "comma-separated list of whole numbers, got '1.5'" in capsys.readouterr().err

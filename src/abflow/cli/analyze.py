@@ -92,7 +92,7 @@ def analyze(
     )
     from abflow.analysis import analyze as run_analysis
     from abflow.analysis.report_text import table_renderable
-    from abflow.spec import load_experiment
+    from abflow.spec import ExperimentSpec, load_experiment
     from abflow.store.engine import display_url, resolve_url
 
     if spec_file is not None and spec_version is not None:
@@ -101,7 +101,14 @@ def analyze(
         check_output_path(output)
     cutoff = None if until is None else parse_time(until, "--until")
     url = resolve_url(store)
-    target = load_experiment(spec_file) if spec_file is not None else experiment
+    target: ExperimentSpec | str = experiment
+    if spec_file is not None:
+        target = load_experiment(spec_file)
+        if target.key != experiment:  # the key was ignored: its data would be analysed
+            fail(
+                f"{spec_file} is the spec of {target.key!r}, not of {experiment!r}: "
+                "name the experiment the spec file describes"
+            )
     options = AnalysisOptions(
         phase=phase,
         spec_version=spec_version,

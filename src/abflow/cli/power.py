@@ -67,7 +67,8 @@ def _numbers(text: str, name: str, kind: type[float] | type[int]) -> list[Any]:
     try:
         return [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        msg = f"{name} must be a comma-separated list of numbers, got {text!r}"
+        what = "whole numbers" if kind is int else "numbers"
+        msg = f"{name} must be a comma-separated list of {what}, got {text!r}"
         raise InvalidArgumentError(msg) from None
 
 
