@@ -25,9 +25,8 @@ so an operator is added in one place.
 from __future__ import annotations
 
 import functools
-import logging
 import re
-import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -56,11 +55,10 @@ __all__ = [
     "ArgumentKind",
     "Operator",
     "SavedGroups",
+    "SlowRegexWarning",
     "eval_condition",
     "saved_group_ids",
 ]
-
-logger = logging.getLogger(__name__)
 
 REGEX_MATCH_SECONDS = 0.01
 """Longest one ``$regex`` match may run. A pattern that backtracks without end on some
@@ -110,36 +108,28 @@ def eval_condition(
     except (AttributeError, TypeError, RecursionError):
         return False
     except _RegexTooSlow as exc:
-        _warn_slow_regex(exc.pattern, exc.length)
+        # A warning, not a log line (this part does no I/O): Python shows it once per
+        # pattern and process, however many requests hit it.
+        message = (
+            f"targeting regex {exc.pattern[:200]!r} ran over {REGEX_MATCH_SECONDS * 1000:.0f} "
+            "ms; the condition failed (the unit is not targeted). Rewrite the pattern "
+            "without nested repetition."
+        )
+        warnings.warn(SlowRegexWarning(message), stacklevel=2)
         return False
+
+
+class SlowRegexWarning(RuntimeWarning):
+    """A targeting ``$regex`` match stopped at :data:`REGEX_MATCH_SECONDS`."""
 
 
 class _RegexTooSlow(Exception):
     """A ``$regex`` match ran past :data:`REGEX_MATCH_SECONDS`: neither true nor false, so
     the condition as a whole (``$not`` around it included) fails."""
 
-    def __init__(self, pattern: str, length: int) -> None:
+    def __init__(self, pattern: str) -> None:
         super().__init__(pattern)
         self.pattern = pattern
-        self.length = length
-
-
-_slow_warned_at = 0.0
-
-
-def _warn_slow_regex(pattern: str, length: int) -> None:
-    """At most one warning every 10 s: each request may hit the same pattern."""
-    global _slow_warned_at  # one clock for the process's log
-    now = time.monotonic()
-    if now - _slow_warned_at >= 10.0:
-        _slow_warned_at = now
-        logger.warning(
-            "targeting regex %r ran over %.0f ms on a value of %d characters; the condition "
-            "failed (the unit is not targeted). Rewrite the pattern without nested repetition.",
-            pattern[:200],
-            REGEX_MATCH_SECONDS * 1000,
-            length,
-        )
 
 
 # --- structure --------------------------------------------------------------------------
@@ -308,7 +298,7 @@ def _regex(expected: Any, actual: Any, *, insensitive: bool) -> bool:
             isolate_case(text) if insensitive else text, timeout=REGEX_MATCH_SECONDS
         )
     except TimeoutError:
-        raise _RegexTooSlow(expected, len(text)) from None
+        raise _RegexTooSlow(expected) from None
     return found is not None
 
 
