@@ -370,3 +370,11 @@ def test_power_says_a_sample_size_must_be_whole(capsys: pytest.CaptureFixture[st
         main(["power", "--baseline", "0.1", "--sample-size", "1.5"])
     assert exited.value.code == 2
     assert "comma-separated list of whole numbers, got '1.5'" in capsys.readouterr().err
+
+
+def test_power_refuses_a_proportion_formula_for_a_mean(capsys: pytest.CaptureFixture[str]) -> None:
+    """--variance pooled was ignored for a mean, and the JSON still said it was used."""
+    with pytest.raises(SystemExit) as exited:
+        main(["power", "--mean", "3", "--std", "1", "--mde", "0.05", "--variance", "pooled"])
+    assert exited.value.code == 2
+    assert "--variance applies to --baseline" in capsys.readouterr().err

@@ -167,8 +167,12 @@ def power_command(
         bool, typer.Option("--one-sided", help="Test for an increase only.")
     ] = False,
     variance: Annotated[
-        VarianceFormula, typer.Option(help="Proportions: standard error formula.")
-    ] = VarianceFormula.unpooled,
+        VarianceFormula | None,
+        typer.Option(
+            help="Proportions: standard error formula (unpooled, pooled or arcsine).",
+            show_default="unpooled",
+        ),
+    ] = None,
     daily_units: Annotated[
         float | None, typer.Option(help="Eligible units a day, to estimate the duration.")
     ] = None,
@@ -193,7 +197,7 @@ def power_command(
             alpha=alpha,
             power_target=power_target,
             alternative="one-sided" if one_sided else "two-sided",
-            variance=variance.value,
+            variance=None if variance is None else variance.value,
             daily_units=daily_units,
             coverage=coverage,
         )
@@ -231,6 +235,10 @@ def _solve(
     if baseline is not None and std is not None:
         msg = "--std applies to --mean; a proportion's variance follows from --baseline"
         raise InvalidArgumentError(msg)
+    if mean is not None and variance is not None:
+        msg = "--variance applies to --baseline (a proportion); a mean's comes from --std"
+        raise InvalidArgumentError(msg)
+    variance = variance or VarianceFormula.unpooled.value
     # Checked here whatever the mode: power mode ignores them, but a bad value is still a typo.
     if not (math.isfinite(coverage) and 0 < coverage <= 1):
         msg = f"--coverage must be in (0, 1], got {coverage!r}"
