@@ -127,6 +127,29 @@ def test_ratio_cells_and_the_single_cell_fallback(rng: np.random.Generator) -> N
         compare_post_stratified([arms[0]], [])
 
 
+def test_a_ratio_whose_numerators_are_all_0_or_1_has_the_same_error_as_any_other(
+    rng: np.random.Generator,
+) -> None:
+    """At most one order per user: a cell's numerator holds only 0 and 1. Its variance was
+    taken as a proportion's, p(1 - p) over n, beside a covariance over n - 1, and the
+    standard error came out 6.5 % too small; nudging one value by 1e-9 restored it."""
+
+    def cells(p: float) -> tuple[list[RatioStats], list[RatioStats]]:
+        binary, nudged = [], []
+        for _ in range(2):
+            d = rng.poisson(2, 8) + 1.0
+            m = (rng.random(8) < p).astype(float)
+            binary.append(RatioStats.from_values(m, d))
+            nudged.append(RatioStats.from_values(m + 1e-9 * (np.arange(8) == 0), d))
+        return binary, nudged
+
+    (control, control_nudged), (treatment, treatment_nudged) = cells(0.4), cells(0.5)
+    got = compare_post_stratified(control, treatment, relative=False)
+    smooth = compare_post_stratified(control_nudged, treatment_nudged, relative=False)
+    assert got.standard_error == pytest.approx(smooth.standard_error, rel=1e-6)
+    assert got.p_value == pytest.approx(smooth.p_value, rel=1e-5)
+
+
 # gbstats' test cells: (n, sum, sum of squares) of the numerator, then of the denominator and
 # the sum of products for ratios; control first. Means use the numerator alone.
 GBSTATS_CONTROL = [

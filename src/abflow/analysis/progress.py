@@ -57,8 +57,8 @@ def _baseline(plan: MetricPlan, moments: Moments) -> tuple[float, float | None]:
         return math.nan, math.nan
     ratio = stats.mean
     mean_d = stats.denominator_sum / n
-    var_m = stats.numerator.variance
-    var_d = stats.denominator.variance
+    var_m = stats.numerator.sample_variance
+    var_d = stats.denominator.sample_variance
     cov = (stats.sum_products - stats.numerator_sum * stats.denominator_sum / n) / (n - 1)
     variance = (var_m - 2 * ratio * cov + ratio * ratio * var_d) / (mean_d * mean_d)
     return ratio, math.sqrt(max(variance, 0.0))

@@ -134,7 +134,8 @@ def _cell_moments(stats: CellStats) -> tuple[list[float], list[list[float]]]:
     n = stats.n
     m, d = stats.numerator, stats.denominator
     cov = (stats.sum_products - stats.numerator_sum * stats.denominator_sum / n) / (n - 1)
-    return [m.mean, d.mean], [[m.variance, cov], [cov, d.variance]]
+    # Not ``variance``: a part whose values are all 0 or 1 would get p(1 - p), over n
+    return [m.mean, d.mean], [[m.sample_variance, cov], [cov, d.sample_variance]]
 
 
 def _weighted(

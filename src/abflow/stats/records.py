@@ -140,6 +140,12 @@ class SampleStats:
         if self.is_proportion and self.n > 0:
             p = self.mean
             return p * (1.0 - p)
+        return self.sample_variance
+
+    @property
+    def sample_variance(self) -> float:
+        """Sample variance (``n - 1``) even of values that are all 0 or 1: what the parts of a
+        ratio need, whose covariance divides by ``n - 1`` too."""
         if self.n < 2:
             return math.nan
         value = (self.sum_squares - self.sum * self.sum / self.n) / (self.n - 1)
