@@ -378,3 +378,29 @@ def test_power_refuses_a_proportion_formula_for_a_mean(capsys: pytest.CaptureFix
         main(["power", "--mean", "3", "--std", "1", "--mde", "0.05", "--variance", "pooled"])
     assert exited.value.code == 2
     assert "--variance applies to --baseline" in capsys.readouterr().err
+
+
+def test_text_that_looks_like_an_emoji_code_is_printed_as_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rich turned ":fire:" into 🔥 and "python:m:b" into "pythonⓂb", in JSON too: exported
+    audit entries no longer matched what was stored and hashed."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC_YAML.replace("key: checkout-ranker", "key: k\nname: 'INC-1:x:2 :fire:'"))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with pytest.raises(SystemExit):
+        main(["experiments", "register", str(spec), "--store", url])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["experiments", "show", "k", "--store", url, "--format", "json"])
+    assert exited.value.code == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert shown["spec"]["name"] == "INC-1:x:2 :fire:"
+
+
+def test_a_tick_on_a_mistyped_store_path_creates_nothing(tmp_path: Path) -> None:
+    typo = tmp_path / "newdir" / "typo.db"
+    with pytest.raises(SystemExit) as exited:
+        main(["rollout", "tick", "rk", "--store", f"sqlite:///{typo}"])
+    assert exited.value.code == 2
+    assert not typo.parent.exists()

@@ -151,3 +151,26 @@ def test_a_constant_better_challenger_passes_once_the_exact_p_is_below_alpha(
     judged = _exact_guardrail(ramp_store_url)
     assert judged["status"] == status
     assert judged["p_value"] == pytest.approx(1 / math.comb(2 * per_arm, per_arm), rel=1e-12)
+
+
+def test_every_challenger_unit_harmed_on_too_few_units_fails_the_no_harm_gate(
+    ramp_store_url: str, ramp_store: EventStore, ramp_clock: Clock
+) -> None:
+    """Every challenger unit complained, no control unit did, 2 units per arm: the exact p
+    (1 / C(4, 2) = 0.17) cannot call it harm, and the default no-harm gate passed, exit 0,
+    printing "+nan [+nan, +nan]". Harm seen and not ruled out fails it."""
+    ramp_store.register_experiment(parse_experiment(SPEC))
+    chosen = arms(ramp_store, 2, ramp_clock.now)
+    log_exact_outcomes(ramp_store, KEY, chosen["challenger"], name="complaint", at=ramp_clock.now)
+    judged = _exact_guardrail(ramp_store_url)
+    assert judged["status"] == "inconclusive"
+    assert judged["p_value"] == pytest.approx(1 / 6, rel=1e-12)
+    code, output = cli("gate", KEY, "--store", ramp_store_url, "--format", "json")
+    assert code == 1, output
+    [guardrail] = [
+        c for c in orjson.loads(output)["checks"] if c["check"] == "guardrail complaints"
+    ]
+    assert guardrail["passed"] is False
+    assert guardrail["detail"].startswith("underpowered, cannot rule out harm: complaints 0")
+    assert "against 1, judged by exact permutation test" in guardrail["detail"]
+    assert "nan" not in guardrail["detail"]

@@ -22,7 +22,14 @@ from abflow.analysis.results import (
 from abflow.spec import ExperimentSpec
 from abflow.stats.compare import ERROR_MESSAGES
 
-__all__ = ["decide", "guardrail_status", "margin_on_effect_scale", "outcome_of", "underpowered"]
+__all__ = [
+    "decide",
+    "exact_description",
+    "guardrail_status",
+    "margin_on_effect_scale",
+    "outcome_of",
+    "underpowered",
+]
 
 
 def outcome_of(comparison: ComparisonResult, direction: str, alpha: float) -> tuple[Outcome, bool]:
@@ -83,7 +90,7 @@ def underpowered(metric: MetricResult, comparison: ComparisonResult) -> str | No
     low = comparison.ci_low if evidence is None else evidence.ci_low
     high = comparison.ci_high if evidence is None else evidence.ci_high
     if evidence is not None and evidence.basis.startswith("exact"):
-        return None
+        return _exact_underpowered(metric, comparison, evidence)
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
     half_width = (high - low) / 2
@@ -100,8 +107,49 @@ def underpowered(metric: MetricResult, comparison: ComparisonResult) -> str | No
     )
 
 
+def _exact_underpowered(
+    metric: MetricResult, comparison: ComparisonResult, evidence: GuardrailEvidence
+) -> str | None:
+    """Neither arm varies and the challenger is worse beyond the margin, but too few units
+    for the exact test: that harm cannot be ruled out (a no-harm gate passed every
+    challenger unit complaining against none of the control's, on 3 units per arm)."""
+    values = {v.variant: v for v in metric.values}
+    if not metric.values or comparison.variant not in values:
+        return None
+    control, challenger = metric.values[0].value, values[comparison.variant].value
+    if not (math.isfinite(control) and math.isfinite(challenger)):
+        return None
+    sign = 1.0 if metric.direction == "decrease" else -1.0
+    if (challenger - control) * sign <= (metric.margin or 0.0) * abs(control):
+        return None  # equal arms, or a challenger no worse: nothing seen to rule out
+    p = "" if evidence.p_value is None else f", exact p = {evidence.p_value:.3g}"
+    return (
+        f"guardrail {metric.name} is underpowered ({comparison.variant} {challenger:.4g} against "
+        f"{control:.4g}, too few units for the exact test{p})"
+    )
+
+
+def exact_description(metric: MetricResult, comparison: ComparisonResult) -> str | None:
+    """A guardrail judged by the exact test, in words: the two constant values and the
+    p-value (it has no interval, which printed as ``+nan [+nan, +nan]``); else None."""
+    evidence = comparison.guardrail_evidence
+    if evidence is None or not evidence.basis.startswith("exact") or not metric.values:
+        return None
+    challenger = next((v for v in metric.values if v.variant == comparison.variant), None)
+    if challenger is None:
+        return None
+    p = "" if evidence.p_value is None else f", p = {evidence.p_value:.3g}"
+    return (
+        f"{metric.name} {metric.values[0].value:.4g} (control) against "
+        f"{challenger.value:.4g}, judged by {evidence.basis}{p}"
+    )
+
+
 def _describe(metric: MetricResult, comparison: ComparisonResult) -> str:
     evidence = comparison.guardrail_evidence
+    exact = exact_description(metric, comparison)
+    if exact is not None:
+        return exact
     if evidence is not None and evidence.basis != "analysis":
         return (
             f"{metric.name} {'relative' if evidence.relative else 'absolute'} effect "

@@ -241,7 +241,7 @@ def table_renderable(result: ExperimentResult) -> Group:
 
 def render_table(result: ExperimentResult, width: int = 120) -> str:
     """The terminal report as plain text (what ``abflow analyze`` prints, without colour)."""
-    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None, emoji=False)
     console.print(table_renderable(result))
     return console.export_text()
 

@@ -60,8 +60,12 @@ def _width() -> int:
 
 # Markup off by default: file names, ids and error messages are printed exactly as they are
 # ("[/]x.yaml" is a legal file name); styled output opts in and escapes what it interpolates.
-out_console = Console(highlight=False, soft_wrap=True, markup=False, width=_width())
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, width=_width())
+# No markup and no emoji codes: text that looks like either (a model reference such as
+# python:m:b, ":fire:" in a reason) is printed, and exported, as it is stored.
+out_console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, width=_width())
+err_console = Console(
+    stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False, width=_width()
+)
 
 
 def fit_width() -> None:

@@ -255,7 +255,7 @@ def _render(reports: list[tuple[str, DriftReport]], output_format: DriftFormat) 
     if output_format is DriftFormat.markdown:
         return "\n".join(_markdown(title, report) for title, report in reports)
     # No markup: feature names, group values and file names are the user's data.
-    console = Console(width=160, file=io.StringIO(), record=True, markup=False)
+    console = Console(width=160, file=io.StringIO(), record=True, markup=False, emoji=False)
     for title, report in reports:
         console.print(_table(title, report))
         console.print(_summary(report))

@@ -117,11 +117,14 @@ def _check_store_and_key(kwargs: dict[str, Any], *, read_only: bool, keyed: bool
     from abflow.store.engine import require_existing_store
 
     store = kwargs.get("store")
-    if read_only:
-        require_existing_store(store)
     key = kwargs.get("experiment")
     if not keyed or not isinstance(key, str) or kwargs.get("spec_file") is not None:
+        if read_only:
+            require_existing_store(store)
         return
+    # A registered experiment lives in a store that exists: a mistyped path is refused,
+    # not created (a tick there left an empty store behind).
+    require_existing_store(store)
     from abflow.store.clickhouse import is_clickhouse_url
     from abflow.store.engine import resolve_url
 
@@ -131,7 +134,7 @@ def _check_store_and_key(kwargs: dict[str, Any], *, read_only: bool, keyed: bool
     from abflow.errors import ExperimentNotFoundError
     from abflow.store import EventStore
 
-    with EventStore.open(store, must_exist=read_only) as opened:
+    with EventStore.open(store, must_exist=True) as opened:
         known = [version.key for version in opened.list_experiments()]
     if key not in known:
         alternative = " (or pass --spec FILE)" if "spec_file" in kwargs else ""

@@ -155,7 +155,9 @@ def tick(
     plan = check_plan(spec)
     state = state_from_audit(store.audit_entries(key))
     if state.is_final:
-        return TickResult(key, "finished", state.step, [f"the rollout was {state.stage}"])
+        return TickResult(
+            key, "finished", state.step, [f"the rollout was {state.stage.replace('_', ' ')}"]
+        )
     check_startable(spec)
     if state.stage == "not_started" or state.step is None:
         return _move(store, spec, state, 0, actor, "started", ["rollout started"], {})

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from abflow.analysis.decision import underpowered
+from abflow.analysis.decision import exact_description, underpowered
 from abflow.analysis.formatting import format_effect, format_interval
 from abflow.analysis.results import (
     ComparisonResult,
@@ -239,6 +239,9 @@ def _guardrail_effect(metric: MetricResult, comparison: ComparisonResult) -> str
     evidence = comparison.guardrail_evidence
     if evidence is None or evidence.basis == "analysis":
         return _effect(metric, comparison)
+    exact = exact_description(metric, comparison)
+    if exact is not None:
+        return exact
     scale = "relative" if evidence.relative else "absolute"
     return (
         f"{scale} effect {evidence.effect:+.4g} [{evidence.ci_low:+.4g}, {evidence.ci_high:+.4g}]"
