@@ -155,3 +155,39 @@ def test_a_spec_version_analyses_only_the_phases_it_was_in_force_for(
         said = " ".join(printed.split())
         assert f"phase {phase} of 'checkout' did not run under spec version {version}" in said
         assert f"in force for {governed}" in said
+
+
+def test_a_past_phase_or_a_cutoff_is_analysed_with_the_spec_in_force_then(
+    tmp_path: Path,
+) -> None:
+    """Without --spec-version an earlier phase was judged with the newest spec: a margin
+    loosened after a rollback made the gate pass on the very events the rollout had been
+    rolled back on. The default is now the version in force at the end of the events
+    analysed: the phase's end, or --until."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    now = [1_800_000_000.0]
+    versions = [
+        _spec(alpha, [CONVERTED]) for alpha in (0.05, 0.1)
+    ]  # v1, then v2 in the same phase (only alpha changes)
+    moved = versions[1].model_copy(update={"weights": [0.8, 0.2]})  # v3: a new phase
+    later = moved.model_copy(
+        update={"analysis": versions[1].analysis.model_copy(update={"alpha": 0.3})}
+    )
+    with EventStore.open(url, clock=lambda: now[0]) as store:
+        for number, spec in enumerate((versions[0], versions[1], moved, later), start=1):
+            registered = store.register_experiment(spec)
+            assert registered.version == number
+            now[0] += 3600.0
+        assert [p.phase for p in store.phases("checkout")] == [1, 2]
+        _exposures(store, 1, ("control", "treatment"))
+        _exposures(store, 2, ("control", "treatment"))
+
+    def used(*args: str) -> tuple[int, float]:
+        report = _report("--store", url, *args)
+        return report["provenance"]["spec_version"], report["alpha"]
+
+    assert used() == (4, 0.3)  # the open phase: the newest version
+    assert used("--phase", "1") == (2, 0.1)  # in force when phase 1 ended
+    assert used("--phase", "1", "--until", str(1_800_000_000.0 + 1800)) == (1, 0.05)
+    assert used("--phase", "2", "--until", str(1_800_000_000.0 + 3 * 3600 - 1)) == (3, 0.1)
+    assert used("--phase", "1", "--spec-version", "1") == (1, 0.05)  # as asked

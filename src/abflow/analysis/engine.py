@@ -48,6 +48,7 @@ from abflow.store.aggregates import (
     Window,
     connect,
     experiment_history,
+    version_in_force,
 )
 from abflow.store.early_outcomes import early_outcomes
 from abflow.store.monitoring import monitor_history
@@ -222,6 +223,25 @@ def _pick_phase(history: ExperimentHistory, phase: int | None, key: str) -> Phas
     return phases[numbers.index(phase)]
 
 
+def _version_at_cutoff(
+    engine: StoreTarget, key: str, history: ExperimentHistory, options: AnalysisOptions
+) -> int | None:
+    """The spec version that governed the events analysed, when they end before now: the
+    one in force at the end of an earlier phase, or at ``until``. An earlier phase judged
+    with the newest spec (a margin loosened since, say) passed a gate on the very events a
+    rollout had been rolled back on."""
+    cutoffs = [] if options.until is None else [options.until]
+    if options.phase is not None:
+        numbers = [p.phase for p in history.phases]
+        if options.phase in numbers:
+            chosen = _with_end(history.phases, numbers.index(options.phase))
+            if chosen.ended_at is not None:
+                cutoffs.append(chosen.ended_at)
+    if not cutoffs:
+        return None
+    return version_in_force(engine, key, min(cutoffs))
+
+
 def _with_end(phases: list[PhaseInfo], index: int) -> PhaseInfo:
     chosen = phases[index]
     following = phases[index + 1] if index + 1 < len(phases) else None
@@ -270,6 +290,10 @@ def _analyze(
     key = experiment if isinstance(experiment, str) else experiment.key
     given = None if isinstance(experiment, str) else experiment
     spec, history = _load(engine, key, given, options.spec_version)
+    if given is None and options.spec_version is None:
+        in_force = _version_at_cutoff(engine, key, history, options)
+        if in_force is not None and in_force != history.spec_version:
+            spec, history = _load(engine, key, None, in_force)
     phase = _pick_phase(history, options.phase, key)
     windowed = [m.name for m in spec.metrics if m.window is not None]
     if options.rollups and windowed:

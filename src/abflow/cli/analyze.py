@@ -38,8 +38,10 @@ def analyze(
             "--spec-version",
             min=1,
             max=2**31 - 1,  # the store's integer column
-            help="Analyse with this stored version of the spec (default: the latest); the "
-            "audit trail's experiment.registered entries give each version's spec hash.",
+            help="Analyse with this stored version of the spec (default: the version in force "
+            "at the end of the events analysed: the latest, an earlier phase's, or at "
+            "--until); the audit trail's experiment.registered entries give each version's "
+            "spec hash.",
         ),
     ] = None,
     phase: Annotated[

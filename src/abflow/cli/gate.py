@@ -135,6 +135,16 @@ def gate(
     phase: Annotated[
         int | None, typer.Option("--phase", help="Phase to judge (default: the latest).")
     ] = None,
+    spec_version: Annotated[
+        int | None,
+        typer.Option(
+            "--spec-version",
+            min=1,
+            max=2**31 - 1,  # the store's integer column
+            help="Judge with this stored version of the spec (default: the version in force "
+            "at the end of the events judged: an earlier phase's, or at --until).",
+        ),
+    ] = None,
     until: Annotated[
         str | None,
         typer.Option(
@@ -167,6 +177,7 @@ def gate(
     url = resolve_url(store)
     options = AnalysisOptions(
         phase=phase,
+        spec_version=spec_version,
         until=cutoff,
         store_label=display_url(url),
         timeline=False,

@@ -65,6 +65,7 @@ __all__ = [
     "outcome_timing",
     "prediction_moments",
     "unit_moments",
+    "version_in_force",
 ]
 
 SECONDS_PER_DAY = 86400
@@ -791,6 +792,22 @@ def _phases_seen(connection: Connection, experiment_key: str) -> list[int]:
         if number is None:
             return found
         found.append(int(number))
+
+
+def version_in_force(target: StoreTarget, experiment_key: str, before: float) -> int | None:
+    """The newest spec version registered before ``before`` (epoch seconds), or None: the
+    spec that governed an event logged just before that instant."""
+    engine = connect(target)
+    v = experiment_versions
+    query = sa.select(sa.func.max(v.c.version)).where(
+        v.c.experiment_key == experiment_key, v.c.created_at < before
+    )
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(query).scalar()
+    except SQLAlchemyError as exc:
+        raise_store_error(exc, f"read experiment {experiment_key!r} from the store")
+    return None if found is None else int(found)
 
 
 def experiment_history(
