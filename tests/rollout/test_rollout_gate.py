@@ -144,7 +144,16 @@ def test_primary_outcome_by_requirement(outcome: str, no_harm: bool, win: bool) 
 def test_win_needs_a_primary_metric() -> None:
     got = evaluate_gate(result(), GatePolicy(require=Requirement.win))
     assert failed(got) == [("primary metric", None)]
-    assert evaluate_gate(result()).passed  # nothing to judge beyond the split
+
+
+def test_a_gate_that_sees_no_metric_does_not_open() -> None:
+    """Only the split was checked (and with 0 units not even that): the gate passed."""
+    for analysed in (result(), result(units=(0, 0))):
+        assert failed(evaluate_gate(analysed)) == [("metrics", None)]
+    secondary = result(metric("clicks", "secondary", comparison(outcome="worse")))
+    got = evaluate_gate(secondary, GatePolicy(require=Requirement.non_inferior))
+    assert failed(got) == [("metrics", None)]
+    assert "nothing to judge harm on" in got.failures[0].detail
 
 
 def test_uncomputable_comparisons_keep_the_gate_closed() -> None:
@@ -158,7 +167,13 @@ def test_uncomputable_comparisons_keep_the_gate_closed() -> None:
 
 
 def test_min_units_checks_every_arm_judged() -> None:
-    analysed = result(units=(5000, 4000, 100))
+    guardrail = metric(
+        "fpr",
+        "guardrail",
+        comparison("challenger", guardrail="pass"),
+        comparison("other", guardrail="pass"),
+    )
+    analysed = result(guardrail, units=(5000, 4000, 100))
     got = evaluate_gate(analysed, GatePolicy(min_units=4500))
     assert failed(got) == [("sample size", "challenger"), ("sample size", "other")]
     only = evaluate_gate(analysed, GatePolicy(min_units=4000, variants=("challenger",)))

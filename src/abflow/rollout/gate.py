@@ -205,6 +205,10 @@ def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) ->
         gate.checks.append(
             GateCheck("primary metric", None, False, "the spec names no primary metric to win on")
         )
+    elif not any(metric.role == "guardrail" for metric in result.metrics):
+        # Only the split would be checked: a gate that sees no metric must not open.
+        detail = "the spec names no primary or guardrail metric: nothing to judge harm on"
+        gate.checks.append(GateCheck("metrics", None, False, detail))
     return gate
 
 
