@@ -13,37 +13,29 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from abflow.spec import parse_experiment
 from abflow.store import EventStore
+from specs import two_arm_spec
 
-KEY = "overflowing"
-SPEC: dict[str, Any] = {
-    "key": KEY,
-    "variants": [
-        {"name": "control", "model": "models:/m/1"},
-        {"name": "treatment", "model": "models:/m/2"},
-    ],
-    "weights": [0.5, 0.5],
-    "metrics": [
-        {"name": "revenue", "kind": "mean", "event": "revenue", "role": "primary"},
-        {"name": "bought", "kind": "conversion", "event": "buy", "role": "secondary"},
-        {
-            "name": "revenue_by_country",
-            "kind": "mean",
-            "event": "revenue",
-            "role": "secondary",
-            "post_stratify": ["country"],
-        },
-        {"name": "revenue_p50", "kind": "quantile", "event": "revenue", "quantile": 0.5},
-        {"name": "bought_p50", "kind": "quantile", "event": "buy", "quantile": 0.5},
-    ],
-}
+KEY = "checkout"
+METRICS: list[dict[str, Any]] = [
+    {"name": "revenue", "kind": "mean", "event": "revenue", "role": "primary"},
+    {"name": "bought", "kind": "conversion", "event": "buy", "role": "secondary"},
+    {
+        "name": "revenue_by_country",
+        "kind": "mean",
+        "event": "revenue",
+        "role": "secondary",
+        "post_stratify": ["country"],
+    },
+    {"name": "revenue_p50", "kind": "quantile", "event": "revenue", "quantile": 0.5},
+    {"name": "bought_p50", "kind": "quantile", "event": "buy", "quantile": 0.5},
+]
 
 
 def _store(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     with EventStore.open(url, upgrade=True) as store:
-        store.register_experiment(parse_experiment(SPEC))
+        store.register_experiment(two_arm_spec(metrics=METRICS))
         phase = store.current_phase(KEY)
         start = phase.started_at + 1
         exposures, outcomes = [], []

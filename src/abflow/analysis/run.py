@@ -243,6 +243,17 @@ class MetricRun:
         note = ""
         if plan.metric.kind == "rmse":
             note = "tested on the mean squared error; values are its root"
+        return self.result(plan, values, comparisons, timeline, note)
+
+    def result(
+        self,
+        plan: MetricPlan,
+        values: list[VariantValue],
+        comparisons: list[ComparisonResult],
+        timeline: list[TimelinePoint] | None = None,
+        note: str = "",
+    ) -> MetricResult:
+        """``plan``'s metric with these values and comparisons."""
         return MetricResult(
             name=plan.metric.name,
             kind=plan.metric.kind,
@@ -253,27 +264,15 @@ class MetricRun:
             margin=plan.metric.margin,
             values=values,
             comparisons=comparisons,
-            timeline=timeline,
+            timeline=timeline or [],
             cuped=plan.is_cuped,
             note=note,
         )
 
     def failed_metric(self, plan: MetricPlan, units: dict[str, int], code: str) -> MetricResult:
         """A metric that cannot be computed at all: units counted, every comparison ``code``."""
-        return MetricResult(
-            name=plan.metric.name,
-            kind=plan.metric.kind,
-            role=plan.metric.role,
-            direction=plan.metric.direction,
-            relative=self.relative(plan),
-            method=self.method,
-            margin=plan.metric.margin,
-            values=[VariantValue(name, int(units[name]), math.nan) for name in self.variants],
-            comparisons=[_failed(name, code) for name in self.variants[1:]],
-            timeline=[],
-            cuped=plan.is_cuped,
-            note="",
-        )
+        values = [VariantValue(name, int(units[name]), math.nan) for name in self.variants]
+        return self.result(plan, values, [_failed(name, code) for name in self.variants[1:]])
 
     def absolute_guardrail(
         self, plan: MetricPlan, stats: dict[str, AnyStats], name: str, result: Comparison

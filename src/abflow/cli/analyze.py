@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from abflow.cli.console import check_output_path, fail, out_console, write_output
-from abflow.cli.options import StoreOption, ThresholdOption, parse_time
+from abflow.cli.options import SpecVersionOption, StoreOption, ThresholdOption, parse_time
 
 
 class ReportFormat(StrEnum):
@@ -32,18 +32,7 @@ def analyze(
         Path | None,
         typer.Option("--spec", help="Analyse with this spec file instead of the stored one."),
     ] = None,
-    spec_version: Annotated[
-        int | None,
-        typer.Option(
-            "--spec-version",
-            min=1,
-            max=2**31 - 1,  # the store's integer column
-            help="Analyse with this stored version of the spec (default: the version in force "
-            "at the end of the events analysed: the latest, an earlier phase's, or at "
-            "--until); the audit trail's experiment.registered entries give each version's "
-            "spec hash.",
-        ),
-    ] = None,
+    spec_version: SpecVersionOption = None,
     phase: Annotated[
         int | None, typer.Option("--phase", help="Phase to analyse (default: the latest).")
     ] = None,

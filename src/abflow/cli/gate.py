@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from abflow.cli.console import ExitCode, check_output_path, fail, out_console
-from abflow.cli.options import StoreOption, ThresholdOption, parse_time
+from abflow.cli.options import SpecVersionOption, StoreOption, ThresholdOption, parse_time
 from abflow.errors import InvalidArgumentError
 from abflow.rollout import GatePolicy, GateResult, Requirement, evaluate_gate
 
@@ -135,16 +135,7 @@ def gate(
     phase: Annotated[
         int | None, typer.Option("--phase", help="Phase to judge (default: the latest).")
     ] = None,
-    spec_version: Annotated[
-        int | None,
-        typer.Option(
-            "--spec-version",
-            min=1,
-            max=2**31 - 1,  # the store's integer column
-            help="Judge with this stored version of the spec (default: the version in force "
-            "at the end of the events judged: an earlier phase's, or at --until).",
-        ),
-    ] = None,
+    spec_version: SpecVersionOption = None,
     until: Annotated[
         str | None,
         typer.Option(

@@ -12,7 +12,7 @@ import typer
 
 from abflow.cli.console import fail
 
-__all__ = ["StoreOption", "ThresholdOption", "actor_name", "parse_time"]
+__all__ = ["SpecVersionOption", "StoreOption", "ThresholdOption", "actor_name", "parse_time"]
 
 
 def _kept_store(url: str | None) -> str | None:
@@ -34,6 +34,18 @@ StoreOption = Annotated[
         ),
         show_default=False,
         callback=_kept_store,
+    ),
+]
+
+SpecVersionOption = Annotated[
+    int | None,
+    typer.Option(
+        "--spec-version",
+        min=1,
+        max=2**31 - 1,  # the store's integer column
+        help="Use this stored version of the spec (default: the version in force at the end "
+        "of the events read: the latest, an earlier phase's, or at --until); the audit "
+        "trail's experiment.registered entries give each version's spec hash.",
     ),
 ]
 
