@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -146,14 +147,18 @@ def test_win_needs_a_primary_metric() -> None:
     assert failed(got) == [("primary metric", None)]
 
 
-def test_a_gate_that_sees_no_metric_does_not_open() -> None:
-    """Only the split was checked (and with 0 units not even that): the gate passed."""
-    for analysed in (result(), result(units=(0, 0))):
-        assert failed(evaluate_gate(analysed)) == [("metrics", None)]
-    secondary = result(metric("clicks", "secondary", comparison(outcome="worse")))
+def test_a_gate_that_saw_nothing_does_not_open() -> None:
+    """No metric to judge and too few units to check the split: the gate passed. With
+    enough units it checks the split alone, as a canary's analysis job may want."""
+    assert evaluate_gate(result()).passed
+    assert not evaluate_gate(result(srm_p=1e-9)).passed
+    unchecked = SrmSummary(math.nan, 0.001, False, "not_enough_data", "no_units")
+    blind = replace(result(units=(0, 0)), srm=unchecked)
+    assert failed(evaluate_gate(blind)) == [("metrics", None)]
+    secondary = replace(blind, metrics=[metric("clicks", "secondary", comparison(outcome="worse"))])
     got = evaluate_gate(secondary, GatePolicy(require=Requirement.non_inferior))
     assert failed(got) == [("metrics", None)]
-    assert "nothing to judge harm on" in got.failures[0].detail
+    assert "nothing was judged" in got.failures[0].detail
 
 
 def test_uncomputable_comparisons_keep_the_gate_closed() -> None:

@@ -205,9 +205,16 @@ def evaluate_gate(result: ExperimentResult, policy: GatePolicy | None = None) ->
         gate.checks.append(
             GateCheck("primary metric", None, False, "the spec names no primary metric to win on")
         )
-    elif not any(metric.role == "guardrail" for metric in result.metrics):
-        # Only the split would be checked: a gate that sees no metric must not open.
-        detail = "the spec names no primary or guardrail metric: nothing to judge harm on"
+    elif (
+        not any(metric.role == "guardrail" for metric in result.metrics)
+        and srm.status == "not_enough_data"
+    ):
+        # No metric, and too few units to check the split: a gate that saw nothing must not
+        # open. (With enough units it is a check of the split, which a canary may want.)
+        detail = (
+            "the spec names no primary or guardrail metric and the split could not be "
+            "checked: nothing was judged"
+        )
         gate.checks.append(GateCheck("metrics", None, False, detail))
     return gate
 
