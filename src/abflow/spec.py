@@ -64,6 +64,11 @@ WEIGHT_TOLERANCE = 1e-6
 """Weights must sum to 1 within this (GrowthBook's SDK falls back to equal weights at ±0.01)."""
 
 _KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+MAX_VARIANTS = 100
+"""Most variants one experiment may have: each is a model to load and a set of metric series
+(5,000 variants made one gateway's /metrics 1.6 MB)."""
+MAX_TEXT = 5_000
+"""Longest free text (a name, a description), in characters."""
 _MODEL_REF = re.compile(
     r"^(models:/[^/@\s]+(/\d+|/latest|@[A-Za-z0-9_\-]+)"  # MLflow registry: version or alias
     r"|runs:/\S+"  # an MLflow run artifact
@@ -106,7 +111,7 @@ class VariantSpec(_Spec):
         description="models:/NAME/VERSION, models:/NAME/latest, models:/NAME@ALIAS, runs:/…, file:PATH, http(s)://URL "
         "or python:module:attribute"
     )
-    description: str = ""
+    description: Annotated[str, Field(max_length=MAX_TEXT)] = ""
 
     @field_validator("model")
     @classmethod
@@ -429,13 +434,13 @@ class ExperimentSpec(_Spec):
     """An experiment: who is in it, which variant each unit sees, and how it is judged."""
 
     key: Annotated[str, Field(pattern=_KEY_PATTERN)]
-    name: str = ""
-    unit: Annotated[str, Field(min_length=1)] = "user_id"
+    name: Annotated[str, Field(max_length=MAX_TEXT)] = ""
+    unit: Annotated[str, Field(min_length=1, max_length=256)] = "user_id"
     seed: str | None = Field(
         default=None, description="hash seed; defaults to the key (an empty seed too)"
     )
     hash_version: Literal[1, 2] = 2
-    variants: list[VariantSpec] = Field(min_length=2)
+    variants: list[VariantSpec] = Field(min_length=2, max_length=MAX_VARIANTS)
     weights: list[float] | None = Field(default=None, description="defaults to equal weights")
     coverage: float = Field(default=1.0, ge=0.0, le=1.0)
     namespace: NamespaceSpec | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -47,10 +48,22 @@ ABSENT = object()
 # Text: mostly ordinary, sometimes with NUL, surrogates or beyond a column's width.
 _nasty = st.characters(codec=None, categories=None)
 _plain = st.characters(min_codepoint=0x20, max_codepoint=0x2FFF, exclude_characters="\x7f")
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _unpaired(value: str) -> bool:
+    """No high surrogate just before a low one: once JSON escapes are decoded such a pair is
+    one valid character (U+10000 and up), which the oracle would call bad and the gateway
+    rightly takes."""
+    return _SURROGATE_PAIR.search(value) is None
+
+
 text = st.one_of(
     st.text(_plain, min_size=1, max_size=12),
-    st.text(_nasty, min_size=0, max_size=12),
-    st.text(st.sampled_from("ab\x00\n\x7f\ud800\udfff\u00e9\U0001f600"), min_size=1, max_size=6),
+    st.text(_nasty, min_size=0, max_size=12).filter(_unpaired),
+    st.text(
+        st.sampled_from("ab\x00\n\x7f\ud800\udfff\u00e9\U0001f600"), min_size=1, max_size=6
+    ).filter(_unpaired),
     st.integers(55, 70).map(lambda n: "r" * n),
     st.integers(120, 300).map(lambda n: "\u00e9" * n),
 )
