@@ -125,7 +125,32 @@ def test_harm_in_every_challenger_unit_rolls_back_by_an_exact_test(
     assert guardrail["basis"] == "exact permutation test (neither arm varies)"
     assert guardrail["p_value"] == pytest.approx(1 / math.comb(40, 20))
     assert guardrail["error_code"] == "zero_variance"  # no standard error for a t-test
-    assert_audit_is_plain_json(store)
+    payload = assert_audit_is_plain_json(store)
+    assert payload["reasons"][0].startswith(
+        "guardrail complaints fails: 0 (control) against 1, judged by exact permutation test"
+    )  # not "absolute effect +nan [+nan, +nan]"
+
+
+def test_every_challenger_unit_harmed_on_too_few_units_holds_the_step(
+    ramp_store: EventStore, ramp_clock: Clock
+) -> None:
+    """Every challenger unit complained, none of the control's: 20 units a side roll back
+    (above); 2 a side (p = 1 / C(4, 2) = 0.17) cannot call it, and the step advanced."""
+    store, clock = ramp_store, ramp_clock
+    spec = {**SPEC, "rollout": {**SPEC["rollout"], "steps": [
+        {"traffic": 0.5, "min_duration_hours": 1, "min_samples": 1},
+        {"traffic": 0.75, "min_duration_hours": 1, "min_samples": 1},
+    ]}}  # fmt: skip
+    store.register_experiment(parse_experiment(spec))
+    assert tick(store, KEY, now=clock.now).action == "started"
+    chosen = exact_arms(store, clock, 2)
+    log_exact_outcomes(store, KEY, chosen["challenger"], name="complaint", at=clock.now)
+    clock.now += 2 * HOUR
+    result = tick(store, KEY, now=clock.now)
+
+    assert result.action == "held"
+    assert result.reasons[0].startswith("cannot advance: guardrail complaints is underpowered")
+    assert store.get_experiment(KEY).spec.effective_weights == [0.5, 0.5]
 
 
 def test_no_outcomes_at_all_never_stops_a_healthy_ramp(

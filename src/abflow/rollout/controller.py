@@ -206,6 +206,7 @@ def tick(
         waiting.append(f"step has run {elapsed_hours:.1f} of {step.min_duration_hours:g} hours")
     if units < step.min_samples:
         waiting.append(f"challenger has {units:,} of {step.min_samples:,} units")
+    waiting += [f"cannot advance: {c.unresolved_harm}" for c in checks if c.unresolved_harm]
     if waiting:
         return TickResult(key, "held", state.step, waiting, evidence)
     reason = f"step {state.step + 1} held for {elapsed_hours:.1f} h with {units:,} challenger units; guardrails hold"
@@ -607,12 +608,7 @@ def _failures(result: ExperimentResult, checks: list[GuardrailCheck]) -> list[st
         out.append(f"sample ratio mismatch (p = {result.srm.p_value:.2g}): the split is broken")
     for check in checks:
         if check.status == "fail":
-            scale = "relative" if check.relative else "absolute"
-            out.append(
-                f"guardrail {check.metric} fails: {scale} effect {check.effect:+.4g} "
-                f"[{check.ci_low:+.4g}, {check.ci_high:+.4g}]"
-                + ("" if check.basis == "analysis" else f", judged by {check.basis}")
-            )
+            out.append(f"guardrail {check.metric} fails: {check.describe()}")
     return out
 
 

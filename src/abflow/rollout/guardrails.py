@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from abflow.analysis.guardrails import reported_evidence
+from abflow.analysis.decision import underpowered
+from abflow.analysis.guardrails import EXACT_BASIS, reported_evidence
 from abflow.analysis.results import ComparisonResult, ExperimentResult, MetricResult
 from abflow.stats.exact import permutation_p_value
 
@@ -35,6 +36,19 @@ class GuardrailCheck:
     p_value: float | None
     units: dict[str, int]
     values: dict[str, float]
+    unresolved_harm: str | None = None
+    """Why the challenger looks worse beyond the margin yet the exact test (neither arm
+    varies) has too few units to call it: a step must not advance on that."""
+
+    def describe(self) -> str:
+        """The effect and interval, or, judged by the exact test, the two constant values."""
+        if self.basis.startswith("exact") and len(self.values) == 2:
+            control, challenger = self.values.values()
+            p = "" if self.p_value is None else f", p = {self.p_value:.3g}"
+            return f"{control:.4g} (control) against {challenger:.4g}, judged by {self.basis}{p}"
+        scale = "relative" if self.relative else "absolute"
+        text = f"{scale} effect {self.effect:+.4g} [{self.ci_low:+.4g}, {self.ci_high:+.4g}]"
+        return text if self.basis == "analysis" else f"{text}, judged by {self.basis}"
 
     def evidence(self) -> dict[str, Any]:
         """The audit form (undefined numbers become null when written)."""
@@ -82,4 +96,5 @@ def _check(control: str, metric: MetricResult, comparison: ComparisonResult) -> 
         p_value=evidence.p_value,
         units=units,
         values={name: values[name].value for name in units},
+        unresolved_harm=underpowered(metric, comparison) if evidence.basis == EXACT_BASIS else None,
     )
