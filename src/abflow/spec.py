@@ -650,12 +650,12 @@ def text_problem(value: str) -> str | None:
     return None
 
 
-def _unstorable(data: Any, path: str = "") -> list[str]:
+def _unstorable(data: Any) -> list[str]:
     """Problems of values JSON cannot carry into the store and back: an infinite or NaN
     number (stored as null, so the spec read back differs or no longer validates) and text
     with a NUL or a lone surrogate, in keys and values alike, at any depth."""
     found: list[str] = []
-    stack: list[tuple[str, Any]] = [(path, data)]
+    stack: list[tuple[str, Any]] = [("", data)]
     while stack and len(found) < 20:
         where, value = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
